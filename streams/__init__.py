@@ -1,0 +1,1 @@
+"""Kafka side of prefstream: event schemas, the Faust ingest app, the route path and the client SDK."""
