@@ -1,0 +1,59 @@
+import numpy as np
+import torch
+
+from graphstore.schema import EDGE_TYPES, NODE_TYPES, UserSubgraph
+from trainer.graph import Request, build_batch
+from trainer.train import truncate
+
+D = 8
+
+
+def _sub(user: str, llms: list[str], ratings: list[float], conv: list[str], turn: list[int], prev: list[int],
+         qkeys: list[str]) -> UserSubgraph:
+    t = len(llms)
+    rng = np.random.default_rng(len(user))
+    return UserSubgraph(user, [f"{user}{i}" for i in range(t)], conv, llms, qkeys, np.array(turn), np.arange(t),
+                        rng.normal(size=(t, D)).astype(np.float32), np.array(ratings, np.float32), np.array(prev))
+
+
+def test_builder_shapes_edges_and_masking():
+    a = _sub("a", ["m1", "m2", "m1", "m2"], [1.0, 0.0, np.nan, 0.4], ["c", "c", "c", "c"], [0, 0, 1, 1],
+             [-1, -1, 0, 1], ["q1", "q1", "q2", "q2"])
+    cold = UserSubgraph("new")
+    b = _sub("b", ["m3"], [np.nan], ["d"], [0], [-1], ["q1"])
+    emb = {m: np.full(D, i, np.float32) for i, m in enumerate(["m1", "m2", "m3"])}
+    cands = np.ones((3, D), np.float32)
+    reqs = [Request(0, np.zeros(D, np.float32), cands), Request(1, np.zeros(D, np.float32), cands[:2]),
+            Request(2, np.zeros(D, np.float32), cands[:1])]
+    g = build_batch([a, cold, b], reqs, emb)
+    data = g.data
+    assert set(data.node_types) == set(NODE_TYPES)
+    assert data["user"].num_nodes == 3
+    assert data["turn"].num_nodes == 5 and data["response"].num_nodes == 5
+    assert data["query"].num_nodes == 2  # q1 shared by users a and b: one node per distinct query
+    assert data["llm"].num_nodes == 3
+    for et in EDGE_TYPES:
+        assert et in data.edge_types
+    assert data["turn", "by", "user"].edge_index[1].tolist() == [0, 0, 0, 0, 2]  # the cold user has no turns
+    assert data["turn", "follows", "turn"].edge_index.tolist() == [[2, 3], [0, 1]]
+    resp = data["response"].x
+    # has_rating masks NaN, centered rating within the (conversation, turn) group, nothing for the unrated turn
+    assert resp[:, 1].tolist() == [1.0, 1.0, 0.0, 1.0, 0.0]
+    assert torch.allclose(resp[:2, 0], torch.tensor([0.5, -0.5]))
+    assert resp[2, 0] == 0 and resp[3, 0] == 0  # its sibling is unrated: no comparison
+    assert not torch.isnan(resp).any()
+    assert g.cand.shape == (6, D) and g.counts == [3, 2, 1]
+    assert g.cand_req.tolist() == [0, 0, 0, 1, 1, 2]
+    # memory pairs: only rated turns of the request's own user
+    pairs = set(zip(g.mem_cand.tolist(), g.mem_turn.tolist()))
+    assert pairs == {(c, t) for c in range(3) for t in (0, 1, 3)}
+
+
+def test_truncate_keeps_last_groups_and_remaps_prev():
+    a = _sub("a", ["m1", "m2", "m1", "m2", "m1"], [1, 0, 1, 0, 1], ["c", "c", "c", "c", "e"], [0, 0, 1, 1, 0],
+             [-1, -1, 0, 1, -1], ["q1", "q1", "q2", "q2", "q3"])
+    t = truncate(a, 2)
+    assert t.turn_ids == ["a2", "a3", "a4"]
+    assert t.prev.tolist() == [-1, -1, -1]  # the previous turns were dropped
+    assert len(truncate(a, 0)) == 0
+    assert truncate(a, 10) is a

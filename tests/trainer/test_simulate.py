@@ -1,0 +1,58 @@
+import json
+
+import numpy as np
+
+from streams.events import ChatTurn, Feedback, LLMRegistered, parse_any
+from trainer.data import read_gmtrouter
+from trainer.simulate import SimConfig, Simulator
+
+
+def test_seeded_and_split_by_time(tiny_sim):
+    again = Simulator(SimConfig(seed=3, n_users=40, n_new_users=8, turns_min=30, turns_max=40), data=tiny_sim.data)
+    assert [(g.user_id, g.query_idx, g.ratings) for g in again.history[:50]] == \
+        [(g.user_id, g.query_idx, g.ratings) for g in tiny_sim.history[:50]]
+    by_user = {}
+    for g in tiny_sim.history:
+        by_user.setdefault(g.user_id, []).append(g)
+    order = {"train": 0, "valid": 1, "test": 2}
+    for user, gs in by_user.items():
+        splits = [order[g.split] for g in sorted(gs, key=lambda g: g.timestamp)]
+        assert splits == sorted(splits)  # train, then valid, then test
+        if user.startswith("new"):
+            assert set(splits) == {2}
+    unseen = set(tiny_sim.unseen_queries.tolist())
+    assert all(g.query_idx not in unseen for g in tiny_sim.history if g.split != "test")
+
+
+def test_users_differ(tiny_sim):
+    """Different users prefer different LLMs for the same query (else a global router would suffice)."""
+    q = int(tiny_sim.history[0].query_idx)
+    best = {int(np.argmax(tiny_sim.utility(u, q, 0.0))) for u in tiny_sim.users}
+    assert len(best) >= 3
+
+
+def test_gmtrouter_files_and_events(tmp_path, tiny_sim):
+    paths = tiny_sim.write_gmtrouter(tmp_path)
+    n = sum(len(g.llm_idx) for g in tiny_sim.history if g.split == "train")
+    assert sum(1 for _ in open(paths["train"])) == n
+    groups = read_gmtrouter(paths["train"], "train")
+    assert len(groups) == sum(g.split == "train" for g in tiny_sim.history)
+    assert set(json.loads(paths["catalog"].read_text())) == set(tiny_sim.data.llm_ids)
+    count = tiny_sim.write_events(tmp_path / "ev.jsonl")
+    evs = [parse_any(line) for line in open(tmp_path / "ev.jsonl")]
+    assert len(evs) == count
+    assert all(isinstance(e, LLMRegistered) for e in evs[:len(tiny_sim.data.llm_ids)])
+    ts = [e.timestamp for e in evs[len(tiny_sim.data.llm_ids):]]
+    assert ts == sorted(ts)
+    turns = {e.event_id for e in evs if isinstance(e, ChatTurn)}
+    fbs = [e for e in evs if isinstance(e, Feedback)]
+    assert fbs and all(f.turn_id in turns for f in fbs)
+    assert {f.signal.kind for f in fbs} == {"pairwise", "score", "thumbs"}
+
+
+def test_new_request_has_true_utilities(tiny_sim):
+    rng = np.random.default_rng(0)
+    r = tiny_sim.new_request("u0001", rng)
+    assert r.utility.shape == (len(tiny_sim.data.llm_ids),)
+    assert r.query == tiny_sim.data.queries[r.query_idx]
+    assert 0 <= r.best_llm < len(tiny_sim.data.llm_ids)

@@ -1,0 +1,1 @@
+"""GMTRouter model, inductive training, simulator and offline evaluation (nothing heavy at import)."""

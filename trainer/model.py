@@ -1,0 +1,197 @@
+"""The GMTRouter scorer: an HGT encoder over users' recent turns and a cross-attention scoring head.
+
+    visible turns ──► TurnEncoder (query, LLM, feedback, rating x LLM, rating x query) ─┐
+    query / llm / response nodes ──► per-type projections ──────────────────────────────┤
+                                                                                        ▼
+                                              HGTConv x L (heads, LayerNorm, dropout): turn ─► user
+    request (query q, candidate LLM m):
+        m attends over [h_user, q]  ─┐
+        q ⊙ m  (content match)      ─┼─► MLP ─► score
+        PersonalMemory(q, m, turns) ─┘   (similarity-weighted past ratings of m on queries like q)
+
+No per-user parameters: a user is only the edges of its turns, so new users and new LLMs (described by
+their description embedding) are scored without retraining. ``head="dot"`` and ``use_user=False`` give
+the ablations used as baselines (dot-product head; GraphRouter-like model without user nodes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.nn import HGTConv
+from torch_geometric.utils import scatter
+
+from trainer.graph import RESPONSE_FEATURES, GraphBatch, metadata
+
+MEMORY_FEATURES = 6
+
+
+@dataclass
+class GMTRouterConfig:
+    emb_dim: int = 384  # frozen sentence-encoder width
+    hidden: int = 64  # chosen by measurement (bench/quality.py): wider did not help, cost more
+    layers: int = 2  # 2 single-turn, 3 multi-turn (context travels along the turn chain)
+    heads: int = 4
+    dropout: float = 0.1
+    head: str = "cross"  # "cross" (LLM attends to [user, query]) or "dot"
+    use_user: bool = True  # False: no user information at all (GraphRouter-like ablation)
+    memory: bool = True  # similarity-weighted summary of the user's past ratings per candidate
+    reverse_edges: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class TurnEncoder(nn.Module):
+    """Initial turn state from what happened in it, so messages into the user say
+    "this LLM did well / badly on this kind of query" instead of a bare rating."""
+
+    def __init__(self, cfg: GMTRouterConfig):
+        super().__init__()
+        h = cfg.hidden
+        self.q = nn.Linear(cfg.emb_dim, h)
+        self.m = nn.Linear(cfg.emb_dim, h)
+        self.mlp = nn.Sequential(nn.Linear(4 * h + RESPONSE_FEATURES + 1, h), nn.GELU(), nn.Linear(h, h))
+
+    def forward(self, xq: Tensor, xm: Tensor, resp: Tensor, recency: Tensor) -> Tensor:
+        # xq, xm: [T, D] raw embeddings of each turn's query and LLM; resp: [T, F]; recency: [T, 1]
+        q, m = self.q(xq), self.m(xm)
+        signed = resp[:, :1] + resp[:, 4:5]  # centered rating (+ deviation from the user's mean)
+        return self.mlp(torch.cat([q, m, signed * m, signed * q, resp, recency], dim=-1))  # [T, H]
+
+
+class PersonalMemory(nn.Module):
+    """For each (candidate m, request query q): how the user rated m (or LLMs described like m) before,
+    weighted by how similar the past query was to q. Cheap, inductive, and it uses the latest feedback."""
+
+    def __init__(self, tau_q: float = 5.0, tau_m: float = 20.0, prior: float = 0.5):
+        super().__init__()
+        self.log_tau_q = nn.Parameter(torch.tensor(float(tau_q)).log())
+        self.log_tau_m = nn.Parameter(torch.tensor(float(tau_m)).log())
+        self.prior = prior  # pseudo-count that shrinks sparse evidence towards 0
+
+    def forward(self, b: GraphBatch) -> Tensor:
+        n_c = b.cand.size(0)
+        if b.mem_cand.numel() == 0:
+            return b.cand.new_zeros(n_c, MEMORY_FEATURES)
+        turn = b.data["turn"]
+        resp = b.data["response"].x[b.mem_turn]  # [P, F]
+        q_turn = b.data["query"].x[turn.query_idx[b.mem_turn]]  # [P, D]
+        m_turn = b.data["llm"].x[turn.llm_idx[b.mem_turn]]  # [P, D]
+        q_req = b.query[b.cand_req[b.mem_cand]]  # [P, D]
+        m_req = b.cand[b.mem_cand]  # [P, D]
+        w_q = torch.exp(self.log_tau_q.exp() * (F.cosine_similarity(q_turn, q_req, dim=-1) - 1.0))
+        w_m = torch.exp(self.log_tau_m.exp() * (F.cosine_similarity(m_turn, m_req, dim=-1) - 1.0))
+        rec = b.data["turn"].x[b.mem_turn, 0]
+        rc, dev = resp[:, 0], resp[:, 4]
+
+        def avg(w: Tensor, v: Tensor) -> Tensor:
+            num = scatter(w * v, b.mem_cand, 0, dim_size=n_c, reduce="sum")
+            den = scatter(w, b.mem_cand, 0, dim_size=n_c, reduce="sum")
+            return num / (den + self.prior)
+
+        wqm = w_q * w_m
+        mass_qm = scatter(wqm, b.mem_cand, 0, dim_size=n_c, reduce="sum")
+        mass_m = scatter(w_m, b.mem_cand, 0, dim_size=n_c, reduce="sum")
+        return torch.stack([avg(wqm, rc), avg(w_m, rc), avg(wqm, dev), avg(w_m, dev), avg(w_m * rec, rc + dev),
+                            torch.log1p(mass_qm) - torch.log1p(mass_m)], dim=-1)  # [N_c, MEMORY_FEATURES]
+
+
+class GraphEncoder(nn.Module):
+    """HGT over the batched graph; returns the user states [U, H]."""
+
+    def __init__(self, cfg: GMTRouterConfig):
+        super().__init__()
+        h = cfg.hidden
+        self.cfg = cfg
+        self.turn = TurnEncoder(cfg)
+        self.proj = nn.ModuleDict({"query": nn.Linear(cfg.emb_dim, h), "llm": nn.Linear(cfg.emb_dim, h),
+                                   "response": nn.Linear(RESPONSE_FEATURES, h)})
+        meta = metadata(cfg.reverse_edges)
+        self.convs = nn.ModuleList(HGTConv(h, h, meta, heads=cfg.heads) for _ in range(cfg.layers))
+        self.norms = nn.ModuleList(nn.ModuleDict({t: nn.LayerNorm(h) for t in ("turn", "user")})
+                                   for _ in range(cfg.layers))
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, b: GraphBatch) -> Tensor:
+        data = b.data
+        n_user = data["user"].num_nodes
+        h = self.cfg.hidden
+        turn = data["turn"]
+        if turn.num_nodes == 0:  # nobody has history: every user is a cold start
+            return data["user"].x.new_zeros(n_user, h)
+        xq, xm = data["query"].x, data["llm"].x
+        x = {
+            "query": self.proj["query"](xq),
+            "llm": self.proj["llm"](xm),
+            "response": self.proj["response"](data["response"].x),
+            "turn": self.turn(xq[turn.query_idx], xm[turn.llm_idx], data["response"].x, turn.x),
+            "user": xq.new_zeros(n_user, h),  # users start at zero: no per-user parameters
+        }
+        edges = {et: data[et].edge_index for et in data.edge_types}
+        for conv, norms in zip(self.convs, self.norms):
+            out = conv(x, edges)
+            for t, norm in norms.items():
+                if out.get(t) is not None:
+                    x[t] = self.drop(norm(out[t]))
+        return x["user"]
+
+
+class CrossAttentionHead(nn.Module):
+    """The candidate LLM attends over [user, query]; MLP on [attended, LLM, query ⊙ LLM, memory]."""
+
+    def __init__(self, cfg: GMTRouterConfig):
+        super().__init__()
+        h = cfg.hidden
+        self.q = nn.Linear(cfg.emb_dim, h)
+        self.m = nn.Linear(cfg.emb_dim, h)
+        self.u = nn.Linear(h, h)
+        self.attn = nn.MultiheadAttention(h, cfg.heads, dropout=cfg.dropout, batch_first=True)
+        self.mem = nn.Linear(MEMORY_FEATURES, h)
+        self.out = nn.Sequential(nn.Linear(4 * h, h), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(h, 1))
+
+    def forward(self, h_user: Tensor, q: Tensor, m: Tensor, mem: Tensor) -> Tensor:
+        # h_user: [N_c, H]; q, m: [N_c, D]; mem: [N_c, MEMORY_FEATURES] -> [N_c]
+        qh, mh = self.q(q), self.m(m)
+        ctx = torch.stack([self.u(h_user), qh], dim=1)  # [N_c, 2, H]
+        att, _ = self.attn(mh[:, None], ctx, ctx, need_weights=False)  # [N_c, 1, H]
+        return self.out(torch.cat([att[:, 0], mh, qh * mh, self.mem(mem)], dim=-1)).squeeze(-1)
+
+
+class DotHead(nn.Module):
+    """Ablation: score = <f(user, query), g(LLM)> (+ a linear read of the memory features)."""
+
+    def __init__(self, cfg: GMTRouterConfig):
+        super().__init__()
+        h = cfg.hidden
+        self.ctx = nn.Sequential(nn.Linear(h + cfg.emb_dim, h), nn.ReLU(), nn.Linear(h, h))
+        self.m = nn.Linear(cfg.emb_dim, h)
+        self.mem = nn.Linear(MEMORY_FEATURES, 1)
+
+    def forward(self, h_user: Tensor, q: Tensor, m: Tensor, mem: Tensor) -> Tensor:
+        return (self.ctx(torch.cat([h_user, q], -1)) * self.m(m)).sum(-1) + self.mem(mem).squeeze(-1)
+
+
+class GMTRouter(nn.Module):
+    def __init__(self, cfg: GMTRouterConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or GMTRouterConfig()
+        self.encoder = GraphEncoder(cfg) if cfg.use_user else None
+        self.memory = PersonalMemory() if cfg.use_user and cfg.memory else None
+        self.head = CrossAttentionHead(cfg) if cfg.head == "cross" else DotHead(cfg)
+
+    def forward(self, b: GraphBatch) -> Tensor:
+        """Scores [N_c] for every candidate of every request (higher = better)."""
+        n_c = b.cand.size(0)
+        if self.encoder is not None:
+            h_user = self.encoder(b)[b.req_user][b.cand_req]  # [N_c, H]
+        else:
+            h_user = b.cand.new_zeros(n_c, self.cfg.hidden)
+        mem = self.memory(b) if self.memory is not None else b.cand.new_zeros(n_c, MEMORY_FEATURES)
+        return self.head(h_user, b.query[b.cand_req], b.cand, mem)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,207 @@
+"""Inductive training: many optimizer steps over mini-batches of users, each seeing a fresh random
+number of visible turns (0..k_max) and predicting the same users' later comparisons.
+
+The best step is chosen on validation AUC. Seeds are fixed, so a run is reproducible on one machine.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from graphstore.schema import HeldOutGroup, LLMInfo, TrainingSample, UserSubgraph
+from trainer.graph import GraphBatch, Request, build_batch
+from trainer.metrics import pair_metrics
+from trainer.model import GMTRouter, GMTRouterConfig
+
+
+@dataclass
+class TrainConfig:
+    model: GMTRouterConfig = field(default_factory=GMTRouterConfig)
+    steps: int = 600
+    batch_size: int = 64  # samples (users) per step
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    k_min: int = 0  # visible groups are resampled in [k_min, k_max] every step
+    k_max: int = 10
+    loss: str = "bt"  # "bt": pairwise Bradley-Terry, ties skipped; "bce": per-answer BCE on ratings
+    eval_every: int = 100
+    max_valid: int = 3000  # validation samples scored at each evaluation (a fixed, seeded subset)
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        d["model"] = GMTRouterConfig(**d.get("model", {}))
+        return cls(**d)
+
+
+@dataclass
+class FitResult:
+    model: GMTRouter
+    metrics: dict  # validation metrics of the chosen step
+    best_step: int
+    history: list[dict]  # one entry per evaluation
+    seconds: float
+    step_seconds: float  # mean wall time of one optimizer step
+
+
+def truncate(sub: UserSubgraph, k: int) -> UserSubgraph:
+    """Keep the last ``k`` comparison groups (turns sharing conversation and turn index) of a subgraph."""
+    keys = list(zip(sub.conversation_ids, sub.turn_index.tolist()))
+    uniq = list(dict.fromkeys(keys))
+    if len(uniq) <= k:
+        return sub
+    keep_keys = set(uniq[len(uniq) - k:]) if k > 0 else set()
+    keep = np.array([kk in keep_keys for kk in keys], bool)
+    idx = np.flatnonzero(keep)
+    remap = np.full(len(sub), -1, np.int64)
+    remap[idx] = np.arange(len(idx))
+    prev = sub.prev[idx]
+    prev = np.where(prev >= 0, remap[np.maximum(prev, 0)], -1)
+    pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
+    return UserSubgraph(sub.user_id, pick(sub.turn_ids), pick(sub.conversation_ids), pick(sub.llm_ids),
+                        pick(sub.query_keys), sub.turn_index[idx], sub.timestamps[idx], sub.query_emb[idx],
+                        sub.rating[idx], prev)
+
+
+def llm_table(llms: Mapping[str, LLMInfo] | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: (v.embedding if isinstance(v, LLMInfo) else np.asarray(v)) for k, v in llms.items()}
+
+
+def make_batch(subs: Sequence[UserSubgraph], targets: Sequence[Sequence[HeldOutGroup]],
+               llm_emb: Mapping[str, np.ndarray], reverse_edges: bool) -> GraphBatch:
+    """One user node per subgraph; one request per target group, its candidates = the group's LLMs."""
+    d = next(iter(llm_emb.values())).shape[-1] if llm_emb else 384
+    zero = np.zeros(d, np.float32)
+    reqs = [Request(u, g.query_emb, np.stack([llm_emb.get(m, zero) for m in g.llm_ids]))
+            for u, gs in enumerate(targets) for g in gs]
+    return build_batch(subs, reqs, llm_emb, reverse_edges=reverse_edges, emb_dim=d)
+
+
+def _loss(scores: torch.Tensor, groups: Sequence[HeldOutGroup], kind: str) -> torch.Tensor:
+    ratings = torch.from_numpy(np.concatenate([g.ratings for g in groups]).astype(np.float32))
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(scores, ratings)
+    hi, lo = [], []
+    off = 0
+    for g in groups:
+        r = g.ratings
+        for a in range(len(r)):
+            for b in range(len(r)):
+                if r[a] > r[b]:
+                    hi.append(off + a)
+                    lo.append(off + b)
+        off += len(r)
+    if not hi:
+        return scores.sum() * 0.0
+    return F.softplus(-(scores[hi] - scores[lo])).mean()
+
+
+@torch.no_grad()
+def score_samples(model: GMTRouter, samples: Sequence[TrainingSample], llm_emb: Mapping[str, np.ndarray],
+                  batch_size: int = 256) -> list[np.ndarray]:
+    """Scores for every target group of every sample, in order (the visible subgraphs are used as given)."""
+    was = model.training
+    model.eval()
+    out: list[np.ndarray] = []
+    for i in range(0, len(samples), batch_size):
+        chunk = samples[i:i + batch_size]
+        b = make_batch([s.visible for s in chunk], [s.targets for s in chunk], llm_emb, model.cfg.reverse_edges)
+        s = model(b).numpy()
+        out.extend(np.split(s, np.cumsum(b.counts)[:-1]))
+    model.train(was)
+    return out
+
+
+def evaluate(model: GMTRouter, samples: Sequence[TrainingSample],
+             llms: Mapping[str, LLMInfo] | Mapping[str, np.ndarray] | None = None) -> dict:
+    """Accuracy, AUC and mean per-user AUC of the model on the samples' target groups."""
+    table = llm_table(llms) if llms is not None else getattr(model, "llm_emb", {})
+    scores = score_samples(model, samples, table)
+    return pair_metrics([g for s in samples for g in s.targets], scores)
+
+
+def _init_model(init, cfg: TrainConfig) -> GMTRouter:
+    if init is None:
+        return GMTRouter(cfg.model)
+    if isinstance(init, GMTRouter):
+        return copy.deepcopy(init)
+    from trainer.checkpoint import load_checkpoint
+
+    return load_checkpoint(Path(init)).model
+
+
+def fit(train: list[TrainingSample], valid: list[TrainingSample], config: TrainConfig,
+        init: GMTRouter | str | Path | None = None, progress: bool = True, *,
+        llms: Mapping[str, LLMInfo] | Mapping[str, np.ndarray] | None = None) -> FitResult:
+    """Train on ``train`` samples, select the step with the best validation AUC; returns that model.
+
+    ``llms`` maps every llm id in the samples to its description embedding (unknown ids get zeros);
+    ``init`` (a model or a checkpoint path) continues training from there.
+    """
+    if not train:
+        raise ValueError("fit needs at least one training sample")
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    model = _init_model(init, config)
+    table = llm_table(llms) if llms is not None else dict(getattr(model, "llm_emb", {}))
+    model.llm_emb = table
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=max(config.steps, 1),
+                                                pct_start=0.1)
+    vrng = np.random.default_rng(config.seed + 1)
+    vsub = [valid[i] for i in np.sort(vrng.choice(len(valid), min(len(valid), config.max_valid), replace=False))] \
+        if valid else []
+    best = (-1.0, 0, copy.deepcopy(model.state_dict()), {})
+    history: list[dict] = []
+    t0 = time.perf_counter()
+    step_time = 0.0
+    bar = range(config.steps)
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(bar, desc="training GMTRouter", unit="step")
+    model.train()
+    running = None
+    for step in bar:
+        ts = time.perf_counter()
+        idx = rng.choice(len(train), min(config.batch_size, len(train)), replace=False)
+        chunk = [train[i] for i in idx]
+        ks = rng.integers(config.k_min, config.k_max + 1, len(chunk))
+        subs = [truncate(s.visible, int(k)) for s, k in zip(chunk, ks)]
+        batch = make_batch(subs, [s.targets for s in chunk], table, model.cfg.reverse_edges)
+        loss = _loss(model(batch), [g for s in chunk for g in s.targets], config.loss)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        step_time += time.perf_counter() - ts
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        last = step == config.steps - 1
+        if vsub and ((step + 1) % config.eval_every == 0 or last):
+            m = evaluate(model, vsub, table)
+            m["step"] = step + 1
+            m["loss"] = running
+            history.append(m)
+            if m["auc"] > best[0]:
+                best = (m["auc"], step + 1, copy.deepcopy(model.state_dict()), m)
+            if progress:
+                bar.set_postfix(loss=f"{running:.3f}", val_auc=f"{m['auc']:.3f}", best=f"{best[0]:.3f}")
+    if vsub:
+        model.load_state_dict(best[2])
+    else:
+        best = (float("nan"), config.steps, None, {})
+    model.eval()
+    return FitResult(model, best[3], best[1], history, time.perf_counter() - t0, step_time / max(config.steps, 1))
