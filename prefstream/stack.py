@@ -1,0 +1,162 @@
+"""`prefstream up` / `down` / `status`: the local stack and the app processes on it.
+
+What ``up`` started is written to ``<run_dir>/stack.json`` (pids, ports, logs); ``down`` stops exactly
+those processes and nothing else, so two stacks with different run directories and ports coexist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from prefstream import services
+from prefstream.config import Settings
+from prefstream.procs import Proc, alive, port_open, same_process, spawn, stop, wait_healthy
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    """An application process (`prefstream <subcommand>`) that ``up`` runs on the stack."""
+
+    name: str
+    args: list[str]
+    healthy: Callable[[Settings, Proc], bool] | None = None
+    timeout: float = 120.0
+
+
+def app_specs(s: Settings) -> list[AppSpec]:
+    """The app processes of a full stack. Later components register here."""
+    from prefstream.apps import registered_apps
+
+    return registered_apps(s)
+
+
+def stack_env(s: Settings) -> dict[str, str]:
+    """Environment that points an app process at this stack."""
+    env = {
+        "PREFSTREAM_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+        "PREFSTREAM_GRAPH_URI": s.graph_uri,
+        "PREFSTREAM_GRAPH_BACKEND": s.graph_backend,
+        "PREFSTREAM_RUN_DIR": str(s.run_dir.resolve()),
+        "PREFSTREAM_MODEL_DIR": str(s.model_dir.resolve()),
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "RAY_AUTH_MODE": "disabled",
+        "HF_HUB_OFFLINE": "1",
+    }
+    if s.start_ray:
+        env["PREFSTREAM_RAY_ADDRESS"] = f"127.0.0.1:{s.ray_port}"
+    return env
+
+
+def local_settings(s: Settings) -> Settings:
+    """Settings whose addresses point at the local stack's ports."""
+    return s.model_copy(update={
+        "kafka_bootstrap": f"127.0.0.1:{s.broker_port}",
+        "graph_uri": f"redis://127.0.0.1:{s.graph_port}",
+        "ray_address": f"127.0.0.1:{s.ray_port}" if s.start_ray else s.ray_address,
+    })
+
+
+class Stack:
+    def __init__(self, settings: Settings):
+        self.s = local_settings(settings)
+        self.run_dir = self.s.run_dir
+        self.state_file = self.run_dir / "stack.json"
+        self.log_dir = self.run_dir / "logs"
+
+    # --- state -----------------------------------------------------------------------------
+    def procs(self) -> list[Proc]:
+        if not self.state_file.exists():
+            return []
+        data = json.loads(self.state_file.read_text())
+        return [Proc(**p) for p in data["procs"]]
+
+    def _save(self, procs: list[Proc], timings: dict[str, float]) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"procs": [p.to_dict() for p in procs], "start_s": timings,
+                                   "settings": {"kafka_bootstrap": self.s.kafka_bootstrap,
+                                                "graph_uri": self.s.graph_uri,
+                                                "ray_address": self.s.ray_address}}, indent=2))
+        os.replace(tmp, self.state_file)
+
+    def running(self) -> list[Proc]:
+        return [p for p in self.procs() if alive(p.pid) and same_process(p)]
+
+    # --- up / down -------------------------------------------------------------------------
+    def up(self, apps: bool = True, log: Callable[[str], None] = print) -> dict[str, float]:
+        """Start every component, wait until each is healthy, record it; return start seconds."""
+        if self.running():
+            raise RuntimeError(f"a stack is already running from {self.run_dir}; run `prefstream down` first")
+        ports = {"broker": self.s.broker_port, "graph": self.s.graph_port}
+        if self.s.start_ray:
+            ports |= {f"ray +{i}": self.s.ray_port + i for i in range(services.RAY_PORT_SPAN)}
+        busy = [f"{name} port {p}" for name, p in ports.items() if port_open(p)]
+        if busy:
+            raise RuntimeError(f"already in use: {', '.join(busy)}; choose other ports (--broker-port, "
+                               "--graph-port, --ray-port or PREFSTREAM_*_PORT)")
+        procs: list[Proc] = []
+        timings: dict[str, float] = {}
+        t_all = time.monotonic()
+        try:
+            t = time.monotonic()
+            procs.append(services.start_broker(self.s.broker_port, self.log_dir))
+            self._save(procs, timings)
+            services.wait_broker(procs[-1], self.s.kafka_bootstrap)
+            from streams.kafka_config import create_topics
+
+            create_topics(self.s)
+            timings["broker"] = time.monotonic() - t
+            log(f"broker  up  127.0.0.1:{self.s.broker_port}  ({timings['broker']:.2f} s, topics created)")
+
+            t = time.monotonic()
+            procs.append(services.start_graph(self.s.graph_port, self.run_dir / "graph", self.log_dir))
+            self._save(procs, timings)
+            services.wait_graph(procs[-1], self.s.graph_port)
+            timings["graph"] = time.monotonic() - t
+            log(f"graph   up  redis://127.0.0.1:{self.s.graph_port}  ({timings['graph']:.2f} s)")
+
+            if self.s.start_ray:
+                t = time.monotonic()
+                procs.append(services.start_ray(self.s.ray_port, self.log_dir))
+                self._save(procs, timings)
+                services.wait_ray(procs[-1], self.s.ray_port)
+                timings["ray"] = time.monotonic() - t
+                log(f"ray     up  {self.s.ray_address}  ({timings['ray']:.2f} s)")
+
+            if apps:
+                env = stack_env(self.s)
+                for spec in app_specs(self.s):
+                    t = time.monotonic()
+                    cmd = [sys.executable, "-m", "prefstream.cli", *spec.args]
+                    proc = spawn(spec.name, cmd, self.log_dir, env=env)
+                    procs.append(proc)
+                    self._save(procs, timings)
+                    if spec.healthy is not None:
+                        wait_healthy(proc, lambda: spec.healthy(self.s, proc), spec.timeout, spec.name)
+                    timings[spec.name] = time.monotonic() - t
+                    log(f"{spec.name:<7} up  pid {proc.pid}  ({timings[spec.name]:.2f} s)")
+        except BaseException:
+            for p in reversed(procs):
+                stop(p)
+            self.state_file.unlink(missing_ok=True)
+            raise
+        timings["total"] = time.monotonic() - t_all
+        self._save(procs, timings)
+        return timings
+
+    def down(self, log: Callable[[str], None] = print) -> int:
+        """Stop what ``up`` recorded, apps first; return how many were still running."""
+        procs = self.procs()
+        n = 0
+        for p in reversed(procs):
+            if alive(p.pid) and same_process(p):
+                n += 1
+            stop(p)
+            log(f"stopped {p.name} (pid {p.pid})")
+        self.state_file.unlink(missing_ok=True)
+        return n

@@ -1,0 +1,67 @@
+"""kafka-python client settings derived from Settings (bootstrap, security, broker-quirk timings)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefstream.config import Settings
+
+
+def security_kwargs(s: Settings) -> dict[str, Any]:
+    """SASL / TLS options passed through unchanged to every kafka-python client."""
+    kw: dict[str, Any] = {"security_protocol": s.kafka_security_protocol}
+    if s.kafka_sasl_mechanism:
+        kw["sasl_mechanism"] = s.kafka_sasl_mechanism
+        kw["sasl_plain_username"] = s.kafka_sasl_username
+        kw["sasl_plain_password"] = s.kafka_sasl_password.get_secret_value() if s.kafka_sasl_password else None
+    for field, arg in (("kafka_ssl_cafile", "ssl_cafile"), ("kafka_ssl_certfile", "ssl_certfile"),
+                       ("kafka_ssl_keyfile", "ssl_keyfile")):
+        value = getattr(s, field)
+        if value is not None:
+            kw[arg] = str(value)
+    return kw
+
+
+def producer_kwargs(s: Settings, **extra: Any) -> dict[str, Any]:
+    return {"bootstrap_servers": s.kafka_bootstrap, "acks": "all", "linger_ms": 0, "retries": 5,
+            **security_kwargs(s), **extra}
+
+
+def consumer_kwargs(s: Settings, group_id: str | None, **extra: Any) -> dict[str, Any]:
+    """Consumer settings chosen around Tansu's quirks (infra.md): short session timeout so a group
+    join takes ~3 s, committed offsets with ``earliest`` (end offsets can be wrong), a short fetch wait
+    because fetches are polled."""
+    return {
+        "bootstrap_servers": s.kafka_bootstrap,
+        "group_id": group_id,
+        "auto_offset_reset": "earliest",
+        "enable_auto_commit": False,
+        "fetch_max_wait_ms": s.kafka_fetch_wait_ms,
+        "session_timeout_ms": s.kafka_session_timeout_ms,
+        "heartbeat_interval_ms": s.kafka_heartbeat_ms,
+        **security_kwargs(s),
+        **extra,
+    }
+
+
+def create_topics(s: Settings, partitions: int | None = None) -> list[str]:
+    """Create every prefstream topic that does not exist yet; return the ones created."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, client_id="prefstream-admin", **security_kwargs(s))
+    try:
+        existing = set(admin.list_topics())
+        todo = [t for t in s.topics.all() if t not in existing]
+        n = partitions or s.kafka_partitions
+        created = []
+        for topic in todo:
+            try:
+                admin.create_topics([NewTopic(name=topic, num_partitions=n, replication_factor=1)])
+                created.append(topic)
+            except TopicAlreadyExistsError:
+                pass
+        return created
+    finally:
+        admin.close()

@@ -1,0 +1,59 @@
+"""Session fixtures that start private, real components on free ports (never the user's stack)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+for _k in [k for k in os.environ if k.startswith("PREFSTREAM_") and k != "PREFSTREAM_NEO4J_URI"]:
+    os.environ.pop(_k)  # tests define their own settings; a user's env must not point them at a live stack
+
+from prefstream.config import Settings  # noqa: E402
+from prefstream.procs import free_port, stop  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("prefstream")
+
+
+@pytest.fixture(scope="session")
+def broker(workdir):
+    """A real Tansu Kafka-protocol broker; yields its bootstrap address."""
+    from prefstream import services
+
+    port = free_port()
+    proc = services.start_broker(port, workdir / "logs")
+    try:
+        services.wait_broker(proc, f"127.0.0.1:{port}")
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="session")
+def graph_server(workdir):
+    """A real FalkorDB server; yields its port."""
+    from prefstream import services
+
+    port = free_port()
+    proc = services.start_graph(port, workdir / "graph", workdir / "logs")
+    try:
+        services.wait_graph(proc, port)
+        yield port
+    finally:
+        stop(proc)
+
+
+@pytest.fixture
+def settings(broker, graph_server, tmp_path) -> Settings:
+    """Settings pointing at the private broker and graph server, with topics and a graph of this test's own."""
+    tag = uuid.uuid4().hex[:8]
+    topics = {name: f"t{tag}.{name}" for name in ("turns", "feedback", "catalog", "requests", "decisions",
+                                                   "dead_letter")}
+    return Settings(kafka_bootstrap=broker, graph_uri=f"redis://127.0.0.1:{graph_server}", graph_name=f"g{tag}",
+                    topics=topics, kafka_partitions=2, run_dir=tmp_path / "run", model_dir=tmp_path / "models")
