@@ -10,6 +10,8 @@ import sys
 COMMAND_MODULES = [
     "prefstream.stack_cli",
     "prefstream.demo",
+    "streams.cli",
+    "workers.cli",
 ]
 
 

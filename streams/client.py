@@ -1,0 +1,225 @@
+"""The prefstream client SDK (kafka-python): publish events, and route a query with one call.
+
+    from streams.client import PrefstreamClient
+    with PrefstreamClient() as ps:                       # settings from PREFSTREAM_* env
+        ps.register_llm("gpt-small", "fast and cheap", price_in=0.1, price_out=0.2)
+        ps.publish_turn(user_id="alice", conversation_id="c1", turn_index=0, query="2+2?",
+                        llm_id="gpt-small", response="4")
+        decision = ps.route("alice", "Prove Fermat's last theorem", timeout=5)
+        print(decision.chosen_llm_id, decision.scores)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+from typing import Any
+
+from prefstream.config import Settings, get_settings
+from streams.events import (
+    ChatTurn, Event, Feedback, InvalidEvent, LLMRegistered, Pairwise, RouteDecision, RouteRequest, Score, Thumbs,
+    now_ms, parse_event,
+)
+from streams.kafka_config import consumer_kwargs, producer_kwargs
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+class RouteTimeout(TimeoutError):
+    pass
+
+
+class PrefstreamClient:
+    """Thread-safe; one background thread reads the decisions topic and completes waiting requests."""
+
+    def __init__(self, settings: Settings | None = None):
+        from kafka import KafkaProducer
+
+        self.s = settings or get_settings()
+        self._producer = KafkaProducer(**producer_kwargs(self.s))
+        self._pending: dict[str, Future] = {}
+        self._lock = threading.Lock()
+        self._reader: threading.Thread | None = None
+        self._reader_ready = threading.Event()
+        self._closed = threading.Event()
+
+    # --- publishing ------------------------------------------------------------------------
+    def topic_for(self, event: Event) -> tuple[str, str]:
+        """(topic, partition key) for an input event; keyed by user so a user's events stay in order."""
+        t = self.s.topics
+        if isinstance(event, ChatTurn):
+            return t.turns, event.user_id
+        if isinstance(event, Feedback):
+            return t.feedback, event.user_id
+        if isinstance(event, LLMRegistered):
+            return t.catalog, event.llm_id
+        if isinstance(event, RouteRequest):
+            return t.requests, event.user_id
+        raise TypeError(f"{type(event).__name__} is not an input event")
+
+    def publish(self, event: Event, wait: bool = False) -> Event:
+        topic, key = self.topic_for(event)
+        fut = self._producer.send(topic, key=key.encode(), value=event.to_bytes())
+        if wait:
+            fut.get(timeout=30)
+        return event
+
+    def publish_raw(self, topic: str, value: bytes, key: str | None = None) -> None:
+        """Send bytes as they are (for replays and tests of the dead-letter path)."""
+        self._producer.send(topic, key=key.encode() if key else None, value=value)
+
+    def flush(self, timeout: float | None = 30) -> None:
+        self._producer.flush(timeout=timeout)
+
+    def publish_turn(self, *, user_id: str, conversation_id: str, turn_index: int, query: str, llm_id: str,
+                     response: str, event_id: str | None = None, timestamp: int | None = None) -> ChatTurn:
+        return self.publish(ChatTurn(event_id=event_id or new_id("turn"), user_id=user_id,
+                                     conversation_id=conversation_id, turn_index=turn_index,
+                                     timestamp=timestamp if timestamp is not None else now_ms(),
+                                     query=query, llm_id=llm_id, response=response))
+
+    def publish_feedback(self, *, user_id: str, turn_id: str, thumbs_up: bool | None = None,
+                         score: float | None = None, scale: tuple[float, float] = (1.0, 10.0),
+                         preferred_llm_id: str | None = None, rejected_llm_id: str | None = None,
+                         rejected_turn_id: str | None = None, tie: bool = False,
+                         event_id: str | None = None, timestamp: int | None = None) -> Feedback:
+        """Exactly one kind: ``thumbs_up``, ``score`` (on ``scale``), or the pairwise fields."""
+        kinds = [thumbs_up is not None, score is not None, rejected_turn_id is not None]
+        if sum(kinds) != 1:
+            raise ValueError("give exactly one of thumbs_up, score, or a pairwise preference")
+        if thumbs_up is not None:
+            signal: Any = Thumbs(up=thumbs_up)
+        elif score is not None:
+            signal = Score(score=float(score), scale_min=float(scale[0]), scale_max=float(scale[1]))
+        else:
+            signal = Pairwise(preferred_llm_id=preferred_llm_id, rejected_llm_id=rejected_llm_id,
+                              rejected_turn_id=rejected_turn_id, tie=tie)
+        return self.publish(Feedback(event_id=event_id or new_id("fb"), user_id=user_id, turn_id=turn_id,
+                                     timestamp=timestamp if timestamp is not None else now_ms(), signal=signal))
+
+    def register_llm(self, llm_id: str, description: str, price_in: float, price_out: float) -> LLMRegistered:
+        return self.publish(LLMRegistered(llm_id=llm_id, description=description, price_in=float(price_in),
+                                          price_out=float(price_out)), wait=True)
+
+    # --- routing ---------------------------------------------------------------------------
+    def route_async(self, user_id: str, query: str, candidates: list[str] | None = None,
+                    conversation_id: str | None = None, budget: float | None = None,
+                    request_id: str | None = None) -> Future:
+        """Publish a RouteRequest; the returned future completes with its RouteDecision."""
+        self._ensure_reader()
+        req = RouteRequest(request_id=request_id or new_id("req"), user_id=user_id, query=query,
+                           candidates=candidates, conversation_id=conversation_id,
+                           budget=float(budget) if budget is not None else None)
+        fut: Future = Future()
+        fut.request = req  # type: ignore[attr-defined]
+        with self._lock:
+            self._pending[req.request_id] = fut
+        self.publish(req)
+        self._producer.flush()
+        return fut
+
+    def route(self, user_id: str, query: str, candidates: list[str] | None = None,
+              conversation_id: str | None = None, budget: float | None = None, timeout: float = 10.0) -> RouteDecision:
+        fut = self.route_async(user_id, query, candidates, conversation_id, budget)
+        try:
+            return fut.result(timeout=timeout)
+        except TimeoutError:
+            with self._lock:
+                self._pending.pop(fut.request.request_id, None)  # type: ignore[attr-defined]
+            raise RouteTimeout(f"no decision for {fut.request.request_id} within {timeout} s; "  # type: ignore
+                               "is the router running (`prefstream up`)?") from None
+
+    def _ensure_reader(self) -> None:
+        with self._lock:
+            if self._reader is None:
+                self._reader = threading.Thread(target=self._read_decisions, name="decisions", daemon=True)
+                self._reader.start()
+        if not self._reader_ready.wait(timeout=30):
+            raise RuntimeError("could not attach to the decisions topic within 30 s")
+
+    def _read_decisions(self) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        consumer = KafkaConsumer(**consumer_kwargs(self.s, group_id=None))
+        topic = self.s.topics.decisions
+        parts = None
+        while parts is None and not self._closed.is_set():
+            parts = consumer.partitions_for_topic(topic)
+            if parts is None:
+                time.sleep(0.1)
+        tps = [TopicPartition(topic, p) for p in sorted(parts or [])]
+        consumer.assign(tps)
+        # Only replies to requests sent from now on matter. The local broker's end offsets can lag (they
+        # re-read old replies, which the request-id match ignores), so this never skips a new reply.
+        consumer.seek_to_end(*tps)
+        for tp in tps:
+            consumer.position(tp)
+        self._reader_ready.set()
+        try:
+            while not self._closed.is_set():
+                for records in consumer.poll(timeout_ms=100).values():
+                    for r in records:
+                        try:
+                            d = parse_event(r.value, RouteDecision)
+                        except InvalidEvent:
+                            continue
+                        with self._lock:
+                            fut = self._pending.pop(d.request_id, None)
+                        if fut is not None and not fut.done():
+                            fut.set_result(d)
+        finally:
+            consumer.close()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._producer.flush(timeout=10)
+        self._producer.close()
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+
+    def __enter__(self) -> "PrefstreamClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class AsyncPrefstreamClient:
+    """asyncio face of PrefstreamClient: ``decision = await client.route(user, query)``."""
+
+    def __init__(self, settings: Settings | None = None):
+        self._c = PrefstreamClient(settings)
+
+    async def route(self, user_id: str, query: str, candidates: list[str] | None = None,
+                    conversation_id: str | None = None, budget: float | None = None,
+                    timeout: float = 10.0) -> RouteDecision:
+        loop = asyncio.get_running_loop()
+        fut = await loop.run_in_executor(None, lambda: self._c.route_async(user_id, query, candidates,
+                                                                          conversation_id, budget))
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
+        except asyncio.TimeoutError:
+            raise RouteTimeout(f"no decision within {timeout} s") from None
+
+    async def publish_turn(self, **kw) -> ChatTurn:
+        return await asyncio.get_running_loop().run_in_executor(None, lambda: self._c.publish_turn(**kw))
+
+    async def publish_feedback(self, **kw) -> Feedback:
+        return await asyncio.get_running_loop().run_in_executor(None, lambda: self._c.publish_feedback(**kw))
+
+    async def register_llm(self, *a, **kw) -> LLMRegistered:
+        return await asyncio.get_running_loop().run_in_executor(None, lambda: self._c.register_llm(*a, **kw))
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._c.close)
+
+    async def __aenter__(self) -> "AsyncPrefstreamClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()

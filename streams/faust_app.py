@@ -1,0 +1,106 @@
+"""The Faust ingest app: one agent per input topic, each batch validated, embedded and written.
+
+Offsets are acked only after the batch's graph write and its dead letters are done (``take_events``
+acks a batch when the agent asks for the next one), so delivery is at-least-once; the graph writes are
+idempotent by event id, so a redelivered batch changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+from prefstream.config import Settings
+from streams.ingest import BatchResult, Ingestor, RawMessage
+
+log = logging.getLogger(__name__)
+
+
+def faust_credentials(s: Settings):
+    import faust
+
+    if s.kafka_sasl_mechanism:
+        return faust.SASLCredentials(username=s.kafka_sasl_username,
+                                     password=s.kafka_sasl_password.get_secret_value() if s.kafka_sasl_password else None,
+                                     mechanism=s.kafka_sasl_mechanism)
+    if s.kafka_security_protocol in ("SSL", "SASL_SSL") and s.kafka_ssl_cafile:
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=str(s.kafka_ssl_cafile))
+        if s.kafka_ssl_certfile:
+            ctx.load_cert_chain(str(s.kafka_ssl_certfile), str(s.kafka_ssl_keyfile) if s.kafka_ssl_keyfile else None)
+        return faust.SSLCredentials(ctx)
+    return None
+
+
+def create_app(s: Settings, ingestor_factory: Callable[[], Ingestor], app_id: str = "prefstream-ingest"):
+    """Build the app; the ingestor (graph connection, encoder) is created when the worker starts."""
+    import faust
+
+    app = faust.App(
+        app_id,
+        broker=[f"kafka://{h}" for h in s.kafka_bootstrap.split(",")],
+        broker_credentials=faust_credentials(s),
+        value_serializer="raw",
+        key_serializer="raw",
+        broker_session_timeout=s.kafka_session_timeout_ms / 1000,  # Tansu: joins wait half of this
+        broker_heartbeat_interval=s.kafka_heartbeat_ms / 1000,
+        broker_commit_every=s.ingest_batch_size,
+        broker_commit_interval=0.5,
+        consumer_auto_offset_reset="earliest",
+        topic_partitions=s.kafka_partitions,
+        topic_allow_declare=False,
+        web_enabled=False,
+        store="memory://",
+    )
+    state: dict[str, Ingestor] = {}
+    dead_topic = app.topic(s.topics.dead_letter, value_type=bytes, value_serializer="raw")
+
+    def ingestor() -> Ingestor:
+        if "i" not in state:
+            state["i"] = ingestor_factory()
+        return state["i"]
+
+    async def publish_dead(result: BatchResult) -> None:
+        for dl in result.dead:
+            fut = await dead_topic.send(key=dl.topic.encode(), value=dl.to_bytes())
+            await fut
+            log.warning("dead letter from %s: %s", dl.topic, dl.reason)
+
+    def add_agent(topic_name: str, handle: Callable[[Ingestor, list[RawMessage]], BatchResult]) -> None:
+        topic = app.topic(topic_name, value_type=bytes, value_serializer="raw", key_serializer="raw")
+
+        async def agent(stream):
+            loop = asyncio.get_running_loop()
+            async for events in stream.take_events(s.ingest_batch_size, within=s.ingest_batch_wait_s):
+                msgs = [RawMessage(e.value if isinstance(e.value, bytes) else bytes(e.value or b""), topic_name,
+                                   e.message.partition, e.message.offset) for e in events]
+                ing = await loop.run_in_executor(None, ingestor)
+                result = await loop.run_in_executor(None, handle, ing, msgs)
+                await publish_dead(result)
+
+        agent.__name__ = f"ingest_{topic_name.replace('.', '_').replace('-', '_')}"
+        app.agent(topic, name=agent.__name__)(agent)
+
+    add_agent(s.topics.catalog, Ingestor.llms)
+    add_agent(s.topics.turns, Ingestor.turns)
+    add_agent(s.topics.feedback, Ingestor.feedback)
+    return app
+
+
+def default_ingestor(s: Settings) -> Ingestor:
+    from graphstore import open_store
+    from prefstream.encoder import TextEncoder
+
+    store = open_store(s)
+    store.ensure_schema()
+    return Ingestor(store, TextEncoder(s.encoder, s.encoder_device), s.max_text_chars)
+
+
+def run_worker(s: Settings, loglevel: str = "warning") -> None:
+    """Run the ingest app in this process until it is stopped (SIGTERM / Ctrl-C)."""
+    import faust
+
+    app = create_app(s, lambda: default_ingestor(s))
+    faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()

@@ -1,0 +1,98 @@
+"""validate -> embed -> upsert, one batch of raw messages at a time (what the Faust agents run).
+
+Kept free of Faust so it can be tested and benchmarked on its own. Bad messages come back as
+DeadLetter events for the caller to publish; they never stop the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from graphstore.schema import LLMInfo
+from streams.events import ChatTurn, DeadLetter, Event, Feedback, InvalidEvent, LLMRegistered, parse_event
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    value: bytes
+    topic: str
+    partition: int | None = None
+    offset: int | None = None
+
+
+@dataclass
+class BatchResult:
+    accepted: int = 0
+    dead: list[DeadLetter] = field(default_factory=list)
+
+
+class IngestStore(Protocol):
+    def llm_catalog(self) -> dict[str, LLMInfo]: ...
+    def upsert_llms(self, items: list[tuple[LLMRegistered, np.ndarray]]) -> None: ...
+    def upsert_turns(self, items: list[tuple[ChatTurn, np.ndarray, np.ndarray | None]]) -> None: ...
+    def upsert_feedback(self, items: list[Feedback]) -> None: ...
+
+
+class Ingestor:
+    def __init__(self, store: IngestStore, encoder, max_text_chars: int = 32_000):
+        self.store = store
+        self.encoder = encoder
+        self.max_text_chars = max_text_chars
+        self._known_llms: set[str] = set()
+
+    def _parse(self, msgs: list[RawMessage], model: type[Event], result: BatchResult) -> list[tuple[RawMessage, Event]]:
+        good = []
+        for m in msgs:
+            try:
+                good.append((m, parse_event(m.value, model)))
+            except InvalidEvent as exc:
+                result.dead.append(DeadLetter.of(m.topic, m.value, str(exc), m.partition, m.offset))
+        return good
+
+    def _dead(self, result: BatchResult, m: RawMessage, reason: str) -> None:
+        result.dead.append(DeadLetter.of(m.topic, m.value, reason, m.partition, m.offset))
+
+    def llms(self, msgs: list[RawMessage]) -> BatchResult:
+        result = BatchResult()
+        good = self._parse(msgs, LLMRegistered, result)
+        if good:
+            events = [e for _, e in good]
+            emb = self.encoder.encode([e.description for e in events])
+            self.store.upsert_llms(list(zip(events, emb)))
+            self._known_llms.update(e.llm_id for e in events)
+            result.accepted = len(good)
+        return result
+
+    def turns(self, msgs: list[RawMessage]) -> BatchResult:
+        result = BatchResult()
+        good = self._parse(msgs, ChatTurn, result)
+        unknown = {e.llm_id for _, e in good} - self._known_llms
+        if unknown:  # the catalog may have grown since we last looked
+            self._known_llms = set(self.store.llm_catalog())
+        accepted: list[ChatTurn] = []
+        for m, e in good:
+            if e.llm_id not in self._known_llms:
+                self._dead(result, m, f"unknown llm_id {e.llm_id!r}: publish an LLMRegistered event for it first")
+            elif len(e.query) > self.max_text_chars or len(e.response) > self.max_text_chars:
+                self._dead(result, m, f"text longer than the configured limit of {self.max_text_chars} characters")
+            else:
+                accepted.append(e)
+        if accepted:
+            q = self.encoder.encode([e.query for e in accepted])
+            self.store.upsert_turns([(e, q[i], None) for i, e in enumerate(accepted)])
+        result.accepted = len(accepted)
+        return result
+
+    def feedback(self, msgs: list[RawMessage]) -> BatchResult:
+        result = BatchResult()
+        good = [e for _, e in self._parse(msgs, Feedback, result)]
+        if good:
+            self.store.upsert_feedback(good)
+        result.accepted = len(good)
+        return result

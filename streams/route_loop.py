@@ -1,0 +1,110 @@
+"""The route path on Kafka: consume ``route.requests``, decide a micro-batch, reply on ``route.decisions``.
+
+kafka-python rather than Faust here: Faust fixes the fetch wait at 1.5 s, which costs ~0.5 s per hop on
+the local broker; kafka-python's wait is a setting (see bench/results/route_latency.*). Each request
+gets exactly one reply: a decision, a fallback decision or an error with its reason. Offsets are
+committed after the replies are written (at-least-once); a client keeps the first reply per request id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Protocol
+
+from prefstream.config import Settings
+from streams.events import DeadLetter, InvalidEvent, RouteDecision, RouteRequest, parse_event
+from streams.kafka_config import consumer_kwargs, producer_kwargs
+
+log = logging.getLogger(__name__)
+
+ROUTER_GROUP = "prefstream-router"
+
+
+class Decider(Protocol):
+    def decide(self, requests: list[RouteRequest]) -> list[RouteDecision]: ...
+    def record_decisions(self, decisions: list[RouteDecision]) -> None: ...
+
+
+def request_id_of(raw: bytes) -> str:
+    """Best effort: the request id of an invalid request, so its error reply can still be matched."""
+    try:
+        rid = json.loads(raw).get("request_id")
+        return rid if isinstance(rid, str) and 0 < len(rid) <= 128 else "unknown"
+    except Exception:
+        return "unknown"
+
+
+class RouteLoop:
+    def __init__(self, s: Settings, decider: Decider, group_id: str = ROUTER_GROUP, client_id: str = "router"):
+        self.s = s
+        self.decider = decider
+        self.group_id = group_id
+        self.client_id = client_id
+        self.stop_event = threading.Event()
+        self.handled = 0
+
+    def run(self, ready: threading.Event | None = None) -> None:
+        from kafka import KafkaConsumer, KafkaProducer
+
+        s = self.s
+        consumer = KafkaConsumer(s.topics.requests, client_id=self.client_id,
+                                 **consumer_kwargs(s, self.group_id, max_poll_records=s.route_batch_size))
+        producer = KafkaProducer(client_id=self.client_id, **producer_kwargs(s))
+        if ready is not None:
+            ready.set()
+        try:
+            while not self.stop_event.is_set():
+                batch = consumer.poll(timeout_ms=100, max_records=s.route_batch_size)
+                records = [r for rs in batch.values() for r in rs]
+                if not records:
+                    continue
+                if len(records) < s.route_batch_size and s.route_batch_wait_ms > 0:
+                    more = consumer.poll(timeout_ms=int(s.route_batch_wait_ms),
+                                         max_records=s.route_batch_size - len(records))
+                    records += [r for rs in more.values() for r in rs]
+                self._handle(records, producer)
+                producer.flush()
+                consumer.commit()
+                self.handled += len(records)
+        finally:
+            consumer.close()
+            producer.close()
+
+    def _handle(self, records, producer) -> None:
+        s = self.s
+        requests: list[RouteRequest] = []
+        replies: list[RouteDecision] = []
+        for r in records:
+            try:
+                requests.append(parse_event(r.value, RouteRequest))
+            except InvalidEvent as exc:
+                dl = DeadLetter.of(r.topic, r.value, str(exc), r.partition, r.offset)
+                producer.send(s.topics.dead_letter, key=r.topic.encode(), value=dl.to_bytes())
+                replies.append(RouteDecision(request_id=request_id_of(r.value), error=str(exc)))
+        if requests:
+            try:
+                replies += self.decider.decide(requests)
+            except Exception as exc:  # never leave a request unanswered
+                log.exception("decide failed for %d requests", len(requests))
+                replies += [RouteDecision(request_id=q.request_id, user_id=q.user_id,
+                                          error=f"router error: {type(exc).__name__}: {exc}") for q in requests]
+        for d in replies:
+            producer.send(s.topics.decisions, key=(d.user_id or d.request_id).encode(), value=d.to_bytes())
+        self.decider.record_decisions([d for d in replies if d.chosen_llm_id is not None])
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+
+def serve_forever(loop: RouteLoop) -> None:
+    t = threading.Thread(target=loop.run, name="route-loop", daemon=True)
+    t.start()
+    try:
+        while t.is_alive():
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        loop.stop()
+        t.join(timeout=10)

@@ -1,0 +1,130 @@
+"""RouteEngine's decisions and fallbacks, on in-memory parts (pure unit tests; integration tests use real ones)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from graphstore.schema import LLMInfo, UserSubgraph
+from streams.events import RouteRequest
+from workers.engine import RouteEngine
+
+D = 4
+
+
+def llm(i: int, price: float) -> LLMInfo:
+    return LLMInfo(f"m{i}", f"model {i}", price, price, np.eye(D, dtype=np.float32)[i])
+
+
+class Store:
+    def __init__(self):
+        self.catalog = {m.llm_id: m for m in (llm(0, 1.0), llm(1, 5.0), llm(2, 0.5))}
+        self.down = False
+        self.recorded = []
+
+    def llm_catalog(self):
+        if self.down:
+            raise ConnectionError("graph down")
+        return dict(self.catalog)
+
+    def user_subgraphs(self, user_ids, k):
+        if self.down:
+            raise ConnectionError("graph down")
+        return [UserSubgraph(user_id=u, turn_ids=[f"{u}-t1"], conversation_ids=["c"], llm_ids=["m0"],
+                             query_keys=["q"], turn_index=np.zeros(1, np.int64), timestamps=np.ones(1, np.int64),
+                             query_emb=np.ones((1, D), np.float32), rating=np.ones(1, np.float32),
+                             prev=-np.ones(1, np.int64)) for u in user_ids]
+
+    def record_decisions(self, items):
+        self.recorded += items
+
+
+class Encoder:
+    def encode(self, texts):
+        return np.ones((len(texts), D), np.float32)
+
+
+class Scorer:
+    version = "v0007"
+
+    def __init__(self):
+        self.fail = False
+        self.seen = []
+
+    def score_batch(self, items):
+        if self.fail:
+            raise RuntimeError("boom")
+        self.seen += items
+        # prefer the LLM whose one-hot matches the number of history turns: deterministic and history-dependent
+        return [np.array([float(c.embedding[len(sg)]) + 0.1 * j for j, c in enumerate(cands)])
+                for sg, _, cands in items]
+
+
+class Models:
+    def __init__(self, scorer):
+        self.scorer = scorer
+
+
+def req(i: int = 0, **kw) -> RouteRequest:
+    return RouteRequest(request_id=f"r{i}", user_id=kw.pop("user_id", f"u{i}"), query="q", **kw)
+
+
+@pytest.fixture
+def parts():
+    store, scorer = Store(), Scorer()
+    return store, scorer, RouteEngine(store, Encoder(), Models(scorer), history_turns=5)
+
+
+def test_decision_names_scores_version_and_turns(parts):
+    store, scorer, engine = parts
+    [d] = engine.decide([req(0)])
+    assert d.error is None and not d.fallback
+    assert d.model_version == "v0007"
+    assert set(d.scores) == {"m0", "m1", "m2"}
+    assert d.chosen_llm_id == max(d.scores, key=d.scores.get) == "m1"
+    assert d.turn_ids == ["u0-t1"]
+    engine.record_decisions([d])
+    assert store.recorded == [d]
+
+
+def test_candidates_and_budget_restrict_choice(parts):
+    _, _, engine = parts
+    a, b = engine.decide([req(0, candidates=["m0", "m2"]), req(1, budget=1.0)])
+    assert set(a.scores) == {"m0", "m2"}
+    assert set(b.scores) == {"m0", "m2"}  # m1 costs 5.0
+
+
+def test_unknown_candidate_and_impossible_budget_are_errors(parts):
+    _, _, engine = parts
+    a, b, c = engine.decide([req(0, candidates=["m0", "nope"]), req(1, budget=0.1), req(2)])
+    assert a.chosen_llm_id is None and "unknown llm ids ['nope']" in a.error
+    assert b.chosen_llm_id is None and "budget" in b.error
+    assert c.error is None and c.chosen_llm_id  # the good request in the same batch is unaffected
+
+
+def test_graph_down_scores_without_history_and_flags_fallback(parts):
+    store, scorer, engine = parts
+    engine.decide([req(0)])  # caches the catalog
+    store.down = True
+    engine.catalog_ttl_s = 0
+    [d] = engine.decide([req(1)])
+    assert d.fallback and d.error is None
+    assert d.turn_ids == [] and len(scorer.seen[-1][0]) == 0
+    assert d.chosen_llm_id == "m0"  # embedding[0] is hot for m0 when there is no history
+
+
+def test_scorer_down_answers_from_prior(parts):
+    _, scorer, engine = parts
+    for i in range(5):
+        engine.decide([req(i)])
+    scorer.fail = True
+    [d] = engine.decide([req(9)])
+    assert d.fallback and d.model_version is None
+    assert d.chosen_llm_id == "m1"  # the LLM the model has been preferring
+
+
+def test_no_model_yet_still_answers(parts):
+    _, _, engine = parts
+    engine.models = Models(None)
+    [d] = engine.decide([req(0)])
+    assert d.fallback and d.chosen_llm_id is not None and d.error is None

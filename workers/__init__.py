@@ -1,0 +1,1 @@
+"""Routing: the decision engine, model hot-swap, and the Ray actors that serve it."""

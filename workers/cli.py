@@ -1,0 +1,46 @@
+"""`prefstream router`: serve routing decisions from route.requests."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from prefstream.stack_cli import add_stack_options, settings_from
+
+
+def build_engine(s, threads: int | None = None):
+    """The decision engine on the configured graph store, encoder and model registry."""
+    from graphstore import open_store
+    from prefstream.encoder import TextEncoder
+    from workers.engine import RouteEngine
+    from workers.models import ModelSource
+
+    store = open_store(s)
+    store.ensure_schema()
+    return RouteEngine(store, TextEncoder(s.encoder, s.encoder_device), ModelSource(s.model_dir, threads=threads).start(),
+                       history_turns=s.history_turns)
+
+
+def cmd_router(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    s = settings_from(args)
+    if args.workers == 0:
+        from streams.route_loop import RouteLoop, serve_forever
+
+        serve_forever(RouteLoop(s, build_engine(s)))
+        return 0
+    from workers.ray_workers import serve_with_ray
+
+    serve_with_ray(s, args.workers)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("router", help="serve routing decisions (Ray router workers)",
+                       description="Consume route.requests as one consumer group, score candidates with the "
+                                   "current model and reply on route.decisions.")
+    add_stack_options(p)
+    p.add_argument("--workers", type=int, default=1,
+                   help="Ray router actors (0 = one in-process loop without Ray)")
+    p.add_argument("--loglevel", default="warning", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_router)

@@ -1,0 +1,154 @@
+"""The routing decision for a micro-batch of requests.
+
+One batched subgraph read, one batched query embedding (cached by text), one batched scorer call.
+When a part is down the request still gets exactly one answer:
+- graph store down: score with no history (the model's global prior for that query), flagged fallback;
+- no model / scorer error: the running per-LLM prior of recent scores, flagged fallback;
+- nothing to choose from (unknown candidates, budget excludes all): an error reply with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from graphstore.schema import LLMInfo, UserSubgraph
+from streams.events import RouteDecision, RouteRequest
+from workers.models import ModelSource
+
+log = logging.getLogger(__name__)
+
+
+class StoreLike(Protocol):
+    def llm_catalog(self) -> dict[str, LLMInfo]: ...
+
+    def user_subgraphs(self, user_ids: list[str], k: int) -> list[UserSubgraph]: ...
+
+    def record_decisions(self, items: list[RouteDecision]) -> None: ...
+
+
+class EncoderLike(Protocol):
+    def encode(self, texts: list[str]) -> np.ndarray: ...
+
+
+@dataclass
+class _Plan:
+    request: RouteRequest
+    candidates: list[LLMInfo] | None
+    error: str | None = None
+
+
+class RouteEngine:
+    def __init__(self, store: StoreLike, encoder: EncoderLike, models: ModelSource, history_turns: int = 10,
+                 catalog_ttl_s: float = 5.0, record: bool = True):
+        self.store = store
+        self.encoder = encoder
+        self.models = models
+        self.k = history_turns
+        self.catalog_ttl_s = catalog_ttl_s
+        self.record = record
+        self._catalog: dict[str, LLMInfo] = {}
+        self._catalog_at = -math.inf
+        self._prior: dict[str, float] = {}  # EMA of scores per LLM, the fallback when no model can score
+        self._lock = threading.Lock()
+
+    # --- catalog ---------------------------------------------------------------------------
+    def catalog(self, missing: set[str] | None = None) -> dict[str, LLMInfo]:
+        """The LLM catalog, re-read after its TTL or when a request names an LLM we have not seen."""
+        stale = time.monotonic() - self._catalog_at > self.catalog_ttl_s
+        if stale or (missing and not missing <= self._catalog.keys()):
+            try:
+                self._catalog = self.store.llm_catalog()
+                self._catalog_at = time.monotonic()
+            except Exception:
+                log.warning("catalog read failed; using the cached one (%d LLMs)", len(self._catalog))
+        return self._catalog
+
+    def _plan(self, req: RouteRequest, catalog: dict[str, LLMInfo]) -> _Plan:
+        if req.candidates is not None:
+            unknown = [c for c in req.candidates if c not in catalog]
+            if unknown:
+                return _Plan(req, None, f"unknown llm ids {unknown}; register them with LLMRegistered first")
+            cands = [catalog[c] for c in req.candidates]
+        else:
+            cands = sorted(catalog.values(), key=lambda m: m.llm_id)
+        if req.budget is not None:
+            cands = [c for c in cands if c.price_out <= req.budget]
+        if not cands:
+            why = "no LLM is registered" if not catalog else f"no candidate fits the budget {req.budget}"
+            return _Plan(req, None, why)
+        return _Plan(req, cands)
+
+    # --- decide ----------------------------------------------------------------------------
+    def decide(self, requests: list[RouteRequest]) -> list[RouteDecision]:
+        t0 = time.perf_counter()
+        wanted = {c for r in requests for c in (r.candidates or [])}
+        catalog = self.catalog(wanted)
+        plans = [self._plan(r, catalog) for r in requests]
+        ok = [p for p in plans if p.error is None]
+
+        subgraphs: list[UserSubgraph] | None = None
+        if ok:
+            try:
+                subgraphs = self.store.user_subgraphs([p.request.user_id for p in ok], self.k)
+            except Exception as exc:
+                log.warning("graph store read failed (%s); scoring without history", exc)
+        store_down = subgraphs is None
+        if subgraphs is None:
+            subgraphs = [UserSubgraph(user_id=p.request.user_id) for p in ok]
+
+        scores: list[np.ndarray] | None = None
+        scorer = self.models.scorer
+        version = getattr(scorer, "version", None)
+        if ok and scorer is not None:
+            try:
+                q = self.encoder.encode([p.request.query for p in ok])
+                scores = scorer.score_batch([(sg, q[i], p.candidates) for i, (sg, p) in enumerate(zip(subgraphs, ok))])
+            except Exception:
+                log.exception("scorer failed; answering from the prior")
+                scores = None
+
+        out: list[RouteDecision] = []
+        it = iter(range(len(ok)))
+        elapsed = (time.perf_counter() - t0) * 1000
+        for p in plans:
+            r = p.request
+            if p.error is not None:
+                out.append(RouteDecision(request_id=r.request_id, user_id=r.user_id, error=p.error,
+                                         model_version=version, latency_ms=elapsed))
+                continue
+            i = next(it)
+            ids = [c.llm_id for c in p.candidates]
+            if scores is not None:
+                s = [float(x) for x in scores[i]]
+                fallback, used_version = store_down, version
+                self._learn_prior(ids, s)
+            else:
+                s = [self._prior.get(m, 0.0) for m in ids]
+                fallback, used_version = True, None
+            best = max(range(len(ids)), key=lambda j: (s[j], -p.candidates[j].price_out))
+            out.append(RouteDecision(
+                request_id=r.request_id, user_id=r.user_id, chosen_llm_id=ids[best], scores=dict(zip(ids, s)),
+                model_version=used_version, turn_ids=list(subgraphs[i].turn_ids), latency_ms=elapsed,
+                fallback=fallback))
+        return out
+
+    def _learn_prior(self, ids: list[str], s: list[float], alpha: float = 0.02) -> None:
+        with self._lock:
+            for m, v in zip(ids, s):
+                self._prior[m] = v if m not in self._prior else (1 - alpha) * self._prior[m] + alpha * v
+
+    def record_decisions(self, decisions: list[RouteDecision]) -> None:
+        """Write decisions to the graph for audit; a failure is logged, never fails the reply."""
+        if not self.record or not decisions:
+            return
+        try:
+            self.store.record_decisions(decisions)
+        except Exception as exc:
+            log.warning("could not record %d decisions for audit: %s", len(decisions), exc)

@@ -1,0 +1,77 @@
+"""Which scorer serves right now: the registry's CURRENT version, swapped in without a pause.
+
+A background thread polls the registry; a new version is loaded off the request path and then made
+current with one reference assignment, so a micro-batch in flight finishes on the model it started with.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from graphstore.schema import LLMInfo, UserSubgraph
+
+log = logging.getLogger(__name__)
+
+
+class ScorerLike(Protocol):
+    version: str
+
+    def score_batch(self, items: list[tuple[UserSubgraph, np.ndarray, list[LLMInfo]]]) -> list[np.ndarray]: ...
+
+
+class ModelSource:
+    """Holds the serving scorer and follows the model registry."""
+
+    def __init__(self, model_dir: Path | str, poll_s: float = 2.0, threads: int | None = None):
+        from trainer.registry import ModelRegistry
+
+        self.registry = ModelRegistry(model_dir)
+        self.poll_s = poll_s
+        self.threads = threads
+        self._scorer: ScorerLike | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.refresh()
+
+    @property
+    def scorer(self) -> ScorerLike | None:
+        return self._scorer
+
+    def set_scorer(self, scorer: ScorerLike | None) -> None:
+        self._scorer = scorer
+
+    def refresh(self) -> bool:
+        """Load the registry's current version if it differs from the one serving; True if swapped."""
+        version = self.registry.current()
+        if version is None or (self._scorer is not None and self._scorer.version == version):
+            return False
+        from trainer.scorer import Scorer
+
+        try:
+            scorer = Scorer.load(self.registry.path(version))
+            scorer.version = version
+        except Exception:  # a broken checkpoint must not take serving down; keep the old one
+            log.exception("could not load model version %s; still serving %s", version,
+                          getattr(self._scorer, "version", None))
+            return False
+        self._scorer = scorer
+        log.info("serving model version %s", version)
+        return True
+
+    def start(self) -> "ModelSource":
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._follow, name="model-source", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            self.refresh()

@@ -1,0 +1,83 @@
+"""Router workers as Ray actors.
+
+Each actor runs the same RouteLoop as the in-process router and joins one Kafka consumer group, so
+partitions of ``route.requests`` are the unit of scale: add workers (or nodes in deploy/ray/cluster.yaml)
+and the group spreads partitions over them. Ray restarts a dead actor; meanwhile the group hands its
+partitions, with their uncommitted requests, to the survivors, so every request is still answered.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from prefstream.config import Settings
+from prefstream.ray_env import init_ray
+
+log = logging.getLogger(__name__)
+
+
+class RouterWorker:
+    """One router: engine (graph reads, encoder, hot-swapped scorer) + Kafka loop, in a thread."""
+
+    def __init__(self, s: Settings, index: int):
+        import torch
+
+        from streams.route_loop import RouteLoop
+        from workers.cli import build_engine
+
+        torch.set_num_threads(s.router_threads)
+        self.index = index
+        self.engine = build_engine(s, threads=s.router_threads)
+        self.loop = RouteLoop(s, self.engine, client_id=f"router-{index}")
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self.loop.run, args=(self._ready,), daemon=True, name="route-loop")
+        self._thread.start()
+        self._ready.wait(timeout=60)
+
+    def status(self) -> dict:
+        scorer = self.engine.models.scorer
+        return {"index": self.index, "handled": self.loop.handled, "alive": self._thread.is_alive(),
+                "model_version": getattr(scorer, "version", None)}
+
+    def refresh_model(self) -> str | None:
+        """Check the registry now instead of at the next poll; returns the version serving."""
+        self.engine.models.refresh()
+        return getattr(self.engine.models.scorer, "version", None)
+
+    def stop(self) -> None:
+        self.loop.stop()
+        self._thread.join(timeout=10)
+
+
+def start_workers(s: Settings, n: int) -> list:
+    """Start ``n`` router actors on the Ray cluster at ``s.ray_address``; return their handles."""
+    ray = init_ray(s.ray_address)
+    remote = ray.remote(RouterWorker).options(num_cpus=s.router_num_cpus, num_gpus=s.router_num_gpus,
+                                              max_restarts=-1, max_task_retries=-1)
+    actors = [remote.remote(s, i) for i in range(n)]
+    ray.get([a.status.remote() for a in actors], timeout=300)
+    return actors
+
+
+def serve_with_ray(s: Settings, n: int) -> None:
+    """Run ``n`` workers until interrupted, logging their status."""
+    import ray
+
+    actors = start_workers(s, n)
+    try:
+        while True:
+            time.sleep(10)
+            try:
+                log.info("workers: %s", ray.get([a.status.remote() for a in actors], timeout=30))
+            except Exception as exc:  # a restarting actor answers later
+                log.warning("status: %s", exc)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for a in actors:
+            try:
+                ray.get(a.stop.remote(), timeout=15)
+            except Exception:
+                pass
