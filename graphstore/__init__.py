@@ -1,1 +1,40 @@
-"""The graph store: prefstream's memory of users, LLMs, queries, responses, turns and decisions."""
+"""The graph store: prefstream's memory of users, LLMs, queries, responses, turns and decisions.
+
+``open_store(settings)`` picks the backend named by ``settings.graph_backend``: FalkorDB (local default,
+CI) or Neo4j 5 (production). Both implement :class:`graphstore.base.GraphStore` with the same Cypher text.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from graphstore.base import GraphStore
+    from prefstream.config import Settings
+
+__all__ = ["open_store", "GraphStore"]
+
+
+def open_store(settings: "Settings", ensure_schema: bool = True) -> "GraphStore":
+    """A connected store for ``settings`` (schema ensured unless told otherwise)."""
+    password = settings.graph_password.get_secret_value() if settings.graph_password else None
+    kw = dict(user=settings.graph_user, password=password, batch_size=settings.graph_batch_size)
+    if settings.graph_backend == "neo4j":
+        from graphstore.neo4j_backend import Neo4jStore
+
+        store: GraphStore = Neo4jStore(settings.graph_uri, settings.graph_name, **kw)
+    else:
+        from graphstore.falkor_backend import FalkorStore
+
+        store = FalkorStore(settings.graph_uri, settings.graph_name, **kw)
+    if ensure_schema:
+        store.ensure_schema()
+    return store
+
+
+def __getattr__(name: str):  # GraphStore without importing the backends' clients at package import
+    if name == "GraphStore":
+        from graphstore.base import GraphStore
+
+        return GraphStore
+    raise AttributeError(name)

@@ -1,0 +1,281 @@
+"""The GraphStore interface and everything the two backends share.
+
+A backend only knows how to run one known Cypher text with parameters (``_write`` / ``_read``), how to
+create its DDL and how to close; turning events into parameter rows and rows into tensors-ready objects
+happens here once, so FalkorDB and Neo4j cannot behave differently beyond their dialects.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from graphstore import codec, cypher
+from graphstore.schema import KEYS, LLMInfo, TrainingSample, UserSubgraph, query_key
+from graphstore.subgraph import assemble
+from streams.events import ChatTurn, Feedback, LLMRegistered, Pairwise, RouteDecision
+
+
+class UnknownQuery(ValueError):
+    """A Cypher text that is not one of graphstore.cypher's constants (the parameters-only guard)."""
+
+
+def check_query(q: str) -> str:
+    if q not in cypher.ALL:
+        raise UnknownQuery("refusing a Cypher text that is not a graphstore.cypher constant; "
+                           "pass values as parameters, never in the text")
+    return q
+
+
+def chunks(rows: Sequence[dict], size: int) -> Iterator[Sequence[dict]]:
+    for i in range(0, len(rows), size):
+        yield rows[i:i + size]
+
+
+def latest_by(rows: Iterable[dict], key: str, order: str) -> list[dict]:
+    """One row per key (the one with the greatest ``order`` value), sorted by ``order`` ascending.
+
+    MERGE inside one UNWIND must not see the same key twice (backends differ on what a row sees of earlier
+    rows' writes), and ascending order makes 'last write wins' equal 'latest wins'."""
+    best: dict[Any, dict] = {}
+    for r in rows:
+        k = r[key]
+        if k not in best or (r[order], str(r)) >= (best[k][order], str(best[k])):
+            best[k] = r
+    return sorted(best.values(), key=lambda r: (r[order], str(r[key])))
+
+
+def waves(rows: Sequence[dict], targets_of) -> list[list[dict]]:
+    """Split time-ordered rows into consecutive groups in which no two rows touch the same target.
+
+    A row's conditional update ("the latest feedback wins") must compare against what earlier rows wrote,
+    and a backend may evaluate one UNWIND's rows in any order, so rows sharing a target go to later waves."""
+    out: list[list[dict]] = []
+    last: dict[str, int] = {}
+    for r in rows:
+        keys = targets_of(r)
+        w = max((last[k] + 1 for k in keys if k in last), default=0)
+        while len(out) <= w:
+            out.append([])
+        out[w].append(r)
+        for k in keys:
+            last[k] = w
+    return out
+
+
+class GraphStore(ABC):
+    """prefstream's memory: users, LLMs, queries, responses, turns, feedback and routing decisions."""
+
+    def __init__(self, batch_size: int = 1000) -> None:
+        self.batch_size = batch_size
+
+    # --- backend hooks ----------------------------------------------------------------------------
+    @abstractmethod
+    def _write(self, q: str, params: dict) -> None: ...
+
+    @abstractmethod
+    def _read(self, q: str, params: dict) -> list[list]: ...
+
+    @abstractmethod
+    def ensure_schema(self) -> None:
+        """Create indexes / constraints for every key; safe to call any number of times."""
+
+    @abstractmethod
+    def clear(self) -> None:
+        """Delete every node and edge (tests, benchmarks); the schema stays usable."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> "GraphStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _write_batched(self, q: str, rows: Sequence[dict]) -> None:
+        for part in chunks(rows, self.batch_size):
+            self._write(q, {"rows": list(part)})
+
+    # --- writes -----------------------------------------------------------------------------------
+    def upsert_llms(self, items: Sequence[tuple[LLMRegistered, np.ndarray]]) -> None:
+        """Add or update catalog entries; an older registration never overwrites a newer one."""
+        rows = [{"llm_id": e.llm_id, "description": e.description, "price_in": float(e.price_in),
+                 "price_out": float(e.price_out), "emb": codec.encode(emb), "ts": e.timestamp}
+                for e, emb in items]
+        self._write_batched(cypher.UPSERT_LLMS, latest_by(rows, "llm_id", "ts"))
+
+    def upsert_turns(self, items: Sequence[tuple[ChatTurn, np.ndarray, np.ndarray | None]]) -> None:
+        """Store turns with their user, LLM, query, response and conversation chain; replays change nothing."""
+        rows = latest_by(({"turn_id": t.event_id, "user_id": t.user_id, "conversation_id": t.conversation_id,
+                           "turn_index": t.turn_index, "ts": t.timestamp, "llm_id": t.llm_id,
+                           "query_key": query_key(t.query), "query": t.query, "query_emb": codec.encode(q),
+                           "response": t.response, "response_emb": codec.encode(r)}
+                          for t, q, r in items), "turn_id", "ts")
+        span: dict[str, tuple[int, int]] = {}
+        for r in rows:  # each user's first/last time in this call, so no row depends on another's write
+            lo, hi = span.get(r["user_id"], (r["ts"], r["ts"]))
+            span[r["user_id"]] = (min(lo, r["ts"]), max(hi, r["ts"]))
+        for r in rows:
+            r["user_first_ms"], r["user_last_ms"] = span[r["user_id"]]
+        for part in chunks(rows, self.batch_size):
+            params = {"rows": list(part)}
+            self._write(cypher.UPSERT_TURNS, params)
+            links = {"rows": [{k: r[k] for k in ("turn_id", "user_id", "conversation_id", "turn_index")}
+                              for r in part]}
+            self._write(cypher.LINK_PREVIOUS, links)
+            self._write(cypher.LINK_NEXT, links)
+
+    def upsert_feedback(self, items: Sequence[Feedback]) -> None:
+        """Keep every feedback event (by event id) and apply the latest rating to the rated response(s).
+
+        Pairwise feedback rates the preferred turn ``rating`` and the rejected turn ``1 - rating``."""
+        rows = []
+        for f in items:
+            s = f.signal
+            targets = [{"response_id": f.turn_id, "rating": float(f.rating)}]
+            if isinstance(s, Pairwise):
+                targets.append({"response_id": s.rejected_turn_id, "rating": 1.0 - float(f.rating)})
+            rows.append({"feedback_id": f.event_id, "user_id": f.user_id, "turn_id": f.turn_id,
+                         "ts": f.timestamp, "rating": float(f.rating), "kind": s.kind,
+                         "signal": s.model_dump_json(),
+                         "rejected_turn_id": s.rejected_turn_id if isinstance(s, Pairwise) else None,
+                         "targets": targets})
+        for wave in waves(latest_by(rows, "feedback_id", "ts"), lambda r: [t["response_id"] for t in r["targets"]]):
+            self._write_batched(cypher.UPSERT_FEEDBACK, wave)
+
+    def record_decisions(self, items: Sequence[RouteDecision]) -> None:
+        """Keep routing decisions for audit: scores, model version, latency, fallback and the turns used."""
+        rows = latest_by(({"request_id": d.request_id, "user_id": d.user_id, "chosen_llm_id": d.chosen_llm_id,
+                           "scores": json.dumps(d.scores, sort_keys=True), "model_version": d.model_version,
+                           "turn_ids": list(d.turn_ids), "latency_ms": float(d.latency_ms),
+                           "fallback": bool(d.fallback), "error": d.error, "ts": d.timestamp}
+                          for d in items), "request_id", "ts")
+        self._write_batched(cypher.UPSERT_DECISIONS, rows)
+        self._write_batched(cypher.LINK_DECISION_USER,
+                            [{"request_id": r["request_id"], "user_id": r["user_id"]} for r in rows if r["user_id"]])
+        self._write_batched(cypher.LINK_DECISION_LLM,
+                            [{"request_id": r["request_id"], "chosen_llm_id": r["chosen_llm_id"]}
+                             for r in rows if r["chosen_llm_id"]])
+        self._write_batched(cypher.LINK_DECISION_TURNS,
+                            [{"request_id": r["request_id"], "turn_id": t} for r in rows for t in r["turn_ids"]])
+
+    # --- reads ------------------------------------------------------------------------------------
+    def count(self, label: str) -> int:
+        if label not in KEYS:
+            raise ValueError(f"unknown label {label!r}; expected one of {sorted(KEYS)}")
+        return int(self._read(cypher.COUNT[label], {})[0][0])
+
+    def count_edges(self, rel: str) -> int:
+        if rel not in cypher.COUNT_REL:
+            raise ValueError(f"unknown relationship type {rel!r}; expected one of {sorted(cypher.COUNT_REL)}")
+        return int(self._read(cypher.COUNT_REL[rel], {})[0][0])
+
+    def llm_catalog(self) -> dict[str, LLMInfo]:
+        """Registered LLMs (an LLM only seen in turns, never registered, is not a candidate)."""
+        out = {}
+        for llm_id, desc, p_in, p_out, emb in self._read(cypher.LLM_CATALOG, {}):
+            vec = codec.decode(emb)
+            out[llm_id] = LLMInfo(llm_id, desc, float(p_in), float(p_out),
+                                  vec if vec is not None else np.zeros(0, np.float32))
+        return out
+
+    def _user_rows(self, user_ids: Sequence[str], k: int, conversation_id: str | None = None,
+                   before_ms: int | None = None) -> dict[str, list[list]]:
+        rows: dict[str, list[list]] = {u: [] for u in user_ids}
+        if k <= 0 or not user_ids:
+            return rows
+        uids = list(dict.fromkeys(user_ids))
+        for part in chunks(uids, self.batch_size):
+            for r in self._read(cypher.USER_TURNS, {"uids": list(part), "k": int(k),
+                                                   "conversation_id": conversation_id, "before_ms": before_ms}):
+                rows[r[0]].append(r[1:])
+        return rows
+
+    def user_subgraph(self, user_id: str, k: int, conversation_id: str | None = None,
+                      before_ms: int | None = None) -> UserSubgraph:
+        """The user's last ``k`` turns (optionally of one conversation / strictly before a time), oldest first.
+
+        An unknown user gets an empty subgraph."""
+        return assemble(user_id, self._user_rows([user_id], k, conversation_id, before_ms)[user_id], k)
+
+    def user_subgraphs(self, user_ids: Sequence[str], k: int) -> list[UserSubgraph]:
+        """``user_subgraph`` for many users in one round trip (per ``batch_size`` users), in input order."""
+        rows = self._user_rows(user_ids, k)
+        return [assemble(u, rows[u], k) for u in user_ids]
+
+    def active_users(self, since_ms: int | None = None) -> list[tuple[str, int]]:
+        """(user_id, last turn time) of users with a turn at or after ``since_ms``, most recent first."""
+        users = [(u, int(t)) for u, t in self._read(cypher.ACTIVE_USERS, {"since_ms": since_ms})]
+        return sorted(users, key=lambda x: (-x[1], x[0]))
+
+    def sample_training(self, n_users: int, k: int, min_targets: int = 1, since_ms: int | None = None,
+                        seed: int | np.random.Generator | None = None, min_llms: int = 2,
+                        max_targets: int | None = None) -> list[TrainingSample]:
+        """Training samples for recently active users; see graphstore.sampler for the exact rules."""
+        from graphstore.sampler import sample_user
+
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        pool = [u for u, _ in self.active_users(since_ms)]
+        order = rng.permutation(len(pool))
+        out: list[TrainingSample] = []
+        step = max(1, min(self.batch_size, 256))
+        for i in range(0, len(order), step):
+            uids = [pool[j] for j in order[i:i + step]]
+            rows = self._user_rows(uids, 1_000_000)
+            for u in uids:
+                s = sample_user(u, rows[u], k, rng, min_targets=min_targets, min_llms=min_llms,
+                                max_targets=max_targets)
+                if s is not None:
+                    out.append(s)
+                    if len(out) >= n_users:
+                        return out
+        return out
+
+    # --- audit ------------------------------------------------------------------------------------
+    def user_history(self, user_id: str, limit: int = 50) -> list[dict]:
+        """The user's timeline, newest first: turns (query, LLM, response, rating, feedback events) and the
+        routing decisions made for them; each item has ``kind`` 'turn' or 'decision'."""
+        turns: dict[str, dict] = {}
+        for (tid, conv, idx, ts, llm, qtext, rtext, rating,
+             fid, fkind, fts, frating, fturn) in self._read(cypher.HISTORY_TURNS, {"user_id": user_id,
+                                                                                   "limit": int(limit)}):
+            t = turns.setdefault(tid, {"kind": "turn", "turn_id": tid, "conversation_id": conv, "turn_index": idx,
+                                       "ts": ts, "llm_id": llm, "query": qtext, "response": rtext,
+                                       "rating": rating, "feedback": []})
+            if fid is not None:
+                t["feedback"].append({"feedback_id": fid, "kind": fkind, "ts": fts, "rating": frating,
+                                      "rejected": fturn != tid})
+        for t in turns.values():
+            t["feedback"].sort(key=lambda f: (f["ts"], f["feedback_id"]))
+        decisions = [self._decision_dict(r) for r in self._read(cypher.HISTORY_DECISIONS,
+                                                                {"user_id": user_id, "limit": int(limit)})]
+        items = [*turns.values(), *decisions]
+        items.sort(key=lambda x: (x["ts"] or 0, x.get("turn_id") or x.get("request_id")), reverse=True)
+        return items[:limit]
+
+    @staticmethod
+    def _decision_dict(r: list) -> dict:
+        rid, ts, chosen, version, scores, turn_ids, latency, fallback, error = r
+        return {"kind": "decision", "request_id": rid, "ts": ts, "chosen_llm_id": chosen, "model_version": version,
+                "scores": json.loads(scores) if scores else {}, "turn_ids": list(turn_ids or []),
+                "latency_ms": latency, "fallback": bool(fallback), "error": error}
+
+    def decision(self, request_id: str) -> dict | None:
+        """One decision with the turns it used (text, LLM, rating), or None if unknown."""
+        found = self._read(cypher.DECISION, {"request_id": request_id})
+        if not found:
+            return None
+        rid, user_id, *rest = found[0]
+        d = self._decision_dict([rid, *rest])
+        d["user_id"] = user_id
+        used = {r[0]: {"turn_id": r[0], "conversation_id": r[1], "turn_index": r[2], "ts": r[3], "llm_id": r[4],
+                       "query": r[5], "response": r[6], "rating": r[7]}
+                for r in self._read(cypher.DECISION_TURNS, {"request_id": request_id})}
+        # in the order the scorer listed them; a turn not (yet) stored is named but has no content
+        d["turns"] = [used.get(t, {"turn_id": t, "missing": True}) for t in d["turn_ids"]]
+        return d

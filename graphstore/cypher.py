@@ -1,0 +1,189 @@
+"""Every Cypher text the store runs, shared by both backends.
+
+Values only ever travel as parameters ($rows, $uids, ...). Labels, relationship types and key properties
+are written out literally here and checked against ``graphstore.schema`` by the test suite, so the text stays
+readable and the schema stays the one source of truth. The backends refuse any text not in ``ALL``
+(a runtime guard against queries assembled from values).
+
+Portable subset (infra.md): MERGE on business keys, epoch-ms integers, no APOC / CALL subqueries / SHOW.
+"""
+
+from __future__ import annotations
+
+from graphstore.schema import KEYS, Label, Rel
+
+# --- writes ---------------------------------------------------------------------------------------
+UPSERT_LLMS = """
+UNWIND $rows AS row
+MERGE (m:LLM {llm_id: row.llm_id})
+WITH m, row
+WHERE m.updated_ms IS NULL OR row.ts >= m.updated_ms
+SET m.description = row.description, m.price_in = row.price_in, m.price_out = row.price_out,
+    m.emb = row.emb, m.updated_ms = row.ts
+"""
+
+# One turn = user, LLM, query (by content hash), response (by the turn's event id), turn and their edges.
+# A Response may already exist (feedback came first): keep its rating, fill in the text.
+UPSERT_TURNS = """
+UNWIND $rows AS row
+MERGE (u:User {user_id: row.user_id})
+SET u.first_ms = CASE WHEN u.first_ms IS NULL OR row.user_first_ms < u.first_ms THEN row.user_first_ms
+                      ELSE u.first_ms END,
+    u.last_ms = CASE WHEN u.last_ms IS NULL OR row.user_last_ms > u.last_ms THEN row.user_last_ms
+                     ELSE u.last_ms END
+MERGE (m:LLM {llm_id: row.llm_id})
+MERGE (q:Query {query_key: row.query_key})
+ON CREATE SET q.text = row.query, q.emb = row.query_emb
+MERGE (t:Turn {turn_id: row.turn_id})
+ON CREATE SET t.user_id = row.user_id, t.conversation_id = row.conversation_id,
+    t.turn_index = row.turn_index, t.ts = row.ts, t.llm_id = row.llm_id, t.query_key = row.query_key
+MERGE (r:Response {response_id: row.turn_id})
+SET r.text = coalesce(r.text, row.response), r.emb = coalesce(r.emb, row.response_emb)
+MERGE (t)-[:BY]->(u)
+MERGE (m)-[:ANSWERED]->(t)
+MERGE (q)-[:ASKED_IN]->(t)
+MERGE (r)-[:ANSWER_OF]->(t)
+"""
+
+# FOLLOWS both ways, so whichever of two consecutive turns arrives second makes the edge (order-tolerant).
+LINK_PREVIOUS = """
+UNWIND $rows AS row
+MATCH (t:Turn {turn_id: row.turn_id})
+MATCH (p:Turn {conversation_id: row.conversation_id})
+WHERE p.user_id = row.user_id AND p.turn_index = row.turn_index - 1
+MERGE (t)-[:FOLLOWS]->(p)
+"""
+LINK_NEXT = """
+UNWIND $rows AS row
+MATCH (t:Turn {turn_id: row.turn_id})
+MATCH (n:Turn {conversation_id: row.conversation_id})
+WHERE n.user_id = row.user_id AND n.turn_index = row.turn_index + 1
+MERGE (n)-[:FOLLOWS]->(t)
+"""
+
+# Feedback is kept by its event id. It rates Response nodes keyed by turn ids, MERGEd here, so feedback that
+# arrives before its turn is attached at once and the turn finds its rating when it comes. The latest
+# feedback (by timestamp, then event id) sets the response's rating; first-seen values win on replay.
+UPSERT_FEEDBACK = """
+UNWIND $rows AS row
+MERGE (f:Feedback {feedback_id: row.feedback_id})
+ON CREATE SET f.user_id = row.user_id, f.turn_id = row.turn_id, f.ts = row.ts, f.rating = row.rating,
+    f.kind = row.kind, f.signal = row.signal, f.rejected_turn_id = row.rejected_turn_id
+WITH f, row
+UNWIND row.targets AS target
+MERGE (r:Response {response_id: target.response_id})
+MERGE (f)-[e:RATES]->(r)
+ON CREATE SET e.rating = target.rating
+WITH f, e, r
+WHERE r.rating_ms IS NULL OR f.ts > r.rating_ms OR (f.ts = r.rating_ms AND f.feedback_id >= r.rating_by)
+SET r.rating = e.rating, r.rating_ms = f.ts, r.rating_by = f.feedback_id
+"""
+
+UPSERT_DECISIONS = """
+UNWIND $rows AS row
+MERGE (d:Decision {request_id: row.request_id})
+ON CREATE SET d.user_id = row.user_id, d.chosen_llm_id = row.chosen_llm_id, d.scores = row.scores,
+    d.model_version = row.model_version, d.turn_ids = row.turn_ids, d.latency_ms = row.latency_ms,
+    d.fallback = row.fallback, d.error = row.error, d.ts = row.ts
+"""
+LINK_DECISION_USER = """
+UNWIND $rows AS row
+MATCH (d:Decision {request_id: row.request_id})
+MERGE (u:User {user_id: row.user_id})
+MERGE (d)-[:FOR]->(u)
+"""
+LINK_DECISION_LLM = """
+UNWIND $rows AS row
+MATCH (d:Decision {request_id: row.request_id})
+MERGE (m:LLM {llm_id: row.chosen_llm_id})
+MERGE (d)-[:CHOSE]->(m)
+"""
+LINK_DECISION_TURNS = """
+UNWIND $rows AS row
+MATCH (d:Decision {request_id: row.request_id})
+MATCH (t:Turn {turn_id: row.turn_id})
+MERGE (d)-[:USED]->(t)
+"""
+
+# --- reads ----------------------------------------------------------------------------------------
+LLM_CATALOG = """
+MATCH (m:LLM)
+WHERE m.description IS NOT NULL
+RETURN m.llm_id, m.description, m.price_in, m.price_out, m.emb
+"""
+
+# The hot path: the last $k turns of each user in $uids (newest first here; the client flips the order).
+USER_TURNS = """
+UNWIND $uids AS uid
+MATCH (:User {user_id: uid})<-[:BY]-(t:Turn)
+WHERE ($conversation_id IS NULL OR t.conversation_id = $conversation_id) AND ($before_ms IS NULL OR t.ts < $before_ms)
+WITH uid, t
+ORDER BY t.ts DESC, t.turn_id DESC
+WITH uid, collect(t)[0..$k] AS turns
+UNWIND turns AS t
+MATCH (q:Query)-[:ASKED_IN]->(t)
+OPTIONAL MATCH (r:Response)-[:ANSWER_OF]->(t)
+RETURN uid, t.turn_id, t.conversation_id, t.llm_id, t.query_key, t.turn_index, t.ts, q.emb, r.rating, r.rating_ms
+"""
+
+ACTIVE_USERS = """
+MATCH (u:User)
+WHERE u.last_ms IS NOT NULL AND ($since_ms IS NULL OR u.last_ms >= $since_ms)
+RETURN u.user_id, u.last_ms
+"""
+
+HISTORY_TURNS = """
+MATCH (:User {user_id: $user_id})<-[:BY]-(t:Turn)
+WITH t
+ORDER BY t.ts DESC, t.turn_id DESC
+LIMIT $limit
+MATCH (q:Query)-[:ASKED_IN]->(t)
+OPTIONAL MATCH (r:Response)-[:ANSWER_OF]->(t)
+OPTIONAL MATCH (f:Feedback)-[e:RATES]->(r)
+RETURN t.turn_id, t.conversation_id, t.turn_index, t.ts, t.llm_id, q.text, r.text, r.rating,
+       f.feedback_id, f.kind, f.ts, e.rating, f.turn_id
+"""
+
+HISTORY_DECISIONS = """
+MATCH (d:Decision)-[:FOR]->(:User {user_id: $user_id})
+RETURN d.request_id, d.ts, d.chosen_llm_id, d.model_version, d.scores, d.turn_ids, d.latency_ms, d.fallback,
+       d.error
+ORDER BY d.ts DESC
+LIMIT $limit
+"""
+
+DECISION = """
+MATCH (d:Decision {request_id: $request_id})
+RETURN d.request_id, d.user_id, d.ts, d.chosen_llm_id, d.model_version, d.scores, d.turn_ids, d.latency_ms,
+       d.fallback, d.error
+"""
+
+DECISION_TURNS = """
+MATCH (:Decision {request_id: $request_id})-[:USED]->(t:Turn)
+MATCH (q:Query)-[:ASKED_IN]->(t)
+OPTIONAL MATCH (r:Response)-[:ANSWER_OF]->(t)
+RETURN t.turn_id, t.conversation_id, t.turn_index, t.ts, t.llm_id, q.text, r.text, r.rating
+"""
+
+CLEAR = "MATCH (n) DETACH DELETE n"
+
+# --- per-label texts, built from schema names only (never from values) -------------------------------
+COUNT: dict[str, str] = {label: f"MATCH (n:{label}) RETURN count(n)" for label in KEYS}
+COUNT_REL: dict[str, str] = {rel: f"MATCH ()-[e:{rel}]->() RETURN count(e)"
+                             for name, rel in vars(Rel).items() if not name.startswith("_")}
+
+#: Secondary lookups: Turn by conversation (FOLLOWS linking), User by recency (the sampler).
+SECONDARY_INDEXES: tuple[tuple[str, str], ...] = ((Label.TURN, "conversation_id"), (Label.USER, "last_ms"))
+
+FALKOR_DDL: tuple[str, ...] = tuple(
+    f"CREATE INDEX FOR (n:{label}) ON (n.{prop})" for label, prop in [*KEYS.items(), *SECONDARY_INDEXES])
+NEO4J_DDL: tuple[str, ...] = (
+    *(f"CREATE CONSTRAINT {label.lower()}_key IF NOT EXISTS FOR (n:{label}) REQUIRE n.{prop} IS UNIQUE"
+      for label, prop in KEYS.items()),
+    *(f"CREATE INDEX {label.lower()}_{prop} IF NOT EXISTS FOR (n:{label}) ON (n.{prop})"
+      for label, prop in SECONDARY_INDEXES),
+)
+
+ALL: frozenset[str] = frozenset(
+    [v for k, v in dict(globals()).items() if k.isupper() and isinstance(v, str)]
+    + list(COUNT.values()) + list(COUNT_REL.values()) + list(FALKOR_DDL) + list(NEO4J_DDL))

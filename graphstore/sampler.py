@@ -1,0 +1,62 @@
+"""Time-respecting training samples from one user's stored turns.
+
+Rules (the trainer's contract):
+- A comparison group is the user's turns that share conversation, turn index and query: the same question
+  at the same point of a conversation answered by several LLMs. It is a target when at least ``min_llms``
+  distinct LLMs in it have a rating (``min_llms=1`` also admits single rated turns, for pointwise losses).
+- A cut time is drawn at random among target groups' start times that leave >= 1 earlier turn and
+  >= ``min_targets`` target groups at or after it.
+- Visible: the last ``k`` turns strictly before the cut, with only the ratings whose feedback time is also
+  before the cut (later feedback would leak the future). Targets: the target groups whose every turn is at
+  or after the cut, i.e. strictly later than every visible turn, in time order (at most ``max_targets``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from graphstore import codec
+from graphstore.schema import HeldOutGroup, TrainingSample
+from graphstore.subgraph import CONV, INDEX, LLM, QEMB, QKEY, RATING, TS, assemble, order_key
+
+
+def _groups(user_id: str, rows: Sequence[Sequence], min_llms: int) -> list[HeldOutGroup]:
+    by_key: dict[tuple, list[Sequence]] = {}
+    for r in rows:
+        by_key.setdefault((r[CONV], int(r[INDEX]), r[QKEY]), []).append(r)
+    out = []
+    for members in by_key.values():
+        start = min(int(r[TS]) for r in members)
+        rated: dict[str, float] = {}
+        for r in sorted(members, key=order_key):
+            if r[RATING] is not None:
+                rated.setdefault(r[LLM], float(r[RATING]))
+        if len(rated) >= min_llms:
+            emb = codec.decode(members[0][QEMB])
+            out.append(HeldOutGroup(user_id, members[0][QKEY], emb if emb is not None else np.zeros(0, np.float32),
+                                    list(rated), np.array(list(rated.values()), np.float32), start))
+    out.sort(key=lambda g: (g.timestamp, g.query_key))
+    return out
+
+
+def sample_user(user_id: str, rows: Sequence[Sequence], k: int, rng: np.random.Generator, min_targets: int = 1,
+                min_llms: int = 2, max_targets: int | None = None) -> TrainingSample | None:
+    """One sample for the user, or None when their history has no admissible cut."""
+    rows = sorted(rows, key=order_key)
+    if not rows:
+        return None
+    groups = _groups(user_id, rows, min_llms)
+    first = int(rows[0][TS])
+    cuts = [g.timestamp for i, g in enumerate(groups)
+            if g.timestamp > first and sum(h.timestamp >= g.timestamp for h in groups[i:]) >= min_targets]
+    cuts = sorted(set(cuts))
+    if not cuts:
+        return None
+    cut = cuts[int(rng.integers(len(cuts)))]
+    targets = [g for g in groups if g.timestamp >= cut]
+    if max_targets is not None:
+        targets = targets[:max_targets]
+    visible = assemble(user_id, [r for r in rows if int(r[TS]) < cut], k, ratings_before=cut)
+    return TrainingSample(visible, targets)

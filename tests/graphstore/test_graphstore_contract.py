@@ -1,0 +1,224 @@
+"""The GraphStore contract, run on every reachable backend: ingest, idempotence, order tolerance, reads."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+
+from graphstore.schema import KEYS, Label, Rel, query_key
+from graphstore_events import decision, emb, llm, pairwise, score, thumbs, turn, with_emb
+
+NASTY = [
+    'He said "hi" and \'bye\'',
+    "back\\slash \\\" and \\n literal, real\nnewline\ttab",
+    "}) MATCH (n) DETACH DELETE n //",
+    "$rows ${x} {{x}} %s %(x)s {0}",
+    "日本語のテキスト — émojis 🚀👍🏽, RTL עברית, combining é",
+    "CALL db.labels() YIELD label RETURN label; DROP DATABASE neo4j",
+    "` backtick ` and ´ accents",
+]
+
+
+def conversation(user="u1", conv="c1", n=3, llms=("m1", "m2"), t0=1000, step=100):
+    """n turns, each answered by every LLM in ``llms`` (one Turn node per answer)."""
+    return [turn(f"{user}-{conv}-{i}-{m}", user, conv, i, t0 + i * step + j, m)
+            for i in range(n) for j, m in enumerate(llms)]
+
+
+def snapshot(store, users=("u1",)):
+    """Everything the public API can see, as comparable plain values."""
+    counts = {label: store.count(label) for label in KEYS}
+    edges = {rel: store.count_edges(rel) for rel in vars(Rel).values() if isinstance(rel, str) and rel.isupper()}
+    subs = []
+    for u in users:
+        s = store.user_subgraph(u, 100)
+        subs.append((s.turn_ids, s.prev.tolist(), [None if math.isnan(r) else r for r in s.rating.tolist()],
+                     s.query_emb.tobytes(), s.timestamps.tolist()))
+    hist = [store.user_history(u, 100) for u in users]
+    cat = {k: (v.description, v.price_in, v.price_out, v.embedding.tobytes()) for k, v in store.llm_catalog().items()}
+    return counts, edges, subs, hist, cat
+
+
+def test_schema_is_idempotent_and_store_starts_empty(store):
+    store.ensure_schema()
+    store.ensure_schema()
+    assert all(store.count(label) == 0 for label in KEYS)
+    with pytest.raises(ValueError, match="unknown label"):
+        store.count("Nope")
+
+
+def test_upsert_turns_creates_every_node_and_edge(store):
+    turns = conversation(n=3) + [turn("other", "u2", "c9", 0, 900, "m3", query="question c1 0")]
+    store.upsert_turns(with_emb(*turns))
+    assert store.count(Label.TURN) == 7
+    assert store.count(Label.RESPONSE) == 7
+    assert store.count(Label.USER) == 2
+    assert store.count(Label.LLM) == 3
+    assert store.count(Label.QUERY) == 3  # one node per distinct text, shared across users and LLMs
+    assert store.count_edges(Rel.ASKED_IN) == 7
+    assert store.count_edges(Rel.ANSWERED) == 7
+    assert store.count_edges(Rel.ANSWER_OF) == 7
+    assert store.count_edges(Rel.BY) == 7
+    # turn i links to each answer of turn i-1 of the same conversation: 2 turns x 2 answers x 2 previous
+    assert store.count_edges(Rel.FOLLOWS) == 8
+
+
+def test_replaying_everything_in_any_order_changes_nothing(store):
+    turns = conversation(n=4)
+    llms = [llm("m1"), llm("m2")]
+    fbs = [thumbs("f1", "u1-c1-1-m1", True, 5000), score("f2", "u1-c1-2-m2", 7.0, 5001),
+           pairwise("f3", "u1-c1-3-m1", "u1-c1-3-m2", 5002)]
+    decs = [decision("r1", turns=["u1-c1-0-m1", "u1-c1-1-m1"]), decision("r2", user=None, chosen=None,
+                                                                          error="bad request")]
+    store.upsert_llms(llms)
+    store.upsert_turns(with_emb(*turns, response_emb=True))
+    store.upsert_feedback(fbs)
+    store.record_decisions(decs)
+    before = snapshot(store)
+    rnd = random.Random(7)
+    for _ in range(2):
+        t2 = list(turns)
+        rnd.shuffle(t2)
+        f2 = list(fbs)
+        rnd.shuffle(f2)
+        store.upsert_feedback(f2)
+        store.upsert_turns(with_emb(*t2, response_emb=True))
+        store.record_decisions(decs[::-1])
+        store.upsert_llms(llms[::-1])
+        store.upsert_turns(with_emb(*(t2 + t2)))  # duplicates inside one batch too
+    assert snapshot(store) == before
+    assert store.count(Label.DECISION) == 2
+
+
+def test_order_tolerance_turns_reversed_and_feedback_first(store):
+    turns = conversation(n=4)
+    fbs = [thumbs("f1", "u1-c1-1-m1", True, 5000), pairwise("f3", "u1-c1-3-m1", "u1-c1-3-m2", 5002)]
+    store.upsert_turns(with_emb(*turns))
+    store.upsert_feedback(fbs)
+    in_order = snapshot(store)[1:4]
+
+    store.clear()
+    store.upsert_feedback(fbs[::-1])  # feedback before any turn: kept, applied when the turns arrive
+    assert store.count(Label.FEEDBACK) == 2
+    for t in reversed(turns):  # one at a time, newest first
+        store.upsert_turns(with_emb(t))
+    assert snapshot(store)[1:4] == in_order
+    assert store.count(Label.RESPONSE) == len(turns)
+
+
+def test_feedback_rules_latest_wins_and_pairwise_rates_rejected(store):
+    store.upsert_turns(with_emb(*conversation(n=2)))
+    store.upsert_feedback([thumbs("late", "u1-c1-0-m1", False, 6000), thumbs("early", "u1-c1-0-m1", True, 5000)])
+    store.upsert_feedback([score("s", "u1-c1-0-m2", 10.0, 5500)])
+    store.upsert_feedback([pairwise("p", "u1-c1-1-m2", "u1-c1-1-m1", 5600, "m2", "m1")])
+    store.upsert_feedback([thumbs("early", "u1-c1-0-m1", True, 5000)])  # an older replay does not win
+    sub = store.user_subgraph("u1", 10)
+    got = dict(zip(sub.turn_ids, sub.rating.tolist()))
+    assert got == {"u1-c1-0-m1": 0.0, "u1-c1-0-m2": 1.0, "u1-c1-1-m1": 0.0, "u1-c1-1-m2": 1.0}
+    store.upsert_feedback([pairwise("tie", "u1-c1-1-m2", "u1-c1-1-m1", 5700, "m2", "m1", tie=True)])
+    sub = store.user_subgraph("u1", 10)
+    assert sub.rating[-2:].tolist() == [0.5, 0.5]
+    assert store.count(Label.FEEDBACK) == 5
+    assert store.count_edges(Rel.RATES) == 7
+
+
+@pytest.mark.parametrize("text", NASTY)
+def test_texts_with_quotes_unicode_and_cypher_round_trip(store, text):
+    t = turn("nasty", query=text, response=text + " (answer)")
+    store.upsert_llms([llm("m1", description=text)])
+    store.upsert_turns(with_emb(t))
+    store.record_decisions([decision("req", turns=["nasty"], error=None, model_version=text)])
+    hist = store.user_history("u1", 10)
+    turns = [h for h in hist if h["kind"] == "turn"]
+    assert turns[0]["query"] == text and turns[0]["response"] == text + " (answer)"
+    assert store.llm_catalog()["m1"].description == text
+    d = store.decision("req")
+    assert d["model_version"] == text and d["turns"][0]["query"] == text
+    assert store.user_subgraph("u1", 5).query_keys == [query_key(text)]
+    assert store.count(Label.TURN) == 1 and store.count(Label.USER) == 1  # nothing was executed from the text
+
+
+def test_llm_catalog_newer_registration_wins(store):
+    store.upsert_turns(with_emb(turn("t", llm="seen-only")))
+    store.upsert_llms([llm("m1", ts=10, description="new", price_in=3.0), llm("m2", ts=1)])
+    store.upsert_llms([llm("m1", ts=5, description="old", price_in=1.0)])
+    cat = store.llm_catalog()
+    assert set(cat) == {"m1", "m2"}  # an LLM only seen in turns is not a registered candidate
+    assert cat["m1"].description == "new" and cat["m1"].price_in == 3.0 and cat["m1"].price_out == 2.0
+    np.testing.assert_array_equal(cat["m1"].embedding, emb("new"))
+    assert cat["m1"].embedding.dtype == np.float32 and cat["m1"].embedding.shape == (384,)
+
+
+def test_user_subgraph_contents_and_order(store):
+    turns = conversation("u1", "c1", n=3) + conversation("u1", "c2", n=2, llms=("m3",), t0=1050)
+    store.upsert_turns(with_emb(*reversed(turns)))
+    store.upsert_feedback([thumbs("f", "u1-c1-2-m2", True, 9000)])
+    sub = store.user_subgraph("u1", 100)
+    expected = sorted(turns, key=lambda t: (t.timestamp, t.event_id))
+    assert sub.turn_ids == [t.event_id for t in expected]
+    assert sub.timestamps.tolist() == sorted(sub.timestamps.tolist())
+    assert sub.conversation_ids == [t.conversation_id for t in expected]
+    assert sub.llm_ids == [t.llm_id for t in expected]
+    assert sub.query_keys == [query_key(t.query) for t in expected]
+    assert sub.turn_index.tolist() == [t.turn_index for t in expected]
+    assert sub.query_emb.shape == (8, 384) and sub.query_emb.dtype == np.float32
+    np.testing.assert_array_equal(sub.query_emb, np.stack([emb(t.query) for t in expected]))
+    rated = {tid: r for tid, r in zip(sub.turn_ids, sub.rating.tolist()) if not math.isnan(r)}
+    assert rated == {"u1-c1-2-m2": 1.0}
+    # prev: the same LLM's answer to the previous turn of the same conversation, else -1
+    for i, p in enumerate(sub.prev.tolist()):
+        if sub.turn_index[i] == 0:
+            assert p == -1
+        else:
+            assert sub.conversation_ids[p] == sub.conversation_ids[i]
+            assert sub.turn_index[p] == sub.turn_index[i] - 1 and sub.llm_ids[p] == sub.llm_ids[i]
+
+    last3 = store.user_subgraph("u1", 3)
+    assert last3.turn_ids == sub.turn_ids[-3:]
+    assert last3.prev.tolist()[0] == -1 or last3.prev.tolist()[0] < 0  # its previous turn fell outside
+    c2 = store.user_subgraph("u1", 10, conversation_id="c2")
+    assert c2.turn_ids == ["u1-c2-0-m3", "u1-c2-1-m3"] and c2.prev.tolist() == [-1, 0]
+    early = store.user_subgraph("u1", 10, before_ms=1101)
+    assert early.turn_ids == ["u1-c1-0-m1", "u1-c1-0-m2", "u1-c2-0-m3", "u1-c1-1-m1"]
+
+
+def test_unknown_user_gets_an_empty_subgraph(store):
+    store.upsert_turns(with_emb(turn("t")))
+    sub = store.user_subgraph("nobody", 10)
+    assert len(sub) == 0 and sub.user_id == "nobody"
+    assert sub.query_emb.shape[0] == 0 and sub.rating.shape == (0,) and sub.prev.shape == (0,)
+    assert len(store.user_subgraph("u1", 0)) == 0
+
+
+def test_batched_subgraphs_equal_single_reads_in_input_order(store):
+    turns = []
+    for u in range(10):  # more users than the batch size (7): several round trips
+        turns += conversation(f"user{u}", "c", n=u % 4 + 1, t0=1000 + u)
+    store.upsert_turns(with_emb(*turns))
+    ids = [f"user{u}" for u in (9, 3, 0, 5, 3, 1, 2, 4, 6, 7, 8)] + ["ghost"]
+    batch = store.user_subgraphs(ids, 3)
+    assert [s.user_id for s in batch] == ids
+    for s in batch:
+        one = store.user_subgraph(s.user_id, 3)
+        assert s.turn_ids == one.turn_ids and s.prev.tolist() == one.prev.tolist()
+        np.testing.assert_array_equal(s.query_emb, one.query_emb)
+    assert len(batch[-1]) == 0 and all(len(s) == min(3, 2 * (int(s.user_id[4:]) % 4 + 1)) for s in batch[:-1])
+
+
+def test_decisions_are_linked_and_kept(store):
+    store.upsert_turns(with_emb(*conversation(n=2)))
+    store.record_decisions([decision("r1", turns=["u1-c1-0-m1", "u1-c1-1-m2", "not-stored"], fallback=True),
+                            decision("r2", user=None, chosen=None, error="invalid request")])
+    assert store.count(Label.DECISION) == 2
+    assert store.count_edges(Rel.USED) == 2 and store.count_edges(Rel.FOR) == 1 and store.count_edges(Rel.CHOSE) == 1
+    d = store.decision("r1")
+    assert d["chosen_llm_id"] == "m1" and d["model_version"] == "v1" and d["fallback"] is True
+    assert d["scores"] == {"m1": 0.7, "m2": 0.2} and d["latency_ms"] == 3.5 and d["ts"] == 5000
+    assert [t["turn_id"] for t in d["turns"]] == ["u1-c1-0-m1", "u1-c1-1-m2", "not-stored"]
+    assert d["turns"][0]["query"] == "question c1 0" and d["turns"][2] == {"turn_id": "not-stored", "missing": True}
+    e = store.decision("r2")
+    assert e["error"] == "invalid request" and e["chosen_llm_id"] is None and e["turns"] == []
+    assert store.decision("nope") is None

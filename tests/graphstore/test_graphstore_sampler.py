@@ -1,0 +1,85 @@
+"""Training samples read from the graph respect time: nothing visible comes after what is predicted."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from graphstore.schema import query_key
+from graphstore_events import emb, thumbs, turn, with_emb
+
+
+def ingest_users(store, n_users=6, n_turns=8, llms=("m1", "m2", "m3")):
+    """Each user: n_turns comparison groups (every LLM answers), ratings given 50 ms after the answers,
+    and for odd users one group whose feedback arrives only much later."""
+    turns, fbs = [], []
+    for u in range(n_users):
+        for i in range(n_turns):
+            t0 = 10_000 * u + 1000 * i
+            for j, m in enumerate(llms):
+                tid = f"u{u}-{i}-{m}"
+                turns.append(turn(tid, f"u{u}", f"c{u}-{i // 4}", i % 4, t0 + j, m, query=f"q {u} {i}"))
+                late = u % 2 == 1 and i == 1
+                fbs.append(thumbs(f"f-{tid}", tid, (i + j + u) % 2 == 0, t0 + (900_000 if late else 50),
+                                  user=f"u{u}"))
+    store.upsert_turns(with_emb(*turns))
+    store.upsert_feedback(fbs)
+    return turns
+
+
+def test_samples_are_time_respecting(store):
+    ingest_users(store)
+    samples = store.sample_training(n_users=100, k=5, seed=1)
+    assert len(samples) == 6 and len({s.visible.user_id for s in samples}) == 6
+    for s in samples:
+        v = s.visible
+        assert 1 <= len(v) <= 5 and s.targets
+        last_visible = int(v.timestamps.max())
+        for g in s.targets:
+            assert g.user_id == v.user_id
+            assert g.timestamp > last_visible  # strictly later than every visible turn
+            assert len(g.llm_ids) >= 2 and g.ratings.shape == (len(g.llm_ids),)
+            assert g.query_emb.shape == (384,)
+            assert g.query_key not in v.query_keys
+        cut = min(g.timestamp for g in s.targets)
+        # a visible rating is only there if its feedback came before the first target
+        for tid, ts, r in zip(v.turn_ids, v.timestamps.tolist(), v.rating.tolist()):
+            late = tid.startswith(("u1-1-", "u3-1-", "u5-1-"))
+            assert math.isnan(r) == late or (not late and ts + 50 >= cut)
+
+
+def test_targets_carry_query_embedding_and_ratings(store):
+    ingest_users(store, n_users=1, n_turns=3)
+    s = store.sample_training(n_users=1, k=10, seed=0)[0]
+    for g in s.targets:
+        i = int(g.query_key == query_key("q 0 2")) + 1
+        np.testing.assert_array_equal(g.query_emb, emb(f"q 0 {i}"))
+        assert g.llm_ids == ["m1", "m2", "m3"]
+        assert g.ratings.tolist() == [float((i + j) % 2 == 0) for j in range(3)]
+
+
+def test_sampler_is_seeded_and_respects_limits(store):
+    ingest_users(store)
+    a = store.sample_training(n_users=3, k=4, seed=5)
+    b = store.sample_training(n_users=3, k=4, seed=5)
+    assert [(s.visible.turn_ids, [g.query_key for g in s.targets]) for s in a] == \
+           [(s.visible.turn_ids, [g.query_key for g in s.targets]) for s in b]
+    assert len(a) == 3
+    assert all(len(s.targets) >= 3 for s in store.sample_training(n_users=10, k=4, min_targets=3, seed=2))
+    assert all(len(s.targets) == 1 for s in store.sample_training(n_users=10, k=4, max_targets=1, seed=2))
+    assert store.sample_training(n_users=10, k=4, since_ms=10_000 * 5) and \
+        {s.visible.user_id for s in store.sample_training(n_users=10, k=4, since_ms=10_000 * 5)} == {"u5"}
+
+
+def test_single_rated_turns_only_with_min_llms_1(store):
+    store.upsert_turns(with_emb(*(turn(f"t{i}", idx=i, ts=1000 + i) for i in range(4))))
+    store.upsert_feedback([thumbs(f"f{i}", f"t{i}", i % 2 == 0, 1000 + i) for i in range(4)])
+    assert store.sample_training(n_users=5, k=3, seed=0) == []
+    (s,) = store.sample_training(n_users=5, k=3, min_llms=1, seed=0)
+    assert all(len(g.llm_ids) == 1 for g in s.targets)
+    assert all(g.timestamp > s.visible.timestamps.max() for g in s.targets)
+
+
+def test_empty_graph_gives_no_samples(store):
+    assert store.sample_training(n_users=5, k=3, seed=0) == []
