@@ -73,6 +73,7 @@ class Settings(BaseSettings):
     router_threads: int = Field(1, ge=1, le=64, description="torch threads per router worker")
     route_batch_size: int = Field(64, ge=1, le=4096)
     route_batch_wait_ms: float = Field(2.0, ge=0.0, le=1000.0)
+    unknown_llm_grace_s: float = Field(10.0, ge=0.0, description="wait for a turn's LLM to be registered")
     max_text_chars: int = Field(32_000, ge=1, description="longest query/response text accepted")
 
     # --- Local stack -------------------------------------------------------------------------
@@ -81,6 +82,21 @@ class Settings(BaseSettings):
     graph_port: int = Field(6379, ge=1, le=65535)
     ray_port: int = Field(6390, ge=1, le=65534, description="Ray GCS port; the Ray client server takes the next")
     start_ray: bool = Field(True, description="`up` starts a local Ray head for the app processes")
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as PREFSTREAM_* variables, to hand to a child process."""
+        env: dict[str, str] = {}
+        for name, value in self:
+            if value is None:
+                continue
+            if isinstance(value, BaseModel):
+                for sub, v in value:
+                    env[f"PREFSTREAM_{name.upper()}__{sub.upper()}"] = str(v)
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"PREFSTREAM_{name.upper()}"] = str(value)
+        return env
 
 
 @lru_cache(maxsize=1)

@@ -123,6 +123,14 @@ class PrefstreamClient:
         self._producer.flush()
         return fut
 
+    def expect(self, request_id: str) -> Future:
+        """A future for the reply to a request published by other means (e.g. raw bytes)."""
+        self._ensure_reader()
+        fut: Future = Future()
+        with self._lock:
+            self._pending[request_id] = fut
+        return fut
+
     def route(self, user_id: str, query: str, candidates: list[str] | None = None,
               conversation_id: str | None = None, budget: float | None = None, timeout: float = 10.0) -> RouteDecision:
         fut = self.route_async(user_id, query, candidates, conversation_id, budget)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import Callable
 
 from prefstream.config import Settings
@@ -55,12 +56,14 @@ def create_app(s: Settings, ingestor_factory: Callable[[], Ingestor], app_id: st
         store="memory://",
     )
     state: dict[str, Ingestor] = {}
+    state_lock = threading.Lock()
     dead_topic = app.topic(s.topics.dead_letter, value_type=bytes, value_serializer="raw")
 
-    def ingestor() -> Ingestor:
-        if "i" not in state:
-            state["i"] = ingestor_factory()
-        return state["i"]
+    def ingestor() -> Ingestor:  # agents start together: build the one ingestor once
+        with state_lock:
+            if "i" not in state:
+                state["i"] = ingestor_factory()
+            return state["i"]
 
     async def publish_dead(result: BatchResult) -> None:
         for dl in result.dead:
@@ -95,7 +98,7 @@ def default_ingestor(s: Settings) -> Ingestor:
 
     store = open_store(s)
     store.ensure_schema()
-    return Ingestor(store, TextEncoder(s.encoder, s.encoder_device), s.max_text_chars)
+    return Ingestor(store, TextEncoder(s.encoder, s.encoder_device), s.max_text_chars, s.unknown_llm_grace_s)
 
 
 def run_worker(s: Settings, loglevel: str = "warning") -> None:

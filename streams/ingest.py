@@ -7,6 +7,7 @@ DeadLetter events for the caller to publish; they never stop the batch.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -40,11 +41,22 @@ class IngestStore(Protocol):
 
 
 class Ingestor:
-    def __init__(self, store: IngestStore, encoder, max_text_chars: int = 32_000):
+    def __init__(self, store: IngestStore, encoder, max_text_chars: int = 32_000, unknown_llm_grace_s: float = 10.0):
         self.store = store
         self.encoder = encoder
         self.max_text_chars = max_text_chars
+        # Turns and catalog arrive on different topics, so a turn may overtake its LLM's registration:
+        # wait this long for the catalog to catch up before calling an LLM unknown.
+        self.unknown_llm_grace_s = unknown_llm_grace_s
         self._known_llms: set[str] = set()
+
+    def _await_llms(self, wanted: set[str]) -> None:
+        deadline = time.monotonic() + self.unknown_llm_grace_s
+        while True:
+            self._known_llms = set(self.store.llm_catalog())
+            if wanted <= self._known_llms or time.monotonic() >= deadline:
+                return
+            time.sleep(0.2)
 
     def _parse(self, msgs: list[RawMessage], model: type[Event], result: BatchResult) -> list[tuple[RawMessage, Event]]:
         good = []
@@ -73,8 +85,8 @@ class Ingestor:
         result = BatchResult()
         good = self._parse(msgs, ChatTurn, result)
         unknown = {e.llm_id for _, e in good} - self._known_llms
-        if unknown:  # the catalog may have grown since we last looked
-            self._known_llms = set(self.store.llm_catalog())
+        if unknown:
+            self._await_llms(unknown)
         accepted: list[ChatTurn] = []
         for m, e in good:
             if e.llm_id not in self._known_llms:
