@@ -12,6 +12,8 @@ COMMAND_MODULES = [
     "prefstream.demo",
     "streams.cli",
     "workers.cli",
+    "graphstore.cli",
+    "trainer.cli",
 ]
 
 
