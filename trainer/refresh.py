@@ -1,0 +1,147 @@
+"""The periodic trainer: refresh the shared weights from recent feedback, promote only if not worse.
+
+One cycle (prequential):
+1. cutoff T = the time before which the newest ``eval_fraction`` of recent turns begin;
+2. sample recent users' histories from the graph store (time-respecting samples, see graphstore.sampler);
+   targets before T train, targets at or after T evaluate: training never sees the feedback it is judged on;
+3. warm-start from the serving version and train;
+4. evaluate the candidate and the serving model on the same newest targets; publish the candidate and
+   promote it only if its AUC is not below the serving model's by more than ``margin``;
+5. append the cycle (versions, data window, metrics, decision) to ``<model_dir>/cycles.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from graphstore.schema import TrainingSample
+
+log = logging.getLogger(__name__)
+
+CYCLES_FILE = "cycles.jsonl"
+
+
+@dataclass
+class RefreshConfig:
+    window_minutes: float = 24 * 60.0  # users active within this window are sampled
+    users: int = 2000  # samples drawn per cycle
+    k: int = 10  # visible turns per sample
+    eval_fraction: float = 0.2  # newest share of turns held out for the prequential evaluation
+    steps: int = 150
+    margin: float = 0.005  # promote when candidate AUC >= serving AUC - margin
+    seed: int = 0
+
+
+@dataclass
+class CycleRecord:
+    cycle_started: float
+    serving_version: str | None
+    candidate_version: str | None
+    promoted: bool
+    reason: str
+    window: dict = field(default_factory=dict)
+    candidate_metrics: dict = field(default_factory=dict)
+    serving_metrics: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def split_prequential(samples: list[TrainingSample], cutoff_ms: int) -> tuple[list[TrainingSample], list[TrainingSample]]:
+    """Targets before the cutoff train; targets at or after it evaluate (same visible history)."""
+    train, evals = [], []
+    for s in samples:
+        before = [g for g in s.targets if g.timestamp < cutoff_ms]
+        after = [g for g in s.targets if g.timestamp >= cutoff_ms]
+        if before:
+            train.append(TrainingSample(s.visible, before))
+        if after:
+            evals.append(TrainingSample(s.visible, after))
+    return train, evals
+
+
+def _finite(m: dict, key: str = "auc") -> float:
+    v = m.get(key)
+    return float(v) if v is not None and math.isfinite(v) else float("-inf")
+
+
+class RefreshTrainer:
+    def __init__(self, store, model_dir: Path | str, config: RefreshConfig | None = None):
+        from trainer.registry import ModelRegistry
+
+        self.store = store
+        self.registry = ModelRegistry(model_dir)
+        self.cfg = config or RefreshConfig()
+        self.cycles_path = Path(model_dir) / CYCLES_FILE
+
+    # --- data --------------------------------------------------------------------------------
+    def sample(self, now_ms: int, seed: int) -> tuple[list[TrainingSample], list[TrainingSample], dict]:
+        since = now_ms - int(self.cfg.window_minutes * 60_000)
+        users = self.store.active_users(since)
+        samples: list[TrainingSample] = []
+        rng = np.random.default_rng(seed)
+        for _ in range(3):  # each pass draws one random cut per user; a few passes give more targets
+            samples += self.store.sample_training(self.cfg.users, self.cfg.k, since_ms=since, seed=rng)
+        stamps = sorted(g.timestamp for s in samples for g in s.targets)
+        if not stamps:
+            return [], [], {"since_ms": since, "users": len(users), "samples": 0}
+        cutoff = int(stamps[min(len(stamps) - 1, int(len(stamps) * (1 - self.cfg.eval_fraction)))])
+        train, evals = split_prequential(samples, cutoff)
+        window = {"since_ms": since, "cutoff_ms": cutoff, "users": len(users), "samples": len(samples),
+                  "train_samples": len(train), "eval_samples": len(evals),
+                  "train_targets": sum(len(s.targets) for s in train),
+                  "eval_targets": sum(len(s.targets) for s in evals)}
+        return train, evals, window
+
+    # --- one cycle ---------------------------------------------------------------------------
+    def run_cycle(self, candidate=None, progress: bool = False) -> CycleRecord:
+        """One refresh. ``candidate`` (a model) skips training and judges that model instead."""
+        from trainer.checkpoint import load_checkpoint
+        from trainer.train import TrainConfig, evaluate, fit
+
+        t0 = time.time()
+        serving_version = self.registry.current()
+        serving = load_checkpoint(self.registry.path(serving_version)).model if serving_version else None
+        llms = self.store.llm_catalog()
+        train, evals, window = self.sample(int(t0 * 1000), self.cfg.seed + len(self.history()))
+        record = CycleRecord(t0, serving_version, None, False, "", window)
+        if not evals or (candidate is None and not train):
+            record.reason = "not enough feedback yet (no targets on one side of the cutoff)"
+            return self._log(record, t0)
+        if candidate is None:
+            tcfg = TrainConfig(steps=self.cfg.steps, seed=self.cfg.seed, eval_every=max(self.cfg.steps // 3, 1))
+            if serving is not None:
+                tcfg = replace(tcfg, model=serving.cfg)
+            # validation (checkpoint selection) uses training-side targets only; the evaluation set stays unseen
+            candidate = fit(train, train[: max(1, len(train) // 5)], tcfg, init=serving, progress=progress,
+                            llms=llms).model
+        record.candidate_metrics = evaluate(candidate, evals, llms)
+        if serving is not None:
+            record.serving_metrics = evaluate(serving, evals, llms)
+        new, old = _finite(record.candidate_metrics), _finite(record.serving_metrics)
+        record.promoted = serving is None or new >= old - self.cfg.margin
+        record.reason = (f"candidate AUC {new:.4f} vs serving {old:.4f} (margin {self.cfg.margin})"
+                         if serving is not None else "no serving model yet")
+        record.candidate_version = self.registry.publish(
+            candidate, promote=record.promoted, train_config=asdict(self.cfg),
+            metrics={"prequential": record.candidate_metrics, "window": window}, llm_catalog=llms)
+        return self._log(record, t0)
+
+    def _log(self, record: CycleRecord, t0: float) -> CycleRecord:
+        record.seconds = time.time() - t0
+        self.cycles_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.cycles_path, "a") as fh:
+            fh.write(json.dumps(asdict(record), default=float) + "\n")
+        log.info("cycle: %s -> %s promoted=%s (%s)", record.serving_version, record.candidate_version,
+                 record.promoted, record.reason)
+        return record
+
+    def history(self) -> list[dict]:
+        if not self.cycles_path.exists():
+            return []
+        return [json.loads(line) for line in self.cycles_path.read_text().splitlines() if line.strip()]
