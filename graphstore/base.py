@@ -75,7 +75,7 @@ class GraphStore(ABC):
 
     # --- backend hooks ----------------------------------------------------------------------------
     @abstractmethod
-    def _write(self, q: str, params: dict) -> None: ...
+    def _write(self, q: str, params: dict) -> list[list]: ...
 
     @abstractmethod
     def _read(self, q: str, params: dict) -> list[list]: ...
@@ -111,24 +111,29 @@ class GraphStore(ABC):
 
     def upsert_turns(self, items: Sequence[tuple[ChatTurn, np.ndarray, np.ndarray | None]]) -> None:
         """Store turns with their user, LLM, query, response and conversation chain; replays change nothing."""
-        rows = latest_by(({"turn_id": t.event_id, "user_id": t.user_id, "conversation_id": t.conversation_id,
-                           "turn_index": t.turn_index, "ts": t.timestamp, "llm_id": t.llm_id,
-                           "query_key": query_key(t.query), "query": t.query, "query_emb": codec.encode(q),
-                           "response": t.response, "response_emb": codec.encode(r)}
-                          for t, q, r in items), "turn_id", "ts")
-        span: dict[str, tuple[int, int]] = {}
-        for r in rows:  # each user's first/last time in this call, so no row depends on another's write
-            lo, hi = span.get(r["user_id"], (r["ts"], r["ts"]))
-            span[r["user_id"]] = (min(lo, r["ts"]), max(hi, r["ts"]))
-        for r in rows:
-            r["user_first_ms"], r["user_last_ms"] = span[r["user_id"]]
-        for part in chunks(rows, self.batch_size):
-            params = {"rows": list(part)}
-            self._write(cypher.UPSERT_TURNS, params)
-            links = {"rows": [{k: r[k] for k in ("turn_id", "user_id", "conversation_id", "turn_index")}
-                              for r in part]}
-            self._write(cypher.LINK_PREVIOUS, links)
-            self._write(cypher.LINK_NEXT, links)
+        turns = latest_by(({"turn_id": t.event_id, "user_id": t.user_id, "conversation_id": t.conversation_id,
+                            "turn_index": t.turn_index, "ts": t.timestamp, "llm_id": t.llm_id,
+                            "query_key": query_key(t.query), "response": t.response,
+                            "response_emb": codec.encode(r), "_query": (t.query, q)}
+                           for t, q, r in items), "turn_id", "ts")
+        for part in chunks(turns, self.batch_size):
+            users: dict[str, dict] = {}
+            queries: dict[str, dict] = {}
+            for r in part:  # each distinct user / query once per batch, with the batch's time span
+                u = users.setdefault(r["user_id"], {"user_id": r["user_id"], "first_ms": r["ts"], "last_ms": r["ts"]})
+                u["first_ms"], u["last_ms"] = min(u["first_ms"], r["ts"]), max(u["last_ms"], r["ts"])
+                if r["query_key"] not in queries:
+                    text, emb = r["_query"]
+                    queries[r["query_key"]] = {"query_key": r["query_key"], "text": text, "emb": codec.encode(emb)}
+            self._write(cypher.UPSERT_USERS, {"rows": list(users.values())})
+            self._write(cypher.MERGE_LLMS, {"rows": [{"llm_id": m} for m in sorted({r["llm_id"] for r in part})]})
+            self._write(cypher.UPSERT_QUERIES, {"rows": list(queries.values())})
+            fresh = {row[0] for row in self._write(cypher.UPSERT_TURNS, {
+                "rows": [{k: v for k, v in r.items() if k != "_query"} for r in part]})}
+            if fresh:
+                self._write(cypher.LINK_TURNS, {"rows": [
+                    {k: r[k] for k in ("turn_id", "user_id", "conversation_id", "turn_index")}
+                    for r in part if r["turn_id"] in fresh]})
 
     def upsert_feedback(self, items: Sequence[Feedback]) -> None:
         """Keep every feedback event (by event id) and apply the latest rating to the rated response(s).

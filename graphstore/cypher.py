@@ -22,43 +22,51 @@ SET m.description = row.description, m.price_in = row.price_in, m.price_out = ro
     m.emb = row.emb, m.updated_ms = row.ts
 """
 
-# One turn = user, LLM, query (by content hash), response (by the turn's event id), turn and their edges.
-# A Response may already exist (feedback came first): keep its rating, fill in the text.
-UPSERT_TURNS = """
+# A turn is written in four steps so each node is MERGEd once per batch, not once per row (MERGE is the cost):
+# the batch's distinct users, LLMs and queries first, then one row per turn. Edges are CREATEd only with a
+# turn that this very query created ("fresh"), in the same atomic query, so a replay adds nothing and a
+# stored turn always has all its edges. A Response may already exist (feedback came first): keep its rating.
+UPSERT_USERS = """
 UNWIND $rows AS row
 MERGE (u:User {user_id: row.user_id})
-SET u.first_ms = CASE WHEN u.first_ms IS NULL OR row.user_first_ms < u.first_ms THEN row.user_first_ms
-                      ELSE u.first_ms END,
-    u.last_ms = CASE WHEN u.last_ms IS NULL OR row.user_last_ms > u.last_ms THEN row.user_last_ms
-                     ELSE u.last_ms END
+SET u.first_ms = CASE WHEN u.first_ms IS NULL OR row.first_ms < u.first_ms THEN row.first_ms ELSE u.first_ms END,
+    u.last_ms = CASE WHEN u.last_ms IS NULL OR row.last_ms > u.last_ms THEN row.last_ms ELSE u.last_ms END
+"""
+MERGE_LLMS = """
+UNWIND $rows AS row
 MERGE (m:LLM {llm_id: row.llm_id})
+"""
+UPSERT_QUERIES = """
+UNWIND $rows AS row
 MERGE (q:Query {query_key: row.query_key})
-ON CREATE SET q.text = row.query, q.emb = row.query_emb
+ON CREATE SET q.text = row.text, q.emb = row.emb
+"""
+UPSERT_TURNS = """
+UNWIND $rows AS row
 MERGE (t:Turn {turn_id: row.turn_id})
-ON CREATE SET t.user_id = row.user_id, t.conversation_id = row.conversation_id,
-    t.turn_index = row.turn_index, t.ts = row.ts, t.llm_id = row.llm_id, t.query_key = row.query_key
+ON CREATE SET t.user_id = row.user_id, t.conversation_id = row.conversation_id, t.turn_index = row.turn_index,
+    t.ts = row.ts, t.llm_id = row.llm_id, t.query_key = row.query_key, t.fresh = true
 MERGE (r:Response {response_id: row.turn_id})
 SET r.text = coalesce(r.text, row.response), r.emb = coalesce(r.emb, row.response_emb)
-MERGE (t)-[:BY]->(u)
-MERGE (m)-[:ANSWERED]->(t)
-MERGE (q)-[:ASKED_IN]->(t)
-MERGE (r)-[:ANSWER_OF]->(t)
+WITH row, t, r
+WHERE t.fresh = true
+MATCH (u:User {user_id: row.user_id})
+MATCH (m:LLM {llm_id: row.llm_id})
+MATCH (q:Query {query_key: row.query_key})
+CREATE (t)-[:BY]->(u), (m)-[:ANSWERED]->(t), (q)-[:ASKED_IN]->(t), (r)-[:ANSWER_OF]->(t)
+SET t.fresh = null
+RETURN t.turn_id
 """
 
-# FOLLOWS both ways, so whichever of two consecutive turns arrives second makes the edge (order-tolerant).
-LINK_PREVIOUS = """
+# FOLLOWS for the turns just created, both ways, so whichever of two consecutive turns arrives second makes
+# the edge (order-tolerant); MERGE because both may be new in the same batch.
+LINK_TURNS = """
 UNWIND $rows AS row
 MATCH (t:Turn {turn_id: row.turn_id})
-MATCH (p:Turn {conversation_id: row.conversation_id})
-WHERE p.user_id = row.user_id AND p.turn_index = row.turn_index - 1
-MERGE (t)-[:FOLLOWS]->(p)
-"""
-LINK_NEXT = """
-UNWIND $rows AS row
-MATCH (t:Turn {turn_id: row.turn_id})
-MATCH (n:Turn {conversation_id: row.conversation_id})
-WHERE n.user_id = row.user_id AND n.turn_index = row.turn_index + 1
-MERGE (n)-[:FOLLOWS]->(t)
+MATCH (o:Turn {conversation_id: row.conversation_id})
+WHERE o.user_id = row.user_id AND (o.turn_index = row.turn_index - 1 OR o.turn_index = row.turn_index + 1)
+FOREACH (_ IN CASE WHEN o.turn_index < t.turn_index THEN [1] ELSE [] END | MERGE (t)-[:FOLLOWS]->(o))
+FOREACH (_ IN CASE WHEN o.turn_index > t.turn_index THEN [1] ELSE [] END | MERGE (o)-[:FOLLOWS]->(t))
 """
 
 # Feedback is kept by its event id. It rates Response nodes keyed by turn ids, MERGEd here, so feedback that
@@ -113,9 +121,12 @@ RETURN m.llm_id, m.description, m.price_in, m.price_out, m.emb
 """
 
 # The hot path: the last $k turns of each user in $uids (newest first here; the client flips the order).
+# `WITH uid, u` makes FalkorDB seek the user by index and expand, instead of scanning all turns.
 USER_TURNS = """
 UNWIND $uids AS uid
-MATCH (:User {user_id: uid})<-[:BY]-(t:Turn)
+MATCH (u:User {user_id: uid})
+WITH uid, u
+MATCH (u)<-[:BY]-(t:Turn)
 WHERE ($conversation_id IS NULL OR t.conversation_id = $conversation_id) AND ($before_ms IS NULL OR t.ts < $before_ms)
 WITH uid, t
 ORDER BY t.ts DESC, t.turn_id DESC
@@ -133,7 +144,9 @@ RETURN u.user_id, u.last_ms
 """
 
 HISTORY_TURNS = """
-MATCH (:User {user_id: $user_id})<-[:BY]-(t:Turn)
+MATCH (u:User {user_id: $user_id})
+WITH u
+MATCH (u)<-[:BY]-(t:Turn)
 WITH t
 ORDER BY t.ts DESC, t.turn_id DESC
 LIMIT $limit
@@ -145,7 +158,9 @@ RETURN t.turn_id, t.conversation_id, t.turn_index, t.ts, t.llm_id, q.text, r.tex
 """
 
 HISTORY_DECISIONS = """
-MATCH (d:Decision)-[:FOR]->(:User {user_id: $user_id})
+MATCH (u:User {user_id: $user_id})
+WITH u
+MATCH (d:Decision)-[:FOR]->(u)
 RETURN d.request_id, d.ts, d.chosen_llm_id, d.model_version, d.scores, d.turn_ids, d.latency_ms, d.fallback,
        d.error
 ORDER BY d.ts DESC

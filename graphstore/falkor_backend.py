@@ -21,8 +21,8 @@ class FalkorStore(GraphStore):
                            password=password or u.password, ssl=u.scheme == "rediss")
         self.graph = self.db.select_graph(graph_name)
 
-    def _write(self, q: str, params: dict) -> None:
-        self.graph.query(check_query(q), params)
+    def _write(self, q: str, params: dict) -> list[list]:
+        return self.graph.query(check_query(q), params).result_set
 
     def _read(self, q: str, params: dict) -> list[list]:
         return self.graph.ro_query(check_query(q), params).result_set

@@ -21,8 +21,9 @@ class Neo4jStore(GraphStore):
         self.database = database
         self._read_routing = neo4j.RoutingControl.READ
 
-    def _write(self, q: str, params: dict) -> None:
-        self.driver.execute_query(check_query(q), params, database_=self.database)
+    def _write(self, q: str, params: dict) -> list[list]:
+        records, _, _ = self.driver.execute_query(check_query(q), params, database_=self.database)
+        return [list(r.values()) for r in records]
 
     def _read(self, q: str, params: dict) -> list[list]:
         records, _, _ = self.driver.execute_query(check_query(q), params, database_=self.database,

