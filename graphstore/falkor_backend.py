@@ -25,7 +25,14 @@ class FalkorStore(GraphStore):
         return self.graph.query(check_query(q), params).result_set
 
     def _read(self, q: str, params: dict) -> list[list]:
-        return self.graph.ro_query(check_query(q), params).result_set
+        from redis.exceptions import ResponseError
+
+        try:
+            return self.graph.ro_query(check_query(q), params).result_set
+        except ResponseError as exc:  # the graph key does not exist until something is written: it is empty
+            if "empty key" in str(exc):
+                return []
+            raise
 
     def ensure_schema(self) -> None:
         from redis.exceptions import ResponseError

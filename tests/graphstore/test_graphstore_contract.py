@@ -50,6 +50,21 @@ def test_schema_is_idempotent_and_store_starts_empty(store):
         store.count("Nope")
 
 
+def test_reads_work_before_anything_was_written(store_settings):
+    from graphstore import open_store
+
+    fresh = store_settings.model_copy(update={"graph_name": store_settings.graph_name + "-never-written"})
+    if store_settings.graph_backend == "neo4j":
+        fresh = store_settings  # one database; the store fixture is not used here, so clear it ourselves
+    with open_store(fresh, ensure_schema=False) as s:
+        if store_settings.graph_backend == "neo4j":
+            s.clear()
+        assert len(s.user_subgraph("u1", 5)) == 0 and s.user_subgraphs(["u1", "u2"], 5)[1].user_id == "u2"
+        assert s.user_history("u1", 5) == [] and s.decision("r") is None and s.llm_catalog() == {}
+        assert s.count(Label.TURN) == 0 and s.count_edges(Rel.BY) == 0
+        assert s.sample_training(3, 5, seed=0) == []
+
+
 def test_upsert_turns_creates_every_node_and_edge(store):
     turns = conversation(n=3) + [turn("other", "u2", "c9", 0, 900, "m3", query="question c1 0")]
     store.upsert_turns(with_emb(*turns))
