@@ -18,17 +18,18 @@ def _train_config(args: argparse.Namespace):
     from trainer.train import TrainConfig
 
     model = GMTRouterConfig(hidden=args.hidden, layers=args.layers)
-    return TrainConfig(model=model, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    return TrainConfig(model=model, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                       k_max=args.history)
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training")
-    g.add_argument("--steps", type=int, default=600, help="optimizer steps (default: %(default)s)")
+    g.add_argument("--steps", type=int, default=300, help="optimizer steps (default: %(default)s)")
     g.add_argument("--batch-size", type=int, default=64, help="users (samples) per step (default: %(default)s)")
     g.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: %(default)s)")
     g.add_argument("--hidden", type=int, default=64, help="model width (default: %(default)s)")
     g.add_argument("--layers", type=int, default=2, help="HGT layers: 2 single-turn, 3 multi-turn (default: %(default)s)")
-    g.add_argument("--history", type=int, default=50,
+    g.add_argument("--history", type=int, default=30,
                    help="visible comparison groups before each prediction (default: %(default)s)")
     g.add_argument("--seed", type=int, default=0, help="seed for every random choice (default: %(default)s)")
 

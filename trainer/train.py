@@ -25,14 +25,14 @@ from trainer.model import GMTRouter, GMTRouterConfig
 @dataclass
 class TrainConfig:
     model: GMTRouterConfig = field(default_factory=GMTRouterConfig)
-    steps: int = 600
+    steps: int = 300
     batch_size: int = 64  # samples (users) per step
     lr: float = 2e-3
     weight_decay: float = 1e-4
     k_min: int = 0  # visible groups are resampled in [k_min, k_max] every step
-    k_max: int = 10
+    k_max: int = 30
     loss: str = "bt"  # "bt": pairwise Bradley-Terry, ties skipped; "bce": per-answer BCE on ratings
-    eval_every: int = 100
+    eval_every: int = 75
     max_valid: int = 3000  # validation samples scored at each evaluation (a fixed, seeded subset)
     seed: int = 0
 
@@ -56,15 +56,8 @@ class FitResult:
     step_seconds: float  # mean wall time of one optimizer step
 
 
-def truncate(sub: UserSubgraph, k: int) -> UserSubgraph:
-    """Keep the last ``k`` comparison groups (turns sharing conversation and turn index) of a subgraph."""
-    keys = list(zip(sub.conversation_ids, sub.turn_index.tolist()))
-    uniq = list(dict.fromkeys(keys))
-    if len(uniq) <= k:
-        return sub
-    keep_keys = set(uniq[len(uniq) - k:]) if k > 0 else set()
-    keep = np.array([kk in keep_keys for kk in keys], bool)
-    idx = np.flatnonzero(keep)
+def select_turns(sub: UserSubgraph, idx: np.ndarray) -> UserSubgraph:
+    """The subgraph restricted to turns ``idx`` (ascending); ``prev`` links to dropped turns become -1."""
     remap = np.full(len(sub), -1, np.int64)
     remap[idx] = np.arange(len(idx))
     prev = sub.prev[idx]
@@ -73,6 +66,21 @@ def truncate(sub: UserSubgraph, k: int) -> UserSubgraph:
     return UserSubgraph(sub.user_id, pick(sub.turn_ids), pick(sub.conversation_ids), pick(sub.llm_ids),
                         pick(sub.query_keys), sub.turn_index[idx], sub.timestamps[idx], sub.query_emb[idx],
                         sub.rating[idx], prev)
+
+
+def truncate(sub: UserSubgraph, k: int) -> UserSubgraph:
+    """Keep the last ``k`` comparison groups (turns sharing conversation and turn index) of a subgraph."""
+    keys = list(zip(sub.conversation_ids, sub.turn_index.tolist()))
+    uniq = list(dict.fromkeys(keys))
+    if len(uniq) <= k:
+        return sub
+    keep_keys = set(uniq[len(uniq) - k:]) if k > 0 else set()
+    return select_turns(sub, np.array([i for i, kk in enumerate(keys) if kk in keep_keys], np.int64))
+
+
+def last_turns(sub: UserSubgraph, n: int) -> UserSubgraph:
+    """Keep the last ``n`` turn nodes (what serving sends with settings.history_turns = n)."""
+    return sub if len(sub) <= n else select_turns(sub, np.arange(len(sub) - n, len(sub)))
 
 
 def llm_table(llms: Mapping[str, LLMInfo] | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -158,8 +166,9 @@ def fit(train: list[TrainingSample], valid: list[TrainingSample], config: TrainC
     table = llm_table(llms) if llms is not None else dict(getattr(model, "llm_emb", {}))
     model.llm_emb = table
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=max(config.steps, 1),
-                                                pct_start=0.1)
+    warm = max(1, config.steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, then cosine decay to 5 %
+        opt, lambda s: min(1.0, (s + 1) / warm) * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(s / max(config.steps, 1), 1.0)))))
     vrng = np.random.default_rng(config.seed + 1)
     vsub = [valid[i] for i in np.sort(vrng.choice(len(valid), min(len(valid), config.max_valid), replace=False))] \
         if valid else []

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from trainer.simulate import SimConfig, Simulator
 
 D = 32
+torch.set_num_threads(1)  # the CI box has 2 shared cores: oversubscribed BLAS threads only slow tests down
 
 
 def synthetic_embeddings(sim: Simulator, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -23,7 +25,7 @@ def synthetic_embeddings(sim: Simulator, seed: int = 0) -> tuple[np.ndarray, np.
 
 @pytest.fixture(scope="session")
 def tiny_sim() -> Simulator:
-    return Simulator(SimConfig(seed=3, n_users=40, n_new_users=8, turns_min=30, turns_max=40))
+    return Simulator(SimConfig(seed=3, n_users=30, n_new_users=6, turns_min=30, turns_max=40))
 
 
 @pytest.fixture(scope="session")

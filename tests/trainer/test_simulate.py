@@ -8,7 +8,7 @@ from trainer.simulate import SimConfig, Simulator
 
 
 def test_seeded_and_split_by_time(tiny_sim):
-    again = Simulator(SimConfig(seed=3, n_users=40, n_new_users=8, turns_min=30, turns_max=40), data=tiny_sim.data)
+    again = Simulator(SimConfig(seed=3, n_users=30, n_new_users=6, turns_min=30, turns_max=40), data=tiny_sim.data)
     assert [(g.user_id, g.query_idx, g.ratings) for g in again.history[:50]] == \
         [(g.user_id, g.query_idx, g.ratings) for g in tiny_sim.history[:50]]
     by_user = {}

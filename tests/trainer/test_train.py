@@ -12,9 +12,9 @@ from trainer.train import TrainConfig, evaluate, fit, score_samples
 D = 32
 
 
-def _cfg(steps: int = 60) -> TrainConfig:
-    return TrainConfig(model=GMTRouterConfig(emb_dim=D, hidden=32), steps=steps, batch_size=32, eval_every=30,
-                       max_valid=400, seed=0)
+def _cfg(steps: int = 50) -> TrainConfig:
+    return TrainConfig(model=GMTRouterConfig(emb_dim=D, hidden=32), steps=steps, batch_size=24, eval_every=25,
+                       max_valid=300, k_max=20, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def test_few_steps_beat_random_on_held_out_pairs(trained, tiny_ds):
     m = evaluate(trained.model, te)
     rng = np.random.default_rng(0)
     rand = pair_metrics([g for s in te for g in s.targets], [rng.random(len(g.llm_ids)) for s in te for g in s.targets])
-    assert m["pairs"] > 200
+    assert m["pairs"] > 150
     assert m["accuracy"] > rand["accuracy"] + 0.05
     assert m["auc"] > 0.6
     assert trained.best_step in {h["step"] for h in trained.history}
@@ -72,9 +72,9 @@ def test_test_feedback_cannot_leak_into_predictions(trained, tiny_ds):
 
 
 def test_training_is_seeded(tiny_ds):
-    tr = training_samples(tiny_ds, "train", window=10)[:80]
-    va = online_samples(tiny_ds, "valid", history=10)[:100]
-    cfg = dataclasses.replace(_cfg(steps=8), eval_every=8)
+    tr = training_samples(tiny_ds, "train", window=10)[:60]
+    va = online_samples(tiny_ds, "valid", history=10)[:60]
+    cfg = dataclasses.replace(_cfg(steps=4), eval_every=4, k_max=10)
     r1 = fit(tr, va, cfg, progress=False, llms=tiny_ds.llms)
     r2 = fit(tr, va, cfg, progress=False, llms=tiny_ds.llms)
     assert r1.metrics["auc"] == r2.metrics["auc"]

@@ -1,0 +1,132 @@
+"""`prefstream train`: one refresh cycle (--once), the periodic Ray trainer, or the cycle history."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+
+from prefstream.config import Settings
+from prefstream.stack_cli import add_stack_options, settings_from
+
+
+def refresh_config(s: Settings):
+    from trainer.refresh import RefreshConfig
+
+    return RefreshConfig(window_minutes=s.trainer_window_minutes, users=s.trainer_users, k=s.history_turns,
+                         steps=s.trainer_steps, margin=s.trainer_margin)
+
+
+def run_cycle(s: Settings, progress: bool = False) -> dict:
+    """One cycle against the configured graph store and model registry (also the body of the Ray task)."""
+    from dataclasses import asdict
+
+    from graphstore import open_store
+    from trainer.refresh import RefreshTrainer
+
+    store = open_store(s)
+    try:
+        return asdict(RefreshTrainer(store, s.model_dir, refresh_config(s)).run_cycle(progress=progress))
+    finally:
+        store.close()
+
+
+def feedback_count(s: Settings) -> int:
+    from graphstore import open_store
+
+    store = open_store(s)
+    try:
+        return store.count("Feedback")
+    finally:
+        store.close()
+
+
+def periodic(s: Settings, on_ready=None) -> None:
+    """Run a cycle as a Ray task every N minutes, or sooner after M new feedback events."""
+    from prefstream.ray_env import init_ray
+
+    ray = init_ray(s.ray_address)
+    task = ray.remote(num_cpus=1, max_retries=1)(run_cycle)
+    log = logging.getLogger("prefstream.trainer")
+    if on_ready is not None:
+        on_ready()
+    last_at, last_fb = 0.0, 0
+    while True:
+        try:
+            fb = feedback_count(s)
+        except Exception as exc:  # graph store down: try again later
+            log.warning("trainer cannot read the graph store: %s", exc)
+            time.sleep(10)
+            continue
+        due = time.time() - last_at >= s.trainer_every_minutes * 60 or fb - last_fb >= s.trainer_after_feedback
+        if due and fb > 0:
+            try:
+                rec = ray.get(task.remote(s))
+                log.warning("trainer cycle: serving %s -> candidate %s promoted=%s (%s)", rec["serving_version"],
+                            rec["candidate_version"], rec["promoted"], rec["reason"])
+            except Exception as exc:
+                log.error("trainer cycle failed: %s", exc)
+            last_at, last_fb = time.time(), fb
+        time.sleep(5)
+
+
+def print_history(s: Settings, as_json: bool) -> None:
+    from trainer.refresh import RefreshTrainer
+
+    rows = RefreshTrainer(None, s.model_dir).history()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"trainer cycles in {s.model_dir}")
+    for col in ("started (UTC)", "serving", "candidate", "promoted", "train/eval targets", "cand AUC", "serv AUC",
+                "s"):
+        t.add_column(col)
+    for r in rows:
+        w, cm, sm = r["window"], r["candidate_metrics"], r["serving_metrics"]
+        t.add_row(time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["cycle_started"])), str(r["serving_version"]),
+                  str(r["candidate_version"]), "yes" if r["promoted"] else "no",
+                  f"{w.get('train_targets', 0)}/{w.get('eval_targets', 0)}",
+                  f"{cm['auc']:.4f}" if "auc" in cm else "-", f"{sm['auc']:.4f}" if "auc" in sm else "-",
+                  f"{r['seconds']:.1f}")
+    Console().print(t)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    s = settings_from(args)
+    if args.history:
+        print_history(s, args.json)
+        return 0
+    if args.once:
+        rec = run_cycle(s, progress=True)
+        print(json.dumps(rec, indent=2, default=float) if args.json else
+              f"cycle: serving {rec['serving_version']} -> candidate {rec['candidate_version']}: "
+              f"{'PROMOTED' if rec['promoted'] else 'not promoted'} ({rec['reason']})")
+        return 0
+    on_ready = None
+    if args.ready_name:
+        from prefstream.apps import mark_ready
+
+        def on_ready() -> None:
+            mark_ready(s, args.ready_name)
+
+    periodic(s, on_ready)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="refresh the shared weights from recent feedback (periodic Ray trainer)",
+                       description="Sample recent users' subgraphs, warm-start from the serving model, train, "
+                                   "evaluate prequentially on the newest feedback and promote only if not worse. "
+                                   "Without --once, runs every PREFSTREAM_TRAINER_EVERY_MINUTES or after "
+                                   "PREFSTREAM_TRAINER_AFTER_FEEDBACK new feedback events.")
+    add_stack_options(p)
+    p.add_argument("--once", action="store_true", help="run one cycle now and exit")
+    p.add_argument("--history", action="store_true", help="show every recorded cycle and exit")
+    p.add_argument("--json", action="store_true", help="JSON output")
+    p.add_argument("--ready-name", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_train)
