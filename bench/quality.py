@@ -90,10 +90,12 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    if not (args.data / "test.jsonl").exists():
-        from trainer.simulate import SimConfig, Simulator
+    from trainer.simulate import SimConfig, Simulator
 
-        Simulator(SimConfig(seed=args.seed)).write_gmtrouter(args.data)
+    sim = Simulator(SimConfig(seed=args.seed))
+    if not (args.data / "test.jsonl").exists():
+        sim.write_gmtrouter(args.data)
+    ceilings = sim.ceilings("test")
     cfg = TrainConfig(model=GMTRouterConfig(), steps=args.steps, k_max=args.history, seed=args.seed)
     files = {s: args.data / f"{s}.jsonl" for s in ("train", "valid", "test")}
     t0 = time.perf_counter()
@@ -120,6 +122,7 @@ def main() -> int:
                  f"{d['llms']} LLMs on 5,608 queries): {d['users_seen']} seen + {d['users_unseen']} unseen users, "
                  f"groups train/valid/test = {d['groups']['train']}/{d['groups']['valid']}/{d['groups']['test']}, "
                  f"{d['test_pairs']} test pairs; each test group predicted from the {args.history} groups before it"),
+        "ceilings": ceilings,
         "train_config": report["train_config"],
         "timing": {
             "full_training_s": report["gmtrouter"]["train_seconds"],
@@ -137,6 +140,8 @@ def main() -> int:
     md = [f"# Quality benchmark\n", f"Command: `{out['command']}`\n", f"Data: {out['data']}\n", table(report), "",
           f"Best baseline: **{bb_name}**; GMTRouter - best: {out['best_baseline']['delta_accuracy']:+.4f} accuracy, "
           f"{out['best_baseline']['delta_auc']:+.4f} AUC.", "",
+          "Ceilings on the same test pairs (routers that know every user's hidden parameters): "
+          + ", ".join(f"{k} {v:.4f}" for k, v in ceilings.items()) + " (see docs/simulator.md).", "",
           f"Timing (torch threads = {torch.get_num_threads()}): full training {out['timing']['full_training_s']:.0f} s "
           f"({cfg.steps} steps); one step over 1,000 users {step['seconds_median']:.2f} s; whole evaluation "
           f"{eval_s:.0f} s.", "", "Scorer throughput (10 visible turns, 9 candidates):", "",

@@ -382,3 +382,28 @@ class Simulator:
         llms = {m: LLMInfo(m, desc, float(pi), float(po), e)
                 for m, desc, pi, po, e in zip(d.llm_ids, d.descriptions, d.price_in, d.price_out, le)}
         return Dataset(groups, qe, rows, llms)
+
+    def ceilings(self, split: str = "test") -> dict[str, float]:
+        """Pairwise accuracy on ``split`` of routers that know each user's hidden parameters:
+        ``noiseless`` also knows the real correctness of every answer (the label ceiling);
+        ``task_correctness`` knows only each LLM's mean correctness on the query's task (what a router
+        can hope for from the query text); ``no_correctness`` ignores correctness altogether."""
+        d = self.data
+        n_t = len(d.task_names)
+        task_mean = np.stack([d.correct[d.tasks == t].mean(0) if (d.tasks == t).any() else np.zeros(len(d.llm_ids))
+                              for t in range(n_t)])
+        hits: dict[str, list[bool]] = {"noiseless": [], "task_correctness": [], "no_correctness": []}
+        for g in self.history:
+            if g.split != split:
+                continue
+            a = self.users[self.user_index[g.user_id]].quality_w
+            u = np.array(g.utility)
+            c = d.correct[g.query_idx][g.llm_idx]
+            alt = {"noiseless": u, "task_correctness": u - a * c + a * task_mean[d.tasks[g.query_idx]][g.llm_idx],
+                   "no_correctness": u - a * c}
+            for i in range(len(g.llm_idx)):
+                for j in range(i + 1, len(g.llm_idx)):
+                    if g.ratings[i] != g.ratings[j]:
+                        for k, v in alt.items():
+                            hits[k].append((v[i] > v[j]) == (g.ratings[i] > g.ratings[j]))
+        return {k: float(np.mean(v)) if v else float("nan") for k, v in hits.items()}

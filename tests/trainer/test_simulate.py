@@ -56,3 +56,9 @@ def test_new_request_has_true_utilities(tiny_sim):
     assert r.utility.shape == (len(tiny_sim.data.llm_ids),)
     assert r.query == tiny_sim.data.queries[r.query_idx]
     assert 0 <= r.best_llm < len(tiny_sim.data.llm_ids)
+
+
+def test_ceilings_are_ordered(tiny_sim):
+    c = tiny_sim.ceilings("test")
+    assert 0.5 < c["no_correctness"] <= c["noiseless"] <= 1.0
+    assert c["task_correctness"] <= c["noiseless"]

@@ -1,0 +1,52 @@
+import argparse
+import json
+
+import pytest
+
+from trainer import cli
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="prefstream")
+    cli.register(p.add_subparsers(dest="command", required=True))
+    return p
+
+
+def test_register_adds_subcommands_with_help(capsys):
+    p = _parser()
+    for name in ("simulate", "eval", "fit"):
+        with pytest.raises(SystemExit):
+            p.parse_args([name, "--help"])
+        assert "usage:" in capsys.readouterr().out
+    args = p.parse_args(["eval", "--train", "a", "--test", "b"])
+    assert args.func is cli.cmd_eval and args.history == 30
+    with pytest.raises(SystemExit):
+        p.parse_args(["eval", "--train", "a"])  # --test is required
+
+
+def test_simulate_command_writes_files(tmp_path):
+    rc = cli.main(["simulate", "--out", str(tmp_path), "--users", "3", "--new-users", "1", "--turns-min", "20",
+                   "--turns-max", "22", "--events", str(tmp_path / "events.jsonl")])
+    assert rc == 0
+    for f in ("train.jsonl", "valid.jsonl", "test.jsonl", "llm_catalog.json", "events.jsonl"):
+        assert (tmp_path / f).stat().st_size > 0
+    first = json.loads((tmp_path / "train.jsonl").read_text().splitlines()[0])
+    assert {"question_id", "turn", "judge", "model", "conversation"} <= set(first)
+
+
+@pytest.mark.slow
+def test_fit_command_publishes_to_registry(tmp_path):
+    """Loads the real sentence encoder: slow."""
+    cli.main(["simulate", "--out", str(tmp_path / "sim"), "--users", "8", "--new-users", "0", "--turns-min", "12",
+              "--turns-max", "14"])
+    rc = cli.main(["fit", "--train", str(tmp_path / "sim" / "train.jsonl"), "--valid",
+                   str(tmp_path / "sim" / "valid.jsonl"), "--steps", "3", "--history", "5", "--registry",
+                   str(tmp_path / "models"), "--promote"])
+    assert rc == 0
+    from trainer.registry import ModelRegistry
+    from trainer.scorer import Scorer
+
+    reg = ModelRegistry(tmp_path / "models")
+    assert reg.current() is not None
+    sc = Scorer.load(reg.path(reg.current()))
+    assert sc.version == reg.current() and len(sc.llm_emb) == 9
