@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         stop(proc)
 
     save(args.out, result)
-    print(f"wrote {args.out.with_suffix('.json')} and .md")
+    print(f"wrote {args.out}.json and .md")
     return 0
 
 
@@ -299,8 +299,8 @@ def save(out: Path, result: dict) -> None:
         result.update({key: top[key] for key in ("users", "subgraph_p50_ms", "subgraph_p99_ms", "batch64_p50_ms",
                                                  "batch64_p99_ms")})
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(result))
+    (out.parent / f"{out.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out.parent / f"{out.name}.md").write_text(markdown(result))
 
 
 def fmt(x: float | None) -> str:
