@@ -65,8 +65,8 @@ UNWIND $rows AS row
 MATCH (t:Turn {turn_id: row.turn_id})
 MATCH (o:Turn {conversation_id: row.conversation_id})
 WHERE o.user_id = row.user_id AND (o.turn_index = row.turn_index - 1 OR o.turn_index = row.turn_index + 1)
-FOREACH (_ IN CASE WHEN o.turn_index < t.turn_index THEN [1] ELSE [] END | MERGE (t)-[:FOLLOWS]->(o))
-FOREACH (_ IN CASE WHEN o.turn_index > t.turn_index THEN [1] ELSE [] END | MERGE (o)-[:FOLLOWS]->(t))
+FOREACH (x IN CASE WHEN o.turn_index < t.turn_index THEN [1] ELSE [] END | MERGE (t)-[:FOLLOWS]->(o))
+FOREACH (x IN CASE WHEN o.turn_index > t.turn_index THEN [1] ELSE [] END | MERGE (o)-[:FOLLOWS]->(t))
 """
 
 # Feedback is kept by its event id. It rates Response nodes keyed by turn ids, MERGEd here, so feedback that
