@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "workers.cli",
     "graphstore.cli",
     "trainer.cli",
+    "trainer.refresh_cli",
 ]
 
 

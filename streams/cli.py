@@ -13,7 +13,7 @@ from prefstream.stack_cli import add_stack_options, settings_from
 def cmd_ingest(args: argparse.Namespace) -> int:
     from streams.faust_app import run_worker
 
-    run_worker(settings_from(args), loglevel=args.loglevel)
+    run_worker(settings_from(args), loglevel=args.loglevel, ready_name=args.ready_name)
     return 0
 
 
@@ -74,6 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "write to the graph store; bad events go to the dead-letter topic.")
     add_stack_options(p)
     p.add_argument("--loglevel", default="warning", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--ready-name", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("publish", help="publish JSONL events from a file or stdin",

@@ -35,7 +35,8 @@ def faust_credentials(s: Settings):
     return None
 
 
-def create_app(s: Settings, ingestor_factory: Callable[[], Ingestor], app_id: str = "prefstream-ingest"):
+def create_app(s: Settings, ingestor_factory: Callable[[], Ingestor], app_id: str = "prefstream-ingest",
+               on_ready: Callable[[], None] | None = None):
     """Build the app; the ingestor (graph connection, encoder) is created when the worker starts."""
     import faust
 
@@ -86,6 +87,12 @@ def create_app(s: Settings, ingestor_factory: Callable[[], Ingestor], app_id: st
         agent.__name__ = f"ingest_{topic_name.replace('.', '_').replace('-', '_')}"
         app.agent(topic, name=agent.__name__)(agent)
 
+    if on_ready is not None:
+        @app.task
+        async def _warm_up() -> None:  # load the encoder and connect to the graph before saying ready
+            await asyncio.get_running_loop().run_in_executor(None, ingestor)
+            on_ready()
+
     add_agent(s.topics.catalog, Ingestor.llms)
     add_agent(s.topics.turns, Ingestor.turns)
     add_agent(s.topics.feedback, Ingestor.feedback)
@@ -101,9 +108,16 @@ def default_ingestor(s: Settings) -> Ingestor:
     return Ingestor(store, TextEncoder(s.encoder, s.encoder_device), s.max_text_chars, s.unknown_llm_grace_s)
 
 
-def run_worker(s: Settings, loglevel: str = "warning") -> None:
+def run_worker(s: Settings, loglevel: str = "warning", ready_name: str | None = None) -> None:
     """Run the ingest app in this process until it is stopped (SIGTERM / Ctrl-C)."""
     import faust
 
-    app = create_app(s, lambda: default_ingestor(s))
+    on_ready = None
+    if ready_name:
+        from prefstream.apps import mark_ready
+
+        def on_ready() -> None:
+            mark_ready(s, ready_name)
+
+    app = create_app(s, lambda: default_ingestor(s), on_ready=on_ready)
     faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()

@@ -99,9 +99,12 @@ class RouteLoop:
         self.stop_event.set()
 
 
-def serve_forever(loop: RouteLoop) -> None:
-    t = threading.Thread(target=loop.run, name="route-loop", daemon=True)
+def serve_forever(loop: RouteLoop, on_ready=None) -> None:
+    ready = threading.Event()
+    t = threading.Thread(target=loop.run, args=(ready,), name="route-loop", daemon=True)
     t.start()
+    if ready.wait(timeout=120) and on_ready is not None:
+        on_ready()
     try:
         while t.is_alive():
             time.sleep(0.5)

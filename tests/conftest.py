@@ -49,11 +49,21 @@ def graph_server(workdir):
         stop(proc)
 
 
-@pytest.fixture
-def settings(broker, graph_server, tmp_path) -> Settings:
-    """Settings pointing at the private broker and graph server, with topics and a graph of this test's own."""
+def private_settings(broker: str, graph_port: int, tmp: Path) -> Settings:
+    """Settings pointing at the private broker and graph server, with topics and a graph of their own."""
     tag = uuid.uuid4().hex[:8]
     topics = {name: f"t{tag}.{name}" for name in ("turns", "feedback", "catalog", "requests", "decisions",
                                                    "dead_letter")}
-    return Settings(kafka_bootstrap=broker, graph_uri=f"redis://127.0.0.1:{graph_server}", graph_name=f"g{tag}",
-                    topics=topics, kafka_partitions=2, run_dir=tmp_path / "run", model_dir=tmp_path / "models")
+    return Settings(kafka_bootstrap=broker, graph_uri=f"redis://127.0.0.1:{graph_port}", graph_name=f"g{tag}",
+                    topics=topics, kafka_partitions=2, run_dir=tmp / "run", model_dir=tmp / "models")
+
+
+@pytest.fixture
+def settings(broker, graph_server, tmp_path) -> Settings:
+    return private_settings(broker, graph_server, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def module_settings(broker, graph_server, tmp_path_factory) -> Settings:
+    """Like ``settings``, shared by the tests of one module (for expensive set-up such as a filled graph)."""
+    return private_settings(broker, graph_server, tmp_path_factory.mktemp("module"))

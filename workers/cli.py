@@ -24,14 +24,21 @@ def build_engine(s, threads: int | None = None):
 def cmd_router(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     s = settings_from(args)
+    on_ready = None
+    if args.ready_name:
+        from prefstream.apps import mark_ready
+
+        def on_ready() -> None:
+            mark_ready(s, args.ready_name)
+
     if args.workers == 0:
         from streams.route_loop import RouteLoop, serve_forever
 
-        serve_forever(RouteLoop(s, build_engine(s)))
+        serve_forever(RouteLoop(s, build_engine(s)), on_ready)
         return 0
     from workers.ray_workers import serve_with_ray
 
-    serve_with_ray(s, args.workers)
+    serve_with_ray(s, args.workers, on_ready)
     return 0
 
 
@@ -43,4 +50,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1,
                    help="Ray router actors (0 = one in-process loop without Ray)")
     p.add_argument("--loglevel", default="warning", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--ready-name", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_router)

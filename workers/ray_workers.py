@@ -61,11 +61,13 @@ def start_workers(s: Settings, n: int) -> list:
     return actors
 
 
-def serve_with_ray(s: Settings, n: int) -> None:
+def serve_with_ray(s: Settings, n: int, on_ready=None) -> None:
     """Run ``n`` workers until interrupted, logging their status."""
     import ray
 
     actors = start_workers(s, n)
+    if on_ready is not None:
+        on_ready()
     try:
         while True:
             time.sleep(10)
