@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     history_turns: int = Field(10, ge=0, le=200, description="k: visible turns per user at request time")
     ingest_batch_size: int = Field(256, ge=1, le=10_000)
     ingest_batch_wait_s: float = Field(0.05, ge=0.0, le=10.0)
+    router_group: str = Field("prefstream-router", description="Kafka consumer group of the router workers")
     router_workers: int = Field(1, ge=0, le=1024, description="Ray router actors (0: in-process loop)")
     router_num_cpus: float = Field(1.0, ge=0.0)
     router_num_gpus: float = Field(0.0, ge=0.0)

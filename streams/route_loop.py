@@ -20,9 +20,6 @@ from streams.kafka_config import consumer_kwargs, producer_kwargs
 
 log = logging.getLogger(__name__)
 
-ROUTER_GROUP = "prefstream-router"
-
-
 class Decider(Protocol):
     def decide(self, requests: list[RouteRequest]) -> list[RouteDecision]: ...
     def record_decisions(self, decisions: list[RouteDecision]) -> None: ...
@@ -38,10 +35,10 @@ def request_id_of(raw: bytes) -> str:
 
 
 class RouteLoop:
-    def __init__(self, s: Settings, decider: Decider, group_id: str = ROUTER_GROUP, client_id: str = "router"):
+    def __init__(self, s: Settings, decider: Decider, client_id: str = "router"):
         self.s = s
         self.decider = decider
-        self.group_id = group_id
+        self.group_id = s.router_group
         self.client_id = client_id
         self.stop_event = threading.Event()
         self.handled = 0

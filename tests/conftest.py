@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-for _k in [k for k in os.environ if k.startswith("PREFSTREAM_") and k != "PREFSTREAM_NEO4J_URI"]:
+_KEEP = {"PREFSTREAM_NEO4J_URI", "PREFSTREAM_NEO4J_USER", "PREFSTREAM_NEO4J_PASSWORD", "PREFSTREAM_NEO4J_DATABASE"}
+for _k in [k for k in os.environ if k.startswith("PREFSTREAM_") and k not in _KEEP]:
     os.environ.pop(_k)  # tests define their own settings; a user's env must not point them at a live stack
 
 from prefstream.config import Settings  # noqa: E402
@@ -55,7 +56,8 @@ def private_settings(broker: str, graph_port: int, tmp: Path) -> Settings:
     topics = {name: f"t{tag}.{name}" for name in ("turns", "feedback", "catalog", "requests", "decisions",
                                                    "dead_letter")}
     return Settings(kafka_bootstrap=broker, graph_uri=f"redis://127.0.0.1:{graph_port}", graph_name=f"g{tag}",
-                    topics=topics, kafka_partitions=2, run_dir=tmp / "run", model_dir=tmp / "models")
+                    topics=topics, kafka_partitions=2, run_dir=tmp / "run", model_dir=tmp / "models",
+                    router_group=f"router-{tag}")
 
 
 @pytest.fixture
