@@ -8,7 +8,9 @@ happens here once, so FalkorDB and Neo4j cannot behave differently beyond their 
 from __future__ import annotations
 
 import json
+import threading
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -70,8 +72,52 @@ def waves(rows: Sequence[dict], targets_of) -> list[list[dict]]:
 class GraphStore(ABC):
     """prefstream's memory: users, LLMs, queries, responses, turns, feedback and routing decisions."""
 
-    def __init__(self, batch_size: int = 1000) -> None:
+    #: Decoded query embeddings kept per store (Query nodes never change once created: ON CREATE SET only).
+    #: 16,384 vectors of 384 float32 are ~25 MB.
+    EMB_CACHE_SIZE = 16_384
+
+    def __init__(self, batch_size: int = 1000, emb_cache_size: int | None = None) -> None:
         self.batch_size = batch_size
+        self.emb_cache_size = self.EMB_CACHE_SIZE if emb_cache_size is None else int(emb_cache_size)
+        self._embs: OrderedDict[str, np.ndarray | None] = OrderedDict()
+        self._embs_lock = threading.Lock()
+
+    def _forget_cached(self) -> None:
+        """Drop cached query embeddings (after ``clear``: a new graph may hold other vectors under a key)."""
+        with self._embs_lock:
+            self._embs.clear()
+
+    def query_embeddings(self, keys: Sequence[str]) -> dict[str, np.ndarray | None]:
+        """Decoded embedding of each Query key (None: no such node or no embedding), from the LRU cache when
+        there, else in one read for all the missing keys. The arrays are shared: do not modify them."""
+        out: dict[str, np.ndarray | None] = {}
+        missing: list[str] = []
+        cache = self._embs
+        with self._embs_lock:
+            for key in keys:
+                if key in out:
+                    continue
+                if key in cache:
+                    cache.move_to_end(key)
+                    out[key] = cache[key]
+                else:
+                    missing.append(key)
+                    out[key] = None
+        if not missing:
+            return out
+        found: dict[str, np.ndarray | None] = {}
+        for part in chunks(missing, max(self.batch_size, 1)):
+            for key, emb in self._read(cypher.QUERY_EMBS, {"keys": list(part)}):
+                found[key] = codec.decode(emb)
+        with self._embs_lock:
+            for key in missing:
+                vec = found.get(key)
+                out[key] = vec
+                if key in found and self.emb_cache_size > 0:  # an unknown key may appear later: not cached
+                    cache[key] = vec
+            while len(cache) > self.emb_cache_size:
+                cache.popitem(last=False)
+        return out
 
     # --- backend hooks ----------------------------------------------------------------------------
     @abstractmethod
@@ -197,10 +243,15 @@ class GraphStore(ABC):
         if k <= 0 or not user_ids:
             return rows
         uids = list(dict.fromkeys(user_ids))
+        got: list[list] = []
         for part in chunks(uids, self.batch_size):
-            for r in self._read(cypher.USER_TURNS, {"uids": list(part), "k": int(k),
-                                                   "conversation_id": conversation_id, "before_ms": before_ms}):
-                rows[r[0]].append(r[1:])
+            got += self._read(cypher.USER_TURNS, {"uids": list(part), "k": int(k),
+                                                 "conversation_id": conversation_id, "before_ms": before_ms})
+        # columns as subgraph.TURN_ID..RATING_MS; the query embedding (QEMB) is appended from the cache
+        embs = self.query_embeddings([r[4] for r in got])
+        for r in got:
+            r.append(embs[r[4]])
+            rows[r[0]].append(r[1:])
         return rows
 
     def user_subgraph(self, user_id: str, k: int, conversation_id: str | None = None,

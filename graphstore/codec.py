@@ -31,8 +31,15 @@ def decode(text: str | None) -> np.ndarray | None:
 
 def stack(texts: list[str | None]) -> np.ndarray:
     """[N, D] float32 from encoded rows; a missing row becomes zeros; no rows at all gives [0, 0]."""
-    vecs = [decode(t) for t in texts]
+    return stack_vectors([decode(t) for t in texts])
+
+
+def stack_vectors(vecs: list[np.ndarray | None]) -> np.ndarray:
+    """``stack`` for already decoded rows: D is the first present row's width; a missing row, or one of
+    another width, becomes zeros; always a new array."""
     dim = next((v.shape[0] for v in vecs if v is not None), 0)
+    if all(v is not None and v.shape[0] == dim for v in vecs) and vecs:
+        return np.stack(vecs).astype(np.float32, copy=False)
     out = np.zeros((len(vecs), dim), np.float32)
     for i, v in enumerate(vecs):
         if v is not None and v.shape[0] == dim:

@@ -12,10 +12,10 @@ from graphstore.base import GraphStore, check_query
 
 class Neo4jStore(GraphStore):
     def __init__(self, uri: str, database: str, user: str | None = None, password: str | None = None,
-                 batch_size: int = 1000) -> None:
+                 batch_size: int = 1000, emb_cache_size: int | None = None) -> None:
         import neo4j
 
-        super().__init__(batch_size)
+        super().__init__(batch_size, emb_cache_size)
         auth = (user, password or "") if user else None
         self.driver = neo4j.GraphDatabase.driver(uri, auth=auth)
         self.database = database
@@ -36,6 +36,7 @@ class Neo4jStore(GraphStore):
 
     def clear(self) -> None:
         self._write(cypher.CLEAR, {})
+        self._forget_cached()
 
     def close(self) -> None:
         self.driver.close()

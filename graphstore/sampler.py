@@ -17,7 +17,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from graphstore import codec
 from graphstore.schema import HeldOutGroup, TrainingSample
 from graphstore.subgraph import CONV, INDEX, LLM, QEMB, QKEY, RATING, TS, assemble, order_key
 
@@ -34,8 +33,9 @@ def _groups(user_id: str, rows: Sequence[Sequence], min_llms: int) -> list[HeldO
             if r[RATING] is not None:
                 rated.setdefault(r[LLM], float(r[RATING]))
         if len(rated) >= min_llms:
-            emb = codec.decode(members[0][QEMB])
-            out.append(HeldOutGroup(user_id, members[0][QKEY], emb if emb is not None else np.zeros(0, np.float32),
+            emb = members[0][QEMB]  # shared with the store's embedding cache: give the sample its own copy
+            emb = emb.copy() if emb is not None else np.zeros(0, np.float32)
+            out.append(HeldOutGroup(user_id, members[0][QKEY], emb,
                                     list(rated), np.array(list(rated.values()), np.float32), start))
     out.sort(key=lambda g: (g.timestamp, g.query_key))
     return out

@@ -15,8 +15,9 @@ import numpy as np
 from graphstore import codec
 from graphstore.schema import UserSubgraph
 
-# column order of cypher.USER_TURNS after the leading uid
-TURN_ID, CONV, LLM, QKEY, INDEX, TS, QEMB, RATING, RATING_MS = range(9)
+# column order of cypher.USER_TURNS after the leading uid, then the decoded query embedding (or None) that
+# GraphStore._user_rows appends from its cache
+TURN_ID, CONV, LLM, QKEY, INDEX, TS, RATING, RATING_MS, QEMB = range(9)
 
 
 def order_key(row: Sequence) -> tuple[int, str]:
@@ -30,21 +31,23 @@ def assemble(user_id: str, rows: Sequence[Sequence], k: int | None = None,
     rows = sorted(rows, key=order_key)
     if k is not None:
         rows = rows[-k:] if k > 0 else []
-    prev = np.full(len(rows), -1, np.int64)
+    n = len(rows)
+    prev = np.full(n, -1, np.int64)
     seen: dict[tuple[str, int], list[int]] = {}
+    index = [int(r[INDEX]) for r in rows]
     for i, r in enumerate(rows):
-        before = seen.get((r[CONV], int(r[INDEX]) - 1), [])
-        same = [j for j in before if rows[j][LLM] == r[LLM]]
-        if same or before:
-            prev[i] = (same or before)[0]
-        seen.setdefault((r[CONV], int(r[INDEX])), []).append(i)
+        before = seen.get((r[CONV], index[i] - 1))
+        if before:
+            llm = r[LLM]
+            prev[i] = next((j for j in before if rows[j][LLM] == llm), before[0])
+        seen.setdefault((r[CONV], index[i]), []).append(i)
 
-    def rating(r: Sequence) -> float:
-        if r[RATING] is None:
-            return math.nan
-        if ratings_before is not None and (r[RATING_MS] is None or int(r[RATING_MS]) >= ratings_before):
-            return math.nan
-        return float(r[RATING])
+    nan = math.nan
+    if ratings_before is None:
+        ratings = [nan if r[RATING] is None else float(r[RATING]) for r in rows]
+    else:
+        ratings = [nan if r[RATING] is None or r[RATING_MS] is None or int(r[RATING_MS]) >= ratings_before
+                   else float(r[RATING]) for r in rows]
 
     return UserSubgraph(
         user_id=user_id,
@@ -52,9 +55,9 @@ def assemble(user_id: str, rows: Sequence[Sequence], k: int | None = None,
         conversation_ids=[r[CONV] for r in rows],
         llm_ids=[r[LLM] for r in rows],
         query_keys=[r[QKEY] for r in rows],
-        turn_index=np.array([int(r[INDEX]) for r in rows], np.int64),
+        turn_index=np.array(index, np.int64),
         timestamps=np.array([int(r[TS]) for r in rows], np.int64),
-        query_emb=codec.stack([r[QEMB] for r in rows]),
-        rating=np.array([rating(r) for r in rows], np.float32),
+        query_emb=codec.stack_vectors([r[QEMB] for r in rows]),
+        rating=np.array(ratings, np.float32),
         prev=prev,
     )
