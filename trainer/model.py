@@ -32,7 +32,7 @@ MEMORY_FEATURES = 6
 @dataclass
 class GMTRouterConfig:
     emb_dim: int = 384  # frozen sentence-encoder width
-    hidden: int = 64  # chosen by measurement (bench/quality.py): wider did not help, cost more
+    hidden: int = 64  # 64 kept training under 10 min on 2 shared cores (bench/quality.py); not width-swept
     layers: int = 2  # 2 single-turn, 3 multi-turn (context travels along the turn chain)
     heads: int = 4
     dropout: float = 0.1
