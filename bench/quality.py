@@ -87,8 +87,16 @@ def main() -> int:
     ap.add_argument("--history", type=int, default=30, help="visible groups before each prediction")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (the target machine has 2 cores)")
     ap.add_argument("--no-ablations", action="store_true")
+    ap.add_argument("--throughput-only", action="store_true",
+                    help="only measure scorer throughput on the simulated test histories; print JSON, write nothing")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.throughput_only:
+        files = {s: args.data / f"{s}.jsonl" for s in ("train", "valid", "test")}
+        ds = load_dataset(files, args.data / "llm_catalog.json", progress=False)
+        print(json.dumps({"threads": args.threads, "scorer_throughput": scorer_throughput(ds, GMTRouter(GMTRouterConfig()))},
+                         indent=1))
+        return 0
 
     from trainer.simulate import SimConfig, Simulator
 

@@ -58,6 +58,8 @@ class GraphBatch:
     mem_cand: Tensor  # [P] candidate index
     mem_turn: Tensor  # [P] turn node index (a rated turn of the candidate's user)
     counts: list[int]  # candidates per request, to split scores back
+    cand_unique: Tensor | None = None  # [N_u, D] distinct candidate embeddings (projected once)
+    cand_inv: Tensor | None = None  # [N_c] row of cand_unique for each candidate
 
 
 def _response_features(sub: UserSubgraph) -> tuple[np.ndarray, np.ndarray]:
@@ -175,7 +177,14 @@ def build_batch(subgraphs: Sequence[UserSubgraph], requests: Sequence[Request],
             mc.append(np.repeat(np.arange(c0, c0 + c), len(turns)))
             mt.append(np.tile(turns, c))
         c0 += c
+    seen: dict[bytes, int] = {}
+    inv = np.array([seen.setdefault(row.tobytes(), len(seen)) for row in cand], np.int64)
+    first = np.zeros(len(seen), np.int64)
+    first[inv[::-1]] = np.arange(len(inv))[::-1]  # first occurrence of each distinct row
+    uniq = cand[first] if len(cand) else cand
     return GraphBatch(
+        cand_unique=torch.from_numpy(np.ascontiguousarray(uniq)),
+        cand_inv=torch.from_numpy(inv.reshape(-1).astype(np.int64)),
         data=data,
         query=torch.from_numpy(np.stack([r.query_emb for r in requests]).astype(np.float32)) if requests else torch.zeros(0, d),
         req_user=torch.tensor([r.user for r in requests], dtype=torch.long),

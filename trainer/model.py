@@ -57,9 +57,10 @@ class TurnEncoder(nn.Module):
         self.m = nn.Linear(cfg.emb_dim, h)
         self.mlp = nn.Sequential(nn.Linear(4 * h + RESPONSE_FEATURES + TURN_FEATURES, h), nn.GELU(), nn.Linear(h, h))
 
-    def forward(self, xq: Tensor, xm: Tensor, resp: Tensor, recency: Tensor) -> Tensor:
-        # xq, xm: [T, D] raw embeddings of each turn's query and LLM; resp: [T, F]; recency: [T, TURN_FEATURES]
-        q, m = self.q(xq), self.m(xm)
+    def forward(self, xq: Tensor, q_idx: Tensor, xm: Tensor, m_idx: Tensor, resp: Tensor, recency: Tensor) -> Tensor:
+        # xq [NQ, D], xm [NM, D]: query / LLM node embeddings, projected once per node, then gathered per turn
+        # (q_idx, m_idx: [T]); resp: [T, F]; recency: [T, TURN_FEATURES]
+        q, m = self.q(xq)[q_idx], self.m(xm)[m_idx]
         signed = resp[:, :1] + resp[:, 4:5]  # centered rating (+ deviation from the user's mean)
         return self.mlp(torch.cat([q, m, signed * m, signed * q, resp, recency], dim=-1))  # [T, H]
 
@@ -83,9 +84,9 @@ class PersonalMemory(nn.Module):
         # similarities as small dense matmuls, then scalar gathers (no [P, D] gathers)
         req = b.cand_req[b.mem_cand]  # [P]
         sim_q = F.normalize(b.query, dim=-1) @ F.normalize(b.data["query"].x, dim=-1).T  # [B, NQ]
-        sim_m = F.normalize(b.cand, dim=-1) @ F.normalize(b.data["llm"].x, dim=-1).T  # [N_c, NM]
+        sim_m = F.normalize(b.cand_unique, dim=-1) @ F.normalize(b.data["llm"].x, dim=-1).T  # [N_u, NM]
         cos_q = sim_q[req, turn.query_idx[b.mem_turn]]  # [P]
-        cos_m = sim_m[b.mem_cand, turn.llm_idx[b.mem_turn]]  # [P]
+        cos_m = sim_m[b.cand_inv[b.mem_cand], turn.llm_idx[b.mem_turn]]  # [P]
         w_q = torch.exp(self.log_tau_q.exp() * (cos_q - 1.0))
         w_m = torch.exp(self.log_tau_m.exp() * (cos_m - 1.0))
         rec = b.data["turn"].x[b.mem_turn, 0]
@@ -119,8 +120,9 @@ class PersonalRidge(nn.Module):
         self.log_tau = nn.Parameter(torch.tensor(0.0))  # recency decay, in units of 100 turns
         self.scale = nn.Parameter(torch.tensor(4.0))
 
-    def features(self, q: Tensor, m: Tensor) -> Tensor:
-        qh, mh = self.q(q), self.m(m)
+    def features(self, q: Tensor, q_idx: Tensor, m: Tensor, m_idx: Tensor) -> Tensor:
+        """phi for pairs (q[q_idx], m[m_idx]); the linear maps run once per distinct row."""
+        qh, mh = self.q(q)[q_idx], self.m(m)[m_idx]
         return self.phi(torch.cat([qh, mh, qh * mh], dim=-1))
 
     def forward(self, b: GraphBatch) -> Tensor:
@@ -130,7 +132,7 @@ class PersonalRidge(nn.Module):
         if turn.num_nodes == 0:
             return b.cand.new_zeros(n_c)
         resp = data["response"].x
-        phi_t = self.features(data["query"].x[turn.query_idx], data["llm"].x[turn.llm_idx])  # [T, F]
+        phi_t = self.features(data["query"].x, turn.query_idx, data["llm"].x, turn.llm_idx)  # [T, F]
         rated = resp[:, 1]
         n_grp = int(turn.group.max()) + 1
         cnt = scatter(rated, turn.group, 0, dim_size=n_grp, reduce="sum").clamp(min=1.0)
@@ -142,7 +144,7 @@ class PersonalRidge(nn.Module):
         a = a + self.log_lam.exp() * torch.eye(f)
         rhs = scatter((wt * resp[:, 0])[:, None] * x, turn.user_idx, 0, dim_size=n_user, reduce="sum")  # [U, F]
         w = torch.linalg.solve(a, rhs)  # [U, F]
-        phi_c = self.features(b.query[b.cand_req], b.cand)  # [N_c, F]
+        phi_c = self.features(b.query, b.cand_req, b.cand_unique, b.cand_inv)  # [N_c, F]
         return self.scale * (phi_c * w[b.req_user][b.cand_req]).sum(-1)  # [N_c]
 
 
@@ -174,7 +176,7 @@ class GraphEncoder(nn.Module):
             "query": self.proj["query"](xq),
             "llm": self.proj["llm"](xm),
             "response": self.proj["response"](data["response"].x),
-            "turn": self.turn(xq[turn.query_idx], xm[turn.llm_idx], data["response"].x, turn.x),
+            "turn": self.turn(xq, turn.query_idx, xm, turn.llm_idx, data["response"].x, turn.x),
             "user": xq.new_zeros(n_user, h),  # users start at zero: no per-user parameters
         }
         edges = {et: data[et].edge_index for et in data.edge_types}
@@ -199,9 +201,9 @@ class CrossAttentionHead(nn.Module):
         self.mem = nn.Linear(MEMORY_FEATURES, h)
         self.out = nn.Sequential(nn.Linear(4 * h, h), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(h, 1))
 
-    def forward(self, h_user: Tensor, q: Tensor, m: Tensor, mem: Tensor) -> Tensor:
-        # h_user: [N_c, H]; q, m: [N_c, D]; mem: [N_c, MEMORY_FEATURES] -> [N_c]
-        qh, mh = self.q(q), self.m(m)
+    def forward(self, h_user: Tensor, b: GraphBatch, mem: Tensor) -> Tensor:
+        # h_user: [N_c, H]; mem: [N_c, MEMORY_FEATURES] -> [N_c]; projections run once per distinct row
+        qh, mh = self.q(b.query)[b.cand_req], self.m(b.cand_unique)[b.cand_inv]
         ctx = torch.stack([self.u(h_user), qh], dim=1)  # [N_c, 2, H]
         att, _ = self.attn(mh[:, None], ctx, ctx, need_weights=False)  # [N_c, 1, H]
         return self.out(torch.cat([att[:, 0], mh, qh * mh, self.mem(mem)], dim=-1)).squeeze(-1)
@@ -217,8 +219,9 @@ class DotHead(nn.Module):
         self.m = nn.Linear(cfg.emb_dim, h)
         self.mem = nn.Linear(MEMORY_FEATURES, 1)
 
-    def forward(self, h_user: Tensor, q: Tensor, m: Tensor, mem: Tensor) -> Tensor:
-        return (self.ctx(torch.cat([h_user, q], -1)) * self.m(m)).sum(-1) + self.mem(mem).squeeze(-1)
+    def forward(self, h_user: Tensor, b: GraphBatch, mem: Tensor) -> Tensor:
+        ctx = self.ctx(torch.cat([h_user, b.query[b.cand_req]], -1))  # [N_c, H]
+        return (ctx * self.m(b.cand_unique)[b.cand_inv]).sum(-1) + self.mem(mem).squeeze(-1)
 
 
 class GMTRouter(nn.Module):
@@ -238,7 +241,7 @@ class GMTRouter(nn.Module):
         else:
             h_user = b.cand.new_zeros(n_c, self.cfg.hidden)
         mem = self.memory(b) if self.memory is not None else b.cand.new_zeros(n_c, MEMORY_FEATURES)
-        s = self.head(h_user, b.query[b.cand_req], b.cand, mem)
+        s = self.head(h_user, b, mem)
         return s + self.ridge(b) if self.ridge is not None else s
 
     def num_parameters(self) -> int:
