@@ -174,12 +174,7 @@ class GraphStore(ABC):
             self._write(cypher.UPSERT_USERS, {"rows": list(users.values())})
             self._write(cypher.MERGE_LLMS, {"rows": [{"llm_id": m} for m in sorted({r["llm_id"] for r in part})]})
             self._write(cypher.UPSERT_QUERIES, {"rows": list(queries.values())})
-            fresh = {row[0] for row in self._write(cypher.UPSERT_TURNS, {
-                "rows": [{k: v for k, v in r.items() if k != "_query"} for r in part]})}
-            if fresh:
-                self._write(cypher.LINK_TURNS, {"rows": [
-                    {k: r[k] for k in ("turn_id", "user_id", "conversation_id", "turn_index")}
-                    for r in part if r["turn_id"] in fresh]})
+            self._write(cypher.UPSERT_TURNS, {"rows": [{k: v for k, v in r.items() if k != "_query"} for r in part]})
 
     def upsert_feedback(self, items: Sequence[Feedback]) -> None:
         """Keep every feedback event (by event id) and apply the latest rating to the rated response(s).

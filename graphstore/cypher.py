@@ -24,8 +24,10 @@ SET m.description = row.description, m.price_in = row.price_in, m.price_out = ro
 
 # A turn is written in four steps so each node is MERGEd once per batch, not once per row (MERGE is the cost):
 # the batch's distinct users, LLMs and queries first, then one row per turn. Edges are CREATEd only with a
-# turn that this very query created ("fresh"), in the same atomic query, so a replay adds nothing and a
-# stored turn always has all its edges. A Response may already exist (feedback came first): keep its rating.
+# turn that has none yet (a "fresh" one: edges are only ever created in this same atomic query, so a stored
+# turn always has all of them and a replay adds nothing; testing the ASKED_IN edge replaces a set-then-removed
+# `fresh` property, two property writes per turn). A Response may already exist (feedback came first): keep
+# its rating, fill in only what is missing.
 UPSERT_USERS = """
 UNWIND $rows AS row
 MERGE (u:User {user_id: row.user_id})
@@ -41,28 +43,25 @@ UNWIND $rows AS row
 MERGE (q:Query {query_key: row.query_key})
 ON CREATE SET q.text = row.text, q.emb = row.emb
 """
+# The turn step also links FOLLOWS for the turns it created, both ways, so whichever of two consecutive turns
+# arrives second makes the edge (order-tolerant); MERGE because both may be new in the same batch. MERGE (like
+# every clause) completes for all rows before the next clause runs, so the FOLLOWS match sees the whole
+# batch's new turns; doing it here saves a second query, its parameters and a second lookup of every turn.
 UPSERT_TURNS = """
 UNWIND $rows AS row
 MERGE (t:Turn {turn_id: row.turn_id})
 ON CREATE SET t.user_id = row.user_id, t.conversation_id = row.conversation_id, t.turn_index = row.turn_index,
-    t.ts = row.ts, t.llm_id = row.llm_id, t.query_key = row.query_key, t.fresh = true
+    t.ts = row.ts, t.llm_id = row.llm_id, t.query_key = row.query_key
 MERGE (r:Response {response_id: row.turn_id})
-SET r.text = coalesce(r.text, row.response), r.emb = coalesce(r.emb, row.response_emb)
+ON CREATE SET r.text = row.response, r.emb = row.response_emb
+ON MATCH SET r.text = coalesce(r.text, row.response), r.emb = coalesce(r.emb, row.response_emb)
 WITH row, t, r
-WHERE t.fresh = true
+WHERE NOT (t)<-[:ASKED_IN]-()
 MATCH (u:User {user_id: row.user_id})
 MATCH (m:LLM {llm_id: row.llm_id})
 MATCH (q:Query {query_key: row.query_key})
 CREATE (t)-[:BY]->(u), (m)-[:ANSWERED]->(t), (q)-[:ASKED_IN]->(t), (r)-[:ANSWER_OF]->(t)
-SET t.fresh = null
-RETURN t.turn_id
-"""
-
-# FOLLOWS for the turns just created, both ways, so whichever of two consecutive turns arrives second makes
-# the edge (order-tolerant); MERGE because both may be new in the same batch.
-LINK_TURNS = """
-UNWIND $rows AS row
-MATCH (t:Turn {turn_id: row.turn_id})
+WITH row, t
 MATCH (o:Turn {conversation_id: row.conversation_id})
 WHERE o.user_id = row.user_id AND (o.turn_index = row.turn_index - 1 OR o.turn_index = row.turn_index + 1)
 FOREACH (x IN CASE WHEN o.turn_index < t.turn_index THEN [1] ELSE [] END | MERGE (t)-[:FOLLOWS]->(o))

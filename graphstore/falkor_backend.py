@@ -129,7 +129,10 @@ class FalkorStore(GraphStore):
         if len(response) < 3 or not response[0]:  # statistics only: no RETURN
             return []
         g = self.graph
-        return [[parse_cell(c, g) for c in row] for row in response[1]]
+        # strings and integers arrive ready (str via decode_responses, RESP integers as int): the common case
+        # skips the call; everything else goes through parse_cell
+        return [[c[1] if (c[0] == 2 and type(c[1]) is str) or (c[0] == 3 and type(c[1]) is int)
+                 else parse_cell(c, g) for c in row] for row in response[1]]
 
     def _write(self, q: str, params: dict) -> list[list]:
         return self._run("GRAPH.QUERY", q, params)
