@@ -1,0 +1,190 @@
+"""Shared helpers for the streaming benchmarks (bench/route_latency.py, bench/ingest.py).
+
+A private stack (Tansu broker + FalkorDB on free ports, data in a temp dir), machine facts, per-process
+CPU accounting from /proc, a fixed-seed model, and a graph preloaded from the simulator.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from prefstream.config import Settings  # noqa: E402
+from prefstream.procs import Proc, free_port, stop  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def clean_env() -> None:
+    """A benchmark defines its own settings: never let a user's PREFSTREAM_* env point it at a live stack."""
+    for k in [k for k in os.environ if k.startswith("PREFSTREAM_")]:
+        os.environ.pop(k)
+
+
+def command_line() -> str:
+    return "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
+
+
+def machine_facts() -> dict:
+    import torch
+
+    facts = {
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "affinity_cpus": len(os.sched_getaffinity(0)),
+        "loadavg_1_5_15": list(os.getloadavg()),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+    try:
+        facts["cpu_model"] = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except Exception:
+        pass
+    try:
+        facts["mem_total_gb"] = round(int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal"))) / 2**20, 1)
+    except Exception:
+        pass
+    try:
+        facts["git_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                             text=True).stdout.strip()
+    except Exception:
+        pass
+    return facts
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds; 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            f = fh.read().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / CLK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class CpuMeter:
+    """Cores used by some processes over a window: (cpu seconds delta) / (wall seconds)."""
+
+    def __init__(self, pids: dict[str, int]):
+        self.pids = pids
+        self.t0 = time.monotonic()
+        self.c0 = {k: cpu_seconds(p) for k, p in pids.items()}
+
+    def cores(self) -> dict[str, float]:
+        dt = max(time.monotonic() - self.t0, 1e-9)
+        return {k: round((cpu_seconds(p) - self.c0[k]) / dt, 3) for k, p in self.pids.items()}
+
+
+class Stack:
+    """A private broker and FalkorDB server on free ports; stop() ends exactly what it started."""
+
+    def __init__(self, name: str):
+        from prefstream import services
+
+        self.dir = Path(tempfile.mkdtemp(prefix=f"prefstream-bench-{name}-"))
+        self.procs: list[Proc] = []
+        self.broker_port, self.graph_port = free_port(), free_port()
+        try:
+            self.broker = services.start_broker(self.broker_port, self.dir / "logs")
+            self.procs.append(self.broker)
+            self.graph = services.start_graph(self.graph_port, self.dir / "graph", self.dir / "logs")
+            self.procs.append(self.graph)
+            services.wait_broker(self.broker, self.bootstrap)
+            services.wait_graph(self.graph, self.graph_port)
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.broker_port}"
+
+    def settings(self, tag: str | None = None, **kw) -> Settings:
+        """Settings on this stack with topics and a graph of their own (tag), model dir in the temp dir."""
+        tag = tag or uuid.uuid4().hex[:8]
+        topics = {n: f"b{tag}.{n}" for n in ("turns", "feedback", "catalog", "requests", "decisions", "dead_letter")}
+        base = dict(kafka_bootstrap=self.bootstrap, graph_uri=f"redis://127.0.0.1:{self.graph_port}",
+                    graph_name=f"g{tag}", topics=topics, run_dir=self.dir / "run", model_dir=self.dir / "models")
+        base.update(kw)
+        return Settings(**base)
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            stop(p)
+        self.procs.clear()
+
+
+@contextmanager
+def private_stack(name: str):
+    st = Stack(name)
+    try:
+        yield st
+    finally:
+        st.stop()
+
+
+def child_env(s: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFSTREAM_")}
+    env.update(s.to_env())
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["HF_HUB_OFFLINE"] = "1"
+    env["TRANSFORMERS_OFFLINE"] = "1"
+    return env
+
+
+def publish_fixed_model(model_dir: Path) -> str:
+    """The tests' fixed-seed GMTRouter, published and promoted in model_dir; returns its version."""
+    import torch
+
+    from trainer.model import GMTRouter, GMTRouterConfig
+    from trainer.registry import ModelRegistry
+
+    torch.manual_seed(0)
+    return ModelRegistry(model_dir).publish(GMTRouter(GMTRouterConfig()), promote=True)
+
+
+def llm_events():
+    """The 9 LLMs of ../shared/data/llmrouter/llm_candidates.json as LLMRegistered events."""
+    from trainer.simulate import LLMRouterData
+
+    from streams.events import LLMRegistered
+
+    d = LLMRouterData.load()
+    return [LLMRegistered(llm_id=m, description=desc, price_in=float(pi), price_out=float(po))
+            for m, desc, pi, po in zip(d.llm_ids, d.descriptions, d.price_in, d.price_out)]
+
+
+def cached_embeddings(texts: list[str]) -> np.ndarray:
+    """Embeddings of texts from the project's embedding cache (var/cache), encoding only the missing ones."""
+    from trainer.embed import embed_texts
+
+    return np.asarray(embed_texts(list(texts)), dtype=np.float32)
+
+
+def pct(xs, q: float) -> float | None:
+    return round(float(np.percentile(np.asarray(xs, dtype=float), q)), 3) if len(xs) else None
+
+
+def write_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
