@@ -5,13 +5,16 @@ CI) or Neo4j 5 (production). Both implement :class:`graphstore.base.GraphStore` 
 
 Choices worth knowing (see the modules for why):
 - Every node is MERGEd on its business key (``schema.KEYS``); first-seen values win (ON CREATE SET), so a
-  replay changes nothing. Turn edges are created in the same query as the turn, so a stored turn always has them.
+  replay changes nothing. Turn edges (FOLLOWS included) are created in the same query as the turn, so a
+  stored turn always has them.
 - Feedback MERGEs the Response it rates (keyed by the turn's event id), so feedback that comes first is
   applied at once and found by its turn later; the latest feedback by (timestamp, event id) sets the rating.
 - FOLLOWS links a turn to every stored turn at turn_index - 1 of the same user's conversation, whichever
   arrives first; ``UserSubgraph.prev`` picks the same LLM's previous answer, else the earliest.
 - ``k`` counts Turn nodes (one per answering LLM), newest k, returned oldest first.
 - Embeddings are stored as base64 float32 strings (``codec``): ~20x cheaper to read than list properties.
+  Query nodes never change once created, so reads return only query keys and the store keeps an LRU of
+  decoded query embeddings (``GraphStore.query_embeddings``), reading missing ones by key in one query.
 - All Cypher lives in ``cypher`` as constants with $parameters; backends refuse any other text.
 """
 

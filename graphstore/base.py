@@ -81,15 +81,18 @@ class GraphStore(ABC):
         self.emb_cache_size = self.EMB_CACHE_SIZE if emb_cache_size is None else int(emb_cache_size)
         self._embs: OrderedDict[str, np.ndarray | None] = OrderedDict()
         self._embs_lock = threading.Lock()
+        self._emb_hit_rate = 0.0  # cold: read embeddings with the turns until the cache proves useful
 
     def _forget_cached(self) -> None:
         """Drop cached query embeddings (after ``clear``: a new graph may hold other vectors under a key)."""
         with self._embs_lock:
             self._embs.clear()
 
-    def query_embeddings(self, keys: Sequence[str]) -> dict[str, np.ndarray | None]:
+    def query_embeddings(self, keys: Sequence[str], known: dict[str, str] | None = None
+                         ) -> dict[str, np.ndarray | None]:
         """Decoded embedding of each Query key (None: no such node or no embedding), from the LRU cache when
-        there, else in one read for all the missing keys. The arrays are shared: do not modify them."""
+        there, else from ``known`` (encoded embeddings a read already returned), else in one read for all the
+        still missing keys. The arrays are shared with the cache: do not modify them."""
         out: dict[str, np.ndarray | None] = {}
         missing: list[str] = []
         cache = self._embs
@@ -103,10 +106,20 @@ class GraphStore(ABC):
                 else:
                     missing.append(key)
                     out[key] = None
+            n = len(out)
+            if n:  # how often the cache had what a read needed, recently: picks the next read's query text
+                self._emb_hit_rate = 0.75 * self._emb_hit_rate + 0.25 * (n - len(missing)) / n
         if not missing:
             return out
         found: dict[str, np.ndarray | None] = {}
-        for part in chunks(missing, max(self.batch_size, 1)):
+        fetch = []
+        for key in missing:
+            text = known.get(key) if known else None
+            if text is not None:
+                found[key] = codec.decode(text)
+            else:
+                fetch.append(key)
+        for part in chunks(fetch, max(self.batch_size, 1)):
             for key, emb in self._read(cypher.QUERY_EMBS, {"keys": list(part)}):
                 found[key] = codec.decode(emb)
         with self._embs_lock:
@@ -238,12 +251,17 @@ class GraphStore(ABC):
         if k <= 0 or not user_ids:
             return rows
         uids = list(dict.fromkeys(user_ids))
+        # A warm cache needs only keys (USER_TURNS); a cold one gets the embeddings in the same round trip
+        # (USER_TURNS_EMB) rather than in a second read of the missing keys.
+        with_emb = self._emb_hit_rate < 0.5
         got: list[list] = []
         for part in chunks(uids, self.batch_size):
-            got += self._read(cypher.USER_TURNS, {"uids": list(part), "k": int(k),
-                                                 "conversation_id": conversation_id, "before_ms": before_ms})
+            got += self._read(cypher.USER_TURNS_EMB if with_emb else cypher.USER_TURNS,
+                              {"uids": list(part), "k": int(k), "conversation_id": conversation_id,
+                               "before_ms": before_ms})
+        known = {r[4]: r.pop() for r in got} if with_emb else None
         # columns as subgraph.TURN_ID..RATING_MS; the query embedding (QEMB) is appended from the cache
-        embs = self.query_embeddings([r[4] for r in got])
+        embs = self.query_embeddings([r[4] for r in got], known)
         for r in got:
             r.append(embs[r[4]])
             rows[r[0]].append(r[1:])

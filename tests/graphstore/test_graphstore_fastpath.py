@@ -54,13 +54,11 @@ def test_reads_return_typed_values(store):
 
 
 def test_query_embedding_cache_serves_repeated_reads_and_is_bounded(store):
+    from graphstore import cypher
+
     turns = [turn(f"t{i}", idx=i, ts=1000 + i, query=f"q{i % 5}") for i in range(12)]
     store.upsert_turns(with_emb(*turns))
-    store.emb_cache_size = 3
-    first = store.user_subgraph("u1", 12)
-    assert len(store._embs) == 3  # bounded: the least recently used keys were dropped
-    np.testing.assert_array_equal(first.query_emb, np.stack([emb(t.query) for t in turns]))
-
+    expected = np.stack([emb(t.query) for t in turns])
     reads = []
     real_read = store._read
 
@@ -69,19 +67,44 @@ def test_query_embedding_cache_serves_repeated_reads_and_is_bounded(store):
         return real_read(q, params)
 
     store._read = counting
-    store.emb_cache_size = 100
-    again = store.user_subgraph("u1", 12)  # fetches the 2 evicted keys, once each
-    np.testing.assert_array_equal(again.query_emb, first.query_emb)
-    warm = store.user_subgraph("u1", 12)  # everything cached: one round trip, no embedding read
-    np.testing.assert_array_equal(warm.query_emb, first.query_emb)
-    from graphstore import cypher
+    store.emb_cache_size = 3
+    first = store.user_subgraph("u1", 12)  # cold: embeddings come with the turns, one round trip
+    assert reads == [cypher.USER_TURNS_EMB] and len(store._embs) == 3  # bounded: least recently used dropped
+    np.testing.assert_array_equal(first.query_emb, expected)
 
-    assert reads.count(cypher.QUERY_EMBS) == 1 and reads.count(cypher.USER_TURNS) == 2
+    store.emb_cache_size = 100
+    for _ in range(6):  # the cache fills and proves useful: reads switch to keys only
+        np.testing.assert_array_equal(store.user_subgraph("u1", 12).query_emb, expected)
+    reads.clear()
+    warm = store.user_subgraph("u1", 12)
+    assert reads == [cypher.USER_TURNS]  # one round trip, no embedding moved
+    np.testing.assert_array_equal(warm.query_emb, expected)
+
+    store._embs.popitem(last=False)  # a key the cache lost is read by key, once
+    reads.clear()
+    np.testing.assert_array_equal(store.user_subgraphs(["u1", "u1"], 12)[1].query_emb, expected)
+    assert reads == [cypher.USER_TURNS, cypher.QUERY_EMBS]
+
     # a returned matrix is the caller's own: writing to it does not touch the cache
     warm.query_emb[:] = 0
-    np.testing.assert_array_equal(store.user_subgraph("u1", 12).query_emb, first.query_emb)
+    np.testing.assert_array_equal(store.user_subgraph("u1", 12).query_emb, expected)
     assert store.query_embeddings(["unknown-key"]) == {"unknown-key": None}
     assert "unknown-key" not in store._embs  # unknown keys are not remembered: the query may come later
+
+
+def test_cold_and_warm_reads_agree(store):
+    turns = [turn(f"{u}-t{i}", user=u, idx=i, ts=1000 + i, query=f"q{i % 3}") for u in ("a", "b") for i in range(5)]
+    store.upsert_turns(with_emb(*turns))
+    cold = store.user_subgraphs(["a", "b", "nobody"], 4)
+    store._emb_hit_rate = 1.0  # force the keys-only read on a cache that has everything
+    warm = store.user_subgraphs(["a", "b", "nobody"], 4)
+    store._forget_cached()
+    store._emb_hit_rate = 1.0  # keys-only read on an empty cache: every embedding read by key
+    keyed = store.user_subgraphs(["a", "b", "nobody"], 4)
+    for x, y, z in zip(cold, warm, keyed):
+        assert x.turn_ids == y.turn_ids == z.turn_ids and x.prev.tolist() == y.prev.tolist() == z.prev.tolist()
+        assert x.query_emb.shape == y.query_emb.shape == z.query_emb.shape
+        assert np.array_equal(x.query_emb, y.query_emb) and np.array_equal(x.query_emb, z.query_emb)
 
 
 def test_clear_forgets_cached_embeddings(store):
