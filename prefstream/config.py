@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     encoder_device: str = "cpu"
     model_dir: Path = Path("var/models")
     history_turns: int = Field(10, ge=0, le=200, description="k: visible turns per user at request time")
+    ingest_threads: int = Field(1, ge=1, le=64, description="torch threads of the ingest worker's encoder")
     ingest_batch_size: int = Field(256, ge=1, le=10_000)
     ingest_batch_wait_s: float = Field(0.05, ge=0.0, le=10.0)
     router_group: str = Field("prefstream-router", description="Kafka consumer group of the router workers")

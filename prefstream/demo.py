@@ -1,59 +1,234 @@
-"""`prefstream demo`: bring the local stack up and push real events through it end to end."""
+"""`prefstream demo`: the whole system on a local stack, with simulated users whose taste is known.
+
+1. `up`: broker, graph server, Ray, and the apps (Faust ingest, Ray router workers, periodic trainer).
+2. Register the 9 LLMs of ../shared/data/llmrouter, then stream the simulated users' chats and feedback
+   through Kafka in phases (oldest first).
+3. After each phase, route a fixed set of new requests of the same users through the router and score
+   each decision against the user's true best LLM, next to the single LLM that is best on average.
+4. Summary table, a PNG of accuracy and latency over the phases, and the audit of one user.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
 
 from prefstream.stack_cli import add_stack_options, settings_from
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from kafka import KafkaConsumer, KafkaProducer
+@dataclass
+class Phase:
+    phase: int
+    events_published: int
+    turns_in_graph: int
+    model_version: str | None
+    decisions: int
+    errors: int
+    fallbacks: int
+    accuracy: float  # chosen == the user's true best LLM
+    global_best_accuracy: float  # always the LLM best on average over these requests
+    mean_utility_ratio: float  # chosen LLM's true utility / best LLM's utility (shifted to >= 0)
+    p50_ms: float
+    p99_ms: float
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
 
+
+def _wait(check, timeout: float, interval: float = 0.5) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if check():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    from graphstore import open_store
+    from graphstore.cli import audit
+    from prefstream.procs import free_port
     from prefstream.stack import Stack
-    from streams.events import ChatTurn, Feedback, LLMRegistered, Thumbs, parse_any
-    from streams.kafka_config import consumer_kwargs, producer_kwargs
+    from streams.client import PrefstreamClient
+    from trainer.refresh import RefreshTrainer
+    from trainer.simulate import SimConfig, Simulator
 
-    stack = Stack(settings_from(args))
+    console = Console(width=None if Console().is_terminal else 160)
+    base = settings_from(args)
+    ports = {k: getattr(args, k) or free_port() for k in ("broker_port", "graph_port")}
+    ray_port = args.ray_port or 40000 + free_port() % 20000
+    s = base.model_copy(update={
+        **ports, "ray_port": ray_port, "run_dir": args.run_dir or Path("var/demo/run"),
+        "model_dir": Path(args.out) / "models", "trainer_after_feedback": args.train_after_feedback,
+        "trainer_every_minutes": 60.0, "trainer_steps": args.train_steps, "trainer_users": 1000,
+        "trainer_window_minutes": 1e9, "router_workers": args.workers, "unknown_llm_grace_s": 30.0})
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    sim = Simulator(SimConfig(seed=args.seed, n_users=args.users, n_new_users=0, turns_min=args.turns,
+                              turns_max=args.turns + 10))
+    events = sim.events()
+    catalog = [e for e in events if e.type == "llm_registered"]
+    history = [e for e in events if e.type != "llm_registered"]
+    rng = np.random.default_rng(args.seed + 1)
+    ids = [u.user_id for u in sim.users]
+    requests = [sim.new_request(ids[i % len(ids)], rng) for i in range(args.requests)]
+    llm_ids = sim.data.llm_ids
+    util = np.stack([r.utility for r in requests])  # [R, M]
+    global_best = int(np.argmax(util.mean(0)))
+    console.print(f"[bold]prefstream demo[/]: {len(ids)} simulated users, {len(history):,} chat/feedback events, "
+                  f"{len(llm_ids)} LLMs; {args.requests} evaluation requests per phase; "
+                  f"globally best single LLM: {llm_ids[global_best]}")
+
+    stack = Stack(s)
+    t_start = time.monotonic()
+    stack.up(apps=True, log=lambda m: console.print(f"  {m}"))
     s = stack.s
-    t0 = time.monotonic()
-    stack.up(apps=False)
+    phases: list[Phase] = []
     try:
-        events = [LLMRegistered(llm_id="demo-llm", description="a demo model", price_in=0.1, price_out=0.1)]
-        for i in range(args.events):
-            events.append(ChatTurn(event_id=f"demo-t{i}", user_id="demo-user", conversation_id="demo-c",
-                                   turn_index=i, timestamp=int(time.time() * 1000), query=f"question {i}",
-                                   llm_id="demo-llm", response=f"answer {i}"))
-            events.append(Feedback(event_id=f"demo-f{i}", user_id="demo-user", turn_id=f"demo-t{i}",
-                                   timestamp=int(time.time() * 1000), signal=Thumbs(up=i % 2 == 0)))
-        producer = KafkaProducer(**producer_kwargs(s))
-        topic = {"llm_registered": s.topics.catalog, "chat_turn": s.topics.turns, "feedback": s.topics.feedback}
-        for e in events:
-            producer.send(topic[e.type], value=e.to_bytes())
-        producer.flush()
-        producer.close()
-        consumer = KafkaConsumer(*topic.values(), **consumer_kwargs(s, group_id="prefstream-demo"))
-        seen = 0
-        deadline = time.monotonic() + 30
-        while seen < len(events) and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=200).values():
-                for r in records:
-                    parse_any(r.value)
-                    seen += 1
-        consumer.close()
-        print(f"published {len(events)} events, consumed and validated {seen} "
-              f"in {time.monotonic() - t0:.1f} s (stack start included)")
-        return 0 if seen == len(events) else 1
+        store = open_store(s)
+        trainer_log = RefreshTrainer(None, s.model_dir)
+        with PrefstreamClient(s) as client:
+            for e in catalog:
+                client.publish(e)
+            client.flush()
+            _wait(lambda: len(store.llm_catalog()) == len(catalog), 120)
+            chunks = np.array_split(np.arange(len(history)), args.phases)
+            published = 0
+            table = Table()
+            with Live(table, console=console, refresh_per_second=4) as live:
+                for p in range(args.phases + 1):
+                    t0 = time.monotonic()
+                    if p > 0:  # stream the next slice of history, then let the trainer catch up
+                        for i in chunks[p - 1]:
+                            client.publish(history[i])
+                        client.flush()
+                        published += len(chunks[p - 1])
+                        want = sum(1 for e in history[:published] if e.type == "chat_turn")
+                        _wait(lambda: store.count("Turn") >= want, 300)
+                        n_cycles = len(trainer_log.history())
+                        _wait(lambda: len(trainer_log.history()) > n_cycles, args.train_wait)
+                    phases.append(_evaluate(p, client, store, trainer_log, requests, util, global_best, llm_ids,
+                                            published, time.monotonic() - t0, args.rate))
+                    live.update(_table(phases, llm_ids[global_best]))
+        console.rule(f"audit of user {ids[0]} (prefstream audit {ids[0]})")
+        audit(store, ids[0], limit=8, out=console.file)
+        store.close()
     finally:
         if not args.keep:
-            stack.down()
+            stack.down(log=lambda m: None)
+    total = time.monotonic() - t_start
+    result = {"phases": [asdict(p) for p in phases], "users": len(ids), "events": len(history),
+              "requests_per_phase": args.requests, "global_best_llm": llm_ids[global_best], "seconds": total,
+              "command": "prefstream demo " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
+                                                        sorted(vars(args).items()) if k in DEMO_FLAGS)}
+    (out / "demo.json").write_text(json.dumps(result, indent=2, default=str))
+    _plot(phases, llm_ids[global_best], out / "demo.png")
+    console.print(_table(phases, llm_ids[global_best]))
+    console.print(f"done in {total:.0f} s; results in {out / 'demo.json'}, plot {out / 'demo.png'}")
+    return 0
+
+
+DEMO_FLAGS = ("users", "turns", "phases", "requests", "rate", "workers", "train_steps", "train_after_feedback",
+              "seed")
+
+
+def _evaluate(p, client, store, trainer_log, requests, util, global_best, llm_ids, published, seconds,
+              rate: float) -> Phase:
+    """Route the evaluation requests at a steady ``rate`` per second and score every decision."""
+    t0 = time.monotonic()
+    sent = {}
+    futs = []
+    for i, r in enumerate(requests):
+        time.sleep(max(0.0, t0 + i / rate - time.monotonic()))
+        sent[i] = time.perf_counter()
+        futs.append((i, client.route_async(r.user_id, r.query)))
+    lat, hits, ratio, errors, fallbacks, versions = [], [], [], 0, 0, set()
+    index = {m: j for j, m in enumerate(llm_ids)}
+    for i, f in futs:
+        d = f.result(timeout=120)
+        lat.append((time.perf_counter() - sent[i]) * 1000)
+        if d.error or d.chosen_llm_id not in index:
+            errors += 1
+            continue
+        fallbacks += d.fallback
+        versions.add(d.model_version)
+        u = util[i]
+        j = index[d.chosen_llm_id]
+        hits.append(j == int(np.argmax(u)))
+        lo = u.min()
+        ratio.append((u[j] - lo) / max(u.max() - lo, 1e-9))
+    gb = float(np.mean(np.argmax(util, 1) == global_best))
+    return Phase(p, published, store.count("Turn"), ",".join(sorted(str(v) for v in versions)), len(futs),
+                 errors, fallbacks, float(np.mean(hits)) if hits else 0.0, gb,
+                 float(np.mean(ratio)) if ratio else 0.0, float(np.percentile(lat, 50)),
+                 float(np.percentile(lat, 99)), seconds + time.monotonic() - t0,
+                 {"trainer_cycles": len(trainer_log.history())})
+
+
+def _table(phases: list[Phase], global_best: str):
+    from rich.table import Table
+
+    t = Table(title="routing accuracy against the simulated users' true best LLM")
+    for col in ("phase", "events in", "turns in graph", "model", "decisions", "fallback", "accuracy",
+                f"always {global_best}", "utility ratio", "p50 ms", "p99 ms"):
+        t.add_column(col, justify="right")
+    for p in phases:
+        t.add_row(str(p.phase), f"{p.events_published:,}", f"{p.turns_in_graph:,}", p.model_version or "-",
+                  str(p.decisions), str(p.fallbacks), f"{p.accuracy:.3f}", f"{p.global_best_accuracy:.3f}",
+                  f"{p.mean_utility_ratio:.3f}", f"{p.p50_ms:.1f}", f"{p.p99_ms:.1f}")
+    return t
+
+
+def _plot(phases: list[Phase], global_best: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [p.events_published for p in phases]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    a.plot(x, [p.accuracy for p in phases], "o-", label="prefstream (GMTRouter)")
+    a.plot(x, [p.global_best_accuracy for p in phases], "s--", label=f"always {global_best}")
+    a.set_xlabel("chat + feedback events streamed")
+    a.set_ylabel("top-1 accuracy vs true best LLM")
+    a.set_ylim(0, 1)
+    a.legend()
+    b.plot(x, [p.p50_ms for p in phases], "o-", label="p50")
+    b.plot(x, [p.p99_ms for p in phases], "s-", label="p99")
+    b.set_xlabel("chat + feedback events streamed")
+    b.set_ylabel("request -> decision round trip (ms)")
+    b.legend()
+    fig.suptitle("prefstream demo")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the end-to-end demo on a local stack",
-                       description="Start the local stack, push events through it and stop it again.")
+                       description="Bring up the local stack, stream simulated users' chats and feedback through "
+                                   "Kafka, route their new requests through the Ray workers while the periodic "
+                                   "trainer learns, and report accuracy against the users' true preferences.")
     add_stack_options(p)
-    p.add_argument("--events", type=int, default=10, help="chat turns to publish (each with feedback)")
+    p.add_argument("--users", type=int, default=40, help="simulated users")
+    p.add_argument("--turns", type=int, default=20, help="user turns per simulated user (about)")
+    p.add_argument("--phases", type=int, default=3, help="slices of history streamed between evaluations")
+    p.add_argument("--requests", type=int, default=100, help="evaluation requests routed after each phase")
+    p.add_argument("--rate", type=float, default=20.0, help="evaluation requests per second")
+    p.add_argument("--workers", type=int, default=1, help="Ray router workers")
+    p.add_argument("--train-steps", type=int, default=60, help="optimizer steps per trainer cycle")
+    p.add_argument("--train-after-feedback", type=int, default=200, help="trainer cycle after this many feedback events")
+    p.add_argument("--train-wait", type=float, default=240, help="seconds to wait for a trainer cycle per phase")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="var/demo", help="where results, plot and models go")
     p.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
-    p.set_defaults(func=cmd_demo, no_ray=False)
+    p.set_defaults(func=run_demo, no_ray=False)

@@ -36,20 +36,10 @@ def app_specs(s: Settings) -> list[AppSpec]:
 
 
 def stack_env(s: Settings) -> dict[str, str]:
-    """Environment that points an app process at this stack."""
-    env = {
-        "PREFSTREAM_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
-        "PREFSTREAM_GRAPH_URI": s.graph_uri,
-        "PREFSTREAM_GRAPH_BACKEND": s.graph_backend,
-        "PREFSTREAM_RUN_DIR": str(s.run_dir.resolve()),
-        "PREFSTREAM_MODEL_DIR": str(s.model_dir.resolve()),
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-        "RAY_AUTH_MODE": "disabled",
-        "HF_HUB_OFFLINE": "1",
-    }
-    if s.start_ray:
-        env["PREFSTREAM_RAY_ADDRESS"] = f"127.0.0.1:{s.ray_port}"
-    return env
+    """Environment that points an app process at this stack, with every setting passed through."""
+    s = s.model_copy(update={"run_dir": s.run_dir.resolve(), "model_dir": s.model_dir.resolve()})
+    return {**s.to_env(), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled",
+            "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
 
 
 def local_settings(s: Settings) -> Settings:

@@ -119,8 +119,7 @@ class PrefstreamClient:
         fut.request = req  # type: ignore[attr-defined]
         with self._lock:
             self._pending[req.request_id] = fut
-        self.publish(req)
-        self._producer.flush()
+        self.publish(req)  # linger_ms=0: sent at once, no flush (a flush per request costs a round trip)
         return fut
 
     def expect(self, request_id: str) -> Future:

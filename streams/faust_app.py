@@ -100,9 +100,12 @@ def create_app(s: Settings, ingestor_factory: Callable[[], Ingestor], app_id: st
 
 
 def default_ingestor(s: Settings) -> Ingestor:
+    import torch
+
     from graphstore import open_store
     from prefstream.encoder import TextEncoder
 
+    torch.set_num_threads(s.ingest_threads)  # one thread: the event loop and the broker need the other core
     store = open_store(s)
     store.ensure_schema()
     return Ingestor(store, TextEncoder(s.encoder, s.encoder_device), s.max_text_chars, s.unknown_llm_grace_s)

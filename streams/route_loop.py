@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from prefstream.config import Settings
@@ -42,6 +43,8 @@ class RouteLoop:
         self.client_id = client_id
         self.stop_event = threading.Event()
         self.handled = 0
+        # audit writes to the graph happen off the reply path, in order, one batch at a time
+        self._audit = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
 
     def run(self, ready: threading.Event | None = None) -> None:
         from kafka import KafkaConsumer, KafkaProducer
@@ -67,6 +70,7 @@ class RouteLoop:
                 consumer.commit()
                 self.handled += len(records)
         finally:
+            self._audit.shutdown(wait=True)
             consumer.close()
             producer.close()
 
@@ -90,7 +94,7 @@ class RouteLoop:
                                           error=f"router error: {type(exc).__name__}: {exc}") for q in requests]
         for d in replies:
             producer.send(s.topics.decisions, key=(d.user_id or d.request_id).encode(), value=d.to_bytes())
-        self.decider.record_decisions([d for d in replies if d.chosen_llm_id is not None])
+        self._audit.submit(self.decider.record_decisions, [d for d in replies if d.chosen_llm_id is not None])
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -27,12 +27,11 @@ class ScorerLike(Protocol):
 class ModelSource:
     """Holds the serving scorer and follows the model registry."""
 
-    def __init__(self, model_dir: Path | str, poll_s: float = 2.0, threads: int | None = None):
+    def __init__(self, model_dir: Path | str, poll_s: float = 2.0):
         from trainer.registry import ModelRegistry
 
         self.registry = ModelRegistry(model_dir)
         self.poll_s = poll_s
-        self.threads = threads
         self._scorer: ScorerLike | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -22,14 +22,11 @@ class RouterWorker:
     """One router: engine (graph reads, encoder, hot-swapped scorer) + Kafka loop, in a thread."""
 
     def __init__(self, s: Settings, index: int):
-        import torch
-
         from streams.route_loop import RouteLoop
         from workers.cli import build_engine
 
-        torch.set_num_threads(s.router_threads)
         self.index = index
-        self.engine = build_engine(s, threads=s.router_threads)
+        self.engine = build_engine(s)
         self.loop = RouteLoop(s, self.engine, client_id=f"router-{index}")
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self.loop.run, args=(self._ready,), daemon=True, name="route-loop")
