@@ -99,6 +99,25 @@ def parse_cell(cell, graph):
     return parse_scalar(cell, graph)
 
 
+def parse_rows(rows: list, graph) -> list[list]:
+    """Result rows as lists of Python values. Nulls, strings and integers arrive ready (hiredis gives None, str
+    under the client's decode_responses=True, and int), so a row made only of those is split in C (zip);
+    only other cells (doubles, booleans, arrays, ...) go through ``parse_cell``."""
+    out = []
+    for row in rows:
+        if not row:
+            out.append([])
+            continue
+        types, values = zip(*row)
+        values = list(values)
+        if max(types) > 3 or min(types) < 1:
+            for i, t in enumerate(types):
+                if t > 3 or t < 1:
+                    values[i] = parse_cell(row[i], graph)
+        out.append(values)
+    return out
+
+
 class FalkorStore(GraphStore):
     def __init__(self, uri: str, graph_name: str, user: str | None = None, password: str | None = None,
                  batch_size: int = 1000, emb_cache_size: int | None = None) -> None:
@@ -128,11 +147,7 @@ class FalkorStore(GraphStore):
             raise response[-1]
         if len(response) < 3 or not response[0]:  # statistics only: no RETURN
             return []
-        g = self.graph
-        # strings and integers arrive ready (str via decode_responses, RESP integers as int): the common case
-        # skips the call; everything else goes through parse_cell
-        return [[c[1] if (c[0] == 2 and type(c[1]) is str) or (c[0] == 3 and type(c[1]) is int)
-                 else parse_cell(c, g) for c in row] for row in response[1]]
+        return parse_rows(response[1], self.graph)
 
     def _write(self, q: str, params: dict) -> list[list]:
         return self._run("GRAPH.QUERY", q, params)

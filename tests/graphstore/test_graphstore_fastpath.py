@@ -46,6 +46,15 @@ def test_parse_cell_reads_the_compact_format():
     assert parse_cell([6, [[3, 1], [2, "a"], [6, [[1, None]]]]], None) == [1, "a", [None]]
 
 
+def test_parse_rows_matches_parse_cell():
+    from graphstore.falkor_backend import parse_cell, parse_rows
+
+    rows = [[[2, "u"], [3, 5], [1, None]], [[2, "v"], [5, "0.5"], [4, "true"], [6, [[3, 1], [5, "2.5"]]]], [],
+            [[1, None]]]
+    assert parse_rows(rows, None) == [[parse_cell(c, None) for c in row] for row in rows]
+    assert parse_rows(rows, None)[1] == ["v", 0.5, True, [1, 2.5]]
+
+
 def test_reads_return_typed_values(store):
     store.upsert_turns(with_emb(turn("t0", ts=1000), turn("t1", idx=1, ts=2000)))
     assert store.count("Turn") == 2 and isinstance(store.count("Turn"), int)
