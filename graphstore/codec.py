@@ -38,8 +38,8 @@ def stack_vectors(vecs: list[np.ndarray | None]) -> np.ndarray:
     """``stack`` for already decoded rows: D is the first present row's width; a missing row, or one of
     another width, becomes zeros; always a new array."""
     dim = next((v.shape[0] for v in vecs if v is not None), 0)
-    if all(v is not None and v.shape[0] == dim for v in vecs) and vecs:
-        return np.stack(vecs).astype(np.float32, copy=False)
+    if vecs and all(v is not None and v.shape[0] == dim for v in vecs):  # the usual case: one copy
+        return np.concatenate(vecs).astype(np.float32, copy=False).reshape(len(vecs), dim)
     out = np.zeros((len(vecs), dim), np.float32)
     for i, v in enumerate(vecs):
         if v is not None and v.shape[0] == dim:

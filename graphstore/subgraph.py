@@ -31,33 +31,36 @@ def assemble(user_id: str, rows: Sequence[Sequence], k: int | None = None,
     rows = sorted(rows, key=order_key)
     if k is not None:
         rows = rows[-k:] if k > 0 else []
-    n = len(rows)
-    prev = np.full(n, -1, np.int64)
+    if not rows:
+        return UserSubgraph(user_id=user_id, query_emb=codec.stack_vectors([]))
+    cols = list(zip(*rows))  # column-wise in one C call
+    convs, llms = cols[CONV], cols[LLM]
+    index = [int(x) for x in cols[INDEX]]
+    prev = [-1] * len(rows)
     seen: dict[tuple[str, int], list[int]] = {}
-    index = [int(r[INDEX]) for r in rows]
-    for i, r in enumerate(rows):
-        before = seen.get((r[CONV], index[i] - 1))
+    for i, key in enumerate(zip(convs, index)):
+        before = seen.get((key[0], key[1] - 1))
         if before:
-            llm = r[LLM]
-            prev[i] = next((j for j in before if rows[j][LLM] == llm), before[0])
-        seen.setdefault((r[CONV], index[i]), []).append(i)
+            llm = llms[i]
+            prev[i] = next((j for j in before if llms[j] == llm), before[0])
+        seen.setdefault(key, []).append(i)
 
     nan = math.nan
     if ratings_before is None:
-        ratings = [nan if r[RATING] is None else float(r[RATING]) for r in rows]
+        ratings = [nan if x is None else float(x) for x in cols[RATING]]
     else:
-        ratings = [nan if r[RATING] is None or r[RATING_MS] is None or int(r[RATING_MS]) >= ratings_before
-                   else float(r[RATING]) for r in rows]
+        ratings = [nan if x is None or ms is None or int(ms) >= ratings_before else float(x)
+                   for x, ms in zip(cols[RATING], cols[RATING_MS])]
 
     return UserSubgraph(
         user_id=user_id,
-        turn_ids=[r[TURN_ID] for r in rows],
-        conversation_ids=[r[CONV] for r in rows],
-        llm_ids=[r[LLM] for r in rows],
-        query_keys=[r[QKEY] for r in rows],
+        turn_ids=list(cols[TURN_ID]),
+        conversation_ids=list(convs),
+        llm_ids=list(llms),
+        query_keys=list(cols[QKEY]),
         turn_index=np.array(index, np.int64),
-        timestamps=np.array([int(r[TS]) for r in rows], np.int64),
-        query_emb=codec.stack_vectors([r[QEMB] for r in rows]),
+        timestamps=np.array([int(x) for x in cols[TS]], np.int64),
+        query_emb=codec.stack_vectors(list(cols[QEMB])),
         rating=np.array(ratings, np.float32),
-        prev=prev,
+        prev=np.array(prev, np.int64),
     )
