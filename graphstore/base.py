@@ -87,6 +87,7 @@ class GraphStore(ABC):
         """Drop cached query embeddings (after ``clear``: a new graph may hold other vectors under a key)."""
         with self._embs_lock:
             self._embs.clear()
+            self._emb_hit_rate = 0.0
 
     def query_embeddings(self, keys: Sequence[str], known: dict[str, str] | None = None
                          ) -> dict[str, np.ndarray | None]:
