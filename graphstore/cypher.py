@@ -155,8 +155,8 @@ RETURN uid, t.turn_id, t.conversation_id, t.llm_id, t.query_key, t.turn_index, t
 """
 
 QUERY_EMBS = """
-UNWIND $keys AS key
-MATCH (q:Query {query_key: key})
+UNWIND $keys AS qk
+MATCH (q:Query {query_key: qk})
 RETURN q.query_key, q.emb
 """
 
