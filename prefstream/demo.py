@@ -55,7 +55,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
     from graphstore import open_store
     from graphstore.cli import audit
-    from prefstream.procs import free_port
+    from prefstream.procs import free_port, free_port_span
+    from prefstream.services import RAY_PORT_SPAN
     from prefstream.stack import Stack
     from streams.client import PrefstreamClient
     from trainer.refresh import RefreshTrainer
@@ -64,7 +65,7 @@ def run_demo(args: argparse.Namespace) -> int:
     console = Console(width=None if Console().is_terminal else 160)
     base = settings_from(args)
     ports = {k: getattr(args, k) or free_port() for k in ("broker_port", "graph_port")}
-    ray_port = args.ray_port or 40000 + free_port() % 20000
+    ray_port = args.ray_port or free_port_span(RAY_PORT_SPAN)
     s = base.model_copy(update={
         **ports, "ray_port": ray_port, "run_dir": args.run_dir or Path("var/demo/run"),
         "model_dir": Path(args.out) / "models", "trainer_after_feedback": args.train_after_feedback,

@@ -23,6 +23,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_port_span(span: int, low: int = 20000, high: int = 60000, tries: int = 200) -> int:
+    """A base port such that base .. base+span-1 are all free right now (for a Ray head's ports)."""
+    import random
+
+    rng = random.Random()
+    for _ in range(tries):
+        base = rng.randrange(low, high - span)
+        if not any(port_open(p, timeout=0.02) for p in range(base, base + span)):
+            return base
+    raise RuntimeError(f"no run of {span} free ports found between {low} and {high}")
+
+
 def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.2) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):

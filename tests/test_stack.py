@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from prefstream.config import Settings
-from prefstream.procs import alive, free_port, group_pids, port_open
+from prefstream.procs import alive, free_port, free_port_span, group_pids, port_open
+from prefstream.services import RAY_PORT_SPAN
 from prefstream.stack import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _stack(tmp_path, name: str, ray: bool) -> Stack:
-    ray_port = 30000 + (os.getpid() * 7 + len(name) * 997) % 20000
     return Stack(Settings(run_dir=tmp_path / name, broker_port=free_port(), graph_port=free_port(),
-                          ray_port=ray_port, start_ray=ray))
+                          ray_port=free_port_span(RAY_PORT_SPAN), start_ray=ray))
 
 
 def test_up_down_leaves_nothing(tmp_path):
