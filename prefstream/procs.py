@@ -23,8 +23,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def free_port_span(span: int, low: int = 20000, high: int = 60000, tries: int = 200) -> int:
-    """A base port such that base .. base+span-1 are all free right now (for a Ray head's ports)."""
+def free_port_span(span: int, low: int = 20000, high: int = 32700, tries: int = 200) -> int:
+    """A base port such that base .. base+span-1 are all free right now (for a Ray head's ports).
+
+    Below Linux's ephemeral range (32768+), so outgoing connections do not take them meanwhile."""
     import random
 
     rng = random.Random()
