@@ -25,6 +25,13 @@ def mark_ready(s: "Settings", name: str) -> None:
     path.write_text(str(os.getpid()))
 
 
+def ready_callback(s: "Settings", name: str | None):
+    """What an app calls once it serves: marks it ready for ``up`` (nothing when not run by ``up``)."""
+    if not name:
+        return None
+    return lambda: mark_ready(s, name)
+
+
 def _is_ready(name: str):
     def check(s: "Settings", proc: "Proc") -> bool:
         path = ready_file(s, name)

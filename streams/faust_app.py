@@ -115,12 +115,7 @@ def run_worker(s: Settings, loglevel: str = "warning", ready_name: str | None = 
     """Run the ingest app in this process until it is stopped (SIGTERM / Ctrl-C)."""
     import faust
 
-    on_ready = None
-    if ready_name:
-        from prefstream.apps import mark_ready
+    from prefstream.apps import ready_callback
 
-        def on_ready() -> None:
-            mark_ready(s, ready_name)
-
-    app = create_app(s, lambda: default_ingestor(s), on_ready=on_ready)
+    app = create_app(s, lambda: default_ingestor(s), on_ready=ready_callback(s, ready_name))
     faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()

@@ -107,14 +107,9 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"cycle: serving {rec['serving_version']} -> candidate {rec['candidate_version']}: "
               f"{'PROMOTED' if rec['promoted'] else 'not promoted'} ({rec['reason']})")
         return 0
-    on_ready = None
-    if args.ready_name:
-        from prefstream.apps import mark_ready
+    from prefstream.apps import ready_callback
 
-        def on_ready() -> None:
-            mark_ready(s, args.ready_name)
-
-    periodic(s, on_ready)
+    periodic(s, ready_callback(s, args.ready_name))
     return 0
 
 

@@ -30,13 +30,9 @@ def build_engine(s, threads: int | None = None):
 def cmd_router(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     s = settings_from(args)
-    on_ready = None
-    if args.ready_name:
-        from prefstream.apps import mark_ready
+    from prefstream.apps import ready_callback
 
-        def on_ready() -> None:
-            mark_ready(s, args.ready_name)
-
+    on_ready = ready_callback(s, args.ready_name)
     if args.workers == 0:
         from streams.route_loop import RouteLoop, serve_forever
 
