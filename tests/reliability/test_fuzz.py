@@ -200,3 +200,41 @@ def test_every_bad_class_is_refused_by_validation(name):
 def test_parse_event_refuses_pathological_json(raw):
     with pytest.raises(InvalidEvent):
         parse_event(raw, ChatTurn)
+
+
+# The same bug end to end: one pathological message (100 KB of "[", far below the 256 KiB limit) makes
+# Ingestor._parse raise RecursionError, the Faust agent of that topic crashes, and the good events behind
+# it are not ingested (its offset is never committed, so a restarted worker crashes on it again).
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="bug: a deeply nested JSON message crashes the ingest agent (poison pill)")
+def test_a_pathological_message_does_not_stall_the_topic(fuzz_settings, tmp_path):
+    from graphstore import open_store
+    from streams.client import PrefstreamClient
+    from streams.kafka_config import create_topics
+
+    s = fuzz_settings
+    create_topics(s)
+    store = open_store(s)
+    store.ensure_schema()
+    worker = IngestWorker(s, tmp_path / "ingest.log").start()
+    try:
+        with PrefstreamClient(s) as c:
+            c.register_llm("m1", "a small model", 0.1, 0.2)
+            c.register_llm("m2", "a large model", 1.0, 2.0)
+            c.flush()
+            wait_for(lambda: {"m1", "m2"} <= set(store.llm_catalog()), 120, "the two LLMs in the catalog")
+            c.publish_raw(s.topics.turns, json.dumps(good_turn(0, "p")).encode(), key="u0")
+            c.flush()
+            wait_for(lambda: store.count("Turn") >= 1, 60, "the first good turn")
+            c.publish_raw(s.topics.turns, b"[" * 100_000, key="u0")
+            for i in range(1, 6):
+                c.publish_raw(s.topics.turns, json.dumps(good_turn(i, "p")).encode(), key="u0")
+            c.flush()
+        wait_for(lambda: store.count("Turn") >= 6, 45, "the good turns behind the pathological message")
+        dead = read_all(s, s.topics.dead_letter, expect=1, timeout=10)
+        assert [DeadLetter.model_validate(d).raw for d in dead] == [b"[" * 100_000]
+    finally:
+        worker.stop()
+        store.clear()
+        store.close()

@@ -1,0 +1,567 @@
+"""Reliability under kill -9: replay simulator events and route requests through a private stack while
+the Faust ingest worker, the router process and the FalkorDB server are killed and restarted; then count
+what was lost or duplicated, check every route request got exactly one reply, and soak at a fixed rate
+while sampling the RSS of every process.
+
+    python bench/reliability.py                      # defaults: ~9 minutes on a loaded 2-core box
+    python bench/reliability.py --events 20000 --chaos-s 120 --soak-s 60   # shorter
+
+Writes bench/results/reliability.json and reliability.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (RESULTS, ROOT, Stack, child_env, clean_env, command_line, llm_events,  # noqa: E402
+                    machine_facts, publish_fixed_model, write_json)
+
+clean_env()
+
+from streams.events import RouteRequest  # noqa: E402
+
+LOG = print
+
+
+def rss_kb(pid: int) -> int | None:
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+# --- workload ------------------------------------------------------------------------------------
+def workload(n_events: int, seed: int, pool: int) -> tuple[list[tuple[str, str, bytes]], list[str], list[str]]:
+    """Simulator events replayed in rounds (ids prefixed per round so every event is new) until
+    ``n_events``; queries mapped onto ``pool`` distinct texts of the simulator so the encoder (the ingest
+    bottleneck on this CPU, ~10 distinct long texts/s) stays off the critical path. Returns
+    [(kind, key, bytes)], turn ids, feedback ids."""
+    from trainer.simulate import SimConfig, Simulator
+
+    base = [json.loads(e.to_bytes()) for e in Simulator(SimConfig(seed=seed, n_users=40, n_new_users=0, turns_min=20,
+                                                                  turns_max=40)).events()
+            if e.type in ("chat_turn", "feedback")]
+    texts = sorted({d["query"][:300] for d in base if d["type"] == "chat_turn"})
+    rng = random.Random(seed)
+    texts = rng.sample(texts, min(pool, len(texts)))
+    out, turn_ids, fb_ids = [], [], []
+    r = 0
+    while len(out) < n_events:
+        p = f"r{r}-"
+        for d in base:
+            d = dict(d)
+            d["event_id"] = p + d["event_id"]
+            d["user_id"] = p + d["user_id"]
+            if d["type"] == "chat_turn":
+                d["conversation_id"] = p + d["conversation_id"]
+                h = int(hashlib.blake2b(d["query"].encode(), digest_size=4).hexdigest(), 16)
+                d["query"] = texts[h % len(texts)]
+                turn_ids.append(d["event_id"])
+                out.append(("turns", d["user_id"], json.dumps(d).encode()))
+            else:
+                d["turn_id"] = p + d["turn_id"]
+                if d["signal"].get("kind") == "pairwise":
+                    d["signal"] = {**d["signal"], "rejected_turn_id": p + d["signal"]["rejected_turn_id"]}
+                fb_ids.append(d["event_id"])
+                out.append(("feedback", d["user_id"], json.dumps(d).encode()))
+            if len(out) >= n_events:
+                break
+        r += 1
+    # a user's turns before its feedback (as in a live app); rounds stay in order
+    return out, turn_ids, fb_ids
+
+
+# --- processes -----------------------------------------------------------------------------------
+class Child:
+    """A prefstream CLI subprocess (ingest or router) that can be kill -9'd and restarted."""
+
+    def __init__(self, name: str, args: list[str], s, logdir: Path):
+        self.name, self.args, self.s, self.log = name, args, s, logdir / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        env = child_env(self.s)
+        env["OMP_NUM_THREADS"] = "1"
+        self.proc = subprocess.Popen([sys.executable, "-m", "prefstream.cli", *self.args], env=env, cwd=ROOT,
+                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.starts += 1
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self) -> None:
+        if self.alive():
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.alive():
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+
+class Graph:
+    """The stack's FalkorDB server, kill -9'd and restarted on the same port and data dir."""
+
+    def __init__(self, stack: Stack):
+        self.stack = stack
+
+    @property
+    def pid(self) -> int:
+        return self.stack.graph.pid
+
+    def kill9_and_restart(self, down_s: float) -> float:
+        from prefstream import services
+
+        os.kill(self.stack.graph.pid, signal.SIGKILL)
+        try:
+            os.waitpid(self.stack.graph.pid, 0)
+        except ChildProcessError:
+            pass
+        time.sleep(down_s)
+        t0 = time.monotonic()
+        g = services.start_graph(self.stack.graph_port, self.stack.dir / "graph", self.stack.dir / "logs")
+        self.stack.procs = [p for p in self.stack.procs if p is not self.stack.graph] + [g]
+        self.stack.graph = g
+        services.wait_graph(g, self.stack.graph_port, timeout=120)
+        return time.monotonic() - t0
+
+
+def graph_ids(s, label: str, key: str) -> tuple[int, int, set[str]]:
+    """(nodes, distinct ids, ids) of one label, through the plain falkordb client."""
+    from falkordb import FalkorDB
+
+    db = FalkorDB(host="127.0.0.1", port=int(s.graph_uri.rsplit(":", 1)[1]))
+    try:
+        rows = db.select_graph(s.graph_name).ro_query(f"MATCH (n:{label}) RETURN n.{key}").result_set
+    except Exception as exc:
+        if "empty key" in str(exc):
+            return 0, 0, set()
+        raise
+    finally:
+        try:
+            db.connection.close()
+        except Exception:
+            pass
+    ids = [r[0] for r in rows]
+    return len(ids), len(set(ids)), set(ids)
+
+
+def graph_count(s, label: str) -> int:
+    try:
+        from falkordb import FalkorDB
+
+        db = FalkorDB(host="127.0.0.1", port=int(s.graph_uri.rsplit(":", 1)[1]), socket_timeout=5)
+        try:
+            return int(db.select_graph(s.graph_name).ro_query(f"MATCH (n:{label}) RETURN count(n)").result_set[0][0])
+        finally:
+            db.connection.close()
+    except Exception:
+        return -1
+
+
+def read_topic(s, topic: str, expect: int, timeout: float) -> list[bytes]:
+    from kafka import KafkaConsumer
+
+    from streams.kafka_config import consumer_kwargs
+
+    c = KafkaConsumer(topic, **consumer_kwargs(s, group_id=None, max_partition_fetch_bytes=4 << 20))
+    got: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    quiet_until = None
+    try:
+        while time.monotonic() < deadline:
+            n0 = len(got)
+            for recs in c.poll(timeout_ms=300).values():
+                got += [r.value for r in recs]
+            if len(got) >= expect:
+                if quiet_until is None:
+                    quiet_until = time.monotonic() + 2.0
+                elif len(got) == n0 and time.monotonic() > quiet_until:
+                    break
+    finally:
+        c.close()
+    return got
+
+
+# --- the run -------------------------------------------------------------------------------------
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=30_000, help="input events (turns + feedback) to replay")
+    ap.add_argument("--event-rate", type=float, default=150.0, help="events/s published during the chaos phase")
+    ap.add_argument("--request-rate", type=float, default=4.0, help="route requests/s (chaos and soak)")
+    ap.add_argument("--chaos-s", type=float, default=200.0, help="seconds of traffic with kills")
+    ap.add_argument("--kills", default="ingest:2,router:2,graph:2", help="kill -9 counts per process")
+    ap.add_argument("--graph-down-s", type=float, default=2.0, help="seconds FalkorDB stays down after a kill")
+    ap.add_argument("--bgsave-before-graph-kill", action="store_true",
+                    help="BGSAVE before each graph kill (narrows the RDB window; reported)")
+    ap.add_argument("--drain-s", type=float, default=120.0, help="most seconds to wait for the graph to catch up")
+    ap.add_argument("--soak-s", type=float, default=90.0, help="seconds of the fixed-rate soak (no kills)")
+    ap.add_argument("--soak-event-rate", type=float, default=40.0)
+    ap.add_argument("--pool", type=int, default=64, help="distinct query texts")
+    ap.add_argument("--no-replay", action="store_true", help="skip the recovery replay of the input topics")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--out", default="reliability", help="results name: bench/results/OUT.json and OUT.md")
+    ap.add_argument("--restart-drain-s", type=float, default=45.0,
+                    help="if events are missing after the drain: restart ingest once and wait this long")
+    ap.add_argument("--fuzzed", type=int, default=None, help="fuzzed events of tests/reliability/test_fuzz.py (to report)")
+    ap.add_argument("--fuzz-crashes", type=int, default=None, help="worker crashes in that test (to report)")
+    args = ap.parse_args()
+    t_start = time.monotonic()
+    rng = random.Random(args.seed)
+
+    from streams.client import PrefstreamClient
+    from streams.kafka_config import create_topics
+
+    soak_events = int(args.soak_s * args.soak_event_rate)
+    events, turn_ids, fb_ids = workload(args.events + soak_events, args.seed, args.pool)
+    chaos_events, soak_evts = events[:args.events], events[args.events:]
+    LOG(f"workload: {len(events)} events ({len(turn_ids)} turns, {len(fb_ids)} feedback), "
+        f"{time.monotonic() - t_start:.1f} s")
+
+    stack = Stack("reliability")
+    children: list[Child] = []
+    res: dict = {"command": command_line(), "machine": machine_facts()}
+    try:
+        s = stack.settings(kafka_partitions=2, router_workers=0, unknown_llm_grace_s=30.0)
+        create_topics(s)
+        publish_fixed_model(s.model_dir)
+        logdir = stack.dir / "logs"
+        ingest = Child("ingest", ["ingest", "--loglevel", "warning"], s, logdir)
+        router = Child("router", ["router", "--workers", "0", "--loglevel", "warning"], s, logdir)
+        children += [ingest, router]
+        graph = Graph(stack)
+        client = PrefstreamClient(s)
+        for e in llm_events():
+            client.publish(e)
+        client.flush()
+        ingest.start()
+        router.start()
+
+        requests: dict[str, float] = {}
+        stop_req = threading.Event()
+        users = sorted({k for kind, k, _ in chaos_events if kind == "turns"})
+        queries = sorted({json.loads(raw)["query"] for kind, _, raw in chaos_events[:2000] if kind == "turns"})
+
+        def requester(rate: float, tag: str) -> None:
+            i = 0
+            t0 = time.monotonic()
+            while not stop_req.is_set():
+                rid = f"{tag}{i}"
+                req = RouteRequest(request_id=rid, user_id=rng.choice(users[: max(1, len(users) // 4)]),
+                                   query=rng.choice(queries))
+                client.publish(req)
+                requests[rid] = time.time()
+                i += 1
+                time.sleep(max(0.0, t0 + i / rate - time.monotonic()))
+
+        published = {"n": 0}
+
+        def publisher(evts, rate: float) -> None:
+            t0 = time.monotonic()
+            for i, (kind, key, raw) in enumerate(evts):
+                client.publish_raw(getattr(s.topics, kind), raw, key=key)
+                published["n"] += 1
+                if i % 200 == 0:
+                    time.sleep(max(0.0, t0 + i / rate - time.monotonic()))
+            client.flush(120)
+
+        # --- chaos phase ---------------------------------------------------------------------
+        counts = dict(kv.split(":") for kv in args.kills.split(",") if kv)
+        plan = [name for name, n in counts.items() for _ in range(int(n))]
+        rng.shuffle(plan)
+        slots = len(plan)
+        first, last = 0.15 * args.chaos_s, 0.85 * args.chaos_s
+        times = [first + (last - first) * (i + rng.uniform(0.2, 0.8)) / max(slots, 1) for i in range(slots)]
+        kills: list[dict] = []
+        t_chaos = time.monotonic()
+        pub = threading.Thread(target=publisher, args=(chaos_events, args.event_rate), daemon=True)
+        req = threading.Thread(target=requester, args=(args.request_rate, "c"), daemon=True)
+        pub.start()
+        req.start()
+        LOG(f"chaos: {len(chaos_events)} events at {args.event_rate}/s, requests at {args.request_rate}/s, "
+            f"kills {plan} at {[round(t) for t in times]} s")
+        for name, at in zip(plan, times):
+            time.sleep(max(0.0, t_chaos + at - time.monotonic()))
+            k = {"what": name, "at_s": round(time.monotonic() - t_chaos, 1), "published_before": published["n"],
+                 "turns_in_graph_before": graph_count(s, "Turn")}
+            if name == "ingest":
+                k["was_alive"] = ingest.alive()
+                ingest.kill9()
+                time.sleep(1.0)
+                ingest.start()
+            elif name == "router":
+                k["was_alive"] = router.alive()
+                router.kill9()
+                time.sleep(1.0)
+                router.start()
+            elif name == "graph":
+                if args.bgsave_before_graph_kill:
+                    import redis
+
+                    redis.Redis(port=stack.graph_port).bgsave()
+                    time.sleep(0.5)
+                    k["bgsave"] = True
+                k["restart_s"] = round(graph.kill9_and_restart(args.graph_down_s), 2)
+                k["turns_in_graph_after_restart"] = graph_count(s, "Turn")
+            LOG(f"  kill -9 {k}")
+            kills.append(k)
+        time.sleep(max(0.0, t_chaos + args.chaos_s - time.monotonic()))
+        stop_req.set()
+        req.join()
+        pub.join(timeout=max(5.0, args.drain_s))
+        res["chaos_published"] = published["n"]
+        res["chaos_s_actual"] = round(time.monotonic() - t_chaos, 1)
+        LOG(f"chaos done: published {published['n']} in {res['chaos_s_actual']} s; draining")
+
+        # --- drain: wait until the graph stops growing or has everything ------------------------
+        n_turns = sum(1 for kind, _, _ in chaos_events if kind == "turns")
+        n_fb = len(chaos_events) - n_turns
+        t_drain = time.monotonic()
+        last_total, still_since = -1, time.monotonic()
+        while time.monotonic() - t_drain < args.drain_s:
+            nt, nf = graph_count(s, "Turn"), graph_count(s, "Feedback")
+            if nt >= n_turns and nf >= n_fb:
+                break
+            if nt + nf != last_total:
+                last_total, still_since = nt + nf, time.monotonic()
+            elif time.monotonic() - still_since > 25 and ingest.alive():
+                break  # no progress for 25 s: what is missing now is lost, not pending
+            time.sleep(2.0)
+        res["drain_s"] = round(time.monotonic() - t_drain, 1)
+        chaos_turn_ids = {json.loads(raw)["event_id"] for kind, _, raw in chaos_events if kind == "turns"}
+        chaos_fb_ids = {json.loads(raw)["event_id"] for kind, _, raw in chaos_events if kind == "feedback"}
+        tn, td, tids = graph_ids(s, "Turn", "turn_id")
+        fn, fd, fids = graph_ids(s, "Feedback", "feedback_id")
+        missing_t, missing_f = chaos_turn_ids - tids, chaos_fb_ids - fids
+        res["ingest_after_chaos"] = {"turns_expected": len(chaos_turn_ids), "turns_nodes": tn, "turns_distinct": td,
+                                     "feedback_expected": len(chaos_fb_ids), "feedback_nodes": fn,
+                                     "feedback_distinct": fd, "missing_turns": len(missing_t),
+                                     "missing_feedback": len(missing_f),
+                                     "missing_examples": sorted(missing_t)[:5] + sorted(missing_f)[:5]}
+        LOG(f"after chaos: {res['ingest_after_chaos']}")
+        # a stalled worker (e.g. Faust agents crashed by a graph outage) is not the same as lost data:
+        # restart the worker as an operator would and see what still arrives from uncommitted offsets
+        if missing_t or missing_f:
+            ingest.stop()
+            ingest.start()
+            t1 = time.monotonic()
+            while time.monotonic() - t1 < args.restart_drain_s:
+                if graph_count(s, "Turn") >= n_turns and graph_count(s, "Feedback") >= n_fb:
+                    break
+                time.sleep(2.0)
+            _, _, tids = graph_ids(s, "Turn", "turn_id")
+            _, _, fids = graph_ids(s, "Feedback", "feedback_id")
+            res["after_ingest_restart"] = {"seconds": round(time.monotonic() - t1, 1),
+                                           "missing_turns": len(chaos_turn_ids - tids),
+                                           "missing_feedback": len(chaos_fb_ids - fids)}
+            LOG(f"after an extra ingest restart: {res['after_ingest_restart']}")
+            missing_t, missing_f = chaos_turn_ids - tids, chaos_fb_ids - fids
+        dead = read_topic(s, s.topics.dead_letter, 0, timeout=8)
+        res["dead_letters"] = {"count": len(dead), "reasons": dict(Counter(
+            json.loads(d)["reason"].split(":")[0][:60] for d in dead).most_common(5))}
+        LOG(f"dead letters: {res['dead_letters']}")
+        # where in the stream the missing events were (by publish order), to tie them to a kill
+        order = {json.loads(raw)["event_id"]: i for i, (_, _, raw) in enumerate(chaos_events)}
+        miss_pos = sorted(order[i] for i in missing_t | missing_f)
+        res["missing_publish_positions"] = ([miss_pos[0], miss_pos[-1]] if miss_pos else [])
+
+        # --- replies: exactly one per route request --------------------------------------------
+        n_req = len(requests)
+        raw_replies = read_topic(s, s.topics.decisions, n_req, timeout=90)
+        replies = Counter()
+        kinds = Counter()
+        for raw in raw_replies:
+            d = json.loads(raw)
+            replies[d["request_id"]] += 1
+            kinds["error" if d.get("error") else "fallback" if d.get("fallback") else "decision"] += 1
+        res["routing_after_chaos"] = {
+            "requests": n_req, "replies": len(raw_replies),
+            "unanswered": sum(1 for r in requests if replies[r] == 0),
+            "answered_more_than_once": sum(1 for r in requests if replies[r] > 1),
+            "extra_replies": sum(max(0, replies[r] - 1) for r in requests),
+            "reply_kinds": dict(kinds), "unknown_request_ids": sum(1 for r in replies if r not in requests)}
+        LOG(f"routing: {res['routing_after_chaos']}")
+
+        # --- soak: fixed rates, no kills, RSS of every process ---------------------------------
+        pids = {"ingest": ingest.pid, "router": router.pid, "broker": stack.broker.pid, "graph": stack.graph.pid,
+                "bench": os.getpid()}
+        samples: list[dict] = []
+        stop_req.clear()
+        n_req_before = len(requests)
+        t_soak = time.monotonic()
+        pub2 = threading.Thread(target=publisher, args=(soak_evts, args.soak_event_rate), daemon=True)
+        req2 = threading.Thread(target=requester, args=(args.request_rate, "s"), daemon=True)
+        pub2.start()
+        req2.start()
+        while time.monotonic() - t_soak < args.soak_s:
+            samples.append({"t_s": round(time.monotonic() - t_soak, 1), **{k: rss_kb(p) for k, p in pids.items()}})
+            time.sleep(5.0)
+        stop_req.set()
+        req2.join()
+        pub2.join(timeout=30)
+        samples.append({"t_s": round(time.monotonic() - t_soak, 1), **{k: rss_kb(p) for k, p in pids.items()}})
+        growth = {}
+        for k in pids:
+            xs = [x[k] for x in samples if x[k]]
+            if len(xs) >= 4:
+                a, b = sum(xs[1:3]) / 2, sum(xs[-2:]) / 2  # skip the very first sample (warm-up)
+                growth[k] = {"first_mb": round(a / 1024, 1), "last_mb": round(b / 1024, 1),
+                             "growth_pct": round(100 * (b - a) / a, 2)}
+        soak_ids = [r for r in list(requests)[n_req_before:]]
+        raw2 = read_topic(s, s.topics.decisions, n_req_before + len(soak_ids), timeout=60)
+        rep2 = Counter(json.loads(r)["request_id"] for r in raw2)
+        res["soak"] = {"seconds": round(time.monotonic() - t_soak, 1), "requests": len(soak_ids),
+                       "events": len(soak_evts), "unanswered": sum(1 for r in soak_ids if rep2[r] == 0),
+                       "answered_more_than_once": sum(1 for r in soak_ids if rep2[r] > 1),
+                       "rss": growth, "samples": samples,
+                       "processes_alive": {"ingest": ingest.alive(), "router": router.alive()}}
+        LOG(f"soak: { {k: v for k, v in res['soak'].items() if k != 'samples'} }")
+
+        # --- recovery: replay the input topics from the start (idempotent writes) ---------------
+        all_turns = chaos_turn_ids | {json.loads(raw)["event_id"] for kind, _, raw in soak_evts if kind == "turns"}
+        all_fb = chaos_fb_ids | {json.loads(raw)["event_id"] for kind, _, raw in soak_evts if kind == "feedback"}
+        time.sleep(5)
+        tn, td, tids = graph_ids(s, "Turn", "turn_id")
+        fn, fd, fids = graph_ids(s, "Feedback", "feedback_id")
+        res["ingest_final"] = {"turns_expected": len(all_turns), "turns_nodes": tn, "turns_distinct": td,
+                               "feedback_expected": len(all_fb), "feedback_nodes": fn, "feedback_distinct": fd,
+                               "missing": len(all_turns - tids) + len(all_fb - fids),
+                               "duplicated": (tn - td) + (fn - fd)}
+        if not args.no_replay and res["ingest_final"]["missing"]:
+            ingest.stop()
+            t_rep = time.monotonic()
+            replay_topics(s)
+            tn, td, tids = graph_ids(s, "Turn", "turn_id")
+            fn, fd, fids = graph_ids(s, "Feedback", "feedback_id")
+            res["after_replay"] = {"seconds": round(time.monotonic() - t_rep, 1),
+                                   "missing": len(all_turns - tids) + len(all_fb - fids),
+                                   "duplicated": (tn - td) + (fn - fd)}
+            LOG(f"replay: {res['after_replay']}")
+
+        kills_done = kills
+        rt = res["routing_after_chaos"]
+        res.update({
+            "events": len(chaos_events) + len(soak_evts),
+            "lost": res["ingest_final"]["missing"],
+            "lost_after_chaos": len(missing_t) + len(missing_f),
+            "dead_lettered": res["dead_letters"]["count"],
+            "duplicated": res["ingest_final"]["duplicated"],
+            "requests": rt["requests"] + res["soak"]["requests"],
+            "unanswered": rt["unanswered"] + res["soak"]["unanswered"],
+            "answered_more_than_once": rt["answered_more_than_once"] + res["soak"]["answered_more_than_once"],
+            "kills": kills_done,
+            "soak_minutes": round(res["soak"]["seconds"] / 60, 2),
+            "rss_growth_pct": {k: v["growth_pct"] for k, v in growth.items()},
+            "bgsave_before_graph_kill": args.bgsave_before_graph_kill,
+            "ingest_restarts": ingest.starts - 1, "router_restarts": router.starts - 1,
+            "total_s": round(time.monotonic() - t_start, 1),
+            "settings": {k: v for k, v in vars(args).items()},
+        })
+        res["fuzzed"], res["crashes"] = args.fuzzed, args.fuzz_crashes
+        client.close()
+    finally:
+        for c in children:
+            c.stop()
+        stack.stop()
+    write_json(RESULTS / f"{args.out}.json", res)
+    write_md(res, RESULTS / f"{args.out}.md")
+    LOG(f"done in {time.monotonic() - t_start:.0f} s -> bench/results/{args.out}.json")
+
+
+def replay_topics(s) -> None:
+    """Re-ingest the input topics from offset 0 with the real Ingestor (what resetting the ingest group's
+    offsets would do): every write is a MERGE on the event id, so this only fills gaps."""
+    from kafka import KafkaConsumer
+
+    from graphstore import open_store
+    from prefstream.encoder import TextEncoder
+    from streams.ingest import Ingestor, RawMessage
+    from streams.kafka_config import consumer_kwargs
+
+    store = open_store(s)
+    ing = Ingestor(store, TextEncoder(s.encoder), s.max_text_chars, unknown_llm_grace_s=0)
+    for topic, fn in ((s.topics.catalog, ing.llms), (s.topics.turns, ing.turns), (s.topics.feedback, ing.feedback)):
+        c = KafkaConsumer(topic, **consumer_kwargs(s, group_id=None, max_poll_records=1000))
+        idle = 0
+        try:
+            while idle < 3:
+                batch = [RawMessage(r.value, topic, r.partition, r.offset)
+                         for recs in c.poll(timeout_ms=1000).values() for r in recs]
+                if not batch:
+                    idle += 1
+                    continue
+                idle = 0
+                fn(batch)
+        finally:
+            c.close()
+    store.close()
+
+
+def write_md(res: dict, path: Path) -> None:
+    a, r, so = res["ingest_after_chaos"], res["routing_after_chaos"], res["soak"]
+    lines = [
+        "# Reliability under kill -9 (ingest worker, router, FalkorDB) and a short soak",
+        "",
+        f"Command: `{res['command']}`  ",
+        f"Machine: 2 shared cores, load average {res['machine'].get('loadavg_1_5_15')}, "
+        f"commit {res['machine'].get('git_commit')}, {res['machine'].get('date_utc')}. Total {res['total_s']} s.",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| input events replayed (turns + feedback) | {res['events']} |",
+        f"| lost after the chaos phase (not in the graph after the drain and one extra ingest restart) | {res['lost_after_chaos']} |",
+        f"| lost at the end (before any replay) | {res['lost']} |",
+        f"| dead-lettered (all input was valid) | {res['dead_lettered']}: {res['dead_letters']['reasons']} |",
+        f"| lost after replaying the input topics from offset 0 | {res.get('after_replay', {}).get('missing', 'no replay needed')} |",
+        f"| duplicated nodes (count - distinct ids, Turn + Feedback) | {res['duplicated']} |",
+        f"| route requests | {res['requests']} |",
+        f"| unanswered | {res['unanswered']} |",
+        f"| answered more than once | {res['answered_more_than_once']} |",
+        f"| reply kinds during chaos | {r['reply_kinds']} |",
+        f"| kills (kill -9) | {len(res['kills'])}: " + ", ".join(f"{k['what']}@{k['at_s']}s" for k in res['kills']) + " |",
+        f"| BGSAVE before graph kills | {res['bgsave_before_graph_kill']} |",
+        f"| soak | {res['soak_minutes']} min, {so['requests']} requests, {so['events']} events, "
+        f"unanswered {so['unanswered']} |",
+        f"| RSS growth over the soak, % | {res['rss_growth_pct']} |",
+        f"| fuzzed events (tests/reliability/test_fuzz.py) | {res.get('fuzzed', '-')} |",
+        f"| worker crashes under fuzz | {res.get('crashes', '-')} |",
+        "",
+        "After chaos: " + json.dumps(a),
+        "",
+        "After one more ingest restart: " + json.dumps(res.get("after_ingest_restart")),
+        "",
+        "Kills: " + json.dumps(res["kills"]),
+        "",
+        "RSS (MB): " + json.dumps(so["rss"]),
+        "",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
