@@ -21,6 +21,9 @@ from streams.kafka_config import consumer_kwargs, producer_kwargs
 
 log = logging.getLogger(__name__)
 
+MAX_AUDIT_BACKLOG = 8  # micro-batches of decisions waiting to be written to the graph
+
+
 class Decider(Protocol):
     def decide(self, requests: list[RouteRequest]) -> list[RouteDecision]: ...
     def record_decisions(self, decisions: list[RouteDecision]) -> None: ...
@@ -43,8 +46,10 @@ class RouteLoop:
         self.client_id = client_id
         self.stop_event = threading.Event()
         self.handled = 0
-        # audit writes to the graph happen off the reply path, in order, one batch at a time
+        # audit writes to the graph happen off the reply path, in order, one batch at a time; at most
+        # MAX_AUDIT_BACKLOG batches wait, then the loop slows down rather than letting memory grow
         self._audit = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
+        self._audit_slots = threading.BoundedSemaphore(MAX_AUDIT_BACKLOG)
 
     def run(self, ready: threading.Event | None = None) -> None:
         from kafka import KafkaConsumer, KafkaProducer
@@ -94,7 +99,9 @@ class RouteLoop:
                                           error=f"router error: {type(exc).__name__}: {exc}") for q in requests]
         for d in replies:
             producer.send(s.topics.decisions, key=(d.user_id or d.request_id).encode(), value=d.to_bytes())
-        self._audit.submit(self.decider.record_decisions, [d for d in replies if d.chosen_llm_id is not None])
+        self._audit_slots.acquire()
+        fut = self._audit.submit(self.decider.record_decisions, [d for d in replies if d.chosen_llm_id is not None])
+        fut.add_done_callback(lambda _: self._audit_slots.release())
 
     def stop(self) -> None:
         self.stop_event.set()
