@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -72,6 +73,7 @@ def run_demo(args: argparse.Namespace) -> int:
         "trainer_every_minutes": 60.0, "trainer_steps": args.train_steps, "trainer_users": 1000,
         "trainer_window_minutes": 1e9, "router_workers": args.workers, "unknown_llm_grace_s": 30.0})
     out = Path(args.out)
+    shutil.rmtree(out / "models", ignore_errors=True)  # every demo starts from no model...
     out.mkdir(parents=True, exist_ok=True)
 
     sim = Simulator(SimConfig(seed=args.seed, n_users=args.users, n_new_users=0, turns_min=args.turns,
@@ -96,6 +98,8 @@ def run_demo(args: argparse.Namespace) -> int:
     phases: list[Phase] = []
     try:
         store = open_store(s)
+        store.clear()  # ...and an empty graph (the local graph server reloads its last snapshot)
+        store.ensure_schema()
         trainer_log = RefreshTrainer(None, s.model_dir)
         with PrefstreamClient(s) as client:
             for e in catalog:
