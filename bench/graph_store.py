@@ -2,8 +2,8 @@
 
 Starts its own FalkorDB server on a free port (data in a temp dir), so it never touches a running stack.
 
-    python bench/graphstore.py                      # full run: 1k, 10k, 100k users x 20 turns
-    python bench/graphstore.py --sizes 1000 --reads 300   # quick
+    python bench/graph_store.py                      # full run: 1k, 10k, 100k users x 20 turns
+    python bench/graph_store.py --sizes 1000 --reads 300   # quick
 
 Data: every user has 2 conversations x 5 turns, each turn answered by 2 LLMs (20 Turn nodes per user), ratings
 on half the turns. Queries are drawn from a shared pool of --queries distinct texts (one Query node and one

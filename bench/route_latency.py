@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-# bench/ must not shadow the project's packages (bench/graphstore.py vs graphstore/)
+# run as a script, bench/ comes first on sys.path; keep the project root first instead
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import (RESULTS, ROOT, CpuMeter, child_env, clean_env, command_line, llm_events, machine_facts, pct,  # noqa: E402

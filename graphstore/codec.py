@@ -1,7 +1,7 @@
 """Embeddings as compact strings: base64 of little-endian float32 bytes.
 
 A 384-float list property costs the server and the client a parse of 384 numbers per node on every read;
-one base64 string is a single value on both backends and decodes with one numpy call (bench/graphstore.py
+one base64 string is a single value on both backends and decodes with one numpy call (bench/graph_store.py
 measures both encodings).
 """
 

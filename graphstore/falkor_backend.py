@@ -1,7 +1,7 @@
 """FalkorDB backend (local default and CI) through the official ``falkordb`` client's connection.
 
 Queries go through the client's connection but not through its ``Graph.query`` helpers, for speed only
-(bench/graphstore.py measures it): the generic parameter serialiser (``falkordb.helpers.stringify_param_value``)
+(bench/graph_store.py measures it): the generic parameter serialiser (``falkordb.helpers.stringify_param_value``)
 and result parser (``falkordb.query_result``) were about a third of ingest time and half of a batched
 subgraph read. ``params_header`` below produces byte for byte the same ``CYPHER name=value ...`` header as the
 client (strings quoted and escaped the same way, values only ever as parameters), and ``parse_cell`` reads
