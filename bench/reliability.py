@@ -381,7 +381,7 @@ def main() -> None:
                                            "missing_feedback": len(chaos_fb_ids - fids)}
             LOG(f"after an extra ingest restart: {res['after_ingest_restart']}")
             missing_t, missing_f = chaos_turn_ids - tids, chaos_fb_ids - fids
-        dead = read_topic(s, s.topics.dead_letter, 0, timeout=8)
+        dead = read_topic(s, s.topics.dead_letter, 10**9, timeout=30)
         res["dead_letters"] = {"count": len(dead), "reasons": dict(Counter(
             json.loads(d)["reason"].split(":")[0][:60] for d in dead).most_common(5))}
         LOG(f"dead letters: {res['dead_letters']}")
