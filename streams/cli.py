@@ -11,9 +11,12 @@ from prefstream.stack_cli import add_stack_options, settings_from
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from streams.faust_app import run_worker
+    from streams.faust_app import INGEST_GROUP, replay_group, run_worker
 
-    run_worker(settings_from(args), loglevel=args.loglevel, ready_name=args.ready_name)
+    group = replay_group() if args.from_beginning else INGEST_GROUP
+    if args.from_beginning:
+        print(f"re-reading every input topic from offset 0 as consumer group {group}")
+    run_worker(settings_from(args), loglevel=args.loglevel, ready_name=args.ready_name, group=group)
     return 0
 
 
@@ -74,6 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "write to the graph store; bad events go to the dead-letter topic.")
     add_stack_options(p)
     p.add_argument("--loglevel", default="warning", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--from-beginning", action="store_true",
+                   help="re-read every input topic from offset 0 in a new consumer group (recovery after the "
+                        "graph lost writes; idempotent, so nothing is duplicated)")
     p.add_argument("--ready-name", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_ingest)
 

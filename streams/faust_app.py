@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from typing import Callable
 
 from prefstream.config import Settings
@@ -35,7 +36,22 @@ def faust_credentials(s: Settings):
     return None
 
 
-def create_app(s: Settings, ingestor_factory: Callable[[], Ingestor], app_id: str = "prefstream-ingest",
+INGEST_GROUP = "prefstream-ingest"  # the Faust app id is its Kafka consumer group
+
+
+def replay_group() -> str:
+    """A fresh consumer group for `prefstream ingest --from-beginning`.
+
+    The recovery path when the graph lost writes it had acknowledged (the local FalkorDB persists by
+    snapshot only, so a kill -9 loses what came after the last one): a worker in a new group reads every
+    input topic from offset 0, and since every write is a MERGE keyed by event id, the replay fills the
+    gaps and duplicates nothing. (A new group rather than rewinding the old one: the local broker keeps a
+    group's assignor protocol, so an outside tool cannot join a Faust group to reset its offsets.)
+    """
+    return f"{INGEST_GROUP}-replay-{int(time.time())}"
+
+
+def create_app(s: Settings, ingestor_factory: Callable[[], Ingestor], app_id: str = INGEST_GROUP,
                on_ready: Callable[[], None] | None = None):
     """Build the app; the ingestor (graph connection, encoder) is created when the worker starts."""
     import faust
@@ -111,11 +127,12 @@ def default_ingestor(s: Settings) -> Ingestor:
     return Ingestor(store, TextEncoder(s.encoder, s.encoder_device), s.max_text_chars, s.unknown_llm_grace_s)
 
 
-def run_worker(s: Settings, loglevel: str = "warning", ready_name: str | None = None) -> None:
+def run_worker(s: Settings, loglevel: str = "warning", ready_name: str | None = None,
+               group: str = INGEST_GROUP) -> None:
     """Run the ingest app in this process until it is stopped (SIGTERM / Ctrl-C)."""
     import faust
 
     from prefstream.apps import ready_callback
 
-    app = create_app(s, lambda: default_ingestor(s), on_ready=ready_callback(s, ready_name))
+    app = create_app(s, lambda: default_ingestor(s), app_id=group, on_ready=ready_callback(s, ready_name))
     faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()

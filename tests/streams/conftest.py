@@ -32,9 +32,9 @@ class IngestWorker:
     def __init__(self, s: Settings, log: Path):
         self.s, self.log, self.proc = s, log, None
 
-    def start(self) -> "IngestWorker":
+    def start(self, *extra: str) -> "IngestWorker":
         env = {**os.environ, **self.s.to_env(), "HF_HUB_OFFLINE": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "prefstream.cli", "ingest", "--loglevel", "info"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "prefstream.cli", "ingest", "--loglevel", "info", *extra],
                                      env=env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
         return self
 

@@ -83,3 +83,18 @@ def test_bad_events_go_to_dead_letters_and_the_stream_continues(settings, ingest
     wait_for(lambda: store.count("Turn") >= len(bad), 60, "the good turns in between")
     assert store.count("Turn") == len(bad)
     assert ingest_worker.proc.poll() is None  # still running
+
+
+def test_rewind_replays_into_a_graph_that_lost_its_writes(settings, ingest_worker, store):
+    """The recovery path for a graph server that lost acknowledged writes: re-ingest from offset 0."""
+    with PrefstreamClient(settings) as c:
+        c.register_llm("m1", "a small model", 0.1, 0.2)
+        publish_history(c, 30)
+        c.flush()
+    wait_for(lambda: store.count("Turn") >= 30 and store.count("Feedback") >= 30, 90, "30 turns and feedback")
+    ingest_worker.stop()
+    store.clear()  # what a kill -9 of a snapshot-only graph server can do to acknowledged writes
+    assert store.count("Turn") == 0
+    ingest_worker.start("--from-beginning")
+    wait_for(lambda: store.count("Turn") >= 30 and store.count("Feedback") >= 30, 120, "the replay")
+    assert store.count("Turn") == 30 and store.count("Feedback") == 30 and store.count("LLM") == 1
