@@ -248,6 +248,10 @@ def parse_event(raw: bytes | str, model: type[E], max_bytes: int = MAX_EVENT_BYT
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidEvent(f"message is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise InvalidEvent("message is not acceptable JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer longer than Python's digit limit
+        raise InvalidEvent(f"message is not acceptable JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidEvent(f"message must be a JSON object, got {type(data).__name__}")
     if model is Feedback:
@@ -276,7 +280,7 @@ def parse_any(raw: bytes | str) -> Event:
         raw = raw.encode("utf-8", errors="surrogatepass")
     try:
         kind = json.loads(raw).get("type")
-    except Exception:
+    except (ValueError, RecursionError, AttributeError):
         kind = None
     model = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
     if model is None:

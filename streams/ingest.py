@@ -65,6 +65,9 @@ class Ingestor:
                 good.append((m, parse_event(m.value, model)))
             except InvalidEvent as exc:
                 result.dead.append(DeadLetter.of(m.topic, m.value, str(exc), m.partition, m.offset))
+            except Exception as exc:  # never let one message stop the partition (a poison pill)
+                log.exception("unexpected error parsing a message from %s", m.topic)
+                self._dead(result, m, f"could not parse the message: {type(exc).__name__}: {exc}")
         return good
 
     def _dead(self, result: BatchResult, m: RawMessage, reason: str) -> None:
