@@ -34,7 +34,7 @@ def request_id_of(raw: bytes) -> str:
     try:
         rid = json.loads(raw).get("request_id")
         return rid if isinstance(rid, str) and 0 < len(rid) <= 128 else "unknown"
-    except Exception:
+    except (ValueError, RecursionError, AttributeError):
         return "unknown"
 
 
@@ -86,10 +86,11 @@ class RouteLoop:
         for r in records:
             try:
                 requests.append(parse_event(r.value, RouteRequest))
-            except InvalidEvent as exc:
-                dl = DeadLetter.of(r.topic, r.value, str(exc), r.partition, r.offset)
+            except Exception as exc:  # InvalidEvent, or anything unforeseen: never a poison pill
+                reason = str(exc) if isinstance(exc, InvalidEvent) else f"could not parse: {type(exc).__name__}: {exc}"
+                dl = DeadLetter.of(r.topic, r.value, reason, r.partition, r.offset)
                 producer.send(s.topics.dead_letter, key=r.topic.encode(), value=dl.to_bytes())
-                replies.append(RouteDecision(request_id=request_id_of(r.value), error=str(exc)))
+                replies.append(RouteDecision(request_id=request_id_of(r.value), error=reason))
         if requests:
             try:
                 replies += self.decider.decide(requests)

@@ -190,10 +190,8 @@ def test_every_bad_class_is_refused_by_validation(name):
             parse_event(raw, ChatTurn if topic == "turns" else Feedback)
 
 
-# Found by this fuzz: json.loads raises RecursionError on deep nesting and ValueError on integers longer
-# than Python's 4300-digit limit; parse_event only turns JSONDecodeError into InvalidEvent, so these
-# escape (and would escape Ingestor._parse, which only catches InvalidEvent). Both messages are < 256 KiB.
-@pytest.mark.xfail(strict=True, reason="bug: parse_event lets RecursionError / ValueError from json.loads escape")
+# Found by this fuzz (and fixed): json.loads raises RecursionError on deep nesting and ValueError on integers
+# longer than Python's 4300-digit limit; both messages are < 256 KiB. They must be refused, not crash a worker.
 @pytest.mark.parametrize("raw", [b"[" * 100_000, b'{"turn_index": ' + b"9" * 5000 + b"}",
                                  b'{"query": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"],
                          ids=["deep_nesting", "huge_int", "deep_nesting_in_field"])
@@ -207,7 +205,6 @@ def test_parse_event_refuses_pathological_json(raw):
 # it are not ingested (its offset is never committed, so a restarted worker crashes on it again).
 @pytest.mark.integration
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="bug: a deeply nested JSON message crashes the ingest agent (poison pill)")
 def test_a_pathological_message_does_not_stall_the_topic(fuzz_settings, tmp_path):
     from graphstore import open_store
     from streams.client import PrefstreamClient
