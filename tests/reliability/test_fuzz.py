@@ -200,9 +200,9 @@ def test_parse_event_refuses_pathological_json(raw):
         parse_event(raw, ChatTurn)
 
 
-# The same bug end to end: one pathological message (100 KB of "[", far below the 256 KiB limit) makes
-# Ingestor._parse raise RecursionError, the Faust agent of that topic crashes, and the good events behind
-# it are not ingested (its offset is never committed, so a restarted worker crashes on it again).
+# The same bug end to end, as it was: one pathological message (100 KB of "[", far below the 256 KiB limit)
+# crashed the Faust agent of its topic, and the good events behind it were never ingested (its offset was
+# never committed, so a restarted worker crashed on it again). Now it is dead-lettered and the stream goes on.
 @pytest.mark.integration
 @pytest.mark.slow
 def test_a_pathological_message_does_not_stall_the_topic(fuzz_settings, tmp_path):
