@@ -88,6 +88,20 @@ def create_app(s: Settings, ingestor_factory: Callable[[], Ingestor], app_id: st
             await fut
             log.warning("dead letter from %s: %s", dl.topic, dl.reason)
 
+    async def write_until_done(loop, handle, msgs: list[RawMessage], topic_name: str) -> BatchResult:
+        """Retry a batch whose graph write failed (store down) with backoff; never skip it, since its
+        offsets are acked only after this returns."""
+        delay = 0.2
+        while True:
+            try:
+                ing = await loop.run_in_executor(None, ingestor)
+                return await loop.run_in_executor(None, handle, ing, msgs)
+            except Exception as exc:
+                log.warning("ingest of %d messages from %s failed (%s: %s); retrying in %.1f s", len(msgs),
+                            topic_name, type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     def add_agent(topic_name: str, handle: Callable[[Ingestor, list[RawMessage]], BatchResult]) -> None:
         topic = app.topic(topic_name, value_type=bytes, value_serializer="raw", key_serializer="raw")
 
@@ -96,8 +110,7 @@ def create_app(s: Settings, ingestor_factory: Callable[[], Ingestor], app_id: st
             async for events in stream.take_events(s.ingest_batch_size, within=s.ingest_batch_wait_s):
                 msgs = [RawMessage(e.value if isinstance(e.value, bytes) else bytes(e.value or b""), topic_name,
                                    e.message.partition, e.message.offset) for e in events]
-                ing = await loop.run_in_executor(None, ingestor)
-                result = await loop.run_in_executor(None, handle, ing, msgs)
+                result = await write_until_done(loop, handle, msgs, topic_name)
                 await publish_dead(result)
 
         agent.__name__ = f"ingest_{topic_name.replace('.', '_').replace('-', '_')}"
