@@ -123,7 +123,7 @@ RETURN m.llm_id, m.description, m.price_in, m.price_out, m.emb
 # `WITH uid, u` makes FalkorDB seek the user by index and expand, instead of scanning all turns.
 # Only keys and scalars come back: the query embedding is immutable and read by query_key (QUERY_EMBS) only
 # when the client's cache lacks it, so a warm read moves ~100 bytes per turn instead of ~2 KB.
-USER_TURNS = """
+_LAST_K_TURNS = """
 UNWIND $uids AS uid
 MATCH (u:User {user_id: uid})
 WITH uid, u
@@ -134,23 +134,13 @@ ORDER BY t.ts DESC, t.turn_id DESC
 WITH uid, collect(t)[0..$k] AS turns
 UNWIND turns AS t
 OPTIONAL MATCH (r:Response)-[:ANSWER_OF]->(t)
-RETURN uid, t.turn_id, t.conversation_id, t.llm_id, t.query_key, t.turn_index, t.ts, r.rating, r.rating_ms
+"""
+USER_TURNS = _LAST_K_TURNS + """RETURN uid, t.turn_id, t.conversation_id, t.llm_id, t.query_key, t.turn_index, t.ts, r.rating, r.rating_ms
 """
 
 # The same read with each turn's query embedding as a last column, for when the client's cache is cold
 # (GraphStore picks by its recent hit rate): one round trip instead of two.
-USER_TURNS_EMB = """
-UNWIND $uids AS uid
-MATCH (u:User {user_id: uid})
-WITH uid, u
-MATCH (u)<-[:BY]-(t:Turn)
-WHERE ($conversation_id IS NULL OR t.conversation_id = $conversation_id) AND ($before_ms IS NULL OR t.ts < $before_ms)
-WITH uid, t
-ORDER BY t.ts DESC, t.turn_id DESC
-WITH uid, collect(t)[0..$k] AS turns
-UNWIND turns AS t
-OPTIONAL MATCH (r:Response)-[:ANSWER_OF]->(t)
-OPTIONAL MATCH (q:Query)-[:ASKED_IN]->(t)
+USER_TURNS_EMB = _LAST_K_TURNS + """OPTIONAL MATCH (q:Query)-[:ASKED_IN]->(t)
 RETURN uid, t.turn_id, t.conversation_id, t.llm_id, t.query_key, t.turn_index, t.ts, r.rating, r.rating_ms, q.emb
 """
 

@@ -120,38 +120,32 @@ def _user_texts(conversation: list[dict]) -> list[str]:
     return [m["content"] for m in conversation if m.get("role") == "user" and m.get("content")]
 
 
-def read_arena(path: Path | str, split: str = "") -> list[Group]:
-    """lmsys/chatbot_arena_conversations: one pairwise vote per record, judged on the whole conversation."""
-    offset = SPLIT_OFFSETS.get(split, 0)
-    out = []
-    for n, rec in enumerate(_records(path)):
-        if rec.get("winner") not in _WINNER or rec["model_a"] == rec["model_b"]:
-            continue
-        query = "\n".join(_user_texts(rec.get("conversation_a") or []))
-        if not query:
-            continue
-        out.append(Group(str(rec["judge"]), str(rec["question_id"]), int(rec.get("turn", 1)), query,
-                         [rec["model_a"], rec["model_b"]], np.array(_WINNER[rec["winner"]], np.float32),
-                         _ms(rec.get("tstamp"), offset + n), split))
-    return out
-
-
-def read_mtbench(path: Path | str, split: str = "") -> list[Group]:
-    """MT-Bench human judgments: a pairwise vote on turn 1 or 2 of one of 80 two-turn questions."""
+def _read_pairwise(path: Path | str, split: str, pick_query) -> list[Group]:
+    """Records of one pairwise vote (model_a vs model_b, a ``winner``) by a ``judge``; ``pick_query(rec,
+    turn, user_texts)`` says which text was judged, or None to skip the record."""
     offset = SPLIT_OFFSETS.get(split, 0)
     out = []
     for n, rec in enumerate(_records(path)):
         if rec.get("winner") not in _WINNER or rec["model_a"] == rec["model_b"]:
             continue
         turn = int(rec.get("turn", 1))
-        users = _user_texts(rec.get("conversation_a") or [])
-        if not users:
+        query = pick_query(rec, turn, _user_texts(rec.get("conversation_a") or []))
+        if not query:
             continue
-        query = users[min(turn, len(users)) - 1]
         out.append(Group(str(rec["judge"]), str(rec["question_id"]), turn, query,
                          [rec["model_a"], rec["model_b"]], np.array(_WINNER[rec["winner"]], np.float32),
                          _ms(rec.get("tstamp"), offset + n), split))
     return out
+
+
+def read_arena(path: Path | str, split: str = "") -> list[Group]:
+    """lmsys/chatbot_arena_conversations: one pairwise vote per record, judged on the whole conversation."""
+    return _read_pairwise(path, split, lambda rec, turn, users: "\n".join(users))
+
+
+def read_mtbench(path: Path | str, split: str = "") -> list[Group]:
+    """MT-Bench human judgments: a pairwise vote on turn 1 or 2 of one of 80 two-turn questions."""
+    return _read_pairwise(path, split, lambda rec, turn, users: users[min(turn, len(users)) - 1] if users else None)
 
 
 def read_prism(path: Path | str, split: str = "") -> list[Group]:
