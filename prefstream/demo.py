@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -71,7 +73,9 @@ def run_demo(args: argparse.Namespace) -> int:
         **ports, "ray_port": ray_port, "run_dir": args.run_dir or Path("var/demo/run"),
         "model_dir": Path(args.out) / "models", "trainer_after_feedback": args.train_after_feedback,
         "trainer_every_minutes": 60.0, "trainer_steps": args.train_steps, "trainer_users": 1000,
-        "trainer_window_minutes": 1e9, "router_workers": args.workers, "unknown_llm_grace_s": 30.0})
+        "trainer_window_minutes": 1e9, "router_workers": args.workers, "unknown_llm_grace_s": 30.0,
+        # the data set's queries are long (logic puzzles, code); 128 tokens embeds them ~1.5x faster on a CPU
+        "encoder_max_seq_length": args.max_seq_length})
     out = Path(args.out)
     shutil.rmtree(out / "models", ignore_errors=True)  # every demo starts from no model...
     out.mkdir(parents=True, exist_ok=True)
@@ -93,6 +97,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     stack = Stack(s)
     t_start = time.monotonic()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the stack on a kill too
     stack.up(apps=True, log=lambda m: console.print(f"  {m}"))
     s = stack.s
     phases: list[Phase] = []
@@ -142,7 +147,7 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-DEMO_FLAGS = ("users", "turns", "phases", "requests", "rate", "workers", "train_steps", "train_after_feedback",
+DEMO_FLAGS = ("users", "turns", "phases", "requests", "rate", "max_seq_length", "workers", "train_steps", "train_after_feedback",
               "seed")
 
 
@@ -224,10 +229,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "Kafka, route their new requests through the Ray workers while the periodic "
                                    "trainer learns, and report accuracy against the users' true preferences.")
     add_stack_options(p)
-    p.add_argument("--users", type=int, default=40, help="simulated users")
-    p.add_argument("--turns", type=int, default=20, help="user turns per simulated user (about)")
+    p.add_argument("--users", type=int, default=30, help="simulated users")
+    p.add_argument("--turns", type=int, default=15, help="user turns per simulated user (about)")
     p.add_argument("--phases", type=int, default=3, help="slices of history streamed between evaluations")
-    p.add_argument("--requests", type=int, default=100, help="evaluation requests routed after each phase")
+    p.add_argument("--requests", type=int, default=60, help="evaluation requests routed after each phase")
+    p.add_argument("--max-seq-length", type=int, default=128, help="encoder tokens per text")
     p.add_argument("--rate", type=float, default=20.0, help="evaluation requests per second")
     p.add_argument("--workers", type=int, default=1, help="Ray router workers")
     p.add_argument("--train-steps", type=int, default=60, help="optimizer steps per trainer cycle")
