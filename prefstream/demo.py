@@ -147,8 +147,8 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-DEMO_FLAGS = ("users", "turns", "phases", "requests", "rate", "max_seq_length", "workers", "train_steps", "train_after_feedback",
-              "seed")
+DEMO_FLAGS = ("users", "turns", "phases", "requests", "rate", "max_seq_length", "workers", "train_steps",
+              "train_after_feedback", "seed")
 
 
 def _evaluate(p, client, store, trainer_log, requests, util, global_best, llm_ids, published, seconds,

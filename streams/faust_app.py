@@ -137,7 +137,8 @@ def default_ingestor(s: Settings) -> Ingestor:
     torch.set_num_threads(s.ingest_threads)  # one thread: the event loop and the broker need the other core
     store = open_store(s)
     store.ensure_schema()
-    return Ingestor(store, TextEncoder(s.encoder, s.encoder_device, max_seq_length=s.encoder_max_seq_length), s.max_text_chars, s.unknown_llm_grace_s)
+    encoder = TextEncoder(s.encoder, s.encoder_device, max_seq_length=s.encoder_max_seq_length)
+    return Ingestor(store, encoder, s.max_text_chars, s.unknown_llm_grace_s)
 
 
 def run_worker(s: Settings, loglevel: str = "warning", ready_name: str | None = None,

@@ -23,8 +23,8 @@ def build_engine(s, threads: int | None = None):
     torch.set_num_threads(threads or s.router_threads)
     store = open_store(s)
     store.ensure_schema()
-    return RouteEngine(store, TextEncoder(s.encoder, s.encoder_device, max_seq_length=s.encoder_max_seq_length), ModelSource(s.model_dir).start(),
-                       history_turns=s.history_turns)
+    encoder = TextEncoder(s.encoder, s.encoder_device, max_seq_length=s.encoder_max_seq_length)
+    return RouteEngine(store, encoder, ModelSource(s.model_dir).start(), history_turns=s.history_turns)
 
 
 def cmd_router(args: argparse.Namespace) -> int:
