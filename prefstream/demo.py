@@ -155,17 +155,20 @@ def _evaluate(p, client, store, trainer_log, requests, util, global_best, llm_id
               rate: float) -> Phase:
     """Route the evaluation requests at a steady ``rate`` per second and score every decision."""
     t0 = time.monotonic()
-    sent = {}
+    sent: dict[int, float] = {}
+    done: dict[int, float] = {}
     futs = []
     for i, r in enumerate(requests):
         time.sleep(max(0.0, t0 + i / rate - time.monotonic()))
         sent[i] = time.perf_counter()
-        futs.append((i, client.route_async(r.user_id, r.query)))
+        f = client.route_async(r.user_id, r.query)
+        f.add_done_callback(lambda _, i=i: done.__setitem__(i, time.perf_counter()))  # when the reply arrived
+        futs.append((i, f))
     lat, hits, ratio, errors, fallbacks, versions = [], [], [], 0, 0, set()
     index = {m: j for j, m in enumerate(llm_ids)}
     for i, f in futs:
         d = f.result(timeout=120)
-        lat.append((time.perf_counter() - sent[i]) * 1000)
+        lat.append((done.get(i, time.perf_counter()) - sent[i]) * 1000)
         if d.error or d.chosen_llm_id not in index:
             errors += 1
             continue
