@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from prefstream.stack_cli import add_stack_options, settings_from
@@ -28,9 +29,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from streams.events import DeadLetter, InvalidEvent, parse_any
 
     s = settings_from(args)
-    src = sys.stdin.buffer if str(args.file) == "-" else open(args.file, "rb")
     sent = bad = 0
-    with PrefstreamClient(s) as client:
+    with (nullcontext(sys.stdin.buffer) if str(args.file) == "-" else open(args.file, "rb")) as src, \
+            PrefstreamClient(s) as client:
         for lineno, line in enumerate(tqdm(src, desc="publishing", unit="ev", disable=not args.progress), 1):
             line = line.rstrip(b"\r\n")
             if not line.strip():
