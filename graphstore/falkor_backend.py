@@ -165,12 +165,44 @@ class FalkorStore(GraphStore):
     def ensure_schema(self) -> None:
         from redis.exceptions import ResponseError
 
+        created = False
         for ddl in cypher.FALKOR_DDL:
             try:
                 self.graph.query(check_query(ddl))
+                created = True
             except ResponseError as exc:  # FalkorDB has no IF NOT EXISTS; an existing index is fine
                 if "already indexed" not in str(exc).lower():
                     raise
+        if created:
+            self._compact_aof()
+
+    def _compact_aof(self, timeout_s: float = 30.0) -> None:
+        """Fold the index DDL into the append-only file's snapshot base.
+
+        When FalkorDB 4.16 replays the AOF on restart, an index whose ``CREATE INDEX`` sits in the incremental
+        part is not used by the MERGEs replayed after it (indexing is asynchronous), so every MERGE scans its
+        label: 20k rows took minutes at 100 % CPU instead of under a second. An index in the snapshot base is
+        loaded ready. So after creating indexes, rewrite the AOF once.
+        """
+        import time
+
+        from redis.exceptions import ResponseError
+
+        conn = self.db.connection
+        if int(conn.info("persistence").get("aof_enabled", 0)) != 1:
+            return
+        try:
+            conn.execute_command("BGREWRITEAOF")
+        except ResponseError as exc:  # another store's rewrite is running: waiting for it is enough
+            if "already in progress" not in str(exc):
+                raise
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            info = conn.info("persistence")
+            if not int(info.get("aof_rewrite_in_progress", 0)) and not int(info.get("aof_rewrite_scheduled", 0)):
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"FalkorDB AOF rewrite still running after {timeout_s:.0f} s")
 
     def clear(self) -> None:
         self._write(cypher.CLEAR, {})
