@@ -222,6 +222,8 @@ def main() -> None:
     ap.add_argument("--drain-s", type=float, default=120.0, help="most seconds to wait for the graph to catch up")
     ap.add_argument("--soak-s", type=float, default=90.0, help="seconds of the fixed-rate soak (no kills)")
     ap.add_argument("--soak-event-rate", type=float, default=40.0)
+    ap.add_argument("--soak-request-rate", type=float, default=None,
+                    help="route requests/s during the soak (default: --request-rate)")
     ap.add_argument("--pool", type=int, default=64, help="distinct query texts")
     ap.add_argument("--no-replay", action="store_true", help="skip the recovery replay of the input topics")
     ap.add_argument("--seed", type=int, default=7)
@@ -415,7 +417,8 @@ def main() -> None:
         n_req_before = len(requests)
         t_soak = time.monotonic()
         pub2 = threading.Thread(target=publisher, args=(soak_evts, args.soak_event_rate), daemon=True)
-        req2 = threading.Thread(target=requester, args=(args.request_rate, "s"), daemon=True)
+        soak_rate = args.request_rate if args.soak_request_rate is None else args.soak_request_rate
+        req2 = threading.Thread(target=requester, args=(soak_rate, "s"), daemon=True)
         pub2.start()
         req2.start()
         while time.monotonic() - t_soak < args.soak_s:
