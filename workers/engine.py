@@ -55,6 +55,7 @@ class RouteEngine:
         self.record = record
         self._catalog: dict[str, LLMInfo] = {}
         self._catalog_at = -math.inf
+        self._catalog_error: str | None = None  # why the last catalog read failed (None: it worked)
         self._prior: dict[str, float] = {}  # EMA of scores per LLM, the fallback when no model can score
         self._lock = threading.Lock()
 
@@ -66,7 +67,9 @@ class RouteEngine:
             try:
                 self._catalog = self.store.llm_catalog()
                 self._catalog_at = time.monotonic()
-            except Exception:
+                self._catalog_error = None
+            except Exception as exc:
+                self._catalog_error = f"{type(exc).__name__}: {exc}"
                 log.warning("catalog read failed; using the cached one (%d LLMs)", len(self._catalog))
         return self._catalog
 
@@ -81,7 +84,12 @@ class RouteEngine:
         if req.budget is not None:
             cands = [c for c in cands if c.price_out <= req.budget]
         if not cands:
-            why = "no LLM is registered" if not catalog else f"no candidate fits the budget {req.budget}"
+            if catalog:
+                why = f"no candidate fits the budget {req.budget}"
+            elif self._catalog_error:
+                why = f"the LLM catalog could not be read from the graph store ({self._catalog_error})"
+            else:
+                why = "no LLM is registered"
             return _Plan(req, None, why)
         return _Plan(req, cands)
 

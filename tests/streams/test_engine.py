@@ -113,6 +113,18 @@ def test_graph_down_scores_without_history_and_flags_fallback(parts):
     assert d.chosen_llm_id == "m0"  # embedding[0] is hot for m0 when there is no history
 
 
+def test_graph_down_before_any_catalog_read_says_so(parts):
+    store, _, engine = parts
+    store.down = True  # e.g. a router restarted while the graph server is down: nothing cached to fall back on
+    [d] = engine.decide([req(0)])
+    assert d.chosen_llm_id is None
+    assert "catalog could not be read" in d.error and "graph down" in d.error
+    store.down = False
+    engine.catalog_ttl_s = 0
+    [d] = engine.decide([req(1)])
+    assert d.error is None and d.chosen_llm_id
+
+
 def test_scorer_down_answers_from_prior(parts):
     _, scorer, engine = parts
     for i in range(5):
