@@ -216,13 +216,6 @@ class GraphStore(ABC):
                            "fallback": bool(d.fallback), "error": d.error, "ts": d.timestamp}
                           for d in items), "request_id", "ts")
         self._write_batched(cypher.UPSERT_DECISIONS, rows)
-        self._write_batched(cypher.LINK_DECISION_USER,
-                            [{"request_id": r["request_id"], "user_id": r["user_id"]} for r in rows if r["user_id"]])
-        self._write_batched(cypher.LINK_DECISION_LLM,
-                            [{"request_id": r["request_id"], "chosen_llm_id": r["chosen_llm_id"]}
-                             for r in rows if r["chosen_llm_id"]])
-        self._write_batched(cypher.LINK_DECISION_TURNS,
-                            [{"request_id": r["request_id"], "turn_id": t} for r in rows for t in r["turn_ids"]])
 
     # --- reads ------------------------------------------------------------------------------------
     def count(self, label: str) -> int:

@@ -87,30 +87,28 @@ WHERE r.rating_ms IS NULL OR f.ts > r.rating_ms OR (f.ts = r.rating_ms AND f.fee
 SET r.rating = e.rating, r.rating_ms = f.ts, r.rating_by = f.feedback_id
 """
 
+# One query per batch of decisions. Like turns, a decision's edges are CREATEd once, in the same atomic query
+# that creates it (`linked`), so a re-recorded decision (a redelivered request) adds nothing. Users and LLMs
+# are MERGEd: a cold-start user has no node until its first decision or turn.
 UPSERT_DECISIONS = """
 UNWIND $rows AS row
 MERGE (d:Decision {request_id: row.request_id})
-ON CREATE SET d.user_id = row.user_id, d.chosen_llm_id = row.chosen_llm_id, d.scores = row.scores,
+ON CREATE SET d.linked = false, d.user_id = row.user_id, d.chosen_llm_id = row.chosen_llm_id, d.scores = row.scores,
     d.model_version = row.model_version, d.turn_ids = row.turn_ids, d.latency_ms = row.latency_ms,
     d.fallback = row.fallback, d.error = row.error, d.ts = row.ts
-"""
-LINK_DECISION_USER = """
-UNWIND $rows AS row
-MATCH (d:Decision {request_id: row.request_id})
-MERGE (u:User {user_id: row.user_id})
-MERGE (d)-[:FOR]->(u)
-"""
-LINK_DECISION_LLM = """
-UNWIND $rows AS row
-MATCH (d:Decision {request_id: row.request_id})
-MERGE (m:LLM {llm_id: row.chosen_llm_id})
-MERGE (d)-[:CHOSE]->(m)
-"""
-LINK_DECISION_TURNS = """
-UNWIND $rows AS row
-MATCH (d:Decision {request_id: row.request_id})
-MATCH (t:Turn {turn_id: row.turn_id})
-MERGE (d)-[:USED]->(t)
+WITH d, row
+WHERE d.linked = false
+SET d.linked = true
+FOREACH (uid IN CASE WHEN row.user_id IS NULL THEN [] ELSE [row.user_id] END |
+    MERGE (u:User {user_id: uid})
+    CREATE (d)-[:FOR]->(u))
+FOREACH (mid IN CASE WHEN row.chosen_llm_id IS NULL THEN [] ELSE [row.chosen_llm_id] END |
+    MERGE (m:LLM {llm_id: mid})
+    CREATE (d)-[:CHOSE]->(m))
+WITH d, row
+UNWIND row.turn_ids AS tid
+MATCH (t:Turn {turn_id: tid})
+CREATE (d)-[:USED]->(t)
 """
 
 # --- reads ----------------------------------------------------------------------------------------
