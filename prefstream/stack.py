@@ -104,9 +104,11 @@ class Stack:
             log(f"broker  up  127.0.0.1:{self.s.broker_port}  ({timings['broker']:.2f} s, topics created)")
 
             t = time.monotonic()
-            procs.append(services.start_graph(self.s.graph_port, self.run_dir / "graph", self.log_dir))
+            password = self.s.graph_password.get_secret_value() if self.s.graph_password else None
+            procs.append(services.start_graph(self.s.graph_port, self.run_dir / "graph", self.log_dir, password,
+                                              self.s.graph_user))
             self._save(procs, timings)
-            services.wait_graph(procs[-1], self.s.graph_port)
+            services.wait_graph(procs[-1], self.s.graph_port, password=password, user=self.s.graph_user)
             timings["graph"] = time.monotonic() - t
             log(f"graph   up  redis://127.0.0.1:{self.s.graph_port}  ({timings['graph']:.2f} s)")
 

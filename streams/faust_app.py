@@ -20,18 +20,22 @@ log = logging.getLogger(__name__)
 
 
 def faust_credentials(s: Settings):
+    """Faust's view of the Kafka security settings: TLS whenever the protocol says so (the system's CAs unless
+    ``kafka_ssl_cafile``), SASL over it when a mechanism is set."""
     import faust
 
+    ctx = None
+    if s.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=str(s.kafka_ssl_cafile) if s.kafka_ssl_cafile else None)
+        if s.kafka_ssl_certfile:
+            ctx.load_cert_chain(str(s.kafka_ssl_certfile), str(s.kafka_ssl_keyfile) if s.kafka_ssl_keyfile else None)
     if s.kafka_sasl_mechanism:
         return faust.SASLCredentials(username=s.kafka_sasl_username,
                                      password=s.kafka_sasl_password.get_secret_value() if s.kafka_sasl_password else None,
-                                     mechanism=s.kafka_sasl_mechanism)
-    if s.kafka_security_protocol in ("SSL", "SASL_SSL") and s.kafka_ssl_cafile:
-        import ssl
-
-        ctx = ssl.create_default_context(cafile=str(s.kafka_ssl_cafile))
-        if s.kafka_ssl_certfile:
-            ctx.load_cert_chain(str(s.kafka_ssl_certfile), str(s.kafka_ssl_keyfile) if s.kafka_ssl_keyfile else None)
+                                     mechanism=s.kafka_sasl_mechanism, ssl_context=ctx)
+    if ctx is not None:
         return faust.SSLCredentials(ctx)
     return None
 
