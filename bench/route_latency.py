@@ -374,7 +374,7 @@ def run_config(stack, name: str, overrides: dict, shared: dict, rates: list[floa
                 wait_all(w, 20)
                 tw1 = time.time()
                 got = [d for d in decs if d is not None]
-                row = {"config": name, **overrides, "rate": rate, "duration_s": duration, **summarize(w),
+                row = {"config": name, "kafka_fetch_wait_ms": s.kafka_fetch_wait_ms, **overrides, "rate": rate, "duration_s": duration, **summarize(w),
                        "fallback": sum(d.fallback for d in got), "error": sum(d.error is not None for d in got),
                        "repeat_frac": round(kinds["repeat"] / max(len(w.done), 1), 3),
                        "history_turns_p50": pct([len(d.turn_ids) for d in got], 50),
@@ -453,7 +453,7 @@ def write_md(res: dict) -> None:
               "| answered/sent | echo p50 | echo p99 | broker cores (load) | broker cores (idle) | router cores | batch mean | load1 |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in res["sweep"]:
-            L.append(f"| {r['config']} | {r.get('kafka_fetch_wait_ms', 10)} | {r.get('route_batch_size', 64)} "
+            L.append(f"| {r['config']} | {r.get('kafka_fetch_wait_ms')} | {r.get('route_batch_size', 64)} "
                      f"| {r.get('route_batch_wait_ms', 2.0)} | {r['rate']:g} | {r['p50_ms']} | {r['p99_ms']} "
                      f"| {r['answered']}/{r['sent']} | {r.get('echo_p50_ms', '-')} | {r.get('echo_p99_ms', '-')} "
                      f"| {r['cores'].get('broker')} | {r['idle_cores'].get('broker')} | {r['cores'].get('router')} "
@@ -500,9 +500,11 @@ def plot(res: dict) -> None:
     fig.savefig(RESULTS / "route_latency.png", dpi=100)
 
 
-SWEEP = {  # name -> settings overrides (defaults: fetch wait 10 ms, batch 64, batch wait 2 ms)
+SWEEP = {  # name -> settings overrides of the defaults (prefstream/config.py)
     "default": {},
     "fetch5": {"kafka_fetch_wait_ms": 5},
+    "fetch10": {"kafka_fetch_wait_ms": 10},
+    "fetch25": {"kafka_fetch_wait_ms": 25},
     "fetch50": {"kafka_fetch_wait_ms": 50},
     "batch1_wait0": {"route_batch_size": 1, "route_batch_wait_ms": 0.0},
     "batch64_wait0": {"route_batch_size": 64, "route_batch_wait_ms": 0.0},

@@ -45,8 +45,11 @@ class Settings(BaseSettings):
     kafka_ssl_keyfile: Path | None = None
     topics: Topics = Field(default_factory=Topics)
     kafka_partitions: int = Field(4, ge=1, le=1024, description="partitions per topic created by `up`")
-    # Tansu answers fetches by polling, so each hop costs up to half this wait (infra.md quirk 4).
-    kafka_fetch_wait_ms: int = Field(10, ge=0, le=10_000)
+    # Tansu answers fetches by polling, so each hop costs up to half this wait (infra.md quirk 4); but its
+    # memory storage scans a partition on every fetch, and once that scan takes longer than the wait every
+    # fetch comes back empty: the consumer stalls for good (10 ms: after ~11k records per partition). 50 ms
+    # handled 120k requests on 8 partitions and cost nothing at 200 req/s (bench/results/route_latency.md).
+    kafka_fetch_wait_ms: int = Field(50, ge=0, le=10_000)
     # Tansu makes a group join wait half the session timeout (infra.md quirk 1).
     kafka_session_timeout_ms: int = Field(6000, ge=1000)
     kafka_heartbeat_ms: int = Field(1000, ge=100)

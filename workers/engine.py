@@ -61,9 +61,10 @@ class RouteEngine:
 
     # --- catalog ---------------------------------------------------------------------------
     def catalog(self, missing: set[str] | None = None) -> dict[str, LLMInfo]:
-        """The LLM catalog, re-read after its TTL or when a request names an LLM we have not seen."""
+        """The LLM catalog, re-read after its TTL, while it is empty, or when a request names an LLM we have not
+        seen."""
         stale = time.monotonic() - self._catalog_at > self.catalog_ttl_s
-        if stale or (missing and not missing <= self._catalog.keys()):
+        if stale or not self._catalog or (missing and not missing <= self._catalog.keys()):
             try:
                 self._catalog = self.store.llm_catalog()
                 self._catalog_at = time.monotonic()
