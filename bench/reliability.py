@@ -613,7 +613,8 @@ def write_md(res: dict, path: Path) -> None:
         f"| kills (kill -9) | {len(res['kills'])}: " + ", ".join(f"{k['what']}@{k['at_s']}s" for k in res['kills']) + " |",
         f"| BGSAVE before graph kills | {res['bgsave_before_graph_kill']} |",
         f"| soak | {res['soak_minutes']} min, {so['requests']} requests, {so['events']} events, "
-        f"unanswered {so['unanswered']} |",
+        f"unanswered {so['unanswered']}, answered twice {so['answered_more_than_once']}, reply latency p50 / p99 "
+        f"{so.get('latency_p50_ms')} / {so.get('latency_p99_ms')} ms |",
         f"| RSS growth over the soak, % | {res['rss_growth_pct']} |",
         f"| fuzzed events (tests/reliability/test_fuzz.py) | {res.get('fuzzed', '-')} |",
         f"| worker crashes under fuzz | {res.get('crashes', '-')} |",
@@ -627,6 +628,8 @@ def write_md(res: dict, path: Path) -> None:
         "RSS (MB): " + json.dumps(so["rss"]),
         "",
         f"![RSS over the soak]({path.stem}.png)",
+        "",
+        res.get("notes", ""),
         "",
         "The broker (Tansu, `memory://` storage) and the graph server keep every message / node they are given, so",
         "their RSS grows with the data of the soak (every request and decision is a Kafka record, every decision an",
