@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import uuid
 
 import numpy as np
@@ -13,22 +12,8 @@ import pytest
 from graphstore import open_store
 from prefstream import services
 from prefstream.config import Settings
-from prefstream.procs import free_port, stop
+from prefstream.procs import alive, free_port, stop, wait_until
 from tests.graphstore.graphstore_events import llm, thumbs, turn, with_emb
-
-
-def wait_gone(pid: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        if open(f"/proc/{pid}/stat").read().split()[2] == "Z":
-            os.waitpid(pid, os.WNOHANG)
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"pid {pid} still alive")
 
 
 @pytest.mark.timeout(120)
@@ -49,7 +34,7 @@ def test_acknowledged_writes_survive_kill_9(tmp_path):
                                for i in range(0, 400, 2)])
         store.close()
         os.kill(proc.pid, signal.SIGKILL)  # no shutdown save
-        wait_gone(proc.pid)
+        wait_until(lambda: not alive(proc.pid), 10, "killed graph server gone")
 
         proc = services.start_graph(port, data, logs)
         services.wait_graph(proc, port)
