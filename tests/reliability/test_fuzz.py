@@ -43,9 +43,10 @@ def fuzz_settings(settings):
     return settings.model_copy(update={"unknown_llm_grace_s": 0.05})
 
 
-@pytest.mark.integration
-@pytest.mark.slow
-def test_fuzzed_events_are_dead_lettered_and_good_ones_land_once(fuzz_settings, tmp_path):
+@pytest.fixture
+def ingest(fuzz_settings, tmp_path):
+    """A real Faust ingest worker on fresh topics, with LLMs m1 and m2 already in the catalog (good turns must
+    not race their LLM's registration: the grace is tiny here); yields (settings, store, worker)."""
     from graphstore import open_store
     from streams.client import PrefstreamClient
     from streams.kafka_config import create_topics
@@ -55,55 +56,64 @@ def test_fuzzed_events_are_dead_lettered_and_good_ones_land_once(fuzz_settings, 
     store = open_store(s)
     store.ensure_schema()
     worker = IngestWorker(s, tmp_path / "ingest.log").start()
-    t0 = time.monotonic()
     try:
-        bad = bad_events(N_BAD, SEED, tag="z")
-        rng = random.Random(SEED + 1)
         with PrefstreamClient(s) as c:
             c.register_llm("m1", "a small model", 0.1, 0.2)
             c.register_llm("m2", "a large model", 1.0, 2.0)
             c.flush()
-            # good turns must not race their LLM's registration (the grace is tiny here)
-            wait_for(lambda: {"m1", "m2"} <= set(store.llm_catalog()), 120, "the two LLMs in the catalog")
-            goods = [("turns", json.dumps(good_turn(i, "g")).encode()) for i in range(N_GOOD)]
-            goods += [("feedback", json.dumps(good_feedback(i, "g")).encode()) for i in range(N_GOOD)]
-            stream = [(topic, raw) for _, topic, raw in bad] + goods
-            rng.shuffle(stream)
-            for i, (topic, raw) in enumerate(stream):
-                c.publish_raw(getattr(s.topics, topic), raw, key=f"u{i % 7}" if i % 3 else None)
-            c.flush(120)
-            assert worker.proc.poll() is None, "ingest worker died while the fuzz was being published"
-
-            dead = read_all(s, s.topics.dead_letter, expect=len(bad), timeout=max(150, len(bad) // 20))
-        letters = [DeadLetter.model_validate(d) for d in dead]
-        assert worker.proc.poll() is None, "ingest worker died"
-        # every bad event dead-lettered exactly once, with its original bytes and a reason
-        assert len(letters) == len(bad), (len(letters), len(bad))
-        assert Counter(dl.raw for dl in letters) == Counter(raw for _, _, raw in bad)
-        assert all(dl.reason.strip() for dl in letters)
-        by_raw = {raw: (name, topic) for name, topic, raw in bad}
-        for dl in letters:
-            name, topic = by_raw[dl.raw]
-            assert dl.topic == getattr(s.topics, topic), (name, dl.topic)
-            if name == "unknown_llm":
-                assert "unknown llm_id" in dl.reason
-            elif name == "huge_message":
-                assert "the limit is 262144" in dl.reason
-        # every good event in the graph exactly once
-        wait_for(lambda: store.count("Turn") >= N_GOOD and store.count("Feedback") >= N_GOOD, 120,
-                 "the good turns and feedback")
-        assert store.count("Turn") == N_GOOD
-        assert store.count("Feedback") == N_GOOD
-        assert graph_ids(s, "MATCH (t:Turn) RETURN t.turn_id") == sorted(f"gt{i}" for i in range(N_GOOD))
-        assert graph_ids(s, "MATCH (f:Feedback) RETURN f.feedback_id") == sorted(f"gf{i}" for i in range(N_GOOD))
-        assert store.count("LLM") == 2  # no ghost LLM and no injected node
-        assert worker.proc.poll() is None
-        print(f"fuzz: {len(bad)} bad + {2 * N_GOOD} good events in {time.monotonic() - t0:.1f} s; classes "
-              f"{dict(Counter(n for n, _, _ in bad))}")
+        wait_for(lambda: {"m1", "m2"} <= set(store.llm_catalog()), 120, "the two LLMs in the catalog")
+        yield s, store, worker
     finally:
         worker.stop()
         store.clear()
         store.close()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_fuzzed_events_are_dead_lettered_and_good_ones_land_once(ingest):
+    from streams.client import PrefstreamClient
+
+    s, store, worker = ingest
+    t0 = time.monotonic()
+    bad = bad_events(N_BAD, SEED, tag="z")
+    rng = random.Random(SEED + 1)
+    with PrefstreamClient(s) as c:
+        goods = [("turns", json.dumps(good_turn(i, "g")).encode()) for i in range(N_GOOD)]
+        goods += [("feedback", json.dumps(good_feedback(i, "g")).encode()) for i in range(N_GOOD)]
+        stream = [(topic, raw) for _, topic, raw in bad] + goods
+        rng.shuffle(stream)
+        for i, (topic, raw) in enumerate(stream):
+            c.publish_raw(getattr(s.topics, topic), raw, key=f"u{i % 7}" if i % 3 else None)
+        c.flush(120)
+        assert worker.proc.poll() is None, "ingest worker died while the fuzz was being published"
+
+        dead = read_all(s, s.topics.dead_letter, expect=len(bad), timeout=max(150, len(bad) // 20))
+    letters = [DeadLetter.model_validate(d) for d in dead]
+    assert worker.proc.poll() is None, "ingest worker died"
+    # every bad event dead-lettered exactly once, with its original bytes and a reason
+    assert len(letters) == len(bad), (len(letters), len(bad))
+    assert Counter(dl.raw for dl in letters) == Counter(raw for _, _, raw in bad)
+    assert all(dl.reason.strip() for dl in letters)
+    by_raw = {raw: (name, topic) for name, topic, raw in bad}
+    for dl in letters:
+        name, topic = by_raw[dl.raw]
+        assert dl.topic == getattr(s.topics, topic), (name, dl.topic)
+        if name == "unknown_llm":
+            assert "unknown llm_id" in dl.reason
+        elif name == "huge_message":
+            assert "the limit is 262144" in dl.reason
+    # every good event in the graph exactly once
+    wait_for(lambda: store.count("Turn") >= N_GOOD and store.count("Feedback") >= N_GOOD, 120,
+             "the good turns and feedback")
+    assert store.count("Turn") == N_GOOD
+    assert store.count("Feedback") == N_GOOD
+    assert graph_ids(s, "MATCH (t:Turn) RETURN t.turn_id") == sorted(f"gt{i}" for i in range(N_GOOD))
+    assert graph_ids(s, "MATCH (f:Feedback) RETURN f.feedback_id") == sorted(f"gf{i}" for i in range(N_GOOD))
+    assert store.count("LLM") == 2  # no ghost LLM and no injected node
+    assert worker.proc.poll() is None
+    print(f"fuzz: {len(bad)} bad + {2 * N_GOOD} good events in {time.monotonic() - t0:.1f} s; classes "
+          f"{dict(Counter(n for n, _, _ in bad))}")
 
 
 # --- unit: parse_event never raises anything but InvalidEvent --------------------------------------
@@ -207,33 +217,18 @@ def test_parse_event_refuses_pathological_json(raw):
 # never committed, so a restarted worker crashed on it again). Now it is dead-lettered and the stream goes on.
 @pytest.mark.integration
 @pytest.mark.slow
-def test_a_pathological_message_does_not_stall_the_topic(fuzz_settings, tmp_path):
-    from graphstore import open_store
+def test_a_pathological_message_does_not_stall_the_topic(ingest):
     from streams.client import PrefstreamClient
-    from streams.kafka_config import create_topics
 
-    s = fuzz_settings
-    create_topics(s)
-    store = open_store(s)
-    store.ensure_schema()
-    worker = IngestWorker(s, tmp_path / "ingest.log").start()
-    try:
-        with PrefstreamClient(s) as c:
-            c.register_llm("m1", "a small model", 0.1, 0.2)
-            c.register_llm("m2", "a large model", 1.0, 2.0)
-            c.flush()
-            wait_for(lambda: {"m1", "m2"} <= set(store.llm_catalog()), 120, "the two LLMs in the catalog")
-            c.publish_raw(s.topics.turns, json.dumps(good_turn(0, "p")).encode(), key="u0")
-            c.flush()
-            wait_for(lambda: store.count("Turn") >= 1, 60, "the first good turn")
-            c.publish_raw(s.topics.turns, b"[" * 100_000, key="u0")
-            for i in range(1, 6):
-                c.publish_raw(s.topics.turns, json.dumps(good_turn(i, "p")).encode(), key="u0")
-            c.flush()
-        wait_for(lambda: store.count("Turn") >= 6, 45, "the good turns behind the pathological message")
-        dead = read_all(s, s.topics.dead_letter, expect=1, timeout=10)
-        assert [DeadLetter.model_validate(d).raw for d in dead] == [b"[" * 100_000]
-    finally:
-        worker.stop()
-        store.clear()
-        store.close()
+    s, store, _ = ingest
+    with PrefstreamClient(s) as c:
+        c.publish_raw(s.topics.turns, json.dumps(good_turn(0, "p")).encode(), key="u0")
+        c.flush()
+        wait_for(lambda: store.count("Turn") >= 1, 60, "the first good turn")
+        c.publish_raw(s.topics.turns, b"[" * 100_000, key="u0")
+        for i in range(1, 6):
+            c.publish_raw(s.topics.turns, json.dumps(good_turn(i, "p")).encode(), key="u0")
+        c.flush()
+    wait_for(lambda: store.count("Turn") >= 6, 45, "the good turns behind the pathological message")
+    dead = read_all(s, s.topics.dead_letter, expect=1, timeout=10)
+    assert [DeadLetter.model_validate(d).raw for d in dead] == [b"[" * 100_000]
