@@ -28,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from graphstore import open_store  # noqa: E402
+from graphstore import cypher, open_store  # noqa: E402
 from prefstream.config import Settings  # noqa: E402
 from streams.events import ChatTurn, Feedback, Thumbs  # noqa: E402
 
@@ -86,11 +86,6 @@ def ingest(store, data: Data, users: range, chunk_users: int = 500) -> tuple[int
     return rows, spent
 
 
-BULK_QUERIES = """
-UNWIND $rows AS row
-MERGE (q:Query {query_key: row.query_key})
-ON CREATE SET q.text = row.text, q.emb = row.emb
-"""
 BULK_TURNS = """
 UNWIND $users AS usr
 CREATE (u:User {user_id: usr.user_id, first_ms: usr.first_ms, last_ms: usr.last_ms})
@@ -143,7 +138,7 @@ def bulk_load(store, data: Data, users: range, chunk_users: int = 250) -> tuple[
             ts = [r["ts"] for r in recs]
             batch.append({"user_id": f"u{u}", "first_ms": min(ts), "last_ms": max(ts), "turns": recs})
             rows += len(recs)
-        g.query(BULK_QUERIES, {"rows": list(queries.values())})
+        g.query(cypher.UPSERT_QUERIES, {"rows": list(queries.values())})  # the ingest path's own query
         g.query(BULK_TURNS, {"users": batch})
         g.query(BULK_FOLLOWS, {"rows": follows})
     return rows, time.perf_counter() - t0
