@@ -93,7 +93,7 @@ WITH u, usr
 UNWIND usr.turns AS row
 MATCH (m:LLM {llm_id: row.llm_id})
 MATCH (q:Query {query_key: row.query_key})
-CREATE (t:Turn {turn_id: row.turn_id, user_id: usr.user_id, conversation_id: row.conversation_id,
+CREATE (t:Turn {turn_id: row.turn_id, linked: true, user_id: usr.user_id, conversation_id: row.conversation_id,
                 turn_index: row.turn_index, ts: row.ts, llm_id: row.llm_id, query_key: row.query_key})-[:BY]->(u),
        (m)-[:ANSWERED]->(t), (q)-[:ASKED_IN]->(t),
        (:Response {response_id: row.turn_id, text: row.response, rating: row.rating, rating_ms: row.rating_ms,
