@@ -25,8 +25,8 @@ SET m.description = row.description, m.price_in = row.price_in, m.price_out = ro
 # A turn is written in four steps so each node is MERGEd once per batch, not once per row (MERGE is the cost):
 # the batch's distinct users, LLMs and queries first, then one row per turn. Edges are CREATEd only with a
 # turn that has none yet: `linked` is false from the turn's creation until its edges are created in this same
-# atomic query, so a stored turn has all of them and a replay adds nothing (on FalkorDB the flag made this
-# query ~12 % faster than testing for an ASKED_IN edge: 9.6k vs 8.5k turn rows/s, 1000-row batches). A
+# atomic query, so a stored turn has all of them and a replay adds nothing (a property test is cheaper on
+# FalkorDB than the pattern test for an ASKED_IN edge it replaced, in a one-off GRAPH.PROFILE comparison). A
 # Response may already exist (feedback came first): keep its rating, fill in only what is missing.
 UPSERT_USERS = """
 UNWIND $rows AS row
