@@ -26,7 +26,7 @@ SET m.description = row.description, m.price_in = row.price_in, m.price_out = ro
 # the batch's distinct users, LLMs and queries first, then one row per turn. Edges are CREATEd only with a
 # turn that has none yet: `linked` is false from the turn's creation until its edges are created in this same
 # atomic query, so a stored turn has all of them and a replay adds nothing (a property test is cheaper on
-# FalkorDB than the pattern test for an ASKED_IN edge it replaced, in a one-off GRAPH.PROFILE comparison). A
+# FalkorDB than the pattern test for an ASKED_IN edge it replaced, in a one-off timing comparison). A
 # Response may already exist (feedback came first): keep its rating, fill in only what is missing.
 UPSERT_USERS = """
 UNWIND $rows AS row
