@@ -62,33 +62,42 @@ class GraphBatch:
     cand_inv: Tensor | None = None  # [N_c] row of cand_unique for each candidate
 
 
-def _response_features(sub: UserSubgraph) -> tuple[np.ndarray, np.ndarray]:
-    """[T, RESPONSE_FEATURES] feedback as the model sees it (unrated turns: zeros but the raw slot), and
-    [T] the comparison group (turns sharing conversation and turn index) of each turn, numbered from 0."""
-    t = len(sub)
-    r = sub.rating.astype(np.float32)
-    has = ~np.isnan(r)
+def _response_features(rating: np.ndarray, group: np.ndarray, user: np.ndarray, n_user: int) -> np.ndarray:
+    """[T, RESPONSE_FEATURES] feedback as the model sees it (unrated turns: zeros but the raw slot).
+
+    rating [T] (NaN = none), group [T] the comparison of each turn (turns of one user sharing conversation
+    and turn index), user [T] its user. Computed for the whole batch at once: a Python loop per user was
+    most of the builder's time on 64-request serving batches."""
+    t = len(rating)
     feat = np.zeros((t, RESPONSE_FEATURES), np.float32)
-    group = np.zeros(t, np.int64)
     if t == 0:
-        return feat, group
-    rr = np.where(has, r, 0.5)
-    keys: dict[tuple[str, int], list[int]] = {}
-    for i, (c, ti) in enumerate(zip(sub.conversation_ids, sub.turn_index.tolist())):
-        keys.setdefault((c, ti), []).append(i)
-    for n, idx in enumerate(keys.values()):
-        group[idx] = n
-        rated = [i for i in idx if has[i]]
-        if len(rated) >= 2:
-            mean = float(rr[rated].mean())
-            for i in rated:
-                feat[i, 0] = rr[i] - mean
-                feat[i, 3] = 1.0
-    user_mean = float(rr[has].mean()) if has.any() else 0.5
+        return feat
+    has = ~np.isnan(rating)
+    rr = np.where(has, rating, np.float32(0.5)).astype(np.float32)
+    w = has.astype(np.float64)
+    n_rated = np.bincount(group, weights=w)
+    group_mean = np.bincount(group, weights=rr * w) / np.maximum(n_rated, 1.0)
+    compared = has & (n_rated[group] >= 2)  # a rated turn with a rated sibling answer
+    feat[:, 0] = np.where(compared, rr - group_mean[group], 0.0)
+    feat[:, 3] = compared
+    u_rated = np.bincount(user, weights=w, minlength=n_user)
+    user_mean = np.where(u_rated > 0, np.bincount(user, weights=rr * w, minlength=n_user) / np.maximum(u_rated, 1.0),
+                         0.5)
     feat[:, 1] = has
     feat[:, 2] = rr
-    feat[:, 4] = np.where(has, rr - user_mean, 0.0)
-    return feat, group
+    feat[:, 4] = np.where(has, rr - user_mean[user], 0.0)
+    return feat
+
+
+def _index(keys: Sequence) -> tuple[np.ndarray, list[int]]:
+    """Node number of each key (in order of first appearance) and the position of each node's first key."""
+    node = dict.fromkeys(keys)  # distinct keys in order, in C
+    for i, k in enumerate(node):
+        node[k] = i
+    idx = np.array(list(map(node.__getitem__, keys)), np.int64)
+    first = np.zeros(len(node), np.int64)
+    first[idx[::-1]] = np.arange(len(idx))[::-1]
+    return idx, first.tolist()
 
 
 def build_batch(subgraphs: Sequence[UserSubgraph], requests: Sequence[Request],
@@ -98,61 +107,54 @@ def build_batch(subgraphs: Sequence[UserSubgraph], requests: Sequence[Request],
     ``llm_emb`` maps the llm ids of visible turns to description embeddings (unknown ids get zeros).
     """
     d = emb_dim or (requests[0].query_emb.shape[-1] if requests else 384)
-    q_rows: list[np.ndarray] = []
-    q_node: dict[str, int] = {}
-    m_node: dict[str, int] = {}
-    t_q, t_m, t_u, t_prev, t_rec, resp, t_grp = [], [], [], [], [], [], []
-    offset = 0
-    n_groups = 0
-    for u, sub in enumerate(subgraphs):
-        t = len(sub)
-        if t == 0:
-            continue
-        for i in range(t):
-            k = sub.query_keys[i]
-            if k not in q_node:
-                q_node[k] = len(q_rows)
-                q_rows.append(sub.query_emb[i])
-            t_q.append(q_node[k])
-            t_m.append(m_node.setdefault(sub.llm_ids[i], len(m_node)))
-        t_u.append(np.full(t, u, np.int64))
-        p = sub.prev.astype(np.int64)
-        t_prev.append(np.where(p >= 0, p + offset, -1))
-        age = (t - 1 - np.arange(t)).astype(np.float32)
-        t_rec.append(np.stack([np.exp(-age / RECENCY_TURNS), age / 100.0], axis=1))
-        feat, grp = _response_features(sub)
-        resp.append(feat)
-        t_grp.append(grp + n_groups)
-        n_groups += int(grp.max()) + 1
-        offset += t
-    n_turn = offset
+    subs = [s for s in subgraphs if len(s)]
+    lens = np.array([len(s) for s in subgraphs], np.int64)  # [U] turns per user
+    n_user, n_turn = len(subgraphs), int(lens.sum())
+    starts = np.cumsum(lens) - lens  # [U] first turn of each user
+    tu = np.repeat(np.arange(n_user), lens)  # [T] user of each turn
+    pos = np.arange(n_turn) - starts[tu]  # [T] position within its user's turns (oldest = 0)
+
+    def cat(field: str) -> list:
+        return [x for s in subs for x in getattr(s, field)]
+
+    q_keys, llm_ids = cat("query_keys"), cat("llm_ids")
+    t_q, q_first = _index(q_keys)
+    t_m, m_first = _index(llm_ids)
+    group, _ = _index(list(zip(tu.tolist(), cat("conversation_ids"),
+                               np.concatenate([s.turn_index for s in subs]).tolist() if subs else [])))
+    prev = np.concatenate([s.prev for s in subs]).astype(np.int64) if subs else np.zeros(0, np.int64)
+    prev = np.where(prev >= 0, prev + starts[tu], -1)
+    rating = np.concatenate([s.rating for s in subs]).astype(np.float32) if subs else np.zeros(0, np.float32)
+    age = (lens[tu] - 1 - pos).astype(np.float32)  # in turns from the user's newest
+
     data = HeteroData()
     zero = np.zeros(d, np.float32)
-    llm_rows = [np.asarray(llm_emb.get(m, zero), np.float32) for m in m_node]
-    data["user"].x = torch.zeros(len(subgraphs), 1)
-    data["query"].x = torch.from_numpy(np.stack(q_rows)) if q_rows else torch.zeros(0, d)
+    data["user"].x = torch.zeros(n_user, 1)
+    if subs:
+        q_all = np.concatenate([s.query_emb for s in subs])
+        data["query"].x = torch.from_numpy(np.ascontiguousarray(q_all[q_first], np.float32))
+    else:
+        data["query"].x = torch.zeros(0, d)
+    llm_rows = [np.asarray(llm_emb.get(llm_ids[i], zero), np.float32) for i in m_first]
     data["llm"].x = torch.from_numpy(np.stack(llm_rows)) if llm_rows else torch.zeros(0, d)
-    data["response"].x = torch.from_numpy(np.concatenate(resp)) if resp else torch.zeros(0, RESPONSE_FEATURES)
-    data["turn"].x = torch.from_numpy(np.concatenate(t_rec)) if t_rec else torch.zeros(0, TURN_FEATURES)
-    data["turn"].group = torch.from_numpy(np.concatenate(t_grp)) if t_grp else torch.zeros(0, dtype=torch.long)
-    tq = torch.tensor(t_q, dtype=torch.long)
-    tm = torch.tensor(t_m, dtype=torch.long)
-    tu = torch.from_numpy(np.concatenate(t_u)) if t_u else torch.zeros(0, dtype=torch.long)
-    tp = torch.from_numpy(np.concatenate(t_prev)) if t_prev else torch.zeros(0, dtype=torch.long)
+    data["response"].x = torch.from_numpy(_response_features(rating, group, tu, n_user))
+    data["turn"].x = torch.from_numpy(np.stack([np.exp(-age / RECENCY_TURNS), age / 100.0], axis=1).astype(np.float32))
+    data["turn"].group = torch.from_numpy(group)
+    tq, tm, tu_t, tp = (torch.from_numpy(a) for a in (t_q, t_m, tu, prev))
     ar = torch.arange(n_turn)
     data["turn"].query_idx = tq
     data["turn"].llm_idx = tm
-    data["turn"].user_idx = tu
+    data["turn"].user_idx = tu_t
     has_prev = tp >= 0
     edges = {
         ("query", "asked_in", "turn"): torch.stack([tq, ar]),
         ("llm", "answered", "turn"): torch.stack([tm, ar]),
         ("response", "answer_of", "turn"): torch.stack([ar, ar]),
-        ("turn", "by", "user"): torch.stack([ar, tu]),
+        ("turn", "by", "user"): torch.stack([ar, tu_t]),
         ("turn", "follows", "turn"): torch.stack([ar[has_prev], tp[has_prev]]),
     }
     if reverse_edges:
-        edges[("user", "rev_by", "turn")] = torch.stack([tu, ar])
+        edges[("user", "rev_by", "turn")] = torch.stack([tu_t, ar])
         edges[("turn", "rev_follows", "turn")] = torch.stack([tp[has_prev], ar[has_prev]])
     for et, ei in edges.items():
         data[et].edge_index = ei
@@ -162,35 +164,25 @@ def build_batch(subgraphs: Sequence[UserSubgraph], requests: Sequence[Request],
     cand = np.concatenate([r.candidates for r in requests]).astype(np.float32) if requests else np.zeros((0, d), np.float32)
     cand_req = np.repeat(np.arange(len(requests)), counts)
     # memory pairs: each candidate x each rated visible turn of its user
-    user_turns: dict[int, np.ndarray] = {}
-    start = 0
-    for u, sub in enumerate(subgraphs):
-        t = len(sub)
-        rated = np.flatnonzero(~np.isnan(sub.rating)) if t else np.zeros(0, np.int64)
-        user_turns[u] = rated + start
-        start += t
-    mc, mt = [], []
-    c0 = 0
-    for r, c in zip(requests, counts):
-        turns = user_turns[r.user]
-        if len(turns) and c:
-            mc.append(np.repeat(np.arange(c0, c0 + c), len(turns)))
-            mt.append(np.tile(turns, c))
-        c0 += c
-    seen: dict[bytes, int] = {}
-    inv = np.array([seen.setdefault(row.tobytes(), len(seen)) for row in cand], np.int64)
-    first = np.zeros(len(seen), np.int64)
-    first[inv[::-1]] = np.arange(len(inv))[::-1]  # first occurrence of each distinct row
+    rated = np.flatnonzero(~np.isnan(rating))  # [R] rated turns, grouped by user (turns are)
+    n_rated = np.bincount(tu[rated], minlength=n_user)  # [U]
+    req_user = np.array([r.user for r in requests], np.int64)
+    cu = req_user[cand_req]  # [N_c] user of each candidate
+    per_cand = n_rated[cu] if len(cu) else np.zeros(0, np.int64)
+    mem_cand = np.repeat(np.arange(len(cand)), per_cand)  # [P] candidate-major: each candidate, then its turns
+    within = np.arange(len(mem_cand)) - np.repeat(np.cumsum(per_cand) - per_cand, per_cand)
+    mem_turn = rated[np.repeat((np.cumsum(n_rated) - n_rated)[cu], per_cand) + within] if len(mem_cand) else mem_cand
+    inv, first = _index([row.tobytes() for row in cand])
     uniq = cand[first] if len(cand) else cand
     return GraphBatch(
         cand_unique=torch.from_numpy(np.ascontiguousarray(uniq)),
-        cand_inv=torch.from_numpy(inv.reshape(-1).astype(np.int64)),
+        cand_inv=torch.from_numpy(inv),
         data=data,
         query=torch.from_numpy(np.stack([r.query_emb for r in requests]).astype(np.float32)) if requests else torch.zeros(0, d),
-        req_user=torch.tensor([r.user for r in requests], dtype=torch.long),
+        req_user=torch.from_numpy(req_user),
         cand=torch.from_numpy(cand),
         cand_req=torch.from_numpy(cand_req).long(),
-        mem_cand=torch.from_numpy(np.concatenate(mc)).long() if mc else torch.zeros(0, dtype=torch.long),
-        mem_turn=torch.from_numpy(np.concatenate(mt)).long() if mt else torch.zeros(0, dtype=torch.long),
+        mem_cand=torch.from_numpy(mem_cand),
+        mem_turn=torch.from_numpy(mem_turn.astype(np.int64)),
         counts=counts,
     )

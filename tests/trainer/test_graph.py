@@ -57,3 +57,20 @@ def test_truncate_keeps_last_groups_and_remaps_prev():
     assert t.prev.tolist() == [-1, -1, -1]  # the previous turns were dropped
     assert len(truncate(a, 0)) == 0
     assert truncate(a, 10) is a
+
+
+def test_comparisons_and_user_means_are_per_user():
+    # two users with the same conversation id and turn index: their answers are not one comparison
+    a = _sub("a", ["m1", "m2"], [1.0, 0.0], ["c", "c"], [0, 0], [-1, -1], ["q1", "q1"])
+    b = _sub("bb", ["m1", "m2", "m1"], [0.2, np.nan, 0.8], ["c", "c", "e"], [0, 0, 0], [-1, -1, -1],
+             ["q1", "q1", "q2"])
+    emb = {m: np.zeros(D, np.float32) for m in ["m1", "m2"]}
+    g = build_batch([a, b], [Request(1, np.zeros(D, np.float32), np.ones((2, D), np.float32))], emb)
+    resp = g.data["response"].x
+    assert g.data["turn"].group.tolist() == [0, 0, 1, 1, 2]
+    assert torch.allclose(resp[:2, 0], torch.tensor([0.5, -0.5])) and resp[:2, 3].tolist() == [1.0, 1.0]
+    assert resp[2:, 0].tolist() == [0.0, 0.0, 0.0] and resp[2:, 3].tolist() == [0.0, 0.0, 0.0]  # b: no rated pair
+    # deviation from the user's own mean rating (a: 0.5, b: 0.5 over its two rated turns); unrated -> 0
+    assert torch.allclose(resp[:, 4], torch.tensor([0.5, -0.5, -0.3, 0.0, 0.3]), atol=1e-6)
+    # memory pairs of the one request (user b, 2 candidates): b's rated turns 2 and 4, candidate-major
+    assert list(zip(g.mem_cand.tolist(), g.mem_turn.tolist())) == [(0, 2), (0, 4), (1, 2), (1, 4)]
