@@ -93,8 +93,9 @@ WITH u, usr
 UNWIND usr.turns AS row
 MATCH (m:LLM {llm_id: row.llm_id})
 MATCH (q:Query {query_key: row.query_key})
-CREATE (t:Turn {turn_id: row.turn_id, linked: true, user_id: usr.user_id, conversation_id: row.conversation_id,
-                turn_index: row.turn_index, ts: row.ts, llm_id: row.llm_id, query_key: row.query_key})-[:BY]->(u),
+CREATE (t:Turn {turn_id: row.turn_id, created_by: 'bulk', user_id: usr.user_id, conversation_id: row.conversation_id,
+                turn_index: row.turn_index, ts: row.ts, llm_id: row.llm_id, query_key: row.query_key,
+                position: row.conversation_id + '#' + toString(row.turn_index)})-[:BY]->(u),
        (m)-[:ANSWERED]->(t), (q)-[:ASKED_IN]->(t),
        (:Response {response_id: row.turn_id, text: row.response, rating: row.rating, rating_ms: row.rating_ms,
                    rating_by: row.rating_by})-[:ANSWER_OF]->(t)

@@ -24,10 +24,11 @@ SET m.description = row.description, m.price_in = row.price_in, m.price_out = ro
 
 # A turn is written in four steps so each node is MERGEd once per batch, not once per row (MERGE is the cost):
 # the batch's distinct users, LLMs and queries first, then one row per turn. Edges are CREATEd only with a
-# turn that has none yet: `linked` is false from the turn's creation until its edges are created in this same
-# atomic query, so a stored turn has all of them and a replay adds nothing (a property test is cheaper on
-# FalkorDB than the pattern test for an ASKED_IN edge it replaced, in a one-off timing comparison). A
-# Response may already exist (feedback came first): keep its rating, fill in only what is missing.
+# turn that has none yet: a new turn records the id of the write that created it (`created_by`, a fresh
+# $write_id per query), and only that same atomic query creates its edges, so a stored turn has all of them
+# and a replay (another write id) adds nothing. This costs no extra update per row, unlike the `linked` flag
+# it replaced (set false on create, true after the edges). A Response may already exist (feedback came
+# first): keep its rating, fill in only what is missing.
 UPSERT_USERS = """
 UNWIND $rows AS row
 MERGE (u:User {user_id: row.user_id})
@@ -46,27 +47,38 @@ ON CREATE SET q.text = row.text, q.emb = row.emb
 # The turn step also links FOLLOWS for the turns it created, both ways, so whichever of two consecutive turns
 # arrives second makes the edge (order-tolerant); MERGE because both may be new in the same batch. MERGE (like
 # every clause) completes for all rows before the next clause runs, so the FOLLOWS match sees the whole
-# batch's new turns; doing it here saves a second query, its parameters and a second lookup of every turn.
+# batch's new turns. Neighbours are found by `position` (conversation id '#' turn index, indexed): two index
+# seeks per turn, whatever the conversation's length (matching on conversation_id read all of its turns).
+# The id and index both end up in the text, so positions of different conversations never collide.
 UPSERT_TURNS = """
 UNWIND $rows AS row
 MERGE (t:Turn {turn_id: row.turn_id})
-ON CREATE SET t.linked = false, t.user_id = row.user_id, t.conversation_id = row.conversation_id,
-    t.turn_index = row.turn_index, t.ts = row.ts, t.llm_id = row.llm_id, t.query_key = row.query_key
+ON CREATE SET t.created_by = $write_id, t.user_id = row.user_id, t.conversation_id = row.conversation_id,
+    t.turn_index = row.turn_index, t.ts = row.ts, t.llm_id = row.llm_id, t.query_key = row.query_key,
+    t.position = row.conversation_id + '#' + toString(row.turn_index)
 MERGE (r:Response {response_id: row.turn_id})
 ON CREATE SET r.text = row.response, r.emb = row.response_emb
 ON MATCH SET r.text = coalesce(r.text, row.response), r.emb = coalesce(r.emb, row.response_emb)
 WITH row, t, r
-WHERE t.linked = false
+WHERE t.created_by = $write_id
 MATCH (u:User {user_id: row.user_id})
 MATCH (m:LLM {llm_id: row.llm_id})
 MATCH (q:Query {query_key: row.query_key})
 CREATE (t)-[:BY]->(u), (m)-[:ANSWERED]->(t), (q)-[:ASKED_IN]->(t), (r)-[:ANSWER_OF]->(t)
-SET t.linked = true
 WITH row, t
-MATCH (o:Turn {conversation_id: row.conversation_id})
-WHERE o.user_id = row.user_id AND (o.turn_index = row.turn_index - 1 OR o.turn_index = row.turn_index + 1)
+UNWIND [row.conversation_id + '#' + toString(row.turn_index - 1),
+        row.conversation_id + '#' + toString(row.turn_index + 1)] AS near
+MATCH (o:Turn {position: near})
+WHERE o.user_id = row.user_id
 FOREACH (x IN CASE WHEN o.turn_index < t.turn_index THEN [1] ELSE [] END | MERGE (t)-[:FOLLOWS]->(o))
 FOREACH (x IN CASE WHEN o.turn_index > t.turn_index THEN [1] ELSE [] END | MERGE (o)-[:FOLLOWS]->(t))
+"""
+
+# Turns stored before `position` existed get it here (ensure_schema), so new turns find them as neighbours.
+BACKFILL_TURN_POSITIONS = """
+MATCH (t:Turn)
+WHERE t.position IS NULL
+SET t.position = t.conversation_id + '#' + toString(t.turn_index)
 """
 
 # Feedback is kept by its event id. It rates Response nodes keyed by turn ids, MERGEd here, so feedback that
@@ -88,17 +100,16 @@ SET r.rating = e.rating, r.rating_ms = f.ts, r.rating_by = f.feedback_id
 """
 
 # One query per batch of decisions. Like turns, a decision's edges are CREATEd once, in the same atomic query
-# that creates it (`linked`), so a re-recorded decision (a redelivered request) adds nothing. Users and LLMs
-# are MERGEd: a cold-start user has no node until its first decision or turn.
+# that creates it (`created_by` = this query's $write_id), so a re-recorded decision (a redelivered request)
+# adds nothing. Users and LLMs are MERGEd: a cold-start user has no node until its first decision or turn.
 UPSERT_DECISIONS = """
 UNWIND $rows AS row
 MERGE (d:Decision {request_id: row.request_id})
-ON CREATE SET d.linked = false, d.user_id = row.user_id, d.chosen_llm_id = row.chosen_llm_id, d.scores = row.scores,
-    d.model_version = row.model_version, d.turn_ids = row.turn_ids, d.latency_ms = row.latency_ms,
-    d.fallback = row.fallback, d.error = row.error, d.ts = row.ts
+ON CREATE SET d.created_by = $write_id, d.user_id = row.user_id, d.chosen_llm_id = row.chosen_llm_id,
+    d.scores = row.scores, d.model_version = row.model_version, d.turn_ids = row.turn_ids,
+    d.latency_ms = row.latency_ms, d.fallback = row.fallback, d.error = row.error, d.ts = row.ts
 WITH d, row
-WHERE d.linked = false
-SET d.linked = true
+WHERE d.created_by = $write_id
 FOREACH (uid IN CASE WHEN row.user_id IS NULL THEN [] ELSE [row.user_id] END |
     MERGE (u:User {user_id: uid})
     CREATE (d)-[:FOR]->(u))
@@ -122,26 +133,39 @@ RETURN m.llm_id, m.description, m.price_in, m.price_out, m.emb
 # `WITH uid, u` makes FalkorDB seek the user by index and expand, instead of scanning all turns.
 # Only keys and scalars come back: the query embedding is immutable and read by query_key (QUERY_EMBS) only
 # when the client's cache lacks it, so a warm read moves ~100 bytes per turn instead of ~2 KB.
+_TURN_FILTER = """
+WHERE ($conversation_id IS NULL OR t.conversation_id = $conversation_id) AND ($before_ms IS NULL OR t.ts < $before_ms)
+"""
 _LAST_K_TURNS = """
 UNWIND $uids AS uid
 MATCH (u:User {user_id: uid})
 WITH uid, u
-MATCH (u)<-[:BY]-(t:Turn)
-WHERE ($conversation_id IS NULL OR t.conversation_id = $conversation_id) AND ($before_ms IS NULL OR t.ts < $before_ms)
-WITH uid, t
+MATCH (u)<-[:BY]-(t:Turn)""" + _TURN_FILTER + """WITH uid, t
 ORDER BY t.ts DESC, t.turn_id DESC
 WITH uid, collect(t)[0..$k] AS turns
 UNWIND turns AS t
-OPTIONAL MATCH (r:Response)-[:ANSWER_OF]->(t)
 """
-USER_TURNS = _LAST_K_TURNS + """RETURN uid, t.turn_id, t.conversation_id, t.llm_id, t.query_key, t.turn_index, t.ts, r.rating, r.rating_ms
+# The same for one user ($uid): a plain ORDER BY ... LIMIT, a little cheaper than collecting per user.
+_LAST_K_TURNS_ONE = """
+MATCH (u:User {user_id: $uid})
+WITH u
+MATCH (u)<-[:BY]-(t:Turn)""" + _TURN_FILTER + """WITH $uid AS uid, t
+ORDER BY t.ts DESC, t.turn_id DESC
+LIMIT $k
 """
-
-# The same read with each turn's query embedding as a last column, for when the client's cache is cold
-# (GraphStore picks by its recent hit rate): one round trip instead of two.
-USER_TURNS_EMB = _LAST_K_TURNS + """OPTIONAL MATCH (q:Query)-[:ASKED_IN]->(t)
+_TURN_COLUMNS = """OPTIONAL MATCH (r:Response)-[:ANSWER_OF]->(t)
+RETURN uid, t.turn_id, t.conversation_id, t.llm_id, t.query_key, t.turn_index, t.ts, r.rating, r.rating_ms
+"""
+# With each turn's query embedding as a last column, for when the client's cache is cold (GraphStore picks
+# by its recent hit rate): one round trip instead of two.
+_TURN_COLUMNS_EMB = """OPTIONAL MATCH (r:Response)-[:ANSWER_OF]->(t)
+OPTIONAL MATCH (q:Query)-[:ASKED_IN]->(t)
 RETURN uid, t.turn_id, t.conversation_id, t.llm_id, t.query_key, t.turn_index, t.ts, r.rating, r.rating_ms, q.emb
 """
+USER_TURNS = _LAST_K_TURNS + _TURN_COLUMNS
+USER_TURNS_EMB = _LAST_K_TURNS + _TURN_COLUMNS_EMB
+USER_TURNS_ONE = _LAST_K_TURNS_ONE + _TURN_COLUMNS
+USER_TURNS_ONE_EMB = _LAST_K_TURNS_ONE + _TURN_COLUMNS_EMB
 
 QUERY_EMBS = """
 UNWIND $keys AS qk
@@ -199,8 +223,8 @@ COUNT: dict[str, str] = {label: f"MATCH (n:{label}) RETURN count(n)" for label i
 COUNT_REL: dict[str, str] = {rel: f"MATCH ()-[e:{rel}]->() RETURN count(e)"
                              for name, rel in vars(Rel).items() if not name.startswith("_")}
 
-#: Secondary lookups: Turn by conversation (FOLLOWS linking), User by recency (the sampler).
-SECONDARY_INDEXES: tuple[tuple[str, str], ...] = ((Label.TURN, "conversation_id"), (Label.USER, "last_ms"))
+#: Secondary lookups: Turn by position in its conversation (FOLLOWS linking), User by recency (the sampler).
+SECONDARY_INDEXES: tuple[tuple[str, str], ...] = ((Label.TURN, "position"), (Label.USER, "last_ms"))
 
 FALKOR_DDL: tuple[str, ...] = tuple(
     f"CREATE INDEX FOR (n:{label}) ON (n.{prop})" for label, prop in [*KEYS.items(), *SECONDARY_INDEXES])

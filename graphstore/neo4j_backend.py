@@ -30,7 +30,7 @@ class Neo4jStore(GraphStore):
                                                   routing_=self._read_routing)
         return [list(r.values()) for r in records]
 
-    def ensure_schema(self) -> None:
+    def _create_schema(self) -> None:
         for ddl in cypher.NEO4J_DDL:
             self._write(ddl, {})
 

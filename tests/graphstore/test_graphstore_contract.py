@@ -108,6 +108,25 @@ def test_replaying_everything_in_any_order_changes_nothing(store):
     assert store.count(Label.DECISION) == 2
 
 
+def _raw_write(store, q: str) -> None:
+    """A write outside graphstore.cypher (the store refuses those): only to fake data an older version stored."""
+    if hasattr(store, "graph"):
+        store.graph.query(q)
+    else:
+        store.driver.execute_query(q, database_=store.database)
+
+
+def test_turns_stored_before_positions_existed_are_still_linked(store):
+    # Turns written before the `position` property: ensure_schema fills it in, so a later turn of the same
+    # conversation finds them (FOLLOWS) both ways
+    store.upsert_turns(with_emb(*conversation(n=1), turn("u1-c1-2-m1", "u1", "c1", 2, 1300, "m1")))
+    _raw_write(store, "MATCH (t:Turn) SET t.position = null")
+    store.ensure_schema()
+    store.upsert_turns(with_emb(turn("u1-c1-1-m1", "u1", "c1", 1, 1200, "m1")))
+    assert store.count_edges(Rel.FOLLOWS) == 3  # 1 -> both answers of 0, 2 -> 1
+    assert store.user_subgraph("u1", 10).prev.tolist() == [-1, -1, 0, 2]
+
+
 def test_order_tolerance_turns_reversed_and_feedback_first(store):
     turns = conversation(n=4)
     fbs = [thumbs("f1", "u1-c1-1-m1", True, 5000), pairwise("f3", "u1-c1-3-m1", "u1-c1-3-m2", 5002)]

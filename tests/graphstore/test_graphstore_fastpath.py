@@ -78,7 +78,7 @@ def test_query_embedding_cache_serves_repeated_reads_and_is_bounded(store):
     store._read = counting
     store.emb_cache_size = 3
     first = store.user_subgraph("u1", 12)  # cold: embeddings come with the turns, one round trip
-    assert reads == [cypher.USER_TURNS_EMB] and len(store._embs) == 3  # bounded: least recently used dropped
+    assert reads == [cypher.USER_TURNS_ONE_EMB] and len(store._embs) == 3  # bounded: least recently used dropped
     np.testing.assert_array_equal(first.query_emb, expected)
 
     store.emb_cache_size = 100
@@ -86,13 +86,19 @@ def test_query_embedding_cache_serves_repeated_reads_and_is_bounded(store):
         np.testing.assert_array_equal(store.user_subgraph("u1", 12).query_emb, expected)
     reads.clear()
     warm = store.user_subgraph("u1", 12)
-    assert reads == [cypher.USER_TURNS]  # one round trip, no embedding moved
+    assert reads == [cypher.USER_TURNS_ONE]  # one round trip, no embedding moved
     np.testing.assert_array_equal(warm.query_emb, expected)
 
     store._embs.popitem(last=False)  # a key the cache lost is read by key, once
     reads.clear()
     np.testing.assert_array_equal(store.user_subgraphs(["u1", "u1"], 12)[1].query_emb, expected)
-    assert reads == [cypher.USER_TURNS, cypher.QUERY_EMBS]
+    assert reads == [cypher.USER_TURNS_ONE, cypher.QUERY_EMBS]  # one distinct user: the single-user query
+    for _ in range(2):  # reads that miss one key each: the cache no longer serves whole reads, so ...
+        store._embs.popitem(last=False)
+        store.user_subgraph("u1", 12)
+    reads.clear()
+    np.testing.assert_array_equal(store.user_subgraph("u1", 12).query_emb, expected)
+    assert reads == [cypher.USER_TURNS_ONE_EMB]  # ... the embeddings come with the turns again
 
     # a returned matrix is the caller's own: writing to it does not touch the cache
     warm.query_emb[:] = 0
@@ -105,10 +111,10 @@ def test_cold_and_warm_reads_agree(store):
     turns = [turn(f"{u}-t{i}", user=u, idx=i, ts=1000 + i, query=f"q{i % 3}") for u in ("a", "b") for i in range(5)]
     store.upsert_turns(with_emb(*turns))
     cold = store.user_subgraphs(["a", "b", "nobody"], 4)
-    store._emb_hit_rate = 1.0  # force the keys-only read on a cache that has everything
+    store._emb_served = 1.0  # force the keys-only read on a cache that has everything
     warm = store.user_subgraphs(["a", "b", "nobody"], 4)
     store._forget_cached()
-    store._emb_hit_rate = 1.0  # keys-only read on an empty cache: every embedding read by key
+    store._emb_served = 1.0  # keys-only read on an empty cache: every embedding read by key
     keyed = store.user_subgraphs(["a", "b", "nobody"], 4)
     for x, y, z in zip(cold, warm, keyed):
         assert x.turn_ids == y.turn_ids == z.turn_ids and x.prev.tolist() == y.prev.tolist() == z.prev.tolist()
