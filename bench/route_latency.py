@@ -97,11 +97,12 @@ def serve_router(stats_path: str, hot_path: str | None) -> None:
             wrapped_scorer[0] = sc
         cur.clear()
         t = time.perf_counter()
-        handle(records, producer)
+        sent = handle(records, producer)
         tf = time.perf_counter()
         producer.flush()
         cur.update(t=time.time(), n=len(records), handle_ms=(tf - t) * 1000, flush_ms=(time.perf_counter() - tf) * 1000)
         rows.append(dict(cur))
+        return sent
 
     loop._handle = handle_timed
     signal.signal(signal.SIGTERM, lambda *_: loop.stop())

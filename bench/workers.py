@@ -99,12 +99,13 @@ class BenchWorker(RouterWorker):
                 self._wrap(sc, "score_batch", "score_ms")
                 self._scorer = sc
             t = time.perf_counter()
-            handle(records, producer)
+            sent = handle(records, producer)
             self._add("handle_ms", (time.perf_counter() - t) * 1000)
             with self._stats_lock:
                 self._st["batches"] += 1
                 self._st["decisions"] += len(records)
                 self._st["batch_sizes"].append(len(records))
+            return sent
         self.loop._handle = timed
 
     def pid(self) -> int:

@@ -22,6 +22,7 @@ from streams.kafka_config import consumer_kwargs, producer_kwargs
 log = logging.getLogger(__name__)
 
 MAX_AUDIT_BACKLOG = 8  # micro-batches of decisions waiting to be written to the graph
+SEND_TIMEOUT_S = 60.0  # longest wait for the broker to ack a micro-batch's replies
 
 
 class Decider(Protocol):
@@ -36,6 +37,28 @@ def request_id_of(raw: bytes) -> str:
         return rid if isinstance(rid, str) and 0 < len(rid) <= 128 else "unknown"
     except (ValueError, RecursionError, AttributeError):
         return "unknown"
+
+
+def first_offsets(records) -> dict:
+    """{partition: offset of its first record among these}."""
+    from kafka import TopicPartition
+
+    first: dict = {}
+    for r in records:
+        tp = TopicPartition(r.topic, r.partition)
+        first[tp] = min(first.get(tp, r.offset), r.offset)
+    return first
+
+
+def next_offsets(records) -> dict:
+    """{partition: offset after its last record}: what to commit once these records are answered."""
+    from kafka import OffsetAndMetadata, TopicPartition
+
+    last: dict = {}
+    for r in records:
+        tp = TopicPartition(r.topic, r.partition)
+        last[tp] = max(last.get(tp, r.offset), r.offset)
+    return {tp: OffsetAndMetadata(o + 1, None, -1) for tp, o in last.items()}
 
 
 class RouteLoop:
@@ -60,36 +83,75 @@ class RouteLoop:
         producer = KafkaProducer(client_id=self.client_id, **producer_kwargs(s))
         if ready is not None:
             ready.set()
+        # One micro-batch in flight: its replies are acked by the broker while the next batch is decided,
+        # and its offsets are committed only after that (at-least-once: a reply is never committed unsent).
+        previous: tuple[list, list] | None = None  # (reply futures, records)
         try:
             while not self.stop_event.is_set():
-                batch = consumer.poll(timeout_ms=100, max_records=s.route_batch_size)
-                records = [r for rs in batch.values() for r in rs]
+                records = self._poll(consumer)
                 if not records:
+                    if previous is not None:  # nothing new: finish the last batch now
+                        self._settle(previous, consumer)
+                        previous = None
                     continue
-                if len(records) < s.route_batch_size and s.route_batch_wait_ms > 0:
-                    more = consumer.poll(timeout_ms=int(s.route_batch_wait_ms),
-                                         max_records=s.route_batch_size - len(records))
-                    records += [r for rs in more.values() for r in rs]
-                self._handle(records, producer)
-                producer.flush()
-                consumer.commit()
-                self.handled += len(records)
+                sent = self._handle(records, producer)
+                if previous is not None and not self._settle(previous, consumer):
+                    previous = None  # read again from the failed batch on, this one included
+                    continue
+                previous = (sent, records)
         finally:
-            self._audit.shutdown(wait=True)
-            consumer.close()
-            producer.close()
+            try:
+                if previous is not None:
+                    self._settle(previous, consumer)
+            finally:
+                self._audit.shutdown(wait=True)
+                consumer.close()
+                producer.close()
 
-    def _handle(self, records, producer) -> None:
+    def _poll(self, consumer) -> list:
+        s = self.s
+        batch = consumer.poll(timeout_ms=100, max_records=s.route_batch_size)
+        records = [r for rs in batch.values() for r in rs]
+        if records and len(records) < s.route_batch_size and s.route_batch_wait_ms > 0:
+            more = consumer.poll(timeout_ms=int(s.route_batch_wait_ms), max_records=s.route_batch_size - len(records))
+            records += [r for rs in more.values() for r in rs]
+        return records
+
+    def _settle(self, batch: tuple[list, list], consumer) -> bool:
+        """Wait until the broker has the batch's replies, then commit its requests' offsets. If a reply could
+        not be written, rewind to the batch's first records instead (they are answered again) -> False."""
+        from kafka.errors import KafkaError
+
+        sent, records = batch
+        try:
+            for f in sent:
+                f.get(timeout=SEND_TIMEOUT_S)
+        except KafkaError as exc:  # after the producer's own retries, or the wait timed out
+            log.error("a reply could not be written (%s); reading its batch again", exc)
+            for tp, offset in first_offsets(records).items():
+                if tp in consumer.assignment():
+                    consumer.seek(tp, offset)
+            return False
+        try:
+            consumer.commit(next_offsets(records))
+        except KafkaError as exc:  # e.g. a rebalance moved the partition: its new owner answers it again
+            log.warning("commit failed (%s); these requests may be answered twice", exc)
+        self.handled += len(records)
+        return True
+
+    def _handle(self, records, producer) -> list:
+        """Decide the records; returns the futures of the replies (and dead letters) sent for them."""
         s = self.s
         requests: list[RouteRequest] = []
         replies: list[RouteDecision] = []
+        sent = []
         for r in records:
             try:
                 requests.append(parse_event(r.value, RouteRequest))
             except Exception as exc:  # InvalidEvent, or anything unforeseen: never a poison pill
                 reason = str(exc) if isinstance(exc, InvalidEvent) else f"could not parse: {type(exc).__name__}: {exc}"
                 dl = DeadLetter.of(r.topic, r.value, reason, r.partition, r.offset)
-                producer.send(s.topics.dead_letter, key=r.topic.encode(), value=dl.to_bytes())
+                sent.append(producer.send(s.topics.dead_letter, key=r.topic.encode(), value=dl.to_bytes()))
                 replies.append(RouteDecision(request_id=request_id_of(r.value), error=reason))
         if requests:
             try:
@@ -99,10 +161,12 @@ class RouteLoop:
                 replies += [RouteDecision(request_id=q.request_id, user_id=q.user_id,
                                           error=f"router error: {type(exc).__name__}: {exc}") for q in requests]
         for d in replies:
-            producer.send(s.topics.decisions, key=(d.user_id or d.request_id).encode(), value=d.to_bytes())
+            sent.append(producer.send(s.topics.decisions, key=(d.user_id or d.request_id).encode(),
+                                      value=d.to_bytes()))
         self._audit_slots.acquire()
         fut = self._audit.submit(self.decider.record_decisions, [d for d in replies if d.chosen_llm_id is not None])
         fut.add_done_callback(lambda _: self._audit_slots.release())
+        return sent
 
     def stop(self) -> None:
         self.stop_event.set()

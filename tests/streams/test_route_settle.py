@@ -1,0 +1,54 @@
+"""RouteLoop's commit rule, as a pure unit test: offsets are committed only after every reply is acked;
+a reply the broker did not take rewinds the consumer to the batch instead (answered again, never lost)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from kafka import TopicPartition
+from kafka.errors import KafkaTimeoutError
+
+from prefstream.config import Settings
+from streams.route_loop import RouteLoop
+
+
+class Acked:
+    def get(self, timeout=None):
+        return None
+
+
+class NotAcked:
+    def get(self, timeout=None):
+        raise KafkaTimeoutError("no ack")
+
+
+class Consumer:
+    def __init__(self):
+        self.commits, self.seeks = [], []
+
+    def assignment(self):
+        return {TopicPartition("req", 0), TopicPartition("req", 1)}
+
+    def commit(self, offsets):
+        self.commits.append({tp: o.offset for tp, o in offsets.items()})
+
+    def seek(self, tp, offset):
+        self.seeks.append((tp, offset))
+
+
+def records():
+    return [SimpleNamespace(topic="req", partition=p, offset=o) for p, o in [(0, 5), (1, 9), (0, 6), (0, 7)]]
+
+
+def test_commits_after_acks_the_offset_after_each_partitions_last_record():
+    loop, consumer = RouteLoop(Settings(), decider=None), Consumer()
+    assert loop._settle(([Acked(), Acked()], records()), consumer)
+    assert consumer.commits == [{TopicPartition("req", 0): 8, TopicPartition("req", 1): 10}]
+    assert consumer.seeks == [] and loop.handled == 4
+
+
+def test_an_unacked_reply_rewinds_to_the_batch_and_commits_nothing():
+    loop, consumer = RouteLoop(Settings(), decider=None), Consumer()
+    assert not loop._settle(([Acked(), NotAcked()], records()), consumer)
+    assert consumer.commits == [] and loop.handled == 0
+    assert sorted(consumer.seeks) == [(TopicPartition("req", 0), 5), (TopicPartition("req", 1), 9)]
