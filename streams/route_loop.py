@@ -61,6 +61,11 @@ def next_offsets(records) -> dict:
     return {tp: OffsetAndMetadata(o + 1, None, -1) for tp, o in last.items()}
 
 
+def _log_failed_commit(_offsets, result) -> None:
+    if isinstance(result, Exception):  # e.g. a rebalance moved the partition: its new owner answers it again
+        log.warning("commit failed (%s); these requests may be answered twice", result)
+
+
 class RouteLoop:
     def __init__(self, s: Settings, decider: Decider, client_id: str = "router"):
         self.s = s
@@ -80,7 +85,7 @@ class RouteLoop:
         s = self.s
         consumer = KafkaConsumer(s.topics.requests, client_id=self.client_id,
                                  **consumer_kwargs(s, self.group_id, max_poll_records=s.route_batch_size))
-        producer = KafkaProducer(client_id=self.client_id, **producer_kwargs(s))
+        producer = KafkaProducer(client_id=self.client_id, **producer_kwargs(s, linger_ms=s.route_reply_linger_ms))
         if ready is not None:
             ready.set()
         # One micro-batch in flight: its replies are acked by the broker while the next batch is decided,
@@ -102,7 +107,7 @@ class RouteLoop:
         finally:
             try:
                 if previous is not None:
-                    self._settle(previous, consumer)
+                    self._settle(previous, consumer, wait_commit=True)
             finally:
                 self._audit.shutdown(wait=True)
                 consumer.close()
@@ -117,8 +122,9 @@ class RouteLoop:
             records += [r for rs in more.values() for r in rs]
         return records
 
-    def _settle(self, batch: tuple[list, list], consumer) -> bool:
-        """Wait until the broker has the batch's replies, then commit its requests' offsets. If a reply could
+    def _settle(self, batch: tuple[list, list], consumer, wait_commit: bool = False) -> bool:
+        """Wait until the broker has the batch's replies, then commit its requests' offsets (without waiting
+        for the commit unless ``wait_commit``: a lost commit only means answering again). If a reply could
         not be written, rewind to the batch's first records instead (they are answered again) -> False."""
         from kafka.errors import KafkaError
 
@@ -133,9 +139,12 @@ class RouteLoop:
                     consumer.seek(tp, offset)
             return False
         try:
-            consumer.commit(next_offsets(records))
+            if wait_commit:
+                consumer.commit(next_offsets(records))
+            else:
+                consumer.commit_async(next_offsets(records), callback=_log_failed_commit)
         except KafkaError as exc:  # e.g. a rebalance moved the partition: its new owner answers it again
-            log.warning("commit failed (%s); these requests may be answered twice", exc)
+            _log_failed_commit(None, exc)
         self.handled += len(records)
         return True
 

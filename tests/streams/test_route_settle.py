@@ -30,7 +30,10 @@ class Consumer:
         return {TopicPartition("req", 0), TopicPartition("req", 1)}
 
     def commit(self, offsets):
-        self.commits.append({tp: o.offset for tp, o in offsets.items()})
+        self.commits.append(("sync", {tp: o.offset for tp, o in offsets.items()}))
+
+    def commit_async(self, offsets, callback=None):
+        self.commits.append(("async", {tp: o.offset for tp, o in offsets.items()}))
 
     def seek(self, tp, offset):
         self.seeks.append((tp, offset))
@@ -43,8 +46,10 @@ def records():
 def test_commits_after_acks_the_offset_after_each_partitions_last_record():
     loop, consumer = RouteLoop(Settings(), decider=None), Consumer()
     assert loop._settle(([Acked(), Acked()], records()), consumer)
-    assert consumer.commits == [{TopicPartition("req", 0): 8, TopicPartition("req", 1): 10}]
-    assert consumer.seeks == [] and loop.handled == 4
+    assert loop._settle(([Acked()], records()[:1]), consumer, wait_commit=True)  # the last one, at shutdown
+    assert consumer.commits == [("async", {TopicPartition("req", 0): 8, TopicPartition("req", 1): 10}),
+                                ("sync", {TopicPartition("req", 0): 6})]
+    assert consumer.seeks == [] and loop.handled == 5
 
 
 def test_an_unacked_reply_rewinds_to_the_batch_and_commits_nothing():
