@@ -350,7 +350,8 @@ def markdown(r: dict) -> str:
         "", f"Best: **{r['upsert_rows_per_s']:,.0f} rows/s** at batch {r['best_batch_size']} (target >= 10,000).", "",
         "## Subgraph reads (last k turns with embeddings, ratings)", "",
         "Query embeddings come from the store's LRU cache (Query nodes never change) and are read by key only "
-        "when missing (a cold cache, by recent hit rate, gets them with the turns in one round trip instead). "
+        "when missing (while the cache has not been serving whole reads, they come with the turns in one round trip "
+        "instead). "
         "'Same 64 again' re-reads batches just read (active users); the cold-cache columns empty the cache "
         "before every read.", "",
         "| users | turns | upserted rows/s | bulk-loaded turns | user_subgraph p50 ms | p99 ms "
@@ -367,7 +368,7 @@ def markdown(r: dict) -> str:
         "", "## Embedding encoding (same read, raw query)", "",
         "| property | p50 ms | p99 ms |", "|---|---:|---:|",
         *(f"| {k} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} |" for k, v in r["encoding"].items()),
-        "",
+        "", *([r["notes"], ""] if r.get("notes") else []),
     ]
     return "\n".join(lines)
 
