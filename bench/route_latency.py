@@ -375,7 +375,8 @@ def run_config(stack, name: str, overrides: dict, shared: dict, rates: list[floa
                 wait_all(w, 20)
                 tw1 = time.time()
                 got = [d for d in decs if d is not None]
-                row = {"config": name, "kafka_fetch_wait_ms": s.kafka_fetch_wait_ms, **overrides, "rate": rate, "duration_s": duration, **summarize(w),
+                row = {"config": name, "kafka_fetch_wait_ms": s.kafka_fetch_wait_ms, **overrides, "rate": rate,
+                       "duration_s": duration, **summarize(w),
                        "fallback": sum(d.fallback for d in got), "error": sum(d.error is not None for d in got),
                        "repeat_frac": round(kinds["repeat"] / max(len(w.done), 1), 3),
                        "history_turns_p50": pct([len(d.turn_ids) for d in got], 50),

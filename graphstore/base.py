@@ -142,14 +142,17 @@ class GraphStore(ABC):
     def _read(self, q: str, params: dict) -> list[list]: ...
 
     @abstractmethod
-    def _create_schema(self) -> None:
-        """Create the backend's indexes / constraints (cypher.FALKOR_DDL / NEO4J_DDL) that do not exist yet."""
+    def _create_schema(self) -> bool:
+        """Create the backend's indexes / constraints (cypher.FALKOR_DDL / NEO4J_DDL) that do not exist yet;
+        False only when certainly none was missing."""
 
     def ensure_schema(self) -> None:
         """Create indexes / constraints for every key and bring older stored data up to the current shape;
         safe to call any number of times."""
-        self._create_schema()
-        self._write(cypher.BACKFILL_TURN_POSITIONS, {})
+        # Stored data can lack `position` only if its index was missing too (both came in one change), so the
+        # backfill's scan of every turn runs when an index was created, not at every start.
+        if self._create_schema():
+            self._write(cypher.BACKFILL_TURN_POSITIONS, {})
 
     @abstractmethod
     def clear(self) -> None:
@@ -258,14 +261,15 @@ class GraphStore(ABC):
         # embeddings come in the same round trip (USER_TURNS_EMB): one missing key would cost a second read, so
         # the choice follows whole reads, not the share of keys found (0.9 of 10 keys is 0.35 of reads).
         with_emb = self._emb_served < 0.5
-        got: list[list] = []
         filters = {"k": int(k), "conversation_id": conversation_id, "before_ms": before_ms}
         if len(uids) == 1:
             got = self._read(cypher.USER_TURNS_ONE_EMB if with_emb else cypher.USER_TURNS_ONE,
                              {"uid": uids[0], **filters})
-        for part in chunks(uids, self.batch_size) if len(uids) > 1 else ():
-            got += self._read(cypher.USER_TURNS_EMB if with_emb else cypher.USER_TURNS,
-                              {"uids": list(part), **filters})
+        else:
+            got = []
+            for part in chunks(uids, self.batch_size):
+                got += self._read(cypher.USER_TURNS_EMB if with_emb else cypher.USER_TURNS,
+                                  {"uids": list(part), **filters})
         known = {r[4]: r.pop() for r in got} if with_emb else None
         # columns as subgraph.TURN_ID..RATING_MS; the query embedding (QEMB) is appended from the cache
         embs = self.query_embeddings([r[4] for r in got], known)

@@ -156,8 +156,8 @@ LIMIT $k
 _TURN_COLUMNS = """OPTIONAL MATCH (r:Response)-[:ANSWER_OF]->(t)
 RETURN uid, t.turn_id, t.conversation_id, t.llm_id, t.query_key, t.turn_index, t.ts, r.rating, r.rating_ms
 """
-# With each turn's query embedding as a last column, for when the client's cache is cold (GraphStore picks
-# by its recent hit rate): one round trip instead of two.
+# With each turn's query embedding as a last column, for when the client's cache has not been serving whole
+# reads (GraphStore._user_rows picks): one round trip instead of two.
 _TURN_COLUMNS_EMB = """OPTIONAL MATCH (r:Response)-[:ANSWER_OF]->(t)
 OPTIONAL MATCH (q:Query)-[:ASKED_IN]->(t)
 RETURN uid, t.turn_id, t.conversation_id, t.llm_id, t.query_key, t.turn_index, t.ts, r.rating, r.rating_ms, q.emb

@@ -5,9 +5,11 @@ Queries go through the client's connection pool but not through its ``Graph.quer
 and result parser (``falkordb.query_result``) were about a third of ingest time and half of a batched
 subgraph read. Each thread also keeps one connection of the pool for itself: redis-py's per-command pool
 checkout and bookkeeping were about a fifth of a single-user subgraph read (0.17 of 0.86 ms, interleaved
-one-off timing). Connection errors are retried as redis-py does (the connection's own ``Retry``). ``params_header`` below produces byte for byte the same ``CYPHER name=value ...`` header as the
-client (strings quoted and escaped the same way, values only ever as parameters), and ``parse_cell`` reads
-the same ``--compact`` result format, handing anything but plain scalars and lists back to the client's parser.
+one-off timing). Connection errors are retried as redis-py does (the connection's own ``Retry``).
+
+``params_header`` below produces byte for byte the same ``CYPHER name=value ...`` header as the client
+(strings quoted and escaped the same way, values only ever as parameters), and ``parse_cell`` reads the same
+``--compact`` result format, handing anything but plain scalars and lists back to the client's parser.
 """
 
 from __future__ import annotations
@@ -174,7 +176,7 @@ class FalkorStore(GraphStore):
                 return []
             raise
 
-    def _create_schema(self) -> None:
+    def _create_schema(self) -> bool:
         from redis.exceptions import ResponseError
 
         created = False
@@ -187,6 +189,7 @@ class FalkorStore(GraphStore):
                     raise
         if created:
             self._compact_aof()
+        return created
 
     def _compact_aof(self, timeout_s: float = 30.0) -> None:
         """Fold the index DDL into the append-only file's snapshot base.

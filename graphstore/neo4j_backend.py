@@ -30,9 +30,10 @@ class Neo4jStore(GraphStore):
                                                   routing_=self._read_routing)
         return [list(r.values()) for r in records]
 
-    def _create_schema(self) -> None:
+    def _create_schema(self) -> bool:
         for ddl in cypher.NEO4J_DDL:
             self._write(ddl, {})
+        return True  # IF NOT EXISTS does not say whether it created anything: assume it did
 
     def clear(self) -> None:
         self._write(cypher.CLEAR, {})

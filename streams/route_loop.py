@@ -134,8 +134,9 @@ class RouteLoop:
                 f.get(timeout=SEND_TIMEOUT_S)
         except KafkaError as exc:  # after the producer's own retries, or the wait timed out
             log.error("a reply could not be written (%s); reading its batch again", exc)
+            assigned = consumer.assignment()
             for tp, offset in first_offsets(records).items():
-                if tp in consumer.assignment():
+                if tp in assigned:
                     consumer.seek(tp, offset)
             return False
         try:

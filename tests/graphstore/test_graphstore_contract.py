@@ -108,19 +108,21 @@ def test_replaying_everything_in_any_order_changes_nothing(store):
     assert store.count(Label.DECISION) == 2
 
 
-def _raw_write(store, q: str) -> None:
-    """A write outside graphstore.cypher (the store refuses those): only to fake data an older version stored."""
+def _raw_write(store, falkordb: str, neo4j: str) -> None:
+    """A write outside graphstore.cypher (the store refuses those): only to fake a graph an older version stored."""
     if hasattr(store, "graph"):
-        store.graph.query(q)
+        store.graph.query(falkordb)
     else:
-        store.driver.execute_query(q, database_=store.database)
+        store.driver.execute_query(neo4j, database_=store.database)
 
 
 def test_turns_stored_before_positions_existed_are_still_linked(store):
-    # Turns written before the `position` property: ensure_schema fills it in, so a later turn of the same
-    # conversation finds them (FOLLOWS) both ways
+    # A graph from before the `position` property (and its index): ensure_schema creates the index and fills
+    # the property in, so a later turn of the same conversation finds the old turns (FOLLOWS) both ways
     store.upsert_turns(with_emb(*conversation(n=1), turn("u1-c1-2-m1", "u1", "c1", 2, 1300, "m1")))
-    _raw_write(store, "MATCH (t:Turn) SET t.position = null")
+    strip = "MATCH (t:Turn) SET t.position = null"
+    _raw_write(store, strip, strip)
+    _raw_write(store, "DROP INDEX ON :Turn(position)", "DROP INDEX turn_position IF EXISTS")
     store.ensure_schema()
     store.upsert_turns(with_emb(turn("u1-c1-1-m1", "u1", "c1", 1, 1200, "m1")))
     assert store.count_edges(Rel.FOLLOWS) == 3  # 1 -> both answers of 0, 2 -> 1
