@@ -181,8 +181,9 @@ class GraphEncoder(nn.Module):
             "user": xq.new_zeros(n_user, h),  # users start at zero: no per-user parameters
         }
         edges = {et: data[et].edge_index for et in data.edge_types}
-        for conv, norms in zip(self.convs, self.norms):
-            out = hgt_forward(conv, x, edges)  # = conv(x, edges), with far fewer ops (trainer/hgt_fast.py)
+        for i, (conv, norms) in enumerate(zip(self.convs, self.norms)):
+            # = conv(x, edges) with far fewer ops (trainer/hgt_fast.py); the last layer's turn states are unused
+            out = hgt_forward(conv, x, edges, out_types=("user",) if i == len(self.convs) - 1 else None)
             for t, norm in norms.items():
                 if out.get(t) is not None:
                     x[t] = self.drop(norm(out[t]))

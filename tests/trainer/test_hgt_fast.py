@@ -13,20 +13,26 @@ H, F_ = 4, 16
 
 
 def random_graph(gen: torch.Generator, meta, n_max: int = 12, empty: tuple = ()) -> tuple[dict, dict]:
+    """Random edges, except that responses and turns pair up one to one as in a served batch (the
+    ``arange`` indices hgt_forward does not gather)."""
     nodes, edges = meta
     n = {t: int(torch.randint(1, n_max, (1,), generator=gen)) for t in nodes}
+    n["response"] = n["turn"]
     x = {t: torch.randn(n[t], F_, generator=gen) for t in nodes}
     ei = {}
     for et in edges:
         s, _, d = et
         m = 0 if et in empty else int(torch.randint(0, 3 * n_max, (1,), generator=gen))
         ei[et] = torch.stack([torch.randint(0, n[s], (m,), generator=gen), torch.randint(0, n[d], (m,), generator=gen)])
+    if ("response", "answer_of", "turn") not in empty:
+        ei[("response", "answer_of", "turn")] = torch.arange(n["turn"]).repeat(2, 1)
     return x, ei
 
 
+@pytest.mark.parametrize("out_types", [None, ("user",)])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("seed", range(5))
-def test_same_outputs_and_gradients_as_pyg(seed, reverse):
+def test_same_outputs_and_gradients_as_pyg(seed, reverse, out_types):
     torch.manual_seed(seed)
     meta = metadata(reverse)
     conv = HGTConv(F_, F_, meta, heads=H)
@@ -38,8 +44,8 @@ def test_same_outputs_and_gradients_as_pyg(seed, reverse):
     x, ei = random_graph(gen, meta, empty=empty)
 
     ref = conv(x, ei)
-    got = hgt_forward(conv, x, ei)
-    ref = {t: v for t, v in ref.items() if v is not None}
+    got = hgt_forward(conv, x, ei, out_types=out_types)
+    ref = {t: v for t, v in ref.items() if v is not None and (out_types is None or t in out_types)}
     assert got.keys() == ref.keys()
     for t in ref:
         torch.testing.assert_close(got[t], ref[t], rtol=1e-5, atol=1e-5)
