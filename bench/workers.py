@@ -436,6 +436,9 @@ def main() -> int:
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--batches", default="1,16,64")
     ap.add_argument("--inflight", type=int, default=256)
+    ap.add_argument("--router-cpus", type=float, default=None,
+                    help="Ray CPUs per worker actor (default: the router_num_cpus setting); below 1 to run more "
+                         "workers than the 2 cores")
     ap.add_argument("--duration", type=float, default=15.0, help="measured seconds per Kafka config")
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--drain", type=float, default=30.0)
@@ -466,7 +469,8 @@ def main() -> int:
     torch.set_num_threads(1)
     out: dict = {"command": command_line(), "device": "cpu (2 cores, shared)", "machine": machine_facts()}
     with private_stack("workers") as stack:
-        s = stack.settings(router_threads=1)
+        s = stack.settings(router_threads=1, **({} if args.router_cpus is None else
+                                                {"router_num_cpus": args.router_cpus}))
         version = publish_fixed_model(s.model_dir)
         users, texts, facts = preload(stack, s, args.users, args.history)
         log(f"preloaded {facts}")
