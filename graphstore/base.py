@@ -193,14 +193,29 @@ class GraphStore(ABC):
             for r in part:  # each distinct user / query once per batch, with the batch's time span
                 u = users.setdefault(r["user_id"], {"user_id": r["user_id"], "first_ms": r["ts"], "last_ms": r["ts"]})
                 u["first_ms"], u["last_ms"] = min(u["first_ms"], r["ts"]), max(u["last_ms"], r["ts"])
-                if r["query_key"] not in queries:
-                    text, emb = r["_query"]
-                    queries[r["query_key"]] = {"query_key": r["query_key"], "text": text, "emb": codec.encode(emb)}
+                queries.setdefault(r["query_key"], r["_query"])
             self._write(cypher.UPSERT_USERS, {"rows": list(users.values())})
             self._write(cypher.MERGE_LLMS, {"rows": [{"llm_id": m} for m in sorted({r["llm_id"] for r in part})]})
-            self._write(cypher.UPSERT_QUERIES, {"rows": list(queries.values())})
+            self._write_queries(queries.items())
             self._write(cypher.UPSERT_TURNS, {"rows": [{k: v for k, v in r.items() if k != "_query"} for r in part],
                                               "write_id": uuid.uuid4().hex})
+
+    def _write_queries(self, items: Iterable[tuple[str, tuple[str, np.ndarray]]]) -> None:
+        """(query key, (text, embedding)) -> Query nodes; an existing node keeps its text and embedding."""
+        self._write(cypher.UPSERT_QUERIES, {"rows": [{"query_key": k, "text": t, "emb": codec.encode(e)}
+                                                     for k, (t, e) in items]})
+
+    def upsert_queries(self, items: Sequence[tuple[str, np.ndarray]]) -> None:
+        """Store query texts with their embeddings (the router's new texts), so that nobody embeds them again."""
+        rows = {query_key(t): (t, e) for t, e in items}
+        for part in chunks(list(rows.items()), self.batch_size):
+            self._write_queries(part)
+
+    def stored_query_embeddings(self, texts: list[str]) -> list[np.ndarray | None]:
+        """The Query-node embedding of each text, None where the graph has none (a ``TextEncoder`` lookup)."""
+        keys = [query_key(t) for t in texts]
+        found = self.query_embeddings(keys)
+        return [found.get(k) for k in keys]
 
     def upsert_feedback(self, items: Sequence[Feedback]) -> None:
         """Keep every feedback event (by event id) and apply the latest rating to the rated response(s).

@@ -37,6 +37,7 @@ class IngestStore(Protocol):
     def llm_catalog(self) -> dict[str, LLMInfo]: ...
     def upsert_llms(self, items: list[tuple[LLMRegistered, np.ndarray]]) -> None: ...
     def upsert_turns(self, items: list[tuple[ChatTurn, np.ndarray, np.ndarray | None]]) -> None: ...
+    def stored_query_embeddings(self, texts: list[str]) -> list[np.ndarray | None]: ...
     def upsert_feedback(self, items: list[Feedback]) -> None: ...
 
 
@@ -99,7 +100,8 @@ class Ingestor:
             else:
                 accepted.append(e)
         if accepted:
-            q = self.encoder.encode([e.query for e in accepted])
+            # a query the graph already holds (routed, or asked before) keeps its stored vector: no encoder run
+            q = self.encoder.encode([e.query for e in accepted], lookup=self.store.stored_query_embeddings)
             self.store.upsert_turns([(e, q[i], None) for i, e in enumerate(accepted)])
         result.accepted = len(accepted)
         return result

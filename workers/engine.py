@@ -24,6 +24,8 @@ from workers.models import ModelSource
 
 log = logging.getLogger(__name__)
 
+MAX_UNSTORED = 10_000  # new request texts waiting for their Query node (bounded while the graph is down)
+
 
 class StoreLike(Protocol):
     def llm_catalog(self) -> dict[str, LLMInfo]: ...
@@ -32,9 +34,13 @@ class StoreLike(Protocol):
 
     def record_decisions(self, items: list[RouteDecision]) -> None: ...
 
+    def stored_query_embeddings(self, texts: list[str]) -> list[np.ndarray | None]: ...
+
+    def upsert_queries(self, items: list[tuple[str, np.ndarray]]) -> None: ...
+
 
 class EncoderLike(Protocol):
-    def encode(self, texts: list[str]) -> np.ndarray: ...
+    def encode(self, texts: list[str], lookup=None) -> np.ndarray: ...
 
 
 @dataclass
@@ -58,6 +64,9 @@ class RouteEngine:
         self._catalog_error: str | None = None  # why the last catalog read failed (None: it worked)
         self._prior: dict[str, float] = {}  # EMA of scores per LLM, the fallback when no model can score
         self._lock = threading.Lock()
+        # request texts the graph had no Query node for: written with the next audit record, so the ingest of
+        # the turn that follows a routed request finds the vector instead of running the encoder again
+        self._unstored: dict[str, np.ndarray | None] = {}
 
     # --- catalog ---------------------------------------------------------------------------
     def catalog(self, missing: set[str] | None = None) -> dict[str, LLMInfo]:
@@ -117,7 +126,9 @@ class RouteEngine:
         version = getattr(scorer, "version", None)
         if ok and scorer is not None:
             try:
-                q = self.encoder.encode([p.request.query for p in ok])
+                texts = [p.request.query for p in ok]
+                q = self.encoder.encode(texts, lookup=self._stored_queries if self.record else None)
+                self._remember_new(texts, q)
                 scores = scorer.score_batch([(sg, q[i], p.candidates) for i, (sg, p) in enumerate(zip(subgraphs, ok))])
             except Exception:
                 log.exception("scorer failed; answering from the prior")
@@ -148,6 +159,26 @@ class RouteEngine:
                 fallback=fallback))
         return out
 
+    # --- query embeddings shared through the graph -----------------------------------------------
+    def _stored_queries(self, texts: list[str]) -> list[np.ndarray | None]:
+        """Encoder lookup: the graph's vectors for texts the encoder's cache lacks; the rest are new."""
+        try:
+            found = self.store.stored_query_embeddings(texts)
+        except Exception as exc:  # the graph being down must not stop routing: the encoder still works
+            log.warning("query embedding lookup failed (%s); encoding", exc)
+            return [None] * len(texts)
+        with self._lock:
+            for t, v in zip(texts, found):
+                if v is None and len(self._unstored) < MAX_UNSTORED:
+                    self._unstored[t] = None
+        return found
+
+    def _remember_new(self, texts: list[str], q: np.ndarray) -> None:
+        with self._lock:
+            for t, v in zip(texts, q):
+                if t in self._unstored and self._unstored[t] is None:
+                    self._unstored[t] = v
+
     def _learn_prior(self, ids: list[str], s: list[float], alpha: float = 0.02) -> None:
         with self._lock:
             for m, v in zip(ids, s):
@@ -161,3 +192,12 @@ class RouteEngine:
             self.store.record_decisions(decisions)
         except Exception as exc:
             log.warning("could not record %d decisions for audit: %s", len(decisions), exc)
+        with self._lock:
+            new = [(t, v) for t, v in self._unstored.items() if v is not None]
+            for t, _ in new:
+                del self._unstored[t]
+        if new:
+            try:
+                self.store.upsert_queries(new)
+            except Exception as exc:  # not an error: the ingest embeds the text itself then
+                log.warning("could not store %d new query embeddings: %s", len(new), exc)

@@ -258,3 +258,16 @@ def test_decisions_are_linked_and_kept(store):
     e = store.decision("r2")
     assert e["error"] == "invalid request" and e["chosen_llm_id"] is None and e["turns"] == []
     assert store.decision("nope") is None
+
+
+def test_stored_query_embeddings_round_trip_and_first_write_wins(store):
+    texts = NASTY[:3]
+    assert store.stored_query_embeddings(texts) == [None, None, None]
+    store.upsert_queries([(texts[0], emb(texts[0])), (texts[1], emb(texts[1]))])
+    store.upsert_queries([(texts[0], emb("another vector"))])  # a Query node never changes once created
+    store.upsert_turns(with_emb(turn("t1", query=texts[2])))
+    got = store.stored_query_embeddings(texts + ["never seen"])
+    for t, v in zip(texts, got):
+        np.testing.assert_allclose(v, emb(t), atol=1e-6)
+    assert got[3] is None
+    assert store.count(Label.QUERY) == 3

@@ -21,6 +21,7 @@ class Store:
         self.catalog = {m.llm_id: m for m in (llm(0, 1.0), llm(1, 5.0), llm(2, 0.5))}
         self.down = False
         self.recorded = []
+        self.queries = {}
 
     def llm_catalog(self):
         if self.down:
@@ -38,10 +39,25 @@ class Store:
     def record_decisions(self, items):
         self.recorded += items
 
+    def stored_query_embeddings(self, texts):
+        if self.down:
+            raise ConnectionError("graph down")
+        return [self.queries.get(t) for t in texts]
+
+    def upsert_queries(self, items):
+        if self.down:
+            raise ConnectionError("graph down")
+        self.queries.update(items)
+
 
 class Encoder:
-    def encode(self, texts):
-        return np.ones((len(texts), D), np.float32)
+    def __init__(self):
+        self.encoded = []
+
+    def encode(self, texts, lookup=None):
+        found = lookup(texts) if lookup else [None] * len(texts)
+        self.encoded += [t for t, v in zip(texts, found) if v is None]
+        return np.stack([np.ones(D, np.float32) if v is None else v for v in found]) if texts else np.zeros((0, D))
 
 
 class Scorer:
@@ -140,3 +156,22 @@ def test_no_model_yet_still_answers(parts):
     engine.models = Models(None)
     [d] = engine.decide([req(0)])
     assert d.fallback and d.chosen_llm_id is not None and d.error is None
+
+
+def test_new_request_texts_are_stored_once_and_stored_ones_not_encoded(parts):
+    store, _, engine = parts
+    enc = engine.encoder
+    store.queries["known"] = np.full(D, 0.5, np.float32)  # e.g. ingested with an earlier turn
+    engine.decide([RouteRequest(request_id="a", user_id="u", query="known"),
+                   RouteRequest(request_id="b", user_id="u", query="new")])
+    assert enc.encoded == ["new"]  # the graph's vector is used, only the unknown text runs the encoder
+    assert "new" not in store.queries  # written with the audit record, off the decision path
+    engine.record_decisions(engine.decide([RouteRequest(request_id="c", user_id="u", query="other")]))
+    assert set(store.queries) == {"known", "new", "other"}
+    store.down = True
+    engine.decide([RouteRequest(request_id="d", user_id="u", query="while down")])  # lookup fails: still encoded
+    assert enc.encoded[-1] == "while down"
+    engine.record_decisions([])
+    store.down = False
+    engine.record_decisions(engine.decide([RouteRequest(request_id="e", user_id="u", query="new")]))
+    assert "while down" not in store.queries  # unknown whether the graph has it: the ingest will embed it
