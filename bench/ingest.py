@@ -7,6 +7,11 @@ Feedback events on them. Two workloads:
           user-turn share the query, so the encoder cache hits on the others);
   hot     the same turns with each query replaced by one of --hot-size real texts, so after the first batches
           every embedding is an encoder-cache hit: the pipeline without the encoder.
+  routed  the sim turns, each query already routed: its Query node (text + vector) is in the graph before the
+          clock starts, as a router writes it with its audit record, so the ingest reads the vector instead of
+          running the encoder (the usual order in production: route, answer, publish the turn). The vectors
+          come from the project's embedding cache (var/cache), computed once, untimed. Not in the headline
+          turns_per_s, which counts only workloads where the ingest runs the encoder.
 Modes:
   faust     `python -m prefstream.cli ingest` as a subprocess (settings as PREFSTREAM_* env); the 9 LLMs are
             published first and the clock starts when the worker has ingested them (group joined, encoder
@@ -66,6 +71,14 @@ def text_facts(turns) -> dict:
             "query_chars_p90": float(np.percentile([len(q) for q in qs], 90))}
 
 
+def store_routed(store, s, turns) -> None:
+    """What routers leave behind for these turns: a Query node with its vector per distinct text."""
+    from trainer.embed import embed_texts
+
+    texts = list(dict.fromkeys(t.query for t in turns))
+    store.upsert_queries(list(zip(texts, embed_texts(texts, s.encoder, progress=True))))
+
+
 # ------------------------------------------------------------------------------------------------ ingestor alone
 OMP_THREADS: str | None = None  # --omp-threads
 
@@ -78,6 +91,8 @@ def run_ingestor(stack, turns, fbs, batch: int, kind: str, max_seq: int | None) 
     s = stack.settings(ingest_batch_size=batch)
     store = open_store(s)
     store.ensure_schema()
+    if kind == "routed":
+        store_routed(store, s, turns)
     enc = TextEncoder(s.encoder, s.encoder_device)
     import torch
 
@@ -139,6 +154,8 @@ def run_faust(stack, turns, fbs, batch: int, kind: str, logdir: Path, timeout: f
     create_topics(s)
     store = open_store(s)
     store.ensure_schema()
+    if kind == "routed":
+        store_routed(store, s, turns)
     log = logdir / f"ingest-{kind}-{batch}-{uuid.uuid4().hex[:4]}.log"
     t_start = time.monotonic()
     env = child_env(s)
@@ -220,7 +237,8 @@ def write_md(res: dict) -> None:
                  f"| {r.get('omp_threads') or 'all'} | {r['turns']} | {r['turns_per_s']} | {r.get('events_per_s')} | {r.get('complete', True)} "
                  f"| {r.get('encode_s', '-')} | {r.get('upsert_turns_s', '-')} | {r.get('other_s', '-')} "
                  f"| {r.get('encoded_texts', '-')} | {c.get('worker', '-')} | {c.get('broker', '-')} | {r['loadavg'][0]:.2f} |")
-    L += ["", f"Best turns/s: {res.get('turns_per_s')} (target >= 1,000).", "", res.get("notes", "")]
+    L += ["", f"Best turns/s: {res.get('turns_per_s')} (target >= 1,000). With every query routed first (the vector "
+          f"read from the graph, no encoder run): {res.get('routed_turns_per_s')}.", "", res.get("notes", "")]
     (RESULTS / "ingest.md").write_text("\n".join(L) + "\n")
 
 
@@ -264,7 +282,8 @@ def main() -> None:
                         print({k: v for k, v in row.items() if k != "curve"}, flush=True)
                         write_json(out, res)
     done = [r for r in res["rows"] if r["mode"] == "faust" and r.get("complete")]
-    res["turns_per_s"] = max((r["turns_per_s"] for r in done), default=None)
+    res["turns_per_s"] = max((r["turns_per_s"] for r in done if r["workload"] != "routed"), default=None)
+    res["routed_turns_per_s"] = max((r["turns_per_s"] for r in done if r["workload"] == "routed"), default=None)
     res["command"] = res["commands"][-1]
     res["machine"]["loadavg_end"] = list(os.getloadavg())
     write_json(out, res)
