@@ -14,6 +14,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import numpy as np
@@ -66,7 +67,7 @@ class RouteEngine:
         self._lock = threading.Lock()
         # request texts the graph had no Query node for: written with the next audit record, so the ingest of
         # the turn that follows a routed request finds the vector instead of running the encoder again
-        self._unstored: dict[str, np.ndarray | None] = {}
+        self._unstored: dict[str, np.ndarray] = {}
 
     # --- catalog ---------------------------------------------------------------------------
     def catalog(self, missing: set[str] | None = None) -> dict[str, LLMInfo]:
@@ -127,8 +128,9 @@ class RouteEngine:
         if ok and scorer is not None:
             try:
                 texts = [p.request.query for p in ok]
-                q = self.encoder.encode(texts, lookup=self._stored_queries if self.record else None)
-                self._remember_new(texts, q)
+                new: list[str] = []  # the texts among them that the graph has no vector for
+                q = self.encoder.encode(texts, lookup=partial(self._stored_queries, new=new) if self.record else None)
+                self._queue_new(new, texts, q)
                 scores = scorer.score_batch([(sg, q[i], p.candidates) for i, (sg, p) in enumerate(zip(subgraphs, ok))])
             except Exception:
                 log.exception("scorer failed; answering from the prior")
@@ -160,24 +162,22 @@ class RouteEngine:
         return out
 
     # --- query embeddings shared through the graph -----------------------------------------------
-    def _stored_queries(self, texts: list[str]) -> list[np.ndarray | None]:
-        """Encoder lookup: the graph's vectors for texts the encoder's cache lacks; the rest are new."""
+    def _stored_queries(self, texts: list[str], new: list[str]) -> list[np.ndarray | None]:
+        """Encoder lookup: the graph's vectors for texts the encoder's cache lacks; the others go to ``new``."""
         try:
             found = self.store.stored_query_embeddings(texts)
         except Exception as exc:  # the graph being down must not stop routing: the encoder still works
             log.warning("query embedding lookup failed (%s); encoding", exc)
             return [None] * len(texts)
-        with self._lock:
-            for t, v in zip(texts, found):
-                if v is None and len(self._unstored) < MAX_UNSTORED:
-                    self._unstored[t] = None
+        new += [t for t, v in zip(texts, found) if v is None]
         return found
 
-    def _remember_new(self, texts: list[str], q: np.ndarray) -> None:
+    def _queue_new(self, new: list[str], texts: list[str], q: np.ndarray) -> None:
+        vec = dict(zip(texts, q))
         with self._lock:
-            for t, v in zip(texts, q):
-                if t in self._unstored and self._unstored[t] is None:
-                    self._unstored[t] = v
+            for t in new:
+                if len(self._unstored) < MAX_UNSTORED:
+                    self._unstored[t] = vec[t]
 
     def _learn_prior(self, ids: list[str], s: list[float], alpha: float = 0.02) -> None:
         with self._lock:
@@ -193,9 +193,7 @@ class RouteEngine:
         except Exception as exc:
             log.warning("could not record %d decisions for audit: %s", len(decisions), exc)
         with self._lock:
-            new = [(t, v) for t, v in self._unstored.items() if v is not None]
-            for t, _ in new:
-                del self._unstored[t]
+            new, self._unstored = list(self._unstored.items()), {}
         if new:
             try:
                 self.store.upsert_queries(new)

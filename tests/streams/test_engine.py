@@ -53,9 +53,12 @@ class Store:
 class Encoder:
     def __init__(self):
         self.encoded = []
+        self.fail = False
 
     def encode(self, texts, lookup=None):
         found = lookup(texts) if lookup else [None] * len(texts)
+        if self.fail:
+            raise RuntimeError("encoder broke after the lookup")
         self.encoded += [t for t, v in zip(texts, found) if v is None]
         return np.stack([np.ones(D, np.float32) if v is None else v for v in found]) if texts else np.zeros((0, D))
 
@@ -175,3 +178,8 @@ def test_new_request_texts_are_stored_once_and_stored_ones_not_encoded(parts):
     store.down = False
     engine.record_decisions(engine.decide([RouteRequest(request_id="e", user_id="u", query="new")]))
     assert "while down" not in store.queries  # unknown whether the graph has it: the ingest will embed it
+    enc.fail = True
+    [d] = engine.decide([RouteRequest(request_id="f", user_id="u", query="never encoded")])
+    assert d.fallback
+    engine.record_decisions([d])
+    assert "never encoded" not in store.queries  # no vector: nothing to store
