@@ -39,26 +39,23 @@ def request_id_of(raw: bytes) -> str:
         return "unknown"
 
 
-def first_offsets(records) -> dict:
-    """{partition: offset of its first record among these}."""
+def offset_spans(records) -> dict:
+    """{partition: (offset of its first record, offset of its last) among these}."""
     from kafka import TopicPartition
 
-    first: dict = {}
+    spans: dict = {}
     for r in records:
         tp = TopicPartition(r.topic, r.partition)
-        first[tp] = min(first.get(tp, r.offset), r.offset)
-    return first
+        lo, hi = spans.get(tp, (r.offset, r.offset))
+        spans[tp] = (min(lo, r.offset), max(hi, r.offset))
+    return spans
 
 
 def next_offsets(records) -> dict:
     """{partition: offset after its last record}: what to commit once these records are answered."""
-    from kafka import OffsetAndMetadata, TopicPartition
+    from kafka import OffsetAndMetadata
 
-    last: dict = {}
-    for r in records:
-        tp = TopicPartition(r.topic, r.partition)
-        last[tp] = max(last.get(tp, r.offset), r.offset)
-    return {tp: OffsetAndMetadata(o + 1, None, -1) for tp, o in last.items()}
+    return {tp: OffsetAndMetadata(hi + 1, None, -1) for tp, (_, hi) in offset_spans(records).items()}
 
 
 def _log_failed_commit(_offsets, result) -> None:
@@ -135,9 +132,9 @@ class RouteLoop:
         except KafkaError as exc:  # after the producer's own retries, or the wait timed out
             log.error("a reply could not be written (%s); reading its batch again", exc)
             assigned = consumer.assignment()
-            for tp, offset in first_offsets(records).items():
+            for tp, (first, _) in offset_spans(records).items():
                 if tp in assigned:
-                    consumer.seek(tp, offset)
+                    consumer.seek(tp, first)
             return False
         try:
             if wait_commit:

@@ -128,7 +128,9 @@ class RouteEngine:
         if ok and scorer is not None:
             try:
                 texts = [p.request.query for p in ok]
-                new: list[str] = []  # the texts among them that the graph has no vector for
+                # the texts the graph has no vector for; stored with the audit record, so without one
+                # (record=False) nothing would store them, and the graph is not asked either
+                new: list[str] = []
                 q = self.encoder.encode(texts, lookup=partial(self._stored_queries, new=new) if self.record else None)
                 self._queue_new(new, texts, q)
                 scores = scorer.score_batch([(sg, q[i], p.candidates) for i, (sg, p) in enumerate(zip(subgraphs, ok))])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fake_encoder import FakeEncoder
 from graphstore.schema import LLMInfo, UserSubgraph
 from streams.events import RouteRequest
 from workers.engine import RouteEngine
@@ -50,19 +51,6 @@ class Store:
         self.queries.update(items)
 
 
-class Encoder:
-    def __init__(self):
-        self.encoded = []
-        self.fail = False
-
-    def encode(self, texts, lookup=None):
-        found = lookup(texts) if lookup else [None] * len(texts)
-        if self.fail:
-            raise RuntimeError("encoder broke after the lookup")
-        self.encoded += [t for t, v in zip(texts, found) if v is None]
-        return np.stack([np.ones(D, np.float32) if v is None else v for v in found]) if texts else np.zeros((0, D))
-
-
 class Scorer:
     version = "v0007"
 
@@ -91,7 +79,7 @@ def req(i: int = 0, **kw) -> RouteRequest:
 @pytest.fixture
 def parts():
     store, scorer = Store(), Scorer()
-    return store, scorer, RouteEngine(store, Encoder(), Models(scorer), history_turns=5)
+    return store, scorer, RouteEngine(store, FakeEncoder(D), Models(scorer), history_turns=5)
 
 
 def test_decision_names_scores_version_and_turns(parts):
@@ -167,13 +155,13 @@ def test_new_request_texts_are_stored_once_and_stored_ones_not_encoded(parts):
     store.queries["known"] = np.full(D, 0.5, np.float32)  # e.g. ingested with an earlier turn
     engine.decide([RouteRequest(request_id="a", user_id="u", query="known"),
                    RouteRequest(request_id="b", user_id="u", query="new")])
-    assert enc.encoded == ["new"]  # the graph's vector is used, only the unknown text runs the encoder
+    assert enc.embedded == ["new"]  # the graph's vector is used, only the unknown text runs the encoder
     assert "new" not in store.queries  # written with the audit record, off the decision path
     engine.record_decisions(engine.decide([RouteRequest(request_id="c", user_id="u", query="other")]))
     assert set(store.queries) == {"known", "new", "other"}
     store.down = True
     engine.decide([RouteRequest(request_id="d", user_id="u", query="while down")])  # lookup fails: still encoded
-    assert enc.encoded[-1] == "while down"
+    assert enc.embedded[-1] == "while down"
     engine.record_decisions([])
     store.down = False
     engine.record_decisions(engine.decide([RouteRequest(request_id="e", user_id="u", query="new")]))

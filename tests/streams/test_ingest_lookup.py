@@ -1,30 +1,14 @@
-"""The ingest embeds only query texts the graph does not hold yet (real FalkorDB, counting encoder)."""
+"""The ingest embeds only query texts the graph does not hold yet (real FalkorDB, fake encoder)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from streams.ingest import Ingestor, RawMessage
+from fake_encoder import FakeEncoder
 from streams.events import ChatTurn, LLMRegistered
+from streams.ingest import Ingestor, RawMessage
 
 D = 384
-
-
-class CountingEncoder:
-    """TextEncoder's contract (cache lookup, then the model) with a model that records what it embeds."""
-
-    def __init__(self):
-        self.embedded: list[str] = []
-
-    def encode(self, texts, lookup=None):
-        found = lookup(texts) if lookup else [None] * len(texts)
-        out = []
-        for t, v in zip(texts, found):
-            if v is None:
-                self.embedded.append(t)
-                v = np.random.default_rng(len(t)).normal(size=D).astype(np.float32)
-            out.append(v)
-        return np.stack(out)
 
 
 def raw(e) -> RawMessage:
@@ -32,7 +16,7 @@ def raw(e) -> RawMessage:
 
 
 def test_a_routed_or_earlier_query_is_not_embedded_again(store):
-    enc = CountingEncoder()
+    enc = FakeEncoder(D)
     ing = Ingestor(store, enc, unknown_llm_grace_s=0)
     ing.llms([RawMessage(LLMRegistered(llm_id="m1", description="a model", price_in=1, price_out=1)
                          .model_dump_json().encode(), "llm.catalog")])
@@ -46,7 +30,7 @@ def test_a_routed_or_earlier_query_is_not_embedded_again(store):
     sub = store.user_subgraph("u1", 10)
     np.testing.assert_allclose(sub.query_emb[0], routed)  # the stored vector, not a new one
 
-    enc2 = CountingEncoder()  # e.g. a restarted worker replaying the topic: its caches are empty
+    enc2 = FakeEncoder(D)  # e.g. a restarted worker replaying the topic: its caches are empty
     again = ChatTurn(event_id="t9", user_id="u2", conversation_id="c9", turn_index=0, timestamp=2000, query="fresh",
                      llm_id="m1", response="r")
     assert Ingestor(store, enc2, unknown_llm_grace_s=0).turns([raw(again)]).accepted == 1
