@@ -190,7 +190,8 @@ def read_latency(store, n_users: int, k: int, reads: int, rng: np.random.Generat
         t = time.perf_counter()
         store.user_subgraphs(ids, k)
         cold.append((time.perf_counter() - t) * 1000)
-    return {"users": n_users, "k": k, "reads": reads,
+    floor = read_floor(store, n_users, k, max(100, reads // 2), rng)
+    return {"users": n_users, "k": k, "reads": reads, **floor,
             "subgraph_p50_ms": pct(single, 50), "subgraph_p99_ms": pct(single, 99),
             "batch64_p50_ms": pct(batched, 50), "batch64_p99_ms": pct(batched, 99),
             "batch64_per_user_p50_ms": pct(batched, 50) / 64,
@@ -198,6 +199,26 @@ def read_latency(store, n_users: int, k: int, reads: int, rng: np.random.Generat
             "cold_subgraph_p50_ms": pct(cold_single, 50), "cold_batch64_p50_ms": pct(cold, 50),
             "cold_batch64_p99_ms": pct(cold, 99),
             "emb_cache_size": getattr(store, "emb_cache_size", None)}
+
+
+def read_floor(store, n_users: int, k: int, reads: int, rng: np.random.Generator) -> dict:
+    """What a single-user read costs before the client does anything with it, interleaved with the full read:
+    a `RETURN 1` round trip (server dispatch + network), and the last-k query alone (rows parsed, nothing
+    assembled). The gap to user_subgraph is the client's share: embeddings, numpy arrays, `prev`."""
+    times: dict[str, list[float]] = {"return1": [], "query": [], "full": []}
+    params = {"k": k, "conversation_id": None, "before_ms": None}
+    for u in rng.integers(0, n_users, reads):
+        uid = f"u{u}"
+        t0 = time.perf_counter()
+        store._command("GRAPH.RO_QUERY", store.graph.name, "RETURN 1", "--compact")
+        t1 = time.perf_counter()
+        store._read(cypher.USER_TURNS_ONE, {"uid": uid, **params})
+        t2 = time.perf_counter()
+        store.user_subgraph(uid, k)
+        t3 = time.perf_counter()
+        for key, dt in (("return1", t1 - t0), ("query", t2 - t1), ("full", t3 - t2)):
+            times[key].append(dt * 1000)
+    return {f"floor_{key}_p50_ms": pct(v, 50) for key, v in times.items()}
 
 
 def encoding_compare(port: int, data: Data, users: int, k: int, reads: int, rng: np.random.Generator) -> dict:
@@ -365,6 +386,12 @@ def markdown(r: dict) -> str:
           f"| {opt(s.get('reread_batch64_p99_ms'), 1)} | {opt(s.get('cold_subgraph_p50_ms'), 2)} "
           f"| {opt(s.get('cold_batch64_p50_ms'), 1)} | {opt(s.get('cold_batch64_p99_ms'), 1)} "
           f"| {s['server_used_memory_mb']:,.0f} |" for s in r["by_size"]),
+        "", "## Where a single read's time goes (interleaved, p50 ms)", "",
+        "`RETURN 1`: server dispatch and network only. Query alone: the last-k query with rows parsed, nothing "
+        "assembled. Full: `user_subgraph` (embeddings from the cache, numpy arrays, `prev`).", "",
+        "| users | RETURN 1 | query alone | full user_subgraph |", "|---:|---:|---:|---:|",
+        *(f"| {s['users']:,} | {s['floor_return1_p50_ms']:.3f} | {s['floor_query_p50_ms']:.3f} "
+          f"| {s['floor_full_p50_ms']:.3f} |" for s in r["by_size"] if "floor_full_p50_ms" in s),
         "", "## Embedding encoding (same read, raw query)", "",
         "| property | p50 ms | p99 ms |", "|---|---:|---:|",
         *(f"| {k} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} |" for k, v in r["encoding"].items()),
