@@ -239,6 +239,7 @@ class GraphStore(ABC):
         """Keep routing decisions for audit: scores, model version, latency, fallback and the turns used."""
         rows = latest_by(({"request_id": d.request_id, "user_id": d.user_id, "chosen_llm_id": d.chosen_llm_id,
                            "scores": json.dumps(d.scores, sort_keys=True), "model_version": d.model_version,
+                           "scorer": d.scorer, "explain": json.dumps(d.explain, sort_keys=True) if d.explain else None,
                            "turn_ids": list(d.turn_ids), "latency_ms": float(d.latency_ms),
                            "fallback": bool(d.fallback), "error": d.error, "ts": d.timestamp}
                           for d in items), "request_id", "ts")
@@ -357,10 +358,11 @@ class GraphStore(ABC):
 
     @staticmethod
     def _decision_dict(r: list) -> dict:
-        rid, ts, chosen, version, scores, turn_ids, latency, fallback, error = r
+        rid, ts, chosen, version, scores, turn_ids, latency, fallback, error, scorer, explain = r
         return {"kind": "decision", "request_id": rid, "ts": ts, "chosen_llm_id": chosen, "model_version": version,
-                "scores": json.loads(scores) if scores else {}, "turn_ids": list(turn_ids or []),
-                "latency_ms": latency, "fallback": bool(fallback), "error": error}
+                "scorer": scorer, "scores": json.loads(scores) if scores else {}, "turn_ids": list(turn_ids or []),
+                "latency_ms": latency, "fallback": bool(fallback), "error": error,
+                "explain": json.loads(explain) if explain else {}}
 
     def decision(self, request_id: str) -> dict | None:
         """One decision with the turns it used (text, LLM, rating), or None if unknown."""

@@ -51,7 +51,8 @@ def print_history(items: list[dict], user_id: str, out: TextIO) -> None:
             what = "fallback" if it["fallback"] else ("error" if it["error"] else "decision")
             table.add_row(_when(it["ts"]), what, it["request_id"], it["chosen_llm_id"] or "-",
                           _short(it["error"]) if it["error"] else _short(_scores(it["scores"])),
-                          "", f"model {it['model_version'] or '-'}, {len(it['turn_ids'])} turns used")
+                          "", f"{it.get('scorer') or 'model ' + str(it['model_version'] or '-')}, "
+                              f"{len(it['turn_ids'])} turns used")
     Console(file=out, width=160).print(table)
 
 
@@ -61,12 +62,13 @@ def print_decision(d: dict, out: TextIO) -> None:
 
     con = Console(file=out, width=160)
     con.print(f"decision {d['request_id']} for {d['user_id'] or '-'} at {_when(d['ts'])} UTC: "
-              f"chose {d['chosen_llm_id'] or '-'} (model {d['model_version'] or '-'}, "
+              f"chose {d['chosen_llm_id'] or '-'} (answered by {d.get('scorer') or 'model ' + str(d['model_version'])}, "
               f"{d['latency_ms']:.1f} ms{', fallback' if d['fallback'] else ''})")
     if d["error"]:
         con.print(f"error: {d['error']}")
     if d["scores"]:
         con.print(f"scores: {_scores(d['scores'])}")
+    print_explanation(d.get("explain") or {}, d.get("chosen_llm_id"), con)
     table = Table(title="turns it used")
     for col in ("when (UTC)", "turn", "conversation:turn", "LLM", "query", "rating"):
         table.add_column(col, overflow="fold")
@@ -77,6 +79,17 @@ def print_decision(d: dict, out: TextIO) -> None:
             table.add_row(_when(t["ts"]), t["turn_id"], f"{t['conversation_id']}:{t['turn_index']}", t["llm_id"],
                           _short(t["query"]), _rating(t["rating"]))
     con.print(table)
+
+
+def print_explanation(ex: dict, chosen: str | None, con) -> None:
+    """What the user's own feedback did: each candidate's personal term, the turns that pushed the choice."""
+    if ex.get("personal"):
+        con.print("the user's own feedback added (personal term): " + _scores(ex["personal"]))
+    if ex.get("pushed_by"):
+        con.print(f"feedback that moved {chosen} most: " + ", ".join(
+            f"{p['turn_id']} {p['push']:+.3f}" for p in ex["pushed_by"]))
+    if ex.get("games"):
+        con.print("counted: " + ", ".join(f"{m} {ex['wins'].get(m, 0):g}/{g:g} wins" for m, g in ex["games"].items()))
 
 
 def audit(store: "GraphStore", user_id: str, limit: int = 50, request_id: str | None = None,
@@ -110,6 +123,9 @@ def handler(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if getattr(args, "graph_port", None) is not None and settings.graph_backend == "falkordb":
         settings = settings.model_copy(update={"graph_uri": f"redis://127.0.0.1:{args.graph_port}"})
+    from prefstream.errors import need_graph
+
+    need_graph(settings)
     with open_store(settings, ensure_schema=False) as store:
         return audit(store, args.user, args.limit, args.decision, args.json)
 

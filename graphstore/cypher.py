@@ -106,7 +106,8 @@ UPSERT_DECISIONS = """
 UNWIND $rows AS row
 MERGE (d:Decision {request_id: row.request_id})
 ON CREATE SET d.created_by = $write_id, d.user_id = row.user_id, d.chosen_llm_id = row.chosen_llm_id,
-    d.scores = row.scores, d.model_version = row.model_version, d.turn_ids = row.turn_ids,
+    d.scores = row.scores, d.model_version = row.model_version, d.scorer = row.scorer, d.explain = row.explain,
+    d.turn_ids = row.turn_ids,
     d.latency_ms = row.latency_ms, d.fallback = row.fallback, d.error = row.error, d.ts = row.ts
 WITH d, row
 WHERE d.created_by = $write_id
@@ -198,7 +199,7 @@ MATCH (u:User {user_id: $user_id})
 WITH u
 MATCH (d:Decision)-[:FOR]->(u)
 RETURN d.request_id, d.ts, d.chosen_llm_id, d.model_version, d.scores, d.turn_ids, d.latency_ms, d.fallback,
-       d.error
+       d.error, d.scorer, d.explain
 ORDER BY d.ts DESC
 LIMIT $limit
 """
@@ -206,7 +207,7 @@ LIMIT $limit
 DECISION = """
 MATCH (d:Decision {request_id: $request_id})
 RETURN d.request_id, d.user_id, d.ts, d.chosen_llm_id, d.model_version, d.scores, d.turn_ids, d.latency_ms,
-       d.fallback, d.error
+       d.fallback, d.error, d.scorer, d.explain
 """
 
 DECISION_TURNS = """

@@ -36,7 +36,8 @@ def _groups(user_id: str, rows: Sequence[Sequence], min_llms: int) -> list[HeldO
             emb = members[0][QEMB]  # shared with the store's embedding cache: give the sample its own copy
             emb = emb.copy() if emb is not None else np.zeros(0, np.float32)
             out.append(HeldOutGroup(user_id, members[0][QKEY], emb,
-                                    list(rated), np.array(list(rated.values()), np.float32), start))
+                                    list(rated), np.array(list(rated.values()), np.float32), start,
+                                    members[0][CONV], int(members[0][INDEX]) + 1))
     out.sort(key=lambda g: (g.timestamp, g.query_key))
     return out
 

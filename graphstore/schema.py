@@ -121,6 +121,8 @@ class HeldOutGroup:
     llm_ids: list[str]  # [K]
     ratings: np.ndarray  # [K] float32 in [0, 1]
     timestamp: int  # epoch ms; later than every visible turn of the same sample
+    conversation_id: str | None = None  # the conversation it continues (its earlier turns may be visible)
+    turn: int | None = None  # 1-based turn of that conversation, when known
 
 
 @dataclass

@@ -68,7 +68,8 @@ class Settings(BaseSettings):
     encoder_device: str = "cpu"
     encoder_max_seq_length: int = Field(256, ge=16, le=512, description="tokens embedded per text (cost grows with it)")
     model_dir: Path = Path("var/models")
-    history_turns: int = Field(10, ge=0, le=200, description="k: visible turns per user at request time")
+    # the evaluation's default too (`prefstream eval`); chosen from the accuracy / cost curve in bench/results/history.md
+    history_turns: int = Field(240, ge=0, le=5000, description="k: visible turns per user at request time")
     ingest_threads: int = Field(1, ge=1, le=64, description="torch threads of the ingest worker's encoder")
     ingest_batch_size: int = Field(256, ge=1, le=10_000)
     ingest_batch_wait_s: float = Field(0.05, ge=0.0, le=10.0)
@@ -80,9 +81,11 @@ class Settings(BaseSettings):
     trainer_every_minutes: float = Field(15.0, gt=0, description="periodic trainer: at most this long between cycles")
     trainer_after_feedback: int = Field(1000, ge=1, description="...or sooner, after this many new feedback events")
     trainer_window_minutes: float = Field(7 * 24 * 60.0, gt=0, description="sample users active this recently")
-    trainer_steps: int = Field(150, ge=1, description="optimizer steps per refresh cycle")
+    trainer_steps: int = Field(400, ge=1, description="optimizer steps per refresh cycle")
     trainer_users: int = Field(2000, ge=1, description="recent users sampled per cycle")
-    trainer_margin: float = Field(0.005, ge=0.0, description="promote if candidate AUC >= serving AUC - margin")
+    trainer_min_pairs: int = Field(100, ge=1, description="fewest fresh pairs a promotion or demotion is decided on")
+    trainer_alpha: float = Field(0.05, gt=0.0, lt=1.0, description="sign-test level: promote only if significantly "
+                                 "better than counting and the serving model")
     route_batch_size: int = Field(64, ge=1, le=4096)
     route_batch_wait_ms: float = Field(2.0, ge=0.0, le=1000.0)
     # kafka-python wakes its sender thread for every reply that opens a batch; with linger 0 that is every reply,

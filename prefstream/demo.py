@@ -34,12 +34,55 @@ class Phase:
     errors: int
     fallbacks: int
     accuracy: float  # chosen == the user's true best LLM
+    per_user_accuracy: float  # the per-user win count over the same published events, on the same requests
+    scorer: str  # what answered the decisions ("count", "model v0002", ...; several if it changed mid-phase)
     global_best_accuracy: float  # always the LLM best on average over these requests
     mean_utility_ratio: float  # chosen LLM's true utility / best LLM's utility (shifted to >= 0)
     p50_ms: float
     p99_ms: float
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+
+
+class PublishedCounts:
+    """The per-user win count over exactly the events published so far: the bar the router must meet."""
+
+    def __init__(self, prices: dict[str, float]):
+        self.prices = prices
+        self.turns: dict[str, tuple[str, str, int, str]] = {}  # turn id -> (user, conversation, index, llm)
+        self.rating: dict[str, float] = {}
+
+    def add(self, e) -> None:
+        if e.type == "chat_turn":
+            self.turns[e.event_id] = (e.user_id, e.conversation_id, e.turn_index, e.llm_id)
+        elif e.type == "feedback":
+            self.rating[e.turn_id] = e.rating
+            rejected = getattr(e.signal, "rejected_turn_id", None)
+            if rejected:
+                self.rating[rejected] = 0.5 if e.signal.tie else 0.0
+
+    def choose(self, users: list[str], candidates: list[list[str]] | None = None) -> list[str]:
+        """Each user's LLM (among ``candidates[i]``, default all) with the highest win rate shrunk towards the
+        global rate (ties: the cheaper)."""
+        from trainer.baselines import _win_counts
+
+        groups: dict[str, dict[tuple, tuple[list, list]]] = {}
+        for tid, r in self.rating.items():
+            if tid in self.turns:
+                u, c, i, m = self.turns[tid]
+                g = groups.setdefault(u, {}).setdefault((c, i), ([], []))
+                g[0].append(m)
+                g[1].append(r)
+        every = [(ms, np.array(rs)) for gs in groups.values() for ms, rs in gs.values()]
+        wins, games = _win_counts(every)
+        rate = {m: wins.get(m, 0.0) / games[m] if games.get(m) else 0.5 for m in self.prices}
+        out = []
+        for i, u in enumerate(users):
+            w, g = _win_counts([(ms, np.array(rs)) for ms, rs in groups.get(u, {}).values()])
+            cands = candidates[i] if candidates is not None else list(self.prices)
+            score = {m: (w.get(m, 0.0) + 2 * rate[m]) / (g.get(m, 0.0) + 2) for m in cands}
+            out.append(max(cands, key=lambda m: (score[m], -self.prices[m])))
+        return out
 
 
 def _wait(check, timeout: float, interval: float = 0.5) -> bool:
@@ -106,6 +149,7 @@ def run_demo(args: argparse.Namespace) -> int:
         store.clear()  # ...and an empty graph (the local graph server reloads its last snapshot)
         store.ensure_schema()
         trainer_log = RefreshTrainer(None, s.model_dir)
+        counts = PublishedCounts({e.llm_id: e.price_out for e in catalog})
         with PrefstreamClient(s) as client:
             for e in catalog:
                 client.publish(e)
@@ -120,6 +164,7 @@ def run_demo(args: argparse.Namespace) -> int:
                     if p > 0:  # stream the next slice of history, then let the trainer catch up
                         for i in chunks[p - 1]:
                             client.publish(history[i])
+                            counts.add(history[i])
                         client.flush()
                         published += len(chunks[p - 1])
                         want = sum(1 for e in history[:published] if e.type == "chat_turn")
@@ -127,7 +172,7 @@ def run_demo(args: argparse.Namespace) -> int:
                         n_cycles = len(trainer_log.history())
                         _wait(lambda: len(trainer_log.history()) > n_cycles, args.train_wait)
                     phases.append(_evaluate(p, client, store, trainer_log, requests, util, global_best, llm_ids,
-                                            published, time.monotonic() - t0, args.rate))
+                                            published, time.monotonic() - t0, args.rate, counts))
                     live.update(_table(phases, llm_ids[global_best]))
         console.rule(f"audit of user {ids[0]} (prefstream audit {ids[0]})")
         audit(store, ids[0], limit=8, out=console.file)
@@ -136,7 +181,8 @@ def run_demo(args: argparse.Namespace) -> int:
         if not args.keep:
             stack.down(log=lambda m: None)
     total = time.monotonic() - t_start
-    result = {"phases": [asdict(p) for p in phases], "users": len(ids), "events": len(history),
+    result = {"phases": [asdict(p) for p in phases], "promotions": promotions(trainer_log.history()),
+              "users": len(ids), "events": len(history),
               "requests_per_phase": args.requests, "global_best_llm": llm_ids[global_best], "seconds": total,
               "command": "prefstream demo " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
                                                         sorted(vars(args).items()) if k in DEMO_FLAGS)}
@@ -151,8 +197,20 @@ DEMO_FLAGS = ("users", "turns", "phases", "requests", "rate", "max_seq_length", 
               "train_after_feedback", "seed")
 
 
+def promotions(cycles: list[dict]) -> list[dict]:
+    """Per trainer cycle: candidate, serving model and counting judged on the same fresh pairs, and the decision."""
+    out = []
+    for c in cycles:
+        v = c.get("verdict") or {}
+        out.append({"candidate": c.get("candidate_version"), "serving_before": c.get("serving_version") or "count",
+                    "accuracy": v.get("accuracy", {}), "pairs": v.get("pairs", 0), "promoted": c.get("promoted"),
+                    "demoted": c.get("demoted", False), "serving_after": c.get("serving_after"),
+                    "reason": c.get("reason")})
+    return out
+
+
 def _evaluate(p, client, store, trainer_log, requests, util, global_best, llm_ids, published, seconds,
-              rate: float) -> Phase:
+              rate: float, counts: PublishedCounts) -> Phase:
     """Route the evaluation requests at a steady ``rate`` per second and score every decision."""
     t0 = time.monotonic()
     sent: dict[int, float] = {}
@@ -166,6 +224,7 @@ def _evaluate(p, client, store, trainer_log, requests, util, global_best, llm_id
         futs.append((i, f))
     lat, hits, ratio, errors, fallbacks, versions = [], [], [], 0, 0, set()
     index = {m: j for j, m in enumerate(llm_ids)}
+    count_hits = [index[m] == int(np.argmax(u)) for m, u in zip(counts.choose([r.user_id for r in requests]), util)]
     for i, f in futs:
         d = f.result(timeout=120)
         lat.append((done.get(i, time.perf_counter()) - sent[i]) * 1000)
@@ -173,15 +232,16 @@ def _evaluate(p, client, store, trainer_log, requests, util, global_best, llm_id
             errors += 1
             continue
         fallbacks += d.fallback
-        versions.add(d.model_version)
+        versions.add(d.scorer or "-")
         u = util[i]
         j = index[d.chosen_llm_id]
         hits.append(j == int(np.argmax(u)))
         lo = u.min()
         ratio.append((u[j] - lo) / max(u.max() - lo, 1e-9))
     gb = float(np.mean(np.argmax(util, 1) == global_best))
-    return Phase(p, published, store.count("Turn"), ",".join(sorted(str(v) for v in versions)), len(futs),
-                 errors, fallbacks, float(np.mean(hits)) if hits else 0.0, gb,
+    answered = ",".join(sorted(str(v) for v in versions))
+    return Phase(p, published, store.count("Turn"), answered, len(futs),
+                 errors, fallbacks, float(np.mean(hits)) if hits else 0.0, float(np.mean(count_hits)), answered, gb,
                  float(np.mean(ratio)) if ratio else 0.0, float(np.percentile(lat, 50)),
                  float(np.percentile(lat, 99)), seconds + time.monotonic() - t0,
                  {"trainer_cycles": len(trainer_log.history())})
@@ -191,12 +251,13 @@ def _table(phases: list[Phase], global_best: str):
     from rich.table import Table
 
     t = Table(title="routing accuracy against the simulated users' true best LLM")
-    for col in ("phase", "events in", "turns in graph", "model", "decisions", "fallback", "accuracy",
-                f"always {global_best}", "utility ratio", "p50 ms", "p99 ms"):
+    for col in ("phase", "events in", "turns in graph", "scorer", "decisions", "fallback", "accuracy",
+                "per-user count", f"always {global_best}", "utility ratio", "p50 ms", "p99 ms"):
         t.add_column(col, justify="right")
     for p in phases:
-        t.add_row(str(p.phase), f"{p.events_published:,}", f"{p.turns_in_graph:,}", p.model_version or "-",
-                  str(p.decisions), str(p.fallbacks), f"{p.accuracy:.3f}", f"{p.global_best_accuracy:.3f}",
+        t.add_row(str(p.phase), f"{p.events_published:,}", f"{p.turns_in_graph:,}", p.scorer or "-",
+                  str(p.decisions), str(p.fallbacks), f"{p.accuracy:.3f}", f"{p.per_user_accuracy:.3f}",
+                  f"{p.global_best_accuracy:.3f}",
                   f"{p.mean_utility_ratio:.3f}", f"{p.p50_ms:.1f}", f"{p.p99_ms:.1f}")
     return t
 
@@ -209,7 +270,8 @@ def _plot(phases: list[Phase], global_best: str, path: Path) -> None:
 
     x = [p.events_published for p in phases]
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    a.plot(x, [p.accuracy for p in phases], "o-", label="prefstream (GMTRouter)")
+    a.plot(x, [p.accuracy for p in phases], "o-", label="prefstream (what served)")
+    a.plot(x, [p.per_user_accuracy for p in phases], "^:", label="per-user win count, same events")
     a.plot(x, [p.global_best_accuracy for p in phases], "s--", label=f"always {global_best}")
     a.set_xlabel("chat + feedback events streamed")
     a.set_ylabel("top-1 accuracy vs true best LLM")

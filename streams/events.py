@@ -10,7 +10,7 @@ import base64
 import re
 import json
 import time
-from typing import Annotated, Literal, TypeVar, Union
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 from pydantic import (
     AfterValidator,
@@ -190,6 +190,10 @@ class RouteDecision(Event):
     chosen_llm_id: str | None = None  # None only for an error reply
     scores: dict[str, float] = Field(default_factory=dict)
     model_version: str | None = None
+    scorer: str | None = None  # what answered: "model <version>", "count" (per-user win counts) or "prior"
+    # why: the personal term of each candidate (what the user's own feedback added to its score) and the
+    # feedback that pushed the chosen LLM most, see trainer/explain.py
+    explain: dict[str, Any] = Field(default_factory=dict)
     turn_ids: list[str] = Field(default_factory=list)  # the turns the scorer looked at
     latency_ms: float = 0.0
     fallback: bool = False

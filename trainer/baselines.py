@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from graphstore.schema import HeldOutGroup, TrainingSample
+from graphstore.schema import HeldOutGroup, TrainingSample, UserSubgraph
 from trainer.data import Dataset, Group
 
 
@@ -81,16 +81,29 @@ class PerUserMajority(GlobalBest):
         self.prior = prior
 
     def score_group(self, sample: TrainingSample, g: HeldOutGroup) -> np.ndarray:
-        v = sample.visible
-        groups: dict[tuple[str, int], tuple[list[str], list[float]]] = {}
-        for c, t, m, r in zip(v.conversation_ids, v.turn_index.tolist(), v.llm_ids, v.rating.tolist()):
-            if not np.isnan(r):
-                groups.setdefault((c, t), ([], []))
-                groups[(c, t)][0].append(m)
-                groups[(c, t)][1].append(r)
-        wins, games = _win_counts([(ls, np.array(rs)) for ls, rs in groups.values()])
-        return np.array([(wins.get(m, 0.0) + self.prior * self.rate.get(m, 0.5)) / (games.get(m, 0.0) + self.prior)
-                         for m in g.llm_ids])
+        return win_rates(sample.visible, g.llm_ids, self.rate, self.prior)
+
+
+def keyed_comparisons(v: UserSubgraph) -> dict[tuple[str, int], tuple[list[str], np.ndarray]]:
+    """(conversation, 1-based turn) -> the rated answers of that comparison of a history."""
+    groups: dict[tuple[str, int], tuple[list[str], list[float]]] = {}
+    for c, t, m, r in zip(v.conversation_ids, v.turn_index.tolist(), v.llm_ids, v.rating.tolist()):
+        if not np.isnan(r):
+            groups.setdefault((c, t + 1), ([], []))
+            groups[(c, t + 1)][0].append(m)
+            groups[(c, t + 1)][1].append(r)
+    return {k: (ls, np.array(rs)) for k, (ls, rs) in groups.items()}
+
+
+def visible_comparisons(v: UserSubgraph) -> list[tuple[list[str], np.ndarray]]:
+    """The rated answers of each comparison (turns sharing conversation and turn index) of a history."""
+    return list(keyed_comparisons(v).values())
+
+
+def win_rates(v: UserSubgraph, llm_ids: Sequence[str], rate: Mapping[str, float], prior: float) -> np.ndarray:
+    """Each LLM's pairwise win rate in the user's history (ties count half), shrunk towards ``rate``."""
+    wins, games = _win_counts(visible_comparisons(v))
+    return np.array([(wins.get(m, 0.0) + prior * rate.get(m, 0.5)) / (games.get(m, 0.0) + prior) for m in llm_ids])
 
 
 class QueryKNN(Baseline):

@@ -14,7 +14,7 @@ import torch
 from graphstore.schema import LLMInfo
 from trainer.model import GMTRouter, GMTRouterConfig
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the model with the Bayesian preference posterior (1 is not readable)
 
 
 @dataclass
@@ -60,7 +60,7 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
     fv = blob.get("format_version")
     if fv != FORMAT_VERSION:
         raise ValueError(f"{path}: checkpoint format {fv!r} is not supported (expected {FORMAT_VERSION})")
-    model = GMTRouter(GMTRouterConfig(**blob["model_config"]))
+    model = GMTRouter(GMTRouterConfig.from_dict(blob["model_config"]))
     model.load_state_dict(blob["state_dict"])
     model.eval()
     cat = {k: LLMInfo(k, v["description"], v["price_in"], v["price_out"], np.asarray(v["embedding"], np.float32))

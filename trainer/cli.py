@@ -14,24 +14,36 @@ from pathlib import Path
 
 
 def _train_config(args: argparse.Namespace):
-    from trainer.model import GMTRouterConfig
-    from trainer.train import TrainConfig
+    from trainer.config import GMTRouterConfig, TrainConfig
 
     model = GMTRouterConfig(hidden=args.hidden, layers=args.layers)
-    return TrainConfig(model=model, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                       k_max=args.history)
+    return TrainConfig(model=model, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+
+
+def _history(args) -> int:
+    """Visible turns per prediction: --history, else what the routers read (settings.history_turns)."""
+    if args.history is not None:
+        return args.history
+    from prefstream.config import Settings
+
+    return Settings.model_fields["history_turns"].default
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
+    from trainer.config import GMTRouterConfig, TrainConfig
+
+    t, m = TrainConfig(), GMTRouterConfig()
     g = p.add_argument_group("training")
-    g.add_argument("--steps", type=int, default=300, help="optimizer steps (default: %(default)s)")
-    g.add_argument("--batch-size", type=int, default=64, help="users (samples) per step (default: %(default)s)")
-    g.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: %(default)s)")
-    g.add_argument("--hidden", type=int, default=64, help="model width (default: %(default)s)")
-    g.add_argument("--layers", type=int, default=2, help="HGT layers: 2 single-turn, 3 multi-turn (default: %(default)s)")
-    g.add_argument("--history", type=int, default=30,
-                   help="visible comparison groups before each prediction (default: %(default)s)")
-    g.add_argument("--seed", type=int, default=0, help="seed for every random choice (default: %(default)s)")
+    g.add_argument("--steps", type=int, default=t.steps, help="optimizer steps (default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=t.batch_size, help="users (samples) per step (default: %(default)s)")
+    g.add_argument("--lr", type=float, default=t.lr, help="peak learning rate (default: %(default)s)")
+    g.add_argument("--hidden", type=int, default=m.hidden, help="model width (default: %(default)s)")
+    g.add_argument("--layers", type=int, default=m.layers,
+                   help="HGT layers: 2 single-turn, 3 multi-turn (default: %(default)s)")
+    g.add_argument("--history", type=int, default=None,
+                   help="visible turns before each prediction (default: PREFSTREAM_HISTORY_TURNS's default, what a "
+                        "serving router reads)")
+    g.add_argument("--seed", type=int, default=t.seed, help="seed for every random choice (default: %(default)s)")
 
 
 def _add_data_args(p: argparse.ArgumentParser, test: bool) -> None:
@@ -70,9 +82,14 @@ def _encoder(args) -> str:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from trainer.simulate import SimConfig, Simulator
 
-    cfg = SimConfig(seed=args.seed, n_users=args.users, n_new_users=args.new_users,
-                    turns_min=args.turns_min, turns_max=args.turns_max)
-    sim = Simulator(cfg, data_dir=args.data_dir)
+    if args.families:
+        from trainer.families import FamilyConfig, FamilySimulator
+
+        sim = FamilySimulator(FamilyConfig(seed=args.seed), data_dir=args.data_dir)
+    else:
+        cfg = SimConfig(seed=args.seed, n_users=args.users, n_new_users=args.new_users,
+                        turns_min=args.turns_min, turns_max=args.turns_max)
+        sim = Simulator(cfg, data_dir=args.data_dir)
     paths = sim.write_gmtrouter(args.out)
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     if args.events:
@@ -82,12 +99,23 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 # --- eval -----------------------------------------------------------------------------------------
+def _families(args) -> dict[str, str] | None:
+    path = args.families or args.test.parent / "users.json"
+    if args.families and not path.exists():
+        raise SystemExit(f"--families {path}: no such file")
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    from trainer.evaluate import plot, run_evaluation, table, write_report
+    from trainer.evaluate import run_evaluation
+    from trainer.report import plot, table, write_report
 
     cfg = _train_config(args)
+    history = _history(args)
+    print(f"history: the last {history} turns before each prediction (what a serving router reads)")
     report = run_evaluation(args.train, args.valid, args.test, catalog=_catalog(args), fmt=args.format, config=cfg,
-                            history=args.history, ablations=not args.no_ablations, encoder=_encoder(args))
+                            history=history, ablations=not args.no_ablations, encoder=_encoder(args),
+                            families=_families(args), predictions=args.predictions)
     report["command"] = " ".join(shlex.quote(a) for a in sys.argv)
     md = table(report)
     print(md)
@@ -109,7 +137,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     ds = load_dataset({"train": args.train, "valid": args.valid}, _catalog(args), fmt=args.format,
                       encoder=_encoder(args))
     cfg = _train_config(args)
-    res = fit(training_samples(ds, "train", window=args.history), online_samples(ds, "valid", history=args.history),
+    history = _history(args)
+    res = fit(training_samples(ds, "train", turns=cfg.k_max), online_samples(ds, "valid", turns=history),
               cfg, init=args.init, llms=ds.llms)
     metrics = {k: v for k, v in res.metrics.items() if isinstance(v, (int, float))}
     root = args.registry
@@ -138,6 +167,9 @@ def register(subparsers) -> None:
                                           "The generative model is documented in docs/simulator.md.")
     p.add_argument("--out", type=Path, default=Path("var/sim"), help="output directory (default: %(default)s)")
     p.add_argument("--events", type=Path, help="also write the history as JSONL wire events to this file")
+    p.add_argument("--families", action="store_true",
+                   help="the second benchmark: six user families (attributes, topic, followup, drift, noisy, sparse) "
+                        "with their own sizes; writes users.json (user -> family) too")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--users", type=int, default=400, help="users seen in training (default: %(default)s)")
     p.add_argument("--new-users", type=int, default=100, help="users only in the test file (default: %(default)s)")
@@ -151,14 +183,21 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("eval", formatter_class=fmt,
                               help="train GMTRouter and compare it with baselines on preference files",
                               description="Train GMTRouter (and its ablations), fit baselines (random, global best, "
-                                          "per-user majority, kNN, matrix factorization) and compare them on the "
+                                          "per-user majority, kNN, matrix factorization, hierarchical logistic "
+                                          "regression) and compare them on the "
                                           "test pairs: accuracy, AUC, per-user AUC, cold start for unseen users, "
                                           "cost/quality. Each test comparison is predicted only from feedback that "
                                           "precedes it in time.\n\nexample:\n  prefstream eval --train var/sim/train.jsonl "
                                           "--valid var/sim/valid.jsonl --test var/sim/test.jsonl --out var/eval.json")
     _add_data_args(p, test=True)
     _add_train_args(p)
-    p.add_argument("--no-ablations", action="store_true", help="skip the dot-head and no-user model variants")
+    p.add_argument("--no-ablations", action="store_true",
+                   help="skip the ablations (no HGT, HGT only, no memory, no posterior, no conversation, dot head)")
+    p.add_argument("--families", type=Path,
+                   help="JSON {user_id: family}: per-family accuracy (default: users.json next to --test, if any)")
+    p.add_argument("--predictions", type=Path,
+                   help="write one JSON line per test pair (user, question_id, turn, the two LLMs, label, every "
+                        "method's scores) to this file")
     p.add_argument("--out", type=Path, help="write the report JSON here (plus .md and PNG plots beside it)")
     p.set_defaults(func=cmd_eval)
 

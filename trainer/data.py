@@ -20,6 +20,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from graphstore.schema import HeldOutGroup, LLMInfo, TrainingSample, UserSubgraph, query_key
+from trainer.history import last_turns
 
 SPLIT_OFFSETS = {"train": 0, "valid": 10**9, "test": 2 * 10**9}  # ordinal times for files without stamps
 
@@ -189,6 +190,20 @@ def write_gmtrouter(groups: Iterable[Group], path: Path | str) -> int:
 
 
 # --- catalog ------------------------------------------------------------------------------------
+def numeric_attributes(entry: dict) -> dict[str, float]:
+    """Numeric attributes of a catalog entry: log prices and log size (billions) where present."""
+    out = {}
+    for key in ("input_price", "output_price"):
+        if isinstance(entry.get(key), (int, float)):
+            out[key] = float(np.log1p(max(float(entry[key]), 0.0)))
+    size = entry.get("size")
+    if isinstance(size, (int, float)) or (isinstance(size, str) and size[:-1].replace(".", "", 1).isdigit()):
+        val = float(size[:-1]) if isinstance(size, str) else float(size)
+        scale = {"B": 1.0, "M": 1e-3, "T": 1e3}.get(size[-1].upper(), 1.0) if isinstance(size, str) else 1.0
+        out["size"] = float(np.log(max(val * scale, 1e-3)))
+    return out
+
+
 def read_catalog(path: Path | str | None) -> dict[str, dict]:
     """llm_candidates.json shape: {llm_id: {"feature": description, "input_price", "output_price"}}."""
     if path is None or not Path(path).exists():
@@ -218,6 +233,7 @@ class Dataset:
     query_row: dict[str, int]  # query_key -> row of query_emb
     llms: dict[str, LLMInfo]
     timelines: dict[str, list[Group]] = field(default_factory=dict)
+    catalog: dict[str, dict] = field(default_factory=dict)  # the raw catalog entries (size and other attributes)
 
     def __post_init__(self) -> None:
         self.groups.sort(key=lambda g: (g.timestamp, g.user_id, g.turn))
@@ -243,8 +259,9 @@ def load_dataset(files: dict[str, Path | str], catalog: Path | str | None = None
     texts = sorted({g.query for g in groups})
     qemb = embed_texts(texts, encoder, progress=progress)
     rows = {query_key(t): i for i, t in enumerate(texts)}
-    llms = llm_infos((m for g in groups for m in g.llm_ids), read_catalog(catalog), encoder)
-    return Dataset(groups, qemb, rows, llms)
+    cat = read_catalog(catalog)
+    llms = llm_infos((m for g in groups for m in g.llm_ids), cat, encoder)
+    return Dataset(groups, qemb, rows, llms, catalog=cat)
 
 
 # --- samples ------------------------------------------------------------------------------------
@@ -279,12 +296,15 @@ def subgraph(user_id: str, groups: Sequence[Group], ds: Dataset, embed: bool = T
 
 def held_out(g: Group, ds: Dataset) -> HeldOutGroup:
     return HeldOutGroup(g.user_id, query_key(g.query), ds.emb(g.query), list(g.llm_ids), g.ratings.copy(),
-                        g.timestamp)
+                        g.timestamp, g.conversation_id, g.turn)
 
 
-def training_samples(ds: Dataset, split: str = "train", window: int = 10, stride: int = 4) -> list[TrainingSample]:
-    """Cut every user's timeline every ``stride`` groups: up to ``window`` earlier groups are visible,
-    the next ``stride`` groups of ``split`` (with at least one unequal pair) are the targets."""
+def training_samples(ds: Dataset, split: str = "train", window: int = 10, stride: int = 4,
+                     turns: int | None = None) -> list[TrainingSample]:
+    """Cut every user's timeline every ``stride`` groups: up to ``window`` earlier groups (or, with ``turns``,
+    the last ``turns`` turns) are visible, the next ``stride`` groups of ``split`` (with at least one unequal
+    pair) are the targets."""
+    window = turns if turns is not None else window  # a group has at least one turn
     out = []
     for user, tl in ds.timelines.items():
         pos = [i for i, g in enumerate(tl) if g.split == split]
@@ -292,22 +312,30 @@ def training_samples(ds: Dataset, split: str = "train", window: int = 10, stride
             cut = pos[s]
             targets = [held_out(tl[i], ds) for i in pos[s:s + stride] if tl[i].has_pairs]
             if targets:
-                out.append(TrainingSample(subgraph(user, tl[max(0, cut - window):cut], ds), targets))
+                sub = subgraph(user, tl[max(0, cut - window):cut], ds)
+                out.append(TrainingSample(last_turns(sub, turns) if turns is not None else sub, targets))
     return out
 
 
-def online_samples(ds: Dataset, split: str, history: int = 10, users: set[str] | None = None,
-                   embed: bool = True) -> list[TrainingSample]:
-    """One sample per group of ``split`` that has a pair: the ``history`` groups just before it are visible
-    (from any split: earlier feedback is known at prediction time), the group itself is the target."""
-    out = []
+def iter_online_samples(ds: Dataset, split: str, history: int = 10, users: set[str] | None = None,
+                        embed: bool = True, turns: int | None = None) -> Iterator[TrainingSample]:
+    """One sample per group of ``split`` that has a pair: the ``history`` groups (or, with ``turns``, the last
+    ``turns`` turns) just before it are visible (from any split: earlier feedback is known at prediction
+    time), the group itself is the target."""
+    history = turns if turns is not None else history
     for user, tl in ds.timelines.items():
         if users is not None and user not in users:
             continue
         for i, g in enumerate(tl):
             if g.split == split and g.has_pairs:
-                out.append(TrainingSample(subgraph(user, tl[max(0, i - history):i], ds, embed), [held_out(g, ds)]))
-    return out
+                sub = subgraph(user, tl[max(0, i - history):i], ds, embed)
+                yield TrainingSample(last_turns(sub, turns) if turns is not None else sub, [held_out(g, ds)])
+
+
+def online_samples(ds: Dataset, split: str, history: int = 10, users: set[str] | None = None,
+                   embed: bool = True, turns: int | None = None) -> list[TrainingSample]:
+    """:func:`iter_online_samples` as a list."""
+    return list(iter_online_samples(ds, split, history, users, embed, turns))
 
 
 def cold_start_samples(ds: Dataset, users: Iterable[str], k: int, start: int = 10) -> list[TrainingSample]:

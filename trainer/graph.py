@@ -41,6 +41,8 @@ class Request:
     user: int
     query_emb: np.ndarray  # [D]
     candidates: np.ndarray  # [C, D] description embeddings of the candidate LLMs
+    candidate_ids: list[str] | None = None  # [C] their ids (None: matched to history turns by embedding)
+    conversation_id: str | None = None  # the conversation this request continues, if any
 
 
 @dataclass
@@ -56,8 +58,10 @@ class GraphBatch:
     cand: Tensor  # [N_c, D] candidate LLM embeddings
     cand_req: Tensor  # [N_c] request of each candidate
     mem_cand: Tensor  # [P] candidate index
-    mem_turn: Tensor  # [P] turn node index (a rated turn of the candidate's user)
+    mem_turn: Tensor  # [P] turn node index (a rated turn of the candidate's user answered by the same LLM)
     counts: list[int]  # candidates per request, to split scores back
+    conv_prev: Tensor | None = None  # [N_c] centered rating of the candidate on the latest visible turn of the
+    #                                  request's conversation (0 when it did not answer there or nothing is known)
     cand_unique: Tensor | None = None  # [N_u, D] distinct candidate embeddings (projected once)
     cand_inv: Tensor | None = None  # [N_c] row of cand_unique for each candidate
 
@@ -87,6 +91,70 @@ def _response_features(rating: np.ndarray, group: np.ndarray, user: np.ndarray, 
     feat[:, 2] = rr
     feat[:, 4] = np.where(has, rr - user_mean[user], 0.0)
     return feat
+
+
+def rated_pairs(group: np.ndarray, rated: np.ndarray) -> np.ndarray:
+    """[2, P] turn pairs (i, j), i < j, of one comparison (same group) where both answers are rated."""
+    if len(group) < 2:
+        return np.zeros((2, 0), np.int64)
+    order = np.argsort(group, kind="stable")
+    g = group[order]
+    out = []
+    for d in range(1, int(np.bincount(group).max())):
+        i, j = order[:-d], order[d:]
+        ok = (g[:-d] == g[d:]) & rated[i] & rated[j]
+        out.append(np.stack([np.minimum(i, j)[ok], np.maximum(i, j)[ok]]))
+    return np.concatenate(out, axis=1).astype(np.int64) if out else np.zeros((2, 0), np.int64)
+
+
+def _candidate_ids(requests: Sequence[Request], llm_emb: Mapping[str, np.ndarray]) -> list[str | None]:
+    """[N_c] the llm id of every candidate: given, or the catalog id whose embedding it is (None if none)."""
+    by_bytes = {np.asarray(v, np.float32).tobytes(): k for k, v in llm_emb.items()}
+    out: list[str | None] = []
+    for r in requests:
+        if r.candidate_ids is not None:
+            out += list(r.candidate_ids)
+        else:
+            out += [by_bytes.get(np.asarray(c, np.float32).tobytes()) for c in r.candidates]
+    return out
+
+
+def _same_llm_pairs(cand_ids: Sequence[str | None], cand_user: np.ndarray, turn_user: np.ndarray,
+                    turn_llm: Sequence[str], rating: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[P] (candidate, turn) pairs: every rated visible turn of the candidate's user answered by that LLM."""
+    rated: dict[tuple[int, str], list[int]] = {}
+    for t in np.flatnonzero(~np.isnan(rating)).tolist():
+        rated.setdefault((int(turn_user[t]), turn_llm[t]), []).append(t)
+    cs, ts = [], []
+    for c, (m, u) in enumerate(zip(cand_ids, cand_user.tolist())):
+        turns = rated.get((u, m), ()) if m is not None else ()
+        cs += [c] * len(turns)
+        ts += turns
+    return np.array(cs, np.int64), np.array(ts, np.int64)
+
+
+def _conversation_evidence(requests: Sequence[Request], cand_ids: Sequence[str | None], turn_user: np.ndarray,
+                           turn_conv: Sequence[str], turn_index: np.ndarray, turn_llm: Sequence[str],
+                           centered: np.ndarray) -> np.ndarray:
+    """[N_c] for a request that continues a conversation: each candidate's centered rating on the latest
+    visible turn of that conversation (0 when it did not answer it, or the turn was not compared)."""
+    out = np.zeros(len(cand_ids), np.float32)
+    if not any(r.conversation_id is not None for r in requests):
+        return out
+    latest: dict[tuple[int, str], int] = {}  # (user, conversation) -> its latest visible turn index
+    answers: dict[tuple[int, str, int], dict[str, float]] = {}  # (user, conversation, turn index) -> llm -> rating
+    for t, (u, c, k, m) in enumerate(zip(turn_user.tolist(), turn_conv, turn_index.tolist(), turn_llm)):
+        latest[(u, c)] = max(k, latest.get((u, c), k))
+        answers.setdefault((u, c, k), {})[m] = float(centered[t])
+    off = 0
+    for r in requests:
+        n = len(r.candidates)
+        k = latest.get((r.user, r.conversation_id)) if r.conversation_id is not None else None
+        if k is not None:
+            score = answers[(r.user, r.conversation_id, k)]
+            out[off:off + n] = [score.get(m, 0.0) if m is not None else 0.0 for m in cand_ids[off:off + n]]
+        off += n
+    return out
 
 
 def _index(keys: Sequence) -> tuple[np.ndarray, list[int]]:
@@ -158,20 +226,20 @@ def build_batch(subgraphs: Sequence[UserSubgraph], requests: Sequence[Request],
         edges[("turn", "rev_follows", "turn")] = torch.stack([tp[has_prev], ar[has_prev]])
     for et, ei in edges.items():
         data[et].edge_index = ei
+    data["turn"].pair_index = torch.from_numpy(rated_pairs(group, ~np.isnan(rating)))
 
     # request side
     counts = [len(r.candidates) for r in requests]
     cand = np.concatenate([r.candidates for r in requests]).astype(np.float32) if requests else np.zeros((0, d), np.float32)
     cand_req = np.repeat(np.arange(len(requests)), counts)
-    # memory pairs: each candidate x each rated visible turn of its user
-    rated = np.flatnonzero(~np.isnan(rating))  # [R] rated turns, grouped by user (turns are)
-    n_rated = np.bincount(tu[rated], minlength=n_user)  # [U]
     req_user = np.array([r.user for r in requests], np.int64)
-    cu = req_user[cand_req]  # [N_c] user of each candidate
-    per_cand = n_rated[cu] if len(cu) else np.zeros(0, np.int64)
-    mem_cand = np.repeat(np.arange(len(cand)), per_cand)  # [P] candidate-major: each candidate, then its turns
-    within = np.arange(len(mem_cand)) - np.repeat(np.cumsum(per_cand) - per_cand, per_cand)
-    mem_turn = rated[np.repeat((np.cumsum(n_rated) - n_rated)[cu], per_cand) + within] if len(mem_cand) else mem_cand
+    cand_ids = _candidate_ids(requests, llm_emb)
+    mem_cand, mem_turn = _same_llm_pairs(cand_ids, req_user[cand_req] if len(cand_req) else cand_req, tu, llm_ids,
+                                         rating)
+    centered = data["response"].x[:, 0].numpy()
+    conv_prev = _conversation_evidence(requests, cand_ids, tu, cat("conversation_ids"),
+                                       np.concatenate([s.turn_index for s in subs]) if subs else np.zeros(0, np.int64),
+                                       llm_ids, centered)
     inv, first = _index([row.tobytes() for row in cand])
     uniq = cand[first] if len(cand) else cand
     return GraphBatch(
@@ -183,6 +251,7 @@ def build_batch(subgraphs: Sequence[UserSubgraph], requests: Sequence[Request],
         cand=torch.from_numpy(cand),
         cand_req=torch.from_numpy(cand_req).long(),
         mem_cand=torch.from_numpy(mem_cand),
-        mem_turn=torch.from_numpy(mem_turn.astype(np.int64)),
+        mem_turn=torch.from_numpy(mem_turn),
         counts=counts,
+        conv_prev=torch.from_numpy(conv_prev),
     )

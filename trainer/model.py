@@ -1,22 +1,25 @@
-"""The GMTRouter scorer: an HGT encoder over users' recent turns and a cross-attention scoring head.
+"""The GMTRouter scorer: a graph encoder for context, a global head, and the user's own evidence added
+through paths whose sign is fixed.
 
-    visible turns ──► TurnEncoder (query, LLM, feedback, rating x LLM, rating x query) ─┐
-    query / llm / response nodes ──► per-type projections ──────────────────────────────┤
-                                                                                        ▼
-                                              HGTConv x L (heads, LayerNorm, dropout): turn ─► user
-    request (query q, candidate LLM m):
-        m attends over [h_user, q]  ─┐
-        q ⊙ m  (content match)      ─┼─► MLP ─► score
-        PersonalMemory(q, m, turns) ─┘   (similarity-weighted past ratings of m on queries like q)
+    request (user u, query q, candidate LLM m):
 
-No per-user parameters: a user is only the edges of its turns, so new users and new LLMs (described by
-their description embedding) are scored without retraining. ``head="dot"`` and ``use_user=False`` give
-the ablations used as baselines (dot-product head; GraphRouter-like model without user nodes).
+    score(u, q, m) = g(q, m | h_u)                       global head: m attends over [h_u, topics(q)]
+                   + <phi(q, m | h_u), w_u>              Bayesian Bradley-Terry posterior of u's comparisons
+                   + a_mem  * memory_u(q, m)             u's past ratings of m on queries like q
+                   + a_conv * conversation_u(m)          m's rating on the previous turn of this conversation
+
+    h_u = HGT(user's turns, their queries, LLMs and conversation chain; NOT their rating values)
+
+The user's ratings reach the score only through the last three terms: w_u is the exact MAP of a convex
+problem (trainer/preference.py), and a_mem, a_conv >= 0 multiply averages of centered ratings of the same
+LLM. So a comparison "A beat B" (or a higher rating of A) can never lower score(A) - score(B) for that query
+(tests/trainer/test_monotone.py checks it on random users), whatever the training did. The HGT shapes the
+context (which topics the user asks about, the LLMs they meet, the conversation structure) that the global
+head and the feature map phi read. No per-user parameters: a user is only the edges of its turns, so new
+users and new LLMs (described by their description embedding) are scored without retraining.
 """
 
 from __future__ import annotations
-
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -24,162 +27,55 @@ from torch import Tensor, nn
 from torch_geometric.nn import HGTConv
 from torch_geometric.utils import scatter
 
-from trainer.graph import RESPONSE_FEATURES, TURN_FEATURES, GraphBatch, metadata
+from trainer.config import GMTRouterConfig
+from trainer.graph import TURN_FEATURES, GraphBatch, metadata
 from trainer.hgt_fast import hgt_forward
-
-MEMORY_FEATURES = 6
-
-
-@dataclass
-class GMTRouterConfig:
-    emb_dim: int = 384  # frozen sentence-encoder width
-    hidden: int = 64  # 64 kept training under 10 min on 2 shared cores (bench/quality.py); not width-swept
-    layers: int = 2  # 2 single-turn, 3 multi-turn (context travels along the turn chain)
-    heads: int = 4
-    dropout: float = 0.1
-    head: str = "cross"  # "cross" (LLM attends to [user, query]) or "dot"
-    use_user: bool = True  # False: no user information at all (GraphRouter-like ablation)
-    memory: bool = True  # similarity-weighted summary of the user's past ratings per candidate
-    ridge_dim: int = 16  # >0: per-user linear preferences solved in closed form on the visible turns
-    reverse_edges: bool = False
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from trainer.preference import BayesPreference
 
 
-class TurnEncoder(nn.Module):
-    """Initial turn state from what happened in it, so messages into the user say
-    "this LLM did well / badly on this kind of query" instead of a bare rating."""
+
+class Topics(nn.Module):
+    """Query embedding [*, D] -> soft topic memberships [*, K] (rows sum to 1)."""
 
     def __init__(self, cfg: GMTRouterConfig):
         super().__init__()
-        h = cfg.hidden
-        self.q = nn.Linear(cfg.emb_dim, h)
-        self.m = nn.Linear(cfg.emb_dim, h)
-        self.mlp = nn.Sequential(nn.Linear(4 * h + RESPONSE_FEATURES + TURN_FEATURES, h), nn.GELU(), nn.Linear(h, h))
+        self.lin = nn.Linear(cfg.emb_dim, cfg.topics)
 
-    def forward(self, xq: Tensor, q_idx: Tensor, xm: Tensor, m_idx: Tensor, resp: Tensor, recency: Tensor) -> Tensor:
-        # xq [NQ, D], xm [NM, D]: query / LLM node embeddings, projected once per node, then gathered per turn
-        # (q_idx, m_idx: [T]); resp: [T, F]; recency: [T, TURN_FEATURES]
-        q, m = self.q(xq)[q_idx], self.m(xm)[m_idx]
-        signed = resp[:, :1] + resp[:, 4:5]  # centered rating (+ deviation from the user's mean)
-        return self.mlp(torch.cat([q, m, signed * m, signed * q, resp, recency], dim=-1))  # [T, H]
-
-
-class PersonalMemory(nn.Module):
-    """For each (candidate m, request query q): how the user rated m (or LLMs described like m) before,
-    weighted by how similar the past query was to q. Cheap, inductive, and it uses the latest feedback."""
-
-    def __init__(self, tau_q: float = 5.0, tau_m: float = 20.0, prior: float = 0.5):
-        super().__init__()
-        self.log_tau_q = nn.Parameter(torch.tensor(float(tau_q)).log())
-        self.log_tau_m = nn.Parameter(torch.tensor(float(tau_m)).log())
-        self.prior = prior  # pseudo-count that shrinks sparse evidence towards 0
-
-    def forward(self, b: GraphBatch) -> Tensor:
-        n_c = b.cand.size(0)
-        if b.mem_cand.numel() == 0:
-            return b.cand.new_zeros(n_c, MEMORY_FEATURES)
-        turn = b.data["turn"]
-        resp = b.data["response"].x[b.mem_turn]  # [P, F]
-        # similarities as small dense matmuls, then scalar gathers (no [P, D] gathers)
-        req = b.cand_req[b.mem_cand]  # [P]
-        sim_q = F.normalize(b.query, dim=-1) @ F.normalize(b.data["query"].x, dim=-1).T  # [B, NQ]
-        sim_m = F.normalize(b.cand_unique, dim=-1) @ F.normalize(b.data["llm"].x, dim=-1).T  # [N_u, NM]
-        cos_q = sim_q[req, turn.query_idx[b.mem_turn]]  # [P]
-        cos_m = sim_m[b.cand_inv[b.mem_cand], turn.llm_idx[b.mem_turn]]  # [P]
-        w_q = torch.exp(self.log_tau_q.exp() * (cos_q - 1.0))
-        w_m = torch.exp(self.log_tau_m.exp() * (cos_m - 1.0))
-        rec = b.data["turn"].x[b.mem_turn, 0]
-        rc, dev = resp[:, 0], resp[:, 4]
-
-        def avg(w: Tensor, v: Tensor) -> Tensor:
-            num = scatter(w * v, b.mem_cand, 0, dim_size=n_c, reduce="sum")
-            den = scatter(w, b.mem_cand, 0, dim_size=n_c, reduce="sum")
-            return num / (den + self.prior)
-
-        wqm = w_q * w_m
-        mass_qm = scatter(wqm, b.mem_cand, 0, dim_size=n_c, reduce="sum")
-        mass_m = scatter(w_m, b.mem_cand, 0, dim_size=n_c, reduce="sum")
-        return torch.stack([avg(wqm, rc), avg(w_m, rc), avg(wqm, dev), avg(w_m, dev), avg(w_m * rec, rc + dev),
-                            torch.log1p(mass_qm) - torch.log1p(mass_m)], dim=-1)  # [N_c, MEMORY_FEATURES]
-
-
-class PersonalRidge(nn.Module):
-    """Per-user preferences without per-user parameters: a shared feature map phi(query, LLM) [F] is
-    learned end to end, and each user's weights w_u [F] are the ridge-regression fit of the user's
-    visible within-comparison rating differences on phi (one batched F x F solve, recent turns weigh more).
-    The personal score of a candidate is <phi(q, m), w_u>: few turns -> strong shrinkage -> near zero."""
-
-    def __init__(self, cfg: GMTRouterConfig):
-        super().__init__()
-        h, f = cfg.hidden, cfg.ridge_dim
-        self.q = nn.Linear(cfg.emb_dim, h)
-        self.m = nn.Linear(cfg.emb_dim, h)
-        self.phi = nn.Sequential(nn.Linear(3 * h, h), nn.GELU(), nn.Linear(h, f))
-        self.log_lam = nn.Parameter(torch.tensor(0.0))  # ridge strength
-        self.log_tau = nn.Parameter(torch.tensor(0.0))  # recency decay, in units of 100 turns
-        self.scale = nn.Parameter(torch.tensor(4.0))
-
-    def features(self, q: Tensor, q_idx: Tensor, m: Tensor, m_idx: Tensor) -> Tensor:
-        """phi for pairs (q[q_idx], m[m_idx]); the linear maps run once per distinct row."""
-        qh, mh = self.q(q)[q_idx], self.m(m)[m_idx]
-        return self.phi(torch.cat([qh, mh, qh * mh], dim=-1))
-
-    def forward(self, b: GraphBatch) -> Tensor:
-        n_c = b.cand.size(0)
-        data, turn = b.data, b.data["turn"]
-        n_user, f = data["user"].num_nodes, self.phi[-1].out_features
-        if turn.num_nodes == 0:
-            return b.cand.new_zeros(n_c)
-        resp = data["response"].x
-        phi_t = self.features(data["query"].x, turn.query_idx, data["llm"].x, turn.llm_idx)  # [T, F]
-        rated = resp[:, 1]
-        n_grp = int(turn.group.max()) + 1
-        cnt = scatter(rated, turn.group, 0, dim_size=n_grp, reduce="sum").clamp(min=1.0)
-        mean = scatter(phi_t * rated[:, None], turn.group, 0, dim_size=n_grp, reduce="sum") / cnt[:, None]
-        x = phi_t - mean[turn.group]  # [T, F] centered within the comparison
-        wt = resp[:, 3] * torch.exp(-turn.x[:, 1] / self.log_tau.exp())  # only turns with a rated sibling
-        a = scatter(wt[:, None, None] * x[:, :, None] * x[:, None, :], turn.user_idx, 0, dim_size=n_user,
-                    reduce="sum")  # [U, F, F]
-        a = a + self.log_lam.exp() * torch.eye(f)
-        rhs = scatter((wt * resp[:, 0])[:, None] * x, turn.user_idx, 0, dim_size=n_user, reduce="sum")  # [U, F]
-        w = torch.linalg.solve(a, rhs)  # [U, F]
-        phi_c = self.features(b.query, b.cand_req, b.cand_unique, b.cand_inv)  # [N_c, F]
-        return self.scale * (phi_c * w[b.req_user][b.cand_req]).sum(-1)  # [N_c]
+    def forward(self, q: Tensor) -> Tensor:
+        return torch.softmax(self.lin(q), dim=-1)
 
 
 class GraphEncoder(nn.Module):
-    """HGT over the batched graph; returns the user states [U, H]."""
+    """HGT over the batched graph, blind to feedback (not even whether a turn is rated: a rating arriving
+    must change nothing but the evidence terms); returns the user states [U, H]."""
 
     def __init__(self, cfg: GMTRouterConfig):
         super().__init__()
         h = cfg.hidden
         self.cfg = cfg
-        self.turn = TurnEncoder(cfg)
-        self.proj = nn.ModuleDict({"query": nn.Linear(cfg.emb_dim, h), "llm": nn.Linear(cfg.emb_dim, h),
-                                   "response": nn.Linear(RESPONSE_FEATURES, h)})
+        self.q = nn.Linear(cfg.topics, h)
+        self.m = nn.Linear(cfg.emb_dim, h)
+        self.resp = nn.Parameter(torch.zeros(h))  # response nodes: the encoder must not know if one is rated
+        self.turn = nn.Sequential(nn.Linear(3 * h + TURN_FEATURES, h), nn.GELU(), nn.Linear(h, h))
         meta = metadata(cfg.reverse_edges)
         self.convs = nn.ModuleList(HGTConv(h, h, meta, heads=cfg.heads) for _ in range(cfg.layers))
         self.norms = nn.ModuleList(nn.ModuleDict({t: nn.LayerNorm(h) for t in ("turn", "user")})
                                    for _ in range(cfg.layers))
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, b: GraphBatch) -> Tensor:
+    def forward(self, b: GraphBatch, topics_q: Tensor) -> Tensor:
+        # topics_q: [NQ, K] topics of the graph's query nodes
         data = b.data
-        n_user = data["user"].num_nodes
-        h = self.cfg.hidden
+        n_user, h = data["user"].num_nodes, self.cfg.hidden
         turn = data["turn"]
         if turn.num_nodes == 0:  # nobody has history: every user is a cold start
-            return data["user"].x.new_zeros(n_user, h)
-        xq, xm = data["query"].x, data["llm"].x
-        x = {
-            "query": self.proj["query"](xq),
-            "llm": self.proj["llm"](xm),
-            "response": self.proj["response"](data["response"].x),
-            "turn": self.turn(xq, turn.query_idx, xm, turn.llm_idx, data["response"].x, turn.x),
-            "user": xq.new_zeros(n_user, h),  # users start at zero: no per-user parameters
-        }
+            return topics_q.new_zeros(n_user, h)
+        q, m = self.q(topics_q), self.m(data["llm"].x)  # [NQ, H], [NM, H]
+        resp = self.resp.expand(turn.num_nodes, h)  # [T, H]
+        qt, mt = q[turn.query_idx], m[turn.llm_idx]
+        x = {"query": q, "llm": m, "response": resp,
+             "turn": self.turn(torch.cat([qt, mt, qt * mt, turn.x], dim=-1)),
+             "user": q.new_zeros(n_user, h)}  # users start at zero: no per-user parameters
         edges = {et: data[et].edge_index for et in data.edge_types}
         for i, (conv, norms) in enumerate(zip(self.convs, self.norms)):
             # = conv(x, edges) with far fewer ops (trainer/hgt_fast.py); the last layer's turn states are unused
@@ -191,60 +87,117 @@ class GraphEncoder(nn.Module):
 
 
 class CrossAttentionHead(nn.Module):
-    """The candidate LLM attends over [user, query]; MLP on [attended, LLM, query ⊙ LLM, memory]."""
+    """g(q, m | h_u): the candidate LLM attends over [user, query]; MLP on [attended, LLM, query * LLM]."""
 
     def __init__(self, cfg: GMTRouterConfig):
         super().__init__()
         h = cfg.hidden
-        self.q = nn.Linear(cfg.emb_dim, h)
+        self.q = nn.Linear(cfg.topics, h)
         self.m = nn.Linear(cfg.emb_dim, h)
         self.u = nn.Linear(h, h)
         self.attn = nn.MultiheadAttention(h, cfg.heads, dropout=cfg.dropout, batch_first=True)
-        self.mem = nn.Linear(MEMORY_FEATURES, h)
-        self.out = nn.Sequential(nn.Linear(4 * h, h), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(h, 1))
+        self.out = nn.Sequential(nn.Linear(3 * h, h), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(h, 1))
 
-    def forward(self, h_user: Tensor, b: GraphBatch, mem: Tensor) -> Tensor:
-        # h_user: [N_c, H]; mem: [N_c, MEMORY_FEATURES] -> [N_c]; projections run once per distinct row
-        qh, mh = self.q(b.query)[b.cand_req], self.m(b.cand_unique)[b.cand_inv]
-        ctx = torch.stack([self.u(h_user), qh], dim=1)  # [N_c, 2, H]
-        att, _ = self.attn(mh[:, None], ctx, ctx, need_weights=False)  # [N_c, 1, H]
-        return self.out(torch.cat([att[:, 0], mh, qh * mh, self.mem(mem)], dim=-1)).squeeze(-1)
+    def forward(self, h_user: Tensor, topics: Tensor, q_idx: Tensor, llm: Tensor, m_idx: Tensor) -> Tensor:
+        # h_user [N, H], topics [NQ, K] gathered by q_idx [N], llm [NM, D] gathered by m_idx [N] -> [N]
+        qh, mh = self.q(topics)[q_idx], self.m(llm)[m_idx]
+        ctx = torch.stack([self.u(h_user), qh], dim=1)  # [N, 2, H]
+        att, _ = self.attn(mh[:, None], ctx, ctx, need_weights=False)  # [N, 1, H]
+        return self.out(torch.cat([att[:, 0], mh, qh * mh], dim=-1)).squeeze(-1)
 
 
 class DotHead(nn.Module):
-    """Ablation: score = <f(user, query), g(LLM)> (+ a linear read of the memory features)."""
+    """Ablation: g = <f(user, query), g(LLM)>."""
 
     def __init__(self, cfg: GMTRouterConfig):
         super().__init__()
         h = cfg.hidden
-        self.ctx = nn.Sequential(nn.Linear(h + cfg.emb_dim, h), nn.ReLU(), nn.Linear(h, h))
+        self.ctx = nn.Sequential(nn.Linear(h + cfg.topics, h), nn.GELU(), nn.Linear(h, h))
         self.m = nn.Linear(cfg.emb_dim, h)
-        self.mem = nn.Linear(MEMORY_FEATURES, 1)
 
-    def forward(self, h_user: Tensor, b: GraphBatch, mem: Tensor) -> Tensor:
-        ctx = self.ctx(torch.cat([h_user, b.query[b.cand_req]], -1))  # [N_c, H]
-        return (ctx * self.m(b.cand_unique)[b.cand_inv]).sum(-1) + self.mem(mem).squeeze(-1)
+    def forward(self, h_user: Tensor, topics: Tensor, q_idx: Tensor, llm: Tensor, m_idx: Tensor) -> Tensor:
+        return (self.ctx(torch.cat([h_user, topics[q_idx]], -1)) * self.m(llm)[m_idx]).sum(-1)
+
+
+class PersonalMemory(nn.Module):
+    """memory_u(q, m): u's centered ratings of m, weighted by how similar the past query was to q and
+    shrunk towards 0; it only rises when m is rated higher (|centered rating| <= 1/2 keeps the average
+    of a winner's ratings from falling)."""
+
+    def __init__(self, tau: float = 5.0, prior: float = 1.0):
+        super().__init__()
+        self.log_tau = nn.Parameter(torch.tensor(float(tau)).log())
+        self.log_prior = nn.Parameter(torch.tensor(float(prior)).log())
+
+    def terms(self, b: GraphBatch) -> Tensor:
+        """[P] each (candidate, turn) pair's share of its candidate's memory (they sum to it)."""
+        n_c = b.cand.size(0)
+        turn = b.data["turn"]
+        sim = F.normalize(b.query, dim=-1) @ F.normalize(b.data["query"].x, dim=-1).T  # [B, NQ]
+        cos = sim[b.cand_req[b.mem_cand], turn.query_idx[b.mem_turn]]  # [P]
+        w = torch.exp(self.log_tau.exp() * (cos - 1.0))  # [P] in (0, 1]
+        r = b.data["response"].x[b.mem_turn, 0]  # [P] centered rating within its comparison
+        den = scatter(w, b.mem_cand, 0, dim_size=n_c, reduce="sum") + self.log_prior.exp()  # [N_c]
+        return w * r / den[b.mem_cand]
+
+    def forward(self, b: GraphBatch) -> Tensor:
+        n_c = b.cand.size(0)
+        if b.mem_cand.numel() == 0:
+            return b.cand.new_zeros(n_c)
+        return scatter(self.terms(b), b.mem_cand, 0, dim_size=n_c, reduce="sum")  # [N_c]
 
 
 class GMTRouter(nn.Module):
     def __init__(self, cfg: GMTRouterConfig | None = None):
         super().__init__()
         self.cfg = cfg = cfg or GMTRouterConfig()
-        self.encoder = GraphEncoder(cfg) if cfg.use_user else None
-        self.memory = PersonalMemory() if cfg.use_user and cfg.memory else None
-        self.ridge = PersonalRidge(cfg) if cfg.use_user and cfg.ridge_dim > 0 else None
+        h = cfg.hidden
+        self.topics = Topics(cfg)
+        self.encoder = GraphEncoder(cfg) if cfg.use_hgt else None
         self.head = CrossAttentionHead(cfg) if cfg.head == "cross" else DotHead(cfg)
+        if cfg.personal:
+            # phi = [g, LLM code, a small map of (topics, LLM, user state)]
+            self.code = nn.Linear(cfg.emb_dim, cfg.pref_dim // 2)
+            n_mlp = cfg.pref_dim - 1 - cfg.pref_dim // 2
+            self.phi = nn.Sequential(nn.Linear(cfg.topics + cfg.emb_dim + h, h), nn.GELU(), nn.Linear(h, n_mlp))
+            self.pref = BayesPreference(cfg.pref_dim)
+        self.memory = PersonalMemory() if cfg.memory else None
+        self.mem_weight = nn.Parameter(torch.tensor(0.0)) if cfg.memory else None
+        self.counts = PersonalMemory(tau=1e-3, prior=2.0) if cfg.counts else None
+        if self.counts is not None:
+            self.counts.log_tau.requires_grad_(False)  # every past query counts alike
+        self.count_weight = nn.Parameter(torch.tensor(0.0)) if cfg.counts else None
+        self.conv_weight = nn.Parameter(torch.tensor(0.0)) if cfg.conversation else None
+
+    def features(self, g: Tensor, h_user: Tensor, topics: Tensor, q_idx: Tensor, llm: Tensor, m_idx: Tensor) -> Tensor:
+        """phi(q, m | h_u) [N, pref_dim] for N (query, LLM) rows."""
+        mlp = self.phi(torch.cat([topics[q_idx], llm[m_idx], h_user], dim=-1))
+        return torch.cat([g[:, None], self.code(llm)[m_idx], mlp], dim=-1)
 
     def forward(self, b: GraphBatch) -> Tensor:
         """Scores [N_c] for every candidate of every request (higher = better)."""
-        n_c = b.cand.size(0)
-        if self.encoder is not None:
-            h_user = self.encoder(b)[b.req_user][b.cand_req]  # [N_c, H]
-        else:
-            h_user = b.cand.new_zeros(n_c, self.cfg.hidden)
-        mem = self.memory(b) if self.memory is not None else b.cand.new_zeros(n_c, MEMORY_FEATURES)
-        s = self.head(h_user, b, mem)
-        return s + self.ridge(b) if self.ridge is not None else s
+        data, turn = b.data, b.data["turn"]
+        n_user = data["user"].num_nodes
+        t_req, t_graph = self.topics(b.query), self.topics(data["query"].x)  # [B, K], [NQ, K]
+        h = self.encoder(b, t_graph) if self.encoder is not None else b.cand.new_zeros(n_user, self.cfg.hidden)
+        h_c = h[b.req_user][b.cand_req]  # [N_c, H]
+        g_c = self.head(h_c, t_req, b.cand_req, b.cand_unique, b.cand_inv)  # [N_c]
+        s = g_c
+        if self.cfg.personal and turn.num_nodes > 0:
+            h_t = h[turn.user_idx]
+            g_t = self.head(h_t, t_graph, turn.query_idx, data["llm"].x, turn.llm_idx)  # [T] offsets
+            phi_t = self.features(g_t, h_t, t_graph, turn.query_idx, data["llm"].x, turn.llm_idx)  # [T, F]
+            w = self.pref.posterior(phi_t, g_t, data["response"].x[:, 2], turn.x[:, 1] * 100.0, turn.user_idx,
+                                    turn.pair_index, n_user)  # [U, F]
+            phi_c = self.features(g_c, h_c, t_req, b.cand_req, b.cand_unique, b.cand_inv)  # [N_c, F]
+            s = s + (phi_c * w[b.req_user][b.cand_req]).sum(-1)
+        if self.memory is not None:
+            s = s + F.softplus(self.mem_weight) * 4.0 * self.memory(b)
+        if self.counts is not None:
+            s = s + F.softplus(self.count_weight) * 4.0 * self.counts(b)
+        if self.conv_weight is not None and b.conv_prev is not None:
+            s = s + F.softplus(self.conv_weight) * 4.0 * b.conv_prev
+        return s
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -5,16 +5,17 @@ One cycle (prequential):
 2. sample recent users' histories from the graph store (time-respecting samples, see graphstore.sampler);
    targets before T train, targets at or after T evaluate: training never sees the feedback it is judged on;
 3. warm-start from the serving version and train;
-4. evaluate the candidate and the serving model on the same newest targets; publish the candidate and
-   promote it only if its AUC is not below the serving model's by more than ``margin``;
-5. append the cycle (versions, data window, metrics, decision) to ``<model_dir>/cycles.jsonl``.
+4. count the global win rates of the count-based scorer on the training side (and, for serving, on all);
+5. judge the candidate, the serving model and the count-based scorer on the same newest targets
+   (trainer/promotion.py): promote the candidate only if it is significantly better than both on enough
+   pairs; demote a serving model that is significantly worse than counting; publish the candidate either way;
+6. append the cycle (versions, data window, metrics, verdict, what serves now) to ``<model_dir>/cycles.jsonl``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -34,8 +35,9 @@ class RefreshConfig:
     users: int = 2000  # samples drawn per cycle
     k: int = 10  # visible turns per sample
     eval_fraction: float = 0.2  # newest share of turns held out for the prequential evaluation
-    steps: int = 150
-    margin: float = 0.005  # promote when candidate AUC >= serving AUC - margin
+    steps: int = 400
+    min_pairs: int = 100  # fewest fresh comparison pairs a promotion (or demotion) is decided on
+    alpha: float = 0.05  # one-sided sign-test level
     seed: int = 0
 
 
@@ -49,6 +51,10 @@ class CycleRecord:
     window: dict = field(default_factory=dict)
     candidate_metrics: dict = field(default_factory=dict)
     serving_metrics: dict = field(default_factory=dict)
+    count_metrics: dict = field(default_factory=dict)
+    verdict: dict = field(default_factory=dict)  # trainer/promotion.py Verdict
+    demoted: bool = False
+    serving_after: str = "count"  # the model version serving after this cycle, or "count"
     seconds: float = 0.0
 
 
@@ -63,11 +69,6 @@ def split_prequential(samples: list[TrainingSample], cutoff_ms: int) -> tuple[li
         if after:
             evals.append(TrainingSample(s.visible, after))
     return train, evals
-
-
-def _finite(m: dict, key: str = "auc") -> float:
-    v = m.get(key)
-    return float(v) if v is not None and math.isfinite(v) else float("-inf")
 
 
 class RefreshTrainer:
@@ -101,37 +102,55 @@ class RefreshTrainer:
         return train, evals, window
 
     # --- one cycle ---------------------------------------------------------------------------
-    def run_cycle(self, candidate=None, progress: bool = False) -> CycleRecord:
-        """One refresh. ``candidate`` (a model) skips training and judges that model instead."""
+    def run_cycle(self, candidate=None, progress: bool = False, serving=None) -> CycleRecord:
+        """One refresh. ``candidate`` (a model) skips training and judges that model instead; ``serving`` (a
+        model) stands in for the registry's CURRENT version when judging."""
         from trainer.checkpoint import load_checkpoint
-        from trainer.train import TrainConfig, evaluate, fit
+        from trainer.count_scorer import CountScorer
+        from trainer.metrics import pair_metrics
+        from trainer.promotion import judge, pair_correct
+        from trainer.train import TrainConfig, fit, llm_table, score_samples
 
         t0 = time.time()
         serving_version = self.registry.current()
-        serving = load_checkpoint(self.registry.path(serving_version)).model if serving_version else None
+        if serving is None and serving_version:
+            serving = load_checkpoint(self.registry.path(serving_version)).model
         llms = self.store.llm_catalog()
         train, evals, window = self.sample(self.cfg.seed + len(self.history()))
-        record = CycleRecord(t0, serving_version, None, False, "", window)
+        record = CycleRecord(t0, serving_version, None, False, "", window, serving_after=serving_version or "count")
+        if train or evals:
+            CountScorer.counted(train + evals).save(self.registry.root)  # what counting serves from now on
         if not evals or (candidate is None and not train):
             record.reason = "not enough feedback yet (no targets on one side of the cutoff)"
             return self._log(record, t0)
         if candidate is None:
-            tcfg = TrainConfig(steps=self.cfg.steps, seed=self.cfg.seed, eval_every=max(self.cfg.steps // 3, 1))
+            tcfg = TrainConfig(steps=self.cfg.steps, seed=self.cfg.seed, eval_every=max(self.cfg.steps // 4, 1))
             if serving is not None:
                 tcfg = replace(tcfg, model=serving.cfg)
             # validation (checkpoint selection) uses training-side targets only; the evaluation set stays unseen
             candidate = fit(train, train[: max(1, len(train) // 5)], tcfg, init=serving, progress=progress,
                             llms=llms).model
-        record.candidate_metrics = evaluate(candidate, evals, llms)
+        groups = [g for s in evals for g in s.targets]
+        table = llm_table(llms)
+        scored = {"candidate": score_samples(candidate, evals, table),
+                  "count": CountScorer.counted(train).score_samples(evals)}  # counting as it served before the cutoff
         if serving is not None:
-            record.serving_metrics = evaluate(serving, evals, llms)
-        new, old = _finite(record.candidate_metrics), _finite(record.serving_metrics)
-        record.promoted = serving is None or new >= old - self.cfg.margin
-        record.reason = (f"candidate AUC {new:.4f} vs serving {old:.4f} (margin {self.cfg.margin})"
-                         if serving is not None else "no serving model yet")
+            scored["serving"] = score_samples(serving, evals, table)
+        metrics = {k: pair_metrics(groups, v) for k, v in scored.items()}
+        record.candidate_metrics, record.count_metrics = metrics["candidate"], metrics["count"]
+        record.serving_metrics = metrics.get("serving", {})
+        correct = {k: pair_correct(groups, v) for k, v in scored.items()}
+        verdict = judge(correct["candidate"], correct["count"], correct.get("serving"), min_pairs=self.cfg.min_pairs,
+                        alpha=self.cfg.alpha)
+        record.verdict, record.promoted, record.reason = verdict.to_dict(), verdict.promote, verdict.reason
         record.candidate_version = self.registry.publish(
-            candidate, promote=record.promoted, train_config=asdict(self.cfg),
-            metrics={"prequential": record.candidate_metrics, "window": window}, llm_catalog=llms)
+            candidate, promote=verdict.promote, train_config=asdict(self.cfg),
+            metrics={"prequential": record.candidate_metrics, "verdict": record.verdict, "window": window},
+            llm_catalog=llms)
+        if verdict.demote:
+            self.registry.demote()
+            record.demoted = True
+        record.serving_after = self.registry.current() or "count"
         return self._log(record, t0)
 
     def _log(self, record: CycleRecord, t0: float) -> CycleRecord:

@@ -15,7 +15,7 @@ def refresh_config(s: Settings):
     from trainer.refresh import RefreshConfig
 
     return RefreshConfig(window_minutes=s.trainer_window_minutes, users=s.trainer_users, k=s.history_turns,
-                         steps=s.trainer_steps, margin=s.trainer_margin)
+                         steps=s.trainer_steps, min_pairs=s.trainer_min_pairs, alpha=s.trainer_alpha)
 
 
 def run_cycle(s: Settings, progress: bool = False) -> dict:

@@ -2,9 +2,12 @@
 
     root/
       v0001-20260123T101500/model.pt    one checkpoint per version
-      CURRENT                           the version workers serve (written via temp file + rename)
+      CURRENT                           the version workers serve (written via temp file + rename), or
+                                        "count": the count-based scorer serves (trainer/count_scorer.py)
+      count.json                        the count-based scorer's global win rates (each trainer cycle)
 
-Workers poll :meth:`ModelRegistry.current` and hot-swap when it changes.
+Workers poll :meth:`ModelRegistry.current` and hot-swap when it changes. A registry with no promoted
+version serves the count-based scorer: a published candidate serves only once promoted by evidence.
 """
 
 from __future__ import annotations
@@ -72,12 +75,20 @@ class ModelRegistry:
         tmp.write_text(version + "\n")
         os.replace(tmp, self.root / "CURRENT")
 
+    def demote(self) -> None:
+        """Point CURRENT at the count-based scorer."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".CURRENT.{os.getpid()}.tmp"
+        tmp.write_text("count\n")
+        os.replace(tmp, self.root / "CURRENT")
+
     def current(self) -> str | None:
-        """The promoted version, else the latest published one, else None."""
+        """The promoted model version; None when the count-based scorer serves (nothing promoted yet, or
+        the last promoted model was demoted)."""
         try:
             v = (self.root / "CURRENT").read_text().strip()
             if v and self.path(v).exists():
                 return v
         except (FileNotFoundError, ValueError):
             pass
-        return self.latest()
+        return None

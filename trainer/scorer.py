@@ -34,20 +34,40 @@ class Scorer:
         ck = load_checkpoint(path)
         return cls(ck.model, ck.version, {k: v.embedding for k, v in ck.llm_catalog.items()})
 
+    def score_batch(self, items: list[tuple]) -> list[np.ndarray]:
+        """[(history, query_emb [D], candidates[, conversation_id])] -> one score vector [C] per item (higher =
+        better). ``conversation_id``: the conversation the request continues (its previous turn is evidence)."""
+        return self.decide_batch(items, explain=False)[0]
+
     @torch.no_grad()
-    def score_batch(self, items: list[tuple[UserSubgraph, np.ndarray, list[LLMInfo]]]) -> list[np.ndarray]:
-        """[(history, query_emb [D], candidates)] -> one score vector [C] per item (higher = better)."""
+    def decide_batch(self, items: list[tuple], explain: bool = True) -> tuple[list[np.ndarray], list[dict]]:
+        """Scores as :meth:`score_batch`, plus per item the explanation of its choice (trainer/explain.py):
+        the personal term of each candidate and the turns that pushed the chosen one most."""
         if not items:
-            return []
-        for _, _, cands in items:
-            for c in cands:
+            return [], []
+        for it in items:
+            for c in it[2]:
                 self.llm_emb.setdefault(c.llm_id, np.asarray(c.embedding, np.float32))
         subs: Sequence[UserSubgraph] = [it[0] for it in items]
         d = self.model.cfg.emb_dim
-        reqs = [Request(i, np.asarray(q, np.float32),
-                        np.stack([np.asarray(c.embedding, np.float32) for c in cands]) if cands else np.zeros((0, d), np.float32))
-                for i, (_, q, cands) in enumerate(items)]
+        reqs = [Request(i, np.asarray(it[1], np.float32),
+                        np.stack([np.asarray(c.embedding, np.float32) for c in it[2]]) if it[2]
+                        else np.zeros((0, d), np.float32),
+                        [c.llm_id for c in it[2]], it[3] if len(it) > 3 else None)
+                for i, it in enumerate(items)]
         b = build_batch(subs, reqs, self.llm_emb, reverse_edges=self.model.cfg.reverse_edges,
                         emb_dim=self.model.cfg.emb_dim)
         s = self.model(b).numpy()
-        return [x.copy() for x in np.split(s, np.cumsum(b.counts)[:-1])]
+        scores = [x.copy() for x in np.split(s, np.cumsum(b.counts)[:-1])]
+        if not explain:
+            return scores, [{} for _ in items]
+        from trainer.explain import explain as explain_batch
+
+        turn_ids = [t for sub in subs for t in sub.turn_ids]
+        chosen = [choose(sc, it[2]) for sc, it in zip(scores, items)]
+        return scores, explain_batch(self.model, b, turn_ids, chosen)
+
+
+def choose(scores: Sequence[float], candidates: Sequence[LLMInfo]) -> int:
+    """The decision rule: the highest score; on a tie, the cheaper LLM."""
+    return max(range(len(candidates)), key=lambda j: (scores[j], -candidates[j].price_out))

@@ -1,5 +1,5 @@
 """Inductive training: many optimizer steps over mini-batches of users, each seeing a fresh random
-number of visible turns (0..k_max) and predicting the same users' later comparisons.
+number of their last visible turns (k_min..k_max) and predicting the same users' later comparisons.
 
 The best step is chosen on validation AUC. Seeds are fixed, so a run is reproducible on one machine.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -18,32 +18,10 @@ import torch.nn.functional as F
 
 from graphstore.schema import HeldOutGroup, LLMInfo, TrainingSample, UserSubgraph
 from trainer.graph import GraphBatch, Request, build_batch
+from trainer.history import last_turns, select_turns, truncate  # noqa: F401  (re-exported)
 from trainer.metrics import pair_metrics
-from trainer.model import GMTRouter, GMTRouterConfig
-
-
-@dataclass
-class TrainConfig:
-    model: GMTRouterConfig = field(default_factory=GMTRouterConfig)
-    steps: int = 300
-    batch_size: int = 64  # samples (users) per step
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    k_min: int = 0  # visible groups are resampled in [k_min, k_max] every step
-    k_max: int = 30
-    loss: str = "bt"  # "bt": pairwise Bradley-Terry, ties skipped; "bce": per-answer BCE on ratings
-    eval_every: int = 75
-    max_valid: int = 3000  # validation samples scored at each evaluation (a fixed, seeded subset)
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        d = dict(d)
-        d["model"] = GMTRouterConfig(**d.get("model", {}))
-        return cls(**d)
+from trainer.config import GMTRouterConfig, TrainConfig  # noqa: F401  (re-exported)
+from trainer.model import GMTRouter
 
 
 @dataclass
@@ -56,33 +34,6 @@ class FitResult:
     step_seconds: float  # mean wall time of one optimizer step
 
 
-def select_turns(sub: UserSubgraph, idx: np.ndarray) -> UserSubgraph:
-    """The subgraph restricted to turns ``idx`` (ascending); ``prev`` links to dropped turns become -1."""
-    remap = np.full(len(sub), -1, np.int64)
-    remap[idx] = np.arange(len(idx))
-    prev = sub.prev[idx]
-    prev = np.where(prev >= 0, remap[np.maximum(prev, 0)], -1)
-    pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
-    return UserSubgraph(sub.user_id, pick(sub.turn_ids), pick(sub.conversation_ids), pick(sub.llm_ids),
-                        pick(sub.query_keys), sub.turn_index[idx], sub.timestamps[idx], sub.query_emb[idx],
-                        sub.rating[idx], prev)
-
-
-def truncate(sub: UserSubgraph, k: int) -> UserSubgraph:
-    """Keep the last ``k`` comparison groups (turns sharing conversation and turn index) of a subgraph."""
-    keys = list(zip(sub.conversation_ids, sub.turn_index.tolist()))
-    uniq = list(dict.fromkeys(keys))
-    if len(uniq) <= k:
-        return sub
-    keep_keys = set(uniq[len(uniq) - k:]) if k > 0 else set()
-    return select_turns(sub, np.array([i for i, kk in enumerate(keys) if kk in keep_keys], np.int64))
-
-
-def last_turns(sub: UserSubgraph, n: int) -> UserSubgraph:
-    """Keep the last ``n`` turn nodes (what serving sends with settings.history_turns = n)."""
-    return sub if len(sub) <= n else select_turns(sub, np.arange(len(sub) - n, len(sub)))
-
-
 def llm_table(llms: Mapping[str, LLMInfo] | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: (v.embedding if isinstance(v, LLMInfo) else np.asarray(v)) for k, v in llms.items()}
 
@@ -92,7 +43,8 @@ def make_batch(subs: Sequence[UserSubgraph], targets: Sequence[Sequence[HeldOutG
     """One user node per subgraph; one request per target group, its candidates = the group's LLMs."""
     d = next(iter(llm_emb.values())).shape[-1] if llm_emb else 384
     zero = np.zeros(d, np.float32)
-    reqs = [Request(u, g.query_emb, np.stack([llm_emb.get(m, zero) for m in g.llm_ids]))
+    reqs = [Request(u, g.query_emb, np.stack([llm_emb.get(m, zero) for m in g.llm_ids]), list(g.llm_ids),
+                    g.conversation_id)
             for u, gs in enumerate(targets) for g in gs]
     return build_batch(subs, reqs, llm_emb, reverse_edges=reverse_edges, emb_dim=d)
 
@@ -188,7 +140,7 @@ def fit(train: list[TrainingSample], valid: list[TrainingSample], config: TrainC
         idx = rng.choice(len(train), min(config.batch_size, len(train)), replace=False)
         chunk = [train[i] for i in idx]
         ks = rng.integers(config.k_min, config.k_max + 1, len(chunk))
-        subs = [truncate(s.visible, int(k)) for s, k in zip(chunk, ks)]
+        subs = [last_turns(s.visible, int(k)) for s, k in zip(chunk, ks)]
         batch = make_batch(subs, [s.targets for s in chunk], table, model.cfg.reverse_edges)
         loss = _loss(model(batch), [g for s in chunk for g in s.targets], config.loss)
         opt.zero_grad()

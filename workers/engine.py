@@ -21,6 +21,7 @@ import numpy as np
 
 from graphstore.schema import LLMInfo, UserSubgraph
 from streams.events import RouteDecision, RouteRequest
+from trainer.scorer import choose
 from workers.models import ModelSource
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,19 @@ class _Plan:
     request: RouteRequest
     candidates: list[LLMInfo] | None
     error: str | None = None
+
+
+def _named(explanation: dict, ids: list[str]) -> dict:
+    """Per-candidate lists of an explanation keyed by LLM id (what the audit record stores)."""
+    return {k: dict(zip(ids, v)) if isinstance(v, list) and len(v) == len(ids) and k != "pushed_by" else v
+            for k, v in explanation.items()}
+
+
+def scorer_name(version: str | None) -> str:
+    """What a decision names as its scorer: the count-based scorer, or the model version."""
+    from trainer.count_scorer import COUNT_VERSION
+
+    return "count" if version == COUNT_VERSION else f"model {version}"
 
 
 class RouteEngine:
@@ -123,6 +137,7 @@ class RouteEngine:
             subgraphs = [UserSubgraph(user_id=p.request.user_id) for p in ok]
 
         scores: list[np.ndarray] | None = None
+        explains: list[dict] = []
         scorer = self.models.scorer
         version = getattr(scorer, "version", None)
         if ok and scorer is not None:
@@ -133,7 +148,8 @@ class RouteEngine:
                 new: list[str] = []
                 q = self.encoder.encode(texts, lookup=partial(self._stored_queries, new=new) if self.record else None)
                 self._queue_new(new, texts, q)
-                scores = scorer.score_batch([(sg, q[i], p.candidates) for i, (sg, p) in enumerate(zip(subgraphs, ok))])
+                scores, explains = scorer.decide_batch([(sg, q[i], p.candidates, p.request.conversation_id)
+                                                        for i, (sg, p) in enumerate(zip(subgraphs, ok))])
             except Exception:
                 log.exception("scorer failed; answering from the prior")
                 scores = None
@@ -151,15 +167,16 @@ class RouteEngine:
             ids = [c.llm_id for c in p.candidates]
             if scores is not None:
                 s = [float(x) for x in scores[i]]
-                fallback, used_version = store_down, version
+                fallback, used_version, answered = store_down, version, scorer_name(version)
                 self._learn_prior(ids, s)
             else:
                 s = [self._prior.get(m, 0.0) for m in ids]
-                fallback, used_version = True, None
-            best = max(range(len(ids)), key=lambda j: (s[j], -p.candidates[j].price_out))
+                fallback, used_version, answered = True, None, "prior"
+            best = choose(s, p.candidates)
             out.append(RouteDecision(
                 request_id=r.request_id, user_id=r.user_id, chosen_llm_id=ids[best], scores=dict(zip(ids, s)),
-                model_version=used_version, turn_ids=list(subgraphs[i].turn_ids), latency_ms=elapsed,
+                model_version=used_version, scorer=answered, turn_ids=list(subgraphs[i].turn_ids),
+                explain=_named(explains[i], ids) if scores is not None else {}, latency_ms=elapsed,
                 fallback=fallback))
         return out
 

@@ -2,6 +2,8 @@
 
 A background thread polls the registry; a new version is loaded off the request path and then made
 current with one reference assignment, so a micro-batch in flight finishes on the model it started with.
+With no promoted version (a new deployment, or the last model was demoted) the count-based scorer serves,
+with the global win rates the trainer last counted (trainer/count_scorer.py): never worse than counting.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ log = logging.getLogger(__name__)
 class ScorerLike(Protocol):
     version: str
 
-    def score_batch(self, items: list[tuple[UserSubgraph, np.ndarray, list[LLMInfo]]]) -> list[np.ndarray]: ...
+    def score_batch(self, items: list[tuple]) -> list[np.ndarray]: ...
+
+    def decide_batch(self, items: list[tuple], explain: bool = True) -> tuple[list[np.ndarray], list[dict]]: ...
 
 
 class ModelSource:
@@ -47,7 +51,9 @@ class ModelSource:
     def refresh(self) -> bool:
         """Load the registry's current version if it differs from the one serving; True if swapped."""
         version = self.registry.current()
-        if version is None or (self._scorer is not None and self._scorer.version == version):
+        if version is None:
+            return self._serve_counts()
+        if self._scorer is not None and self._scorer.version == version:
             return False
         from trainer.scorer import Scorer
 
@@ -60,6 +66,23 @@ class ModelSource:
             return False
         self._scorer = scorer
         log.info("serving model version %s", version)
+        return True
+
+    def _serve_counts(self) -> bool:
+        """The count-based scorer, reloaded when the trainer has counted new global rates."""
+        from trainer.count_scorer import RATES_FILE, CountScorer
+
+        try:
+            stamp = (self.registry.root / RATES_FILE).stat().st_mtime_ns
+        except FileNotFoundError:
+            stamp = None
+        current = self._scorer
+        if isinstance(current, CountScorer) and getattr(current, "stamp", None) == stamp:
+            return False
+        scorer = CountScorer.load(self.registry.root)
+        scorer.stamp = stamp
+        self._scorer = scorer
+        log.info("serving the count-based scorer (%d global pairs)", scorer.pairs)
         return True
 
     def start(self) -> "ModelSource":

@@ -58,13 +58,14 @@ class Scorer:
         self.fail = False
         self.seen = []
 
-    def score_batch(self, items):
+    def decide_batch(self, items, explain=True):
         if self.fail:
             raise RuntimeError("boom")
         self.seen += items
         # prefer the LLM whose one-hot matches the number of history turns: deterministic and history-dependent
-        return [np.array([float(c.embedding[len(sg)]) + 0.1 * j for j, c in enumerate(cands)])
-                for sg, _, cands in items]
+        scores = [np.array([float(c.embedding[len(sg)]) + 0.1 * j for j, c in enumerate(cands)])
+                  for sg, _, cands, _ in items]
+        return scores, [{"personal": [0.5] * len(s)} for s in scores]
 
 
 class Models:
@@ -86,7 +87,8 @@ def test_decision_names_scores_version_and_turns(parts):
     store, scorer, engine = parts
     [d] = engine.decide([req(0)])
     assert d.error is None and not d.fallback
-    assert d.model_version == "v0007"
+    assert d.model_version == "v0007" and d.scorer == "model v0007"
+    assert d.explain == {"personal": {"m0": 0.5, "m1": 0.5, "m2": 0.5}}  # per candidate, keyed by LLM id
     assert set(d.scores) == {"m0", "m1", "m2"}
     assert d.chosen_llm_id == max(d.scores, key=d.scores.get) == "m1"
     assert d.turn_ids == ["u0-t1"]

@@ -19,7 +19,7 @@ def test_register_adds_subcommands_with_help(capsys):
             p.parse_args([name, "--help"])
         assert "usage:" in capsys.readouterr().out
     args = p.parse_args(["eval", "--train", "a", "--test", "b"])
-    assert args.func is cli.cmd_eval and args.history == 30
+    assert args.func is cli.cmd_eval and args.history is None  # default: what serving reads
     with pytest.raises(SystemExit):
         p.parse_args(["eval", "--train", "a"])  # --test is required
 

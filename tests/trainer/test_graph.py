@@ -44,9 +44,12 @@ def test_builder_shapes_edges_and_masking():
     assert not torch.isnan(resp).any()
     assert g.cand.shape == (6, D) and g.counts == [3, 2, 1]
     assert g.cand_req.tolist() == [0, 0, 0, 1, 1, 2]
-    # memory pairs: only rated turns of the request's own user
+    # memory pairs: only rated turns of the request's own user answered by the candidate's LLM (the candidates'
+    # embeddings are m2's, so they are taken for m2)
     pairs = set(zip(g.mem_cand.tolist(), g.mem_turn.tolist()))
-    assert pairs == {(c, t) for c in range(3) for t in (0, 1, 3)}
+    assert pairs == {(c, t) for c in range(3) for t in (1, 3)}
+    # rated pairs of one comparison: only (0, 1); turns 2 and 3 share a group but 2 is unrated
+    assert data["turn"].pair_index.tolist() == [[0], [1]]
 
 
 def test_truncate_keeps_last_groups_and_remaps_prev():
@@ -72,5 +75,7 @@ def test_comparisons_and_user_means_are_per_user():
     assert resp[2:, 0].tolist() == [0.0, 0.0, 0.0] and resp[2:, 3].tolist() == [0.0, 0.0, 0.0]  # b: no rated pair
     # deviation from the user's own mean rating (a: 0.5, b: 0.5 over its two rated turns); unrated -> 0
     assert torch.allclose(resp[:, 4], torch.tensor([0.5, -0.5, -0.3, 0.0, 0.3]), atol=1e-6)
-    # memory pairs of the one request (user b, 2 candidates): b's rated turns 2 and 4, candidate-major
+    # memory pairs of the one request (user b, 2 candidates named m1): b's rated m1 turns 2 and 4
+    g = build_batch([a, b], [Request(1, np.zeros(D, np.float32), np.ones((2, D), np.float32), ["m1", "m1"])], emb)
     assert list(zip(g.mem_cand.tolist(), g.mem_turn.tolist())) == [(0, 2), (0, 4), (1, 2), (1, 4)]
+    assert g.data["turn"].pair_index.tolist() == [[0], [1]]  # a's comparison; b's has one rated answer

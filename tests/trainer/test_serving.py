@@ -57,7 +57,7 @@ def test_registry_publish_promote_current(tmp_path, model):
     reg = ModelRegistry(tmp_path / "models")
     assert reg.list() == [] and reg.latest() is None and reg.current() is None
     v1 = reg.publish(model, metrics={"auc": 0.6})
-    assert reg.current() == v1 and reg.path(v1).exists()
+    assert reg.current() is None and reg.path(v1).exists()  # published is not served: counting serves until promoted
     save_checkpoint(model, tmp_path / "x.pt", version="ext")
     v2 = reg.publish(tmp_path / "x.pt")
     assert reg.list() == [v1, v2] and reg.latest() == v2
@@ -67,3 +67,5 @@ def test_registry_publish_promote_current(tmp_path, model):
     with pytest.raises(FileNotFoundError):
         reg.promote("v9999-20990101T000000")
     assert Scorer.load(reg.path(reg.current())).version == v1
+    reg.demote()  # the count-based scorer serves again
+    assert reg.current() is None and (tmp_path / "models" / "CURRENT").read_text().strip() == "count"

@@ -1,4 +1,5 @@
-"""The periodic trainer's cycle on a real graph: trains, promotes, refuses a worse model, logs every cycle."""
+"""The periodic trainer's cycle on a real graph: counting serves first, a candidate needs evidence to be
+promoted, a bad candidate is refused even when nothing serves, a model that falls behind is demoted."""
 
 from __future__ import annotations
 
@@ -22,36 +23,48 @@ def test_prequential_split_never_trains_on_what_it_evaluates(sim_store):
         assert max(s.visible.timestamps, default=-1) < min(g.timestamp for g in s.targets)
 
 
-def test_cycle_promotes_a_trained_model_and_refuses_a_worse_one(sim_store, module_settings):
-    from trainer.checkpoint import load_checkpoint
-    from workers.models import ModelSource
-
-    trainer = RefreshTrainer(sim_store, module_settings.model_dir, RefreshConfig(window_minutes=1e9, users=100, steps=30))
-    first = trainer.run_cycle()
-    assert first.promoted and first.serving_version is None
-    assert first.window["train_targets"] > 0 and first.window["eval_targets"] > 0
-    assert first.candidate_metrics["auc"] > 0.5
-    assert trainer.registry.current() == first.candidate_version
-
-    source = ModelSource(module_settings.model_dir)  # what a router worker loads
-    assert source.scorer.version == first.candidate_version
-
-    model = load_checkpoint(trainer.registry.path(first.candidate_version)).model
+def _reversed(model):
     worse = copy.deepcopy(model)
     forward = worse.forward
-    worse.forward = lambda batch: -forward(batch)  # deliberately worse: every preference reversed
-    second = trainer.run_cycle(candidate=worse)
-    assert not second.promoted
-    assert second.candidate_metrics["auc"] < second.serving_metrics["auc"]
-    assert trainer.registry.current() == first.candidate_version  # still serving the good one
-    assert not source.refresh() and source.scorer.version == first.candidate_version
+    worse.forward = lambda batch: -forward(batch)  # deliberately bad: every preference reversed
+    return worse
 
-    third = trainer.run_cycle()  # warm start from the serving model on the same feedback: not worse
-    assert third.serving_version == first.candidate_version
-    if third.promoted:
-        assert source.refresh() and source.scorer.version == third.candidate_version
+
+def test_counting_serves_until_evidence_then_refuses_and_demotes(sim_store, module_settings):
+    from trainer.checkpoint import load_checkpoint
+    from trainer.count_scorer import CountScorer
+    from workers.models import ModelSource
+
+    cfg = RefreshConfig(window_minutes=1e9, users=100, steps=30, min_pairs=20)
+    trainer = RefreshTrainer(sim_store, module_settings.model_dir, cfg)
+    source = ModelSource(module_settings.model_dir)  # what a router worker loads
+    assert isinstance(source.scorer, CountScorer) and source.scorer.version == "count"  # from the first minute
+
+    first = trainer.run_cycle()
+    assert first.serving_version is None and first.window["eval_targets"] > 0
+    assert set(first.verdict["accuracy"]) == {"candidate", "count"} and first.verdict["pairs"] > 0
+    assert first.count_metrics["pairs"] == first.candidate_metrics["pairs"]  # judged on the same pairs
+    assert first.reason and first.serving_after == (first.candidate_version if first.promoted else "count")
+    assert source.refresh()  # the promoted model, or counting with the rates the cycle counted (count.json)
+    if first.promoted:
+        assert source.scorer.version == first.candidate_version
+    else:
+        assert isinstance(source.scorer, CountScorer) and source.scorer.pairs > 0
+
+    model = load_checkpoint(trainer.registry.path(first.candidate_version)).model
+    bad = trainer.run_cycle(candidate=_reversed(model))
+    assert not bad.promoted and "not significantly better than counting" in bad.reason
+    assert trainer.registry.current() == (first.candidate_version if first.promoted else None)
+
+    # a serving model that is worse than counting on fresh feedback is demoted
+    trainer.registry.promote(bad.candidate_version)
+    assert source.refresh() and source.scorer.version == bad.candidate_version
+    third = trainer.run_cycle(candidate=_reversed(model), serving=_reversed(model))  # serving: as bad
+    assert third.serving_version == bad.candidate_version
+    assert not third.promoted and third.demoted and "demoted" in third.reason
+    assert trainer.registry.current() is None and third.serving_after == "count"
+    assert source.refresh() and isinstance(source.scorer, CountScorer)
 
     history = trainer.history()
-    assert [h["promoted"] for h in history] == [True, False, third.promoted]
-    assert [h["candidate_version"] for h in history] == [first.candidate_version, second.candidate_version,
-                                                          third.candidate_version]
+    assert [h["promoted"] for h in history] == [first.promoted, False, False]
+    assert [h["demoted"] for h in history] == [False, False, True]

@@ -1,0 +1,186 @@
+"""Prequential, online: live decisions against the feedback seen so far, through the real pipeline.
+
+    python bench/online.py        # -> bench/results/online.{json,md,png}
+
+A local stack (`prefstream up`: Tansu broker, FalkorDB, Ray router workers, Faust ingest, the periodic
+trainer) starts with no model. Simulated users (default simulator) stream their chats and feedback through
+Kafka in steps. At every step each user's next comparison is first routed live among the LLMs that will
+answer it (a RouteRequest with those candidates), scored against the user's true utilities (the decision is
+right when it picks the answer the user rates highest), and only then published with its feedback. So every
+decision is predicted from feedback that precedes it, as in production. Next to it, the per-user win count
+over the same published events answers the same comparisons. A quarter of the users join only halfway:
+their accuracy by their n-th comparison is the cold-start curve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import pct, write_json  # noqa: E402
+
+
+def _comparisons(sim, events):
+    """(user, [events of one comparison: its ChatTurns then its Feedback], the sim group) in time order."""
+    by_turn: dict[str, list] = {}
+    for e in events:
+        if e.type == "chat_turn":
+            by_turn.setdefault(f"{e.conversation_id}:{e.turn_index + 1}", []).append(e)
+        elif e.type == "feedback":
+            tid = e.turn_id.rsplit(":", 1)[0]
+            by_turn.setdefault(tid, []).append(e)
+    return [(g.user_id, by_turn[f"{g.conversation_id}:{g.turn}"], g) for g in sim.history]
+
+
+def run(args) -> dict:
+    from prefstream.config import Settings
+    from prefstream.demo import PublishedCounts, promotions
+    from prefstream.procs import free_port, free_port_span
+    from prefstream.services import RAY_PORT_SPAN
+    from prefstream.stack import Stack
+    from streams.client import PrefstreamClient
+    from trainer.refresh import RefreshTrainer
+    from trainer.simulate import SimConfig, Simulator
+
+    sim = Simulator(SimConfig(seed=args.seed, n_users=args.users, n_new_users=0, turns_min=args.turns,
+                              turns_max=args.turns + 10))
+    events = sim.events()
+    catalog = [e for e in events if e.type == "llm_registered"]
+    comps = _comparisons(sim, [e for e in events if e.type != "llm_registered"])
+    users = sorted({u for u, _, _ in comps})
+    late = set(users[::4])  # join halfway
+    early = [c for c in comps if c[0] not in late]
+    half = len(early) // 2
+    order = early[:half] + sorted(early[half:] + [c for c in comps if c[0] in late], key=lambda c: c[2].timestamp)
+    tmp = Path(tempfile.mkdtemp(prefix="prefstream-online-"))
+    s = Settings(broker_port=free_port(), graph_port=free_port(), ray_port=free_port_span(RAY_PORT_SPAN),
+                 run_dir=tmp / "run", model_dir=tmp / "models", graph_name="online", trainer_every_minutes=60.0,
+                 trainer_after_feedback=args.train_after_feedback, trainer_steps=args.train_steps,
+                 trainer_window_minutes=1e9, encoder_max_seq_length=128)
+    counts = PublishedCounts({e.llm_id: e.price_out for e in catalog})
+    llm_index = {m: j for j, m in enumerate(sim.data.llm_ids)}
+    steps, nth = [], {}
+    stack = Stack(s)
+    stack.up(apps=True, log=lambda m: print(f"  {m}", flush=True))
+    t_start = time.monotonic()
+    try:
+        trainer_log = RefreshTrainer(None, s.model_dir)
+        with PrefstreamClient(stack.s) as client:
+            for e in catalog:
+                client.publish(e)
+            client.flush()
+            time.sleep(3.0)
+            seen_fb, seen_per_user = 0, {}
+            for k, chunk in enumerate(np.array_split(np.arange(len(order)), args.steps)):
+                batch = [order[i] for i in chunk]
+                futs = [client.route_async(u, sim.data.queries[g.query_idx],
+                                           candidates=[sim.data.llm_ids[m] for m in g.llm_idx],
+                                           conversation_id=g.conversation_id) for u, _, g in batch]
+                picks = counts.choose([u for u, _, _ in batch], [[sim.data.llm_ids[m] for m in g.llm_idx]
+                                                                 for _, _, g in batch])
+                hits, count_hits, scorers, lat = [], [], {}, []
+                for (u, evs, g), f, cp in zip(batch, futs, picks):
+                    d = f.result(timeout=120)
+                    best = g.llm_idx[int(np.argmax(g.utility))]
+                    ok = not d.error and llm_index.get(d.chosen_llm_id) == best
+                    hits.append(ok)
+                    count_hits.append(llm_index[cp] == best)
+                    scorers[d.scorer or "error"] = scorers.get(d.scorer or "error", 0) + 1
+                    lat.append(d.latency_ms)
+                    n = seen_per_user.get(u, 0)
+                    if u in late:
+                        nth.setdefault(n, []).append((ok, llm_index[cp] == best))
+                    seen_per_user[u] = n + 1
+                for _, evs, _ in batch:  # now the answers and the feedback happen
+                    for e in evs:
+                        client.publish(e)
+                        counts.add(e)
+                        seen_fb += e.type == "feedback"
+                client.flush()
+                steps.append({"step": k, "feedback_seen": seen_fb, "decisions": len(batch),
+                              "accuracy": float(np.mean(hits)), "per_user_accuracy": float(np.mean(count_hits)),
+                              "scorers": scorers, "router_ms_p50": pct(lat, 50),
+                              "trainer_cycles": len(trainer_log.history())})
+                print(f"step {k}: {seen_fb} feedback seen, served {steps[-1]['accuracy']:.3f} vs per-user count "
+                      f"{steps[-1]['per_user_accuracy']:.3f} ({scorers})", flush=True)
+                time.sleep(args.pause)
+            cycles = trainer_log.history()
+    finally:
+        stack.down(log=lambda m: None)
+    curve = [{"n": n, "accuracy": float(np.mean([a for a, _ in v])), "per_user_accuracy": float(np.mean([b for _, b in v])),
+              "users": len(v)} for n, v in sorted(nth.items()) if len(v) >= 5]
+    return {"steps": steps, "new_user_curve": curve, "promotions": promotions(cycles), "users": len(users),
+            "late_users": len(late), "comparisons": len(order), "seconds": time.monotonic() - t_start}
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    x = [s["feedback_seen"] for s in res["steps"]]
+    a.plot(x, [s["accuracy"] for s in res["steps"]], "o-", label="live decisions (what served)")
+    a.plot(x, [s["per_user_accuracy"] for s in res["steps"]], "s--", label="per-user win count, same events")
+    a.set_xlabel("feedback events seen")
+    a.set_ylabel("picked the answer the user rates best")
+    a.legend(fontsize=8)
+    c = res["new_user_curve"]
+    b.plot([p["n"] + 1 for p in c], [p["accuracy"] for p in c], "o-", label="live decisions")
+    b.plot([p["n"] + 1 for p in c], [p["per_user_accuracy"] for p in c], "s--", label="per-user win count")
+    b.set_xlabel("a late user's n-th comparison")
+    b.set_ylabel("accuracy")
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--users", type=int, default=120)
+    ap.add_argument("--turns", type=int, default=30, help="comparisons per user (about)")
+    ap.add_argument("--steps", type=int, default=16, help="steps the stream is cut into")
+    ap.add_argument("--pause", type=float, default=5.0, help="seconds between steps (ingest, trainer)")
+    ap.add_argument("--train-after-feedback", type=int, default=600)
+    ap.add_argument("--train-steps", type=int, default=400)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "online.json")
+    args = ap.parse_args()
+    load0 = os.getloadavg()
+    res = run(args)
+    res.update(command=" ".join(shlex.quote(a) for a in ["python", "bench/online.py", *sys.argv[1:]]),
+               load_avg_start=load0, load_avg_end=os.getloadavg())
+    write_json(args.out, res)
+    plot(res, args.out.with_suffix(".png"))
+    worst = min(s["accuracy"] - s["per_user_accuracy"] for s in res["steps"])
+    md = ["# Online, prequential: live decisions against the per-user win count\n", f"Command: `{res['command']}`\n",
+          f"{res['users']} users ({res['late_users']} join halfway), {res['comparisons']} comparisons, "
+          f"{len(res['steps'])} steps; worst step: served - per-user count = {worst:+.3f}.\n",
+          "| step | feedback seen | served acc | per-user count acc | scorers | trainer cycles |", "|---|---|---|---|---|---|"]
+    md += [f"| {s['step']} | {s['feedback_seen']} | {s['accuracy']:.3f} | {s['per_user_accuracy']:.3f} | "
+           f"{json.dumps(s['scorers'])} | {s['trainer_cycles']} |" for s in res["steps"]]
+    md += ["", "Trainer cycles (candidate, serving and counting on the same fresh pairs):", "",
+           "| candidate | serving before | accuracy | pairs | promoted | serving after |", "|---|---|---|---|---|---|"]
+    md += [f"| {p['candidate']} | {p['serving_before']} | {json.dumps({k: round(v, 3) for k, v in p['accuracy'].items()})} | "
+           f"{p['pairs']} | {p['promoted']} | {p['serving_after']} |" for p in res["promotions"]]
+    md += ["", f"Load average {load0[0]:.2f} -> {res['load_avg_end'][0]:.2f} (2 cores)."]
+    args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

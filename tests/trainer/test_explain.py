@@ -1,0 +1,39 @@
+"""A decision's explanation adds up: the per-turn pushes are the user's whole personal term."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from trainer.explain import explain, pushes
+from trainer.graph import Request, build_batch
+from trainer.model import GMTRouter, GMTRouterConfig
+from tests.trainer.test_monotone import D, LLMS, QUERIES, _catalog, _history
+
+
+def _global(model: GMTRouter, b) -> np.ndarray:
+    t_req, t_graph = model.topics(b.query), model.topics(b.data["query"].x)
+    h = model.encoder(b, t_graph)
+    return model.head(h[b.req_user][b.cand_req], t_req, b.cand_req, b.cand_unique, b.cand_inv).numpy()
+
+
+def test_pushes_sum_to_the_personal_term_and_name_the_turns():
+    torch.manual_seed(0)
+    model = GMTRouter(GMTRouterConfig(emb_dim=D, hidden=16, topics=4, pref_dim=6, heads=2)).eval()
+    with torch.no_grad():
+        model.mem_weight.fill_(1.0)
+    sub = _history([(0, [0, 1], [1.0, 0.0]), (1, [0, 2], [0.0, 1.0]), (2, [1, 2, 3], [0.5, 1.0, 0.0]),
+                    (3, [3, 4], [np.nan, np.nan])])
+    cat = _catalog()
+    req = Request(0, QUERIES[0], np.stack([cat[m] for m in LLMS]), list(LLMS))
+    with torch.no_grad():
+        b = build_batch([sub], [req], cat, emb_dim=D)
+        s = model(b).numpy()
+        total, per = pushes(model, b)
+        personal = s - _global(model, b)
+    np.testing.assert_allclose(total, personal, atol=1e-4)
+    assert all(abs(v) > 0 for v in total[:4])  # every rated LLM was pushed
+    (e,) = explain(model, b, sub.turn_ids, [int(np.argmax(s))])
+    assert len(e["personal"]) == len(LLMS)
+    named = {p["turn_id"] for p in e["pushed_by"]}
+    assert named and named <= set(sub.turn_ids[:7])  # only rated turns push

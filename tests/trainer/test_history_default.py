@@ -1,0 +1,23 @@
+"""Serve what you evaluate (issue 23): `prefstream eval` measures the history a serving router reads."""
+
+from __future__ import annotations
+
+import argparse
+
+from prefstream.config import Settings
+from trainer import cli
+
+
+def test_eval_default_history_is_the_serving_history():
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["eval", "--train", "a", "--test", "b"])
+    assert cli._history(args) == Settings().history_turns
+    args = parser.parse_args(["fit", "--train", "a"])
+    assert cli._history(args) == Settings().history_turns
+
+
+def test_the_trainer_samples_the_serving_history():
+    from trainer.refresh_cli import refresh_config
+
+    assert refresh_config(Settings()).k == Settings().history_turns

@@ -1,0 +1,60 @@
+"""The model's and the training's configuration: plain dataclasses (no torch), so the command line can
+show their defaults without importing the model."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+
+@dataclass
+class GMTRouterConfig:
+    emb_dim: int = 384  # frozen sentence-encoder width (queries and LLM descriptions)
+    hidden: int = 64
+    topics: int = 16  # soft topics a query is read through (a bottleneck: query texts are not memorised)
+    pref_dim: int = 16  # features of the per-user Bradley-Terry posterior
+    layers: int = 2  # HGT layers: 2 single-turn, 3 multi-turn (context travels along the turn chain)
+    heads: int = 4
+    dropout: float = 0.1
+    head: str = "cross"  # "cross" (LLM attends to [user, query]) or "dot"
+    use_hgt: bool = True  # False: the user state is zero (no graph encoder)
+    personal: bool = True  # the Bayesian Bradley-Terry posterior of the user's comparisons
+    memory: bool = True  # similarity-weighted average of the user's past ratings of the candidate
+    counts: bool = True  # the same over all of the user's past queries (a per-user win count)
+    conversation: bool = True  # the candidate's rating on the previous turn of the request's conversation
+    reverse_edges: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GMTRouterConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown GMTRouterConfig fields {unknown} (a checkpoint of another model version?)")
+        return cls(**d)
+
+
+
+@dataclass
+class TrainConfig:
+    model: GMTRouterConfig = field(default_factory=GMTRouterConfig)
+    steps: int = 1500
+    batch_size: int = 64  # samples (users) per step
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    k_min: int = 0  # visible turns are resampled in [k_min, k_max] every step
+    k_max: int = 80
+    loss: str = "bt"  # "bt": pairwise Bradley-Terry, ties skipped; "bce": per-answer BCE on ratings
+    eval_every: int = 75
+    max_valid: int = 3000  # validation samples scored at each evaluation (a fixed, seeded subset)
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        d["model"] = GMTRouterConfig.from_dict(d.get("model", {}))
+        return cls(**d)

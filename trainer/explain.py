@@ -1,0 +1,84 @@
+"""Why a decision: how much each of the user's own feedback moved each candidate's score.
+
+The personal part of a score is a sum over the user's rated turns, exactly:
+- posterior: at the MAP, prec * w_u = sum_p om_p (y_p - sigmoid(z_p)) x_p, so <phi_c, w_u> splits into one
+  term per rated pair p (credited half to each of its two turns);
+- memory and counts: a * 4 * sum_t s_t r_t / (sum_t s_t + prior), one term per rated turn of the candidate's LLM
+  (counts: s_t = 1, every past query alike);
+- conversation: a_conv * 4 * the candidate's centered rating on the previous turn of this conversation.
+``explain`` returns, per request, the personal term of each candidate and the turns that pushed the chosen
+candidate most (``prefstream audit USER --decision ID`` prints them).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from trainer.graph import GraphBatch
+from trainer.model import GMTRouter
+
+TOP_TURNS = 5
+
+
+@torch.no_grad()
+def pushes(model: GMTRouter, b: GraphBatch) -> tuple[np.ndarray, dict[int, dict[int, float]]]:
+    """(personal [N_c], {candidate: {turn node: push}}) for a batch, in score units."""
+    data, turn = b.data, b.data["turn"]
+    n_c, n_user = b.cand.size(0), data["user"].num_nodes
+    out: dict[int, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    total = np.zeros(n_c, np.float64)
+    if turn.num_nodes == 0:
+        return total, {}
+    t_req, t_graph = model.topics(b.query), model.topics(data["query"].x)
+    h = model.encoder(b, t_graph) if model.encoder is not None else b.cand.new_zeros(n_user, model.cfg.hidden)
+    cand_user = b.req_user[b.cand_req]
+    if model.cfg.personal and turn.pair_index.size(1):
+        h_c, h_t = h[cand_user], h[turn.user_idx]
+        g_c = model.head(h_c, t_req, b.cand_req, b.cand_unique, b.cand_inv)
+        g_t = model.head(h_t, t_graph, turn.query_idx, data["llm"].x, turn.llm_idx)
+        phi_t = model.features(g_t, h_t, t_graph, turn.query_idx, data["llm"].x, turn.llm_idx)
+        phi_c = model.features(g_c, h_c, t_req, b.cand_req, b.cand_unique, b.cand_inv)
+        rating, age = data["response"].x[:, 2], turn.x[:, 1] * 100.0
+        w = model.pref.posterior(phi_t, g_t, rating, age, turn.user_idx, turn.pair_index, n_user)
+        i, j, coef, x = model.pref.pair_terms(phi_t, g_t, rating, age, turn.pair_index, w[turn.user_idx[turn.pair_index[0]]])
+        pair_user = turn.user_idx[i]
+        scaled = x / model.pref.log_prec.exp()  # [P, F]
+        for c in range(n_c):  # a serving batch: tens of candidates, each with its own user's few pairs
+            mine = (pair_user == cand_user[c]).nonzero().flatten()
+            if mine.numel() == 0:
+                continue
+            push = (coef[mine] * (scaled[mine] @ phi_c[c])).numpy()
+            for k, p in zip(mine.tolist(), push.tolist()):
+                out[c][int(i[k])] += p / 2
+                out[c][int(j[k])] += p / 2
+    for mem, weight in ((model.memory, model.mem_weight), (model.counts, model.count_weight)):
+        if mem is not None and b.mem_cand.numel():
+            a = float(F.softplus(weight)) * 4.0
+            terms = mem.terms(b)  # [P] each turn's share of its candidate's memory
+            for c, t, v in zip(b.mem_cand.tolist(), b.mem_turn.tolist(), terms.tolist()):
+                out[c][t] += a * v
+    for c, d in out.items():
+        total[c] = sum(d.values())
+    if model.conv_weight is not None and b.conv_prev is not None:
+        total += float(F.softplus(model.conv_weight)) * 4.0 * b.conv_prev.numpy()  # not attributed to a turn id
+    return total, out
+
+
+def explain(model: GMTRouter, b: GraphBatch, turn_ids: Sequence[str], chosen: Sequence[int]) -> list[dict]:
+    """Per request: {"personal": {candidate position: term}, "pushed_by": [{"turn_id", "push"}]} where
+    ``pushed_by`` lists the turns that moved the chosen candidate (``chosen[r]``, a position in the request's
+    candidates) most, by absolute push. ``turn_ids``: the batch's turn nodes' ids, in node order."""
+    total, per = pushes(model, b)
+    out, off = [], 0
+    for r, n in enumerate(b.counts):
+        c = off + chosen[r]
+        top = sorted(per.get(c, {}).items(), key=lambda kv: -abs(kv[1]))[:TOP_TURNS]
+        out.append({"personal": [round(float(v), 4) for v in total[off:off + n]],
+                    "pushed_by": [{"turn_id": turn_ids[t], "push": round(float(v), 4)} for t, v in top]})
+        off += n
+    return out
