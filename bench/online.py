@@ -43,6 +43,15 @@ def _comparisons(sim, events):
     return [(g.user_id, by_turn[f"{g.conversation_id}:{g.turn}"], g) for g in sim.history]
 
 
+def _wait(check, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if check():
+            return True
+        time.sleep(0.5)
+    return False
+
+
 def run(args) -> dict:
     from prefstream.config import Settings
     from prefstream.demo import PublishedCounts, promotions
@@ -75,7 +84,11 @@ def run(args) -> dict:
     stack.up(apps=True, log=lambda m: print(f"  {m}", flush=True))
     t_start = time.monotonic()
     try:
+        from graphstore import open_store
+
+        store = open_store(stack.s)
         trainer_log = RefreshTrainer(None, s.model_dir)
+        n_turns = n_fb = 0
         with PrefstreamClient(stack.s) as client:
             for e in catalog:
                 client.publish(e)
@@ -107,7 +120,10 @@ def run(args) -> dict:
                         client.publish(e)
                         counts.add(e)
                         seen_fb += e.type == "feedback"
+                        n_turns += e.type == "chat_turn"
+                        n_fb += e.type == "feedback"
                 client.flush()
+                _wait(lambda: store.count("Turn") >= n_turns and store.count("Feedback") >= n_fb, 120)
                 steps.append({"step": k, "feedback_seen": seen_fb, "decisions": len(batch),
                               "accuracy": float(np.mean(hits)), "per_user_accuracy": float(np.mean(count_hits)),
                               "scorers": scorers, "router_ms_p50": pct(lat, 50),
@@ -116,6 +132,7 @@ def run(args) -> dict:
                       f"{steps[-1]['per_user_accuracy']:.3f} ({scorers})", flush=True)
                 time.sleep(args.pause)
             cycles = trainer_log.history()
+        store.close()
     finally:
         stack.down(log=lambda m: None)
     curve = [{"n": n, "accuracy": float(np.mean([a for a, _ in v])), "per_user_accuracy": float(np.mean([b for _, b in v])),

@@ -106,8 +106,9 @@ def evaluate(kind: str, args, history: int) -> tuple[dict, dict]:
     fams = json.loads((data / "users.json").read_text()) if (data / "users.json").exists() else None
     catalog = CATALOG if kind == "families" else data / "llm_catalog.json"
     cfg = TrainConfig(model=GMTRouterConfig(), seed=args.seed, steps=args.steps)
+    ablate = not args.no_ablations and kind in args.ablations_on.split(",")
     report = run_evaluation(files["train"], files["valid"], files["test"], catalog=catalog, config=cfg,
-                            history=history, ablations=not args.no_ablations, families=fams,
+                            history=history, ablations=ablate, families=fams,
                             predictions=args.out.parent / f"quality_{kind}_predictions.jsonl" if args.predictions else None)
     report["ceilings"] = ceilings
     return report, files
@@ -122,6 +123,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (the target machine has 2 cores)")
     ap.add_argument("--benchmarks", default="default,families", help="comma-separated: default, families")
     ap.add_argument("--no-ablations", action="store_true")
+    ap.add_argument("--ablations-on", default="default", help="benchmarks that also train the ablations")
     ap.add_argument("--predictions", action="store_true", help="also write per-pair prediction files")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

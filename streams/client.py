@@ -109,12 +109,12 @@ class PrefstreamClient:
     # --- routing ---------------------------------------------------------------------------
     def route_async(self, user_id: str, query: str, candidates: list[str] | None = None,
                     conversation_id: str | None = None, budget: float | None = None,
-                    request_id: str | None = None) -> Future:
+                    request_id: str | None = None, deadline_ms: int | None = None) -> Future:
         """Publish a RouteRequest; the returned future completes with its RouteDecision."""
         self._ensure_reader()
         req = RouteRequest(request_id=request_id or new_id("req"), user_id=user_id, query=query,
                            candidates=candidates, conversation_id=conversation_id,
-                           budget=float(budget) if budget is not None else None)
+                           budget=float(budget) if budget is not None else None, deadline_ms=deadline_ms)
         fut: Future = Future()
         fut.request = req  # type: ignore[attr-defined]
         with self._lock:
@@ -131,8 +131,13 @@ class PrefstreamClient:
         return fut
 
     def route(self, user_id: str, query: str, candidates: list[str] | None = None,
-              conversation_id: str | None = None, budget: float | None = None, timeout: float = 10.0) -> RouteDecision:
-        fut = self.route_async(user_id, query, candidates, conversation_id, budget)
+              conversation_id: str | None = None, budget: float | None = None, timeout: float | None = None,
+              deadline_ms: int | None = None) -> RouteDecision:
+        """The decision for one request. ``timeout`` defaults to twice the deadline plus 2 s: a router past the
+        deadline still answers (from its prior, flagged ``shed``), so waiting much longer means no router."""
+        if timeout is None:
+            timeout = 2 * (deadline_ms or self.s.route_deadline_ms) / 1000 + 2.0
+        fut = self.route_async(user_id, query, candidates, conversation_id, budget, deadline_ms=deadline_ms)
         try:
             return fut.result(timeout=timeout)
         except TimeoutError:

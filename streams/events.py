@@ -171,6 +171,9 @@ class RouteRequest(Event):
     query: Text
     candidates: Annotated[list[Id], Field(min_length=1, max_length=MAX_CANDIDATES)] | None = None
     budget: Price | None = None  # highest acceptable output price, USD per million tokens
+    # answer within this many ms of ``timestamp`` (default: settings.route_deadline_ms); a router that cannot
+    # any more replies at once from its prior, flagged ``shed``
+    deadline_ms: Annotated[int, Field(ge=1, le=600_000)] | None = None
     timestamp: EpochMs = Field(default_factory=now_ms)
 
     @field_validator("candidates")
@@ -197,6 +200,7 @@ class RouteDecision(Event):
     turn_ids: list[str] = Field(default_factory=list)  # the turns the scorer looked at
     latency_ms: float = 0.0
     fallback: bool = False
+    shed: bool = False  # past its deadline when dequeued: answered from the prior without graph or model
     error: str | None = None
     timestamp: EpochMs = Field(default_factory=now_ms)
 

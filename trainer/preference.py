@@ -27,14 +27,14 @@ def newton_step(w: Tensor, x: Tensor, off: Tensor, y: Tensor, om: Tensor, prec: 
     """One Newton step of every user's MAP problem at once.
 
     w [U, F] current weights; per pair p: x [P, F] feature difference, off [P] offset difference, y [P] soft
-    label, om [P] weight, user [P]; prec [F] prior precision. Objective of user u:
-    sum_p om_p * BCE(sigmoid(off_p + x_p . w_u), y_p) + 1/2 sum_f prec_f w_uf^2.
+    label, om [P] weight, user [P]; prec [F] or [U, F] prior precision. Objective of user u:
+    sum_p om_p * BCE(sigmoid(off_p + x_p . w_u), y_p) + 1/2 sum_f prec_uf w_uf^2.
     """
     n_user, f = w.shape
     p = torch.sigmoid(off + (x * w[user]).sum(-1))  # [P]
     grad = scatter((om * (p - y))[:, None] * x, user, 0, dim_size=n_user, reduce="sum") + prec * w  # [U, F]
     hess = scatter((om * p * (1 - p))[:, None, None] * x[:, :, None] * x[:, None, :], user, 0, dim_size=n_user,
-                   reduce="sum") + torch.diag(prec)  # [U, F, F]
+                   reduce="sum") + torch.diag_embed(prec.expand(n_user, f))  # [U, F, F]
     return w - torch.linalg.solve(hess, grad)
 
 

@@ -20,11 +20,18 @@ def build_engine(s, threads: int | None = None):
     from workers.engine import RouteEngine
     from workers.models import ModelSource
 
+    from workers.catalog import CatalogCache, catalog_from_topic
+
     torch.set_num_threads(threads or s.router_threads)
-    store = open_store(s)
-    store.ensure_schema()
+    store = open_store(s, ensure_schema=False)
+    try:
+        store.ensure_schema()
+    except Exception as exc:  # the graph down at start must not stop the router: it answers flagged fallback
+        logging.getLogger(__name__).warning("graph store unreachable at start (%s)", exc)
     encoder = TextEncoder(s.encoder, s.encoder_device, max_seq_length=s.encoder_max_seq_length)
-    return RouteEngine(store, encoder, ModelSource(s.model_dir).start(), history_turns=s.history_turns)
+    return RouteEngine(store, encoder, ModelSource(s.model_dir).start(), history_turns=s.history_turns,
+                       deadline_ms=s.route_deadline_ms, catalog_cache=CatalogCache(s.run_dir / "catalog.json"),
+                       catalog_source=lambda: catalog_from_topic(s, encoder))
 
 
 def cmd_router(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -67,16 +67,22 @@ def scorer_name(version: str | None) -> str:
 
 class RouteEngine:
     def __init__(self, store: StoreLike, encoder: EncoderLike, models: ModelSource, history_turns: int = 10,
-                 catalog_ttl_s: float = 5.0, record: bool = True):
+                 catalog_ttl_s: float = 5.0, record: bool = True, deadline_ms: int = 1000,
+                 catalog_cache=None, catalog_source: Callable[[], dict[str, LLMInfo]] | None = None):
         self.store = store
         self.encoder = encoder
         self.models = models
         self.k = history_turns
+        self.deadline_ms = deadline_ms
+        self.decide_ms = 0.0  # running estimate of one micro-batch's decide time: a request due sooner is shed
         self.catalog_ttl_s = catalog_ttl_s
         self.record = record
         self._catalog: dict[str, LLMInfo] = {}
         self._catalog_at = -math.inf
         self._catalog_error: str | None = None  # why the last catalog read failed (None: it worked)
+        # the graph down and nothing in memory: the copy on disk, else the catalog topic (workers/catalog.py)
+        self._catalog_cache = catalog_cache
+        self._catalog_source = catalog_source
         self._prior: dict[str, float] = {}  # EMA of scores per LLM, the fallback when no model can score
         self._lock = threading.Lock()
         # request texts the graph had no Query node for: written with the next audit record, so the ingest of
@@ -93,10 +99,29 @@ class RouteEngine:
                 self._catalog = self.store.llm_catalog()
                 self._catalog_at = time.monotonic()
                 self._catalog_error = None
+                if self._catalog_cache is not None:
+                    self._catalog_cache.save(self._catalog)
             except Exception as exc:
                 self._catalog_error = f"{type(exc).__name__}: {exc}"
-                log.warning("catalog read failed; using the cached one (%d LLMs)", len(self._catalog))
+                if not self._catalog:
+                    self._catalog = self._catalog_elsewhere()
+                log.warning("catalog read failed; using the last good one (%d LLMs)", len(self._catalog))
         return self._catalog
+
+    def _catalog_elsewhere(self) -> dict[str, LLMInfo]:
+        for name, get in (("disk", self._catalog_cache.load if self._catalog_cache else None),
+                          ("catalog topic", self._catalog_source)):
+            if get is None:
+                continue
+            try:
+                found = get()
+            except Exception as exc:
+                log.warning("could not read the catalog from the %s: %s", name, exc)
+                continue
+            if found:
+                log.info("catalog of %d LLMs from the %s (the graph store is unreachable)", len(found), name)
+                return found
+        return {}
 
     def _plan(self, req: RouteRequest, catalog: dict[str, LLMInfo]) -> _Plan:
         if req.candidates is not None:
@@ -120,9 +145,31 @@ class RouteEngine:
 
     # --- decide ----------------------------------------------------------------------------
     def decide(self, requests: list[RouteRequest]) -> list[RouteDecision]:
+        """One reply per request, in order: shed (past its deadline), error, decision or fallback decision."""
         t0 = time.perf_counter()
         wanted = {c for r in requests for c in (r.candidates or [])}
         catalog = self.catalog(wanted)
+        now = time.time() * 1000
+        due = [now + self.decide_ms > r.timestamp + (r.deadline_ms or self.deadline_ms) for r in requests]
+        live = [r for r, d in zip(requests, due) if not d]
+        decided = iter(self._decide(live, catalog, t0) if live else [])
+        out = [self._shed(r, catalog) if d else next(decided) for r, d in zip(requests, due)]
+        if live:
+            ms = (time.perf_counter() - t0) * 1000
+            self.decide_ms = ms if self.decide_ms == 0.0 else 0.8 * self.decide_ms + 0.2 * ms
+        return out
+
+    def _shed(self, r: RouteRequest, catalog: dict[str, LLMInfo]) -> RouteDecision:
+        """The fast path for a request that cannot be answered in time: no graph read, no model, the prior."""
+        p = self._plan(r, catalog)
+        if p.error is not None:
+            return RouteDecision(request_id=r.request_id, user_id=r.user_id, error=p.error, shed=True)
+        ids = [c.llm_id for c in p.candidates]
+        s = [self._prior.get(m, 0.0) for m in ids]
+        return RouteDecision(request_id=r.request_id, user_id=r.user_id, chosen_llm_id=ids[choose(s, p.candidates)],
+                             scores=dict(zip(ids, s)), scorer="prior", fallback=True, shed=True)
+
+    def _decide(self, requests: list[RouteRequest], catalog: dict[str, LLMInfo], t0: float) -> list[RouteDecision]:
         plans = [self._plan(r, catalog) for r in requests]
         ok = [p for p in plans if p.error is None]
 

@@ -173,3 +173,36 @@ def test_new_request_texts_are_stored_once_and_stored_ones_not_encoded(parts):
     assert d.fallback
     engine.record_decisions([d])
     assert "never encoded" not in store.queries  # no vector: nothing to store
+
+
+def test_a_request_past_its_deadline_is_shed_at_once(parts):
+    from streams.events import now_ms
+
+    store, scorer, engine = parts
+    late = req(0, timestamp=now_ms() - 5_000)  # waited 5 s in the queue; the default deadline is 1 s
+    own = req(1, timestamp=now_ms() - 5_000, deadline_ms=60_000)  # a deadline of its own: still in time
+    fresh = req(2)
+    a, b, c = engine.decide([late, own, fresh])
+    assert a.shed and a.fallback and a.scorer == "prior" and a.chosen_llm_id in a.scores and not a.turn_ids
+    assert not b.shed and not c.shed and b.scorer == c.scorer == "model v0007"
+    assert [r[0].user_id for r in scorer.seen] == ["u1", "u2"]  # the shed request never reached the model
+    bad = engine.decide([req(3, timestamp=now_ms() - 5_000, candidates=["nope"])])[0]
+    assert bad.shed and bad.error  # still exactly one reply, with the reason
+
+
+def test_a_router_started_while_the_graph_is_down_answers_from_the_cached_catalog(tmp_path):
+    from workers.catalog import CatalogCache
+
+    cache = CatalogCache(tmp_path / "catalog.json")
+    store, scorer = Store(), Scorer()
+    RouteEngine(store, FakeEncoder(D), Models(scorer), catalog_cache=cache).decide([req(0)])  # a good read: saved
+    store.down = True
+    fresh = RouteEngine(store, FakeEncoder(D), Models(scorer), catalog_cache=cache)  # restarted, graph still down
+    [d] = fresh.decide([req(1)])
+    assert d.error is None and d.fallback and set(d.scores) == {"m0", "m1", "m2"}
+    topic = RouteEngine(store, FakeEncoder(D), Models(scorer), catalog_source=lambda: {"m2": llm(2, 0.5)})
+    [d] = topic.decide([req(2)])  # no copy on disk: the catalog topic's LLMs
+    assert d.error is None and d.chosen_llm_id == "m2"
+    none = RouteEngine(store, FakeEncoder(D), Models(scorer))
+    [d] = none.decide([req(3)])
+    assert d.error and "could not be read" in d.error

@@ -46,6 +46,9 @@ def workers(ray_local, module_settings, sim_store, registry):
         ray_local.kill(a)
 
 
+LONG = 120_000  # these tests are about the model path: deadlines long enough that nothing is shed
+
+
 def users(small_sim) -> list[str]:
     return [u.user_id for u in small_sim.users]
 
@@ -54,12 +57,13 @@ def test_two_workers_answer_every_request_even_when_one_is_killed(ray_local, wor
                                                                     registry):
     ids = users(small_sim)
     with PrefstreamClient(module_settings) as c:
-        futs = [c.route_async(ids[i % len(ids)], f"How do I solve problem {i}?") for i in range(40)]
+        futs = [c.route_async(ids[i % len(ids)], f"How do I solve problem {i}?", deadline_ms=LONG) for i in range(40)]
         ray_local.kill(workers[0], no_restart=False)  # crash one worker with requests in flight
-        futs += [c.route_async(ids[i % len(ids)], f"And what about problem {i}?") for i in range(40)]
+        futs += [c.route_async(ids[i % len(ids)], f"And what about problem {i}?", deadline_ms=LONG) for i in range(40)]
         decisions = [f.result(timeout=120) for f in futs]
     assert len({d.request_id for d in decisions}) == 80
     assert all(d.error is None and d.chosen_llm_id for d in decisions)
+    assert not any(d.shed for d in decisions)
     assert {d.model_version for d in decisions} == {registry.current()}
     assert any(d.turn_ids for d in decisions)  # known users: decisions name the history they used
     statuses = ray_local.get([a.status.remote() for a in workers], timeout=120)  # the killed one was restarted
@@ -74,9 +78,9 @@ def test_workers_hot_swap_to_a_promoted_version(ray_local, workers, module_setti
     torch.manual_seed(1)
     new = registry.publish(GMTRouter(GMTRouterConfig()), promote=True)
     with PrefstreamClient(module_settings) as c:
-        inflight = [c.route_async(ids[i % len(ids)], f"question {i}") for i in range(30)]
+        inflight = [c.route_async(ids[i % len(ids)], f"question {i}", deadline_ms=LONG) for i in range(30)]
         assert ray_local.get([a.refresh_model.remote() for a in workers], timeout=120) == [new, new]
-        after = [c.route_async(ids[i % len(ids)], f"question {i}") for i in range(10)]
+        after = [c.route_async(ids[i % len(ids)], f"question {i}", deadline_ms=LONG) for i in range(10)]
         first = [f.result(timeout=120) for f in inflight]
         second = [f.result(timeout=120) for f in after]
     assert all(d.error is None for d in first + second)
