@@ -188,3 +188,26 @@ def pct(xs, q: float) -> float | None:
 def write_json(path: Path, obj: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def model_path(data: Path, config) -> Path:
+    """Where bench/quality.py leaves the GMTRouter it trained on the benchmark in ``data`` (seed, steps in the
+    name), so bench/history.py and bench/feedback.py score the same model instead of training their own."""
+    return Path(data) / f"gmtrouter-seed{config.seed}-steps{config.steps}.pt"
+
+
+def trained_model(data: Path, ds, config, valid_turns: int):
+    """The benchmark's trained GMTRouter: loaded from model_path when bench/quality.py (or an earlier call)
+    left it, else trained with ``config`` and saved there."""
+    from trainer.checkpoint import load_checkpoint, save_checkpoint
+    from trainer.data import online_samples, training_samples
+    from trainer.train import fit
+
+    path = model_path(data, config)
+    if path.exists():
+        print(f"using the trained model {path}", flush=True)
+        return load_checkpoint(path).model
+    res = fit(training_samples(ds, "train", turns=config.k_max), online_samples(ds, "valid", turns=valid_turns),
+              config, progress=True, llms=ds.llms)
+    save_checkpoint(res.model, path, version="eval", train_config=config, llm_catalog=ds.llms)
+    return res.model

@@ -39,19 +39,21 @@ from bench.quality import simulate  # noqa: E402
 KINDS = ("pairwise", "thumbs", "score")
 PREFACE = "Quick question for you: "
 EPS = 1e-6
+# a wave routes dozens of new texts at once; this measures feedback, not latency, so no request is shed
+DEADLINE_MS = 120_000
 
 
 def train_model(data: Path, steps: int, seed: int):
-    from trainer.data import load_dataset, online_samples, training_samples
-    from trainer.train import TrainConfig, fit
+    """The default benchmark's GMTRouter (the one bench/quality.py trained, when it left one)."""
+    from bench.common import trained_model
+    from trainer.data import load_dataset
+    from trainer.history import serving_history
+    from trainer.train import TrainConfig
 
     simulate("default", data, seed)
     ds = load_dataset({s: data / f"{s}.jsonl" for s in ("train", "valid", "test")}, data / "llm_catalog.json",
                       progress=False)
-    cfg = TrainConfig(steps=steps, seed=seed)
-    res = fit(training_samples(ds, "train", turns=cfg.k_max), online_samples(ds, "valid", turns=cfg.k_max), cfg,
-              progress=True, llms=ds.llms)
-    return res.model, ds
+    return trained_model(data, ds, TrainConfig(steps=steps, seed=seed), serving_history()), ds
 
 
 def offline_check(model, ds, samples: int, seed: int) -> dict:
@@ -147,7 +149,7 @@ def _poll(client, pending: list[dict], until, timeout: float = 30.0) -> None:
     """Route every pending trial's similar query until ``until(trial, decision)`` is true (or the timeout)."""
     end = time.monotonic() + timeout
     while pending and time.monotonic() < end:
-        futs = [(t, client.route_async(t["user"], PREFACE + t["query"])) for t in pending]
+        futs = [(t, client.route_async(t["user"], PREFACE + t["query"], deadline_ms=DEADLINE_MS)) for t in pending]
         pending[:] = [t for t, f in futs if not until(t, f.result(timeout=30))]
         time.sleep(0.02)
 
@@ -191,7 +193,7 @@ def run_wave(client, trials: list[dict]) -> None:
 
     _poll(client, list(ready), moved)
     time.sleep(2.0)
-    futs = [(t, client.route_async(t["user"], PREFACE + t["query"])) for t in ready]
+    futs = [(t, client.route_async(t["user"], PREFACE + t["query"], deadline_ms=DEADLINE_MS)) for t in ready]
     for t, f in futs:
         m = _margin(f.result(timeout=30), t)
         if m is not None:

@@ -31,14 +31,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.graph_store import Data, bulk_load, read_latency  # noqa: E402
+from bench.common import trained_model  # noqa: E402
 from bench.quality import CATALOG, simulate  # noqa: E402
 from trainer.baselines import PerUserMajority  # noqa: E402
-from trainer.cli import _history  # noqa: E402
-from trainer.data import iter_online_samples, load_dataset, online_samples, training_samples  # noqa: E402
+from trainer.data import iter_online_samples, load_dataset, online_samples  # noqa: E402
 from trainer.evaluate import score_stream  # noqa: E402
-from trainer.history import last_turns  # noqa: E402
+from trainer.history import last_turns, serving_history  # noqa: E402
 from trainer.metrics import pair_metrics  # noqa: E402
-from trainer.train import TrainConfig, fit  # noqa: E402
+from trainer.train import TrainConfig  # noqa: E402
 
 ALL = 100_000  # "the whole past"
 
@@ -49,15 +49,13 @@ def accuracy_curve(kind: str, data_root: Path, lengths: list[int], seed: int) ->
     files = {s: data / f"{s}.jsonl" for s in ("train", "valid", "test")}
     ds = load_dataset(files, CATALOG if kind == "families" else data / "llm_catalog.json", progress=False)
     cfg = TrainConfig(seed=seed)
-    default = _history(argparse.Namespace(history=None))
-    res = fit(training_samples(ds, "train", turns=cfg.k_max), online_samples(ds, "valid", turns=default), cfg,
-              progress=False, llms=ds.llms)
+    model = trained_model(data, ds, cfg, serving_history())
     count = PerUserMajority().fit(ds)
     full = online_samples(ds, "test", history=10**9, embed=False)
     count_all = pair_metrics([g for s in full for g in s.targets], count.score(full))["accuracy"]
     rows = []
     for n in lengths:
-        gs, sc = score_stream(res, iter_online_samples(ds, "test", turns=n))
+        gs, sc = score_stream(model, iter_online_samples(ds, "test", turns=n))
         m = pair_metrics(gs, sc)
         short = [type(s)(last_turns(s.visible, n), s.targets) for s in full]
         c = pair_metrics(gs, count.score(short))["accuracy"]
@@ -179,7 +177,7 @@ def main() -> int:
 
     out = {"command": " ".join(shlex.quote(a) for a in ["python", "bench/history.py", *sys.argv[1:]]),
            "curve": curve, "best_accuracy": best, "chosen_by_rule": chosen,
-           "serving_history_turns": Settings().history_turns, "eval_history_turns": _history(argparse.Namespace(history=None)),
+           "serving_history_turns": Settings().history_turns, "eval_history_turns": serving_history(),
            "per_user_majority_all_past": {k: rows[0]["per_user_majority_all"] for k, rows in curves.items()},
            "load_avg_start": load0, "load_avg_end": os.getloadavg(),
            "note": "N = 100000 means the whole past; reads of N >= 500 return the long users' 500 turns"}

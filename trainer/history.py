@@ -38,3 +38,10 @@ def last_turns(sub: UserSubgraph, n: int) -> UserSubgraph:
     if len(sub) <= n:
         return sub
     return select_turns(sub, np.arange(len(sub) - n, len(sub)))
+
+
+def serving_history() -> int:
+    """The number of visible turns routers read by default (settings.history_turns), which evaluation uses too."""
+    from prefstream.config import Settings
+
+    return Settings.model_fields["history_turns"].default

@@ -49,7 +49,7 @@ def make_batch(subs: Sequence[UserSubgraph], targets: Sequence[Sequence[HeldOutG
     return build_batch(subs, reqs, llm_emb, reverse_edges=reverse_edges, emb_dim=d)
 
 
-def _loss(scores: torch.Tensor, groups: Sequence[HeldOutGroup], kind: str) -> torch.Tensor:
+def pair_loss(scores: torch.Tensor, groups: Sequence[HeldOutGroup], kind: str) -> torch.Tensor:
     ratings = torch.from_numpy(np.concatenate([g.ratings for g in groups]).astype(np.float32))
     if kind == "bce":
         return F.binary_cross_entropy_with_logits(scores, ratings)
@@ -142,7 +142,7 @@ def fit(train: list[TrainingSample], valid: list[TrainingSample], config: TrainC
         ks = rng.integers(config.k_min, config.k_max + 1, len(chunk))
         subs = [last_turns(s.visible, int(k)) for s, k in zip(chunk, ks)]
         batch = make_batch(subs, [s.targets for s in chunk], table, model.cfg.reverse_edges)
-        loss = _loss(model(batch), [g for s in chunk for g in s.targets], config.loss)
+        loss = pair_loss(model(batch), [g for s in chunk for g in s.targets], config.loss)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
