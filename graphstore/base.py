@@ -154,6 +154,13 @@ class GraphStore(ABC):
         if self._create_schema():
             self._write(cypher.BACKFILL_TURN_POSITIONS, {})
 
+    LIST_INDEXES: str  # the backend's cypher.*_LIST_INDEXES
+
+    def missing_indexes(self) -> list[str]:
+        """'Label.property' for each index of the schema (cypher.REQUIRED_INDEXES) the server lacks."""
+        have = {(row[0], p) for row in self._read(self.LIST_INDEXES, {}) for p in (row[1] or [])}
+        return [f"{label}.{prop}" for label, prop in cypher.REQUIRED_INDEXES if (label, prop) not in have]
+
     @abstractmethod
     def clear(self) -> None:
         """Delete every node and edge (tests, benchmarks); the schema stays usable."""

@@ -229,6 +229,12 @@ SECONDARY_INDEXES: tuple[tuple[str, str], ...] = ((Label.TURN, "position"), (Lab
 
 FALKOR_DDL: tuple[str, ...] = tuple(
     f"CREATE INDEX FOR (n:{label}) ON (n.{prop})" for label, prop in [*KEYS.items(), *SECONDARY_INDEXES])
+#: Every (label, property) the schema indexes: the keys (unique on Neo4j) and the secondary lookups.
+REQUIRED_INDEXES: tuple[tuple[str, str], ...] = (*KEYS.items(), *SECONDARY_INDEXES)
+#: The indexes a server has, one row (label, [properties]) each (`prefstream doctor`).
+FALKOR_LIST_INDEXES = "CALL db.indexes() YIELD label, properties RETURN label, properties"
+NEO4J_LIST_INDEXES = "SHOW INDEXES YIELD labelsOrTypes, properties RETURN labelsOrTypes[0], properties"
+
 NEO4J_DDL: tuple[str, ...] = (
     *(f"CREATE CONSTRAINT {label.lower()}_key IF NOT EXISTS FOR (n:{label}) REQUIRE n.{prop} IS UNIQUE"
       for label, prop in KEYS.items()),

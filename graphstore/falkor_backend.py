@@ -124,6 +124,8 @@ def parse_rows(rows: list, graph) -> list[list]:
 
 
 class FalkorStore(GraphStore):
+    LIST_INDEXES = cypher.FALKOR_LIST_INDEXES
+
     def __init__(self, uri: str, graph_name: str, user: str | None = None, password: str | None = None,
                  batch_size: int = 1000, emb_cache_size: int | None = None) -> None:
         from falkordb import FalkorDB

@@ -11,6 +11,8 @@ from graphstore.base import GraphStore, check_query
 
 
 class Neo4jStore(GraphStore):
+    LIST_INDEXES = cypher.NEO4J_LIST_INDEXES
+
     def __init__(self, uri: str, database: str, user: str | None = None, password: str | None = None,
                  batch_size: int = 1000, emb_cache_size: int | None = None) -> None:
         import neo4j

@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     encoder_max_seq_length: int = Field(256, ge=16, le=512, description="tokens embedded per text (cost grows with it)")
     model_dir: Path = Path("var/models")
     # the evaluation's default too (`prefstream eval`); chosen from the accuracy / cost curve in bench/results/history.md
-    history_turns: int = Field(240, ge=0, le=5000, description="k: visible turns per user at request time")
+    history_turns: int = Field(80, ge=0, le=5000, description="k: visible turns per user at request time")
     ingest_threads: int = Field(1, ge=1, le=64, description="torch threads of the ingest worker's encoder")
     ingest_batch_size: int = Field(256, ge=1, le=10_000)
     ingest_batch_wait_s: float = Field(0.05, ge=0.0, le=10.0)
@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     router_threads: int = Field(1, ge=1, le=64, description="torch threads per router worker")
     trainer_every_minutes: float = Field(15.0, gt=0, description="periodic trainer: at most this long between cycles")
     trainer_after_feedback: int = Field(1000, ge=1, description="...or sooner, after this many new feedback events")
+    trainer_count_after_feedback: int = Field(50, ge=1, description="between cycles, recount the count-based "
+                                              "scorer's global win rates after this many new feedback events")
     trainer_window_minutes: float = Field(7 * 24 * 60.0, gt=0, description="sample users active this recently")
     trainer_steps: int = Field(400, ge=1, description="optimizer steps per refresh cycle")
     trainer_users: int = Field(2000, ge=1, description="recent users sampled per cycle")

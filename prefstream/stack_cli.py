@@ -1,4 +1,4 @@
-"""`prefstream up | down | status`."""
+"""`prefstream up | down | status | doctor`."""
 
 from __future__ import annotations
 
@@ -55,23 +55,25 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """Each component as it answers now (whether or not this shell started it), then the processes a local
+    `prefstream up` recorded; exit 1 if anything is down."""
+    from prefstream.health import Check, print_checks, status
     from prefstream.procs import alive, same_process
     from prefstream.stack import Stack
 
-    stack = Stack(settings_from(args))
-    procs = stack.procs()
-    if not procs:
-        print(f"no stack recorded in {stack.run_dir}")
-        return 1
-    rows = [{"name": p.name, "pid": p.pid, "port": p.port, "running": alive(p.pid) and same_process(p),
-             "log": p.log} for p in procs]
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        for r in rows:
-            print(f"{r['name']:<8} pid {r['pid']:<8} port {str(r['port'] or '-'):<6} "
-                  f"{'running' if r['running'] else 'STOPPED':<8} {r['log']}")
-    return 0 if all(r["running"] for r in rows) else 1
+    s = settings_from(args)
+    checks = status(s)
+    checks += [Check(f"process {p.name}", alive(p.pid) and same_process(p),
+                     f"pid {p.pid}" + (f" port {p.port}" if p.port else "") + f", log {p.log}",
+                     "" if alive(p.pid) and same_process(p) else f"see its log; restart the stack: prefstream down && prefstream up")
+               for p in Stack(s).procs()]
+    return print_checks(checks, args.json)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from prefstream.health import doctor, print_checks
+
+    return print_checks(doctor(settings_from(args), fix=args.fix), args.json)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -88,8 +90,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_stack_options(p)
     p.set_defaults(func=cmd_down)
 
-    p = sub.add_parser("status", help="show the recorded processes and whether they run",
-                       description="List the stack's processes; exit 1 if any is not running.")
+    p = sub.add_parser("status", help="what each component says now: broker, lag, graph, serving model, trainer",
+                       description="Ask every configured component how it is (broker and topics, ingest and router "
+                                   "lag, dead letters in the last hour, graph, serving model, last trainer cycle, "
+                                   "Ray), whether or not this shell started it, plus the processes a local `up` "
+                                   "recorded. Exit 1 if anything is down.")
     add_stack_options(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("doctor", help="check the configuration against the real servers, with a fix for each failure",
+                       description="Check the broker (reachable, API version, every topic and its partitions), the "
+                                   "graph server (reachable, every index), the model registry and Ray; print the "
+                                   "fix for each failure. Exit 1 if anything failed.")
+    add_stack_options(p)
+    p.add_argument("--fix", action="store_true", help="create missing topics, indexes and the registry directory")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_doctor)

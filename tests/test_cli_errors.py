@@ -59,3 +59,12 @@ def test_publish_checks_the_whole_file_first_with_line_numbers(env, tmp_path):
 def test_route_arguments_are_checked_like_the_wire_schema(env):
     rc, _, err, _ = _run(env, "route", "bob", "hi", "--budget", "-1")
     assert rc == 2 and "invalid request: budget" in err and "Traceback" not in err
+
+
+def test_status_with_nothing_running_names_each_component_and_its_fix(env):
+    rc, out, err, dt = _run(env, "status")
+    assert rc == 1 and dt < BOUND_S and "Traceback" not in out + err
+    assert "BAD  broker" in out and "no Kafka broker at 127.0.0.1:" in out
+    assert "BAD  graph" in out and "no graph server at redis://127.0.0.1:" in out
+    assert "serving the count-based scorer" in out and "no trainer cycle yet" in out
+    assert out.count("fix: ") >= 2 and "prefstream up" in out

@@ -101,6 +101,19 @@ class RefreshTrainer:
                   "eval_targets": sum(len(s.targets) for s in evals)}
         return train, evals, window
 
+    def recount(self, seed: int = 0) -> int:
+        """Count the count-based scorer's global win rates afresh (no training); returns the comparisons counted.
+        Cheap next to a cycle, so the periodic trainer runs it after every few dozen feedback events: the
+        served counting is never far behind the feedback."""
+        from trainer.count_scorer import CountScorer
+
+        train, evals, _ = self.sample(seed)
+        if not (train or evals):
+            return 0
+        counted = CountScorer.counted(train + evals)
+        counted.save(self.registry.root)
+        return counted.pairs
+
     # --- one cycle ---------------------------------------------------------------------------
     def run_cycle(self, candidate=None, progress: bool = False, serving=None) -> CycleRecord:
         """One refresh. ``candidate`` (a model) skips training and judges that model instead; ``serving`` (a

@@ -32,6 +32,18 @@ def run_cycle(s: Settings, progress: bool = False) -> dict:
         store.close()
 
 
+def recount(s: Settings) -> int:
+    """Refresh the count-based scorer's global rates from the graph (no training)."""
+    from graphstore import open_store
+    from trainer.refresh import RefreshTrainer
+
+    store = open_store(s)
+    try:
+        return RefreshTrainer(store, s.model_dir, refresh_config(s)).recount()
+    finally:
+        store.close()
+
+
 def feedback_count(s: Settings) -> int:
     from graphstore import open_store
 
@@ -51,7 +63,7 @@ def periodic(s: Settings, on_ready=None) -> None:
     log = logging.getLogger("prefstream.trainer")
     if on_ready is not None:
         on_ready()
-    last_at, last_fb = 0.0, 0
+    last_at, last_fb, counted_fb = 0.0, 0, 0
     while True:
         try:
             fb = feedback_count(s)
@@ -62,12 +74,18 @@ def periodic(s: Settings, on_ready=None) -> None:
         due = time.time() - last_at >= s.trainer_every_minutes * 60 or fb - last_fb >= s.trainer_after_feedback
         if due and fb > 0:
             try:
-                rec = ray.get(task.remote(s))
+                rec = ray.get(task.remote(s))  # a cycle also recounts the global rates
                 log.warning("trainer cycle: serving %s -> candidate %s promoted=%s (%s)", rec["serving_version"],
                             rec["candidate_version"], rec["promoted"], rec["reason"])
             except Exception as exc:
                 log.error("trainer cycle failed: %s", exc)
-            last_at, last_fb = time.time(), fb
+            last_at, last_fb, counted_fb = time.time(), fb, fb
+        elif fb - counted_fb >= s.trainer_count_after_feedback:
+            try:
+                log.info("recounted the global win rates over %d comparisons", recount(s))
+            except Exception as exc:
+                log.error("recount failed: %s", exc)
+            counted_fb = fb
         time.sleep(5)
 
 

@@ -21,3 +21,11 @@ def test_the_trainer_samples_the_serving_history():
     from trainer.refresh_cli import refresh_config
 
     assert refresh_config(Settings()).k == Settings().history_turns
+
+
+def test_the_serving_history_is_what_the_history_benchmark_chose():
+    import json
+    from pathlib import Path
+
+    result = Path(__file__).resolve().parents[2] / "bench" / "results" / "history.json"
+    assert Settings().history_turns == json.loads(result.read_text())["chosen_by_rule"]

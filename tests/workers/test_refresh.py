@@ -68,3 +68,18 @@ def test_counting_serves_until_evidence_then_refuses_and_demotes(sim_store, modu
     history = trainer.history()
     assert [h["promoted"] for h in history] == [first.promoted, False, False]
     assert [h["demoted"] for h in history] == [False, False, True]
+
+
+def test_recount_refreshes_served_counting_without_training(sim_store, tmp_path):
+    from trainer.count_scorer import CountScorer
+    from workers.models import ModelSource
+
+    trainer = RefreshTrainer(sim_store, tmp_path, RefreshConfig(window_minutes=1e9, users=100))
+    source = ModelSource(tmp_path)
+    assert isinstance(source.scorer, CountScorer) and source.scorer.rates == {}  # nothing counted yet: uniform
+    pairs = trainer.recount()
+    assert pairs > 0
+    assert source.refresh() and isinstance(source.scorer, CountScorer) and source.scorer.pairs == pairs
+    rates = source.scorer.rates
+    assert len(set(rates.values())) > 1 and all(0.0 <= r <= 1.0 for r in rates.values())
+    assert trainer.registry.list() == [] and trainer.history() == []  # no model trained, no cycle logged

@@ -1,0 +1,62 @@
+"""`prefstream doctor` against real servers (issue 21): it finds a missing topic and missing graph indexes,
+says the fix, and `--fix` creates them. `status` reports the same servers as up."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from prefstream import health
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def fresh(settings):
+    """The session's real broker and graph server, with a topic and a graph name nobody created yet."""
+    tag = uuid.uuid4().hex[:8]
+    topics = settings.topics.model_copy(update={"dead_letter": f"doctor-dead-{tag}"})
+    return settings.model_copy(update={"topics": topics, "graph_name": f"doctor-{tag}"})
+
+
+def _by_name(checks):
+    return {c.component: c for c in checks}
+
+
+def test_doctor_finds_a_missing_topic_and_missing_indexes_then_fixes_them(fresh):
+    from streams.kafka_config import create_topics
+
+    create_topics(fresh.model_copy(update={"topics": fresh.topics.model_copy(
+        update={"dead_letter": fresh.topics.requests}) }))  # every topic but the new dead-letter one
+    checks = _by_name(health.doctor(fresh))
+    assert checks["broker"].ok and "answers the Kafka protocol" in checks["broker"].detail
+    dead = checks[f"topic {fresh.topics.dead_letter}"]
+    assert not dead.ok and dead.detail == "missing" and "doctor --fix" in dead.fix
+    assert checks[f"topic {fresh.topics.turns}"].ok
+    idx = checks["graph indexes"]
+    assert not idx.ok and "User.user_id" in idx.detail and "Turn.position" in idx.detail and idx.fix
+
+    fixed = _by_name(health.doctor(fresh, fix=True))
+    assert fixed[f"topic {fresh.topics.dead_letter}"].ok
+    assert fixed["graph indexes"].ok and fixed["graph indexes"].detail == "all present"
+    assert all(c.ok for name, c in fixed.items() if name != "ray")  # no Ray in this test session
+    assert health.print_checks(list(fixed.values()), as_json=False) in (0, 1)
+
+
+def test_status_reports_reachable_servers_and_counting(fresh):
+    from graphstore import open_store
+
+    with open_store(fresh) as store:  # creates the schema
+        assert store.missing_indexes() == []
+    checks = _by_name(health.status(fresh))
+    assert checks["graph"].ok and "0 users" in checks["graph"].detail
+    assert "count-based scorer" in checks["model"].detail
+    assert checks["broker"].component == "broker" and "topics" in checks["broker"].detail
+
+
+def test_registry_file_names_match_the_trainer():
+    from trainer.count_scorer import RATES_FILE
+    from trainer.refresh import CYCLES_FILE
+
+    assert (health.RATES_FILE, health.CYCLES_FILE) == (RATES_FILE, CYCLES_FILE)
