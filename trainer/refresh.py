@@ -101,17 +101,20 @@ class RefreshTrainer:
                   "eval_targets": sum(len(s.targets) for s in evals)}
         return train, evals, window
 
-    def recount(self, seed: int = 0) -> int:
+    def recount(self, turns: int = 1000, chunk: int = 64) -> int:
         """Count the count-based scorer's global win rates afresh (no training); returns the comparisons counted.
-        Cheap next to a cycle, so the periodic trainer runs it after every few dozen feedback events: the
-        served counting is never far behind the feedback."""
+        Every comparison in the last ``turns`` turns of the ``users`` most recently active users, each counted
+        once (a cycle counts only what its sample drew). Cheap next to a cycle, so the periodic trainer runs it
+        after every few dozen feedback events: the served counting is never far behind the feedback."""
         from trainer.count_scorer import CountScorer
 
-        train, evals, _ = self.sample(seed)
-        if not (train or evals):
-            return 0
-        counted = CountScorer.counted(train + evals)
-        counted.save(self.registry.root)
+        newest = max((t for _, t in self.store.active_users(None)), default=0)
+        users = [u for u, _ in self.store.active_users(newest - int(self.cfg.window_minutes * 60_000))]
+        users = users[: self.cfg.users]
+        subs = [sub for i in range(0, len(users), chunk) for sub in self.store.user_subgraphs(users[i:i + chunk], turns)]
+        counted = CountScorer.counted([TrainingSample(sub, []) for sub in subs])
+        if counted.pairs:
+            counted.save(self.registry.root)
         return counted.pairs
 
     # --- one cycle ---------------------------------------------------------------------------
