@@ -5,7 +5,8 @@ One cycle (prequential):
 2. sample recent users' histories from the graph store (time-respecting samples, see graphstore.sampler);
    targets before T train, targets at or after T evaluate: training never sees the feedback it is judged on;
 3. warm-start from the serving version and train;
-4. count the global win rates of the count-based scorer on the training side (and, for serving, on all);
+4. count the global win rates of the count-based scorer on the training side (to judge) and, for serving,
+   over every recent comparison (``recount``, also run between cycles);
 5. judge the candidate, the serving model and the count-based scorer on the same newest targets
    (trainer/promotion.py): promote the candidate only if it is significantly better than both on enough
    pairs; demote a serving model that is significantly worse than counting; publish the candidate either way;
@@ -134,8 +135,7 @@ class RefreshTrainer:
         llms = self.store.llm_catalog()
         train, evals, window = self.sample(self.cfg.seed + len(self.history()))
         record = CycleRecord(t0, serving_version, None, False, "", window, serving_after=serving_version or "count")
-        if train or evals:
-            CountScorer.counted(train + evals).save(self.registry.root)  # what counting serves from now on
+        self.recount()  # what counting serves from now on: every recent comparison, not only this sample
         if not evals or (candidate is None and not train):
             record.reason = "not enough feedback yet (no targets on one side of the cutoff)"
             return self._log(record, t0)
