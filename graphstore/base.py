@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from graphstore import codec, cypher
+from graphstore import codec, counts, cypher
 from graphstore.schema import KEYS, LLMInfo, TrainingSample, UserSubgraph, query_key
 from graphstore.subgraph import assemble
 from streams.events import ChatTurn, Feedback, LLMRegistered, Pairwise, RouteDecision
@@ -312,6 +312,15 @@ class GraphStore(ABC):
         """``user_subgraph`` for many users in one round trip (per ``batch_size`` users), in input order."""
         rows = self._user_rows(user_ids, k)
         return [assemble(u, rows[u], k) for u in user_ids]
+
+    def user_win_counts(self, user_ids: Sequence[str]) -> list[dict[str, tuple[float, float]]]:
+        """Per user, each LLM's pairwise (wins, games) over every rated comparison of the user's whole past
+        (graphstore.counts), in input order; an unknown user gets {}."""
+        rows: dict[str, list] = {u: [] for u in user_ids}
+        for part in chunks(list(dict.fromkeys(user_ids)), self.batch_size):
+            for uid, conv, idx, llm, rating in self._read(cypher.USER_RATED, {"uids": list(part)}):
+                rows[uid].append((conv, idx, llm, rating))
+        return [counts.per_llm(rows[u]) for u in user_ids]
 
     def active_users(self, since_ms: int | None = None) -> list[tuple[str, int]]:
         """(user_id, last turn time) of users with a turn at or after ``since_ms``, most recent first."""

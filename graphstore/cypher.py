@@ -168,6 +168,17 @@ USER_TURNS_EMB = _LAST_K_TURNS + _TURN_COLUMNS_EMB
 USER_TURNS_ONE = _LAST_K_TURNS_ONE + _TURN_COLUMNS
 USER_TURNS_ONE_EMB = _LAST_K_TURNS_ONE + _TURN_COLUMNS_EMB
 
+# Every rated answer of each user in $uids, over the whole past (no embeddings, no text): what the count-based
+# scorer counts, so counting while it serves sees what a per-user win count over every event sees.
+USER_RATED = """
+UNWIND $uids AS uid
+MATCH (u:User {user_id: uid})
+WITH uid, u
+MATCH (u)<-[:BY]-(t:Turn)<-[:ANSWER_OF]-(r:Response)
+WHERE r.rating IS NOT NULL
+RETURN uid, t.conversation_id, t.turn_index, t.llm_id, r.rating
+"""
+
 QUERY_EMBS = """
 UNWIND $keys AS qk
 MATCH (q:Query {query_key: qk})

@@ -103,6 +103,9 @@ class UserSubgraph:
     query_emb: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # [T, D]
     rating: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # [T], NaN = none
     prev: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # [T], -1 = none
+    # (wins, games) per LLM over the user's whole past, when the reader asked for it (the count-based scorer
+    # does); None: count the rated turns above
+    win_counts: dict[str, tuple[float, float]] | None = None
 
     def __len__(self) -> int:
         return len(self.turn_ids)

@@ -64,7 +64,7 @@ class PublishedCounts:
     def choose(self, users: list[str], candidates: list[list[str]] | None = None) -> list[str]:
         """Each user's LLM (among ``candidates[i]``, default all) with the highest win rate shrunk towards the
         global rate (ties: the cheaper)."""
-        from trainer.baselines import _win_counts
+        from graphstore.counts import win_counts
 
         groups: dict[str, dict[tuple, tuple[list, list]]] = {}
         for tid, r in self.rating.items():
@@ -74,11 +74,11 @@ class PublishedCounts:
                 g[0].append(m)
                 g[1].append(r)
         every = [(ms, np.array(rs)) for gs in groups.values() for ms, rs in gs.values()]
-        wins, games = _win_counts(every)
+        wins, games = win_counts(every)
         rate = {m: wins.get(m, 0.0) / games[m] if games.get(m) else 0.5 for m in self.prices}
         out = []
         for i, u in enumerate(users):
-            w, g = _win_counts([(ms, np.array(rs)) for ms, rs in groups.get(u, {}).values()])
+            w, g = win_counts([(ms, np.array(rs)) for ms, rs in groups.get(u, {}).values()])
             cands = candidates[i] if candidates is not None else list(self.prices)
             score = {m: (w.get(m, 0.0) + 2 * rate[m]) / (g.get(m, 0.0) + 2) for m in cands}
             out.append(max(cands, key=lambda m: (score[m], -self.prices[m])))

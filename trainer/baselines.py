@@ -12,26 +12,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from graphstore.counts import win_counts
 from graphstore.schema import HeldOutGroup, TrainingSample, UserSubgraph
 from trainer.data import Dataset, Group
 
 
 def _centered(ratings: np.ndarray) -> np.ndarray:
     return ratings - ratings.mean() if len(ratings) > 1 else np.zeros_like(ratings)
-
-
-def _win_counts(groups: Sequence[tuple[list[str], np.ndarray]]) -> tuple[dict[str, float], dict[str, float]]:
-    """Pairwise wins and games of each LLM (ties count half) over (llm_ids, ratings) groups."""
-    wins: dict[str, float] = {}
-    games: dict[str, float] = {}
-    for llms, r in groups:
-        for a in range(len(llms)):
-            for b in range(len(llms)):
-                if a == b:
-                    continue
-                games[llms[a]] = games.get(llms[a], 0.0) + 1.0
-                wins[llms[a]] = wins.get(llms[a], 0.0) + (1.0 if r[a] > r[b] else 0.5 if r[a] == r[b] else 0.0)
-    return wins, games
 
 
 class Baseline:
@@ -64,7 +51,7 @@ class GlobalBest(Baseline):
     name = "global_best"
 
     def fit(self, ds: Dataset, split: str = "train") -> "GlobalBest":
-        wins, games = _win_counts([(g.llm_ids, g.ratings) for g in ds.groups if g.split == split])
+        wins, games = win_counts([(g.llm_ids, g.ratings) for g in ds.groups if g.split == split])
         self.rate = {m: wins.get(m, 0.0) / games[m] for m in games}
         return self
 
@@ -100,9 +87,17 @@ def visible_comparisons(v: UserSubgraph) -> list[tuple[list[str], np.ndarray]]:
     return list(keyed_comparisons(v).values())
 
 
+def user_counts(v: UserSubgraph) -> tuple[dict[str, float], dict[str, float]]:
+    """Each LLM's pairwise wins and games for the user: over the whole past when the reader counted it
+    (``v.win_counts``), else over the history's rated turns."""
+    if v.win_counts is None:
+        return win_counts(visible_comparisons(v))
+    return {m: w for m, (w, _) in v.win_counts.items()}, {m: g for m, (_, g) in v.win_counts.items()}
+
+
 def win_rates(v: UserSubgraph, llm_ids: Sequence[str], rate: Mapping[str, float], prior: float) -> np.ndarray:
     """Each LLM's pairwise win rate in the user's history (ties count half), shrunk towards ``rate``."""
-    wins, games = _win_counts(visible_comparisons(v))
+    wins, games = user_counts(v)
     return np.array([(wins.get(m, 0.0) + prior * rate.get(m, 0.5)) / (games.get(m, 0.0) + prior) for m in llm_ids])
 
 

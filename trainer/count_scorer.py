@@ -17,7 +17,8 @@ from typing import Sequence
 import numpy as np
 
 from graphstore.schema import TrainingSample
-from trainer.baselines import _win_counts, keyed_comparisons, visible_comparisons, win_rates
+from graphstore.counts import win_counts
+from trainer.baselines import keyed_comparisons, user_counts, win_rates
 
 COUNT_VERSION = "count"  # what a decision answered by this scorer names as its scorer
 RATES_FILE = "count.json"
@@ -25,6 +26,7 @@ RATES_FILE = "count.json"
 
 class CountScorer:
     version = COUNT_VERSION
+    whole_past = True  # the router attaches each user's whole-past counts (UserSubgraph.win_counts) when it can
 
     def __init__(self, rates: dict[str, float] | None = None, prior: float = 2.0, pairs: int = 0):
         self.rates = dict(rates or {})
@@ -42,9 +44,11 @@ class CountScorer:
             return scores, [{} for _ in items]
         out = []
         for it in items:
-            wins, games = _win_counts(visible_comparisons(it[0]))
+            v = it[0]
+            wins, games = user_counts(v)
             out.append({"wins": [round(wins.get(c.llm_id, 0.0), 2) for c in it[2]],
-                        "games": [games.get(c.llm_id, 0.0) for c in it[2]]})
+                        "games": [games.get(c.llm_id, 0.0) for c in it[2]],
+                        "counted": "whole past" if v.win_counts is not None else f"last {len(v)} turns"})
         return scores, out
 
     def score_samples(self, samples: Sequence[TrainingSample]) -> list[np.ndarray]:
@@ -62,7 +66,7 @@ class CountScorer:
             for g in s.targets:
                 key = (g.user_id, g.conversation_id, g.turn) if g.turn is not None else (g.user_id, g.query_key, g.timestamp)
                 groups[key] = (list(g.llm_ids), np.asarray(g.ratings))  # a target has every rating of its group
-        wins, games = _win_counts(list(groups.values()))
+        wins, games = win_counts(list(groups.values()))
         return cls({m: wins.get(m, 0.0) / games[m] for m in games if games[m]}, prior, len(groups))
 
     def save(self, root: Path | str) -> Path:

@@ -34,6 +34,8 @@ class StoreLike(Protocol):
 
     def user_subgraphs(self, user_ids: list[str], k: int) -> list[UserSubgraph]: ...
 
+    def user_win_counts(self, user_ids: list[str]) -> list[dict[str, tuple[float, float]]]: ...
+
     def record_decisions(self, items: list[RouteDecision]) -> None: ...
 
     def stored_query_embeddings(self, texts: list[str]) -> list[np.ndarray | None]: ...
@@ -187,6 +189,8 @@ class RouteEngine:
         explains: list[dict] = []
         scorer = self.models.scorer
         version = getattr(scorer, "version", None)
+        if not store_down and getattr(scorer, "whole_past", False):
+            self._attach_win_counts(subgraphs)
         if ok and scorer is not None:
             try:
                 texts = [p.request.query for p in ok]
@@ -226,6 +230,16 @@ class RouteEngine:
                 explain=_named(explains[i], ids) if scores is not None else {}, latency_ms=elapsed,
                 fallback=fallback))
         return out
+
+    def _attach_win_counts(self, subgraphs: list[UserSubgraph]) -> None:
+        """Each user's whole-past win counts, for a scorer that counts (a failed read: the history's turns)."""
+        try:
+            found = self.store.user_win_counts([sg.user_id for sg in subgraphs])
+        except Exception as exc:
+            log.warning("win count read failed (%s); counting the history's turns", exc)
+            return
+        for sg, wc in zip(subgraphs, found):
+            sg.win_counts = wc
 
     # --- query embeddings shared through the graph -----------------------------------------------
     def _stored_queries(self, texts: list[str], new: list[str]) -> list[np.ndarray | None]:

@@ -271,3 +271,21 @@ def test_stored_query_embeddings_round_trip_and_first_write_wins(store):
         np.testing.assert_allclose(v, emb(t), atol=1e-6)
     assert got[3] is None
     assert store.count(Label.QUERY) == 3
+
+
+def test_win_counts_cover_the_whole_past_beyond_any_window(store):
+    """The count-based scorer's read: every rated comparison of the user, however old, pairs within a turn."""
+    from trainer.baselines import visible_comparisons, win_counts
+
+    turns = conversation("u1", "c", n=6, llms=("m1", "m2", "m3")) + conversation("u2", "c", n=2)
+    store.upsert_turns(with_emb(*turns))
+    fb = [score(f"f{i}-{m}", f"u1-c-{i}-{m}", {"m1": 9, "m2": 5, "m3": 5}[m] if i < 4 else {"m1": 1, "m2": 9, "m3": 5}[m],
+                5000 + i) for i in range(6) for m in ("m1", "m2", "m3") if (i, m) != (5, "m3")]
+    store.upsert_feedback(fb + [thumbs("g0", "u2-c-0-m2", True, 6000, user="u2")])
+    got = store.user_win_counts(["u1", "ghost", "u2", "u1"])
+    assert got[1] == {} and got[0] == got[3]
+    # u1: turns 0-3 m1 beats both, m2 ties m3; turn 4 m2 > m3 > m1; turn 5 only m1 and m2 rated, m2 wins
+    assert got[0] == {"m1": (8.0, 11.0), "m2": (2.0 + 2 + 1, 11.0), "m3": (2.0 + 1, 10.0)}
+    assert got[2] == {}  # one rated answer alone is no comparison
+    window = store.user_subgraph("u1", 6)  # the last 6 turns = 2 comparisons: counting them differs
+    assert win_counts(visible_comparisons(window))[1]["m1"] < 11.0

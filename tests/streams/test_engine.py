@@ -37,6 +37,11 @@ class Store:
                              query_emb=np.ones((1, D), np.float32), rating=np.ones(1, np.float32),
                              prev=-np.ones(1, np.int64)) for u in user_ids]
 
+    def user_win_counts(self, user_ids):
+        if self.down:
+            raise ConnectionError("graph down")
+        return [{"m1": (9.0, 10.0), "m0": (1.0, 10.0)} for _ in user_ids]  # the whole past: m1 beat m0 9 of 10
+
     def record_decisions(self, items):
         self.recorded += items
 
@@ -206,3 +211,17 @@ def test_a_router_started_while_the_graph_is_down_answers_from_the_cached_catalo
     none = RouteEngine(store, FakeEncoder(D), Models(scorer))
     [d] = none.decide([req(3)])
     assert d.error and "could not be read" in d.error
+
+
+def test_the_count_scorer_counts_the_whole_past_the_store_reads(parts):
+    """The window holds one rated m0 answer; the whole past says m1. Counting answers from the whole past."""
+    from trainer.count_scorer import CountScorer
+
+    store, _, engine = parts
+    engine.models = Models(CountScorer())
+    d = engine.decide([req(0)])[0]
+    assert d.scorer == "count" and d.chosen_llm_id == "m1" and not d.fallback
+    assert d.explain["counted"] == "whole past" and d.explain["games"] == {"m0": 10.0, "m1": 10.0, "m2": 0.0}
+    store.user_win_counts = None  # a store that cannot count: the history's turns are counted instead
+    d = engine.decide([req(1)])[0]
+    assert d.scorer == "count" and d.explain["counted"] == "last 1 turns" and d.chosen_llm_id != "m1"

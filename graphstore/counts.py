@@ -1,0 +1,42 @@
+"""Pairwise win counts: the one definition every count-based scorer and baseline uses.
+
+A comparison is the rated answers one user gave to one turn of one conversation (the answers sharing
+conversation id and turn index). In it, each LLM plays every other LLM once: a win if rated higher, half a
+win on a tie.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+
+def win_counts(groups: Iterable[tuple[Sequence[str], np.ndarray]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Pairwise wins and games of each LLM (ties count half) over (llm_ids, ratings) groups."""
+    wins: dict[str, float] = {}
+    games: dict[str, float] = {}
+    for llms, r in groups:
+        for a in range(len(llms)):
+            for b in range(len(llms)):
+                if a == b:
+                    continue
+                games[llms[a]] = games.get(llms[a], 0.0) + 1.0
+                wins[llms[a]] = wins.get(llms[a], 0.0) + (1.0 if r[a] > r[b] else 0.5 if r[a] == r[b] else 0.0)
+    return wins, games
+
+
+def comparisons(rows: Iterable[tuple[str, int, str, float]]) -> list[tuple[list[str], np.ndarray]]:
+    """(conversation id, turn index, llm id, rating) rows -> the (llm_ids, ratings) of each comparison."""
+    groups: dict[tuple[str, int], tuple[list[str], list[float]]] = {}
+    for conv, idx, llm, rating in rows:
+        g = groups.setdefault((conv, int(idx)), ([], []))
+        g[0].append(llm)
+        g[1].append(float(rating))
+    return [(ls, np.array(rs)) for ls, rs in groups.values()]
+
+
+def per_llm(rows: Iterable[tuple[str, int, str, float]]) -> dict[str, tuple[float, float]]:
+    """{llm id: (wins, games)} over the comparisons of the rows."""
+    wins, games = win_counts(comparisons(rows))
+    return {m: (wins.get(m, 0.0), g) for m, g in games.items()}
