@@ -99,7 +99,7 @@ class Stack:
     """A private broker and FalkorDB server on free ports; stop() ends exactly what it started."""
 
     def __init__(self, name: str):
-        from prefstream import services
+        from stack import services
 
         self.dir = Path(tempfile.mkdtemp(prefix=f"prefstream-bench-{name}-"))
         self.procs: list[Proc] = []
@@ -167,7 +167,7 @@ def llm_events():
     """The 9 LLMs of ../shared/data/llmrouter/llm_candidates.json as LLMRegistered events."""
     from trainer.simulate import LLMRouterData
 
-    from streams.events import LLMRegistered
+    from prefstream.events import LLMRegistered
 
     d = LLMRouterData.load()
     return [LLMRegistered(llm_id=m, description=desc, price_in=float(pi), price_out=float(po))

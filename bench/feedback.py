@@ -92,8 +92,8 @@ def offline_check(model, ds, samples: int, seed: int) -> dict:
 def live(model, llms_info: dict, steps_note: str, seed: int, wave: int, users_per_pair: int) -> dict:
     from prefstream.config import Settings
     from prefstream.procs import free_port, free_port_span
-    from prefstream.services import RAY_PORT_SPAN
-    from prefstream.stack import Stack
+    from stack.services import RAY_PORT_SPAN
+    from stack.local import Stack
     from streams.client import PrefstreamClient
     from trainer.registry import ModelRegistry
     from trainer.simulate import LLMRouterData

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from graphstore import cypher, open_store  # noqa: E402
 from prefstream.config import Settings  # noqa: E402
-from streams.events import ChatTurn, Feedback, Thumbs  # noqa: E402
+from prefstream.events import ChatTurn, Feedback, Thumbs  # noqa: E402
 
 TURNS_PER_USER = 20
 LLMS = ("m1", "m2")
@@ -205,7 +205,7 @@ def read_floor(store, n_users: int, k: int, reads: int, rng: np.random.Generator
     """What a single-user read costs before the client does anything with it, interleaved with the full read:
     a `RETURN 1` round trip (server dispatch + network), and each of the two last-k queries alone (rows
     parsed, nothing assembled): keys only, and with the query embeddings inline. The full read runs one of them
-    (GraphStore._user_rows: inline while the cache has not been serving whole reads); the gap between that
+    (GraphStore: inline while the cache has not been serving whole reads); the gap between that
     one and user_subgraph is the client's work (cache, numpy arrays, `prev`)."""
     times: dict[str, list[float]] = {"return1": [], "query": [], "query_emb": [], "full": []}
     inline = 0
@@ -213,13 +213,13 @@ def read_floor(store, n_users: int, k: int, reads: int, rng: np.random.Generator
     for u in rng.integers(0, n_users, reads):
         uid = f"u{u}"
         t0 = time.perf_counter()
-        store._command("GRAPH.RO_QUERY", store.graph.name, "RETURN 1", "--compact")
+        store.ping()
         t1 = time.perf_counter()
-        store._read(cypher.USER_TURNS_ONE, {"uid": uid, **params})
+        store.read(cypher.USER_TURNS_ONE, {"uid": uid, **params})
         t2 = time.perf_counter()
-        store._read(cypher.USER_TURNS_ONE_EMB, {"uid": uid, **params})
+        store.read(cypher.USER_TURNS_ONE_EMB, {"uid": uid, **params})
         t3 = time.perf_counter()
-        inline += store._emb_served < 0.5  # the choice _user_rows is about to make
+        inline += store.inline_embeddings  # the choice the full read is about to make
         store.user_subgraph(uid, k)
         t4 = time.perf_counter()
         for key, dt in (("return1", t1 - t0), ("query", t2 - t1), ("query_emb", t3 - t2), ("full", t4 - t3)):
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(1)
     data = Data(args.queries)
 
-    from prefstream import services
+    from stack import services
     from prefstream.procs import free_port, stop
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-graph-"))

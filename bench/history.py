@@ -68,7 +68,7 @@ def accuracy_curve(kind: str, data_root: Path, lengths: list[int], seed: int) ->
 def read_costs(lengths: list[int], users: int, long_users: int, long_turns: int, reads: int) -> dict[int, dict]:
     """Read p50/p99 of N turns of long-history users on a FalkorDB server with ``users`` other users."""
     from graphstore import open_store
-    from prefstream import services
+    from stack import services
     from prefstream.config import Settings
     from prefstream.procs import free_port, stop
 
@@ -102,7 +102,7 @@ class LongData(Data):
         self.emb, self.texts, self.n = base.emb, base.texts, turns // 2
 
     def turns(self, u: int):
-        from streams.events import ChatTurn
+        from prefstream.events import ChatTurn
 
         out = []
         t0 = 1_600_000_000_000 + u * 1000

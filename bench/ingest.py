@@ -13,7 +13,7 @@ Feedback events on them. Two workloads:
           come from the project's embedding cache (var/cache), computed once, untimed. Not in the headline
           turns_per_s, which counts only workloads where the ingest runs the encoder.
 Modes:
-  faust     `python -m prefstream.cli ingest` as a subprocess (settings as PREFSTREAM_* env); the 9 LLMs are
+  faust     `python -m stack.cli ingest` as a subprocess (settings as PREFSTREAM_* env); the 9 LLMs are
             published first and the clock starts when the worker has ingested them (group joined, encoder
             loaded); then all turns + feedback are published and the clock stops when store.count('Turn') and
             store.count('Feedback') reach the expected numbers.
@@ -48,7 +48,7 @@ os.chdir(ROOT)
 
 
 def workload(n_turns: int, kind: str, hot: int = 50, users: int = 400):
-    from streams.events import ChatTurn, Feedback
+    from prefstream.events import ChatTurn, Feedback
     from trainer.simulate import SimConfig, Simulator
 
     sim = Simulator(SimConfig(n_users=users, n_new_users=0, seed=0))
@@ -98,7 +98,7 @@ def run_ingestor(stack, turns, fbs, batch: int, kind: str, max_seq: int | None) 
 
     torch.set_num_threads(int(OMP_THREADS) if OMP_THREADS else (os.cpu_count() or 1))
     if max_seq:
-        enc._model.max_seq_length = max_seq
+        enc.max_seq_length = max_seq
     t_ = {"encode_s": 0.0, "upsert_turns_s": 0.0, "upsert_feedback_s": 0.0, "encoded_texts": 0}
 
     def wrap(obj, name, key):
@@ -106,13 +106,13 @@ def run_ingestor(stack, turns, fbs, batch: int, kind: str, max_seq: int | None) 
 
         def w(*a, **kw):
             t = time.perf_counter()
-            n0 = len(enc._cache)
+            n0 = enc.encoded
             try:
                 return fn(*a, **kw)
             finally:
                 t_[key] += time.perf_counter() - t
                 if key == "encode_s":
-                    t_["encoded_texts"] += len(enc._cache) - n0
+                    t_["encoded_texts"] += enc.encoded - n0
         setattr(obj, name, w)
 
     wrap(enc, "encode", "encode_s")
@@ -161,7 +161,7 @@ def run_faust(stack, turns, fbs, batch: int, kind: str, logdir: Path, timeout: f
     env = child_env(s)
     if OMP_THREADS:
         env["OMP_NUM_THREADS"] = OMP_THREADS
-    proc = subprocess.Popen([sys.executable, "-m", "prefstream.cli", "ingest", "--loglevel", "warning"],
+    proc = subprocess.Popen([sys.executable, "-m", "stack.cli", "ingest", "--loglevel", "warning"],
                             env=env, cwd=ROOT, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     row: dict = {"mode": "faust", "workload": kind, "ingest_batch_size": batch, "omp_threads": OMP_THREADS, "turns": len(turns),

@@ -56,10 +56,10 @@ def _wait(check, timeout: float) -> bool:
 
 def run(args) -> dict:
     from prefstream.config import Settings
-    from prefstream.demo import PublishedCounts, promotions
+    from stack.demo import PublishedCounts, promotions
     from prefstream.procs import free_port, free_port_span
-    from prefstream.services import RAY_PORT_SPAN
-    from prefstream.stack import Stack
+    from stack.services import RAY_PORT_SPAN
+    from stack.local import Stack
     from streams.client import PrefstreamClient
     from trainer.refresh import RefreshTrainer
     from trainer.simulate import SimConfig, Simulator

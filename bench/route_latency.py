@@ -1,7 +1,7 @@
 """Route latency: request -> decision round trip through the broker, open loop at fixed rates.
 
 Starts its own Tansu broker and FalkorDB server on free ports (temp dir) and, per configuration, the router
-(RouteLoop + workers.cli.build_engine: real graph store, real encoder, fixed-seed GMTRouter from a model
+(RouteLoop + workers.build.build_engine: real graph store, real encoder, fixed-seed GMTRouter from a model
 registry) as a separate process, so client and router do not share a GIL. The client is the SDK
 (PrefstreamClient.route_async) driven by an open-loop sender: request i is due at t0 + i/rate and its
 latency is measured from that due time (not from when it was actually sent), so a slow sender or router
@@ -54,7 +54,7 @@ def serve_router(stats_path: str, hot_path: str | None) -> None:
     cache (var/cache, same encoder), as a long-running router would have them; other texts are misses."""
     from prefstream.config import Settings
     from streams.route_loop import RouteLoop
-    from workers.cli import build_engine
+    from workers.build import build_engine
 
     s = Settings()
     engine = build_engine(s)
@@ -62,23 +62,22 @@ def serve_router(stats_path: str, hot_path: str | None) -> None:
         from bench.common import cached_embeddings
 
         hot = json.loads(Path(hot_path).read_text())
-        for text, v in zip(hot, cached_embeddings(hot)):
-            engine.encoder._cache[engine.encoder._key(text)] = v
+        engine.encoder.prime(hot, cached_embeddings(hot))
     rows: list[dict] = []
     cur: dict = {}
 
-    def timed(obj, name, key, count=None):
+    def timed(obj, name, key):
         fn = getattr(obj, name)
 
         def wrapper(*a, **kw):
             t = time.perf_counter()
-            before = len(engine.encoder._cache) if key == "encode_ms" else 0
+            before = engine.encoder.encoded
             try:
                 return fn(*a, **kw)
             finally:
                 cur[key] = cur.get(key, 0.0) + (time.perf_counter() - t) * 1000
                 if key == "encode_ms":
-                    cur["encoded"] = cur.get("encoded", 0) + len(engine.encoder._cache) - before
+                    cur["encoded"] = cur.get("encoded", 0) + engine.encoder.encoded - before
         setattr(obj, name, wrapper)
 
     timed(engine.store, "user_subgraphs", "subgraph_ms")
@@ -86,25 +85,22 @@ def serve_router(stats_path: str, hot_path: str | None) -> None:
     timed(engine.encoder, "encode", "encode_ms")
     timed(engine, "decide", "decide_ms")
     wrapped_scorer = [None]
+    decide = engine.decide
 
-    loop = RouteLoop(s, engine)
-    handle = loop._handle
-
-    def handle_timed(records, producer):
+    def decide_with_scorer_timed(requests):  # a new model version gets its score_batch timed too
         sc = engine.models.scorer
         if sc is not None and wrapped_scorer[0] is not sc:
             timed(sc, "score_batch", "score_ms")
             wrapped_scorer[0] = sc
-        cur.clear()
-        t = time.perf_counter()
-        sent = handle(records, producer)
-        tf = time.perf_counter()
-        producer.flush()
-        cur.update(t=time.time(), n=len(records), handle_ms=(tf - t) * 1000, flush_ms=(time.perf_counter() - tf) * 1000)
-        rows.append(dict(cur))
-        return sent
+        return decide(requests)
 
-    loop._handle = handle_timed
+    engine.decide = decide_with_scorer_timed
+
+    def batch_done(n: int, handle_ms: float) -> None:  # RouteLoop's hook, after each micro-batch
+        rows.append({**cur, "t": time.time(), "n": n, "handle_ms": handle_ms})
+        cur.clear()
+
+    loop = RouteLoop(s, engine, on_batch=batch_done)
     signal.signal(signal.SIGTERM, lambda *_: loop.stop())
     ready = threading.Event()
     th = threading.Thread(target=loop.run, args=(ready,), daemon=True)
@@ -286,7 +282,7 @@ def end_child(p: subprocess.Popen, timeout: float = 20) -> None:
 def preload(stack, s, n_users: int, history: int) -> tuple[list[str], list[str], dict]:
     """Users with their first `history` turns (+feedback) and the 9 LLMs; returns (users, query texts, facts)."""
     from graphstore import open_store
-    from streams.events import ChatTurn, Feedback
+    from prefstream.events import ChatTurn, Feedback
     from trainer.simulate import SimConfig, Simulator
 
     from bench.common import cached_embeddings
@@ -322,7 +318,7 @@ def router_window(batches: list[dict], t0: float, t1: float) -> dict:
     out = {"batches": len(rows), "batch_size_mean": round(float(np.mean([b["n"] for b in rows])), 2),
            "batch_size_max": int(max(b["n"] for b in rows)),
            "encoded_texts": int(sum(b.get("encoded", 0) for b in rows))}
-    for k in ("handle_ms", "decide_ms", "subgraph_ms", "encode_ms", "score_ms", "record_ms", "flush_ms"):
+    for k in ("handle_ms", "decide_ms", "subgraph_ms", "encode_ms", "score_ms", "record_ms"):
         xs = [b.get(k, 0.0) for b in rows]
         out[k] = {"p50": pct(xs, 50), "p99": pct(xs, 99), "mean": round(float(np.mean(xs)), 3)}
     enc = [b["encode_ms"] for b in rows if b.get("encoded")]

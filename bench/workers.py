@@ -91,31 +91,33 @@ class BenchWorker(RouterWorker):
         setattr(obj, name, wrapper)
 
     def _wrap_loop(self) -> None:
-        handle = self.loop._handle
+        """Time each new scorer's score_batch (wrapped before the decide that uses it) and count batches
+        through the loop's public on_batch hook."""
+        decide = self.engine.decide
 
-        def timed(records, producer):
+        def decide_with_scorer_timed(requests):
             sc = self.engine.models.scorer
             if sc is not None and sc is not self._scorer:
                 self._wrap(sc, "score_batch", "score_ms")
                 self._scorer = sc
-            t = time.perf_counter()
-            sent = handle(records, producer)
-            self._add("handle_ms", (time.perf_counter() - t) * 1000)
+            return decide(requests)
+
+        def batch_done(n: int, handle_ms: float) -> None:
+            self._add("handle_ms", handle_ms)
             with self._stats_lock:
                 self._st["batches"] += 1
-                self._st["decisions"] += len(records)
-                self._st["batch_sizes"].append(len(records))
-            return sent
-        self.loop._handle = timed
+                self._st["decisions"] += n
+                self._st["batch_sizes"].append(n)
+
+        self.engine.decide = decide_with_scorer_timed
+        self.loop.on_batch = batch_done
 
     def pid(self) -> int:
         return os.getpid()
 
     def warm(self, texts: list[str], embs) -> int:
-        enc = self.engine.encoder
-        for t, v in zip(texts, embs):
-            enc._cache[enc._key(t)] = np.asarray(v, np.float32)
-        return len(enc._cache)
+        self.engine.encoder.prime(texts, embs)
+        return self.engine.encoder.cached
 
     def stats(self, reset: bool = True) -> dict:
         with self._stats_lock:
@@ -135,12 +137,11 @@ def timed_call(fn, *a) -> tuple[object, float]:
 def scorer_and_engine(s, users: list[str], hot: list[str], hot_emb: np.ndarray, batches: list[int],
                       seconds: float) -> tuple[dict, dict]:
     """(scorer floor per batch, engine-alone per batch) in this process, torch 1 thread."""
-    from streams.events import RouteRequest
-    from workers.cli import build_engine
+    from prefstream.events import RouteRequest
+    from workers.build import build_engine
 
     engine = build_engine(s)
-    for t, v in zip(hot, hot_emb):
-        engine.encoder._cache[engine.encoder._key(t)] = v
+    engine.encoder.prime(hot, hot_emb)
     engine.record = True
     import torch
 
@@ -192,7 +193,7 @@ def scorer_and_engine(s, users: list[str], hot: list[str], hot_emb: np.ndarray, 
                 cur.clear()
                 # the loop's per-request work besides decide: parse the request, serialize the decision
                 t = time.perf_counter()
-                from streams.events import RouteDecision, parse_event
+                from prefstream.events import RouteDecision, parse_event
                 raws = [r.to_bytes() for r in reqs]
                 reqs = [parse_event(x, RouteRequest) for x in raws]
                 serde = (time.perf_counter() - t) * 1000
@@ -295,6 +296,7 @@ def kafka_runs(stack, s, queries: Queries, hot_emb: np.ndarray, workers: list[in
     from prefstream.ray_env import init_ray
     from streams.client import PrefstreamClient
     from streams.kafka_config import create_topics
+    from workers.ray_workers import stop_workers
 
     ray = init_ray("local", num_cpus=2)
     rows: list[dict] = []
@@ -302,16 +304,7 @@ def kafka_runs(stack, s, queries: Queries, hot_emb: np.ndarray, workers: list[in
     remote = ray.remote(BenchWorker).options(num_cpus=s.router_num_cpus, max_restarts=0)
 
     def stop_actors() -> None:
-        for a in actors:
-            try:
-                ray.get(a.stop.remote(), timeout=15)
-            except Exception:
-                pass
-            try:
-                ray.kill(a)
-            except Exception:
-                pass
-        actors.clear()
+        stop_workers(actors)
 
     try:
         for n in workers:

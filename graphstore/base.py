@@ -20,7 +20,7 @@ import numpy as np
 from graphstore import codec, counts, cypher
 from graphstore.schema import KEYS, LLMInfo, TrainingSample, UserSubgraph, query_key
 from graphstore.subgraph import assemble
-from streams.events import ChatTurn, Feedback, LLMRegistered, Pairwise, RouteDecision
+from prefstream.events import ChatTurn, Feedback, LLMRegistered, Pairwise, RouteDecision
 
 
 class UnknownQuery(ValueError):
@@ -133,6 +133,20 @@ class GraphStore(ABC):
             while len(cache) > self.emb_cache_size:
                 cache.popitem(last=False)
         return out
+
+    # --- public reads of known Cypher (benchmarks, diagnostics) -------------------------------------
+    def read(self, q: str, params: dict) -> list[list]:
+        """Run one read query of ``graphstore.cypher`` (any other text is refused) and return its rows."""
+        return self._read(q, params)
+
+    def ping(self) -> None:
+        """One round trip that reads nothing: the floor under every read."""
+        self._read(cypher.PING, {})
+
+    @property
+    def inline_embeddings(self) -> bool:
+        """Whether the next subgraph read brings query embeddings inline (the cache has not been serving)."""
+        return self._emb_served < 0.5
 
     # --- backend hooks ----------------------------------------------------------------------------
     @abstractmethod
@@ -283,7 +297,7 @@ class GraphStore(ABC):
         # A cache that usually has every embedding a read needs gets keys only (USER_TURNS); otherwise the
         # embeddings come in the same round trip (USER_TURNS_EMB): one missing key would cost a second read, so
         # the choice follows whole reads, not the share of keys found (0.9 of 10 keys is 0.35 of reads).
-        with_emb = self._emb_served < 0.5
+        with_emb = self.inline_embeddings
         filters = {"k": int(k), "conversation_id": conversation_id, "before_ms": before_ms}
         if len(uids) == 1:
             got = self._read(cypher.USER_TURNS_ONE_EMB if with_emb else cypher.USER_TURNS_ONE,

@@ -118,7 +118,7 @@ def audit(store: "GraphStore", user_id: str, limit: int = 50, request_id: str | 
 
 def handler(args: argparse.Namespace) -> int:
     from graphstore import open_store
-    from prefstream.stack_cli import settings_from
+    from prefstream.options import settings_from
 
     settings = settings_from(args)
     if getattr(args, "graph_port", None) is not None and settings.graph_backend == "falkordb":
@@ -131,7 +131,7 @@ def handler(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from prefstream.stack_cli import add_stack_options
+    from prefstream.options import add_stack_options
 
     p = subparsers.add_parser(
         "audit", help="show what the graph remembers about a user, and the routing decisions made for them",

@@ -124,6 +124,8 @@ CREATE (d)-[:USED]->(t)
 """
 
 # --- reads ----------------------------------------------------------------------------------------
+PING = "RETURN 1"  # a round trip that reads nothing
+
 LLM_CATALOG = """
 MATCH (m:LLM)
 WHERE m.description IS NOT NULL

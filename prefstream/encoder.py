@@ -55,6 +55,30 @@ class TextEncoder:
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+        self.encoded = 0  # texts the model itself has embedded (cache and lookup hits excluded)
+
+    @property
+    def max_seq_length(self) -> int:
+        """Tokens a text is truncated to."""
+        return int(self._model.max_seq_length)
+
+    @max_seq_length.setter
+    def max_seq_length(self, n: int) -> None:
+        self._model.max_seq_length = int(n)
+
+    @property
+    def cached(self) -> int:
+        """Texts in the cache now."""
+        return len(self._cache)
+
+    def prime(self, texts: list[str], vectors) -> None:
+        """Put known vectors ([N, D], unit norm) in the cache, as if these texts had been encoded."""
+        with self._lock:
+            for t, v in zip(texts, vectors):
+                self._cache[self._key(t)] = np.asarray(v, np.float32)
+                self._cache.move_to_end(self._key(t))
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
 
     @staticmethod
     def _key(text: str) -> str:
@@ -87,6 +111,7 @@ class TextEncoder:
                                          normalize_embeddings=True, show_progress_bar=False)
                 for i, v in zip(run, np.asarray(new, dtype=np.float32)):
                     vecs[i] = v
+                self.encoded += len(run)
             with self._lock:
                 for (k, idx), v in zip(missing.items(), vecs):
                     out[idx] = v

@@ -9,7 +9,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from prefstream.errors import USAGE, CliError, need_broker
-from prefstream.stack_cli import add_stack_options, settings_from
+from prefstream.options import add_stack_options, settings_from
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -24,7 +24,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def read_events(path: Path) -> tuple[list, list[tuple[int, bytes, str]]]:
     """Parse a whole JSONL file (or - for stdin) before anything connects: (events, [(line, raw, reason)])."""
-    from streams.events import InvalidEvent, parse_any
+    from prefstream.events import InvalidEvent, parse_any
 
     if str(path) != "-" and not path.exists():
         raise CliError(f"{path}: no such file", USAGE)
@@ -47,7 +47,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from streams.client import PrefstreamClient
-    from streams.events import DeadLetter
+    from prefstream.events import DeadLetter
 
     events, bad = read_events(args.file)
     for lineno, _, reason in bad:
@@ -72,7 +72,7 @@ def cmd_route(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from streams.client import PrefstreamClient, RouteTimeout
-    from streams.events import RouteRequest
+    from prefstream.events import RouteRequest
 
     try:  # the wire schema's own checks, before anything connects
         RouteRequest(request_id="cli", user_id=args.user, query=args.query, candidates=args.candidates or None,

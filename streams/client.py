@@ -19,7 +19,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from prefstream.config import Settings, get_settings
-from streams.events import (
+from prefstream.events import (
     ChatTurn, Event, Feedback, InvalidEvent, LLMRegistered, Pairwise, RouteDecision, RouteRequest, Score, Thumbs,
     now_ms, parse_event,
 )

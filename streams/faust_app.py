@@ -132,25 +132,13 @@ def create_app(s: Settings, ingestor_factory: Callable[[], Ingestor], app_id: st
     return app
 
 
-def default_ingestor(s: Settings) -> Ingestor:
-    import torch
-
-    from graphstore import open_store
-    from prefstream.encoder import TextEncoder
-
-    torch.set_num_threads(s.ingest_threads)  # one thread: the event loop and the broker need the other core
-    store = open_store(s)
-    store.ensure_schema()
-    encoder = TextEncoder(s.encoder, s.encoder_device, max_seq_length=s.encoder_max_seq_length)
-    return Ingestor(store, encoder, s.max_text_chars, s.unknown_llm_grace_s)
-
-
 def run_worker(s: Settings, loglevel: str = "warning", ready_name: str | None = None,
                group: str = INGEST_GROUP) -> None:
     """Run the ingest app in this process until it is stopped (SIGTERM / Ctrl-C)."""
     import faust
 
-    from prefstream.apps import ready_callback
+    from prefstream.ready import ready_callback
+    from streams.ingest import build_ingestor
 
-    app = create_app(s, lambda: default_ingestor(s), app_id=group, on_ready=ready_callback(s, ready_name))
+    app = create_app(s, lambda: build_ingestor(s), app_id=group, on_ready=ready_callback(s, ready_name))
     faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()

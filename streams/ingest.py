@@ -14,7 +14,8 @@ from typing import Protocol
 import numpy as np
 
 from graphstore.schema import LLMInfo
-from streams.events import ChatTurn, DeadLetter, Event, Feedback, InvalidEvent, LLMRegistered, parse_event
+from prefstream.config import Settings
+from prefstream.events import ChatTurn, DeadLetter, Event, Feedback, InvalidEvent, LLMRegistered, parse_event
 
 log = logging.getLogger(__name__)
 
@@ -113,3 +114,15 @@ class Ingestor:
             self.store.upsert_feedback(good)
         result.accepted = len(good)
         return result
+
+
+def build_ingestor(s: Settings) -> Ingestor:
+    """The ingestor on the configured graph store (its schema ensured, once) and encoder."""
+    import torch
+
+    from graphstore import open_store
+    from prefstream.encoder import TextEncoder
+
+    torch.set_num_threads(s.ingest_threads)  # one thread: the event loop and the broker need the other core
+    encoder = TextEncoder(s.encoder, s.encoder_device, max_seq_length=s.encoder_max_seq_length)
+    return Ingestor(open_store(s), encoder, s.max_text_chars, s.unknown_llm_grace_s)

@@ -13,10 +13,10 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import Callable, Protocol
 
 from prefstream.config import Settings
-from streams.events import DeadLetter, InvalidEvent, RouteDecision, RouteRequest, parse_event
+from prefstream.events import DeadLetter, InvalidEvent, RouteDecision, RouteRequest, parse_event
 from streams.kafka_config import consumer_kwargs, producer_kwargs
 
 log = logging.getLogger(__name__)
@@ -64,9 +64,13 @@ def _log_failed_commit(_offsets, result) -> None:
 
 
 class RouteLoop:
-    def __init__(self, s: Settings, decider: Decider, client_id: str = "router"):
+    def __init__(self, s: Settings, decider: Decider, client_id: str = "router",
+                 on_batch: Callable[[int, float], None] | None = None):
+        """``on_batch(records, handle_ms)`` is called after each micro-batch is decided and its replies sent
+        (a hook for benchmarks and metrics; it runs on the loop's thread, so it must be quick)."""
         self.s = s
         self.decider = decider
+        self.on_batch = on_batch
         self.group_id = s.router_group
         self.client_id = client_id
         self.stop_event = threading.Event()
@@ -96,7 +100,10 @@ class RouteLoop:
                         self._settle(previous, consumer)
                         previous = None
                     continue
+                t0 = time.perf_counter()
                 sent = self._handle(records, producer)
+                if self.on_batch is not None:
+                    self.on_batch(len(records), (time.perf_counter() - t0) * 1000)
                 if previous is not None and not self._settle(previous, consumer):
                     previous = None  # read again from the failed batch on, this one included
                     continue

@@ -25,7 +25,7 @@ def workdir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def broker(workdir):
     """A real Tansu Kafka-protocol broker; yields its bootstrap address."""
-    from prefstream import services
+    from stack import services
 
     port = free_port()
     proc = services.start_broker(port, workdir / "logs")
@@ -39,7 +39,7 @@ def broker(workdir):
 @pytest.fixture(scope="session")
 def graph_server(workdir):
     """A real FalkorDB server; yields its port."""
-    from prefstream import services
+    from stack import services
 
     port = free_port()
     proc = services.start_graph(port, workdir / "graph", workdir / "logs")

@@ -18,10 +18,10 @@ from kafka.admin import NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import OffsetAndMetadata
 
-from prefstream import services
+from stack import services
 from prefstream.config import Settings
 from prefstream.procs import alive, free_port, stop, wait_until
-from prefstream.s3_local import start_broker_on_s3, start_s3
+from stack.s3_local import start_broker_on_s3, start_s3
 from streams.kafka_config import consumer_kwargs, producer_kwargs
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -7,7 +7,7 @@ import time
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from streams.events import (
+from prefstream.events import (
     ChatTurn, DeadLetter, Feedback, LLMRegistered, RouteDecision, RouteRequest, Score, parse_any,
 )
 from streams.kafka_config import consumer_kwargs, create_topics, producer_kwargs

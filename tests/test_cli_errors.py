@@ -24,7 +24,7 @@ def env(tmp_path):
 
 def _run(env, *args, stdin: bytes | None = None):
     t0 = time.monotonic()
-    p = subprocess.run([sys.executable, "-m", "prefstream.cli", *args], env=env, capture_output=True, input=stdin,
+    p = subprocess.run([sys.executable, "-m", "stack.cli", *args], env=env, capture_output=True, input=stdin,
                        timeout=120)
     return p.returncode, p.stdout.decode(), p.stderr.decode(), time.monotonic() - t0
 

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from prefstream import health
+from stack import health
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from streams.events import (
+from prefstream.events import (
     ChatTurn, DeadLetter, Feedback, InvalidEvent, LLMRegistered, Pairwise, RouteDecision, RouteRequest, Score,
     Thumbs, parse_any, parse_event,
 )

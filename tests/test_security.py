@@ -39,10 +39,10 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaTimeoutError
 
 from graphstore import open_store
-from prefstream import services
+from stack import services
 from prefstream.config import Settings
 from prefstream.procs import Proc, alive, free_port, port_open, spawn, stop, wait_until
-from streams.events import LLMRegistered
+from prefstream.events import LLMRegistered
 from streams.faust_app import faust_credentials
 from streams.kafka_config import consumer_kwargs, create_topics, producer_kwargs
 

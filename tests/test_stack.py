@@ -6,8 +6,8 @@ import pytest
 
 from prefstream.config import Settings
 from prefstream.procs import alive, free_port, free_port_span, group_pids, port_open
-from prefstream.services import RAY_PORT_SPAN
-from prefstream.stack import Stack
+from stack.services import RAY_PORT_SPAN
+from stack.local import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -8,7 +8,7 @@ import logging
 import time
 
 from prefstream.config import Settings
-from prefstream.stack_cli import add_stack_options, settings_from
+from prefstream.options import add_stack_options, settings_from
 
 
 def refresh_config(s: Settings):
@@ -125,7 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"cycle: serving {rec['serving_version']} -> candidate {rec['candidate_version']}: "
               f"{'PROMOTED' if rec['promoted'] else 'not promoted'} ({rec['reason']})")
         return 0
-    from prefstream.apps import ready_callback
+    from prefstream.ready import ready_callback
 
     periodic(s, ready_callback(s, args.ready_name))
     return 0

@@ -298,7 +298,7 @@ class Simulator:
 
     def events(self) -> list:
         """The history as wire events in time order: LLMRegistered, then ChatTurn / Feedback."""
-        from streams.events import ChatTurn, Feedback, LLMRegistered, Pairwise, Score, Thumbs
+        from prefstream.events import ChatTurn, Feedback, LLMRegistered, Pairwise, Score, Thumbs
 
         d = self.data
         out: list = [LLMRegistered(llm_id=m, description=desc, price_in=float(pi), price_out=float(po),

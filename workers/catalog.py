@@ -48,7 +48,7 @@ def catalog_from_topic(s, encoder, timeout_s: float = 10.0) -> dict[str, LLMInfo
     """The catalog as the ``llm.catalog`` topic says it (latest registration of each LLM wins)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from streams.events import InvalidEvent, LLMRegistered, parse_event
+    from prefstream.events import InvalidEvent, LLMRegistered, parse_event
     from streams.kafka_config import consumer_kwargs
 
     consumer = KafkaConsumer(**{**consumer_kwargs(s, group_id=None), "enable_auto_commit": False})

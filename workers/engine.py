@@ -20,7 +20,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from graphstore.schema import LLMInfo, UserSubgraph
-from streams.events import RouteDecision, RouteRequest
+from prefstream.events import RouteDecision, RouteRequest
 from trainer.scorer import choose
 from workers.models import ModelSource
 

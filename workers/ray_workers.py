@@ -23,7 +23,7 @@ class RouterWorker:
 
     def __init__(self, s: Settings, index: int):
         from streams.route_loop import RouteLoop
-        from workers.cli import build_engine
+        from workers.build import build_engine
 
         self.index = index
         self.engine = build_engine(s)
@@ -75,8 +75,21 @@ def serve_with_ray(s: Settings, n: int, on_ready=None) -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        for a in actors:
+        stop_workers(actors, kill=False)
+
+
+def stop_workers(actors: list, kill: bool = True, timeout_s: float = 15) -> None:
+    """Stop each actor's loop (its last batch settled); with ``kill``, end the actor too. Empties ``actors``."""
+    import ray
+
+    for a in actors:
+        try:
+            ray.get(a.stop.remote(), timeout=timeout_s)
+        except Exception:
+            pass
+        if kill:
             try:
-                ray.get(a.stop.remote(), timeout=15)
+                ray.kill(a)
             except Exception:
                 pass
+    actors.clear()

@@ -6,7 +6,7 @@ import hashlib
 
 import numpy as np
 
-from streams.events import ChatTurn, Feedback, LLMRegistered, RouteDecision
+from prefstream.events import ChatTurn, Feedback, LLMRegistered, RouteDecision
 
 D = 384
 

@@ -54,7 +54,7 @@ def test_audit_json_and_table(audited):
 
 
 def test_audit_subcommand_talks_to_the_configured_store(audited, store_settings, monkeypatch, capsys):
-    import prefstream.stack_cli as stack_cli
+    import prefstream.options as stack_cli
 
     monkeypatch.setattr(stack_cli, "settings_from", lambda args: store_settings)
     parser = argparse.ArgumentParser(prog="prefstream")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from graphstore import open_store
-from prefstream import services
+from stack import services
 from prefstream.config import Settings
 from prefstream.procs import alive, free_port, stop, wait_until
 from tests.graphstore.graphstore_events import llm, thumbs, turn, with_emb

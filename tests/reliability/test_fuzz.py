@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from streams.events import ChatTurn, DeadLetter, Feedback, InvalidEvent, LLMRegistered, RouteRequest, parse_event
+from prefstream.events import ChatTurn, DeadLetter, Feedback, InvalidEvent, LLMRegistered, RouteRequest, parse_event
 from tests.reliability.fuzzgen import BAD_CLASSES, bad_events, good_feedback, good_turn
 from tests.streams.conftest import IngestWorker, read_all, wait_for
 

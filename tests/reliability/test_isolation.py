@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streams.events import ChatTurn, Feedback, RouteRequest
+from prefstream.events import ChatTurn, Feedback, RouteRequest
 from tests.workers.conftest import ingest_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

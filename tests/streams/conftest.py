@@ -34,7 +34,7 @@ class IngestWorker:
 
     def start(self, *extra: str) -> "IngestWorker":
         env = {**os.environ, **self.s.to_env(), "HF_HUB_OFFLINE": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "prefstream.cli", "ingest", "--loglevel", "info", *extra],
+        self.proc = subprocess.Popen([sys.executable, "-m", "stack.cli", "ingest", "--loglevel", "info", *extra],
                                      env=env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
         return self
 

@@ -7,7 +7,7 @@ import pytest
 
 from fake_encoder import FakeEncoder
 from graphstore.schema import LLMInfo, UserSubgraph
-from streams.events import RouteRequest
+from prefstream.events import RouteRequest
 from workers.engine import RouteEngine
 
 D = 4
@@ -181,7 +181,7 @@ def test_new_request_texts_are_stored_once_and_stored_ones_not_encoded(parts):
 
 
 def test_a_request_past_its_deadline_is_shed_at_once(parts):
-    from streams.events import now_ms
+    from prefstream.events import now_ms
 
     store, scorer, engine = parts
     late = req(0, timestamp=now_ms() - 5_000)  # waited 5 s in the queue; the default deadline is 1 s

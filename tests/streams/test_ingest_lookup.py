@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from fake_encoder import FakeEncoder
-from streams.events import ChatTurn, LLMRegistered
+from prefstream.events import ChatTurn, LLMRegistered
 from streams.ingest import Ingestor, RawMessage
 
 D = 384

@@ -31,7 +31,7 @@ def fixed_model(settings):
 
 @pytest.fixture
 def router(settings, topics, store, fixed_model):
-    from workers.cli import build_engine
+    from workers.build import build_engine
 
     with PrefstreamClient(settings) as c:
         for llm_id, (desc, pin, pout) in LLMS.items():

@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 
-from streams.events import ChatTurn, Feedback, LLMRegistered, parse_any
+from prefstream.events import ChatTurn, Feedback, LLMRegistered, parse_any
 from trainer.data import read_gmtrouter
 from trainer.simulate import SimConfig, Simulator
 

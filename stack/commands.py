@@ -6,36 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
-from prefstream.config import Settings, get_settings
-
-
-def add_stack_options(p: argparse.ArgumentParser) -> None:
-    """Options that pick which local stack a command talks to (defaults from PREFSTREAM_*)."""
-    p.add_argument("--run-dir", type=Path, help="where pids, ports and logs are kept (default var/run)")
-    p.add_argument("--broker-port", type=int, help="Kafka-protocol broker port (default 9092)")
-    p.add_argument("--graph-port", type=int, help="FalkorDB port (default 6379)")
-    p.add_argument("--ray-port", type=int, help="Ray head port; the Ray client server takes the next (default 6390)")
-
-
-def settings_from(args: argparse.Namespace) -> Settings:
-    """Settings with command-line overrides applied; a running stack's addresses win over defaults."""
-    s = get_settings()
-    update = {k: v for k, v in {"run_dir": getattr(args, "run_dir", None),
-                                 "broker_port": getattr(args, "broker_port", None),
-                                 "graph_port": getattr(args, "graph_port", None),
-                                 "ray_port": getattr(args, "ray_port", None)}.items() if v is not None}
-    if getattr(args, "no_ray", False):
-        update["start_ray"] = False
-    s = s.model_copy(update=update)
-    state = s.run_dir / "stack.json"
-    if state.exists():
-        recorded = json.loads(state.read_text()).get("settings", {})
-        s = s.model_copy(update={k: v for k, v in recorded.items() if k in Settings.model_fields})
-    return s
+from prefstream.options import add_stack_options, settings_from
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from prefstream.stack import Stack
+    from stack.local import Stack
 
     stack = Stack(settings_from(args))
     timings = stack.up(apps=not args.no_apps)
@@ -44,7 +19,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from prefstream.stack import Stack
+    from stack.local import Stack
 
     stack = Stack(settings_from(args))
     if not stack.procs():
@@ -57,9 +32,9 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     """Each component as it answers now (whether or not this shell started it), then the processes a local
     `prefstream up` recorded; exit 1 if anything is down."""
-    from prefstream.health import Check, print_checks, status
+    from stack.health import Check, print_checks, status
     from prefstream.procs import alive, same_process
-    from prefstream.stack import Stack
+    from stack.local import Stack
 
     s = settings_from(args)
     checks = status(s)
@@ -71,7 +46,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from prefstream.health import doctor, print_checks
+    from stack.health import doctor, print_checks
 
     return print_checks(doctor(settings_from(args), fix=args.fix), args.json)
 

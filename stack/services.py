@@ -25,7 +25,7 @@ def tansu_binary() -> str:
 
 def start_broker(port: int, log_dir: Path, storage: str = "memory://tansu/",
                  env: dict[str, str] | None = None) -> Proc:
-    """Tansu on 127.0.0.1:``port``; ``env`` carries the S3 settings of an ``s3://`` storage (prefstream.s3_local)."""
+    """Tansu on 127.0.0.1:``port``; ``env`` carries the S3 settings of an ``s3://`` storage (stack.s3_local)."""
     url = f"tcp://127.0.0.1:{port}"
     cmd = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
            "--storage-engine", storage]

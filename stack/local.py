@@ -10,29 +10,10 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
-from typing import Callable
-
-from prefstream import services
 from prefstream.config import Settings
 from prefstream.procs import Proc, alive, port_open, same_process, spawn, stop, wait_healthy
-
-
-@dataclass(frozen=True)
-class AppSpec:
-    """An application process (`prefstream <subcommand>`) that ``up`` runs on the stack."""
-
-    name: str
-    args: list[str]
-    healthy: Callable[[Settings, Proc], bool] | None = None
-    timeout: float = 120.0
-
-
-def app_specs(s: Settings) -> list[AppSpec]:
-    """The app processes of a full stack. Later components register here."""
-    from prefstream.apps import registered_apps
-
-    return registered_apps(s)
+from stack import services
+from stack.apps import AppSpec, app_specs
 
 
 def stack_env(s: Settings) -> dict[str, str]:
@@ -124,7 +105,7 @@ class Stack:
                 env = stack_env(self.s)
                 for spec in app_specs(self.s):
                     t = time.monotonic()
-                    cmd = [sys.executable, "-m", "prefstream.cli", *spec.args]
+                    cmd = [sys.executable, "-m", "stack.cli", *spec.args]
                     proc = spawn(spec.name, cmd, self.log_dir, env=env)
                     procs.append(proc)
                     self._save(procs, timings)

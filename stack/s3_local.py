@@ -25,7 +25,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefstream import services
+from stack import services
 from prefstream.procs import Proc, spawn, wait_healthy
 
 #: Credentials are not checked by localbucket, but Tansu refuses to sign requests without some.

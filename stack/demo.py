@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prefstream.stack_cli import add_stack_options, settings_from
+from prefstream.options import add_stack_options, settings_from
 
 
 @dataclass
@@ -102,8 +102,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from graphstore import open_store
     from graphstore.cli import audit
     from prefstream.procs import free_port, free_port_span
-    from prefstream.services import RAY_PORT_SPAN
-    from prefstream.stack import Stack
+    from stack.services import RAY_PORT_SPAN
+    from stack.local import Stack
     from streams.client import PrefstreamClient
     from trainer.refresh import RefreshTrainer
     from trainer.simulate import SimConfig, Simulator

@@ -8,8 +8,8 @@ import sys
 
 #: Modules with a ``register(subparsers)`` function, in the order their commands appear in --help.
 COMMAND_MODULES = [
-    "prefstream.stack_cli",
-    "prefstream.demo",
+    "stack.commands",
+    "stack.demo",
     "streams.cli",
     "workers.cli",
     "graphstore.cli",
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _settings(args):
     try:
-        from prefstream.stack_cli import settings_from
+        from prefstream.options import settings_from
 
         return settings_from(args)
     except Exception:

@@ -1,4 +1,4 @@
-"""The app processes `prefstream up` runs on the stack, and how each tells it is ready.
+"""The ready-file handshake: how an app process tells `prefstream up` it serves.
 
 An app writes ``<run_dir>/ready/<name>`` holding its pid once it serves; ``up`` waits for that file.
 """
@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from prefstream.config import Settings
     from prefstream.procs import Proc
-    from prefstream.stack import AppSpec
 
 
 def ready_file(s: "Settings", name: str) -> Path:
@@ -32,20 +31,10 @@ def ready_callback(s: "Settings", name: str | None):
     return lambda: mark_ready(s, name)
 
 
-def _is_ready(name: str):
+def is_ready(name: str):
+    """A check for ``up``: the app named ``name`` wrote its ready file with this process's pid."""
     def check(s: "Settings", proc: "Proc") -> bool:
         path = ready_file(s, name)
         return path.exists() and path.read_text().strip() == str(proc.pid)
 
     return check
-
-
-def registered_apps(s: "Settings") -> list["AppSpec"]:
-    from prefstream.stack import AppSpec
-
-    return [
-        AppSpec("ingest", ["ingest", "--ready-name", "ingest"], _is_ready("ingest")),
-        AppSpec("router", ["router", "--workers", str(s.router_workers), "--ready-name", "router"],
-                _is_ready("router"), timeout=300),
-        AppSpec("trainer", ["train", "--ready-name", "trainer"], _is_ready("trainer")),
-    ]

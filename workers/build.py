@@ -1,0 +1,33 @@
+"""How a router's decision engine is built from the settings (the graph store, encoder, model registry and
+catalog copies it needs), for the in-process loop and the Ray actors alike."""
+
+from __future__ import annotations
+
+import logging
+
+from prefstream.config import Settings
+
+
+def build_engine(s: Settings, threads: int | None = None):
+    """The decision engine on the configured graph store, encoder and model registry.
+
+    Torch gets ``router_threads`` threads (default 1): on a small shared machine more threads thrash.
+    The graph store's schema is ensured here, once per router."""
+    import torch
+
+    from graphstore import open_store
+    from prefstream.encoder import TextEncoder
+    from workers.engine import RouteEngine
+    from workers.catalog import CatalogCache, catalog_from_topic
+    from workers.models import ModelSource
+
+    torch.set_num_threads(threads or s.router_threads)
+    store = open_store(s, ensure_schema=False)
+    try:
+        store.ensure_schema()
+    except Exception as exc:  # the graph down at start must not stop the router: it answers flagged fallback
+        logging.getLogger(__name__).warning("graph store unreachable at start (%s)", exc)
+    encoder = TextEncoder(s.encoder, s.encoder_device, max_seq_length=s.encoder_max_seq_length)
+    return RouteEngine(store, encoder, ModelSource(s.model_dir).start(), history_turns=s.history_turns,
+                       deadline_ms=s.route_deadline_ms, catalog_cache=CatalogCache(s.run_dir / "catalog.json"),
+                       catalog_source=lambda: catalog_from_topic(s, encoder))
