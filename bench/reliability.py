@@ -22,7 +22,9 @@ import sys
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (RESULTS, ROOT, Stack, child_env, clean_env, command_line, llm_events,  # noqa: E402
@@ -30,7 +32,7 @@ from common import (RESULTS, ROOT, Stack, child_env, clean_env, command_line, ll
 
 clean_env()
 
-from streams.events import RouteRequest  # noqa: E402
+from prefstream.events import RouteRequest  # noqa: E402
 
 LOG = print
 
@@ -98,7 +100,7 @@ class Child:
     def start(self) -> None:
         env = child_env(self.s)
         env["OMP_NUM_THREADS"] = "1"
-        self.proc = subprocess.Popen([sys.executable, "-m", "prefstream.cli", *self.args], env=env, cwd=ROOT,
+        self.proc = subprocess.Popen([sys.executable, "-m", "stack.cli", *self.args], env=env, cwd=ROOT,
                                      stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         self.starts += 1
@@ -135,7 +137,7 @@ class Graph:
         return self.stack.graph.pid
 
     def kill9_and_restart(self, down_s: float) -> float:
-        from prefstream import services
+        from stack import services
 
         os.kill(self.stack.graph.pid, signal.SIGKILL)
         try:
@@ -272,7 +274,7 @@ class ReplyCollector(threading.Thread):
 
 
 # --- the run -------------------------------------------------------------------------------------
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=30_000, help="input events (turns + feedback) to replay")
     ap.add_argument("--event-rate", type=float, default=150.0, help="events/s published during the chaos phase")
@@ -298,7 +300,327 @@ def main() -> None:
     ap.add_argument("--fuzzed", type=int, default=None, help="fuzzed events of tests/reliability/test_fuzz.py (to report)")
     ap.add_argument("--fuzz-crashes", type=int, default=None, help="worker crashes in that test (to report)")
     ap.add_argument("--render", action="store_true", help="only re-write OUT.md and OUT.png from OUT.json")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+class Traffic:
+    """Route requests and input events published at fixed rates from threads (the chaos and soak load).
+
+    ``requests`` maps every request id sent to its send time, ``published`` counts the input events sent;
+    setting ``stop_req`` stops the requester."""
+
+    def __init__(self, s, client, rng: random.Random, chaos_events: list[tuple[str, str, bytes]]) -> None:
+        self.s, self.client, self.rng = s, client, rng
+        self.requests: dict[str, float] = {}
+        self.stop_req = threading.Event()
+        self.published = 0
+        self.users = sorted({k for kind, k, _ in chaos_events if kind == "turns"})
+        self.queries = sorted({json.loads(raw)["query"] for kind, _, raw in chaos_events[:2000] if kind == "turns"})
+
+    def requester(self, rate: float, tag: str) -> None:
+        i = 0
+        t0 = time.monotonic()
+        while not self.stop_req.is_set():
+            rid = f"{tag}{i}"
+            req = RouteRequest(request_id=rid, user_id=self.rng.choice(self.users[: max(1, len(self.users) // 4)]),
+                               query=self.rng.choice(self.queries))
+            self.client.publish(req)
+            self.requests[rid] = time.time()
+            i += 1
+            time.sleep(max(0.0, t0 + i / rate - time.monotonic()))
+
+    def publisher(self, evts, rate: float) -> None:
+        t0 = time.monotonic()
+        for i, (kind, key, raw) in enumerate(evts):
+            self.client.publish_raw(getattr(self.s.topics, kind), raw, key=key)
+            self.published += 1
+            if i % 200 == 0:
+                time.sleep(max(0.0, t0 + i / rate - time.monotonic()))
+        self.client.flush(120)
+
+
+@dataclass
+class Rig:
+    """The long-lived pieces of one run, set up once in ``main`` and shared by every phase."""
+
+    args: argparse.Namespace
+    rng: random.Random
+    stack: Stack
+    s: Any  # the stack's settings
+    ingest: Child
+    router: Child
+    graph: Graph
+    collector: ReplyCollector
+    traffic: Traffic
+
+
+def make_workload(args: argparse.Namespace, t_start: float) -> tuple[list, list]:
+    """(chaos events, soak events): the first ``--events`` events, then those of the soak."""
+    soak_events = int(args.soak_s * args.soak_event_rate)
+    events, turn_ids, fb_ids = workload(args.events + soak_events, args.seed, args.pool)
+    chaos_events, soak_evts = events[:args.events], events[args.events:]
+    LOG(f"workload: {len(events)} events ({len(turn_ids)} turns, {len(fb_ids)} feedback), "
+        f"{time.monotonic() - t_start:.1f} s")
+    return chaos_events, soak_evts
+
+
+def kill_plan(args: argparse.Namespace, rng: random.Random) -> tuple[list[str], list[float]]:
+    """(process to kill, seconds into the chaos phase) of every kill, spread over its middle 70 %."""
+    counts = dict(kv.split(":") for kv in args.kills.split(",") if kv)
+    plan = [name for name, n in counts.items() for _ in range(int(n))]
+    rng.shuffle(plan)
+    slots = len(plan)
+    first, last = 0.15 * args.chaos_s, 0.85 * args.chaos_s
+    times = [first + (last - first) * (i + rng.uniform(0.2, 0.8)) / max(slots, 1) for i in range(slots)]
+    return plan, times
+
+
+def kill_and_restart(rig: Rig, name: str) -> dict:
+    """kill -9 the process ``name`` (ingest, router or graph) and restart it; what to record about it."""
+    k: dict = {}
+    if name == "ingest":
+        k["was_alive"] = rig.ingest.alive()
+        rig.ingest.kill9()
+        time.sleep(1.0)
+        rig.ingest.start()
+    elif name == "router":
+        k["was_alive"] = rig.router.alive()
+        rig.router.kill9()
+        time.sleep(1.0)
+        rig.router.start()
+    elif name == "graph":
+        if rig.args.bgsave_before_graph_kill:
+            import redis
+
+            redis.Redis(port=rig.stack.graph_port).bgsave()
+            time.sleep(0.5)
+            k["bgsave"] = True
+        k["restart_s"] = round(rig.graph.kill9_and_restart(rig.args.graph_down_s), 2)
+        k["turns_in_graph_after_restart"] = graph_count(rig.s, "Turn")
+    return k
+
+
+def chaos_phase(rig: Rig, chaos_events: list, res: dict) -> list[dict]:
+    """Publish the chaos events and route requests while killing processes on the kill plan; the kills."""
+    args, traffic = rig.args, rig.traffic
+    plan, times = kill_plan(args, rig.rng)
+    kills: list[dict] = []
+    t_chaos = time.monotonic()
+    pub = threading.Thread(target=traffic.publisher, args=(chaos_events, args.event_rate), daemon=True)
+    req = threading.Thread(target=traffic.requester, args=(args.request_rate, "c"), daemon=True)
+    pub.start()
+    req.start()
+    LOG(f"chaos: {len(chaos_events)} events at {args.event_rate}/s, requests at {args.request_rate}/s, "
+        f"kills {plan} at {[round(t) for t in times]} s")
+    for name, at in zip(plan, times):
+        time.sleep(max(0.0, t_chaos + at - time.monotonic()))
+        k = {"what": name, "at_s": round(time.monotonic() - t_chaos, 1), "published_before": traffic.published,
+             "turns_in_graph_before": graph_count(rig.s, "Turn")}
+        k.update(kill_and_restart(rig, name))
+        LOG(f"  kill -9 {k}")
+        kills.append(k)
+    time.sleep(max(0.0, t_chaos + args.chaos_s - time.monotonic()))
+    traffic.stop_req.set()
+    req.join()
+    pub.join(timeout=max(5.0, args.drain_s))
+    res["chaos_published"] = traffic.published
+    res["chaos_s_actual"] = round(time.monotonic() - t_chaos, 1)
+    LOG(f"chaos done: published {traffic.published} in {res['chaos_s_actual']} s; draining")
+    return kills
+
+
+def drain(rig: Rig, chaos_events: list, res: dict) -> tuple[int, int]:
+    """Wait until the graph stops growing or has everything; (turns, feedback) of the chaos events."""
+    s, ingest = rig.s, rig.ingest
+    n_turns = sum(1 for kind, _, _ in chaos_events if kind == "turns")
+    n_fb = len(chaos_events) - n_turns
+    t_drain = time.monotonic()
+    last_total, still_since = -1, time.monotonic()
+    while time.monotonic() - t_drain < rig.args.drain_s:
+        nt, nf = graph_count(s, "Turn"), graph_count(s, "Feedback")
+        if nt >= n_turns and nf >= n_fb:
+            break
+        if nt + nf != last_total:
+            last_total, still_since = nt + nf, time.monotonic()
+        elif time.monotonic() - still_since > 25 and ingest.alive():
+            break  # no progress for 25 s: what is missing now is lost, not pending
+        time.sleep(2.0)
+    res["drain_s"] = round(time.monotonic() - t_drain, 1)
+    return n_turns, n_fb
+
+
+def ingest_after_chaos(s, chaos_events: list, res: dict) -> tuple[set[str], set[str], set[str], set[str]]:
+    """(turn ids, feedback ids, missing turn ids, missing feedback ids) of the chaos events in the graph."""
+    chaos_turn_ids = {json.loads(raw)["event_id"] for kind, _, raw in chaos_events if kind == "turns"}
+    chaos_fb_ids = {json.loads(raw)["event_id"] for kind, _, raw in chaos_events if kind == "feedback"}
+    tn, td, tids = graph_ids(s, "Turn", "turn_id")
+    fn, fd, fids = graph_ids(s, "Feedback", "feedback_id")
+    missing_t, missing_f = chaos_turn_ids - tids, chaos_fb_ids - fids
+    res["ingest_after_chaos"] = {"turns_expected": len(chaos_turn_ids), "turns_nodes": tn, "turns_distinct": td,
+                                 "feedback_expected": len(chaos_fb_ids), "feedback_nodes": fn,
+                                 "feedback_distinct": fd, "missing_turns": len(missing_t),
+                                 "missing_feedback": len(missing_f),
+                                 "missing_examples": sorted(missing_t)[:5] + sorted(missing_f)[:5]}
+    LOG(f"after chaos: {res['ingest_after_chaos']}")
+    return chaos_turn_ids, chaos_fb_ids, missing_t, missing_f
+
+
+def restart_ingest(rig: Rig, chaos_turn_ids: set[str], chaos_fb_ids: set[str], n_turns: int, n_fb: int,
+                   res: dict) -> tuple[set[str], set[str]]:
+    """A stalled worker (e.g. Faust agents crashed by a graph outage) is not the same as lost data: restart
+    the worker as an operator would and see what still arrives from uncommitted offsets. The ids still
+    missing (turns, feedback)."""
+    s = rig.s
+    rig.ingest.stop()
+    rig.ingest.start()
+    t1 = time.monotonic()
+    while time.monotonic() - t1 < rig.args.restart_drain_s:
+        if graph_count(s, "Turn") >= n_turns and graph_count(s, "Feedback") >= n_fb:
+            break
+        time.sleep(2.0)
+    _, _, tids = graph_ids(s, "Turn", "turn_id")
+    _, _, fids = graph_ids(s, "Feedback", "feedback_id")
+    res["after_ingest_restart"] = {"seconds": round(time.monotonic() - t1, 1),
+                                   "missing_turns": len(chaos_turn_ids - tids),
+                                   "missing_feedback": len(chaos_fb_ids - fids)}
+    LOG(f"after an extra ingest restart: {res['after_ingest_restart']}")
+    return chaos_turn_ids - tids, chaos_fb_ids - fids
+
+
+def dead_letters_and_positions(s, chaos_events: list, missing: set[str], res: dict) -> None:
+    """The dead-letter topic, and where in the stream the ``missing`` events were (by publish order), to tie
+    them to a kill."""
+    dead = read_topic(s, s.topics.dead_letter, 10**9, timeout=30)
+    res["dead_letters"] = {"count": len(dead), "reasons": dict(Counter(
+        json.loads(d)["reason"].split(":")[0][:60] for d in dead).most_common(5))}
+    LOG(f"dead letters: {res['dead_letters']}")
+    order = {json.loads(raw)["event_id"]: i for i, (_, _, raw) in enumerate(chaos_events)}
+    miss_pos = sorted(order[i] for i in missing)
+    res["missing_publish_positions"] = ([miss_pos[0], miss_pos[-1]] if miss_pos else [])
+
+
+def rss_sample(pids: dict[str, int], t_soak: float) -> dict:
+    """Seconds into the soak and the RSS (kB) of every process."""
+    return {"t_s": round(time.monotonic() - t_soak, 1), **{k: rss_kb(p) for k, p in pids.items()}}
+
+
+def rss_growth(pids: dict[str, int], samples: list[dict]) -> dict:
+    """RSS first / last MB and growth % of every process with at least 4 samples."""
+    growth = {}
+    for k in pids:
+        xs = [x[k] for x in samples if x[k]]
+        if len(xs) >= 4:
+            a, b = sum(xs[1:3]) / 2, sum(xs[-2:]) / 2  # skip the very first sample (warm-up)
+            growth[k] = {"first_mb": round(a / 1024, 1), "last_mb": round(b / 1024, 1),
+                         "growth_pct": round(100 * (b - a) / a, 2)}
+    return growth
+
+
+def soak_phase(rig: Rig, soak_evts: list, res: dict) -> dict:
+    """Fixed rates, no kills, RSS of every process sampled every 5 s; the RSS growth per process."""
+    args, traffic, stack = rig.args, rig.traffic, rig.stack
+    pids = {"ingest": rig.ingest.pid, "router": rig.router.pid, "broker": stack.broker.pid,
+            "graph": stack.graph.pid, "bench": os.getpid()}
+    samples: list[dict] = []
+    traffic.stop_req.clear()
+    n_req_before = len(traffic.requests)
+    t_soak = time.monotonic()
+    pub2 = threading.Thread(target=traffic.publisher, args=(soak_evts, args.soak_event_rate), daemon=True)
+    soak_rate = args.request_rate if args.soak_request_rate is None else args.soak_request_rate
+    req2 = threading.Thread(target=traffic.requester, args=(soak_rate, "s"), daemon=True)
+    pub2.start()
+    req2.start()
+    while time.monotonic() - t_soak < args.soak_s:
+        samples.append(rss_sample(pids, t_soak))
+        time.sleep(5.0)
+    traffic.stop_req.set()
+    req2.join()
+    pub2.join(timeout=30)
+    samples.append(rss_sample(pids, t_soak))
+    growth = rss_growth(pids, samples)
+    soak_ids = list(traffic.requests)[n_req_before:]
+    waited = rig.collector.wait_answered(soak_ids, timeout=600)
+    res["soak"] = {"seconds": round(time.monotonic() - t_soak, 1), "requests": len(soak_ids),
+                   "events": len(soak_evts), "request_rate": soak_rate, "waited_after_s": round(waited, 1),
+                   **rig.collector.summary(soak_ids, traffic.requests),
+                   "rss": growth, "samples": samples,
+                   "processes_alive": {"ingest": rig.ingest.alive(), "router": rig.router.alive()}}
+    LOG(f"soak: { {k: v for k, v in res['soak'].items() if k != 'samples'} }")
+    return growth
+
+
+def recover(rig: Rig, chaos_turn_ids: set[str], chaos_fb_ids: set[str], soak_evts: list, res: dict) -> None:
+    """Count what is in the graph at the end; if anything is missing, replay the input topics from the start
+    (idempotent writes) and count again."""
+    s = rig.s
+    all_turns = chaos_turn_ids | {json.loads(raw)["event_id"] for kind, _, raw in soak_evts if kind == "turns"}
+    all_fb = chaos_fb_ids | {json.loads(raw)["event_id"] for kind, _, raw in soak_evts if kind == "feedback"}
+    time.sleep(5)
+    tn, td, tids = graph_ids(s, "Turn", "turn_id")
+    fn, fd, fids = graph_ids(s, "Feedback", "feedback_id")
+    res["ingest_final"] = {"turns_expected": len(all_turns), "turns_nodes": tn, "turns_distinct": td,
+                           "feedback_expected": len(all_fb), "feedback_nodes": fn, "feedback_distinct": fd,
+                           "missing": len(all_turns - tids) + len(all_fb - fids),
+                           "duplicated": (tn - td) + (fn - fd)}
+    if not rig.args.no_replay and res["ingest_final"]["missing"]:
+        rig.ingest.stop()
+        t_rep = time.monotonic()
+        replay_topics(s)
+        tn, td, tids = graph_ids(s, "Turn", "turn_id")
+        fn, fd, fids = graph_ids(s, "Feedback", "feedback_id")
+        res["after_replay"] = {"seconds": round(time.monotonic() - t_rep, 1),
+                               "missing": len(all_turns - tids) + len(all_fb - fids),
+                               "duplicated": (tn - td) + (fn - fd)}
+        LOG(f"replay: {res['after_replay']}")
+
+
+def summarize(rig: Rig, res: dict, kills: list[dict], growth: dict, n_events: int, lost_after_chaos: int,
+              t_start: float) -> None:
+    """The headline numbers of the run, added to ``res``."""
+    args = rig.args
+    rt = res["routing_after_chaos"]
+    res.update({
+        "events": n_events,
+        "lost": res["ingest_final"]["missing"],
+        "lost_after_chaos": lost_after_chaos,
+        "dead_lettered": res["dead_letters"]["count"],
+        "duplicated": res["ingest_final"]["duplicated"],
+        "requests": rt["requests"] + res["soak"]["requests"],
+        "unanswered": rt["unanswered"] + res["soak"]["unanswered"],
+        "answered_more_than_once": rt["answered_more_than_once"] + res["soak"]["answered_more_than_once"],
+        "kills": kills,
+        "soak_minutes": round(res["soak"]["seconds"] / 60, 2),
+        "rss_growth_pct": {k: v["growth_pct"] for k, v in growth.items()},
+        "bgsave_before_graph_kill": args.bgsave_before_graph_kill,
+        "ingest_restarts": rig.ingest.starts - 1, "router_restarts": rig.router.starts - 1,
+        "total_s": round(time.monotonic() - t_start, 1),
+        "settings": {k: v for k, v in vars(args).items()},
+    })
+    res["fuzzed"], res["crashes"] = args.fuzzed, args.fuzz_crashes
+
+
+def run_phases(rig: Rig, chaos_events: list, soak_evts: list, t_start: float, res: dict) -> None:
+    """Chaos, drain, loss / reply checks, soak, recovery; every result goes into ``res``."""
+    kills = chaos_phase(rig, chaos_events, res)
+    n_turns, n_fb = drain(rig, chaos_events, res)
+    chaos_turn_ids, chaos_fb_ids, missing_t, missing_f = ingest_after_chaos(rig.s, chaos_events, res)
+    if missing_t or missing_f:
+        missing_t, missing_f = restart_ingest(rig, chaos_turn_ids, chaos_fb_ids, n_turns, n_fb, res)
+    dead_letters_and_positions(rig.s, chaos_events, missing_t | missing_f, res)
+
+    # --- replies: exactly one per route request --------------------------------------------
+    chaos_ids = list(rig.traffic.requests)
+    rig.collector.wait_answered(chaos_ids, timeout=300)
+    res["routing_after_chaos"] = rig.collector.summary(chaos_ids, rig.traffic.requests)
+    LOG(f"routing: {res['routing_after_chaos']}")
+
+    growth = soak_phase(rig, soak_evts, res)
+    recover(rig, chaos_turn_ids, chaos_fb_ids, soak_evts, res)
+    summarize(rig, res, kills, growth, len(chaos_events) + len(soak_evts), len(missing_t) + len(missing_f), t_start)
+
+
+def main() -> None:
+    args = parse_args()
     if args.render:
         render(args.out)
         return
@@ -308,12 +630,7 @@ def main() -> None:
     from streams.client import PrefstreamClient
     from streams.kafka_config import create_topics
 
-    soak_events = int(args.soak_s * args.soak_event_rate)
-    events, turn_ids, fb_ids = workload(args.events + soak_events, args.seed, args.pool)
-    chaos_events, soak_evts = events[:args.events], events[args.events:]
-    LOG(f"workload: {len(events)} events ({len(turn_ids)} turns, {len(fb_ids)} feedback), "
-        f"{time.monotonic() - t_start:.1f} s")
-
+    chaos_events, soak_evts = make_workload(args, t_start)
     stack = Stack("reliability")
     children: list[Child] = []
     collector: ReplyCollector | None = None
@@ -335,218 +652,9 @@ def main() -> None:
         router.start()
         collector = ReplyCollector(s)
         collector.start()
-
-        requests: dict[str, float] = {}
-        stop_req = threading.Event()
-        users = sorted({k for kind, k, _ in chaos_events if kind == "turns"})
-        queries = sorted({json.loads(raw)["query"] for kind, _, raw in chaos_events[:2000] if kind == "turns"})
-
-        def requester(rate: float, tag: str) -> None:
-            i = 0
-            t0 = time.monotonic()
-            while not stop_req.is_set():
-                rid = f"{tag}{i}"
-                req = RouteRequest(request_id=rid, user_id=rng.choice(users[: max(1, len(users) // 4)]),
-                                   query=rng.choice(queries))
-                client.publish(req)
-                requests[rid] = time.time()
-                i += 1
-                time.sleep(max(0.0, t0 + i / rate - time.monotonic()))
-
-        published = {"n": 0}
-
-        def publisher(evts, rate: float) -> None:
-            t0 = time.monotonic()
-            for i, (kind, key, raw) in enumerate(evts):
-                client.publish_raw(getattr(s.topics, kind), raw, key=key)
-                published["n"] += 1
-                if i % 200 == 0:
-                    time.sleep(max(0.0, t0 + i / rate - time.monotonic()))
-            client.flush(120)
-
-        # --- chaos phase ---------------------------------------------------------------------
-        counts = dict(kv.split(":") for kv in args.kills.split(",") if kv)
-        plan = [name for name, n in counts.items() for _ in range(int(n))]
-        rng.shuffle(plan)
-        slots = len(plan)
-        first, last = 0.15 * args.chaos_s, 0.85 * args.chaos_s
-        times = [first + (last - first) * (i + rng.uniform(0.2, 0.8)) / max(slots, 1) for i in range(slots)]
-        kills: list[dict] = []
-        t_chaos = time.monotonic()
-        pub = threading.Thread(target=publisher, args=(chaos_events, args.event_rate), daemon=True)
-        req = threading.Thread(target=requester, args=(args.request_rate, "c"), daemon=True)
-        pub.start()
-        req.start()
-        LOG(f"chaos: {len(chaos_events)} events at {args.event_rate}/s, requests at {args.request_rate}/s, "
-            f"kills {plan} at {[round(t) for t in times]} s")
-        for name, at in zip(plan, times):
-            time.sleep(max(0.0, t_chaos + at - time.monotonic()))
-            k = {"what": name, "at_s": round(time.monotonic() - t_chaos, 1), "published_before": published["n"],
-                 "turns_in_graph_before": graph_count(s, "Turn")}
-            if name == "ingest":
-                k["was_alive"] = ingest.alive()
-                ingest.kill9()
-                time.sleep(1.0)
-                ingest.start()
-            elif name == "router":
-                k["was_alive"] = router.alive()
-                router.kill9()
-                time.sleep(1.0)
-                router.start()
-            elif name == "graph":
-                if args.bgsave_before_graph_kill:
-                    import redis
-
-                    redis.Redis(port=stack.graph_port).bgsave()
-                    time.sleep(0.5)
-                    k["bgsave"] = True
-                k["restart_s"] = round(graph.kill9_and_restart(args.graph_down_s), 2)
-                k["turns_in_graph_after_restart"] = graph_count(s, "Turn")
-            LOG(f"  kill -9 {k}")
-            kills.append(k)
-        time.sleep(max(0.0, t_chaos + args.chaos_s - time.monotonic()))
-        stop_req.set()
-        req.join()
-        pub.join(timeout=max(5.0, args.drain_s))
-        res["chaos_published"] = published["n"]
-        res["chaos_s_actual"] = round(time.monotonic() - t_chaos, 1)
-        LOG(f"chaos done: published {published['n']} in {res['chaos_s_actual']} s; draining")
-
-        # --- drain: wait until the graph stops growing or has everything ------------------------
-        n_turns = sum(1 for kind, _, _ in chaos_events if kind == "turns")
-        n_fb = len(chaos_events) - n_turns
-        t_drain = time.monotonic()
-        last_total, still_since = -1, time.monotonic()
-        while time.monotonic() - t_drain < args.drain_s:
-            nt, nf = graph_count(s, "Turn"), graph_count(s, "Feedback")
-            if nt >= n_turns and nf >= n_fb:
-                break
-            if nt + nf != last_total:
-                last_total, still_since = nt + nf, time.monotonic()
-            elif time.monotonic() - still_since > 25 and ingest.alive():
-                break  # no progress for 25 s: what is missing now is lost, not pending
-            time.sleep(2.0)
-        res["drain_s"] = round(time.monotonic() - t_drain, 1)
-        chaos_turn_ids = {json.loads(raw)["event_id"] for kind, _, raw in chaos_events if kind == "turns"}
-        chaos_fb_ids = {json.loads(raw)["event_id"] for kind, _, raw in chaos_events if kind == "feedback"}
-        tn, td, tids = graph_ids(s, "Turn", "turn_id")
-        fn, fd, fids = graph_ids(s, "Feedback", "feedback_id")
-        missing_t, missing_f = chaos_turn_ids - tids, chaos_fb_ids - fids
-        res["ingest_after_chaos"] = {"turns_expected": len(chaos_turn_ids), "turns_nodes": tn, "turns_distinct": td,
-                                     "feedback_expected": len(chaos_fb_ids), "feedback_nodes": fn,
-                                     "feedback_distinct": fd, "missing_turns": len(missing_t),
-                                     "missing_feedback": len(missing_f),
-                                     "missing_examples": sorted(missing_t)[:5] + sorted(missing_f)[:5]}
-        LOG(f"after chaos: {res['ingest_after_chaos']}")
-        # a stalled worker (e.g. Faust agents crashed by a graph outage) is not the same as lost data:
-        # restart the worker as an operator would and see what still arrives from uncommitted offsets
-        if missing_t or missing_f:
-            ingest.stop()
-            ingest.start()
-            t1 = time.monotonic()
-            while time.monotonic() - t1 < args.restart_drain_s:
-                if graph_count(s, "Turn") >= n_turns and graph_count(s, "Feedback") >= n_fb:
-                    break
-                time.sleep(2.0)
-            _, _, tids = graph_ids(s, "Turn", "turn_id")
-            _, _, fids = graph_ids(s, "Feedback", "feedback_id")
-            res["after_ingest_restart"] = {"seconds": round(time.monotonic() - t1, 1),
-                                           "missing_turns": len(chaos_turn_ids - tids),
-                                           "missing_feedback": len(chaos_fb_ids - fids)}
-            LOG(f"after an extra ingest restart: {res['after_ingest_restart']}")
-            missing_t, missing_f = chaos_turn_ids - tids, chaos_fb_ids - fids
-        dead = read_topic(s, s.topics.dead_letter, 10**9, timeout=30)
-        res["dead_letters"] = {"count": len(dead), "reasons": dict(Counter(
-            json.loads(d)["reason"].split(":")[0][:60] for d in dead).most_common(5))}
-        LOG(f"dead letters: {res['dead_letters']}")
-        # where in the stream the missing events were (by publish order), to tie them to a kill
-        order = {json.loads(raw)["event_id"]: i for i, (_, _, raw) in enumerate(chaos_events)}
-        miss_pos = sorted(order[i] for i in missing_t | missing_f)
-        res["missing_publish_positions"] = ([miss_pos[0], miss_pos[-1]] if miss_pos else [])
-
-        # --- replies: exactly one per route request --------------------------------------------
-        chaos_ids = list(requests)
-        n_req = len(chaos_ids)
-        collector.wait_answered(chaos_ids, timeout=300)
-        res["routing_after_chaos"] = collector.summary(chaos_ids, requests)
-        LOG(f"routing: {res['routing_after_chaos']}")
-
-        # --- soak: fixed rates, no kills, RSS of every process ---------------------------------
-        pids = {"ingest": ingest.pid, "router": router.pid, "broker": stack.broker.pid, "graph": stack.graph.pid,
-                "bench": os.getpid()}
-        samples: list[dict] = []
-        stop_req.clear()
-        n_req_before = len(requests)
-        t_soak = time.monotonic()
-        pub2 = threading.Thread(target=publisher, args=(soak_evts, args.soak_event_rate), daemon=True)
-        soak_rate = args.request_rate if args.soak_request_rate is None else args.soak_request_rate
-        req2 = threading.Thread(target=requester, args=(soak_rate, "s"), daemon=True)
-        pub2.start()
-        req2.start()
-        while time.monotonic() - t_soak < args.soak_s:
-            samples.append({"t_s": round(time.monotonic() - t_soak, 1), **{k: rss_kb(p) for k, p in pids.items()}})
-            time.sleep(5.0)
-        stop_req.set()
-        req2.join()
-        pub2.join(timeout=30)
-        samples.append({"t_s": round(time.monotonic() - t_soak, 1), **{k: rss_kb(p) for k, p in pids.items()}})
-        growth = {}
-        for k in pids:
-            xs = [x[k] for x in samples if x[k]]
-            if len(xs) >= 4:
-                a, b = sum(xs[1:3]) / 2, sum(xs[-2:]) / 2  # skip the very first sample (warm-up)
-                growth[k] = {"first_mb": round(a / 1024, 1), "last_mb": round(b / 1024, 1),
-                             "growth_pct": round(100 * (b - a) / a, 2)}
-        soak_ids = [r for r in list(requests)[n_req_before:]]
-        waited = collector.wait_answered(soak_ids, timeout=600)
-        res["soak"] = {"seconds": round(time.monotonic() - t_soak, 1), "requests": len(soak_ids),
-                       "events": len(soak_evts), "request_rate": soak_rate, "waited_after_s": round(waited, 1),
-                       **collector.summary(soak_ids, requests),
-                       "rss": growth, "samples": samples,
-                       "processes_alive": {"ingest": ingest.alive(), "router": router.alive()}}
-        LOG(f"soak: { {k: v for k, v in res['soak'].items() if k != 'samples'} }")
-
-        # --- recovery: replay the input topics from the start (idempotent writes) ---------------
-        all_turns = chaos_turn_ids | {json.loads(raw)["event_id"] for kind, _, raw in soak_evts if kind == "turns"}
-        all_fb = chaos_fb_ids | {json.loads(raw)["event_id"] for kind, _, raw in soak_evts if kind == "feedback"}
-        time.sleep(5)
-        tn, td, tids = graph_ids(s, "Turn", "turn_id")
-        fn, fd, fids = graph_ids(s, "Feedback", "feedback_id")
-        res["ingest_final"] = {"turns_expected": len(all_turns), "turns_nodes": tn, "turns_distinct": td,
-                               "feedback_expected": len(all_fb), "feedback_nodes": fn, "feedback_distinct": fd,
-                               "missing": len(all_turns - tids) + len(all_fb - fids),
-                               "duplicated": (tn - td) + (fn - fd)}
-        if not args.no_replay and res["ingest_final"]["missing"]:
-            ingest.stop()
-            t_rep = time.monotonic()
-            replay_topics(s)
-            tn, td, tids = graph_ids(s, "Turn", "turn_id")
-            fn, fd, fids = graph_ids(s, "Feedback", "feedback_id")
-            res["after_replay"] = {"seconds": round(time.monotonic() - t_rep, 1),
-                                   "missing": len(all_turns - tids) + len(all_fb - fids),
-                                   "duplicated": (tn - td) + (fn - fd)}
-            LOG(f"replay: {res['after_replay']}")
-
-        kills_done = kills
-        rt = res["routing_after_chaos"]
-        res.update({
-            "events": len(chaos_events) + len(soak_evts),
-            "lost": res["ingest_final"]["missing"],
-            "lost_after_chaos": len(missing_t) + len(missing_f),
-            "dead_lettered": res["dead_letters"]["count"],
-            "duplicated": res["ingest_final"]["duplicated"],
-            "requests": rt["requests"] + res["soak"]["requests"],
-            "unanswered": rt["unanswered"] + res["soak"]["unanswered"],
-            "answered_more_than_once": rt["answered_more_than_once"] + res["soak"]["answered_more_than_once"],
-            "kills": kills_done,
-            "soak_minutes": round(res["soak"]["seconds"] / 60, 2),
-            "rss_growth_pct": {k: v["growth_pct"] for k, v in growth.items()},
-            "bgsave_before_graph_kill": args.bgsave_before_graph_kill,
-            "ingest_restarts": ingest.starts - 1, "router_restarts": router.starts - 1,
-            "total_s": round(time.monotonic() - t_start, 1),
-            "settings": {k: v for k, v in vars(args).items()},
-        })
-        res["fuzzed"], res["crashes"] = args.fuzzed, args.fuzz_crashes
+        traffic = Traffic(s, client, rng, chaos_events)
+        run_phases(Rig(args, rng, stack, s, ingest, router, graph, collector, traffic), chaos_events, soak_evts,
+                   t_start, res)
         client.close()
     finally:
         if collector is not None:

@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     trainer_min_pairs: int = Field(100, ge=1, description="fewest fresh pairs a promotion or demotion is decided on")
     trainer_alpha: float = Field(0.05, gt=0.0, lt=1.0, description="sign-test level: promote only if significantly "
                                  "better than counting and the serving model")
+    count_refresh_s: float = Field(10.0, gt=0, description="a router serving the count-based scorer recounts the "
+                                   "global win rates from the graph this often (0 < s); the trainer's count.json "
+                                   "is the value at start")
+    count_users: int = Field(2000, ge=1, description="...over the whole past of this many most recently active users")
     route_batch_size: int = Field(64, ge=1, le=4096)
     route_batch_wait_ms: float = Field(2.0, ge=0.0, le=1000.0)
     route_deadline_ms: int = Field(1000, ge=1, le=600_000, description="a request's deadline when it names none: "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import sys
@@ -94,103 +95,185 @@ def _wait(check, timeout: float, interval: float = 0.5) -> bool:
     return False
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    from rich.console import Console
+@dataclass
+class Workload:
+    """The simulated users' history (streamed in phases) and the fixed requests routed after each phase."""
+
+    catalog: list
+    history: list
+    user_ids: list[str]
+    llm_ids: list[str]
+    requests: list
+    util: np.ndarray  # [R, M] each request's true utility of each LLM
+    global_best: int  # the LLM best on average over the requests
+
+
+def _workload(args: argparse.Namespace) -> Workload:
+    from trainer.simulate import SimConfig, Simulator
+
+    sim = Simulator(SimConfig(seed=args.seed, n_users=args.users, n_new_users=0, turns_min=args.turns,
+                              turns_max=args.turns + 10))
+    events = sim.events()
+    rng = np.random.default_rng(args.seed + 1)
+    ids = [u.user_id for u in sim.users]
+    requests = [sim.new_request(ids[i % len(ids)], rng) for i in range(args.requests)]
+    util = np.stack([r.utility for r in requests])
+    return Workload([e for e in events if e.type == "llm_registered"], [e for e in events if e.type != "llm_registered"],
+                    ids, list(sim.data.llm_ids), requests, util, int(np.argmax(util.mean(0))))
+
+
+def _demo_settings(args: argparse.Namespace):
+    from prefstream.procs import free_port, free_port_span
+    from stack.services import RAY_PORT_SPAN
+
+    base = settings_from(args)
+    ports = {k: getattr(args, k) or free_port() for k in ("broker_port", "graph_port")}
+    return base.model_copy(update={
+        **ports, "ray_port": args.ray_port or free_port_span(RAY_PORT_SPAN),
+        "run_dir": args.run_dir or Path("var/demo/run"),
+        "model_dir": Path(args.out) / "models", "trainer_after_feedback": args.train_after_feedback,
+        "trainer_every_minutes": 60.0, "trainer_steps": args.train_steps, "trainer_users": 1000,
+        "trainer_window_minutes": 1e9, "router_workers": args.workers, "unknown_llm_grace_s": 30.0,
+        "count_refresh_s": 1.0,  # the router recounts the global rates at each poll of its registry (2 s)
+        # the data set's queries are long (logic puzzles, code); 128 tokens embeds them ~1.5x faster on a CPU
+        "encoder_max_seq_length": args.max_seq_length})
+
+
+def _phase_line(p: Phase, global_best: str) -> str:
+    return (f"phase {p.phase}: {p.events_published:,} events in, {p.turns_in_graph:,} turns in graph; "
+            f"accuracy {p.accuracy:.3f} ({p.scorer or '-'}) vs per-user count {p.per_user_accuracy:.3f}, "
+            f"always {global_best} {p.global_best_accuracy:.3f}; p50 {p.p50_ms:.0f} ms ({p.seconds:.0f} s)")
+
+
+def _run_phases(args, s, w: Workload, console) -> tuple[list[Phase], list[dict]]:
+    """Stream the history in phases; after each, route the requests. The live table on a terminal, one plain
+    line per phase otherwise. Returns the phases and the trainer's cycles."""
+    from contextlib import nullcontext
+
     from rich.live import Live
     from rich.table import Table
 
     from graphstore import open_store
     from graphstore.cli import audit
-    from prefstream.procs import free_port, free_port_span
-    from stack.services import RAY_PORT_SPAN
-    from stack.local import Stack
     from streams.client import PrefstreamClient
     from trainer.refresh import RefreshTrainer
-    from trainer.simulate import SimConfig, Simulator
+
+    phases: list[Phase] = []
+    best = w.llm_ids[w.global_best]
+    store = open_store(s, ensure_schema=False)
+    store.clear()  # an empty graph (the local graph server reloads its last snapshot)
+    store.ensure_schema()
+    trainer_log = RefreshTrainer(None, s.model_dir)
+    counts = PublishedCounts({e.llm_id: e.price_out for e in w.catalog})
+    live = Live(Table(), console=console, refresh_per_second=4) if console.is_terminal else nullcontext()
+    with PrefstreamClient(s) as client, live:
+        for e in w.catalog:
+            client.publish(e)
+        client.flush()
+        _wait(lambda: len(store.llm_catalog()) == len(w.catalog), 120)
+        chunks = np.array_split(np.arange(len(w.history)), args.phases)
+        published = 0
+        for p in range(args.phases + 1):
+            t0 = time.monotonic()
+            if p > 0:  # stream the next slice of history, then let the ingest and the trainer catch up
+                n_cycles = len(trainer_log.history())  # before publishing: a cycle may finish while we wait
+                for i in chunks[p - 1]:
+                    client.publish(w.history[i])
+                    counts.add(w.history[i])
+                client.flush()
+                published += len(chunks[p - 1])
+                turns = sum(1 for e in w.history[:published] if e.type == "chat_turn")
+                feedback = sum(1 for e in w.history[:published] if e.type == "feedback")
+                _wait(lambda: store.count("Turn") >= turns and store.count("Feedback") >= feedback, 300)
+                _wait(lambda: len(trainer_log.history()) > n_cycles, args.train_wait)
+                time.sleep(3.0)  # the router recounts the global win rates from the graph every 2 s
+            phases.append(_evaluate(p, client, store, trainer_log, w.requests, w.util, w.global_best, w.llm_ids,
+                                    published, time.monotonic() - t0, args.rate, counts))
+            if console.is_terminal:
+                live.update(_table(phases, best))
+            else:
+                console.print(_phase_line(phases[-1], best))
+    console.rule(f"audit of user {w.user_ids[0]} (prefstream audit {w.user_ids[0]})")
+    audit(store, w.user_ids[0], limit=8, out=console.file)
+    store.close()
+    return phases, trainer_log.history()
+
+
+def _next_steps(args, s, w: Workload) -> list[str]:
+    """The commands a user would type next (against the kept stack, or after `prefstream up`)."""
+    where = f" --run-dir {s.run_dir}" if args.keep else ""
+    q = w.requests[0].query.splitlines()[0][:60].replace('"', "'")
+    lines = [f'prefstream route {w.user_ids[0]} "{q}"{where}   # which LLM for this user, and why',
+             f"prefstream audit {w.user_ids[0]}{where}   # the user's turns, feedback and decisions",
+             f"open {Path(args.out) / 'demo.png'}   # accuracy and latency per phase"]
+    if args.keep:
+        lines.append(f"prefstream down{where}   # stop the demo's stack")
+    else:
+        lines.insert(0, "# the demo stopped its stack: run `prefstream demo --keep` (or `prefstream up`) first")
+    return lines
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from stack.local import Stack
 
     console = Console(width=None if Console().is_terminal else 160)
-    base = settings_from(args)
-    ports = {k: getattr(args, k) or free_port() for k in ("broker_port", "graph_port")}
-    ray_port = args.ray_port or free_port_span(RAY_PORT_SPAN)
-    s = base.model_copy(update={
-        **ports, "ray_port": ray_port, "run_dir": args.run_dir or Path("var/demo/run"),
-        "model_dir": Path(args.out) / "models", "trainer_after_feedback": args.train_after_feedback,
-        "trainer_every_minutes": 60.0, "trainer_steps": args.train_steps, "trainer_users": 1000,
-        "trainer_window_minutes": 1e9, "router_workers": args.workers, "unknown_llm_grace_s": 30.0,
-        # the data set's queries are long (logic puzzles, code); 128 tokens embeds them ~1.5x faster on a CPU
-        "encoder_max_seq_length": args.max_seq_length})
     out = Path(args.out)
-    shutil.rmtree(out / "models", ignore_errors=True)  # every demo starts from no model...
+    shutil.rmtree(out / "models", ignore_errors=True)  # every demo starts from no model and an empty graph
     out.mkdir(parents=True, exist_ok=True)
-
-    sim = Simulator(SimConfig(seed=args.seed, n_users=args.users, n_new_users=0, turns_min=args.turns,
-                              turns_max=args.turns + 10))
-    events = sim.events()
-    catalog = [e for e in events if e.type == "llm_registered"]
-    history = [e for e in events if e.type != "llm_registered"]
-    rng = np.random.default_rng(args.seed + 1)
-    ids = [u.user_id for u in sim.users]
-    requests = [sim.new_request(ids[i % len(ids)], rng) for i in range(args.requests)]
-    llm_ids = sim.data.llm_ids
-    util = np.stack([r.utility for r in requests])  # [R, M]
-    global_best = int(np.argmax(util.mean(0)))
-    console.print(f"[bold]prefstream demo[/]: {len(ids)} simulated users, {len(history):,} chat/feedback events, "
-                  f"{len(llm_ids)} LLMs; {args.requests} evaluation requests per phase; "
-                  f"globally best single LLM: {llm_ids[global_best]}")
-
-    stack = Stack(s)
+    w = _workload(args)
+    best = w.llm_ids[w.global_best]
+    console.print(f"[bold]prefstream demo[/]: {len(w.user_ids)} simulated users, {len(w.history):,} chat/feedback "
+                  f"events, {len(w.llm_ids)} LLMs; {args.requests} evaluation requests per phase; "
+                  f"globally best single LLM: {best}")
+    settings = _demo_settings(args)
+    # the graph server reloads its last snapshot: drop it before the apps start, or the trainer's first cycle
+    # would learn from the previous demo's users
+    shutil.rmtree(settings.run_dir / "graph", ignore_errors=True)
+    stack = Stack(settings)
     t_start = time.monotonic()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the stack on a kill too
     stack.up(apps=True, log=lambda m: console.print(f"  {m}"))
-    s = stack.s
-    phases: list[Phase] = []
     try:
-        store = open_store(s)
-        store.clear()  # ...and an empty graph (the local graph server reloads its last snapshot)
-        store.ensure_schema()
-        trainer_log = RefreshTrainer(None, s.model_dir)
-        counts = PublishedCounts({e.llm_id: e.price_out for e in catalog})
-        with PrefstreamClient(s) as client:
-            for e in catalog:
-                client.publish(e)
-            client.flush()
-            _wait(lambda: len(store.llm_catalog()) == len(catalog), 120)
-            chunks = np.array_split(np.arange(len(history)), args.phases)
-            published = 0
-            table = Table()
-            with Live(table, console=console, refresh_per_second=4) as live:
-                for p in range(args.phases + 1):
-                    t0 = time.monotonic()
-                    if p > 0:  # stream the next slice of history, then let the trainer catch up
-                        for i in chunks[p - 1]:
-                            client.publish(history[i])
-                            counts.add(history[i])
-                        client.flush()
-                        published += len(chunks[p - 1])
-                        want = sum(1 for e in history[:published] if e.type == "chat_turn")
-                        _wait(lambda: store.count("Turn") >= want, 300)
-                        n_cycles = len(trainer_log.history())
-                        _wait(lambda: len(trainer_log.history()) > n_cycles, args.train_wait)
-                    phases.append(_evaluate(p, client, store, trainer_log, requests, util, global_best, llm_ids,
-                                            published, time.monotonic() - t0, args.rate, counts))
-                    live.update(_table(phases, llm_ids[global_best]))
-        console.rule(f"audit of user {ids[0]} (prefstream audit {ids[0]})")
-        audit(store, ids[0], limit=8, out=console.file)
-        store.close()
+        phases, cycles = _run_phases(args, stack.s, w, console)
     finally:
         if not args.keep:
             stack.down(log=lambda m: None)
     total = time.monotonic() - t_start
-    result = {"phases": [asdict(p) for p in phases], "promotions": promotions(trainer_log.history()),
-              "users": len(ids), "events": len(history),
-              "requests_per_phase": args.requests, "global_best_llm": llm_ids[global_best], "seconds": total,
+    result = {"phases": [asdict(p) for p in phases], "promotions": promotions(cycles),
+              "users": len(w.user_ids), "events": len(w.history),
+              "requests_per_phase": args.requests, "global_best_llm": best, "seconds": total,
               "command": "prefstream demo " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
                                                         sorted(vars(args).items()) if k in DEMO_FLAGS)}
     (out / "demo.json").write_text(json.dumps(result, indent=2, default=str))
-    _plot(phases, llm_ids[global_best], out / "demo.png")
-    console.print(_table(phases, llm_ids[global_best]))
+    (out / "demo.md").write_text(markdown(result, os.getloadavg()))
+    _plot(phases, best, out / "demo.png")
+    console.print(_table(phases, best))
     console.print(f"done in {total:.0f} s; results in {out / 'demo.json'}, plot {out / 'demo.png'}")
+    console.print("next:\n  " + "\n  ".join(_next_steps(args, stack.s, w)), markup=False)
     return 0
+
+
+def markdown(r: dict, load: tuple[float, ...]) -> str:
+    """The demo's result as a short markdown report (what bench/results/demo.md holds)."""
+    L = ["# Demo run (`./run demo`)\n", f"Command: `{r['command']}` (what `./run demo` runs with its defaults); "
+         f"{r['seconds']:.0f} s on {os.cpu_count()} cores, load average {load[0]:.2f} at the end, "
+         f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC.\n",
+         "| phase | events streamed | turns in graph | scorer | decisions | accuracy vs true best LLM | per-user count, "
+         f"same events | always {r['global_best_llm']} | utility ratio | p50 ms | p99 ms |", "|---" * 11 + "|"]
+    for p in r["phases"]:
+        L.append(f"| {p['phase']} | {p['events_published']} | {p['turns_in_graph']} | {p['scorer']} | {p['decisions']} | "
+                 f"{p['accuracy']:.3f} | {p['per_user_accuracy']:.3f} | {p['global_best_accuracy']:.3f} | "
+                 f"{p['mean_utility_ratio']:.3f} | {p['p50_ms']:.1f} | {p['p99_ms']:.1f} |")
+    L += ["", "Trainer cycles (candidate, serving model and counting judged on the same fresh pairs):", "",
+          "| candidate | serving before | accuracy | pairs | promoted | reason |", "|---|---|---|---|---|---|"]
+    for c in r["promotions"]:
+        acc = ", ".join(f"{k} {v:.3f}" for k, v in c["accuracy"].items())
+        L.append(f"| {c['candidate']} | {c['serving_before']} | {acc} | {c['pairs']} | {c['promoted']} | {c['reason']} |")
+    L += ["", f"{r['requests_per_phase']} requests per phase: one decision is {100 / r['requests_per_phase']:.1f} points.",
+          "", "![accuracy and latency per phase](demo.png)"]
+    return "\n".join(L) + "\n"
 
 
 DEMO_FLAGS = ("users", "turns", "phases", "requests", "rate", "max_seq_length", "workers", "train_steps",

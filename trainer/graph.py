@@ -168,13 +168,36 @@ def _index(keys: Sequence) -> tuple[np.ndarray, list[int]]:
     return idx, first.tolist()
 
 
-def build_batch(subgraphs: Sequence[UserSubgraph], requests: Sequence[Request],
-                llm_emb: Mapping[str, np.ndarray], reverse_edges: bool = False, emb_dim: int | None = None) -> GraphBatch:
-    """Batch users' visible histories and their requests into one HeteroData.
+@dataclass
+class _Turns:
+    """The visible turns of every subgraph, concatenated in subgraph order (oldest first within each).
 
-    ``llm_emb`` maps the llm ids of visible turns to description embeddings (unknown ids get zeros).
+    U = subgraphs (one user node each), T = all visible turns, D = encoder width.
     """
-    d = emb_dim or (requests[0].query_emb.shape[-1] if requests else 384)
+
+    subs: list[UserSubgraph]  # the subgraphs with at least one turn
+    n_user: int  # U
+    tu: np.ndarray  # [T] user of each turn
+    age: np.ndarray  # [T] float32, in turns from the user's newest (newest = 0)
+    llm_ids: list[str]  # [T]
+    conv_ids: list[str]  # [T]
+    turn_index: np.ndarray  # [T]
+    prev: np.ndarray  # [T] int64, batch turn number of the previous turn of the conversation, -1 = none
+    rating: np.ndarray  # [T] float32, NaN = none
+    group: np.ndarray  # [T] the comparison of each turn (same user, conversation and turn index)
+    t_q: np.ndarray  # [T] query node of each turn
+    q_first: list[int]  # [N_q] first turn of each query node
+    t_m: np.ndarray  # [T] llm node of each turn
+    m_first: list[int]  # [N_m] first turn of each llm node
+
+
+def _turn_column(subs: Sequence[UserSubgraph], field: str, dtype) -> np.ndarray:
+    """[T] a per-turn array of every subgraph, concatenated (an empty ``dtype`` array when there are none)."""
+    return np.concatenate([getattr(s, field) for s in subs]) if subs else np.zeros(0, dtype)
+
+
+def _concat_turns(subgraphs: Sequence[UserSubgraph]) -> _Turns:
+    """Concatenate the turns of ``subgraphs`` and number their query, llm and comparison nodes."""
     subs = [s for s in subgraphs if len(s)]
     lens = np.array([len(s) for s in subgraphs], np.int64)  # [U] turns per user
     n_user, n_turn = len(subgraphs), int(lens.sum())
@@ -185,63 +208,90 @@ def build_batch(subgraphs: Sequence[UserSubgraph], requests: Sequence[Request],
     def cat(field: str) -> list:
         return [x for s in subs for x in getattr(s, field)]
 
-    q_keys, llm_ids = cat("query_keys"), cat("llm_ids")
+    q_keys, llm_ids, conv_ids = cat("query_keys"), cat("llm_ids"), cat("conversation_ids")
+    turn_index = _turn_column(subs, "turn_index", np.int64)  # [T]
     t_q, q_first = _index(q_keys)
     t_m, m_first = _index(llm_ids)
-    group, _ = _index(list(zip(tu.tolist(), cat("conversation_ids"),
-                               np.concatenate([s.turn_index for s in subs]).tolist() if subs else [])))
-    prev = np.concatenate([s.prev for s in subs]).astype(np.int64) if subs else np.zeros(0, np.int64)
-    prev = np.where(prev >= 0, prev + starts[tu], -1)
-    rating = np.concatenate([s.rating for s in subs]).astype(np.float32) if subs else np.zeros(0, np.float32)
-    age = (lens[tu] - 1 - pos).astype(np.float32)  # in turns from the user's newest
+    group, _ = _index(list(zip(tu.tolist(), conv_ids, turn_index.tolist())))
+    prev = _turn_column(subs, "prev", np.int64).astype(np.int64)  # [T] index within its own subgraph
+    prev = np.where(prev >= 0, prev + starts[tu], -1)  # [T] index within the batch
+    rating = _turn_column(subs, "rating", np.float32).astype(np.float32)  # [T]
+    age = (lens[tu] - 1 - pos).astype(np.float32)  # [T] in turns from the user's newest
+    return _Turns(subs=subs, n_user=n_user, tu=tu, age=age, llm_ids=llm_ids, conv_ids=conv_ids,
+                  turn_index=turn_index, prev=prev, rating=rating, group=group, t_q=t_q, q_first=q_first, t_m=t_m,
+                  m_first=m_first)
 
-    data = HeteroData()
+
+def _set_node_features(data: HeteroData, t: _Turns, llm_emb: Mapping[str, np.ndarray], d: int) -> None:
+    """Node features of every node type (in the order HeteroData first sees the types: user, query, llm, ...)."""
     zero = np.zeros(d, np.float32)
-    data["user"].x = torch.zeros(n_user, 1)
-    if subs:
-        q_all = np.concatenate([s.query_emb for s in subs])
-        data["query"].x = torch.from_numpy(np.ascontiguousarray(q_all[q_first], np.float32))
+    data["user"].x = torch.zeros(t.n_user, 1)  # [U, 1]
+    if t.subs:
+        q_all = np.concatenate([s.query_emb for s in t.subs])  # [T, D]
+        data["query"].x = torch.from_numpy(np.ascontiguousarray(q_all[t.q_first], np.float32))  # [N_q, D]
     else:
         data["query"].x = torch.zeros(0, d)
-    llm_rows = [np.asarray(llm_emb.get(llm_ids[i], zero), np.float32) for i in m_first]
-    data["llm"].x = torch.from_numpy(np.stack(llm_rows)) if llm_rows else torch.zeros(0, d)
-    data["response"].x = torch.from_numpy(_response_features(rating, group, tu, n_user))
-    data["turn"].x = torch.from_numpy(np.stack([np.exp(-age / RECENCY_TURNS), age / 100.0], axis=1).astype(np.float32))
-    data["turn"].group = torch.from_numpy(group)
-    tq, tm, tu_t, tp = (torch.from_numpy(a) for a in (t_q, t_m, tu, prev))
-    ar = torch.arange(n_turn)
+    llm_rows = [np.asarray(llm_emb.get(t.llm_ids[i], zero), np.float32) for i in t.m_first]
+    data["llm"].x = torch.from_numpy(np.stack(llm_rows)) if llm_rows else torch.zeros(0, d)  # [N_m, D]
+    response = _response_features(t.rating, t.group, t.tu, t.n_user)  # [T, RESPONSE_FEATURES]
+    data["response"].x = torch.from_numpy(response)
+    age = t.age
+    data["turn"].x = torch.from_numpy(  # [T, TURN_FEATURES]
+        np.stack([np.exp(-age / RECENCY_TURNS), age / 100.0], axis=1).astype(np.float32))
+
+
+def _edge_index(tq: Tensor, tm: Tensor, tu: Tensor, tp: Tensor,
+                reverse_edges: bool) -> dict[tuple[str, str, str], Tensor]:
+    """[2, E] edge index of every edge type, in the order of EDGE_TYPES (then REVERSE_EDGE_TYPES).
+
+    tq, tm, tu, tp: [T] query node, llm node, user node and previous turn (-1 = none) of each turn."""
+    ar = torch.arange(len(tu))  # [T] turn node of each turn
+    has_prev = tp >= 0
+    by_relation = {  # relation -> [2, E] (src, dst)
+        "asked_in": torch.stack([tq, ar]),
+        "answered": torch.stack([tm, ar]),
+        "answer_of": torch.stack([ar, ar]),
+        "by": torch.stack([ar, tu]),
+        "follows": torch.stack([ar[has_prev], tp[has_prev]]),
+    }
+    edges = {et: by_relation[et[1]] for et in EDGE_TYPES}
+    if reverse_edges:
+        reverse = {"rev_by": torch.stack([tu, ar]), "rev_follows": torch.stack([tp[has_prev], ar[has_prev]])}
+        edges.update({et: reverse[et[1]] for et in REVERSE_EDGE_TYPES})
+    return edges
+
+
+def _history_graph(t: _Turns, llm_emb: Mapping[str, np.ndarray], d: int, reverse_edges: bool) -> HeteroData:
+    """The visible histories as one HeteroData: node features, turn attributes, edges, rated turn pairs."""
+    data = HeteroData()
+    _set_node_features(data, t, llm_emb, d)
+    data["turn"].group = torch.from_numpy(t.group)  # [T]
+    tq, tm, tu_t, tp = (torch.from_numpy(a) for a in (t.t_q, t.t_m, t.tu, t.prev))  # [T] each
     data["turn"].query_idx = tq
     data["turn"].llm_idx = tm
     data["turn"].user_idx = tu_t
-    has_prev = tp >= 0
-    edges = {
-        ("query", "asked_in", "turn"): torch.stack([tq, ar]),
-        ("llm", "answered", "turn"): torch.stack([tm, ar]),
-        ("response", "answer_of", "turn"): torch.stack([ar, ar]),
-        ("turn", "by", "user"): torch.stack([ar, tu_t]),
-        ("turn", "follows", "turn"): torch.stack([ar[has_prev], tp[has_prev]]),
-    }
-    if reverse_edges:
-        edges[("user", "rev_by", "turn")] = torch.stack([tu_t, ar])
-        edges[("turn", "rev_follows", "turn")] = torch.stack([tp[has_prev], ar[has_prev]])
-    for et, ei in edges.items():
+    for et, ei in _edge_index(tq, tm, tu_t, tp, reverse_edges).items():
         data[et].edge_index = ei
-    data["turn"].pair_index = torch.from_numpy(rated_pairs(group, ~np.isnan(rating)))
+    data["turn"].pair_index = torch.from_numpy(rated_pairs(t.group, ~np.isnan(t.rating)))  # [2, P_r]
+    return data
 
-    # request side
+
+def _request_batch(requests: Sequence[Request], llm_emb: Mapping[str, np.ndarray], t: _Turns, data: HeteroData,
+                   d: int) -> GraphBatch:
+    """The request-side tensors of the batch around the history graph ``data``."""
     counts = [len(r.candidates) for r in requests]
-    cand = np.concatenate([r.candidates for r in requests]).astype(np.float32) if requests else np.zeros((0, d), np.float32)
-    cand_req = np.repeat(np.arange(len(requests)), counts)
-    req_user = np.array([r.user for r in requests], np.int64)
-    cand_ids = _candidate_ids(requests, llm_emb)
-    mem_cand, mem_turn = _same_llm_pairs(cand_ids, req_user[cand_req] if len(cand_req) else cand_req, tu, llm_ids,
-                                         rating)
-    centered = data["response"].x[:, 0].numpy()
-    conv_prev = _conversation_evidence(requests, cand_ids, tu, cat("conversation_ids"),
-                                       np.concatenate([s.turn_index for s in subs]) if subs else np.zeros(0, np.int64),
-                                       llm_ids, centered)
-    inv, first = _index([row.tobytes() for row in cand])
-    uniq = cand[first] if len(cand) else cand
+    cand = (np.concatenate([r.candidates for r in requests]).astype(np.float32) if requests
+            else np.zeros((0, d), np.float32))  # [N_c, D]
+    cand_req = np.repeat(np.arange(len(requests)), counts)  # [N_c]
+    req_user = np.array([r.user for r in requests], np.int64)  # [B]
+    cand_ids = _candidate_ids(requests, llm_emb)  # [N_c]
+    mem_cand, mem_turn = _same_llm_pairs(cand_ids, req_user[cand_req] if len(cand_req) else cand_req, t.tu, t.llm_ids,
+                                         t.rating)  # [P] each
+    centered = data["response"].x[:, 0].numpy()  # [T]
+    conv_prev = _conversation_evidence(requests, cand_ids, t.tu, t.conv_ids, t.turn_index, t.llm_ids,
+                                       centered)  # [N_c]
+    inv, first = _index([row.tobytes() for row in cand])  # [N_c], [N_u]
+    uniq = cand[first] if len(cand) else cand  # [N_u, D]
     return GraphBatch(
         cand_unique=torch.from_numpy(np.ascontiguousarray(uniq)),
         cand_inv=torch.from_numpy(inv),
@@ -255,3 +305,15 @@ def build_batch(subgraphs: Sequence[UserSubgraph], requests: Sequence[Request],
         counts=counts,
         conv_prev=torch.from_numpy(conv_prev),
     )
+
+
+def build_batch(subgraphs: Sequence[UserSubgraph], requests: Sequence[Request],
+                llm_emb: Mapping[str, np.ndarray], reverse_edges: bool = False, emb_dim: int | None = None) -> GraphBatch:
+    """Batch users' visible histories and their requests into one HeteroData.
+
+    ``llm_emb`` maps the llm ids of visible turns to description embeddings (unknown ids get zeros).
+    """
+    d = emb_dim or (requests[0].query_emb.shape[-1] if requests else 384)
+    turns = _concat_turns(subgraphs)
+    data = _history_graph(turns, llm_emb, d, reverse_edges)
+    return _request_batch(requests, llm_emb, turns, data, d)

@@ -17,8 +17,8 @@ def build_engine(s: Settings, threads: int | None = None):
 
     from graphstore import open_store
     from prefstream.encoder import TextEncoder
-    from workers.engine import RouteEngine
     from workers.catalog import CatalogCache, catalog_from_topic
+    from workers.engine import RouteEngine
     from workers.models import ModelSource
 
     torch.set_num_threads(threads or s.router_threads)
@@ -28,6 +28,8 @@ def build_engine(s: Settings, threads: int | None = None):
     except Exception as exc:  # the graph down at start must not stop the router: it answers flagged fallback
         logging.getLogger(__name__).warning("graph store unreachable at start (%s)", exc)
     encoder = TextEncoder(s.encoder, s.encoder_device, max_seq_length=s.encoder_max_seq_length)
-    return RouteEngine(store, encoder, ModelSource(s.model_dir).start(), history_turns=s.history_turns,
+    models = ModelSource(s.model_dir, count_source=lambda: store.global_win_counts(s.count_users),
+                         count_every_s=s.count_refresh_s).start()
+    return RouteEngine(store, encoder, models, history_turns=s.history_turns,
                        deadline_ms=s.route_deadline_ms, catalog_cache=CatalogCache(s.run_dir / "catalog.json"),
                        catalog_source=lambda: catalog_from_topic(s, encoder))

@@ -3,19 +3,19 @@
 A background thread polls the registry; a new version is loaded off the request path and then made
 current with one reference assignment, so a micro-batch in flight finishes on the model it started with.
 With no promoted version (a new deployment, or the last model was demoted) the count-based scorer serves,
-with the global win rates the trainer last counted (trainer/count_scorer.py): never worse than counting.
+with global win rates the router recounts from the graph every few seconds (the trainer's last count at
+start; trainer/count_scorer.py): never worse than counting.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
-
-from graphstore.schema import LLMInfo, UserSubgraph
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +31,18 @@ class ScorerLike(Protocol):
 class ModelSource:
     """Holds the serving scorer and follows the model registry."""
 
-    def __init__(self, model_dir: Path | str, poll_s: float = 2.0):
+    def __init__(self, model_dir: Path | str, poll_s: float = 2.0,
+                 count_source: Callable[[], dict[str, tuple[float, float]]] | None = None, count_every_s: float = 10.0):
+        """``count_source``: the global (wins, games) per LLM read from the graph; while the count-based scorer
+        serves, its global rates are recounted from it every ``count_every_s`` (the trainer's count.json lags
+        by a cycle)."""
         from trainer.registry import ModelRegistry
 
         self.registry = ModelRegistry(model_dir)
         self.poll_s = poll_s
+        self.count_source = count_source
+        self.count_every_s = count_every_s
+        self._counted: tuple[float, dict[str, float], int] | None = None  # (monotonic time, rates, games)
         self._scorer: ScorerLike | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -80,9 +87,31 @@ class ModelSource:
         if isinstance(current, CountScorer) and getattr(current, "stamp", None) == stamp:
             return False
         scorer = CountScorer.load(self.registry.root)
+        if self._counted is not None:  # the router's own recount is fresher than the trainer's file
+            scorer = CountScorer(self._counted[1], scorer.prior, self._counted[2])
         scorer.stamp = stamp
         self._scorer = scorer
         log.info("serving the count-based scorer (%d global pairs)", scorer.pairs)
+        return True
+
+    def recount(self) -> bool:
+        """Recount the serving count-based scorer's global rates from ``count_source``; True if it did."""
+        from trainer.count_scorer import CountScorer
+
+        current = self._scorer
+        if self.count_source is None or not isinstance(current, CountScorer):
+            return False
+        try:
+            counts = self.count_source()
+        except Exception as exc:  # the graph down: keep the rates we have
+            log.warning("could not recount the global win rates: %s", exc)
+            return False
+        rates = {m: w / g for m, (w, g) in counts.items() if g}
+        games = int(sum(g for _, g in counts.values()) // 2)
+        self._counted = (time.monotonic(), rates, games)
+        fresh = CountScorer(rates, current.prior, games)
+        fresh.stamp = getattr(current, "stamp", None)
+        self._scorer = fresh
         return True
 
     def start(self) -> "ModelSource":
@@ -97,3 +126,5 @@ class ModelSource:
     def _follow(self) -> None:
         while not self._stop.wait(self.poll_s):
             self.refresh()
+            if self._counted is None or time.monotonic() - self._counted[0] >= self.count_every_s:
+                self.recount()

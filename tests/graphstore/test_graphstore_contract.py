@@ -287,5 +287,7 @@ def test_win_counts_cover_the_whole_past_beyond_any_window(store):
     # u1: turns 0-3 m1 beats both, m2 ties m3; turn 4 m2 > m3 > m1; turn 5 only m1 and m2 rated, m2 wins
     assert got[0] == {"m1": (8.0, 11.0), "m2": (2.0 + 2 + 1, 11.0), "m3": (2.0 + 1, 10.0)}
     assert got[2] == {}  # one rated answer alone is no comparison
+    assert store.global_win_counts(10) == got[0]  # u2 has no comparison: the sum is u1's
+    assert store.global_win_counts(1) in (got[0], {})  # only the most recently active user
     window = store.user_subgraph("u1", 6)  # the last 6 turns = 2 comparisons: counting them differs
     assert win_counts(visible_comparisons(window))[1]["m1"] < 11.0

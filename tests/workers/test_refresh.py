@@ -83,3 +83,22 @@ def test_recount_refreshes_served_counting_without_training(sim_store, tmp_path)
     rates = source.scorer.rates
     assert len(set(rates.values())) > 1 and all(0.0 <= r <= 1.0 for r in rates.values())
     assert trainer.registry.list() == [] and trainer.history() == []  # no model trained, no cycle logged
+
+
+def test_a_router_recounts_the_global_rates_while_counting_serves(tmp_path):
+    """The trainer's count.json lags a cycle; the router's own recount from the graph replaces it, and a failed
+    read keeps the rates it has."""
+    from trainer.count_scorer import CountScorer
+    from workers.models import ModelSource
+
+    source = ModelSource(tmp_path, count_source=lambda: {"a": (3.0, 4.0), "b": (1.0, 4.0), "c": (0.0, 0.0)})
+    assert isinstance(source.scorer, CountScorer) and source.scorer.rates == {}
+    assert source.recount() and source.scorer.rates == {"a": 0.75, "b": 0.25} and source.scorer.pairs == 4
+
+    def down():
+        raise ConnectionError("graph down")
+
+    source.count_source = down
+    assert not source.recount() and source.scorer.rates == {"a": 0.75, "b": 0.25}
+    CountScorer({"a": 0.1}, pairs=1).save(tmp_path)  # the trainer counts: the fresher recount still wins
+    assert source.refresh() and source.scorer.rates == {"a": 0.75, "b": 0.25}
