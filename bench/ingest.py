@@ -93,7 +93,7 @@ def run_ingestor(stack, turns, fbs, batch: int, kind: str, max_seq: int | None) 
     store.ensure_schema()
     if kind == "routed":
         store_routed(store, s, turns)
-    enc = TextEncoder(s.encoder, s.encoder_device)
+    enc = TextEncoder.from_settings(s, int(OMP_THREADS) if OMP_THREADS else (os.cpu_count() or 1))
     import torch
 
     torch.set_num_threads(int(OMP_THREADS) if OMP_THREADS else (os.cpu_count() or 1))

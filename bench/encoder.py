@@ -1,0 +1,142 @@
+"""The sentence encoder's backends side by side: speed on one thread, agreement, and what they do to eval AUC.
+
+- Speed: distinct real questions of the default benchmark's test file, one thread, each backend through
+  `prefstream.encoder.TextEncoder` (cache off: every text encoded); sentence-transformers on torch at batch 1
+  is the floor. The ONNX backend (int8 per channel, exported once from the packaged weights) at batch 1, 4, 16
+  with length-sorted batches.
+- Agreement: cosine of each text's ONNX vector to its torch vector (mean, 5th percentile, min).
+- Quality: `prefstream eval` (bench/quality.py's default benchmark, no ablations, fixed seed) with every
+  embedding from one backend, then the other; GMTRouter and the per-user count in the same table.
+
+    python bench/encoder.py [--texts 300] [--no-eval]
+
+Writes bench/results/encoder.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np  # noqa: E402
+
+from bench.common import RESULTS, ROOT, clean_env, command_line, machine_facts, write_json  # noqa: E402
+
+DATA = ROOT / "var" / "bench" / "default"
+
+
+def questions(n: int) -> list[str]:
+    seen: dict[str, None] = {}
+    for line in (DATA / "test.jsonl").read_text().splitlines():
+        for turn in json.loads(line).get("conversation", []):
+            if turn.get("query"):
+                seen.setdefault(turn["query"], None)
+    return list(seen)[:n]
+
+
+def rate(enc, texts: list[str], batch: int) -> tuple[float, np.ndarray]:
+    """Texts per second with the cache off (every text through the model), and the vectors."""
+    t = time.perf_counter()
+    out = np.concatenate([enc.encode(texts[i:i + batch], batch_size=batch) for i in range(0, len(texts), batch)])
+    return len(texts) / (time.perf_counter() - t), out
+
+
+def speed(texts: list[str]) -> dict:
+    import torch
+
+    from prefstream.encoder import TextEncoder
+
+    torch.set_num_threads(1)
+    base = TextEncoder(backend="torch", cache_size=0)
+    onnx = TextEncoder(backend="onnx", cache_size=0)
+    base_rate, ref = rate(base, texts, 1)
+    rows = {}
+    for b in (1, 4, 16):
+        r, v = rate(onnx, texts, b)
+        cos = (v * ref).sum(1)
+        rows[b] = {"texts_per_s": round(r, 1), "cosine_mean": round(float(cos.mean()), 4),
+                   "cosine_p5": round(float(np.percentile(cos, 5)), 4), "cosine_min": round(float(cos.min()), 4)}
+        print(f"onnx batch {b}: {rows[b]}", flush=True)
+    best = max(rows, key=lambda b: rows[b]["texts_per_s"])
+    from tokenizers import Tokenizer
+
+    from prefstream.encoder import resolve_encoder_path
+
+    tok = Tokenizer.from_file(str(Path(resolve_encoder_path(onnx.name)) / "tokenizer.json"))
+    tok.no_truncation()
+    tokens = [len(e.ids) for e in tok.encode_batch(texts)]
+    return {"backend": "onnx", "batch": best, "texts_per_s": rows[best]["texts_per_s"],
+            "baseline_texts_per_s": round(base_rate, 1), "cosine_mean": rows[best]["cosine_mean"],
+            "cosine_p5": rows[best]["cosine_p5"], "onnx_by_batch": rows,
+            "tokens_p50_p90_p99": [int(np.percentile(tokens, q)) for q in (50, 90, 99)], "texts": len(texts)}
+
+
+def eval_auc(backend: str, steps: int, seed: int) -> dict:
+    """bench/quality.py's default benchmark evaluated with every embedding from ``backend``."""
+    from prefstream.config import get_settings
+    from trainer.evaluate import run_evaluation
+    from trainer.history import serving_history
+    from trainer.config import GMTRouterConfig, TrainConfig
+
+    os.environ["PREFSTREAM_ENCODER_BACKEND"] = backend
+    get_settings.cache_clear()
+    t = time.perf_counter()
+    r = run_evaluation(DATA / "train.jsonl", DATA / "valid.jsonl", DATA / "test.jsonl", catalog=DATA / "llm_catalog.json",
+                       config=TrainConfig(model=GMTRouterConfig(), seed=seed, steps=steps), history=serving_history(),
+                       ablations=False)
+    count = r["baselines"]["per_user_majority"]
+    return {"auc": round(r["gmtrouter"]["auc"], 4), "accuracy": round(r["gmtrouter"]["accuracy"], 4),
+            "per_user_count_accuracy": round(count["accuracy"], 4), "per_user_count_auc": round(count["auc"], 4),
+            "pairs": r["gmtrouter"]["pairs"], "seconds": round(time.perf_counter() - t, 1)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--texts", type=int, default=300, help="distinct questions timed")
+    ap.add_argument("--no-eval", action="store_true", help="speed and agreement only")
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    clean_env()
+    load0 = os.getloadavg()
+    res = {"command": command_line(), "machine": machine_facts(), **speed(questions(args.texts))}
+    if not args.no_eval:
+        import torch
+
+        torch.set_num_threads(2)
+        res["eval"] = {b: eval_auc(b, args.steps, args.seed) for b in ("torch", "onnx")}
+        res["eval_auc"], res["baseline_eval_auc"] = res["eval"]["onnx"]["auc"], res["eval"]["torch"]["auc"]
+    res["load_before"], res["load_after"] = list(load0), list(os.getloadavg())
+    write_json(RESULTS / "encoder.json", res)
+    (RESULTS / "encoder.md").write_text(markdown(res))
+    print(markdown(res))
+    return 0
+
+
+def markdown(r: dict) -> str:
+    L = ["# Sentence encoder backends\n", f"Command: `{r['command']}`\n",
+         f"{r['texts']} distinct questions of the default benchmark (tokens p50/p90/p99 {r['tokens_p50_p90_p99']}), "
+         f"one thread, cache off; load average {r['load_before'][0]:.2f} before, {r['load_after'][0]:.2f} after (2 cores).\n",
+         "| backend | batch | texts/s | cosine to torch: mean | p5 | min |", "|---|---|---|---|---|---|",
+         f"| sentence-transformers (torch) | 1 | {r['baseline_texts_per_s']} | 1 | 1 | 1 |"]
+    for b, row in r["onnx_by_batch"].items():
+        L.append(f"| ONNX int8 per channel | {b} | {row['texts_per_s']} | {row['cosine_mean']} | {row['cosine_p5']} | "
+                 f"{row['cosine_min']} |")
+    if "eval" in r:
+        L += ["", "`prefstream eval` on the default benchmark (seed 0, no ablations), every embedding from one backend:", "",
+              "| backend | GMTRouter AUC | GMTRouter accuracy | per-user count accuracy | pairs | seconds |",
+              "|---|---|---|---|---|---|"]
+        for b, e in r["eval"].items():
+            L.append(f"| {b} | {e['auc']} | {e['accuracy']} | {e['per_user_count_accuracy']} | {e['pairs']} | {e['seconds']} |")
+        L.append(f"\nAUC change with ONNX: {r['eval_auc'] - r['baseline_eval_auc']:+.4f} (target: loss ≤ 0.005).")
+    return "\n".join(L) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
