@@ -9,8 +9,6 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from graphstore.counts import win_counts
 from graphstore.schema import HeldOutGroup, TrainingSample, UserSubgraph
@@ -147,6 +145,9 @@ class MatrixFactorization(Baseline):
         self.dim, self.epochs, self.lr, self.seed = dim, epochs, lr, seed
 
     def fit(self, ds: Dataset, split: str = "train") -> "MatrixFactorization":
+        import torch  # here, not at import: a router that only counts never loads torch for this module
+        import torch.nn.functional as F
+
         torch.manual_seed(self.seed)
         train = [g for g in ds.groups if g.split == split]
         self.llms = {m: i for i, m in enumerate(sorted({m for g in train for m in g.llm_ids}))}
@@ -176,11 +177,13 @@ class MatrixFactorization(Baseline):
                 opt.step()
         return self
 
-    @torch.no_grad()
     def score_group(self, sample: TrainingSample, g: HeldOutGroup) -> np.ndarray:
-        pq = self.proj(torch.from_numpy(g.query_emb))
+        import torch
+
         ids = [self.llms.get(m, -1) for m in g.llm_ids]
-        return np.array([float(self.w(self.v.weight[i] * pq)) if i >= 0 else 0.0 for i in ids])
+        with torch.no_grad():
+            pq = self.proj(torch.from_numpy(g.query_emb))
+            return np.array([float(self.w(self.v.weight[i] * pq)) if i >= 0 else 0.0 for i in ids])
 
 
 def all_baselines(seed: int = 0) -> list[Baseline]:

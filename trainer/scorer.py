@@ -8,8 +8,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from graphstore.schema import LLMInfo, UserSubgraph
+from graphstore.schema import UserSubgraph
 from trainer.checkpoint import load_checkpoint
+from trainer.decision import choose  # noqa: F401 -- the rule is also reached as trainer.scorer.choose
 from trainer.graph import Request, build_batch
 from trainer.model import GMTRouter
 
@@ -66,8 +67,3 @@ class Scorer:
         turn_ids = [t for sub in subs for t in sub.turn_ids]
         chosen = [choose(sc, it[2]) for sc, it in zip(scores, items)]
         return scores, explain_batch(self.model, b, turn_ids, chosen)
-
-
-def choose(scores: Sequence[float], candidates: Sequence[LLMInfo]) -> int:
-    """The decision rule: the highest score; on a tie, the cheaper LLM."""
-    return max(range(len(candidates)), key=lambda j: (scores[j], -candidates[j].price_out))

@@ -11,25 +11,28 @@ from prefstream.config import Settings
 def build_engine(s: Settings, threads: int | None = None):
     """The decision engine on the configured graph store, encoder and model registry.
 
-    Torch gets ``router_threads`` threads (default 1): on a small shared machine more threads thrash.
+    The encoder and torch (once a trained model serves) get ``router_threads`` threads (default 1): on a small
+    shared machine more threads thrash. Torch is not imported while the count-based scorer serves.
     The graph store's schema is ensured here, once per router."""
-    import torch
-
     from graphstore import open_store
     from prefstream.encoder import TextEncoder
     from workers.catalog import CatalogCache, catalog_from_topic
     from workers.engine import RouteEngine
     from workers.models import ModelSource
 
-    torch.set_num_threads(threads or s.router_threads)
     store = open_store(s, ensure_schema=False)
     try:
         store.ensure_schema()
     except Exception as exc:  # the graph down at start must not stop the router: it answers flagged fallback
         logging.getLogger(__name__).warning("graph store unreachable at start (%s)", exc)
-    encoder = TextEncoder.from_settings(s, threads or s.router_threads)
+    threads = threads or s.router_threads
+    encoder = TextEncoder.from_settings(s, threads)
+    if encoder.backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
     models = ModelSource(s.model_dir, count_source=lambda: store.global_win_counts(s.count_users),
-                         count_every_s=s.count_refresh_s).start()
+                         count_every_s=s.count_refresh_s, torch_threads=threads).start()
     return RouteEngine(store, encoder, models, history_turns=s.history_turns,
                        deadline_ms=s.route_deadline_ms, catalog_cache=CatalogCache(s.run_dir / "catalog.json"),
                        catalog_source=lambda: catalog_from_topic(s, encoder))

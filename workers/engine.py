@@ -21,7 +21,7 @@ import numpy as np
 
 from graphstore.schema import LLMInfo, UserSubgraph
 from prefstream.events import RouteDecision, RouteRequest
-from trainer.scorer import choose
+from trainer.decision import choose
 from workers.models import ModelSource
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,8 @@ class ModelSource:
     """Holds the serving scorer and follows the model registry."""
 
     def __init__(self, model_dir: Path | str, poll_s: float = 2.0,
-                 count_source: Callable[[], dict[str, tuple[float, float]]] | None = None, count_every_s: float = 10.0):
+                 count_source: Callable[[], dict[str, tuple[float, float]]] | None = None, count_every_s: float = 10.0,
+                 torch_threads: int | None = None):
         """``count_source``: the global (wins, games) per LLM read from the graph; while the count-based scorer
         serves, its global rates are recounted from it every ``count_every_s`` (the trainer's count.json lags
         by a cycle)."""
@@ -42,6 +43,7 @@ class ModelSource:
         self.poll_s = poll_s
         self.count_source = count_source
         self.count_every_s = count_every_s
+        self.torch_threads = torch_threads  # set when the first trained model loads (torch is imported then)
         self._counted: tuple[float, dict[str, float], int] | None = None  # (monotonic time, rates, games)
         self._scorer: ScorerLike | None = None
         self._stop = threading.Event()
@@ -62,6 +64,10 @@ class ModelSource:
             return self._serve_counts()
         if self._scorer is not None and self._scorer.version == version:
             return False
+        if self.torch_threads:
+            import torch
+
+            torch.set_num_threads(self.torch_threads)
         from trainer.scorer import Scorer
 
         try:
