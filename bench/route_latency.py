@@ -326,6 +326,124 @@ def router_window(batches: list[dict], t0: float, t1: float) -> dict:
     return out
 
 
+def start_router(s, name: str, queries: Queries, logdir: Path) -> tuple[subprocess.Popen, str, float]:
+    """Write the hot query pool and start the router child; returns (process, stats path, start time)."""
+    stats = str(logdir / f"router-{name}-{uuid.uuid4().hex[:6]}.json")
+    t_start = time.monotonic()
+    hot_file = logdir / "hot.json"
+    hot_file.write_text(json.dumps(queries.hot))
+    router = start_child(["--serve", "router", "--stats", stats, "--hot-file", str(hot_file)], s, logdir / f"router-{name}.log")
+    return router, stats, t_start
+
+
+def wait_router_ready(router: subprocess.Popen, stats: str, name: str, logdir: Path) -> None:
+    while not Path(stats + ".ready").exists():
+        if router.poll() is not None:
+            raise RuntimeError(f"router exited; see {logdir}/router-{name}.log")
+        time.sleep(0.1)
+
+
+def warm_up(c, queries: Queries) -> None:
+    """Group join, model load, the hot query pool into the encoder cache."""
+    futs = [c.route_async(queries.users[i % len(queries.users)], q) for i, q in enumerate(queries.hot)]
+    for f in futs:
+        f.result(timeout=120)
+
+
+def measure_idle(pids: dict, idle_s: float) -> dict:
+    """CPU cores of `pids` over idle_s seconds of no load."""
+    m = CpuMeter(pids)
+    time.sleep(idle_s)
+    return m.cores()
+
+
+def route_rate(c, s, name: str, overrides: dict, rate: float, duration: float, queries: Queries,
+               pids: dict, idle: dict, startup_s: float) -> dict:
+    """One open-loop route run at `rate` through client c; returns its row (with a "_window" to resolve)."""
+    w = Waiter(int(rate * duration))
+    kinds = {"fallback": 0, "error": 0, "repeat": 0}
+    decs: list = [None] * len(w.done)
+
+    def send(i, w=w, kinds=kinds, decs=decs):
+        u, q, rep = queries.draw()
+        kinds["repeat"] += rep
+        f = c.route_async(u, q)
+        f.add_done_callback(lambda f, i=i: (w.complete(i), decs.__setitem__(i, f.result())))
+    m = CpuMeter(pids)
+    tw0 = time.time()
+    open_loop(rate, duration, send, w)
+    cores = m.cores()
+    wait_all(w, 20)
+    tw1 = time.time()
+    got = [d for d in decs if d is not None]
+    row = {"config": name, "kafka_fetch_wait_ms": s.kafka_fetch_wait_ms, **overrides, "rate": rate,
+           "duration_s": duration, **summarize(w),
+           "fallback": sum(d.fallback for d in got), "error": sum(d.error is not None for d in got),
+           "repeat_frac": round(kinds["repeat"] / max(len(w.done), 1), 3),
+           "history_turns_p50": pct([len(d.turn_ids) for d in got], 50),
+           "engine_decide_ms_p50": pct([d.latency_ms for d in got if d.latency_ms is not None], 50),
+           "engine_decide_ms_p99": pct([d.latency_ms for d in got if d.latency_ms is not None], 99),
+           "cores": cores, "idle_cores": idle, "startup_s": round(startup_s, 1), "_window": (tw0, tw1),
+           "loadavg": list(os.getloadavg())}
+    print(f"[{name}] route {rate:>5} req/s: p50 {row['p50_ms']} p99 {row['p99_ms']} ms, "
+          f"{row['answered']}/{row['sent']}, cores {cores}", flush=True)
+    return row
+
+
+def attach_router_stats(rows: list[dict], stats: str) -> None:
+    """Replace each row's "_window" by the router's per-batch timings in that window (in place)."""
+    try:
+        batches = json.loads(Path(stats).read_text())["batches"]
+    except Exception:
+        batches = []
+    for r in rows:
+        r["router"] = router_window(batches, *r.pop("_window"))
+
+
+def create_echo_topics(s) -> tuple[str, str]:
+    req_t, rep_t = f"{s.topics.requests}.echo", f"{s.topics.decisions}.echo"
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+    admin.create_topics([NewTopic(t, s.kafka_partitions, 1) for t in (req_t, rep_t)])
+    admin.close()
+    return req_t, rep_t
+
+
+def echo_rate(ec: EchoClient, payload: bytes, name: str, r: dict, rate: float, duration: float,
+              pids: dict, idle: dict) -> None:
+    """One echo run at `rate`; its numbers go into the route row r (in place)."""
+    m = CpuMeter(pids)
+    w = ec.run(rate, duration, payload)
+    e = summarize(w)
+    r.update({"echo_p50_ms": e["p50_ms"], "echo_p99_ms": e["p99_ms"], "echo_answered": e["answered"],
+              "echo_sent": e["sent"], "echo_cores": m.cores(), "echo_idle_cores": idle})
+    print(f"[{name}] echo  {rate:>5} msg/s: p50 {e['p50_ms']} p99 {e['p99_ms']} ms, "
+          f"{e['answered']}/{e['sent']}", flush=True)
+
+
+def run_echo(stack, s, name: str, rows: list[dict], rates: list[float], duration: float, idle_s: float,
+             logdir: Path) -> None:
+    """The broker echo floor at the same rates; adds echo_* keys to rows (in place)."""
+    req_t, rep_t = create_echo_topics(s)
+    srv = start_child(["--serve", "echo", "--echo-topics", req_t, rep_t], s, logdir / f"echo-{name}.log")
+    try:
+        ec = EchoClient(s, req_t, rep_t)
+        payload = (b'{"schema_version":1,"type":"RouteRequest","request_id":"req-' + b"0" * 32
+                   + b'","user_id":"u00001","query":"' + b"x" * 120 + b'"}')
+        wu = ec.run(50, 2, payload)  # warm-up: the echo group join
+        if wu.count < len(wu.done):
+            wait_all(wu, 10)
+        pids = {"broker": stack.broker.pid, "echo": srv.pid, "client": os.getpid()}
+        idle = measure_idle(pids, idle_s)
+        for r, rate in zip(rows, rates):
+            echo_rate(ec, payload, name, r, rate, duration, pids, idle)
+        ec.close()
+    finally:
+        end_child(srv)
+
+
 def run_config(stack, name: str, overrides: dict, shared: dict, rates: list[float], duration: float,
                queries: Queries, echo: bool, idle_s: float, logdir: Path) -> list[dict]:
     from streams.client import PrefstreamClient
@@ -334,99 +452,26 @@ def run_config(stack, name: str, overrides: dict, shared: dict, rates: list[floa
     s = stack.settings(graph_name=shared["graph_name"], model_dir=shared["model_dir"], **overrides)
     create_topics(s)
     rows: list[dict] = []
-    stats = str(logdir / f"router-{name}-{uuid.uuid4().hex[:6]}.json")
-    t_start = time.monotonic()
-    hot_file = logdir / "hot.json"
-    hot_file.write_text(json.dumps(queries.hot))
-    router = start_child(["--serve", "router", "--stats", stats, "--hot-file", str(hot_file)], s, logdir / f"router-{name}.log")
+    router, stats, t_start = start_router(s, name, queries, logdir)
     try:
-        while not Path(stats + ".ready").exists():
-            if router.poll() is not None:
-                raise RuntimeError(f"router exited; see {logdir}/router-{name}.log")
-            time.sleep(0.1)
+        wait_router_ready(router, stats, name, logdir)
         with PrefstreamClient(s) as c:
-            # warm-up: group join, model load, the hot query pool into the encoder cache
-            futs = [c.route_async(queries.users[i % len(queries.users)], q) for i, q in enumerate(queries.hot)]
-            for f in futs:
-                f.result(timeout=120)
+            warm_up(c, queries)
             startup_s = time.monotonic() - t_start
             pids = {"broker": stack.broker.pid, "graph": stack.graph.pid, "router": router.pid, "client": os.getpid()}
-            m = CpuMeter(pids)
-            time.sleep(idle_s)
-            idle = m.cores()
+            idle = measure_idle(pids, idle_s)
             for rate in rates:
-                w = Waiter(int(rate * duration))
-                kinds = {"fallback": 0, "error": 0, "repeat": 0}
-                decs: list = [None] * len(w.done)
-
-                def send(i, w=w, kinds=kinds, decs=decs):
-                    u, q, rep = queries.draw()
-                    kinds["repeat"] += rep
-                    f = c.route_async(u, q)
-                    f.add_done_callback(lambda f, i=i: (w.complete(i), decs.__setitem__(i, f.result())))
-                m = CpuMeter(pids)
-                tw0 = time.time()
-                open_loop(rate, duration, send, w)
-                cores = m.cores()
-                wait_all(w, 20)
-                tw1 = time.time()
-                got = [d for d in decs if d is not None]
-                row = {"config": name, "kafka_fetch_wait_ms": s.kafka_fetch_wait_ms, **overrides, "rate": rate,
-                       "duration_s": duration, **summarize(w),
-                       "fallback": sum(d.fallback for d in got), "error": sum(d.error is not None for d in got),
-                       "repeat_frac": round(kinds["repeat"] / max(len(w.done), 1), 3),
-                       "history_turns_p50": pct([len(d.turn_ids) for d in got], 50),
-                       "engine_decide_ms_p50": pct([d.latency_ms for d in got if d.latency_ms is not None], 50),
-                       "engine_decide_ms_p99": pct([d.latency_ms for d in got if d.latency_ms is not None], 99),
-                       "cores": cores, "idle_cores": idle, "startup_s": round(startup_s, 1), "_window": (tw0, tw1),
-                       "loadavg": list(os.getloadavg())}
-                rows.append(row)
-                print(f"[{name}] route {rate:>5} req/s: p50 {row['p50_ms']} p99 {row['p99_ms']} ms, "
-                      f"{row['answered']}/{row['sent']}, cores {cores}", flush=True)
+                rows.append(route_rate(c, s, name, overrides, rate, duration, queries, pids, idle, startup_s))
     finally:
         end_child(router)
-    try:
-        batches = json.loads(Path(stats).read_text())["batches"]
-    except Exception:
-        batches = []
-    for r in rows:
-        r["router"] = router_window(batches, *r.pop("_window"))
+    attach_router_stats(rows, stats)
     if echo:
-        req_t, rep_t = f"{s.topics.requests}.echo", f"{s.topics.decisions}.echo"
-        from kafka import KafkaAdminClient
-        from kafka.admin import NewTopic
-
-        admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
-        admin.create_topics([NewTopic(t, s.kafka_partitions, 1) for t in (req_t, rep_t)])
-        admin.close()
-        srv = start_child(["--serve", "echo", "--echo-topics", req_t, rep_t], s, logdir / f"echo-{name}.log")
-        try:
-            ec = EchoClient(s, req_t, rep_t)
-            payload = (b'{"schema_version":1,"type":"RouteRequest","request_id":"req-' + b"0" * 32
-                       + b'","user_id":"u00001","query":"' + b"x" * 120 + b'"}')
-            wu = ec.run(50, 2, payload)  # warm-up: the echo group join
-            if wu.count < len(wu.done):
-                wait_all(wu, 10)
-            pids = {"broker": stack.broker.pid, "echo": srv.pid, "client": os.getpid()}
-            m = CpuMeter(pids)
-            time.sleep(idle_s)
-            idle = m.cores()
-            for r, rate in zip(rows, rates):
-                m = CpuMeter(pids)
-                w = ec.run(rate, duration, payload)
-                e = summarize(w)
-                r.update({"echo_p50_ms": e["p50_ms"], "echo_p99_ms": e["p99_ms"], "echo_answered": e["answered"],
-                          "echo_sent": e["sent"], "echo_cores": m.cores(), "echo_idle_cores": idle})
-                print(f"[{name}] echo  {rate:>5} msg/s: p50 {e['p50_ms']} p99 {e['p99_ms']} ms, "
-                      f"{e['answered']}/{e['sent']}", flush=True)
-            ec.close()
-        finally:
-            end_child(srv)
+        run_echo(stack, s, name, rows, rates, duration, idle_s, logdir)
     return rows
 
 
 def write_md(res: dict) -> None:
-    L = [f"# Route latency (request -> decision through the broker)", "",
+    L = ["# Route latency (request -> decision through the broker)", "",
          f"Command: `{res.get('command')}`  ", f"Machine: {res['machine']}", "",
          "Timings are noisy: 2 shared cores with other engineers' tests and training running (load average "
          "in each row's json). Latency is measured from each request's *due* time of an open-loop sender.", ""]
