@@ -83,7 +83,7 @@ def main() -> int:
           f"| `prefstream --help` | {res['help_s']} | ≤ 1 |", f"| `prefstream status` (stack up) | {res['status_s']} | ≤ 1 |",
           f"| `prefstream up` (every app ready) | {res['up_s']} | ≤ 10 |",
           f"| `prefstream route` with no broker (one-line error, exit 1) | {res['route_no_stack_s']} | ~3 |", "",
-          "`up`, first run, seconds per component (apps from their common start): "
+          "`up`, first run, seconds from the start of `up` until each component was ready: "
           + ", ".join(f"{k} {v:.2f}" for k, v in comp.items())]
     (RESULTS / "cli.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

@@ -76,35 +76,7 @@ class Stack:
         timings: dict[str, float] = {}
         t_all = time.monotonic()
         try:
-            t = time.monotonic()
-            procs.append(services.start_broker(self.s.broker_port, self.log_dir))
-            self._save(procs, timings)
-            services.wait_broker(procs[-1], self.s.kafka_bootstrap)
-            from streams.kafka_config import create_topics
-
-            create_topics(self.s)
-            timings["broker"] = time.monotonic() - t
-            log(f"broker  up  127.0.0.1:{self.s.broker_port}  ({timings['broker']:.2f} s, topics created)")
-
-            t = time.monotonic()
-            password = self.s.graph_password.get_secret_value() if self.s.graph_password else None
-            procs.append(services.start_graph(self.s.graph_port, self.run_dir / "graph", self.log_dir, password,
-                                              self.s.graph_user))
-            self._save(procs, timings)
-            services.wait_graph(procs[-1], self.s.graph_port, password=password, user=self.s.graph_user)
-            timings["graph"] = time.monotonic() - t
-            log(f"graph   up  redis://127.0.0.1:{self.s.graph_port}  ({timings['graph']:.2f} s)")
-
-            if self.s.start_ray:
-                t = time.monotonic()
-                procs.append(services.start_ray(self.s.ray_port, self.log_dir))
-                self._save(procs, timings)
-                services.wait_ray(procs[-1], self.s.ray_port)
-                timings["ray"] = time.monotonic() - t
-                log(f"ray     up  {self.s.ray_address}  ({timings['ray']:.2f} s)")
-
-            if apps:
-                self._start_apps(procs, timings, log)
+            self._start_servers(procs, timings, apps, log)
         except BaseException:
             for p in reversed(procs):
                 stop(p)
@@ -114,17 +86,48 @@ class Stack:
         self._save(procs, timings)
         return timings
 
-    def _start_apps(self, procs: list[Proc], timings: dict[str, float], log: Callable[[str], None]) -> None:
-        """Spawn every app at once (each spends its first seconds importing torch and loading the encoder),
-        then wait until each says it serves; its time counts from the common start."""
-        env = stack_env(self.s)
+    def _start_servers(self, procs: list[Proc], timings: dict[str, float], apps: bool,
+                       log: Callable[[str], None]) -> None:
+        """Broker, graph server and Ray start at once. The apps start once the topics exist and the graph
+        answers, without waiting for Ray: an app that needs Ray waits for its head while it imports."""
         t = time.monotonic()
+        password = self.s.graph_password.get_secret_value() if self.s.graph_password else None
+        procs.append(broker := services.start_broker(self.s.broker_port, self.log_dir))
+        procs.append(graph := services.start_graph(self.s.graph_port, self.run_dir / "graph", self.log_dir, password,
+                                                   self.s.graph_user))
+        ray = services.start_ray(self.s.ray_port, self.log_dir) if self.s.start_ray else None
+        if ray is not None:
+            procs.append(ray)
+        self._save(procs, timings)
+        services.wait_broker(broker, self.s.kafka_bootstrap)
+        from streams.kafka_config import create_topics
+
+        create_topics(self.s)
+        timings["broker"] = time.monotonic() - t
+        log(f"broker  up  127.0.0.1:{self.s.broker_port}  ({timings['broker']:.2f} s, topics created)")
+        services.wait_graph(graph, self.s.graph_port, password=password, user=self.s.graph_user)
+        timings["graph"] = time.monotonic() - t
+        log(f"graph   up  redis://127.0.0.1:{self.s.graph_port}  ({timings['graph']:.2f} s)")
+        started = self._spawn_apps(procs, timings) if apps else []
+        if ray is not None:
+            services.wait_ray(ray, self.s.ray_port)
+            timings["ray"] = time.monotonic() - t
+            log(f"ray     up  {self.s.ray_address}  ({timings['ray']:.2f} s)")
+        self._wait_apps(started, timings, t, log)
+
+    def _spawn_apps(self, procs: list[Proc], timings: dict[str, float]) -> list:
+        """Spawn every app at once (each spends its first seconds importing and loading its models)."""
+        env = stack_env(self.s)
         started = []
         for spec in app_specs(self.s):
             proc = spawn(spec.name, [sys.executable, "-m", "stack.cli", *spec.args], self.log_dir, env=env)
             procs.append(proc)
             started.append((spec, proc))
         self._save(procs, timings)
+        return started
+
+    def _wait_apps(self, started: list, timings: dict[str, float], t: float, log: Callable[[str], None]) -> None:
+        """Wait until each app says it serves; its time counts from the stack's start."""
         for spec, proc in started:
             if spec.healthy is not None:
                 wait_healthy(proc, lambda: spec.healthy(self.s, proc), spec.timeout, spec.name)
