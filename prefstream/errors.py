@@ -5,6 +5,7 @@ what was tried and how to fix it, within seconds, with exit code 2 (usage / conf
 from __future__ import annotations
 
 import socket
+import time
 from urllib.parse import urlparse
 
 USAGE, RUNTIME = 2, 1
@@ -54,6 +55,20 @@ def need_graph(s) -> None:
     host, port = _host_port(s.graph_uri, 7687 if s.graph_backend == "neo4j" else 6379)
     if not reachable(host, port):
         raise CliError(graph_line(s))
+
+
+def need_ray(s, wait_s: float = 3.0) -> None:
+    """The Ray head's GCS port answers within ``wait_s`` (a Ray that is still starting gets that long), or one
+    line: ``ray.init`` on an unreachable address would retry for minutes. "local" starts its own Ray."""
+    if s.ray_address in ("local", "auto", ""):
+        return
+    host, port = _host_port(s.ray_address.removeprefix("ray://"), 6379)
+    end = time.monotonic() + wait_s
+    while not reachable(host, port, timeout=1.0):
+        if time.monotonic() >= end:
+            raise CliError(f"no Ray cluster at {s.ray_address} (PREFSTREAM_RAY_ADDRESS); {UP}, or run the router "
+                           "without Ray: prefstream router --workers 0")
+        time.sleep(0.2)
 
 
 def one_line(exc: BaseException, s=None) -> str | None:

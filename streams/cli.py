@@ -8,17 +8,20 @@ import sys
 from contextlib import nullcontext
 from pathlib import Path
 
-from prefstream.errors import USAGE, CliError, need_broker
+from prefstream.errors import USAGE, CliError, need_broker, need_graph
 from prefstream.options import add_stack_options, settings_from
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from streams.faust_app import INGEST_GROUP, replay_group, run_worker
 
+    s = settings_from(args)
+    need_broker(s)
+    need_graph(s)
     group = replay_group() if args.from_beginning else INGEST_GROUP
     if args.from_beginning:
         print(f"re-reading every input topic from offset 0 as consumer group {group}")
-    run_worker(settings_from(args), loglevel=args.loglevel, ready_name=args.ready_name, group=group)
+    run_worker(s, loglevel=args.loglevel, ready_name=args.ready_name, group=group)
     return 0
 
 

@@ -18,7 +18,8 @@ BOUND_S = 20.0  # generous (imports on a loaded 2-core box); the point is no 30 
 def env(tmp_path):
     e = {k: v for k, v in os.environ.items() if not k.startswith("PREFSTREAM_")}
     e.update(PREFSTREAM_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}",
-             PREFSTREAM_GRAPH_URI=f"redis://127.0.0.1:{free_port()}", PREFSTREAM_RUN_DIR=str(tmp_path / "run"))
+             PREFSTREAM_GRAPH_URI=f"redis://127.0.0.1:{free_port()}", PREFSTREAM_RUN_DIR=str(tmp_path / "run"),
+             PREFSTREAM_RAY_ADDRESS=f"127.0.0.1:{free_port()}")
     return e
 
 
@@ -32,6 +33,10 @@ def _run(env, *args, stdin: bytes | None = None):
 @pytest.mark.parametrize("args, needle", [
     (("route", "bob", "hello"), "no Kafka broker at 127.0.0.1:"),
     (("audit", "bob"), "no graph server at redis://127.0.0.1:"),
+    (("ingest",), "no Kafka broker at 127.0.0.1:"),
+    (("router", "--workers", "1"), "no Ray cluster at 127.0.0.1:"),
+    (("router", "--workers", "0"), "no graph server at redis://127.0.0.1:"),
+    (("train", "--once"), "no graph server at redis://127.0.0.1:"),
 ])
 def test_no_stack_is_one_line_with_the_fix(env, args, needle):
     rc, out, err, dt = _run(env, *args)

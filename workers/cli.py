@@ -20,7 +20,10 @@ def cmd_router(args: argparse.Namespace) -> int:
 
         serve_forever(RouteLoop(s, build_engine(s)), on_ready)
         return 0
+    from prefstream.errors import need_ray
     from workers.ray_workers import serve_with_ray
+
+    need_ray(s, wait_s=60.0 if args.ready_name else 3.0)  # under `up`, Ray may still be starting
 
     serve_with_ray(s, args.workers, on_ready)
     return 0
