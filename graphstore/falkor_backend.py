@@ -198,8 +198,8 @@ class FalkorStore(GraphStore):
 
         When FalkorDB 4.16 replays the AOF on restart, an index whose ``CREATE INDEX`` sits in the incremental
         part is not used by the MERGEs replayed after it (indexing is asynchronous), so every MERGE scans its
-        label (in a one-off test here, 20k rows ran for minutes at 100 % CPU instead of under a second). An
-        index in the snapshot base is loaded ready. So after creating indexes, rewrite the AOF once.
+        label (a replay then runs at full CPU for far longer than the same writes took). An index in the
+        snapshot base is loaded ready. So after creating indexes, rewrite the AOF once.
         """
         import time
 

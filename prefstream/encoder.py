@@ -119,7 +119,7 @@ class TextEncoder:
         """[N] texts -> [N, D] float32, unit norm.
 
         ``lookup`` is a second cache consulted for the texts this one lacks before the model runs (the graph's
-        Query nodes: a text another process embedded costs a read instead of ~60 ms of CPU per text).
+        Query nodes: a text another process embedded costs a graph read instead of an encoder run).
         """
         keys = [self._key(t) for t in texts]
         out = np.empty((len(texts), self.dim), dtype=np.float32)
