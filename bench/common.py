@@ -96,24 +96,21 @@ class CpuMeter:
 
 
 class Stack:
-    """A private broker and FalkorDB server on free ports; stop() ends exactly what it started."""
+    """A private broker and FalkorDB server on free ports in a temp dir: `prefstream up` without Ray and apps
+    (stack.local.Stack), so a benchmark starts exactly what a user's stack starts. stop() ends what it started,
+    including a graph process a benchmark restarted (it replaces ``graph`` in ``procs``)."""
 
     def __init__(self, name: str):
-        from stack import services
+        from stack.local import Stack as LocalStack
 
         self.dir = Path(tempfile.mkdtemp(prefix=f"prefstream-bench-{name}-"))
-        self.procs: list[Proc] = []
         self.broker_port, self.graph_port = free_port(), free_port()
-        try:
-            self.broker = services.start_broker(self.broker_port, self.dir / "logs")
-            self.procs.append(self.broker)
-            self.graph = services.start_graph(self.graph_port, self.dir / "graph", self.dir / "logs")
-            self.procs.append(self.graph)
-            services.wait_broker(self.broker, self.bootstrap)
-            services.wait_graph(self.graph, self.graph_port)
-        except BaseException:
-            self.stop()
-            raise
+        local = LocalStack(Settings(run_dir=self.dir, broker_port=self.broker_port, graph_port=self.graph_port,
+                                    start_ray=False))
+        local.up(apps=False, log=lambda _: None)  # on failure it stops what it started
+        self.procs: list[Proc] = local.procs()
+        self.broker, self.graph = self.procs
+        local.state_file.unlink(missing_ok=True)  # from here on this object owns the processes
 
     @property
     def bootstrap(self) -> str:
