@@ -95,7 +95,7 @@ class CpuMeter:
         return {k: round((cpu_seconds(p) - self.c0[k]) / dt, 3) for k, p in self.pids.items()}
 
 
-class Stack:
+class PrivateStack:
     """A private broker and FalkorDB server on free ports in a temp dir: `prefstream up` without Ray and apps
     (stack.local.Stack), so a benchmark starts exactly what a user's stack starts. stop() ends what it started,
     including a graph process a benchmark restarted (it replaces ``graph`` in ``procs``)."""
@@ -133,7 +133,7 @@ class Stack:
 
 @contextmanager
 def private_stack(name: str):
-    st = Stack(name)
+    st = PrivateStack(name)
     try:
         yield st
     finally:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (RESULTS, ROOT, Stack, child_env, clean_env, command_line, llm_events,  # noqa: E402
+from common import (RESULTS, ROOT, PrivateStack, child_env, clean_env, command_line, llm_events,  # noqa: E402
                     machine_facts, publish_fixed_model, write_json)
 
 clean_env()
@@ -129,7 +129,7 @@ class Child:
 class Graph:
     """The stack's FalkorDB server, kill -9'd and restarted on the same port and data dir."""
 
-    def __init__(self, stack: Stack):
+    def __init__(self, stack: PrivateStack):
         self.stack = stack
 
     @property
@@ -345,7 +345,7 @@ class Rig:
 
     args: argparse.Namespace
     rng: random.Random
-    stack: Stack
+    stack: PrivateStack
     s: Any  # the stack's settings
     ingest: Child
     router: Child
@@ -631,7 +631,7 @@ def main() -> None:
     from streams.kafka_config import create_topics
 
     chaos_events, soak_evts = make_workload(args, t_start)
-    stack = Stack("reliability")
+    stack = PrivateStack("reliability")
     children: list[Child] = []
     collector: ReplyCollector | None = None
     res: dict = {"command": command_line(), "machine": machine_facts()}
