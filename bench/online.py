@@ -54,6 +54,91 @@ def _wait(check, timeout: float) -> bool:
     return False
 
 
+def _schedule(sim) -> tuple[list, list, set, list]:
+    """(LLM catalog events, users, late users, comparisons in publishing order): a quarter of the users join
+    halfway, the rest's first half of comparisons comes first."""
+    events = sim.events()
+    catalog = [e for e in events if e.type == "llm_registered"]
+    comps = _comparisons(sim, [e for e in events if e.type != "llm_registered"])
+    users = sorted({u for u, _, _ in comps})
+    late = set(users[::4])  # join halfway
+    early = [c for c in comps if c[0] not in late]
+    half = len(early) // 2
+    order = early[:half] + sorted(early[half:] + [c for c in comps if c[0] in late], key=lambda c: c[2].timestamp)
+    return catalog, users, late, order
+
+
+def _route_batch(client, sim, batch: list, counts, llm_index: dict, late: set, seen_per_user: dict,
+                 nth: dict) -> tuple[list, list, dict, list]:
+    """Route a step's comparisons live (all sent first) and score them and the per-user count's picks
+    against the users' true utilities; updates seen_per_user and the late users' nth.
+    (hits, count hits, decisions per scorer, router latencies)."""
+    futs = [client.route_async(u, sim.data.queries[g.query_idx],
+                               candidates=[sim.data.llm_ids[m] for m in g.llm_idx],
+                               conversation_id=g.conversation_id, deadline_ms=DEADLINE_MS)
+            for u, _, g in batch]
+    picks = counts.choose([u for u, _, _ in batch], [[sim.data.llm_ids[m] for m in g.llm_idx]
+                                                     for _, _, g in batch])
+    hits, count_hits, scorers, lat = [], [], {}, []
+    for (u, evs, g), f, cp in zip(batch, futs, picks):
+        d = f.result(timeout=120)
+        best = g.llm_idx[int(np.argmax(g.utility))]
+        ok = not d.error and llm_index.get(d.chosen_llm_id) == best
+        hits.append(ok)
+        count_hits.append(llm_index[cp] == best)
+        scorers[d.scorer or "error"] = scorers.get(d.scorer or "error", 0) + 1
+        lat.append(d.latency_ms)
+        n = seen_per_user.get(u, 0)
+        if u in late:
+            nth.setdefault(n, []).append((ok, llm_index[cp] == best))
+        seen_per_user[u] = n + 1
+    return hits, count_hits, scorers, lat
+
+
+def _publish_batch(client, batch: list, counts) -> tuple[int, int]:
+    """Publish the step's answers and feedback (and count them); (chat turns, feedback events) published."""
+    turns = fbs = 0
+    for _, evs, _ in batch:  # now the answers and the feedback happen
+        for e in evs:
+            client.publish(e)
+            counts.add(e)
+            fbs += e.type == "feedback"
+            turns += e.type == "chat_turn"
+    return turns, fbs
+
+
+def _run_steps(client, store, trainer_log, sim, order: list, late: set, llm_index: dict, counts,
+               args) -> tuple[list, dict]:
+    """The stream in args.steps steps: route each step live, then publish it and wait for the graph to hold
+    it. (per-step rows, late users' {n-th comparison: [(served right, count right)]})."""
+    steps, nth = [], {}
+    n_turns = n_fb = 0
+    seen_fb, seen_per_user = 0, {}
+    for k, chunk in enumerate(np.array_split(np.arange(len(order)), args.steps)):
+        batch = [order[i] for i in chunk]
+        hits, count_hits, scorers, lat = _route_batch(client, sim, batch, counts, llm_index, late, seen_per_user, nth)
+        turns, fbs = _publish_batch(client, batch, counts)
+        seen_fb += fbs
+        n_turns += turns
+        n_fb += fbs
+        client.flush()
+        _wait(lambda: store.count("Turn") >= n_turns and store.count("Feedback") >= n_fb, 120)
+        steps.append({"step": k, "feedback_seen": seen_fb, "decisions": len(batch),
+                      "accuracy": float(np.mean(hits)), "per_user_accuracy": float(np.mean(count_hits)),
+                      "scorers": scorers, "router_ms_p50": pct(lat, 50),
+                      "trainer_cycles": len(trainer_log.history())})
+        print(f"step {k}: {seen_fb} feedback seen, served {steps[-1]['accuracy']:.3f} vs per-user count "
+              f"{steps[-1]['per_user_accuracy']:.3f} ({scorers})", flush=True)
+        time.sleep(args.pause)
+    return steps, nth
+
+
+def _new_user_curve(nth: dict) -> list[dict]:
+    """Late users' accuracy by their n-th comparison (points with at least 5 users)."""
+    return [{"n": n, "accuracy": float(np.mean([a for a, _ in v])), "per_user_accuracy": float(np.mean([b for _, b in v])),
+             "users": len(v)} for n, v in sorted(nth.items()) if len(v) >= 5]
+
+
 def run(args) -> dict:
     from prefstream.config import Settings
     from stack.demo import PublishedCounts, promotions
@@ -66,14 +151,7 @@ def run(args) -> dict:
 
     sim = Simulator(SimConfig(seed=args.seed, n_users=args.users, n_new_users=0, turns_min=args.turns,
                               turns_max=args.turns + 10))
-    events = sim.events()
-    catalog = [e for e in events if e.type == "llm_registered"]
-    comps = _comparisons(sim, [e for e in events if e.type != "llm_registered"])
-    users = sorted({u for u, _, _ in comps})
-    late = set(users[::4])  # join halfway
-    early = [c for c in comps if c[0] not in late]
-    half = len(early) // 2
-    order = early[:half] + sorted(early[half:] + [c for c in comps if c[0] in late], key=lambda c: c[2].timestamp)
+    catalog, users, late, order = _schedule(sim)
     tmp = Path(tempfile.mkdtemp(prefix="prefstream-online-"))
     s = Settings(broker_port=free_port(), graph_port=free_port(), ray_port=free_port_span(RAY_PORT_SPAN),
                  run_dir=tmp / "run", model_dir=tmp / "models", graph_name="online", trainer_every_minutes=60.0,
@@ -81,7 +159,6 @@ def run(args) -> dict:
                  trainer_window_minutes=1e9, encoder_max_seq_length=128)
     counts = PublishedCounts({e.llm_id: e.price_out for e in catalog})
     llm_index = {m: j for j, m in enumerate(sim.data.llm_ids)}
-    steps, nth = [], {}
     stack = Stack(s)
     stack.up(apps=True, log=lambda m: print(f"  {m}", flush=True))
     t_start = time.monotonic()
@@ -90,56 +167,17 @@ def run(args) -> dict:
 
         store = open_store(stack.s)
         trainer_log = RefreshTrainer(None, s.model_dir)
-        n_turns = n_fb = 0
         with PrefstreamClient(stack.s) as client:
             for e in catalog:
                 client.publish(e)
             client.flush()
             time.sleep(3.0)
-            seen_fb, seen_per_user = 0, {}
-            for k, chunk in enumerate(np.array_split(np.arange(len(order)), args.steps)):
-                batch = [order[i] for i in chunk]
-                futs = [client.route_async(u, sim.data.queries[g.query_idx],
-                                           candidates=[sim.data.llm_ids[m] for m in g.llm_idx],
-                                           conversation_id=g.conversation_id, deadline_ms=DEADLINE_MS)
-                        for u, _, g in batch]
-                picks = counts.choose([u for u, _, _ in batch], [[sim.data.llm_ids[m] for m in g.llm_idx]
-                                                                 for _, _, g in batch])
-                hits, count_hits, scorers, lat = [], [], {}, []
-                for (u, evs, g), f, cp in zip(batch, futs, picks):
-                    d = f.result(timeout=120)
-                    best = g.llm_idx[int(np.argmax(g.utility))]
-                    ok = not d.error and llm_index.get(d.chosen_llm_id) == best
-                    hits.append(ok)
-                    count_hits.append(llm_index[cp] == best)
-                    scorers[d.scorer or "error"] = scorers.get(d.scorer or "error", 0) + 1
-                    lat.append(d.latency_ms)
-                    n = seen_per_user.get(u, 0)
-                    if u in late:
-                        nth.setdefault(n, []).append((ok, llm_index[cp] == best))
-                    seen_per_user[u] = n + 1
-                for _, evs, _ in batch:  # now the answers and the feedback happen
-                    for e in evs:
-                        client.publish(e)
-                        counts.add(e)
-                        seen_fb += e.type == "feedback"
-                        n_turns += e.type == "chat_turn"
-                        n_fb += e.type == "feedback"
-                client.flush()
-                _wait(lambda: store.count("Turn") >= n_turns and store.count("Feedback") >= n_fb, 120)
-                steps.append({"step": k, "feedback_seen": seen_fb, "decisions": len(batch),
-                              "accuracy": float(np.mean(hits)), "per_user_accuracy": float(np.mean(count_hits)),
-                              "scorers": scorers, "router_ms_p50": pct(lat, 50),
-                              "trainer_cycles": len(trainer_log.history())})
-                print(f"step {k}: {seen_fb} feedback seen, served {steps[-1]['accuracy']:.3f} vs per-user count "
-                      f"{steps[-1]['per_user_accuracy']:.3f} ({scorers})", flush=True)
-                time.sleep(args.pause)
+            steps, nth = _run_steps(client, store, trainer_log, sim, order, late, llm_index, counts, args)
             cycles = trainer_log.history()
         store.close()
     finally:
         stack.down(log=lambda m: None)
-    curve = [{"n": n, "accuracy": float(np.mean([a for a, _ in v])), "per_user_accuracy": float(np.mean([b for _, b in v])),
-              "users": len(v)} for n, v in sorted(nth.items()) if len(v) >= 5]
+    curve = _new_user_curve(nth)
     return {"steps": steps, "new_user_curve": curve, "promotions": promotions(cycles), "users": len(users),
             "late_users": len(late), "comparisons": len(order), "seconds": time.monotonic() - t_start}
 

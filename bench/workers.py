@@ -134,10 +134,9 @@ def timed_call(fn, *a) -> tuple[object, float]:
     return r, (time.perf_counter() - t) * 1000
 
 
-def scorer_and_engine(s, users: list[str], hot: list[str], hot_emb: np.ndarray, batches: list[int],
-                      seconds: float) -> tuple[dict, dict]:
-    """(scorer floor per batch, engine-alone per batch) in this process, torch 1 thread."""
-    from prefstream.events import RouteRequest
+def _start_engine(s, hot: list[str], hot_emb: np.ndarray):
+    """A RouteEngine on the private stack, encoder cache warm, audit writes on, once its scorer is loaded:
+    (engine, torch threads, scorer, candidate LLMs sorted by id)."""
     from workers.build import build_engine
 
     engine = build_engine(s)
@@ -146,80 +145,136 @@ def scorer_and_engine(s, users: list[str], hot: list[str], hot_emb: np.ndarray, 
     import torch
 
     threads = torch.get_num_threads()
-    deadline = time.time() + 60
+    scorer = _wait_for_scorer(engine, 60)
+    catalog = engine.catalog()
+    cands = sorted(catalog.values(), key=lambda m: m.llm_id)
+    return engine, threads, scorer, cands
+
+
+def _wait_for_scorer(engine, timeout: float):
+    """Refresh the engine's models until a scorer is loaded or `timeout` seconds pass; the scorer (or None)."""
+    deadline = time.time() + timeout
     while engine.models.scorer is None and time.time() < deadline:
         engine.models.refresh()
         time.sleep(0.2)
-    scorer = engine.models.scorer
-    catalog = engine.catalog()
-    cands = sorted(catalog.values(), key=lambda m: m.llm_id)
+    return engine.models.scorer
+
+
+def _scorer_floor_row(scorer, items: list, b: int, seconds: float) -> dict:
+    """Bare Scorer.score_batch on in-memory items for `seconds` (at least 5 calls), after one warm-up call."""
+    scorer.score_batch(items)  # warm-up
+    ts = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end or len(ts) < 5:
+        ts.append(timed_call(scorer.score_batch, items)[1])
+    return {"calls": len(ts), "batch_ms_p50": pct(ts, 50), "batch_ms_p99": pct(ts, 99),
+            "ms_per_decision": round(float(np.median(ts)) / b, 3),
+            "decisions_per_s": round(b * len(ts) / (sum(ts) / 1000), 1), "loadavg": list(os.getloadavg())}
+
+
+def _engine_parts(engine, scorer, users: list[str], hot: list[str], b: int, seconds: float,
+                  rng: np.random.Generator) -> tuple[dict, int]:
+    """Engine alone: real graph reads, cached encoder, real scorer; + the audit write the loop does.
+    The store's, encoder's and scorer's methods are timed while it runs and restored after:
+    (ms lists per part, batches run)."""
+    parts = {k: [] for k in ("decide_ms", "subgraph_ms", "encode_ms", "score_ms", "record_ms", "serde_ms")}
+    orig = {"sg": engine.store.user_subgraphs, "enc": engine.encoder.encode, "sc": scorer.score_batch}
+    cur: dict = {}
+
+    def wrap(fn, key):
+        def w(*a, **kw):
+            r, ms = timed_call(lambda: fn(*a, **kw))
+            cur[key] = cur.get(key, 0.0) + ms
+            return r
+        return w
+    engine.store.user_subgraphs = wrap(orig["sg"], "subgraph_ms")
+    engine.encoder.encode = wrap(orig["enc"], "encode_ms")
+    scorer.score_batch = wrap(orig["sc"], "score_ms")
+    try:
+        n = _engine_batches(engine, users, hot, b, seconds, rng, parts, cur)
+    finally:
+        engine.store.user_subgraphs, engine.encoder.encode, scorer.score_batch = orig["sg"], orig["enc"], orig["sc"]
+    return parts, n
+
+
+def _engine_batches(engine, users: list[str], hot: list[str], b: int, seconds: float, rng: np.random.Generator,
+                    parts: dict, cur: dict) -> int:
+    """Random batches of `b` requests through engine.decide + record_decisions for `seconds` (at least 5);
+    appends each batch's times to `parts` (the wrapped parts from `cur`); returns the number of batches."""
+    from prefstream.events import RouteRequest
+
+    end = time.perf_counter() + seconds
+    n = 0
+    while time.perf_counter() < end or n < 5:
+        reqs = [RouteRequest(request_id=f"req-{n:08d}{i:06d}", user_id=users[int(rng.integers(len(users)))],
+                             query=hot[int(rng.integers(len(hot)))]) for i in range(b)]
+        cur.clear()
+        dms, rms, serde = _engine_batch(engine, reqs)
+        parts["decide_ms"].append(dms)
+        parts["record_ms"].append(rms)
+        parts["serde_ms"].append(serde)
+        for k in ("subgraph_ms", "encode_ms", "score_ms"):
+            parts[k].append(cur.get(k, 0.0))
+        n += 1
+    return n
+
+
+def _engine_batch(engine, reqs: list) -> tuple[float, float, float]:
+    """One batch as the loop handles it: (decide ms, record_decisions ms, parse + serialize ms)."""
+    from prefstream.events import RouteRequest
+
+    # the loop's per-request work besides decide: parse the request, serialize the decision
+    t = time.perf_counter()
+    from prefstream.events import RouteDecision, parse_event
+    raws = [r.to_bytes() for r in reqs]
+    reqs = [parse_event(x, RouteRequest) for x in raws]
+    serde = (time.perf_counter() - t) * 1000
+    decs, dms = timed_call(engine.decide, reqs)
+    t = time.perf_counter()
+    [d.to_bytes() for d in decs]
+    serde += (time.perf_counter() - t) * 1000
+    _, rms = timed_call(engine.record_decisions, decs)
+    return dms, rms, serde
+
+
+def _engine_row(parts: dict, n: int, b: int) -> dict:
+    """Per-part p50/p99/mean-per-decision and decisions/s of the engine-alone batches."""
+    row = {"calls": n, "loadavg": list(os.getloadavg())}
+    for k, xs in parts.items():
+        row[k] = {"p50": pct(xs, 50), "p99": pct(xs, 99), "per_decision_mean": round(float(np.mean(xs)) / b, 3)}
+    tot = sum(parts["decide_ms"]) + sum(parts["record_ms"]) + sum(parts["serde_ms"])
+    row["decisions_per_s_decide_only"] = round(b * n / (sum(parts["decide_ms"]) / 1000), 1)
+    row["decisions_per_s_with_record_serde"] = round(b * n / (tot / 1000), 1)
+    return row
+
+
+def _floor_and_engine_rows(engine, scorer, subs: list, cands: list, users: list[str], hot: list[str],
+                           hot_emb: np.ndarray, b: int, seconds: float, rng: np.random.Generator) -> tuple[dict, dict]:
+    """(scorer floor row, engine-alone row) for batch size b, each logged."""
+    items = [(subs[i % len(subs)], hot_emb[i % len(hot_emb)], cands) for i in range(b)]
+    floor_row = _scorer_floor_row(scorer, items, b, seconds)
+    log(f"scorer floor batch {b}: {floor_row['ms_per_decision']} ms/decision, {floor_row['decisions_per_s']}/s")
+
+    parts, n = _engine_parts(engine, scorer, users, hot, b, seconds, rng)
+    row = _engine_row(parts, n, b)
+    log(f"engine batch {b}: decide p50 {row['decide_ms']['p50']} ms (subgraph {row['subgraph_ms']['p50']}, "
+        f"encode {row['encode_ms']['p50']}, score {row['score_ms']['p50']}), record {row['record_ms']['p50']}; "
+        f"{row['decisions_per_s_decide_only']}/s decide-only, {row['decisions_per_s_with_record_serde']}/s with record")
+    return floor_row, row
+
+
+def scorer_and_engine(s, users: list[str], hot: list[str], hot_emb: np.ndarray, batches: list[int],
+                      seconds: float) -> tuple[dict, dict]:
+    """(scorer floor per batch, engine-alone per batch) in this process, torch 1 thread."""
+    engine, threads, scorer, cands = _start_engine(s, hot, hot_emb)
     rng = np.random.default_rng(0)
     nmax = max(batches)
     subs = engine.store.user_subgraphs(users[:nmax], engine.k)  # in memory from here on
     floor: dict = {}
     engine_rows: dict = {}
     for b in batches:
-        items = [(subs[i % len(subs)], hot_emb[i % len(hot_emb)], cands) for i in range(b)]
-        scorer.score_batch(items)  # warm-up
-        ts = []
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end or len(ts) < 5:
-            ts.append(timed_call(scorer.score_batch, items)[1])
-        floor[b] = {"calls": len(ts), "batch_ms_p50": pct(ts, 50), "batch_ms_p99": pct(ts, 99),
-                    "ms_per_decision": round(float(np.median(ts)) / b, 3),
-                    "decisions_per_s": round(b * len(ts) / (sum(ts) / 1000), 1), "loadavg": list(os.getloadavg())}
-        log(f"scorer floor batch {b}: {floor[b]['ms_per_decision']} ms/decision, {floor[b]['decisions_per_s']}/s")
-
-        # engine alone: real graph reads, cached encoder, real scorer; + the audit write the loop does
-        parts = {k: [] for k in ("decide_ms", "subgraph_ms", "encode_ms", "score_ms", "record_ms", "serde_ms")}
-        orig = {"sg": engine.store.user_subgraphs, "enc": engine.encoder.encode, "sc": scorer.score_batch}
-        cur: dict = {}
-
-        def wrap(fn, key):
-            def w(*a, **kw):
-                r, ms = timed_call(lambda: fn(*a, **kw))
-                cur[key] = cur.get(key, 0.0) + ms
-                return r
-            return w
-        engine.store.user_subgraphs = wrap(orig["sg"], "subgraph_ms")
-        engine.encoder.encode = wrap(orig["enc"], "encode_ms")
-        scorer.score_batch = wrap(orig["sc"], "score_ms")
-        try:
-            end = time.perf_counter() + seconds
-            n = 0
-            while time.perf_counter() < end or n < 5:
-                reqs = [RouteRequest(request_id=f"req-{n:08d}{i:06d}", user_id=users[int(rng.integers(len(users)))],
-                                     query=hot[int(rng.integers(len(hot)))]) for i in range(b)]
-                cur.clear()
-                # the loop's per-request work besides decide: parse the request, serialize the decision
-                t = time.perf_counter()
-                from prefstream.events import RouteDecision, parse_event
-                raws = [r.to_bytes() for r in reqs]
-                reqs = [parse_event(x, RouteRequest) for x in raws]
-                serde = (time.perf_counter() - t) * 1000
-                decs, dms = timed_call(engine.decide, reqs)
-                t = time.perf_counter()
-                [d.to_bytes() for d in decs]
-                serde += (time.perf_counter() - t) * 1000
-                _, rms = timed_call(engine.record_decisions, decs)
-                parts["decide_ms"].append(dms)
-                parts["record_ms"].append(rms)
-                parts["serde_ms"].append(serde)
-                for k in ("subgraph_ms", "encode_ms", "score_ms"):
-                    parts[k].append(cur.get(k, 0.0))
-                n += 1
-        finally:
-            engine.store.user_subgraphs, engine.encoder.encode, scorer.score_batch = orig["sg"], orig["enc"], orig["sc"]
-        row = {"calls": n, "loadavg": list(os.getloadavg())}
-        for k, xs in parts.items():
-            row[k] = {"p50": pct(xs, 50), "p99": pct(xs, 99), "per_decision_mean": round(float(np.mean(xs)) / b, 3)}
-        tot = sum(parts["decide_ms"]) + sum(parts["record_ms"]) + sum(parts["serde_ms"])
-        row["decisions_per_s_decide_only"] = round(b * n / (sum(parts["decide_ms"]) / 1000), 1)
-        row["decisions_per_s_with_record_serde"] = round(b * n / (tot / 1000), 1)
-        engine_rows[b] = row
-        log(f"engine batch {b}: decide p50 {row['decide_ms']['p50']} ms (subgraph {row['subgraph_ms']['p50']}, "
-            f"encode {row['encode_ms']['p50']}, score {row['score_ms']['p50']}), record {row['record_ms']['p50']}; "
-            f"{row['decisions_per_s_decide_only']}/s decide-only, {row['decisions_per_s_with_record_serde']}/s with record")
+        floor[b], engine_rows[b] = _floor_and_engine_rows(engine, scorer, subs, cands, users, hot, hot_emb, b,
+                                                          seconds, rng)
     engine.models.stop()
     engine.store.close()
     return {"torch_threads": threads, "rows": floor}, engine_rows
