@@ -574,6 +574,8 @@ def main() -> None:
     ap.add_argument("--repeat-frac", type=float, default=0.5)
     ap.add_argument("--idle", type=float, default=3.0, help="seconds of idle CPU measurement per config")
     ap.add_argument("--no-echo", action="store_true")
+    ap.add_argument("--router-threads", type=int, help="PREFSTREAM_ROUTER_THREADS of the router (encoder and scorer "
+                    "threads; default: the setting's default)")
     ap.add_argument("--omp-threads", help="OMP_NUM_THREADS for the router process (default: not set, torch uses all cores)")
     a = ap.parse_args()
     global OMP_THREADS
@@ -597,13 +599,15 @@ def main() -> None:
         shared = {"graph_name": base.graph_name, "model_dir": base.model_dir}
         print(f"preloaded {pre}; model {version}; logs in {logdir}", flush=True)
         qs = Queries(texts, users, a.hot, a.repeat_frac)
-        setup = {"omp_threads": a.omp_threads, "rates": a.rates, "duration_s": a.duration, "preload": pre, "model_version": version, "users": a.users, "history": a.history, "hot": a.hot,
+        setup = {"omp_threads": a.omp_threads, "router_threads": a.router_threads or base.router_threads, "rates": a.rates, "duration_s": a.duration, "preload": pre, "model_version": version, "users": a.users, "history": a.history, "hot": a.hot,
                  "repeat_frac": a.repeat_frac, "partitions": base.kafka_partitions,
                  "queries": "real queries of ../shared/data/llmrouter; repeat-frac from a hot pool of --hot texts "
                             "(warmed once per router), the rest never sent before in the run (encoder misses)"}
         if a.only in ("main", "all"):
             rates = [float(x) for x in a.rates.split(",")]
-            res[a.key] = run_config(stack, "default", {}, shared, rates, a.duration, qs, not a.no_echo, a.idle, logdir)
+            threads = {"router_threads": a.router_threads} if a.router_threads else {}
+            res[a.key] = run_config(stack, "default", threads, shared, rates, a.duration, qs, not a.no_echo, a.idle,
+                                    logdir)
             res["commands"][a.key] = command_line()
             res[f"setup_{a.key}"] = setup
             if a.key == "runs":
