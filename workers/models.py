@@ -45,6 +45,7 @@ class ModelSource:
         self.count_every_s = count_every_s
         self.torch_threads = torch_threads  # set when the first trained model loads (torch is imported then)
         self._counted: tuple[float, dict[str, float], int] | None = None  # (monotonic time, rates, games)
+        self._count_tried = -float("inf")  # monotonic time of the last recount, failed or not
         self._scorer: ScorerLike | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -107,6 +108,7 @@ class ModelSource:
         current = self._scorer
         if self.count_source is None or not isinstance(current, CountScorer):
             return False
+        self._count_tried = time.monotonic()
         try:
             counts = self.count_source()
         except Exception as exc:  # the graph down: keep the rates we have
@@ -132,5 +134,5 @@ class ModelSource:
     def _follow(self) -> None:
         while not self._stop.wait(self.poll_s):
             self.refresh()
-            if self._counted is None or time.monotonic() - self._counted[0] >= self.count_every_s:
+            if time.monotonic() - self._count_tried >= self.count_every_s:
                 self.recount()
