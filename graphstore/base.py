@@ -336,11 +336,12 @@ class GraphStore(ABC):
                 rows[uid].append((conv, idx, llm, rating))
         return [counts.per_llm(rows[u]) for u in user_ids]
 
-    def global_win_counts(self, n_users: int) -> dict[str, tuple[float, float]]:
+    def global_win_counts(self, n_users: int, since_ms: int | None = None) -> dict[str, tuple[float, float]]:
         """Each LLM's pairwise (wins, games) summed over the whole past of the ``n_users`` most recently active
-        users: the global rates the count-based scorer shrinks each user's own rates towards."""
+        users (active at or after ``since_ms``): the global rates the count-based scorer shrinks each user's own
+        rates towards."""
         total: dict[str, list[float]] = {}
-        for wc in self.user_win_counts([u for u, _ in self.active_users()[:n_users]]):
+        for wc in self.user_win_counts([u for u, _ in self.active_users(since_ms)[:n_users]]):
             for m, (w, g) in wc.items():
                 t = total.setdefault(m, [0.0, 0.0])
                 t[0] += w

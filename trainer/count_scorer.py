@@ -69,6 +69,12 @@ class CountScorer:
         wins, games = win_counts(list(groups.values()))
         return cls({m: wins.get(m, 0.0) / games[m] for m in games if games[m]}, prior, len(groups))
 
+    @classmethod
+    def from_counts(cls, counts: dict[str, tuple[float, float]], prior: float = 2.0) -> "CountScorer":
+        """Global rates from (wins, games) per LLM (GraphStore.global_win_counts); ``pairs`` = pairwise games."""
+        return cls({m: w / g for m, (w, g) in counts.items() if g}, prior,
+                   int(sum(g for _, g in counts.values()) // 2))
+
     def save(self, root: Path | str) -> Path:
         path = Path(root) / RATES_FILE
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -102,18 +102,16 @@ class RefreshTrainer:
                   "eval_targets": sum(len(s.targets) for s in evals)}
         return train, evals, window
 
-    def recount(self, turns: int = 1000, chunk: int = 64) -> int:
-        """Count the count-based scorer's global win rates afresh (no training); returns the comparisons counted.
-        Every comparison in the last ``turns`` turns of the ``users`` most recently active users, each counted
-        once (a cycle counts only what its sample drew). Cheap next to a cycle, so the periodic trainer runs it
-        after every few dozen feedback events: the served counting is never far behind the feedback."""
+    def recount(self) -> int:
+        """Count the count-based scorer's global win rates afresh (no training); returns the pairwise games counted.
+        The whole past of the ``users`` most recently active users (within the window), read as the routers read
+        it (GraphStore.global_win_counts), so the file and a router's own recount agree. Cheap next to a cycle, so
+        the periodic trainer runs it after every few dozen feedback events."""
         from trainer.count_scorer import CountScorer
 
         newest = max((t for _, t in self.store.active_users(None)), default=0)
-        users = [u for u, _ in self.store.active_users(newest - int(self.cfg.window_minutes * 60_000))]
-        users = users[: self.cfg.users]
-        subs = [sub for i in range(0, len(users), chunk) for sub in self.store.user_subgraphs(users[i:i + chunk], turns)]
-        counted = CountScorer.counted([TrainingSample(sub, []) for sub in subs])
+        since = newest - int(self.cfg.window_minutes * 60_000)
+        counted = CountScorer.from_counts(self.store.global_win_counts(self.cfg.users, since))
         if counted.pairs:
             counted.save(self.registry.root)
         return counted.pairs

@@ -44,7 +44,7 @@ class ModelSource:
         self.count_source = count_source
         self.count_every_s = count_every_s
         self.torch_threads = torch_threads  # set when the first trained model loads (torch is imported then)
-        self._counted: tuple[float, dict[str, float], int] | None = None  # (monotonic time, rates, games)
+        self._counted = None  # the CountScorer of the router's last recount (fresher than the trainer's file)
         self._count_tried = -float("inf")  # monotonic time of the last recount, failed or not
         self._scorer: ScorerLike | None = None
         self._stop = threading.Event()
@@ -95,7 +95,7 @@ class ModelSource:
             return False
         scorer = CountScorer.load(self.registry.root)
         if self._counted is not None:  # the router's own recount is fresher than the trainer's file
-            scorer = CountScorer(self._counted[1], scorer.prior, self._counted[2])
+            scorer = CountScorer(self._counted.rates, scorer.prior, self._counted.pairs)
         scorer.stamp = stamp
         self._scorer = scorer
         log.info("serving the count-based scorer (%d global pairs)", scorer.pairs)
@@ -114,10 +114,7 @@ class ModelSource:
         except Exception as exc:  # the graph down: keep the rates we have
             log.warning("could not recount the global win rates: %s", exc)
             return False
-        rates = {m: w / g for m, (w, g) in counts.items() if g}
-        games = int(sum(g for _, g in counts.values()) // 2)
-        self._counted = (time.monotonic(), rates, games)
-        fresh = CountScorer(rates, current.prior, games)
+        self._counted = fresh = CountScorer.from_counts(counts, current.prior)
         fresh.stamp = getattr(current, "stamp", None)
         self._scorer = fresh
         return True
