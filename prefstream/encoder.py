@@ -104,10 +104,14 @@ class TextEncoder:
 
     def prime(self, texts: list[str], vectors) -> None:
         """Put known vectors ([N, D], unit norm) in the cache, as if these texts had been encoded."""
+        self._remember([self._key(t) for t in texts], [np.asarray(v, np.float32) for v in vectors])
+
+    def _remember(self, keys: list[str], vectors: list[np.ndarray]) -> None:
+        """Cache the vectors as the most recently used, then drop the least recently used beyond the size."""
         with self._lock:
-            for t, v in zip(texts, vectors):
-                self._cache[self._key(t)] = np.asarray(v, np.float32)
-                self._cache.move_to_end(self._key(t))
+            for k, v in zip(keys, vectors):
+                self._cache[k] = v
+                self._cache.move_to_end(k)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
 
@@ -142,12 +146,9 @@ class TextEncoder:
                 for i, v in zip(run, np.asarray(new, dtype=np.float32)):
                     vecs[i] = v
                 self.encoded += len(run)
-            with self._lock:
-                for (k, idx), v in zip(missing.items(), vecs):
-                    out[idx] = v
-                    self._cache[k] = v
-                while len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
+            for idx, v in zip(missing.values(), vecs):
+                out[idx] = v
+            self._remember(list(missing), vecs)
         return out
 
     def _embed(self, texts: list[str], batch_size: int) -> np.ndarray:
