@@ -1,8 +1,8 @@
 """The sentence encoder on ONNX Runtime: the packaged model exported once, offline, then int8 per channel.
 
 ``export(model_dir, path)`` builds the model from the packaged weights with ``torch.onnx.export`` (no
-download) and quantizes its weights to int8 per output channel (per-tensor int8 moves the vectors much
-further; bench/results/encoder.md has the measured cosines). The file is built on first use into a cache
+download) and quantizes its MatMul weights to int8 per output channel; the embedding tables stay float
+(bench/results/encoder.md has the cosines to the torch vectors and the eval AUC). The file is built on first use into a cache
 directory, under a lock, so processes that start together build it once. ``OnnxEmbedder`` then needs only
 onnxruntime and tokenizers: no torch, no transformers at run time.
 
