@@ -26,17 +26,18 @@ def win_counts(groups: Iterable[tuple[Sequence[str], np.ndarray]]) -> tuple[dict
     return wins, games
 
 
-def comparisons(rows: Iterable[tuple[str, int, str, float]]) -> list[tuple[list[str], np.ndarray]]:
-    """(conversation id, turn index, llm id, rating) rows -> the (llm_ids, ratings) of each comparison."""
-    groups: dict[tuple[str, int], tuple[list[str], list[float]]] = {}
-    for conv, idx, llm, rating in rows:
-        g = groups.setdefault((conv, int(idx)), ([], []))
+def comparisons(rows: Iterable[tuple]) -> list[tuple[list[str], np.ndarray]]:
+    """(*key, llm id, rating) rows -> the (llm_ids, ratings) of each comparison, one per distinct key
+    (conversation id and turn index; with the user id first when rows of several users are mixed)."""
+    groups: dict[tuple, tuple[list[str], list[float]]] = {}
+    for *key, llm, rating in rows:
+        g = groups.setdefault(tuple(key), ([], []))
         g[0].append(llm)
         g[1].append(float(rating))
     return [(ls, np.array(rs)) for ls, rs in groups.values()]
 
 
-def per_llm(rows: Iterable[tuple[str, int, str, float]]) -> dict[str, tuple[float, float]]:
+def per_llm(rows: Iterable[tuple]) -> dict[str, tuple[float, float]]:
     """{llm id: (wins, games)} over the comparisons of the rows."""
     wins, games = win_counts(comparisons(rows))
     return {m: (wins.get(m, 0.0), g) for m, g in games.items()}

@@ -65,24 +65,25 @@ class PublishedCounts:
     def choose(self, users: list[str], candidates: list[list[str]] | None = None) -> list[str]:
         """Each user's LLM (among ``candidates[i]``, default all) with the highest win rate shrunk towards the
         global rate (ties: the cheaper)."""
-        from graphstore.counts import win_counts
+        from graphstore.counts import comparisons, per_llm, win_counts
 
-        groups: dict[str, dict[tuple, tuple[list, list]]] = {}
+        rows: dict[str, list[tuple]] = {}  # user -> (conversation, turn index, llm, rating) of each rated answer
         for tid, r in self.rating.items():
             if tid in self.turns:
                 u, c, i, m = self.turns[tid]
-                g = groups.setdefault(u, {}).setdefault((c, i), ([], []))
-                g[0].append(m)
-                g[1].append(r)
-        every = [(ms, np.array(rs)) for gs in groups.values() for ms, rs in gs.values()]
-        wins, games = win_counts(every)
+                rows.setdefault(u, []).append((c, i, m, r))
+        wins, games = win_counts(comparisons((u, *row) for u, rs in rows.items() for row in rs))
         rate = {m: wins.get(m, 0.0) / games[m] if games.get(m) else 0.5 for m in self.prices}
         out = []
         for i, u in enumerate(users):
-            w, g = win_counts([(ms, np.array(rs)) for ms, rs in groups.get(u, {}).values()])
+            counted = per_llm(rows.get(u, []))  # {llm: (wins, games)}
+
+            def shrunk(m: str) -> float:
+                w, g = counted.get(m, (0.0, 0.0))
+                return (w + 2 * rate[m]) / (g + 2)
+
             cands = candidates[i] if candidates is not None else list(self.prices)
-            score = {m: (w.get(m, 0.0) + 2 * rate[m]) / (g.get(m, 0.0) + 2) for m in cands}
-            out.append(max(cands, key=lambda m: (score[m], -self.prices[m])))
+            out.append(max(cands, key=lambda m: (shrunk(m), -self.prices[m])))
         return out
 
 
