@@ -336,6 +336,14 @@ class GraphStore(ABC):
                 rows[uid].append((conv, idx, llm, rating))
         return [counts.per_llm(rows[u]) for u in user_ids]
 
+    def turn_owners(self, turn_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """{turn id: (user id, LLM id)} for the stored turns among ``turn_ids`` (unknown ids are absent)."""
+        out: dict[str, tuple[str, str]] = {}
+        for part in chunks(list(dict.fromkeys(turn_ids)), self.batch_size):
+            for tid, uid, llm in self._read(cypher.TURN_OWNERS, {"ids": list(part)}):
+                out[tid] = (uid, llm)
+        return out
+
     def global_win_counts(self, n_users: int, since_ms: int | None = None) -> dict[str, tuple[float, float]]:
         """Each LLM's pairwise (wins, games) summed over the whole past of the ``n_users`` most recently active
         users (active at or after ``since_ms``): the global rates the count-based scorer shrinks each user's own

@@ -181,6 +181,14 @@ WHERE r.rating IS NOT NULL
 RETURN uid, t.conversation_id, t.turn_index, t.llm_id, r.rating
 """
 
+# Who a turn belongs to and which LLM answered it: the gateway checks feedback against it (a user rates only
+# their own turns) and names the LLMs of a pairwise preference.
+TURN_OWNERS = """
+UNWIND $ids AS id
+MATCH (t:Turn {turn_id: id})
+RETURN t.turn_id, t.user_id, t.llm_id
+"""
+
 QUERY_EMBS = """
 UNWIND $keys AS qk
 MATCH (q:Query {query_key: qk})

@@ -106,6 +106,24 @@ class Settings(BaseSettings):
     unknown_llm_grace_s: float = Field(10.0, ge=0.0, description="wait for a turn's LLM to be registered")
     max_text_chars: int = Field(32_000, ge=1, description="longest query/response text accepted")
 
+    # --- Gateway (OpenAI-compatible HTTP) and metrics ------------------------------------------
+    gateway_host: str = Field("127.0.0.1", description="interface `prefstream gateway` listens on")
+    gateway_port: int = Field(8400, ge=1, le=65535)
+    gateway_keys: SecretStr | None = Field(None, description="comma-separated API keys the gateway accepts "
+                                           "(Authorization: Bearer KEY); unset: no key needed")
+    gateway_allow_anonymous: bool = Field(False, description="a request naming no user (OpenAI `user` field or "
+                                          "x-prefstream-user) is routed as user `anonymous` instead of a 400")
+    gateway_max_body_bytes: int = Field(1_000_000, ge=1024, le=64_000_000, description="largest request body")
+    gateway_max_messages: int = Field(1000, ge=1, le=100_000, description="most messages in one chat request")
+    gateway_connect_timeout_s: float = Field(5.0, gt=0, le=600, description="connecting to an upstream LLM")
+    gateway_first_byte_timeout_s: float = Field(60.0, gt=0, le=3600, description="an upstream's first byte")
+    gateway_read_timeout_s: float = Field(120.0, gt=0, le=3600, description="longest gap between streamed chunks")
+    gateway_retries: int = Field(2, ge=0, le=10, description="next-best candidates tried after an upstream fails "
+                                 "before its first byte")
+    metrics_port: int = Field(9400, ge=0, le=65535, description="Prometheus /metrics of the apps: ingest on this "
+                              "port, trainer +1, router worker i +10+i (the gateway serves /metrics on its own "
+                              "port); 0: none")
+
     # --- Local stack -------------------------------------------------------------------------
     run_dir: Path = Path("var/run")
     broker_port: int = Field(9092, ge=1, le=65535)

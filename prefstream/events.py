@@ -150,6 +150,26 @@ class Feedback(Event):
         return super().model_dump_json(exclude={"rating"}, **kw)
 
 
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"  # an environment variable's name
+
+
+class Upstream(BaseModel):
+    """Where the gateway sends an LLM's requests: an OpenAI-compatible server. The API key never travels:
+    only the name of the environment variable the gateway reads it from."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    base_url: Annotated[str, StringConstraints(min_length=8, max_length=512)]  # e.g. https://api.example.com/v1
+    model: Annotated[str, StringConstraints(min_length=1, max_length=256)]  # the upstream's own model name
+    api_key_env: Annotated[str, StringConstraints(pattern=_ENV_NAME)] | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", v):
+            raise ValueError(f"{v[:60]!r} is not an http(s) base URL such as https://api.example.com/v1")
+        return v.rstrip("/")
+
+
 class LLMRegistered(Event):
     """Adds or updates a candidate LLM in the catalog."""
 
@@ -158,6 +178,7 @@ class LLMRegistered(Event):
     description: Annotated[str, StringConstraints(min_length=1, max_length=MAX_DESCRIPTION_CHARS)]
     price_in: Price  # USD per million input tokens
     price_out: Price  # USD per million output tokens
+    upstream: Upstream | None = None  # how `prefstream gateway` reaches it (absent: route-only)
     timestamp: EpochMs = Field(default_factory=now_ms)
 
 

@@ -15,6 +15,7 @@ def add_stack_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--broker-port", type=int, help="Kafka-protocol broker port (default 9092)")
     p.add_argument("--graph-port", type=int, help="FalkorDB port (default 6379)")
     p.add_argument("--ray-port", type=int, help="Ray head port; the Ray client server takes the next (default 6390)")
+    p.add_argument("--gateway-port", type=int, help="OpenAI-compatible gateway port (default 8400)")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -23,7 +24,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     update = {k: v for k, v in {"run_dir": getattr(args, "run_dir", None),
                                  "broker_port": getattr(args, "broker_port", None),
                                  "graph_port": getattr(args, "graph_port", None),
-                                 "ray_port": getattr(args, "ray_port", None)}.items() if v is not None}
+                                 "ray_port": getattr(args, "ray_port", None),
+                                 "gateway_port": getattr(args, "gateway_port", None)}.items() if v is not None}
     if getattr(args, "no_ray", False):
         update["start_ray"] = False
     s = s.model_copy(update=update)

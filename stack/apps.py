@@ -21,10 +21,11 @@ class AppSpec:
 
 
 def app_specs(s: Settings) -> list[AppSpec]:
-    """The app processes of a full stack. Later components (the gateway) register here."""
+    """The app processes of a full stack."""
     return [
         AppSpec("ingest", ["ingest", "--ready-name", "ingest"], is_ready("ingest")),
         AppSpec("router", ["router", "--workers", str(s.router_workers), "--ready-name", "router"],
                 is_ready("router"), timeout=300),
         AppSpec("trainer", ["train", "--ready-name", "trainer"], is_ready("trainer")),
+        AppSpec("gateway", ["gateway", "--ready-name", "gateway"], is_ready("gateway")),
     ]

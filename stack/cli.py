@@ -11,6 +11,8 @@ COMMAND_MODULES = [
     "stack.commands",
     "stack.demo",
     "streams.cli",
+    "streams.catalog_file",
+    "gateway.cli",
     "workers.cli",
     "graphstore.cli",
     "trainer.cli",

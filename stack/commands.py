@@ -13,6 +13,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     stack = Stack(settings_from(args))
     timings = stack.up(apps=not args.no_apps)
     print(f"stack up in {timings['total']:.2f} s; state in {stack.state_file}; stop it with `prefstream down`")
+    if not args.no_apps:
+        print(f"OpenAI-compatible gateway: http://{stack.s.gateway_host}:{stack.s.gateway_port}/v1 "
+              "(model prefstream/auto; register upstreams with `prefstream llms register FILE.yaml`)")
     return 0
 
 

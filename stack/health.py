@@ -157,6 +157,25 @@ def ray_status(s: Settings) -> list[Check]:
                   "" if ok else f"set PREFSTREAM_RAY_ADDRESS or {UP}")]
 
 
+def gateway_status(s: Settings) -> list[Check]:
+    """The gateway's /readyz; not listening is fine (it is optional), the process row of `up` says if it died."""
+    import urllib.error
+    import urllib.request
+
+    url = f"http://{s.gateway_host}:{s.gateway_port}/readyz"
+    if not reachable(s.gateway_host, s.gateway_port, timeout=1.0):
+        return [Check("gateway", True, f"not listening on {s.gateway_host}:{s.gateway_port} (optional: "
+                                       "`prefstream gateway`)")]
+    try:
+        with urllib.request.urlopen(url, timeout=2.0) as r:
+            body = json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        body = json.loads(exc.read() or b"{}")
+    ok = bool(body.get("ok"))
+    return [Check("gateway", ok, f"{url}: {body.get('routable_llms', 0)} LLMs with an upstream",
+                  "" if ok else "register upstreams: prefstream llms register FILE.yaml")]
+
+
 def _guarded(probe: Callable[[Settings], list[Check]], name: str, s: Settings) -> list[Check]:
     """A probe that fails in a way it did not foresee is one failed row, never a traceback."""
     try:
@@ -167,7 +186,7 @@ def _guarded(probe: Callable[[Settings], list[Check]], name: str, s: Settings) -
 
 def status(s: Settings) -> list[Check]:
     return [c for probe, name in ((broker_status, "broker"), (graph_status, "graph"), (model_status, "model"),
-                                  (ray_status, "ray")) for c in _guarded(probe, name, s)]
+                                  (ray_status, "ray"), (gateway_status, "gateway")) for c in _guarded(probe, name, s)]
 
 
 # --- doctor: the configuration against the real servers, with a fix for each failure ---------------------------

@@ -54,7 +54,8 @@ class Stack:
         tmp.write_text(json.dumps({"procs": [p.to_dict() for p in procs], "start_s": timings,
                                    "settings": {"kafka_bootstrap": self.s.kafka_bootstrap,
                                                 "graph_uri": self.s.graph_uri,
-                                                "ray_address": self.s.ray_address}}, indent=2))
+                                                "ray_address": self.s.ray_address,
+                                                "gateway_port": self.s.gateway_port}}, indent=2))
         os.replace(tmp, self.state_file)
 
     def running(self) -> list[Proc]:

@@ -130,6 +130,11 @@ class PrefstreamClient:
             self._pending[request_id] = fut
         return fut
 
+    def forget(self, request_id: str) -> None:
+        """Stop waiting for a request's reply (its caller gave up)."""
+        with self._lock:
+            self._pending.pop(request_id, None)
+
     def route(self, user_id: str, query: str, candidates: list[str] | None = None,
               conversation_id: str | None = None, budget: float | None = None, timeout: float | None = None,
               deadline_ms: int | None = None) -> RouteDecision:

@@ -14,6 +14,7 @@ import time
 from typing import Callable
 
 from prefstream.config import Settings
+from prefstream.metrics import metrics, reason_class
 from streams.ingest import BatchResult, Ingestor, RawMessage
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ def create_app(s: Settings, ingestor_factory: Callable[[], Ingestor], app_id: st
 
     async def publish_dead(result: BatchResult) -> None:
         for dl in result.dead:
+            metrics().dead_letters.labels(reason_class(dl.reason)).inc()
             fut = await dead_topic.send(key=dl.topic.encode(), value=dl.to_bytes())
             await fut
             log.warning("dead letter from %s: %s", dl.topic, dl.reason)
@@ -106,7 +108,8 @@ def create_app(s: Settings, ingestor_factory: Callable[[], Ingestor], app_id: st
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def add_agent(topic_name: str, handle: Callable[[Ingestor, list[RawMessage]], BatchResult]) -> None:
+    def add_agent(topic_name: str, handle: Callable[[Ingestor, list[RawMessage]], BatchResult],
+                  event_type: str) -> None:
         topic = app.topic(topic_name, value_type=bytes, value_serializer="raw", key_serializer="raw")
 
         async def agent(stream):
@@ -115,6 +118,7 @@ def create_app(s: Settings, ingestor_factory: Callable[[], Ingestor], app_id: st
                 msgs = [RawMessage(e.value if isinstance(e.value, bytes) else bytes(e.value or b""), topic_name,
                                    e.message.partition, e.message.offset) for e in events]
                 result = await write_until_done(loop, handle, msgs, topic_name)
+                metrics().ingested.labels(event_type).inc(result.accepted)
                 await publish_dead(result)
 
         agent.__name__ = f"ingest_{topic_name.replace('.', '_').replace('-', '_')}"
@@ -126,9 +130,9 @@ def create_app(s: Settings, ingestor_factory: Callable[[], Ingestor], app_id: st
             await asyncio.get_running_loop().run_in_executor(None, ingestor)
             on_ready()
 
-    add_agent(s.topics.catalog, Ingestor.llms)
-    add_agent(s.topics.turns, Ingestor.turns)
-    add_agent(s.topics.feedback, Ingestor.feedback)
+    add_agent(s.topics.catalog, Ingestor.llms, "llm_registered")
+    add_agent(s.topics.turns, Ingestor.turns, "chat_turn")
+    add_agent(s.topics.feedback, Ingestor.feedback, "feedback")
     return app
 
 
@@ -137,8 +141,11 @@ def run_worker(s: Settings, loglevel: str = "warning", ready_name: str | None = 
     """Run the ingest app in this process until it is stopped (SIGTERM / Ctrl-C)."""
     import faust
 
+    from prefstream.metrics import metrics_port_for, serve_metrics
     from prefstream.ready import ready_callback
     from streams.ingest import build_ingestor
+
+    serve_metrics(metrics_port_for(s.metrics_port, "ingest"))
 
     app = create_app(s, lambda: build_ingestor(s), app_id=group, on_ready=ready_callback(s, ready_name))
     faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()

@@ -16,6 +16,7 @@ import numpy as np
 from graphstore.schema import LLMInfo
 from prefstream.config import Settings
 from prefstream.events import ChatTurn, DeadLetter, Event, Feedback, InvalidEvent, LLMRegistered, parse_event
+from prefstream.metrics import metrics
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,9 @@ class Ingestor:
                 accepted.append(e)
         if accepted:
             # a query the graph already holds (routed, or asked before) keeps its stored vector: no encoder run
+            t0 = time.perf_counter()
             q = self.encoder.encode([e.query for e in accepted], lookup=self.store.stored_query_embeddings)
+            metrics().encoder.labels("ingest").observe(time.perf_counter() - t0)
             self.store.upsert_turns([(e, q[i], None) for i, e in enumerate(accepted)])
         result.accepted = len(accepted)
         return result

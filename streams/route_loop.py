@@ -17,12 +17,14 @@ from typing import Callable, Protocol
 
 from prefstream.config import Settings
 from prefstream.events import DeadLetter, InvalidEvent, RouteDecision, RouteRequest, parse_event
+from prefstream.metrics import metrics, version_number
 from streams.kafka_config import consumer_kwargs, producer_kwargs
 
 log = logging.getLogger(__name__)
 
 MAX_AUDIT_BACKLOG = 8  # micro-batches of decisions waiting to be written to the graph
 SEND_TIMEOUT_S = 60.0  # longest wait for the broker to ack a micro-batch's replies
+LAG_EVERY_S = 15.0  # how often the loop measures its consumer lag (a metadata round trip to the broker)
 
 
 class Decider(Protocol):
@@ -56,6 +58,30 @@ def next_offsets(records) -> dict:
     from kafka import OffsetAndMetadata
 
     return {tp: OffsetAndMetadata(hi + 1, None, -1) for tp, (_, hi) in offset_spans(records).items()}
+
+
+def reply_kind(d: RouteDecision) -> str:
+    return "error" if d.error else "shed" if d.shed else "fallback" if d.fallback else "decision"
+
+
+def count_replies(replies: list[RouteDecision]) -> None:
+    """Prometheus: each reply by chosen LLM and kind, the router's time for it, and the version that served."""
+    m = metrics()
+    for d in replies:
+        m.decisions.labels(d.chosen_llm_id or "none", reply_kind(d)).inc()
+        m.route_latency.observe(d.latency_ms / 1000)
+        if d.scorer and d.scorer != "prior":
+            m.serving_version.set(version_number(d.model_version))
+
+
+def measure_lag(consumer, group: str) -> None:
+    """Prometheus: records of the assigned partitions not yet read (the local broker's end offsets may lag: >= 0)."""
+    assigned = list(consumer.assignment())
+    if not assigned:
+        return
+    ends = consumer.end_offsets(assigned)
+    behind = sum(max(ends.get(tp, 0) - consumer.position(tp), 0) for tp in assigned)
+    metrics().consumer_lag.labels(group, assigned[0].topic).set(behind)
 
 
 def _log_failed_commit(_offsets, result) -> None:
@@ -92,6 +118,7 @@ class RouteLoop:
         # One micro-batch in flight: its replies are acked by the broker while the next batch is decided,
         # and its offsets are committed only after that (at-least-once: a reply is never committed unsent).
         previous: tuple[list, list] | None = None  # (reply futures, records)
+        lag_at = 0.0
         try:
             while not self.stop_event.is_set():
                 records = self._poll(consumer)
@@ -102,8 +129,10 @@ class RouteLoop:
                     continue
                 t0 = time.perf_counter()
                 sent = self._handle(records, producer)
+                metrics().route_batch.observe(time.perf_counter() - t0)
                 if self.on_batch is not None:
                     self.on_batch(len(records), (time.perf_counter() - t0) * 1000)
+                lag_at = self._lag(consumer, lag_at)
                 if previous is not None and not self._settle(previous, consumer):
                     previous = None  # read again from the failed batch on, this one included
                     continue
@@ -174,6 +203,7 @@ class RouteLoop:
                 log.exception("decide failed for %d requests", len(requests))
                 replies += [RouteDecision(request_id=q.request_id, user_id=q.user_id,
                                           error=f"router error: {type(exc).__name__}: {exc}") for q in requests]
+        count_replies(replies)
         for d in replies:
             sent.append(producer.send(s.topics.decisions, key=(d.user_id or d.request_id).encode(),
                                       value=d.to_bytes()))
@@ -181,6 +211,16 @@ class RouteLoop:
         fut = self._audit.submit(self.decider.record_decisions, [d for d in replies if d.chosen_llm_id is not None])
         fut.add_done_callback(lambda _: self._audit_slots.release())
         return sent
+
+    def _lag(self, consumer, last: float) -> float:
+        """Measure the consumer lag if LAG_EVERY_S passed since ``last``; returns when it was last measured."""
+        if time.monotonic() - last < LAG_EVERY_S:
+            return last
+        try:
+            measure_lag(consumer, self.group_id)
+        except Exception as exc:  # a metric must never stop the loop
+            log.debug("lag not measured: %s", exc)
+        return time.monotonic()
 
     def stop(self) -> None:
         self.stop_event.set()

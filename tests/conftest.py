@@ -57,7 +57,7 @@ def private_settings(broker: str, graph_port: int, tmp: Path) -> Settings:
                                                    "dead_letter")}
     return Settings(kafka_bootstrap=broker, graph_uri=f"redis://127.0.0.1:{graph_port}", graph_name=f"g{tag}",
                     topics=topics, kafka_partitions=2, run_dir=tmp / "run", model_dir=tmp / "models",
-                    router_group=f"router-{tag}")
+                    router_group=f"router-{tag}", metrics_port=0)
 
 
 @pytest.fixture

@@ -54,10 +54,29 @@ def feedback_count(s: Settings) -> int:
         store.close()
 
 
+def count_cycle(rec: dict | None) -> str:
+    """Prometheus: one finished cycle by outcome (None: it failed); returns the outcome."""
+    from prefstream.metrics import metrics
+
+    m = metrics()
+    if rec is None:
+        outcome = "failed"
+    else:
+        outcome = ("promoted" if rec.get("promoted") else "demoted" if rec.get("demoted")
+                   else "refused" if rec.get("candidate_version") else "skipped")
+    m.trainer_cycles.labels(outcome).inc()
+    if outcome == "promoted":
+        m.trainer_promotions.inc()
+    m.trainer_last_cycle.set(time.time())
+    return outcome
+
+
 def periodic(s: Settings, on_ready=None) -> None:
     """Run a cycle as a Ray task every N minutes, or sooner after M new feedback events."""
+    from prefstream.metrics import metrics_port_for, serve_metrics
     from prefstream.ray_env import init_ray
 
+    serve_metrics(metrics_port_for(s.metrics_port, "trainer"))
     ray = init_ray(s.ray_address)
     task = ray.remote(num_cpus=1, max_retries=1)(run_cycle)
     log = logging.getLogger("prefstream.trainer")
@@ -75,9 +94,11 @@ def periodic(s: Settings, on_ready=None) -> None:
         if due and fb > 0:
             try:
                 rec = ray.get(task.remote(s))  # a cycle also recounts the global rates
+                count_cycle(rec)
                 log.warning("trainer cycle: serving %s -> candidate %s promoted=%s (%s)", rec["serving_version"],
                             rec["candidate_version"], rec["promoted"], rec["reason"])
             except Exception as exc:
+                count_cycle(None)
                 log.error("trainer cycle failed: %s", exc)
             last_at, last_fb, counted_fb = time.time(), fb, fb
         elif fb - counted_fb >= s.trainer_count_after_feedback:

@@ -15,8 +15,11 @@ def cmd_router(args: argparse.Namespace) -> int:
 
     on_ready = ready_callback(s, args.ready_name)
     if args.workers == 0:
+        from prefstream.metrics import metrics_port_for, serve_metrics
         from streams.route_loop import RouteLoop, serve_forever
         from workers.build import build_engine
+
+        serve_metrics(metrics_port_for(s.metrics_port, "router"))
 
         serve_forever(RouteLoop(s, build_engine(s)), on_ready)
         return 0

@@ -21,6 +21,7 @@ import numpy as np
 
 from graphstore.schema import LLMInfo, UserSubgraph
 from prefstream.events import RouteDecision, RouteRequest
+from prefstream.metrics import metrics
 from trainer.decision import choose
 from workers.models import ModelSource
 
@@ -178,7 +179,9 @@ class RouteEngine:
         subgraphs: list[UserSubgraph] | None = None
         if ok:
             try:
+                t_read = time.perf_counter()
                 subgraphs = self.store.user_subgraphs([p.request.user_id for p in ok], self.k)
+                metrics().subgraph_read.observe(time.perf_counter() - t_read)
             except Exception as exc:
                 log.warning("graph store read failed (%s); scoring without history", exc)
         store_down = subgraphs is None
@@ -197,7 +200,9 @@ class RouteEngine:
                 # the texts the graph has no vector for; stored with the audit record, so without one
                 # (record=False) nothing would store them, and the graph is not asked either
                 new: list[str] = []
+                t_enc = time.perf_counter()  # cache and graph lookups, then the encoder on what is left
                 q = self.encoder.encode(texts, lookup=partial(self._stored_queries, new=new) if self.record else None)
+                metrics().encoder.labels("router").observe(time.perf_counter() - t_enc)
                 self._queue_new(new, texts, q)
                 scores, explains = scorer.decide_batch([(sg, q[i], p.candidates, p.request.conversation_id)
                                                         for i, (sg, p) in enumerate(zip(subgraphs, ok))])

@@ -25,7 +25,10 @@ class RouterWorker:
         from streams.route_loop import RouteLoop
         from workers.build import build_engine
 
+        from prefstream.metrics import metrics_port_for, serve_metrics
+
         self.index = index
+        self.metrics_port = serve_metrics(metrics_port_for(s.metrics_port, "router", index))
         self.engine = build_engine(s)
         self.loop = RouteLoop(s, self.engine, client_id=f"router-{index}")
         self._ready = threading.Event()
