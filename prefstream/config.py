@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     kafka_ssl_keyfile: Path | None = None
     topics: Topics = Field(default_factory=Topics)
     kafka_partitions: int = Field(4, ge=1, le=1024, description="partitions per topic created by `up`")
+    # retention.ms of the topics prefstream creates: requests and decisions only matter for seconds, dead letters
+    # for a while; turns, feedback and the catalog are kept (-1): the graph can be rebuilt from them
+    route_retention_ms: int = Field(24 * 3600 * 1000, ge=-1, description="route.requests and route.decisions")
+    dead_letter_retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=-1, description="the dead-letter topic")
     # Tansu answers fetches by polling, so each hop costs up to half this wait (infra.md quirk 4); but its
     # memory storage scans a partition on every fetch, and once that scan takes longer than the wait every
     # fetch comes back empty: the consumer stalls for good (10 ms: after ~11k records per partition). 50 ms

@@ -9,6 +9,7 @@ are created on first use (``metrics()``), not at import.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -42,9 +43,18 @@ class Metrics:
     gateway_turns: object  # Counter{outcome}: ChatTurns published (or skipped: empty answer)
 
 
-@lru_cache(maxsize=1)
+_CREATE = threading.Lock()
+
+
 def metrics() -> Metrics:
-    """The process's metric objects, created on first use in the default Prometheus registry."""
+    """The process's metric objects, created on first use in the default Prometheus registry (once, even when
+    several threads ask first at the same time)."""
+    with _CREATE:
+        return _create()
+
+
+@lru_cache(maxsize=1)
+def _create() -> Metrics:
     from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
     disable_created_metrics()  # no *_created series next to every counter

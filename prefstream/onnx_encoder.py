@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,9 @@ def export(model_dir: str, path: Path, quantize: bool = True) -> None:
 
 class OnnxEmbedder:
     """[N] texts -> [N, D] unit vectors with ONNX Runtime; a batch is formed from texts of similar length, so
-    a short text is not padded to a long neighbour."""
+    a short text is not padded to a long neighbour. With ``threads`` > 1, that many runs go at once, each on one
+    thread (ONNX Runtime releases the GIL): short single texts gain little from intra-op threads, whose pool
+    also spins while it waits."""
 
     def __init__(self, model_dir: str, cache_dir: Path | str, max_seq_length: int = 256, threads: int = 1,
                  quantize: bool = True):
@@ -84,8 +87,10 @@ class OnnxEmbedder:
 
         self.path = cached_model(model_dir, cache_dir, quantize)
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
+        opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
+        self.threads = max(int(threads), 1)
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="onnx") if self.threads > 1 else None
         self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
         self.tokenizer = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
         self.tokenizer.no_padding()
@@ -107,16 +112,24 @@ class OnnxEmbedder:
         encs = self.tokenizer.encode_batch(texts)
         out = np.empty((len(texts), self.dim), np.float32)
         order = np.argsort([len(e.ids) for e in encs], kind="stable")
-        for start in range(0, len(texts), batch_size):
-            idx = order[start:start + batch_size]
-            width = max(len(encs[i].ids) for i in idx)
-            ids = np.zeros((len(idx), width), np.int64)  # [B, T]
-            mask = np.zeros_like(ids)
-            for row, i in enumerate(idx):
-                ids[row, :len(encs[i].ids)] = encs[i].ids
-                mask[row, :len(encs[i].ids)] = encs[i].attention_mask
-            hidden = self.session.run(None, {"input_ids": ids, "attention_mask": mask,
-                                             "token_type_ids": np.zeros_like(ids)})[0]  # [B, T, D]
-            v = (hidden * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1)  # [B, D]
-            out[idx] = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        runs = [order[i:i + batch_size] for i in range(0, len(texts), batch_size)]
+        if self._pool is not None and len(runs) > 1:
+            vecs = list(self._pool.map(lambda idx: self._run(encs, idx), runs))
+        else:
+            vecs = [self._run(encs, idx) for idx in runs]
+        for idx, v in zip(runs, vecs):
+            out[idx] = v
         return out
+
+    def _run(self, encs: list, idx: np.ndarray) -> np.ndarray:
+        """[B] tokenized texts (indices into ``encs``) -> [B, D] unit vectors, in one session run."""
+        width = max(len(encs[i].ids) for i in idx)
+        ids = np.zeros((len(idx), width), np.int64)  # [B, T]
+        mask = np.zeros_like(ids)
+        for row, i in enumerate(idx):
+            ids[row, :len(encs[i].ids)] = encs[i].ids
+            mask[row, :len(encs[i].ids)] = encs[i].attention_mask
+        hidden = self.session.run(None, {"input_ids": ids, "attention_mask": mask,
+                                         "token_type_ids": np.zeros_like(ids)})[0]  # [B, T, D]
+        v = (hidden * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1)  # [B, D]
+        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)

@@ -44,8 +44,19 @@ def consumer_kwargs(s: Settings, group_id: str | None, **extra: Any) -> dict[str
     }
 
 
+def topic_configs(s: Settings) -> dict[str, dict[str, str]]:
+    """The topic configs prefstream creates each topic with: retention bounds what a broker keeps of the
+    short-lived topics. (The local Tansu broker accepts these but, on memory storage, enforces none: README.)"""
+    t = s.topics
+    keep = {"retention.ms": "-1"}
+    return {t.turns: keep, t.feedback: keep, t.catalog: keep,
+            t.requests: {"retention.ms": str(s.route_retention_ms)},
+            t.decisions: {"retention.ms": str(s.route_retention_ms)},
+            t.dead_letter: {"retention.ms": str(s.dead_letter_retention_ms)}}
+
+
 def create_topics(s: Settings, partitions: int | None = None) -> list[str]:
-    """Create every prefstream topic that does not exist yet; return the ones created."""
+    """Create every prefstream topic that does not exist yet, with its ``topic_configs``; return those created."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
@@ -58,7 +69,8 @@ def create_topics(s: Settings, partitions: int | None = None) -> list[str]:
         created = []
         for topic in todo:
             try:
-                admin.create_topics([NewTopic(name=topic, num_partitions=n, replication_factor=1)])
+                admin.create_topics([NewTopic(name=topic, num_partitions=n, replication_factor=1,
+                                              topic_configs=topic_configs(s)[topic])])
                 created.append(topic)
             except TopicAlreadyExistsError:
                 pass

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 MAX_AUDIT_BACKLOG = 8  # micro-batches of decisions waiting to be written to the graph
 SEND_TIMEOUT_S = 60.0  # longest wait for the broker to ack a micro-batch's replies
+WARM_UP_BATCHES = 3  # not measured for backpressure
+BATCH_BUDGET = 0.5  # of the deadline: the most one micro-batch may take, by the measured time per request
 LAG_EVERY_S = 15.0  # how often the loop measures its consumer lag (a metadata round trip to the broker)
 
 
@@ -101,6 +103,8 @@ class RouteLoop:
         self.client_id = client_id
         self.stop_event = threading.Event()
         self.handled = 0
+        self.per_request_ms = 0.0  # running estimate of the time one request of a micro-batch costs
+        self._batches = 0
         # audit writes to the graph happen off the reply path, in order, one batch at a time; at most
         # MAX_AUDIT_BACKLOG batches wait, then the loop slows down rather than letting memory grow
         self._audit = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
@@ -130,6 +134,7 @@ class RouteLoop:
                 t0 = time.perf_counter()
                 sent = self._handle(records, producer)
                 metrics().route_batch.observe(time.perf_counter() - t0)
+                self.measured(len(records), (time.perf_counter() - t0) * 1000)
                 if self.on_batch is not None:
                     self.on_batch(len(records), (time.perf_counter() - t0) * 1000)
                 lag_at = self._lag(consumer, lag_at)
@@ -146,12 +151,30 @@ class RouteLoop:
                 consumer.close()
                 producer.close()
 
+    def measured(self, n: int, handle_ms: float, alpha: float = 0.2) -> None:
+        """Take one micro-batch's time into the per-request estimate (not the first WARM_UP_BATCHES: they load
+        the model and open connections)."""
+        self._batches += 1
+        if n > 0 and self._batches > WARM_UP_BATCHES:
+            x = handle_ms / n
+            self.per_request_ms = x if self.per_request_ms == 0 else (1 - alpha) * self.per_request_ms + alpha * x
+
+    def batch_cap(self) -> int:
+        """Backpressure: the most requests to take in one poll, so that deciding them fits in BATCH_BUDGET of the
+        deadline at the measured cost per request (the rest wait in the broker, where a late one is shed
+        quickly instead of going stale inside a long batch)."""
+        if self.per_request_ms <= 0:
+            return self.s.route_batch_size
+        fits = int(BATCH_BUDGET * self.s.route_deadline_ms / self.per_request_ms)
+        return max(1, min(self.s.route_batch_size, fits))
+
     def _poll(self, consumer) -> list:
         s = self.s
-        batch = consumer.poll(timeout_ms=100, max_records=s.route_batch_size)
+        cap = self.batch_cap()
+        batch = consumer.poll(timeout_ms=100, max_records=cap)
         records = [r for rs in batch.values() for r in rs]
-        if records and len(records) < s.route_batch_size and s.route_batch_wait_ms > 0:
-            more = consumer.poll(timeout_ms=int(s.route_batch_wait_ms), max_records=s.route_batch_size - len(records))
+        if records and len(records) < cap and s.route_batch_wait_ms > 0:
+            more = consumer.poll(timeout_ms=int(s.route_batch_wait_ms), max_records=cap - len(records))
             records += [r for rs in more.values() for r in rs]
         return records
 

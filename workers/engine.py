@@ -13,6 +13,7 @@ import logging
 import math
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Protocol
@@ -91,6 +92,7 @@ class RouteEngine:
         # request texts the graph had no Query node for: written with the next audit record, so the ingest of
         # the turn that follows a routed request finds the vector instead of running the encoder again
         self._unstored: dict[str, np.ndarray] = {}
+        self._embedder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
 
     # --- catalog ---------------------------------------------------------------------------
     def catalog(self, missing: set[str] | None = None) -> dict[str, LLMInfo]:
@@ -175,35 +177,23 @@ class RouteEngine:
     def _decide(self, requests: list[RouteRequest], catalog: dict[str, LLMInfo], t0: float) -> list[RouteDecision]:
         plans = [self._plan(r, catalog) for r in requests]
         ok = [p for p in plans if p.error is None]
-
-        subgraphs: list[UserSubgraph] | None = None
-        if ok:
-            try:
-                t_read = time.perf_counter()
-                subgraphs = self.store.user_subgraphs([p.request.user_id for p in ok], self.k)
-                metrics().subgraph_read.observe(time.perf_counter() - t_read)
-            except Exception as exc:
-                log.warning("graph store read failed (%s); scoring without history", exc)
+        scorer = self.models.scorer
+        version = getattr(scorer, "version", None)
+        # the queries' vectors are found (cache, graph, encoder) in a thread while this one reads the subgraphs:
+        # the encoder runs while the graph answers, instead of after it
+        vectors = self._embedder.submit(self._embed, [p.request.query for p in ok]) \
+            if ok and scorer is not None else None
+        subgraphs = self._read_subgraphs(ok)
         store_down = subgraphs is None
         if subgraphs is None:
             subgraphs = [UserSubgraph(user_id=p.request.user_id) for p in ok]
-
-        scores: list[np.ndarray] | None = None
-        explains: list[dict] = []
-        scorer = self.models.scorer
-        version = getattr(scorer, "version", None)
         if not store_down and getattr(scorer, "whole_past", False):
             self._attach_win_counts(subgraphs)
-        if ok and scorer is not None:
+        scores: list[np.ndarray] | None = None
+        explains: list[dict] = []
+        if vectors is not None:
             try:
-                texts = [p.request.query for p in ok]
-                # the texts the graph has no vector for; stored with the audit record, so without one
-                # (record=False) nothing would store them, and the graph is not asked either
-                new: list[str] = []
-                t_enc = time.perf_counter()  # cache and graph lookups, then the encoder on what is left
-                q = self.encoder.encode(texts, lookup=partial(self._stored_queries, new=new) if self.record else None)
-                metrics().encoder.labels("router").observe(time.perf_counter() - t_enc)
-                self._queue_new(new, texts, q)
+                q = vectors.result()
                 scores, explains = scorer.decide_batch([(sg, q[i], p.candidates, p.request.conversation_id)
                                                         for i, (sg, p) in enumerate(zip(subgraphs, ok))])
             except Exception:
@@ -235,6 +225,30 @@ class RouteEngine:
                 explain=_named(explains[i], ids) if scores is not None else {}, latency_ms=elapsed,
                 fallback=fallback))
         return out
+
+    def _read_subgraphs(self, ok: list[_Plan]) -> list[UserSubgraph] | None:
+        """The requesting users' subgraphs in one batched read; None when the graph store failed."""
+        if not ok:
+            return []
+        try:
+            t_read = time.perf_counter()
+            subgraphs = self.store.user_subgraphs([p.request.user_id for p in ok], self.k)
+            metrics().subgraph_read.observe(time.perf_counter() - t_read)
+            return subgraphs
+        except Exception as exc:
+            log.warning("graph store read failed (%s); scoring without history", exc)
+            return None
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        """[N, D] query vectors: the encoder's cache, then the graph's Query nodes, then the encoder. Texts the
+        graph had no vector for are kept to be stored with the audit record (without one, record=False, nothing
+        would store them, and the graph is not asked either)."""
+        t0 = time.perf_counter()
+        new: list[str] = []
+        q = self.encoder.encode(texts, lookup=partial(self._stored_queries, new=new) if self.record else None)
+        self._queue_new(new, texts, q)
+        metrics().encoder.labels("router").observe(time.perf_counter() - t0)
+        return q
 
     def _attach_win_counts(self, subgraphs: list[UserSubgraph]) -> None:
         """Each user's whole-past win counts, for a scorer that counts (a failed read: the history's turns)."""

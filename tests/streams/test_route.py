@@ -36,8 +36,11 @@ def router(settings, topics, store, fixed_model):
     with PrefstreamClient(settings) as c:
         for llm_id, (desc, pin, pout) in LLMS.items():
             c.register_llm(llm_id, desc, pin, pout)
-    engine = build_engine(settings)
-    loop = RouteLoop(settings, engine)
+    # a deadline far beyond the first batch's model load on a busy machine: these tests are about decisions,
+    # not shedding (tests/streams/test_engine.py covers that)
+    s = settings.model_copy(update={"route_deadline_ms": 60_000})
+    engine = build_engine(s)
+    loop = RouteLoop(s, engine)
     ready = threading.Event()
     t = threading.Thread(target=loop.run, args=(ready,), daemon=True)
     t.start()

@@ -57,3 +57,19 @@ def test_an_unacked_reply_rewinds_to_the_batch_and_commits_nothing():
     assert not loop._settle(([Acked(), NotAcked()], records()), consumer)
     assert consumer.commits == [] and loop.handled == 0
     assert sorted(consumer.seeks) == [(TopicPartition("req", 0), 5), (TopicPartition("req", 1), 9)]
+
+
+def test_backpressure_takes_only_what_fits_in_the_deadline():
+    loop = RouteLoop(Settings(route_batch_size=64, route_deadline_ms=1000), decider=None)
+    assert loop.batch_cap() == 64  # nothing measured yet
+    for _ in range(3):
+        loop.measured(1, 5000.0)  # warm-up batches (model load) do not count
+    assert loop.batch_cap() == 64
+    loop.measured(8, 8 * 2.0)  # 2 ms a request: 64 fit in half a second
+    assert loop.batch_cap() == 64
+    for _ in range(30):  # the router slows down to 50 ms a request: 10 fit in half the deadline
+        loop.measured(10, 10 * 50.0)
+    assert 9 <= loop.batch_cap() <= 11
+    for _ in range(30):
+        loop.measured(1, 5000.0)  # slower than the deadline itself: still one at a time, never zero
+    assert loop.batch_cap() == 1
