@@ -239,7 +239,7 @@ class ReplyCollector(threading.Thread):
                         rid = d.get("request_id")
                         self.count[rid] += 1
                         self.arrived.setdefault(rid, now)
-                        self.kind.setdefault(rid, "error" if d.get("error") else
+                        self.kind.setdefault(rid, "error" if d.get("error") else "shed" if d.get("shed") else
                                              "fallback" if d.get("fallback") else "decision")
         finally:
             c.close()

@@ -1,0 +1,149 @@
+"""Overload: the router at twice its capacity must still answer every request, and by its deadline.
+
+    python bench/overload.py          # ~9 minutes; adds "overload" to bench/results/reliability.{json,md}
+
+A private stack (Tansu broker, FalkorDB, the real `prefstream ingest` and `prefstream router --workers 0`
+processes, a fixed-seed model) with the reliability run's users and queries in the graph. First the capacity:
+route requests at rising rates for --step-s each; the capacity is the highest rate whose every request was
+answered with p99 at or under the deadline. Then --overload-s at --factor x capacity. Latency is reply arrival
+minus send time (one clock). A request dequeued past its deadline is answered at once from the prior, flagged
+shed; the targets (issue 18) are p99 <= deadline + 100 ms and 0 unanswered. Run it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, PrivateStack, clean_env, command_line, llm_events, machine_facts, publish_fixed_model  # noqa: E402
+from common import write_json  # noqa: E402
+from reliability import Child, ReplyCollector, Traffic, workload  # noqa: E402
+
+clean_env()
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--deadline-ms", type=int, default=1000)
+    ap.add_argument("--rates", default="25,50,100,200,400,800", help="capacity search, requests/s")
+    ap.add_argument("--step-s", type=float, default=20.0)
+    ap.add_argument("--factor", type=float, default=2.0, help="overload rate = factor x capacity")
+    ap.add_argument("--overload-s", type=float, default=300.0)
+    ap.add_argument("--events", type=int, default=4000, help="turns and feedback in the graph before the run")
+    ap.add_argument("--pool", type=int, default=64, help="distinct query texts")
+    ap.add_argument("--seed", type=int, default=7)
+    return ap.parse_args()
+
+
+def run_rate(traffic: Traffic, collector: ReplyCollector, rate: float, seconds: float, tag: str,
+             deadline_ms: int) -> dict:
+    """Requests at ``rate`` for ``seconds``; waits for the replies, then summarizes them."""
+    before = set(traffic.requests)
+    traffic.stop_req.clear()
+    t = threading.Thread(target=traffic.requester, args=(rate, tag), daemon=True)
+    t.start()
+    time.sleep(seconds)
+    traffic.stop_req.set()
+    t.join(10)
+    ids = [r for r in traffic.requests if r not in before]
+    collector.wait_answered(ids, timeout=2 * deadline_ms / 1000 + 30, stall_s=20)
+    out = {"rate": rate, "seconds": seconds, "sent": len(ids), **collector.summary(ids, traffic.requests)}
+    out["sent_per_s"] = round(len(ids) / seconds, 1)
+    return out
+
+
+def capacity(traffic: Traffic, collector: ReplyCollector, rates: list[float], step_s: float,
+             deadline_ms: int) -> tuple[float, list[dict]]:
+    rows, best = [], 0.0
+    for i, rate in enumerate(rates):
+        row = run_rate(traffic, collector, rate, step_s, f"cap{i}-", deadline_ms)
+        rows.append(row)
+        print(f"  {rate:6.0f} req/s: p50 {row['latency_p50_ms']} ms, p99 {row['latency_p99_ms']} ms, "
+              f"kinds {row['reply_kinds']}, unanswered {row['unanswered']}", flush=True)
+        within = row["unanswered"] == 0 and (row["latency_p99_ms"] or 1e9) <= deadline_ms \
+            and not row["reply_kinds"].get("shed")
+        if not within:
+            break
+        best = rate
+        time.sleep(3)  # let the queue empty between steps
+    return best, rows
+
+
+def write_md(res: dict) -> None:
+    path = RESULTS / "reliability.md"
+    text = path.read_text() if path.exists() else "# Reliability\n"
+    text = text.split("\n## Overload")[0].rstrip() + "\n"
+    o = res["overload"]
+    lines = ["", "## Overload (bench/overload.py)", "", f"Command: `{o['command']}`; load average before "
+             f"{o['loadavg_before']}, after {o['loadavg_after']}.", "",
+             "| rate req/s | sent | p50 ms | p99 ms | replies by kind | unanswered |", "|---|---|---|---|---|---|"]
+    for r in o["capacity_steps"] + [o["run"]]:
+        lines.append(f"| {r['rate']:.0f} | {r['sent']} | {r['latency_p50_ms']} | {r['latency_p99_ms']} | "
+                     f"{r['reply_kinds']} | {r['unanswered']} |")
+    lines += ["", f"Capacity (highest rate with every request answered, none shed, p99 <= deadline "
+              f"{o['deadline_ms']} ms): **{o['capacity_rate']:.0f} req/s**. At {o['rate']:.0f} req/s for "
+              f"{o['run']['seconds']:.0f} s: p50 {o['p50_ms']} ms, p99 {o['p99_ms']} ms, {o['shed']} shed, "
+              f"{o['unanswered']} unanswered (target: p99 <= {o['deadline_ms'] + 100} ms, 0 unanswered)."]
+    path.write_text(text + "\n".join(lines) + "\n")
+
+
+def main() -> None:
+    args = parse_args()
+    from streams.client import PrefstreamClient
+    from streams.kafka_config import create_topics
+
+    events, _, _ = workload(args.events, args.seed, args.pool)
+    stack = PrivateStack("overload")
+    children, collector = [], None
+    res = {"command": command_line(), "machine": machine_facts()}
+    try:
+        s = stack.settings(kafka_partitions=8, router_workers=0, route_deadline_ms=args.deadline_ms)
+        create_topics(s)
+        publish_fixed_model(s.model_dir)
+        logdir = stack.dir / "logs"
+        children = [Child("ingest", ["ingest"], s, logdir), Child("router", ["router", "--workers", "0"], s, logdir)]
+        client = PrefstreamClient(s)
+        for e in llm_events():
+            client.publish(e)
+        traffic = Traffic(s, client, random.Random(args.seed), events)
+        traffic.publisher(events, rate=2000.0)
+        for c in children:
+            c.start()
+        collector = ReplyCollector(s)
+        collector.start()
+        print("warm-up", run_rate(traffic, collector, 5.0, 20.0, "warm-", args.deadline_ms)["reply_kinds"], flush=True)
+        load0 = list(os.getloadavg())
+        cap, steps = capacity(traffic, collector, [float(r) for r in args.rates.split(",")], args.step_s,
+                              args.deadline_ms)
+        rate = max(args.factor * cap, float(args.rates.split(",")[0]))
+        print(f"capacity {cap} req/s; overload at {rate} req/s for {args.overload_s} s", flush=True)
+        run = run_rate(traffic, collector, rate, args.overload_s, "over-", args.deadline_ms)
+        res["overload"] = {"command": res["command"], "rate": rate, "capacity_rate": cap,
+                           "deadline_ms": args.deadline_ms, "p50_ms": run["latency_p50_ms"],
+                           "p99_ms": run["latency_p99_ms"], "shed": run["reply_kinds"].get("shed", 0),
+                           "unanswered": run["unanswered"], "run": run, "capacity_steps": steps,
+                           "loadavg_before": load0, "loadavg_after": list(os.getloadavg())}
+        client.close()
+    finally:
+        if collector is not None:
+            collector.stop()
+        for c in children:
+            c.stop()
+        stack.stop()
+    path = RESULTS / "reliability.json"
+    merged = __import__("json").loads(path.read_text()) if path.exists() else {}
+    merged["overload"] = res["overload"] | {"machine": res["machine"]}
+    write_json(path, merged)
+    write_md(res)
+    print(f"overload: {res['overload']['p50_ms']} / {res['overload']['p99_ms']} ms p50/p99, "
+          f"{res['overload']['shed']} shed, {res['overload']['unanswered']} unanswered")
+
+
+if __name__ == "__main__":
+    main()
