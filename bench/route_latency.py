@@ -87,10 +87,10 @@ def serve_router(stats_path: str, hot_path: str | None) -> None:
     wrapped_scorer = [None]
     decide = engine.decide
 
-    def decide_with_scorer_timed(requests):  # a new model version gets its score_batch timed too
+    def decide_with_scorer_timed(requests):  # a new model version gets its decide_batch timed too
         sc = engine.models.scorer
         if sc is not None and wrapped_scorer[0] is not sc:
-            timed(sc, "score_batch", "score_ms")
+            timed(sc, "decide_batch", "score_ms")
             wrapped_scorer[0] = sc
         return decide(requests)
 
@@ -576,6 +576,8 @@ def main() -> None:
     ap.add_argument("--no-echo", action="store_true")
     ap.add_argument("--router-threads", type=int, help="PREFSTREAM_ROUTER_THREADS of the router (encoder and scorer "
                     "threads; default: the setting's default)")
+    ap.add_argument("--encoder-threads", type=int, help="PREFSTREAM_ROUTER_ENCODER_THREADS of the router (texts its "
+                    "ONNX encoder runs at once; default: the setting's default)")
     ap.add_argument("--omp-threads", help="OMP_NUM_THREADS for the router process (default: not set, torch uses all cores)")
     a = ap.parse_args()
     global OMP_THREADS
@@ -599,13 +601,16 @@ def main() -> None:
         shared = {"graph_name": base.graph_name, "model_dir": base.model_dir}
         print(f"preloaded {pre}; model {version}; logs in {logdir}", flush=True)
         qs = Queries(texts, users, a.hot, a.repeat_frac)
-        setup = {"omp_threads": a.omp_threads, "router_threads": a.router_threads or base.router_threads, "rates": a.rates, "duration_s": a.duration, "preload": pre, "model_version": version, "users": a.users, "history": a.history, "hot": a.hot,
+        setup = {"omp_threads": a.omp_threads, "router_threads": a.router_threads or base.router_threads,
+                 "router_encoder_threads": a.encoder_threads or base.router_encoder_threads, "rates": a.rates, "duration_s": a.duration, "preload": pre, "model_version": version, "users": a.users, "history": a.history, "hot": a.hot,
                  "repeat_frac": a.repeat_frac, "partitions": base.kafka_partitions,
                  "queries": "real queries of ../shared/data/llmrouter; repeat-frac from a hot pool of --hot texts "
                             "(warmed once per router), the rest never sent before in the run (encoder misses)"}
         if a.only in ("main", "all"):
             rates = [float(x) for x in a.rates.split(",")]
             threads = {"router_threads": a.router_threads} if a.router_threads else {}
+            if a.encoder_threads:
+                threads["router_encoder_threads"] = a.encoder_threads
             res[a.key] = run_config(stack, "default", threads, shared, rates, a.duration, qs, not a.no_echo, a.idle,
                                     logdir)
             res["commands"][a.key] = command_line()

@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     router_num_cpus: float = Field(1.0, ge=0.0)
     router_num_gpus: float = Field(0.0, ge=0.0)
     router_threads: int = Field(1, ge=1, le=64, description="torch threads per router worker")
+    router_encoder_threads: int = Field(1, ge=1, le=64, description="texts a router worker's ONNX encoder runs "
+                                        "at once (each run single-threaded)")
     trainer_every_minutes: float = Field(15.0, gt=0, description="periodic trainer: at most this long between cycles")
     trainer_after_feedback: int = Field(1000, ge=1, description="...or sooner, after this many new feedback events")
     trainer_count_after_feedback: int = Field(50, ge=1, description="between cycles, recount the count-based "

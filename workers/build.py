@@ -11,8 +11,9 @@ from prefstream.config import Settings
 def build_engine(s: Settings, threads: int | None = None):
     """The decision engine on the configured graph store, encoder and model registry.
 
-    The encoder and torch (once a trained model serves) get ``router_threads`` threads (default 1): on a small
-    shared machine more threads thrash. Torch is not imported while the count-based scorer serves.
+    Torch (once a trained model serves; and the encoder on the torch backend) gets ``router_threads`` threads
+    (default 1): on a small shared machine more threads thrash. The ONNX encoder runs ``router_encoder_threads``
+    texts at once. Torch is not imported while the count-based scorer serves.
     The graph store's schema is ensured here, once per router."""
     from graphstore import open_store
     from prefstream.encoder import TextEncoder
@@ -26,7 +27,7 @@ def build_engine(s: Settings, threads: int | None = None):
     except Exception as exc:  # the graph down at start must not stop the router: it answers flagged fallback
         logging.getLogger(__name__).warning("graph store unreachable at start (%s)", exc)
     threads = threads or s.router_threads
-    encoder = TextEncoder.from_settings(s, threads)
+    encoder = TextEncoder.from_settings(s, s.router_encoder_threads if s.encoder_backend == "onnx" else threads)
     if encoder.backend == "torch":
         import torch
 
