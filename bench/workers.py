@@ -371,7 +371,7 @@ def kafka_runs(stack, s, queries: Queries, hot_emb: np.ndarray, workers: list[in
                                     router_group=f"bench-router-w{n}b{b}-{os.getpid()}")
                 create_topics(sc)
                 t = time.monotonic()
-                actors.extend(remote.remote(sc, i) for i in range(n))
+                actors.extend(remote.remote(sc, i, n) for i in range(n))
                 ray.get([a.warm.remote(queries.hot, hot_emb) for a in actors], timeout=300)
                 startup = round(time.monotonic() - t, 1)
                 pids = {f"worker{i}": ray.get(a.pid.remote()) for i, a in enumerate(actors)}

@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     ingest_batch_size: int = Field(256, ge=1, le=10_000)
     ingest_batch_wait_s: float = Field(0.05, ge=0.0, le=10.0)
     router_group: str = Field("prefstream-router", description="Kafka consumer group of the router workers")
+    # static: worker i of n reads the partitions p with p % n == i (assign(), offsets still committed to the
+    # group): no rebalance, so no stall. The local broker's rebalances with two or more members loop for tens of
+    # seconds and leave partitions unread meanwhile (README "How it works", Routing). group: Kafka's group protocol.
+    router_assignment: Literal["static", "group"] = Field("static", description="how router workers share "
+                                                          "the partitions of route.requests")
     router_workers: int = Field(1, ge=0, le=1024, description="Ray router actors (0: in-process loop)")
     router_num_cpus: float = Field(1.0, ge=0.0)
     router_num_gpus: float = Field(0.0, ge=0.0)

@@ -62,6 +62,24 @@ def next_offsets(records) -> dict:
     return {tp: OffsetAndMetadata(hi + 1, None, -1) for tp, (_, hi) in offset_spans(records).items()}
 
 
+def static_share(consumer, topic: str, index: int, count: int, stop: threading.Event | None = None) -> list:
+    """The partitions of ``topic`` that worker ``index`` of ``count`` reads: p % count == index (waits for the
+    topic to exist). Offsets are still committed to the group, so a restarted worker resumes where it was."""
+    from kafka import TopicPartition
+
+    if not 0 <= index < count:
+        raise ValueError(f"worker index {index} is not in [0, {count})")
+    parts = consumer.partitions_for_topic(topic)
+    while not parts and not (stop is not None and stop.is_set()):
+        time.sleep(0.2)
+        parts = consumer.partitions_for_topic(topic)
+    mine = [TopicPartition(topic, p) for p in sorted(parts or []) if p % count == index]
+    if parts and not mine:
+        log.warning("router %d of %d has no partition of %s (%d partitions): it stays idle", index, count, topic,
+                    len(parts))
+    return mine
+
+
 def reply_kind(d: RouteDecision) -> str:
     return "error" if d.error else "shed" if d.shed else "fallback" if d.fallback else "decision"
 
@@ -93,10 +111,12 @@ def _log_failed_commit(_offsets, result) -> None:
 
 class RouteLoop:
     def __init__(self, s: Settings, decider: Decider, client_id: str = "router",
-                 on_batch: Callable[[int, float], None] | None = None):
+                 on_batch: Callable[[int, float], None] | None = None, member: tuple[int, int] = (0, 1)):
         """``on_batch(records, handle_ms)`` is called after each micro-batch is decided and its replies sent
-        (a hook for benchmarks and metrics; it runs on the loop's thread, so it must be quick)."""
+        (a hook for benchmarks and metrics; it runs on the loop's thread, so it must be quick). ``member``:
+        (index, count) of this loop among the router workers, for ``router_assignment=static``."""
         self.s = s
+        self.member = member
         self.decider = decider
         self.on_batch = on_batch
         self.group_id = s.router_group
@@ -111,11 +131,10 @@ class RouteLoop:
         self._audit_slots = threading.BoundedSemaphore(MAX_AUDIT_BACKLOG)
 
     def run(self, ready: threading.Event | None = None) -> None:
-        from kafka import KafkaConsumer, KafkaProducer
+        from kafka import KafkaProducer
 
         s = self.s
-        consumer = KafkaConsumer(s.topics.requests, client_id=self.client_id,
-                                 **consumer_kwargs(s, self.group_id, max_poll_records=s.route_batch_size))
+        consumer = self._consumer()
         producer = KafkaProducer(client_id=self.client_id, **producer_kwargs(s, linger_ms=s.route_reply_linger_ms))
         if ready is not None:
             ready.set()
@@ -150,6 +169,18 @@ class RouteLoop:
                 self._audit.shutdown(wait=True)
                 consumer.close()
                 producer.close()
+
+    def _consumer(self):
+        """The requests consumer: its static share of the partitions, or a member of the group protocol."""
+        from kafka import KafkaConsumer
+
+        s = self.s
+        kw = consumer_kwargs(s, self.group_id, max_poll_records=s.route_batch_size)
+        if s.router_assignment == "group":
+            return KafkaConsumer(s.topics.requests, client_id=self.client_id, **kw)
+        consumer = KafkaConsumer(client_id=self.client_id, **kw)
+        consumer.assign(static_share(consumer, s.topics.requests, *self.member, self.stop_event))
+        return consumer
 
     def measured(self, n: int, handle_ms: float, alpha: float = 0.2) -> None:
         """Take one micro-batch's time into the per-request estimate (not the first WARM_UP_BATCHES: they load

@@ -1,9 +1,10 @@
 """Router workers as Ray actors.
 
-Each actor runs the same RouteLoop as the in-process router and joins one Kafka consumer group, so
-partitions of ``route.requests`` are the unit of scale: add workers (or nodes in deploy/ray/cluster.yaml)
-and the group spreads partitions over them. Ray restarts a dead actor; meanwhile the group hands its
-partitions, with their uncommitted requests, to the survivors, so every request is still answered.
+Each actor runs the same RouteLoop as the in-process router; partitions of ``route.requests`` are the unit of
+scale. By default (``router_assignment=static``) actor i of n reads the partitions p with p % n == i and commits
+to the group: no rebalance. Ray restarts a dead actor with the same index, which resumes from the committed
+offsets, so every request is still answered (after the restart). With ``router_assignment=group`` Kafka's group
+protocol spreads the partitions instead and hands a dead actor's to the survivors.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 class RouterWorker:
     """One router: engine (graph reads, encoder, hot-swapped scorer) + Kafka loop, in a thread."""
 
-    def __init__(self, s: Settings, index: int):
+    def __init__(self, s: Settings, index: int, count: int = 1):
         from streams.route_loop import RouteLoop
         from workers.build import build_engine
 
@@ -30,7 +31,7 @@ class RouterWorker:
         self.index = index
         self.metrics_port = serve_metrics(metrics_port_for(s.metrics_port, "router", index))
         self.engine = build_engine(s)
-        self.loop = RouteLoop(s, self.engine, client_id=f"router-{index}")
+        self.loop = RouteLoop(s, self.engine, client_id=f"router-{index}", member=(index, count))
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self.loop.run, args=(self._ready,), daemon=True, name="route-loop")
         self._thread.start()
@@ -56,7 +57,7 @@ def start_workers(s: Settings, n: int) -> list:
     ray = init_ray(s.ray_address)
     remote = ray.remote(RouterWorker).options(num_cpus=s.router_num_cpus, num_gpus=s.router_num_gpus,
                                               max_restarts=-1, max_task_retries=-1)
-    actors = [remote.remote(s, i) for i in range(n)]
+    actors = [remote.remote(s, i, n) for i in range(n)]
     ray.get([a.status.remote() for a in actors], timeout=300)
     return actors
 
