@@ -96,14 +96,51 @@ def eval_auc(backend: str, steps: int, seed: int) -> dict:
             "pairs": r["gmtrouter"]["pairs"], "seconds": round(time.perf_counter() - t, 1)}
 
 
+def seq_lengths(texts: list[str], lengths: list[int], steps: int, seed: int, previous: dict | None = None) -> dict:
+    """The ONNX encoder at each max sequence length: texts/s (one thread, batch 1) and eval AUC (taken from
+    ``previous`` rows when given: a speed-only re-run); picks the shortest within 0.005 AUC of the longest."""
+    from prefstream.encoder import TextEncoder
+
+    rows = {}
+    for n in lengths:
+        enc = TextEncoder(backend="onnx", cache_size=0, max_seq_length=n)
+        r, _ = rate(enc, texts, 1)
+        os.environ["PREFSTREAM_ENCODER_MAX_SEQ_LENGTH"] = str(n)
+        quality = {k: v for k, v in previous[str(n)].items() if k != "texts_per_s"} if previous \
+            else eval_auc("onnx", steps, seed)
+        rows[n] = {"texts_per_s": round(r, 1), **quality}
+        print(f"max_seq_length {n}: {rows[n]}", flush=True)
+    os.environ.pop("PREFSTREAM_ENCODER_MAX_SEQ_LENGTH", None)
+    best = max(lengths)
+    chosen = min(n for n in lengths if rows[n]["auc"] >= rows[best]["auc"] - 0.005)
+    return {"by_length": rows, "chosen": chosen, "rule": "shortest length within 0.005 eval AUC of the longest"}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--texts", type=int, default=300, help="distinct questions timed")
     ap.add_argument("--no-eval", action="store_true", help="speed and agreement only")
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seq-lengths", help="only: the ONNX encoder at these max sequence lengths (e.g. 128,256): "
+                    "speed and eval AUC, added to encoder.json as max_seq_length")
     args = ap.parse_args()
     clean_env()
+    if args.seq_lengths:
+        import torch
+
+        torch.set_num_threads(2)
+        path = RESULTS / "encoder.json"
+        res = json.loads(path.read_text()) if path.exists() else {}
+        load0 = os.getloadavg()
+        previous = res.get("max_seq_length", {}).get("by_length") if args.no_eval else None
+        res["max_seq_length"] = seq_lengths(questions(args.texts), [int(x) for x in args.seq_lengths.split(",")],
+                                            args.steps, args.seed, previous)
+        res["max_seq_length"].update(command=command_line(), load_before=list(load0), load_after=list(os.getloadavg()))
+        write_json(path, res)
+        (RESULTS / "encoder.md").write_text(markdown(res))
+        print(markdown(res))
+        return 0
     load0 = os.getloadavg()
     res = {"command": command_line(), "machine": machine_facts(), **speed(questions(args.texts))}
     if not args.no_eval:
@@ -135,6 +172,13 @@ def markdown(r: dict) -> str:
         for b, e in r["eval"].items():
             L.append(f"| {b} | {e['auc']} | {e['accuracy']} | {e['per_user_count_accuracy']} | {e['pairs']} | {e['seconds']} |")
         L.append(f"\nAUC change with ONNX: {r['eval_auc'] - r['baseline_eval_auc']:+.4f} (target: loss ≤ 0.005).")
+    if "max_seq_length" in r:
+        m = r["max_seq_length"]
+        L += ["", f"## Max sequence length (ONNX; `{m['command']}`; load {m['load_before'][0]:.2f} before, "
+              f"{m['load_after'][0]:.2f} after)", "", "| tokens | texts/s (1 thread, batch 1) | GMTRouter AUC | accuracy |",
+              "|---|---|---|---|"]
+        L += [f"| {n} | {row['texts_per_s']} | {row['auc']} | {row['accuracy']} |" for n, row in m["by_length"].items()]
+        L.append(f"\nChosen: **{m['chosen']}** ({m['rule']}).")
     return "\n".join(L) + "\n"
 
 

@@ -64,17 +64,12 @@ class UpstreamCatalog:
     def _follow(self) -> None:
         from kafka import KafkaConsumer, TopicPartition
 
-        from streams.kafka_config import consumer_kwargs
+        from streams.kafka_config import consumer_kwargs, topic_partitions
 
         consumer = KafkaConsumer(**consumer_kwargs(self.s, group_id=None))
         try:
             topic = self.s.topics.catalog
-            parts = None
-            while parts is None and not self._stop.is_set():
-                parts = consumer.partitions_for_topic(topic)
-                if parts is None:
-                    time.sleep(0.5)
-            tps = [TopicPartition(topic, p) for p in sorted(parts or [])]
+            tps = [TopicPartition(topic, p) for p in topic_partitions(consumer, topic, self._stop, 0.5)]
             consumer.assign(tps)
             consumer.seek_to_beginning(*tps)
             last = time.monotonic()

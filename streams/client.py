@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 import uuid
 from concurrent.futures import Future
 from typing import Any
@@ -23,7 +22,7 @@ from prefstream.events import (
     ChatTurn, Event, Feedback, InvalidEvent, LLMRegistered, Pairwise, RouteDecision, RouteRequest, Score, Thumbs,
     now_ms, parse_event,
 )
-from streams.kafka_config import consumer_kwargs, producer_kwargs
+from streams.kafka_config import consumer_kwargs, producer_kwargs, topic_partitions
 
 
 def new_id(prefix: str) -> str:
@@ -164,12 +163,7 @@ class PrefstreamClient:
 
         consumer = KafkaConsumer(**consumer_kwargs(self.s, group_id=None))
         topic = self.s.topics.decisions
-        parts = None
-        while parts is None and not self._closed.is_set():
-            parts = consumer.partitions_for_topic(topic)
-            if parts is None:
-                time.sleep(0.1)
-        tps = [TopicPartition(topic, p) for p in sorted(parts or [])]
+        tps = [TopicPartition(topic, p) for p in topic_partitions(consumer, topic, self._closed, 0.1)]
         consumer.assign(tps)
         # Only replies to requests sent from now on matter. The local broker's end offsets can lag (they
         # re-read old replies, which the request-id match ignores), so this never skips a new reply.

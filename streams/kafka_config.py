@@ -44,6 +44,18 @@ def consumer_kwargs(s: Settings, group_id: str | None, **extra: Any) -> dict[str
     }
 
 
+def topic_partitions(consumer, topic: str, stop=None, interval_s: float = 0.2) -> list[int]:
+    """The partition ids of ``topic``, waiting until the broker knows the topic (or ``stop``, an Event, is set:
+    then [] if still unknown)."""
+    import time
+
+    parts = consumer.partitions_for_topic(topic)
+    while parts is None and not (stop is not None and stop.is_set()):
+        time.sleep(interval_s)
+        parts = consumer.partitions_for_topic(topic)
+    return sorted(parts or [])
+
+
 def topic_configs(s: Settings) -> dict[str, dict[str, str]]:
     """The topic configs prefstream creates each topic with: retention bounds what a broker keeps of the
     short-lived topics. (The local Tansu broker accepts these but, on memory storage, enforces none: README.)"""

