@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from bench.common import RESULTS, ROOT, clean_env, command_line, machine_facts, write_json  # noqa: E402
+from prefstream.config import Settings  # noqa: E402
 
 DATA = ROOT / "var" / "bench" / "default"
 
@@ -96,9 +97,11 @@ def eval_auc(backend: str, steps: int, seed: int) -> dict:
             "pairs": r["gmtrouter"]["pairs"], "seconds": round(time.perf_counter() - t, 1)}
 
 
-def seq_lengths(texts: list[str], lengths: list[int], steps: int, seed: int, previous: dict | None = None) -> dict:
+def seq_lengths(texts: list[str], lengths: list[int], steps: int, seed: int, previous: dict | None = None,
+                known: dict | None = None) -> dict:
     """The ONNX encoder at each max sequence length: texts/s (one thread, batch 1) and eval AUC (taken from
-    ``previous`` rows when given: a speed-only re-run); picks the shortest within 0.005 AUC of the longest."""
+    ``previous`` rows when given: a speed-only re-run; ``known``: lengths whose eval is already in encoder.json,
+    same steps and seed); picks the shortest within 0.005 AUC of the longest."""
     from prefstream.encoder import TextEncoder
 
     rows = {}
@@ -106,7 +109,8 @@ def seq_lengths(texts: list[str], lengths: list[int], steps: int, seed: int, pre
         enc = TextEncoder(backend="onnx", cache_size=0, max_seq_length=n)
         r, _ = rate(enc, texts, 1)
         os.environ["PREFSTREAM_ENCODER_MAX_SEQ_LENGTH"] = str(n)
-        quality = {k: v for k, v in previous[str(n)].items() if k != "texts_per_s"} if previous \
+        source = previous or known or {}
+        quality = {k: v for k, v in source[str(n)].items() if k != "texts_per_s"} if str(n) in source \
             else eval_auc("onnx", steps, seed)
         rows[n] = {"texts_per_s": round(r, 1), **quality}
         print(f"max_seq_length {n}: {rows[n]}", flush=True)
@@ -134,8 +138,12 @@ def main() -> int:
         res = json.loads(path.read_text()) if path.exists() else {}
         load0 = os.getloadavg()
         previous = res.get("max_seq_length", {}).get("by_length") if args.no_eval else None
+        if previous is None and "eval" in res and "onnx" in res["eval"]:  # the default length was evaluated already
+            previous_default = {str(Settings().encoder_max_seq_length): res["eval"]["onnx"]}
+        else:
+            previous_default = {}
         res["max_seq_length"] = seq_lengths(questions(args.texts), [int(x) for x in args.seq_lengths.split(",")],
-                                            args.steps, args.seed, previous)
+                                            args.steps, args.seed, previous, previous_default)
         res["max_seq_length"].update(command=command_line(), load_before=list(load0), load_after=list(os.getloadavg()))
         write_json(path, res)
         (RESULTS / "encoder.md").write_text(markdown(res))

@@ -59,11 +59,10 @@ def _partitions(consumer, topic: str) -> list:
 
 def _lag(admin, consumer, group: str) -> int | None:
     """Records the group has not committed yet, over the partitions it has committed on (None: no commits)."""
-    committed = admin.list_group_offsets(group).get(group, {})
-    if not committed:
-        return None
-    ends = consumer.end_offsets(list(committed))
-    return int(sum(max(0, ends.get(tp, 0) - om.offset) for tp, om in committed.items() if om.offset >= 0))
+    from streams.kafka_config import group_lag
+
+    lag = group_lag(admin, consumer, group)
+    return None if lag is None else int(sum(lag.values()))
 
 
 def _dead_letters_last_hour(consumer, topic: str) -> int:

@@ -145,7 +145,12 @@ def run_worker(s: Settings, loglevel: str = "warning", ready_name: str | None = 
     from prefstream.ready import ready_callback
     from streams.ingest import build_ingestor
 
-    serve_metrics(metrics_port_for(s.metrics_port, "ingest"))
+    if serve_metrics(metrics_port_for(s.metrics_port, "ingest")):
+        from streams.kafka_config import report_group_lag
+
+        lag = metrics().consumer_lag
+        threading.Thread(target=report_group_lag, name="lag", daemon=True,
+                         args=(s, group, lambda topic, n: lag.labels(group, topic).set(n), threading.Event())).start()
 
     app = create_app(s, lambda: build_ingestor(s), app_id=group, on_ready=ready_callback(s, ready_name))
     faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()

@@ -56,6 +56,36 @@ def topic_partitions(consumer, topic: str, stop=None, interval_s: float = 0.2) -
     return sorted(parts or [])
 
 
+def group_lag(admin, consumer, group: str) -> dict[str, int] | None:
+    """{topic: records the group has not committed yet} over the partitions it has committed on (None: no commits).
+    The local broker's end offsets can lag behind (infra.md), so this is a lower bound there."""
+    committed = admin.list_group_offsets(group).get(group, {})
+    if not committed:
+        return None
+    ends = consumer.end_offsets(list(committed))
+    out: dict[str, int] = {}
+    for tp, om in committed.items():
+        if om.offset >= 0:
+            out[tp.topic] = out.get(tp.topic, 0) + max(0, ends.get(tp, 0) - om.offset)
+    return out
+
+
+def report_group_lag(s: Settings, group: str, set_lag, stop, every_s: float = 15.0) -> None:
+    """Until ``stop`` (an Event) is set: every ``every_s``, ``set_lag(topic, records)`` for each topic the group
+    commits on (a metrics thread; failures are skipped, never raised)."""
+    from kafka import KafkaAdminClient, KafkaConsumer
+
+    admin = consumer = None
+    while not stop.wait(every_s):
+        try:
+            admin = admin or KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, **security_kwargs(s))
+            consumer = consumer or KafkaConsumer(**consumer_kwargs(s, group_id=None))
+            for topic, lag in (group_lag(admin, consumer, group) or {}).items():
+                set_lag(topic, lag)
+        except Exception:  # the broker away for a while: try again at the next tick
+            continue
+
+
 def topic_configs(s: Settings) -> dict[str, dict[str, str]]:
     """The topic configs prefstream creates each topic with: retention bounds what a broker keeps of the
     short-lived topics. (The local Tansu broker accepts these but, on memory storage, enforces none: README.)"""
