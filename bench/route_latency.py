@@ -47,7 +47,7 @@ os.chdir(ROOT)
 
 
 # ------------------------------------------------------------------------------------------------ servers
-def serve_router(stats_path: str, hot_path: str | None) -> None:
+def serve_router(stats_path: str, hot_path: str | None, member: tuple[int, int] = (0, 1)) -> None:
     """Child process: RouteLoop(build_engine) until SIGTERM; per-batch timings go to stats_path.
 
     The hot query pool's embeddings are put into the engine's encoder cache from the project's embedding
@@ -100,7 +100,7 @@ def serve_router(stats_path: str, hot_path: str | None) -> None:
         rows.append({**cur, "t": time.time(), "n": n, "handle_ms": handle_ms})
         cur.clear()
 
-    loop = RouteLoop(s, engine, on_batch=batch_done)
+    loop = RouteLoop(s, engine, on_batch=batch_done, member=member)
     signal.signal(signal.SIGTERM, lambda *_: loop.stop())
     ready = threading.Event()
     th = threading.Thread(target=loop.run, args=(ready,), daemon=True)
@@ -259,6 +259,7 @@ class Queries:
 
 # ------------------------------------------------------------------------------------------------ orchestration
 OMP_THREADS: str | None = None  # --omp-threads: OMP_NUM_THREADS for the router / echo processes
+ROUTERS = 1  # --routers: router processes, worker i of n reading its static share of the partitions
 
 
 def start_child(args: list[str], s, log: Path) -> subprocess.Popen:
@@ -326,13 +327,16 @@ def router_window(batches: list[dict], t0: float, t1: float) -> dict:
     return out
 
 
-def start_router(s, name: str, queries: Queries, logdir: Path) -> tuple[subprocess.Popen, str, float]:
-    """Write the hot query pool and start the router child; returns (process, stats path, start time)."""
+def start_router(s, name: str, queries: Queries, logdir: Path, member: tuple[int, int] = (0, 1)
+                 ) -> tuple[subprocess.Popen, str, float]:
+    """Write the hot query pool and start router child ``member`` (index, count); returns (process, stats path,
+    start time)."""
     stats = str(logdir / f"router-{name}-{uuid.uuid4().hex[:6]}.json")
     t_start = time.monotonic()
     hot_file = logdir / "hot.json"
     hot_file.write_text(json.dumps(queries.hot))
-    router = start_child(["--serve", "router", "--stats", stats, "--hot-file", str(hot_file)], s, logdir / f"router-{name}.log")
+    router = start_child(["--serve", "router", "--stats", stats, "--hot-file", str(hot_file),
+                          "--member", str(member[0]), str(member[1])], s, logdir / f"router-{name}-{member[0]}.log")
     return router, stats, t_start
 
 
@@ -390,12 +394,14 @@ def route_rate(c, s, name: str, overrides: dict, rate: float, duration: float, q
     return row
 
 
-def attach_router_stats(rows: list[dict], stats: str) -> None:
-    """Replace each row's "_window" by the router's per-batch timings in that window (in place)."""
-    try:
-        batches = json.loads(Path(stats).read_text())["batches"]
-    except Exception:
-        batches = []
+def attach_router_stats(rows: list[dict], stats: list[str]) -> None:
+    """Replace each row's "_window" by the routers' per-batch timings in that window (in place)."""
+    batches = []
+    for path in stats:
+        try:
+            batches += json.loads(Path(path).read_text())["batches"]
+        except Exception:
+            pass
     for r in rows:
         r["router"] = router_window(batches, *r.pop("_window"))
 
@@ -452,22 +458,31 @@ def run_config(stack, name: str, overrides: dict, shared: dict, rates: list[floa
     s = stack.settings(graph_name=shared["graph_name"], model_dir=shared["model_dir"], **overrides)
     create_topics(s)
     rows: list[dict] = []
-    router, stats, t_start = start_router(s, name, queries, logdir)
+    routers = [start_router(s, name, queries, logdir, (i, ROUTERS)) for i in range(ROUTERS)]
+    t_start = routers[0][2]
     try:
-        wait_router_ready(router, stats, name, logdir)
+        for router, stats, _ in routers:
+            wait_router_ready(router, stats, name, logdir)
         with PrefstreamClient(s) as c:
             warm_up(c, queries)
             startup_s = time.monotonic() - t_start
-            pids = {"broker": stack.broker.pid, "graph": stack.graph.pid, "router": router.pid, "client": os.getpid()}
+            pids = {"broker": stack.broker.pid, "graph": stack.graph.pid, "client": os.getpid(),
+                    **{("router" if ROUTERS == 1 else f"router{i}"): r.pid for i, (r, _, _) in enumerate(routers)}}
             idle = measure_idle(pids, idle_s)
             for rate in rates:
                 rows.append(route_rate(c, s, name, overrides, rate, duration, queries, pids, idle, startup_s))
     finally:
-        end_child(router)
-    attach_router_stats(rows, stats)
+        for router, _, _ in routers:
+            end_child(router)
+    attach_router_stats(rows, [stats for _, stats, _ in routers])
     if echo:
         run_echo(stack, s, name, rows, rates, duration, idle_s, logdir)
     return rows
+
+
+def router_cores(cores: dict) -> float:
+    """Cores of every router process together."""
+    return round(sum(v for k, v in cores.items() if k.startswith("router")), 3)
 
 
 def write_md(res: dict) -> None:
@@ -481,7 +496,7 @@ def write_md(res: dict) -> None:
               "| broker cores | router cores | router batch mean | decide p50 ms | load1 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in res[key]:
             L.append(f"| {r['rate']:g} | {r['p50_ms']} | {r['p99_ms']} | {r.get('echo_p50_ms')} | {r.get('echo_p99_ms')} "
-                     f"| {r['answered']}/{r['sent']} | {r['cores'].get('broker')} | {r['cores'].get('router')} "
+                     f"| {r['answered']}/{r['sent']} | {r['cores'].get('broker')} | {router_cores(r['cores'])} "
                      f"| {r.get('router', {}).get('batch_size_mean')} | {r.get('engine_decide_ms_p50')} | {r['loadavg'][0]:.2f} |")
         L += ["", "Router time per micro-batch (p50 / p99 ms, over the run's batches):", "",
               "| rate /s | handle | decide | subgraph read | encode | encode (batches w/ new text) | score | record | flush |",
@@ -499,10 +514,31 @@ def write_md(res: dict) -> None:
             L.append(f"| {r['config']} | {r.get('kafka_fetch_wait_ms')} | {r.get('route_batch_size', 64)} "
                      f"| {r.get('route_batch_wait_ms', 2.0)} | {r['rate']:g} | {r['p50_ms']} | {r['p99_ms']} "
                      f"| {r['answered']}/{r['sent']} | {r.get('echo_p50_ms', '-')} | {r.get('echo_p99_ms', '-')} "
-                     f"| {r['cores'].get('broker')} | {r['idle_cores'].get('broker')} | {r['cores'].get('router')} "
+                     f"| {r['cores'].get('broker')} | {r['idle_cores'].get('broker')} | {router_cores(r['cores'])} "
                      f"| {r.get('router', {}).get('batch_size_mean')} | {r['loadavg'][0]:.2f} |")
+    L += new_text_md(res)
     L += ["", res.get("notes", "")]
     (RESULTS / "route_latency.md").write_text("\n".join(L) + "\n")
+
+
+def new_text_md(res: dict) -> list[str]:
+    """Every-query-new runs (keys new_text*): latency against the broker echo of the same run (issue 16)."""
+    L = []
+    for key in sorted(k for k in res if k.startswith("new_text") and isinstance(res[k], list)):
+        st = res.get(f"setup_{key}") or {}
+        L += ["", f"## Every query new ({key}): {st.get('routers', 1)} router(s), encoder threads "
+              f"{st.get('router_encoder_threads', 1)}, max sequence length {st.get('encoder_max_seq_length', 256)}, "
+              f"{st.get('duration_s')} s per rate", f"`{res['commands'].get(key)}`", "",
+              "| rate /s | p50 ms | p99 ms | echo p50 ms | p50 / echo p50 | answered/sent | router cores | batch mean "
+              "| decide p50 | encode p50 | score p50 | load1 |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in res[key]:
+            rt = r.get("router") or {}
+            p50 = lambda k: rt[k]["p50"] if k in rt else "-"  # noqa: E731
+            ratio = round(r["p50_ms"] / r["echo_p50_ms"], 2) if r.get("echo_p50_ms") else "-"
+            L.append(f"| {r['rate']:g} | {r['p50_ms']} | {r['p99_ms']} | {r.get('echo_p50_ms')} | {ratio} "
+                     f"| {r['answered']}/{r['sent']} | {router_cores(r['cores'])} | {rt.get('batch_size_mean')} "
+                     f"| {p50('decide_ms')} | {p50('encode_ms')} | {p50('score_ms')} | {r['loadavg'][0]:.2f} |")
+    return L
 
 
 def plot(res: dict) -> None:
@@ -576,14 +612,17 @@ def main() -> None:
     ap.add_argument("--no-echo", action="store_true")
     ap.add_argument("--router-threads", type=int, help="PREFSTREAM_ROUTER_THREADS of the router (encoder and scorer "
                     "threads; default: the setting's default)")
+    ap.add_argument("--routers", type=int, default=1, help="router processes (worker i of n reads partitions "
+                    "p %% n == i, as Ray router workers do)")
+    ap.add_argument("--member", nargs=2, type=int, help=argparse.SUPPRESS)
     ap.add_argument("--encoder-threads", type=int, help="PREFSTREAM_ROUTER_ENCODER_THREADS of the router (texts its "
                     "ONNX encoder runs at once; default: the setting's default)")
     ap.add_argument("--omp-threads", help="OMP_NUM_THREADS for the router process (default: not set, torch uses all cores)")
     a = ap.parse_args()
-    global OMP_THREADS
-    OMP_THREADS = a.omp_threads
+    global OMP_THREADS, ROUTERS
+    OMP_THREADS, ROUTERS = a.omp_threads, a.routers
     if a.serve == "router":
-        return serve_router(a.stats, a.hot_file)
+        return serve_router(a.stats, a.hot_file, tuple(a.member) if a.member else (0, 1))
     if a.serve == "echo":
         return serve_echo(*a.echo_topics)
 
@@ -602,7 +641,8 @@ def main() -> None:
         print(f"preloaded {pre}; model {version}; logs in {logdir}", flush=True)
         qs = Queries(texts, users, a.hot, a.repeat_frac)
         setup = {"omp_threads": a.omp_threads, "router_threads": a.router_threads or base.router_threads,
-                 "router_encoder_threads": a.encoder_threads or base.router_encoder_threads, "rates": a.rates, "duration_s": a.duration, "preload": pre, "model_version": version, "users": a.users, "history": a.history, "hot": a.hot,
+                 "router_encoder_threads": a.encoder_threads or base.router_encoder_threads, "routers": a.routers,
+                 "encoder_max_seq_length": base.encoder_max_seq_length, "rates": a.rates, "duration_s": a.duration, "preload": pre, "model_version": version, "users": a.users, "history": a.history, "hot": a.hot,
                  "repeat_frac": a.repeat_frac, "partitions": base.kafka_partitions,
                  "queries": "real queries of ../shared/data/llmrouter; repeat-frac from a hot pool of --hot texts "
                             "(warmed once per router), the rest never sent before in the run (encoder misses)"}

@@ -26,25 +26,22 @@ TOP_TURNS = 5
 
 
 @torch.no_grad()
-def pushes(model: GMTRouter, b: GraphBatch) -> tuple[np.ndarray, dict[int, dict[int, float]]]:
-    """(personal [N_c], {candidate: {turn node: push}}) for a batch, in score units."""
+def pushes(model: GMTRouter, b: GraphBatch, kept: dict | None = None) -> tuple[np.ndarray, dict[int, dict[int, float]]]:
+    """(personal [N_c], {candidate: {turn node: push}}) for a batch, in score units. ``kept``: the intermediates
+    the model's forward kept for this batch (``model(b, keep=kept)``); without them, the model runs again."""
     data, turn = b.data, b.data["turn"]
-    n_c, n_user = b.cand.size(0), data["user"].num_nodes
+    n_c = b.cand.size(0)
     out: dict[int, dict[int, float]] = defaultdict(lambda: defaultdict(float))
     total = np.zeros(n_c, np.float64)
     if turn.num_nodes == 0:
         return total, {}
-    t_req, t_graph = model.topics(b.query), model.topics(data["query"].x)
-    h = model.encoder(b, t_graph) if model.encoder is not None else b.cand.new_zeros(n_user, model.cfg.hidden)
+    if not kept or (model.cfg.personal and "w" not in kept):
+        kept = {}
+        model(b, keep=kept)
     cand_user = b.req_user[b.cand_req]
     if model.cfg.personal and turn.pair_index.size(1):
-        h_c, h_t = h[cand_user], h[turn.user_idx]
-        g_c = model.head(h_c, t_req, b.cand_req, b.cand_unique, b.cand_inv)
-        g_t = model.head(h_t, t_graph, turn.query_idx, data["llm"].x, turn.llm_idx)
-        phi_t = model.features(g_t, h_t, t_graph, turn.query_idx, data["llm"].x, turn.llm_idx)
-        phi_c = model.features(g_c, h_c, t_req, b.cand_req, b.cand_unique, b.cand_inv)
+        phi_t, g_t, phi_c, w = kept["phi_t"], kept["g_t"], kept["phi_c"], kept["w"]
         rating, age = data["response"].x[:, 2], turn.x[:, 1] * 100.0
-        w = model.pref.posterior(phi_t, g_t, rating, age, turn.user_idx, turn.pair_index, n_user)
         i, j, coef, x = model.pref.pair_terms(phi_t, g_t, rating, age, turn.pair_index, w[turn.user_idx[turn.pair_index[0]]])
         pair_user = turn.user_idx[i]
         scaled = x / model.pref.log_prec.exp()  # [P, F]
@@ -69,11 +66,13 @@ def pushes(model: GMTRouter, b: GraphBatch) -> tuple[np.ndarray, dict[int, dict[
     return total, out
 
 
-def explain(model: GMTRouter, b: GraphBatch, turn_ids: Sequence[str], chosen: Sequence[int]) -> list[dict]:
+def explain(model: GMTRouter, b: GraphBatch, turn_ids: Sequence[str], chosen: Sequence[int],
+            kept: dict | None = None) -> list[dict]:
     """Per request: {"personal": {candidate position: term}, "pushed_by": [{"turn_id", "push"}]} where
     ``pushed_by`` lists the turns that moved the chosen candidate (``chosen[r]``, a position in the request's
-    candidates) most, by absolute push. ``turn_ids``: the batch's turn nodes' ids, in node order."""
-    total, per = pushes(model, b)
+    candidates) most, by absolute push. ``turn_ids``: the batch's turn nodes' ids, in node order; ``kept``: see
+    ``pushes``."""
+    total, per = pushes(model, b, kept)
     out, off = [], 0
     for r, n in enumerate(b.counts):
         c = off + chosen[r]

@@ -174,8 +174,10 @@ class GMTRouter(nn.Module):
         mlp = self.phi(torch.cat([topics[q_idx], llm[m_idx], h_user], dim=-1))
         return torch.cat([g[:, None], self.code(llm)[m_idx], mlp], dim=-1)
 
-    def forward(self, b: GraphBatch) -> Tensor:
-        """Scores [N_c] for every candidate of every request (higher = better)."""
+    def forward(self, b: GraphBatch, keep: dict | None = None) -> Tensor:
+        """Scores [N_c] for every candidate of every request (higher = better). ``keep``: a dict that receives
+        the intermediate tensors (user states, topics, head outputs, features, posterior) so an explanation
+        (trainer/explain.py) reuses them instead of running the model again."""
         data, turn = b.data, b.data["turn"]
         n_user = data["user"].num_nodes
         t_req, t_graph = self.topics(b.query), self.topics(data["query"].x)  # [B, K], [NQ, K]
@@ -183,6 +185,8 @@ class GMTRouter(nn.Module):
         h_c = h[b.req_user][b.cand_req]  # [N_c, H]
         g_c = self.head(h_c, t_req, b.cand_req, b.cand_unique, b.cand_inv)  # [N_c]
         s = g_c
+        if keep is not None:
+            keep.update(t_req=t_req, t_graph=t_graph, h=h, h_c=h_c, g_c=g_c)
         if self.cfg.personal and turn.num_nodes > 0:
             h_t = h[turn.user_idx]
             g_t = self.head(h_t, t_graph, turn.query_idx, data["llm"].x, turn.llm_idx)  # [T] offsets
@@ -191,6 +195,8 @@ class GMTRouter(nn.Module):
                                     turn.pair_index, n_user)  # [U, F]
             phi_c = self.features(g_c, h_c, t_req, b.cand_req, b.cand_unique, b.cand_inv)  # [N_c, F]
             s = s + (phi_c * w[b.req_user][b.cand_req]).sum(-1)
+            if keep is not None:
+                keep.update(g_t=g_t, phi_t=phi_t, phi_c=phi_c, w=w)
         if self.memory is not None:
             s = s + F.softplus(self.mem_weight) * 4.0 * self.memory(b)
         if self.counts is not None:

@@ -58,7 +58,8 @@ class Scorer:
                 for i, it in enumerate(items)]
         b = build_batch(subs, reqs, self.llm_emb, reverse_edges=self.model.cfg.reverse_edges,
                         emb_dim=self.model.cfg.emb_dim)
-        s = self.model(b).numpy()
+        kept: dict | None = {} if explain else None  # the forward's intermediates, for the explanation
+        s = self.model(b, keep=kept).numpy()
         scores = [x.copy() for x in np.split(s, np.cumsum(b.counts)[:-1])]
         if not explain:
             return scores, [{} for _ in items]
@@ -66,4 +67,4 @@ class Scorer:
 
         turn_ids = [t for sub in subs for t in sub.turn_ids]
         chosen = [choose(sc, it[2]) for sc, it in zip(scores, items)]
-        return scores, explain_batch(self.model, b, turn_ids, chosen)
+        return scores, explain_batch(self.model, b, turn_ids, chosen, kept)
