@@ -69,6 +69,11 @@ def scorer_name(version: str | None) -> str:
     return "count" if version == COUNT_VERSION else f"model {version}"
 
 
+#: a request is shed when less than its expected decide time is left, counting at most this share of its
+#: deadline (a slow batch, such as the first one loading the model, must not make every later request look late)
+SHED_MARGIN = 0.5
+
+
 class RouteEngine:
     def __init__(self, store: StoreLike, encoder: EncoderLike, models: ModelSource, history_turns: int = 10,
                  catalog_ttl_s: float = 5.0, record: bool = True, deadline_ms: int = 1000,
@@ -155,14 +160,20 @@ class RouteEngine:
         wanted = {c for r in requests for c in (r.candidates or [])}
         catalog = self.catalog(wanted)
         now = time.time() * 1000
-        due = [now + self.decide_ms > r.timestamp + (r.deadline_ms or self.deadline_ms) for r in requests]
+        due = [now + min(self.decide_ms, SHED_MARGIN * self._deadline(r)) > r.timestamp + self._deadline(r)
+               for r in requests]
         live = [r for r, d in zip(requests, due) if not d]
         decided = iter(self._decide(live, catalog, t0) if live else [])
         out = [self._shed(r, catalog) if d else next(decided) for r, d in zip(requests, due)]
         if live:
             ms = (time.perf_counter() - t0) * 1000
             self.decide_ms = ms if self.decide_ms == 0.0 else 0.8 * self.decide_ms + 0.2 * ms
+        else:  # all shed: the estimate may be stale (one slow batch, e.g. the first); let it recover
+            self.decide_ms *= 0.5
         return out
+
+    def _deadline(self, r: RouteRequest) -> int:
+        return r.deadline_ms or self.deadline_ms
 
     def _shed(self, r: RouteRequest, catalog: dict[str, LLMInfo]) -> RouteDecision:
         """The fast path for a request that cannot be answered in time: no graph read, no model, the prior."""

@@ -195,6 +195,18 @@ def test_a_request_past_its_deadline_is_shed_at_once(parts):
     assert bad.shed and bad.error  # still exactly one reply, with the reason
 
 
+def test_one_slow_batch_does_not_make_every_later_request_late(parts):
+    from prefstream.events import now_ms
+
+    store, scorer, engine = parts
+    engine.decide_ms = 30_000.0  # the first batch loaded the model: far longer than any deadline
+    [fresh] = engine.decide([req(0)])
+    assert not fresh.shed and fresh.scorer == "model v0007"  # counted at most half its deadline
+    engine.decide_ms = 30_000.0
+    [late] = engine.decide([req(1, timestamp=now_ms() - 5_000)])
+    assert late.shed and engine.decide_ms == 15_000.0  # a batch of only shed requests halves the estimate
+
+
 def test_a_router_started_while_the_graph_is_down_answers_from_the_cached_catalog(tmp_path):
     from workers.catalog import CatalogCache
 
