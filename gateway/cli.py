@@ -55,19 +55,9 @@ async def serve(gw, host: str, port: int, on_ready=None, stop: asyncio.Event | N
         await runner.cleanup()
 
 
-def _loop_factory():
-    """uvloop's event loop (aiohttp serves more requests/s on it: bench/results/gateway.md), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
-
-
 def run_gateway(gw, host: str, port: int, on_ready=None) -> None:
-    """Serve ``gw`` until interrupted, on uvloop where installed."""
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(serve(gw, host, port, on_ready))
+    """Serve ``gw`` until interrupted, on asyncio's loop (uvloop: no consistent gain, bench/results/gateway.md)."""
+    asyncio.run(serve(gw, host, port, on_ready))
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
