@@ -72,6 +72,7 @@ def scorer_name(version: str | None) -> str:
 #: a request is shed when less than its expected decide time is left, counting at most this share of its
 #: deadline (a slow batch, such as the first one loading the model, must not make every later request look late)
 SHED_MARGIN = 0.5
+REPLY_MARGIN_MS = 50.0  # the reply's trip through the broker to the client, counted against the deadline
 
 
 class RouteEngine:
@@ -83,7 +84,9 @@ class RouteEngine:
         self.models = models
         self.k = history_turns
         self.deadline_ms = deadline_ms
-        self.decide_ms = 0.0  # running estimate of one micro-batch's decide time: a request due sooner is shed
+        # running estimate of the decide time per live request: a request with less time left than its whole
+        # batch would take (plus the reply's trip) is shed
+        self.per_request_ms = 0.0
         self.catalog_ttl_s = catalog_ttl_s
         self.record = record
         self._catalog: dict[str, LLMInfo] = {}
@@ -160,16 +163,17 @@ class RouteEngine:
         wanted = {c for r in requests for c in (r.candidates or [])}
         catalog = self.catalog(wanted)
         now = time.time() * 1000
-        due = [now + min(self.decide_ms, SHED_MARGIN * self._deadline(r)) > r.timestamp + self._deadline(r)
+        batch_ms = self.per_request_ms * len(requests) + REPLY_MARGIN_MS  # if all of them are decided
+        due = [now + min(batch_ms, SHED_MARGIN * self._deadline(r)) > r.timestamp + self._deadline(r)
                for r in requests]
         live = [r for r, d in zip(requests, due) if not d]
         decided = iter(self._decide(live, catalog, t0) if live else [])
         out = [self._shed(r, catalog) if d else next(decided) for r, d in zip(requests, due)]
         if live:
-            ms = (time.perf_counter() - t0) * 1000
-            self.decide_ms = ms if self.decide_ms == 0.0 else 0.8 * self.decide_ms + 0.2 * ms
+            ms = (time.perf_counter() - t0) * 1000 / len(live)
+            self.per_request_ms = ms if self.per_request_ms == 0.0 else 0.8 * self.per_request_ms + 0.2 * ms
         else:  # all shed: the estimate may be stale (one slow batch, e.g. the first); let it recover
-            self.decide_ms *= 0.5
+            self.per_request_ms *= 0.5
         return out
 
     def _deadline(self, r: RouteRequest) -> int:

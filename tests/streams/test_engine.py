@@ -199,12 +199,22 @@ def test_one_slow_batch_does_not_make_every_later_request_late(parts):
     from prefstream.events import now_ms
 
     store, scorer, engine = parts
-    engine.decide_ms = 30_000.0  # the first batch loaded the model: far longer than any deadline
+    engine.per_request_ms = 30_000.0  # the first batch loaded the model: far longer than any deadline
     [fresh] = engine.decide([req(0)])
     assert not fresh.shed and fresh.scorer == "model v0007"  # counted at most half its deadline
-    engine.decide_ms = 30_000.0
+    engine.per_request_ms = 30_000.0
     [late] = engine.decide([req(1, timestamp=now_ms() - 5_000)])
-    assert late.shed and engine.decide_ms == 15_000.0  # a batch of only shed requests halves the estimate
+    assert late.shed and engine.per_request_ms == 15_000.0  # a batch of only shed requests halves the estimate
+
+
+def test_a_request_is_shed_when_its_whole_batch_would_end_past_its_deadline(parts):
+    from prefstream.events import now_ms
+
+    store, scorer, engine = parts
+    engine.per_request_ms = 20.0  # 10 requests: 200 ms + the reply's trip
+    batch = [req(i, timestamp=now_ms() - 700) for i in range(9)] + [req(9, timestamp=now_ms() - 900)]
+    out = engine.decide(batch)
+    assert [d.shed for d in out] == [False] * 9 + [True]  # 300 ms left is enough, 100 ms is not
 
 
 def test_a_router_started_while_the_graph_is_down_answers_from_the_cached_catalog(tmp_path):
