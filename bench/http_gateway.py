@@ -31,7 +31,9 @@ from common import RESULTS, child_env, clean_env, command_line, machine_facts, p
 
 from prefstream.procs import free_port
 
-HAVE_UVLOOP = importlib.util.find_spec("uvloop") is not None  # not a dependency: rows with it when installed
+# not dependencies of prefstream: their rows are measured where they are installed (pip install uvloop uvicorn)
+HAVE_UVLOOP = importlib.util.find_spec("uvloop") is not None
+HAVE_UVICORN = importlib.util.find_spec("uvicorn") is not None and importlib.util.find_spec("starlette") is not None
 BODY = {"model": "m-bench", "user": "bench-user", "temperature": 0.2,
         "messages": [{"role": "system", "content": "be brief"},
                      {"role": "user", "content": "Explain the difference between a process and a thread."}]}
@@ -171,7 +173,7 @@ def measure_server(kind: str, concurrency: int, duration: float) -> dict:
 
 def framework(concurrency: int, duration: float, repeats: int) -> dict:
     out: dict = {}
-    for kind in ("aiohttp", *(["aiohttp_uvloop"] if HAVE_UVLOOP else []), "starlette"):
+    for kind in ("aiohttp", *(["aiohttp_uvloop"] if HAVE_UVLOOP else []), *(["starlette"] if HAVE_UVICORN else [])):
         runs = [measure_server(kind, concurrency, duration) for _ in range(repeats)]
         out[kind] = max(runs, key=lambda r: r["req_per_s"]) | {"runs_req_per_s": [r["req_per_s"] for r in runs]}
     return out
