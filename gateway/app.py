@@ -287,7 +287,12 @@ class Gateway:
         user = self._user(request, fb.user)
         turns = [fb.turn_id] + ([fb.preferred_over] if fb.preferred_over else [])
         loop = asyncio.get_running_loop()
-        owners = await loop.run_in_executor(None, lambda: self.turns.owners(turns, self.owners))
+        try:
+            owners = await loop.run_in_executor(None, lambda: self.turns.owners(turns, self.owners))
+        except Exception as exc:  # the graph store unreachable: the owner of an older turn cannot be checked
+            log.warning("turn owner lookup failed: %s", exc)
+            raise ApiError(503, "the turn's owner cannot be checked now (graph store unreachable); retry later",
+                           "service_unavailable") from None
         try:
             event = feedback_event(fb, user, owners, self._new_id("fb"))
         except NotYours as exc:

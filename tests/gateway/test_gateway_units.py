@@ -140,3 +140,23 @@ def test_dashboard_queries_only_metrics_prefstream_exposes():
     dash = json.loads((Path(__file__).parents[2] / "deploy/grafana/prefstream-dashboard.json").read_text())
     used = {m for p in dash["panels"] for t in p["targets"] for m in re.findall(r"prefstream_\w+", t["expr"])}
     assert used and used <= names, used - names
+
+
+def test_feedback_while_the_graph_is_down_is_a_clear_503():
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from gateway.app import Gateway
+    from gateway.catalog import UpstreamCatalog
+
+    s = Settings(metrics_port=0)
+
+    def graph_down(ids):
+        raise ConnectionError("graph store unreachable")
+
+    async def run():
+        gw = Gateway(s, UpstreamCatalog(s), client=None, owners=graph_down)
+        async with TestClient(TestServer(gw.app())) as c:
+            r = await c.post("/v1/feedback", json={"turn_id": "t-old", "user": "alice", "thumbs_up": True})
+            return r.status, (await r.json())["error"]["type"]
+
+    assert asyncio.run(run()) == (503, "service_unavailable")
