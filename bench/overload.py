@@ -13,6 +13,7 @@ shed; the targets (issue 18) are p99 <= deadline + 100 ms and 0 unanswered. Run 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import sys
@@ -23,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, PrivateStack, clean_env, command_line, llm_events, machine_facts, publish_fixed_model  # noqa: E402
 from common import write_json  # noqa: E402
-from reliability import Child, ReplyCollector, Traffic, workload  # noqa: E402
+from reliability import Child, ReplyCollector, Traffic, teardown, workload  # noqa: E402
 
 clean_env()
 
@@ -135,13 +136,9 @@ def main() -> None:
                            "loadavg_before": load0, "loadavg_after": list(os.getloadavg())}
         client.close()
     finally:
-        if collector is not None:
-            collector.stop()
-        for c in children:
-            c.stop()
-        stack.stop()
+        teardown(collector, children, stack)
     path = RESULTS / "reliability.json"
-    merged = __import__("json").loads(path.read_text()) if path.exists() else {}
+    merged = json.loads(path.read_text()) if path.exists() else {}
     merged["overload"] = res["overload"] | {"machine": res["machine"]}
     write_json(path, merged)
     write_md(res)

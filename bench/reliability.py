@@ -657,15 +657,20 @@ def main() -> None:
                    t_start, res)
         client.close()
     finally:
-        if collector is not None:
-            collector.stop()
-        for c in children:
-            c.stop()
-        stack.stop()
+        teardown(collector, children, stack)
     write_json(RESULTS / f"{args.out}.json", res)
     write_md(res, RESULTS / f"{args.out}.md")
     plot_rss(res, RESULTS / f"{args.out}.png")
     LOG(f"done in {time.monotonic() - t_start:.0f} s -> bench/results/{args.out}.json")
+
+
+def teardown(collector: "ReplyCollector | None", children: list[Child], stack: PrivateStack) -> None:
+    """Stop what a run started: the reply collector, the app processes, then the broker and graph."""
+    if collector is not None:
+        collector.stop()
+    for c in children:
+        c.stop()
+    stack.stop()
 
 
 def replay_topics(s) -> None:

@@ -31,6 +31,7 @@ from gateway.upstream import StreamText, UpstreamError, Upstreams, answer_text
 from prefstream.config import Settings
 from prefstream.events import MAX_TEXT_CHARS, LLMRegistered
 from prefstream.metrics import metrics
+from streams.client import new_id
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ class Gateway:
         except ValidationError as exc:
             raise ApiError(400, "x-prefstream-conversation: " + _describe(exc)[0]) from None
         route = await self._route(req, user, query, conversation)
-        ctx = TurnContext(self._new_id("turn"), user, conversation, turn_index_of(req), query)
+        ctx = TurnContext(new_id("turn"), user, conversation, turn_index_of(req), query)
         t0 = time.perf_counter()
         upstream, llm, failed = await self._open(route, req)
         metrics().gateway_first_byte.observe(time.perf_counter() - t0 + route.route_ms / 1000)
@@ -172,11 +173,6 @@ class Gateway:
             upstream.release()
         self._record(ctx, llm.llm_id, answer_text(body) if isinstance(body, dict) else "")
         return web.json_response(body, headers=headers)
-
-    def _new_id(self, prefix: str) -> str:
-        from streams.client import new_id
-
-        return new_id(prefix)
 
     def _candidates(self, req: ChatRequest) -> list[str]:
         if req.candidates is None:
@@ -198,7 +194,7 @@ class Gateway:
                 raise ApiError(404, f"model {req.model!r} is not in the catalog with an upstream; use "
                                     f"{AUTO_MODELS[0]!r} or one of GET /v1/models", code="model_not_found",
                                param="model")
-            return Route(self._new_id("req"), [req.model])
+            return Route(new_id("req"), [req.model])
         try:
             return await self.router.route(user, query, conversation, self._candidates(req), req.budget)
         except RouteRefused as exc:
@@ -294,7 +290,7 @@ class Gateway:
             raise ApiError(503, "the turn's owner cannot be checked now (graph store unreachable); retry later",
                            "service_unavailable") from None
         try:
-            event = feedback_event(fb, user, owners, self._new_id("fb"))
+            event = feedback_event(fb, user, owners, new_id("fb"))
         except NotYours as exc:
             raise ApiError(404, str(exc), code="turn_not_found", param="turn_id") from None
         except ValueError as exc:

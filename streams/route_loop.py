@@ -149,10 +149,11 @@ class RouteLoop:
                     continue
                 t0 = time.perf_counter()
                 sent = self._handle(records, producer)
-                metrics().route_batch.observe(time.perf_counter() - t0)
-                self.measured(len(records), (time.perf_counter() - t0) * 1000)
+                handle_ms = (time.perf_counter() - t0) * 1000
+                metrics().route_batch.observe(handle_ms / 1000)
+                self.measured(len(records), handle_ms)
                 if self.on_batch is not None:
-                    self.on_batch(len(records), (time.perf_counter() - t0) * 1000)
+                    self.on_batch(len(records), handle_ms)
                 lag_at = self._lag(consumer, lag_at)
                 if previous is not None and not self._settle(previous, consumer):
                     previous = None  # read again from the failed batch on, this one included
