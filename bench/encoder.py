@@ -8,7 +8,12 @@
 - Quality: `prefstream eval` (bench/quality.py's default benchmark, no ablations, fixed seed) with every
   embedding from one backend, then the other; GMTRouter and the per-user count in the same table.
 
+- The static backend (prefstream/static_encoder.py, token vectors distilled once from the same model; its own
+  vector space, so its cosine to torch says little): `--static` times it in one run beside torch and ONNX at
+  batch 1, and evaluates it; the torch and ONNX eval rows already in encoder.json are kept.
+
     python bench/encoder.py [--texts 300] [--no-eval]
+    python bench/encoder.py --static
 
 Writes bench/results/encoder.{json,md}.
 """
@@ -123,6 +128,33 @@ def seq_lengths(texts: list[str], lengths: list[int], steps: int, seed: int, pre
             "rule": "shortest length within 0.005 eval AUC and 0.1 accuracy points of the longest"}
 
 
+def static_rows(texts: list[str], steps: int, seed: int, evaluate: bool) -> dict:
+    """The static backend beside the transformer's two backends (one thread, batch 1 each, same texts, cache off),
+    and its eval AUC."""
+    import torch
+
+    from prefstream.encoder import TextEncoder
+
+    torch.set_num_threads(1)
+    encs = {b: TextEncoder(backend=b, cache_size=0) for b in ("torch", "onnx", "static")}
+    encs["onnx"].encode(texts[:20])  # warm-up: an ONNX session's first runs are slow
+    rows, vecs = {}, {}
+    for b, enc in encs.items():
+        r, vecs[b] = rate(enc, texts, 1)
+        rows[b] = {"texts_per_s": round(r, 1)}
+    r64, _ = rate(encs["static"], texts, 64)
+    cos = (vecs["static"] * vecs["torch"]).sum(1)
+    out = {"by_backend": rows, "static_batch64_texts_per_s": round(r64, 1),
+           "speedup_vs_onnx": round(rows["static"]["texts_per_s"] / rows["onnx"]["texts_per_s"], 1),
+           "speedup_vs_torch": round(rows["static"]["texts_per_s"] / rows["torch"]["texts_per_s"], 1),
+           "cosine_to_torch_mean": round(float(cos.mean()), 4)}
+    print(out, flush=True)
+    if evaluate:
+        torch.set_num_threads(2)
+        out["eval"] = eval_auc("static", steps, seed)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--texts", type=int, default=300, help="distinct questions timed")
@@ -131,8 +163,20 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seq-lengths", help="only: the ONNX encoder at these max sequence lengths (e.g. 128,256): "
                     "speed and eval AUC, added to encoder.json as max_seq_length")
+    ap.add_argument("--static", action="store_true", help="only: the static backend beside torch and ONNX (speed, "
+                    "eval AUC), added to encoder.json as static")
     args = ap.parse_args()
     clean_env()
+    if args.static:
+        path = RESULTS / "encoder.json"
+        res = json.loads(path.read_text()) if path.exists() else {}
+        load0 = os.getloadavg()
+        res["static"] = static_rows(questions(args.texts), args.steps, args.seed, not args.no_eval)
+        res["static"].update(command=command_line(), load_before=list(load0), load_after=list(os.getloadavg()))
+        write_json(path, res)
+        (RESULTS / "encoder.md").write_text(markdown(res))
+        print(markdown(res))
+        return 0
     if args.seq_lengths:
         import torch
 
@@ -190,6 +234,24 @@ def markdown(r: dict) -> str:
               "|---|---|---|---|"]
         L += [f"| {n} | {row['texts_per_s']} | {row['auc']} | {row['accuracy']} |" for n, row in m["by_length"].items()]
         L.append(f"\nChosen: **{m['chosen']}** ({m['rule']}).")
+    if "static" in r:
+        st = r["static"]
+        L += ["", f"## Static backend (`{st['command']}`; load {st['load_before'][0]:.2f} before, "
+              f"{st['load_after'][0]:.2f} after)", "",
+              "Token vectors distilled once from the same packaged model; a text is the log(1 + id)-weighted mean of "
+              "its tokens' rows. Another vector space (cosine to the torch vectors "
+              f"{st['cosine_to_torch_mean']}): a model is trained and served on one backend.", "",
+              "| backend | texts/s (1 thread, batch 1, same texts, one run) |", "|---|---|"]
+        L += [f"| {b} | {row['texts_per_s']} |" for b, row in st["by_backend"].items()]
+        L.append(f"\nStatic at batch 64: {st['static_batch64_texts_per_s']} texts/s. Static is "
+                 f"{st['speedup_vs_onnx']}x ONNX and {st['speedup_vs_torch']}x torch at batch 1.")
+        if "eval" in st:
+            e, base = st["eval"], r.get("eval", {})
+            L += ["", "| backend | GMTRouter AUC | GMTRouter accuracy | per-user count accuracy |", "|---|---|---|---|"]
+            L += [f"| {b} | {x['auc']} | {x['accuracy']} | {x['per_user_count_accuracy']} |"
+                  for b, x in {**base, **({"onnx (128 tokens)": r['max_seq_length']['by_length']['128']}
+                                         if 'max_seq_length' in r else {}), "static": e}.items()
+                  if "per_user_count_accuracy" in x]
     return "\n".join(L) + "\n"
 
 

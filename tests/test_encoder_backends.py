@@ -62,3 +62,49 @@ def test_without_onnxruntime_the_onnx_backend_falls_back_to_torch(monkeypatch, c
     lines = [r.getMessage() for r in caplog.records if r.name == "prefstream.encoder"]
     assert len(lines) == 1 and "onnxruntime is not installed" in lines[0]
     assert enc.encode(QUESTIONS[:1]).shape == (1, enc.dim)
+
+
+# --- the static backend: token vectors distilled once from the packaged transformer ---------------------------
+
+@pytest.fixture(scope="module")
+def static_enc(tmp_path_factory):
+    return TextEncoder(backend="static", onnx_dir=tmp_path_factory.mktemp("static"), cache_size=0)
+
+
+def test_the_static_table_is_built_without_network(tmp_path, monkeypatch):
+    def no_network(*a, **kw):
+        raise OSError("network access while building the static table")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    enc = TextEncoder(backend="static", onnx_dir=tmp_path)
+    assert enc.backend == "static" and list(tmp_path.glob("*.static.npy"))
+    assert enc.space.endswith(":static") and TextEncoder(backend="onnx").space.endswith(":transformer")
+
+
+def test_static_vectors_are_the_weighted_mean_of_token_rows(static_enc):
+    """The vectorized encoder against a plain loop over the tokenizer's output (truncation, weights, an empty
+    text and a text of punctuation only included)."""
+    model = static_enc._model
+    texts = [*QUESTIONS[:3], "", "?!", QUESTIONS[-1]]
+    got = static_enc.encode(texts)
+    for text, v in zip(texts, got):
+        ids = model.tokenizer.encode(text, add_special_tokens=False).ids[:model.max_seq_length]
+        ids = [i for i in ids if i >= 1000] or ids
+        if not ids:
+            assert not v.any()  # nothing to average: the zero vector, not NaN
+            continue
+        w = np.log1p(np.array(ids, np.float64))
+        ref = (model.table[ids] * w[:, None]).sum(0) / w.sum()
+        np.testing.assert_allclose(v, ref / np.linalg.norm(ref), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(got[:3], axis=1), 1.0, atol=1e-5)
+
+
+def test_static_vectors_keep_what_a_query_is_about(static_enc):
+    """A query is nearer to another on the same subject than to one on another subject."""
+    same = [("Write a Python function that reverses a linked list.",
+             "Implement a python function to sort an array of integers in place."),
+            ("What is the capital city of Australia?", "Which city is the capital of Canada?"),
+            ("Solve for x: 3x + 7 = 22.", "Find the value of y if 5y - 4 = 16.")]
+    v = static_enc.encode([t for pair in same for t in pair]).reshape(len(same), 2, -1)
+    sim = np.einsum("ad,bd->ab", v[:, 0], v[:, 1])  # [3, 3]: row a's first text against every pair's second
+    assert (np.argmax(sim, axis=1) == np.arange(len(same))).all(), sim

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 
 from graphstore.schema import LLMInfo
+from prefstream.config import get_settings
+from prefstream.encoder import embedding_space
 from trainer.model import GMTRouter, GMTRouterConfig
 
 FORMAT_VERSION = 2  # 2: the model with the Bayesian preference posterior (1 is not readable)
@@ -25,6 +27,7 @@ class Checkpoint:
     metrics: dict
     llm_catalog: dict[str, LLMInfo] = field(default_factory=dict)
     created: float = 0.0
+    embedding_space: str = ""  # the encoder's vector space it was trained on (prefstream.encoder.embedding_space)
 
 
 def _catalog_to_plain(llms: Mapping[str, LLMInfo] | None) -> dict:
@@ -33,9 +36,13 @@ def _catalog_to_plain(llms: Mapping[str, LLMInfo] | None) -> dict:
 
 
 def save_checkpoint(model: GMTRouter, path: Path | str, *, version: str, train_config: dict | object | None = None,
-                    metrics: dict | None = None, llm_catalog: Mapping[str, LLMInfo] | None = None) -> Path:
-    """Write atomically (temp file + rename) so a watcher never reads half a checkpoint."""
+                    metrics: dict | None = None, llm_catalog: Mapping[str, LLMInfo] | None = None,
+                    embedding_space: str | None = None) -> Path:
+    """Write atomically (temp file + rename) so a watcher never reads half a checkpoint. ``embedding_space``:
+    the vector space of the embeddings it was trained on (default: this deployment's encoder settings)."""
     path = Path(path)
+    if embedding_space is None:
+        embedding_space = settings_space()
     path.parent.mkdir(parents=True, exist_ok=True)
     if train_config is not None and hasattr(train_config, "to_dict"):
         train_config = train_config.to_dict()
@@ -48,6 +55,7 @@ def save_checkpoint(model: GMTRouter, path: Path | str, *, version: str, train_c
         "llm_catalog": _catalog_to_plain(llm_catalog),
         "state_dict": model.state_dict(),
         "created": time.time(),
+        "embedding_space": embedding_space,
     }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(blob, tmp)
@@ -66,5 +74,13 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
     cat = {k: LLMInfo(k, v["description"], v["price_in"], v["price_out"], np.asarray(v["embedding"], np.float32))
            for k, v in blob.get("llm_catalog", {}).items()}
     model.llm_emb = {k: v.embedding for k, v in cat.items()}
+    # checkpoints from before the static encoder were all trained on the transformer's vectors
+    space = blob.get("embedding_space") or embedding_space(get_settings().encoder, "onnx")
     return Checkpoint(model, blob["version"], blob.get("train_config", {}), blob.get("metrics", {}), cat,
-                      blob.get("created", 0.0))
+                      blob.get("created", 0.0), space)
+
+
+def settings_space() -> str:
+    """The vector space of this deployment's encoder (PREFSTREAM_ENCODER, PREFSTREAM_ENCODER_BACKEND)."""
+    s = get_settings()
+    return embedding_space(s.encoder, s.encoder_backend)

@@ -31,8 +31,13 @@ class Scorer:
             torch.set_num_threads(threads)
 
     @classmethod
-    def load(cls, path: Path | str) -> "Scorer":
+    def load(cls, path: Path | str, space: str | None = None) -> "Scorer":
+        """``space``: the vector space of the router's encoder; a checkpoint trained on another is refused (its
+        scores would be noise), so the router keeps what it serves or falls back to counting."""
         ck = load_checkpoint(path)
+        if space is not None and ck.embedding_space != space:
+            raise ValueError(f"{path}: trained on {ck.embedding_space} vectors but this router encodes {space} "
+                             "(PREFSTREAM_ENCODER_BACKEND); train a model on this backend")
         return cls(ck.model, ck.version, {k: v.embedding for k, v in ck.llm_catalog.items()})
 
     def score_batch(self, items: list[tuple]) -> list[np.ndarray]:

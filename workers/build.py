@@ -33,7 +33,8 @@ def build_engine(s: Settings, threads: int | None = None):
 
         torch.set_num_threads(threads)
     models = ModelSource(s.model_dir, count_source=lambda: store.global_win_counts(s.count_users),
-                         count_every_s=s.count_refresh_s, torch_threads=threads).start()
+                         count_every_s=s.count_refresh_s, torch_threads=threads,
+                         space=encoder.space).start()
     return RouteEngine(store, encoder, models, history_turns=s.history_turns,
                        deadline_ms=s.route_deadline_ms, catalog_cache=CatalogCache(s.run_dir / "catalog.json"),
                        catalog_source=lambda: catalog_from_topic(s, encoder))

