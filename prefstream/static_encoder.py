@@ -27,7 +27,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 FORMAT = 1  # bump when the table's recipe changes, so old cached files are not reused
-FIRST_ORDINARY_ID = 1000  # WordPiece ids below this are padding, [unused*] and special tokens
+FIRST_ORDINARY_ID = 1000  # WordPiece ids below this are padding, [unused*], special tokens (and "!", id 999)
 BUILD_BATCH = 1024
 
 
@@ -98,8 +98,8 @@ class StaticEmbedder:
         ordinary = ids[ids >= FIRST_ORDINARY_ID]
         return ordinary if len(ordinary) else ids  # a text of special tokens (or none) still gets a vector
 
-    def encode(self, texts: list[str], batch_size: int = 0) -> np.ndarray:
-        """[N] texts -> [N, D] (``batch_size`` is accepted for the interface and ignored: no batching needed)."""
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """[N] texts -> [N, D], all at once (no transformer: nothing to gain from batching)."""
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         ids = [self._ids(e) for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]

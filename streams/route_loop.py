@@ -26,6 +26,7 @@ MAX_AUDIT_BACKLOG = 8  # micro-batches of decisions waiting to be written to the
 SEND_TIMEOUT_S = 60.0  # longest wait for the broker to ack a micro-batch's replies
 WARM_UP_BATCHES = 3  # not measured for backpressure
 BATCH_BUDGET = 0.5  # of the deadline: the most one micro-batch may take, by the measured time per request
+INTAKE_FACTOR = 4  # x ROUTE_BATCH_SIZE: the most one poll takes when requests are cheap (shed under overload)
 LAG_EVERY_S = 15.0  # how often the loop measures its consumer lag (a metadata round trip to the broker)
 
 
@@ -189,13 +190,15 @@ class RouteLoop:
             self.per_request_ms = x if self.per_request_ms == 0 else (1 - alpha) * self.per_request_ms + alpha * x
 
     def batch_cap(self) -> int:
-        """Backpressure: the most requests to take in one poll, so that deciding them fits in BATCH_BUDGET of the
-        deadline at the measured cost per request (the rest wait in the broker, where a late one is shed
-        quickly instead of going stale inside a long batch)."""
+        """Backpressure: the most requests to take in one poll, so that handling them fits in BATCH_BUDGET of the
+        deadline at the measured cost per request taken (the rest wait in the broker). Requests shed under overload
+        cost little, so a backlog raises the cap up to INTAKE_FACTOR x ROUTE_BATCH_SIZE: the router sees its queue
+        early, decides the newest that fit and sheds the older at once (workers/engine.py) instead of letting
+        them go stale in the broker."""
         if self.per_request_ms <= 0:
             return self.s.route_batch_size
         fits = int(BATCH_BUDGET * self.s.route_deadline_ms / self.per_request_ms)
-        return max(1, min(self.s.route_batch_size, fits))
+        return max(1, min(INTAKE_FACTOR * self.s.route_batch_size, fits))
 
     def _poll(self, consumer) -> list:
         s = self.s

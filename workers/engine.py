@@ -23,6 +23,7 @@ import numpy as np
 from graphstore.schema import LLMInfo, UserSubgraph
 from prefstream.events import RouteDecision, RouteRequest
 from prefstream.metrics import metrics
+from streams.route_loop import BATCH_BUDGET
 from trainer.decision import choose
 from workers.models import ModelSource
 
@@ -158,7 +159,8 @@ class RouteEngine:
 
     # --- decide ----------------------------------------------------------------------------
     def decide(self, requests: list[RouteRequest]) -> list[RouteDecision]:
-        """One reply per request, in order: shed (past its deadline), error, decision or fallback decision."""
+        """One reply per request, in order: shed (past its deadline, or beyond what fits under overload), error,
+        decision or fallback decision."""
         t0 = time.perf_counter()
         wanted = {c for r in requests for c in (r.candidates or [])}
         catalog = self.catalog(wanted)
@@ -166,6 +168,7 @@ class RouteEngine:
         batch_ms = self.per_request_ms * len(requests) + REPLY_MARGIN_MS  # if all of them are decided
         due = [now + min(batch_ms, SHED_MARGIN * self._deadline(r)) > r.timestamp + self._deadline(r)
                for r in requests]
+        due = self._overflow(requests, due)
         live = [r for r, d in zip(requests, due) if not d]
         decided = iter(self._decide(live, catalog, t0) if live else [])
         out = [self._shed(r, catalog) if d else next(decided) for r, d in zip(requests, due)]
@@ -175,6 +178,20 @@ class RouteEngine:
         else:  # all shed: the estimate may be stale (one slow batch, e.g. the first); let it recover
             self.per_request_ms *= 0.5
         return out
+
+    def _overflow(self, requests: list[RouteRequest], due: list[bool]) -> list[bool]:
+        """Under overload, decide only the newest requests that fit in BATCH_BUDGET of the deadline at the measured
+        cost; the older ones are shed now. Serving the oldest first (FIFO) would make every served request wait
+        about its whole deadline once a queue builds; newest first keeps served requests fresh and answers the rest
+        at once with the prior (bench/results/reliability.md "overload")."""
+        if self.per_request_ms <= 0:
+            return due
+        fits = max(1, int(BATCH_BUDGET * self.deadline_ms / self.per_request_ms))
+        live = [i for i, d in enumerate(due) if not d]
+        if len(live) <= fits:
+            return due
+        keep = set(sorted(live, key=lambda i: requests[i].timestamp)[-fits:])
+        return [d or (i not in keep) for i, d in enumerate(due)]
 
     def _deadline(self, r: RouteRequest) -> int:
         return r.deadline_ms or self.deadline_ms

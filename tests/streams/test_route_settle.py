@@ -65,8 +65,11 @@ def test_backpressure_takes_only_what_fits_in_the_deadline():
     for _ in range(3):
         loop.measured(1, 5000.0)  # warm-up batches (model load) do not count
     assert loop.batch_cap() == 64
-    loop.measured(8, 8 * 2.0)  # 2 ms a request: 64 fit in half a second
-    assert loop.batch_cap() == 64
+    loop.measured(8, 8 * 2.0)  # 2 ms a request: 250 fit in half a second (a backlog, or shed requests)
+    assert loop.batch_cap() == 250
+    for _ in range(30):
+        loop.measured(100, 100 * 0.1)  # nearly all shed: the intake stops at 4 x the batch size
+    assert loop.batch_cap() == 256
     for _ in range(30):  # the router slows down to 50 ms a request: 10 fit in half the deadline
         loop.measured(10, 10 * 50.0)
     assert 9 <= loop.batch_cap() <= 11
