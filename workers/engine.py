@@ -23,7 +23,7 @@ import numpy as np
 from graphstore.schema import LLMInfo, UserSubgraph
 from prefstream.events import RouteDecision, RouteRequest
 from prefstream.metrics import metrics
-from streams.route_loop import BATCH_BUDGET
+from streams.route_loop import BATCH_BUDGET, WARM_UP_BATCHES
 from trainer.decision import choose
 from workers.models import ModelSource
 
@@ -88,6 +88,7 @@ class RouteEngine:
         # running estimate of the decide time per live request: a request with less time left than its whole
         # batch would take (plus the reply's trip) is shed
         self.per_request_ms = 0.0
+        self._decided_batches = 0
         self.catalog_ttl_s = catalog_ttl_s
         self.record = record
         self._catalog: dict[str, LLMInfo] = {}
@@ -173,8 +174,10 @@ class RouteEngine:
         decided = iter(self._decide(live, catalog, t0) if live else [])
         out = [self._shed(r, catalog) if d else next(decided) for r, d in zip(requests, due)]
         if live:
-            ms = (time.perf_counter() - t0) * 1000 / len(live)
-            self.per_request_ms = ms if self.per_request_ms == 0.0 else 0.8 * self.per_request_ms + 0.2 * ms
+            self._decided_batches += 1
+            if self._decided_batches > WARM_UP_BATCHES:  # the first load the model and open connections
+                ms = (time.perf_counter() - t0) * 1000 / len(live)
+                self.per_request_ms = ms if self.per_request_ms == 0.0 else 0.8 * self.per_request_ms + 0.2 * ms
         else:  # all shed: the estimate may be stale (one slow batch, e.g. the first); let it recover
             self.per_request_ms *= 0.5
         return out

@@ -42,7 +42,9 @@ def iso(module_settings, tmp_path_factory):
     llms = sorted(store.llm_catalog())
     models = ModelSource(model_dir)
     assert models.scorer is not None
-    engine = RouteEngine(store, encoder, models, history_turns=module_settings.history_turns, record=False)
+    # a deadline far beyond any batch here: these tests are about scores, not shedding on a loaded machine
+    engine = RouteEngine(store, encoder, models, history_turns=module_settings.history_turns, record=False,
+                         deadline_ms=600_000)
     yield {"engine": engine, "store": store, "encoder": encoder, "users": users, "llms": llms, "events": events,
            "models": models}
     store.clear()
