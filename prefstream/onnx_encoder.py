@@ -11,35 +11,21 @@ Vectors are the sentence-transformers ones: mean of the last hidden states over 
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from prefstream.derived import build_once, derived_path
 
 FORMAT = 1  # bump when the exported graph changes, so old cached files are not reused
 
 
 def cached_model(model_dir: str, cache_dir: Path | str, quantize: bool = True) -> Path:
     """The ONNX file for ``model_dir`` in ``cache_dir``, exported (and quantized) now if it is not there yet."""
-    weights = Path(model_dir) / "model.safetensors"
-    stamp = f"{Path(model_dir).resolve()}|{weights.stat().st_size if weights.exists() else 0}|{FORMAT}|{quantize}"
-    name = f"{Path(model_dir).name}-{hashlib.blake2b(stamp.encode(), digest_size=6).hexdigest()}"
-    path = Path(cache_dir) / f"{name}{'.int8' if quantize else ''}.onnx"
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it right now: wait for it
-        if not path.exists():
-            log.warning("exporting the encoder to ONNX once: %s", path)
-            export(model_dir, path, quantize)
-    return path
+    path = derived_path(model_dir, cache_dir, (FORMAT, quantize), ".int8.onnx" if quantize else ".onnx")
+    return build_once(path, lambda p: export(model_dir, p, quantize), "exporting the encoder to ONNX")
 
 
 def export(model_dir: str, path: Path, quantize: bool = True) -> None:

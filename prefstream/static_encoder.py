@@ -16,15 +16,12 @@ How this trades quality for speed is measured in bench/results/encoder.md.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import logging
 import os
 from pathlib import Path
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from prefstream.derived import build_once, derived_path
 
 FORMAT = 1  # bump when the table's recipe changes, so old cached files are not reused
 FIRST_ORDINARY_ID = 1000  # WordPiece ids below this are padding, [unused*], special tokens (and "!", id 999)
@@ -33,19 +30,8 @@ BUILD_BATCH = 1024
 
 def cached_table(model_dir: str, cache_dir: Path | str) -> Path:
     """The table file for ``model_dir`` in ``cache_dir``, built now if it is not there yet."""
-    weights = Path(model_dir) / "model.safetensors"
-    stamp = f"{Path(model_dir).resolve()}|{weights.stat().st_size if weights.exists() else 0}|{FORMAT}"
-    name = f"{Path(model_dir).name}-{hashlib.blake2b(stamp.encode(), digest_size=6).hexdigest()}.static.npy"
-    path = Path(cache_dir) / name
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it right now: wait for it
-        if not path.exists():
-            log.warning("building the static token table once: %s", path)
-            build_table(model_dir, path)
-    return path
+    path = derived_path(model_dir, cache_dir, (FORMAT,), ".static.npy")
+    return build_once(path, lambda p: build_table(model_dir, p), "building the static token table")
 
 
 def build_table(model_dir: str, path: Path) -> None:
@@ -82,19 +68,11 @@ class StaticEmbedder:
         if (self.tokenizer.token_to_id("[CLS]"), self.tokenizer.token_to_id("[SEP]")) != (101, 102):
             raise ValueError(f"{model_dir}: not a BERT WordPiece vocabulary; the static backend needs one")
         self.weights = np.log1p(np.arange(len(self.table), dtype=np.float32))  # [V]
-        self.max_seq_length = max_seq_length
+        self.max_seq_length = int(max_seq_length)  # tokens a text is truncated to
         self.dim = int(self.table.shape[1])
 
-    @property
-    def max_seq_length(self) -> int:
-        return self._max_len
-
-    @max_seq_length.setter
-    def max_seq_length(self, n: int) -> None:
-        self._max_len = int(n)
-
     def _ids(self, encoding) -> np.ndarray:
-        ids = np.asarray(encoding.ids[:self._max_len], np.int64)
+        ids = np.asarray(encoding.ids[:self.max_seq_length], np.int64)
         ordinary = ids[ids >= FIRST_ORDINARY_ID]
         return ordinary if len(ordinary) else ids  # a text of special tokens (or none) still gets a vector
 
