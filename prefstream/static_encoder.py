@@ -61,12 +61,12 @@ class StaticEmbedder:
     def __init__(self, model_dir: str, cache_dir: Path | str, max_seq_length: int = 128):
         from tokenizers import Tokenizer
 
-        self.path = cached_table(model_dir, cache_dir)
-        self.table = np.load(self.path)  # [V, D]
         self.tokenizer = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
         self.tokenizer.no_padding()
         if (self.tokenizer.token_to_id("[CLS]"), self.tokenizer.token_to_id("[SEP]")) != (101, 102):
             raise ValueError(f"{model_dir}: not a BERT WordPiece vocabulary; the static backend needs one")
+        self.path = cached_table(model_dir, cache_dir)  # checked first: no table is built for another vocabulary
+        self.table = np.load(self.path)  # [V, D]
         self.weights = np.log1p(np.arange(len(self.table), dtype=np.float32))  # [V]
         self.max_seq_length = int(max_seq_length)  # tokens a text is truncated to
         self.dim = int(self.table.shape[1])
