@@ -36,6 +36,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--step-s", type=float, default=20.0)
     ap.add_argument("--factor", type=float, default=2.0, help="overload rate = factor x capacity")
     ap.add_argument("--overload-s", type=float, default=300.0)
+    ap.add_argument("--echo-s", type=float, default=60.0, help="the broker echo floor at the overload rate")
     ap.add_argument("--events", type=int, default=4000, help="turns and feedback in the graph before the run")
     ap.add_argument("--pool", type=int, default=64, help="distinct query texts")
     ap.add_argument("--seed", type=int, default=7)
@@ -77,6 +78,16 @@ def capacity(traffic: Traffic, collector: ReplyCollector, rates: list[float], st
     return best, rows
 
 
+def echo_floor(stack: PrivateStack, s, rate: float, seconds: float, logdir: Path) -> dict:
+    """The floor: a bare broker echo (bench/route_latency.py's, no work) at the overload rate on the same broker,
+    the router and ingest idle. If the echo's own p99 passes the deadline, no router can meet it here."""
+    import route_latency
+
+    row: dict = {"rate": rate, "seconds": seconds}
+    route_latency.run_echo(stack, s, "overload", [row], [rate], seconds, 2.0, logdir)
+    return row
+
+
 def write_md(res: dict) -> None:
     path = RESULTS / "reliability.md"
     text = path.read_text() if path.exists() else "# Reliability\n"
@@ -92,6 +103,11 @@ def write_md(res: dict) -> None:
               f"{o['deadline_ms']} ms): **{o['capacity_rate']:.0f} req/s**. At {o['rate']:.0f} req/s for "
               f"{o['run']['seconds']:.0f} s: p50 {o['p50_ms']} ms, p99 {o['p99_ms']} ms, {o['shed']} shed, "
               f"{o['unanswered']} unanswered (target: p99 <= {o['deadline_ms'] + 100} ms, 0 unanswered)."]
+    e = o.get("echo_floor")
+    if e:
+        lines += ["", f"Floor in the same run: a bare broker echo (no work) at {e['rate']:.0f} msg/s for "
+                  f"{e['seconds']:.0f} s on the same broker, router and ingest idle: p50 {e['echo_p50_ms']} ms, "
+                  f"p99 {e['echo_p99_ms']} ms, {e['echo_answered']}/{e['echo_sent']} answered."]
     path.write_text(text + "\n".join(lines) + "\n")
 
 
@@ -130,11 +146,13 @@ def main() -> None:
         rate = max(args.factor * cap, float(args.rates.split(",")[0]))
         print(f"capacity {cap} req/s; overload at {rate} req/s for {args.overload_s} s", flush=True)
         run = run_rate(traffic, collector, rate, args.overload_s, "over-", args.deadline_ms)
+        load1 = list(os.getloadavg())
+        echo = echo_floor(stack, s, rate, args.echo_s, logdir)
         res["overload"] = {"command": res["command"], "rate": rate, "capacity_rate": cap,
                            "deadline_ms": args.deadline_ms, "p50_ms": run["latency_p50_ms"],
                            "p99_ms": run["latency_p99_ms"], "shed": run["reply_kinds"].get("shed", 0),
                            "unanswered": run["unanswered"], "run": run, "capacity_steps": steps,
-                           "loadavg_before": load0, "loadavg_after": list(os.getloadavg())}
+                           "loadavg_before": load0, "loadavg_after": load1, "echo_floor": echo}
         client.close()
     finally:
         teardown(collector, children, stack)

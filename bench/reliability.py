@@ -658,10 +658,30 @@ def main() -> None:
         client.close()
     finally:
         teardown(collector, children, stack)
+    keep_overload(res, args.out)
     write_json(RESULTS / f"{args.out}.json", res)
+    overload_md = read_overload_md(args.out)
     write_md(res, RESULTS / f"{args.out}.md")
+    if overload_md:
+        with open(RESULTS / f"{args.out}.md", "a") as fh:
+            fh.write(overload_md)
     plot_rss(res, RESULTS / f"{args.out}.png")
     LOG(f"done in {time.monotonic() - t_start:.0f} s -> bench/results/{args.out}.json")
+
+
+def keep_overload(res: dict, out: str) -> None:
+    """Carry bench/overload.py's keys ("overload...") over from the previous OUT.json (its own run writes them)."""
+    path = RESULTS / f"{out}.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    res.update({k: v for k, v in old.items() if k.startswith("overload")})
+
+
+def read_overload_md(out: str) -> str:
+    """bench/overload.py's section of OUT.md, to put back after this run rewrites the file."""
+    path = RESULTS / f"{out}.md"
+    text = path.read_text() if path.exists() else ""
+    i = text.find("\n## Overload")
+    return text[i:] if i >= 0 else ""
 
 
 def teardown(collector: "ReplyCollector | None", children: list[Child], stack: PrivateStack) -> None:

@@ -26,7 +26,7 @@ MAX_AUDIT_BACKLOG = 8  # micro-batches of decisions waiting to be written to the
 SEND_TIMEOUT_S = 60.0  # longest wait for the broker to ack a micro-batch's replies
 WARM_UP_BATCHES = 3  # not measured for backpressure (the loop) nor for shedding (the engine)
 BATCH_BUDGET = 0.5  # of the deadline: the most one micro-batch may take, by the measured time per request
-INTAKE_FACTOR = 4  # x ROUTE_BATCH_SIZE: the most one poll takes when requests are cheap (shed under overload)
+INTAKE_FACTOR = 8  # x ROUTE_BATCH_SIZE: the most one poll takes when requests are cheap (shed under overload)
 LAG_EVERY_S = 15.0  # how often the loop measures its consumer lag (a metadata round trip to the broker)
 
 

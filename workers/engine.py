@@ -23,7 +23,7 @@ import numpy as np
 from graphstore.schema import LLMInfo, UserSubgraph
 from prefstream.events import RouteDecision, RouteRequest
 from prefstream.metrics import metrics
-from streams.route_loop import BATCH_BUDGET, WARM_UP_BATCHES
+from streams.route_loop import WARM_UP_BATCHES
 from trainer.decision import choose
 from workers.models import ModelSource
 
@@ -72,6 +72,10 @@ def scorer_name(version: str | None) -> str:
 
 #: a request is shed when less than its expected decide time is left, counting at most this share of its
 #: deadline (a slow batch, such as the first one loading the model, must not make every later request look late)
+# of the deadline: the most one call decides, by the measured time per decided request. Half of the loop's
+# budget for a whole poll (streams/route_loop.py BATCH_BUDGET): under overload a poll's remaining time goes to
+# shedding the older requests it took, and a request waits at most about one poll in the broker and one in hand
+DECIDE_BUDGET = 0.25
 SHED_MARGIN = 0.5
 REPLY_MARGIN_MS = 50.0  # the reply's trip through the broker to the client, counted against the deadline
 
@@ -166,7 +170,8 @@ class RouteEngine:
         wanted = {c for r in requests for c in (r.candidates or [])}
         catalog = self.catalog(wanted)
         now = time.time() * 1000
-        batch_ms = self.per_request_ms * len(requests) + REPLY_MARGIN_MS  # if all of them are decided
+        # the time to decide what this call will decide: all of them, or under overload the newest that fit
+        batch_ms = self.per_request_ms * min(len(requests), self._fits(len(requests))) + REPLY_MARGIN_MS
         due = [now + min(batch_ms, SHED_MARGIN * self._deadline(r)) > r.timestamp + self._deadline(r)
                for r in requests]
         due = self._overflow(requests, due)
@@ -183,18 +188,23 @@ class RouteEngine:
         return out
 
     def _overflow(self, requests: list[RouteRequest], due: list[bool]) -> list[bool]:
-        """Under overload, decide only the newest requests that fit in BATCH_BUDGET of the deadline at the measured
+        """Under overload, decide only the newest requests that fit in DECIDE_BUDGET of the deadline at the measured
         cost; the older ones are shed now. Serving the oldest first (FIFO) would make every served request wait
         about its whole deadline once a queue builds; newest first keeps served requests fresh and answers the rest
         at once with the prior (bench/results/reliability.md "overload")."""
-        if self.per_request_ms <= 0:
-            return due
-        fits = max(1, int(BATCH_BUDGET * self.deadline_ms / self.per_request_ms))
+        fits = self._fits(len(requests))
         live = [i for i, d in enumerate(due) if not d]
         if len(live) <= fits:
             return due
         keep = set(sorted(live, key=lambda i: requests[i].timestamp)[-fits:])
         return [d or (i not in keep) for i, d in enumerate(due)]
+
+    def _fits(self, n: int) -> int:
+        """How many of ``n`` requests one call decides within DECIDE_BUDGET of the deadline (all before the first
+        estimate)."""
+        if self.per_request_ms <= 0:
+            return n
+        return max(1, int(DECIDE_BUDGET * self.deadline_ms / self.per_request_ms))
 
     def _deadline(self, r: RouteRequest) -> int:
         return r.deadline_ms or self.deadline_ms

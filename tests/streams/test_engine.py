@@ -250,16 +250,16 @@ def test_the_count_scorer_counts_the_whole_past_the_store_reads(parts):
 
 
 def test_under_overload_the_newest_requests_are_decided_and_the_older_shed_at_once(parts):
-    """More live requests than fit in half the deadline: the newest that fit are decided, the older are shed now
-    (served requests stay fresh instead of all waiting about a deadline), still one reply each, in order."""
+    """More live requests than fit in DECIDE_BUDGET of the deadline: the newest that fit are decided, the older are
+    shed now (served requests stay fresh instead of all waiting about a deadline), still one reply each, in order."""
     from prefstream.events import now_ms
 
     store, scorer, engine = parts
-    engine.per_request_ms = 125.0  # 4 requests fit in half of the 1 s deadline
+    engine.per_request_ms = 62.5  # 4 requests fit in a quarter (DECIDE_BUDGET) of the 1 s deadline
     batch = [req(i, timestamp=now_ms() - 10 * (10 - i)) for i in range(10)]  # all in time; req 9 the newest
     out = engine.decide(batch)
     assert [d.request_id for d in out] == [r.request_id for r in batch]
     assert [d.shed for d in out] == [True] * 6 + [False] * 4
     assert all(d.scorer == "prior" for d in out[:6]) and all(d.scorer == "model v0007" for d in out[6:])
-    engine.per_request_ms = 125.0
+    engine.per_request_ms = 62.5
     assert not any(d.shed for d in engine.decide(batch[:4]))  # what fits is never shed

@@ -9,7 +9,7 @@ from kafka import TopicPartition
 from kafka.errors import KafkaTimeoutError
 
 from prefstream.config import Settings
-from streams.route_loop import RouteLoop
+from streams.route_loop import INTAKE_FACTOR, RouteLoop
 
 
 class Acked:
@@ -68,8 +68,8 @@ def test_backpressure_takes_only_what_fits_in_the_deadline():
     loop.measured(8, 8 * 2.0)  # 2 ms a request: 250 fit in half a second (a backlog, or shed requests)
     assert loop.batch_cap() == 250
     for _ in range(30):
-        loop.measured(100, 100 * 0.1)  # nearly all shed: the intake stops at 4 x the batch size
-    assert loop.batch_cap() == 256
+        loop.measured(100, 100 * 0.1)  # nearly all shed: the intake stops at INTAKE_FACTOR x the batch size
+    assert loop.batch_cap() == INTAKE_FACTOR * 64
     for _ in range(30):  # the router slows down to 50 ms a request: 10 fit in half the deadline
         loop.measured(10, 10 * 50.0)
     assert 9 <= loop.batch_cap() <= 11
