@@ -132,7 +132,7 @@ def main() -> int:
     history = serving_history()
     out: dict = {"command": " ".join(shlex.quote(a) for a in ["python", "bench/quality.py", *sys.argv[1:]]),
                  "history_turns": history, "load_avg_start": load0}
-    md = [f"# Quality benchmark\n", f"Command: `{out['command']}`\n"]
+    md = ["# Quality benchmark\n", f"Command: `{out['command']}`\n"]
     for kind in args.benchmarks.split(","):
         report, files = evaluate(kind, args, history)
         ds = load_dataset(files, CATALOG if kind == "families" else files["train"].parent / "llm_catalog.json",

@@ -660,12 +660,7 @@ def main() -> None:
         teardown(collector, children, stack)
     keep_overload(res, args.out)
     write_json(RESULTS / f"{args.out}.json", res)
-    overload_md = read_overload_md(args.out)
-    write_md(res, RESULTS / f"{args.out}.md")
-    if overload_md:
-        with open(RESULTS / f"{args.out}.md", "a") as fh:
-            fh.write(overload_md)
-    plot_rss(res, RESULTS / f"{args.out}.png")
+    write_report(res, args.out)
     LOG(f"done in {time.monotonic() - t_start:.0f} s -> bench/results/{args.out}.json")
 
 
@@ -797,8 +792,16 @@ def plot_rss(res: dict, path: Path) -> None:
 
 def render(out: str) -> None:
     """Re-write OUT.md and OUT.png from OUT.json (e.g. after changing the report)."""
-    res = json.loads((RESULTS / f"{out}.json").read_text())
+    write_report(json.loads((RESULTS / f"{out}.json").read_text()), out)
+
+
+def write_report(res: dict, out: str) -> None:
+    """OUT.md (keeping bench/overload.py's section) and OUT.png."""
+    overload_md = read_overload_md(out)
     write_md(res, RESULTS / f"{out}.md")
+    if overload_md:
+        with open(RESULTS / f"{out}.md", "a") as fh:
+            fh.write(overload_md)
     plot_rss(res, RESULTS / f"{out}.png")
 
 

@@ -225,7 +225,7 @@ def _engine_batch(engine, reqs: list) -> tuple[float, float, float]:
 
     # the loop's per-request work besides decide: parse the request, serialize the decision
     t = time.perf_counter()
-    from prefstream.events import RouteDecision, parse_event
+    from prefstream.events import parse_event
     raws = [r.to_bytes() for r in reqs]
     reqs = [parse_event(x, RouteRequest) for x in raws]
     serde = (time.perf_counter() - t) * 1000

@@ -41,7 +41,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     checks = status(s)
     checks += [Check(f"process {p.name}", alive(p.pid) and same_process(p),
                      f"pid {p.pid}" + (f" port {p.port}" if p.port else "") + f", log {p.log}",
-                     "" if alive(p.pid) and same_process(p) else f"see its log; restart the stack: prefstream down && prefstream up")
+                     "" if alive(p.pid) and same_process(p) else "see its log; restart the stack: prefstream down && prefstream up")
                for p in Stack(s).procs()]
     return print_checks(checks, args.json)
 

@@ -242,7 +242,7 @@ def model_doctor(s: Settings, fix: bool) -> list[Check]:
         root.mkdir(parents=True)
     if not root.is_dir():
         return [Check("model registry", False, f"{root} does not exist",
-                      f'"prefstream doctor --fix" creates it, or set PREFSTREAM_MODEL_DIR')]
+                      '"prefstream doctor --fix" creates it, or set PREFSTREAM_MODEL_DIR')]
     current = root / "CURRENT"
     version = current.read_text().strip() if current.exists() else ""
     if version and version != "count" and not (root / version / "model.pt").exists():

@@ -12,7 +12,7 @@ import numpy as np
 
 from graphstore.counts import win_counts
 from graphstore.schema import HeldOutGroup, TrainingSample, UserSubgraph
-from trainer.data import Dataset, Group
+from trainer.data import Dataset
 
 
 def _centered(ratings: np.ndarray) -> np.ndarray:

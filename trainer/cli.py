@@ -6,7 +6,6 @@ Run standalone with ``python -m trainer.cli <command> --help``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shlex
 import sys
