@@ -70,12 +70,12 @@ def scorer_name(version: str | None) -> str:
     return "count" if version == COUNT_VERSION else f"model {version}"
 
 
+#: of the deadline: the most one call decides, by the measured time per decided request. Half of the loop's
+#: budget for a whole poll (streams/route_loop.py BATCH_BUDGET): under overload a poll's remaining time goes to
+#: shedding the older requests it took, and a request waits at most about one poll in the broker and one in hand
+DECIDE_BUDGET = 0.25
 #: a request is shed when less than its expected decide time is left, counting at most this share of its
 #: deadline (a slow batch, such as the first one loading the model, must not make every later request look late)
-# of the deadline: the most one call decides, by the measured time per decided request. Half of the loop's
-# budget for a whole poll (streams/route_loop.py BATCH_BUDGET): under overload a poll's remaining time goes to
-# shedding the older requests it took, and a request waits at most about one poll in the broker and one in hand
-DECIDE_BUDGET = 0.25
 SHED_MARGIN = 0.5
 REPLY_MARGIN_MS = 50.0  # the reply's trip through the broker to the client, counted against the deadline
 
