@@ -26,6 +26,7 @@ from prefstream.derived import build_once, derived_path
 FORMAT = 1  # bump when the table's recipe changes, so old cached files are not reused
 FIRST_ORDINARY_ID = 1000  # WordPiece ids below this are padding, [unused*], special tokens (and "!", id 999)
 BUILD_BATCH = 1024
+CLS_ID, SEP_ID = 101, 102  # WordPiece's [CLS] and [SEP] (StaticEmbedder checks the tokenizer has them)
 
 
 def cached_table(model_dir: str, cache_dir: Path | str) -> Path:
@@ -41,12 +42,11 @@ def build_table(model_dir: str, path: Path) -> None:
 
     bert = AutoModel.from_pretrained(model_dir).eval()
     vocab = int(bert.config.vocab_size)
-    cls_id, sep_id = 101, 102  # WordPiece's [CLS] and [SEP] (checked against the tokenizer in StaticEmbedder)
     table = np.empty((vocab, int(bert.config.hidden_size)), np.float32)
     with torch.no_grad():
         for start in range(0, vocab, BUILD_BATCH):
             ids = torch.arange(start, min(start + BUILD_BATCH, vocab))
-            x = torch.stack([torch.full_like(ids, cls_id), ids, torch.full_like(ids, sep_id)], 1)  # [B, 3]
+            x = torch.stack([torch.full_like(ids, CLS_ID), ids, torch.full_like(ids, SEP_ID)], 1)  # [B, 3]
             table[start:start + len(ids)] = bert(input_ids=x, attention_mask=torch.ones_like(x)
                                                  ).last_hidden_state[:, 1].numpy()  # [B, D]
     table -= table[FIRST_ORDINARY_ID:].mean(0)
@@ -63,7 +63,7 @@ class StaticEmbedder:
 
         self.tokenizer = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
         self.tokenizer.no_padding()
-        if (self.tokenizer.token_to_id("[CLS]"), self.tokenizer.token_to_id("[SEP]")) != (101, 102):
+        if (self.tokenizer.token_to_id("[CLS]"), self.tokenizer.token_to_id("[SEP]")) != (CLS_ID, SEP_ID):
             raise ValueError(f"{model_dir}: not a BERT WordPiece vocabulary; the static backend needs one")
         self.path = cached_table(model_dir, cache_dir)  # checked first: no table is built for another vocabulary
         self.table = np.load(self.path)  # [V, D]

@@ -170,11 +170,11 @@ class RouteEngine:
         wanted = {c for r in requests for c in (r.candidates or [])}
         catalog = self.catalog(wanted)
         now = time.time() * 1000
-        # the time to decide what this call will decide: all of them, or under overload the newest that fit
-        batch_ms = self.per_request_ms * min(len(requests), self._fits(len(requests))) + REPLY_MARGIN_MS
+        fits = self._fits(len(requests))  # all of them, or under overload the newest that fit
+        batch_ms = self.per_request_ms * fits + REPLY_MARGIN_MS  # the time to decide what this call decides
         due = [now + min(batch_ms, SHED_MARGIN * self._deadline(r)) > r.timestamp + self._deadline(r)
                for r in requests]
-        due = self._overflow(requests, due)
+        due = self._overflow(requests, due, fits)
         live = [r for r, d in zip(requests, due) if not d]
         decided = iter(self._decide(live, catalog, t0) if live else [])
         out = [self._shed(r, catalog) if d else next(decided) for r, d in zip(requests, due)]
@@ -187,12 +187,11 @@ class RouteEngine:
             self.per_request_ms *= 0.5
         return out
 
-    def _overflow(self, requests: list[RouteRequest], due: list[bool]) -> list[bool]:
+    def _overflow(self, requests: list[RouteRequest], due: list[bool], fits: int) -> list[bool]:
         """Under overload, decide only the newest requests that fit in DECIDE_BUDGET of the deadline at the measured
         cost; the older ones are shed now. Serving the oldest first (FIFO) would make every served request wait
         about its whole deadline once a queue builds; newest first keeps served requests fresh and answers the rest
         at once with the prior (bench/results/reliability.md "overload")."""
-        fits = self._fits(len(requests))
         live = [i for i, d in enumerate(due) if not d]
         if len(live) <= fits:
             return due
@@ -204,7 +203,7 @@ class RouteEngine:
         estimate)."""
         if self.per_request_ms <= 0:
             return n
-        return max(1, int(DECIDE_BUDGET * self.deadline_ms / self.per_request_ms))
+        return min(n, max(1, int(DECIDE_BUDGET * self.deadline_ms / self.per_request_ms)))
 
     def _deadline(self, r: RouteRequest) -> int:
         return r.deadline_ms or self.deadline_ms
