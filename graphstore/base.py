@@ -336,6 +336,14 @@ class GraphStore(ABC):
                 rows[uid].append((conv, idx, llm, rating))
         return [counts.per_llm(rows[u]) for u in user_ids]
 
+    def query_ratings(self, keys: Sequence[str], limit: int = 500) -> list[tuple]:
+        """(query key, user id, conversation id, turn index, LLM id, rating) of the newest ``limit`` rated answers
+        to each Query key, by every user (trainer/crowd.py makes them crowd evidence); unknown keys give none."""
+        out: list[tuple] = []
+        for part in chunks(list(dict.fromkeys(keys)), self.batch_size):
+            out += [tuple(r) for r in self._read(cypher.QUERY_RATED, {"keys": list(part), "limit": int(limit)})]
+        return out
+
     def turn_owners(self, turn_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         """{turn id: (user id, LLM id)} for the stored turns among ``turn_ids`` (unknown ids are absent)."""
         out: dict[str, tuple[str, str]] = {}

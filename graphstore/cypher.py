@@ -181,6 +181,19 @@ WHERE r.rating IS NOT NULL
 RETURN uid, t.conversation_id, t.turn_index, t.llm_id, r.rating
 """
 
+# The newest $limit rated answers to each query text in $keys, by any user: the crowd evidence of a request
+# (trainer/crowd.py centres them per comparison and leaves out the requesting user).
+QUERY_RATED = """
+UNWIND $keys AS qk
+MATCH (q:Query {query_key: qk})-[:ASKED_IN]->(t:Turn)<-[:ANSWER_OF]-(r:Response)
+WHERE r.rating IS NOT NULL
+WITH qk, t, r
+ORDER BY t.ts DESC
+WITH qk, collect([t.user_id, t.conversation_id, t.turn_index, t.llm_id, r.rating])[..$limit] AS rated
+UNWIND rated AS row
+RETURN qk, row[0], row[1], row[2], row[3], row[4]
+"""
+
 # Who a turn belongs to and which LLM answered it: the gateway checks feedback against it (a user rates only
 # their own turns) and names the LLMs of a pairwise preference.
 TURN_OWNERS = """

@@ -126,6 +126,7 @@ class HeldOutGroup:
     timestamp: int  # epoch ms; later than every visible turn of the same sample
     conversation_id: str | None = None  # the conversation it continues (its earlier turns may be visible)
     turn: int | None = None  # 1-based turn of that conversation, when known
+    crowd: np.ndarray | None = None  # [K] other users' centred ratings of each LLM on this query (trainer/crowd.py)
 
 
 @dataclass

@@ -21,6 +21,7 @@ class GMTRouterConfig:
     memory: bool = True  # similarity-weighted average of the user's past ratings of the candidate
     counts: bool = True  # the same over all of the user's past queries (a per-user win count)
     conversation: bool = True  # the candidate's rating on the previous turn of the request's conversation
+    crowd: bool = True  # other users' centred ratings of the candidate on the same query text (trainer/crowd.py)
     reverse_edges: bool = False
 
     def to_dict(self) -> dict:
@@ -32,7 +33,7 @@ class GMTRouterConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown GMTRouterConfig fields {unknown} (a checkpoint of another model version?)")
-        return cls(**d)
+        return cls(**{"crowd": False, **d})  # a checkpoint from before the crowd term has none
 
 
 

@@ -20,6 +20,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from graphstore.schema import HeldOutGroup, LLMInfo, TrainingSample, UserSubgraph, query_key
+from trainer.crowd import CrowdTable
 from trainer.history import last_turns
 
 SPLIT_OFFSETS = {"train": 0, "valid": 10**9, "test": 2 * 10**9}  # ordinal times for files without stamps
@@ -234,12 +235,16 @@ class Dataset:
     llms: dict[str, LLMInfo]
     timelines: dict[str, list[Group]] = field(default_factory=dict)
     catalog: dict[str, dict] = field(default_factory=dict)  # the raw catalog entries (size and other attributes)
+    crowd: CrowdTable = field(default_factory=CrowdTable)  # the training split's ratings, by query (trainer/crowd.py)
 
     def __post_init__(self) -> None:
         self.groups.sort(key=lambda g: (g.timestamp, g.user_id, g.turn))
         tl: dict[str, list[Group]] = defaultdict(list)
         for g in self.groups:
             tl[g.user_id].append(g)
+            if g.split == "train":  # like every other global fit: only the training comparisons
+                for m, r in zip(g.llm_ids, g.ratings.tolist()):
+                    self.crowd.add(g.user_id, g.conversation_id, g.turn - 1, query_key(g.query), m, r)
         self.timelines = dict(tl)
 
     def emb(self, text: str) -> np.ndarray:
@@ -295,8 +300,10 @@ def subgraph(user_id: str, groups: Sequence[Group], ds: Dataset, embed: bool = T
 
 
 def held_out(g: Group, ds: Dataset) -> HeldOutGroup:
-    return HeldOutGroup(g.user_id, query_key(g.query), ds.emb(g.query), list(g.llm_ids), g.ratings.copy(),
-                        g.timestamp, g.conversation_id, g.turn)
+    """The group as a target, with its crowd evidence from the training split (its own user excluded)."""
+    qk = query_key(g.query)
+    return HeldOutGroup(g.user_id, qk, ds.emb(g.query), list(g.llm_ids), g.ratings.copy(), g.timestamp,
+                        g.conversation_id, g.turn, ds.crowd.evidence(qk, g.llm_ids, g.user_id))
 
 
 def training_samples(ds: Dataset, split: str = "train", window: int = 10, stride: int = 4,

@@ -30,10 +30,11 @@ COLD_START_K = (0, 1, 3, 5, 10)
 #: ablation name -> GMTRouterConfig changes (bench/results/quality.json "ablations")
 ABLATIONS = {
     "no_hgt": {"use_hgt": False},  # user state zero: global head + posterior + memory + conversation
-    "hgt_only": {"personal": False, "memory": False, "counts": False, "conversation": False},  # encoder + head
+    "hgt_only": {"personal": False, "memory": False, "counts": False, "conversation": False, "crowd": False},
     "no_memory": {"memory": False, "counts": False},  # no averages of past ratings (local or global)
     "no_personal": {"personal": False},  # no Bradley-Terry posterior (the old design's "ridge")
     "no_conversation": {"conversation": False},
+    "no_crowd": {"crowd": False},  # no other users' ratings of the same query text
     "dot_head": {"head": "dot"},
 }
 #: the baselines whose per-family accuracy the report lists next to GMTRouter's

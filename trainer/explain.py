@@ -7,7 +7,8 @@ The personal part of a score is a sum over the user's rated turns, exactly:
   (counts: s_t = 1, every past query alike);
 - conversation: a_conv * 4 * the candidate's centered rating on the previous turn of this conversation.
 ``explain`` returns, per request, the personal term of each candidate and the turns that pushed the chosen
-candidate most (``prefstream audit USER --decision ID`` prints them).
+candidate most (``prefstream audit USER --decision ID`` prints them), and, for a model with the crowd term,
+each candidate's crowd term (other users' ratings on this query: not the user's own, so not in ``personal``).
 """
 
 from __future__ import annotations
@@ -73,11 +74,16 @@ def explain(model: GMTRouter, b: GraphBatch, turn_ids: Sequence[str], chosen: Se
     candidates) most, by absolute push. ``turn_ids``: the batch's turn nodes' ids, in node order; ``kept``: see
     ``pushes``."""
     total, per = pushes(model, b, kept)
+    crowd = None
+    if model.crowd_weight is not None and b.crowd is not None:
+        crowd = float(F.softplus(model.crowd_weight).detach()) * 4.0 * b.crowd.numpy()  # [N_c]
     out, off = [], 0
     for r, n in enumerate(b.counts):
         c = off + chosen[r]
         top = sorted(per.get(c, {}).items(), key=lambda kv: -abs(kv[1]))[:TOP_TURNS]
         out.append({"personal": [round(float(v), 4) for v in total[off:off + n]],
                     "pushed_by": [{"turn_id": turn_ids[t], "push": round(float(v), 4)} for t, v in top]})
+        if crowd is not None:
+            out[-1]["crowd"] = [round(float(v), 4) for v in crowd[off:off + n]]
         off += n
     return out

@@ -43,6 +43,7 @@ class Request:
     candidates: np.ndarray  # [C, D] description embeddings of the candidate LLMs
     candidate_ids: list[str] | None = None  # [C] their ids (None: matched to history turns by embedding)
     conversation_id: str | None = None  # the conversation this request continues, if any
+    crowd: np.ndarray | None = None  # [C] other users' centred ratings of each candidate on this query (0 if None)
 
 
 @dataclass
@@ -64,6 +65,7 @@ class GraphBatch:
     #                                  request's conversation (0 when it did not answer there or nothing is known)
     cand_unique: Tensor | None = None  # [N_u, D] distinct candidate embeddings (projected once)
     cand_inv: Tensor | None = None  # [N_c] row of cand_unique for each candidate
+    crowd: Tensor | None = None  # [N_c] other users' centred ratings of the candidate on the request's query
 
 
 def _response_features(rating: np.ndarray, group: np.ndarray, user: np.ndarray, n_user: int) -> np.ndarray:
@@ -290,6 +292,8 @@ def _request_batch(requests: Sequence[Request], llm_emb: Mapping[str, np.ndarray
     centered = data["response"].x[:, 0].numpy()  # [T]
     conv_prev = _conversation_evidence(requests, cand_ids, t.tu, t.conv_ids, t.turn_index, t.llm_ids,
                                        centered)  # [N_c]
+    crowd = np.concatenate([np.asarray(r.crowd, np.float32) if r.crowd is not None else np.zeros(n, np.float32)
+                            for r, n in zip(requests, counts)]) if requests else np.zeros(0, np.float32)  # [N_c]
     inv, first = _index([row.tobytes() for row in cand])  # [N_c], [N_u]
     uniq = cand[first] if len(cand) else cand  # [N_u, D]
     return GraphBatch(
@@ -304,6 +308,7 @@ def _request_batch(requests: Sequence[Request], llm_emb: Mapping[str, np.ndarray
         mem_turn=torch.from_numpy(mem_turn),
         counts=counts,
         conv_prev=torch.from_numpy(conv_prev),
+        crowd=torch.from_numpy(crowd),
     )
 
 

@@ -7,10 +7,11 @@ through paths whose sign is fixed.
                    + <phi(q, m | h_u), w_u>              Bayesian Bradley-Terry posterior of u's comparisons
                    + a_mem  * memory_u(q, m)             u's past ratings of m on queries like q
                    + a_conv * conversation_u(m)          m's rating on the previous turn of this conversation
+                   + a_crowd * crowd(q, m | not u)       other users' centred ratings of m on this same query text
 
     h_u = HGT(user's turns, their queries, LLMs and conversation chain; NOT their rating values)
 
-The user's ratings reach the score only through the last three terms: w_u is the exact MAP of a convex
+The user's ratings reach the score only through the memory, posterior and conversation terms: w_u is the exact MAP of a convex
 problem (trainer/preference.py), and a_mem, a_conv >= 0 multiply averages of centered ratings of the same
 LLM. So a comparison "A beat B" (or a higher rating of A) can never lower score(A) - score(B) for that query
 (tests/trainer/test_monotone.py checks it on random users), whatever the training did. The HGT shapes the
@@ -168,6 +169,7 @@ class GMTRouter(nn.Module):
             self.counts.log_tau.requires_grad_(False)  # every past query counts alike
         self.count_weight = nn.Parameter(torch.tensor(0.0)) if cfg.counts else None
         self.conv_weight = nn.Parameter(torch.tensor(0.0)) if cfg.conversation else None
+        self.crowd_weight = nn.Parameter(torch.tensor(0.0)) if cfg.crowd else None
 
     def features(self, g: Tensor, h_user: Tensor, topics: Tensor, q_idx: Tensor, llm: Tensor, m_idx: Tensor) -> Tensor:
         """phi(q, m | h_u) [N, pref_dim] for N (query, LLM) rows."""
@@ -203,6 +205,8 @@ class GMTRouter(nn.Module):
             s = s + F.softplus(self.count_weight) * 4.0 * self.counts(b)
         if self.conv_weight is not None and b.conv_prev is not None:
             s = s + F.softplus(self.conv_weight) * 4.0 * b.conv_prev
+        if self.crowd_weight is not None and b.crowd is not None:
+            s = s + F.softplus(self.crowd_weight) * 4.0 * b.crowd
         return s
 
     def num_parameters(self) -> int:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from graphstore.schema import TrainingSample
+from trainer.crowd import CrowdTable
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,8 @@ class RefreshTrainer:
             return [], [], {"since_ms": since, "users": len(users), "samples": 0}
         cutoff = int(stamps[min(len(stamps) - 1, int(len(stamps) * (1 - self.cfg.eval_fraction)))])
         train, evals = split_prequential(samples, cutoff)
+        # other users' ratings of the same query, as known before the cutoff (the judged side sees no later ones)
+        CrowdTable.from_samples(samples, before_ms=cutoff).attach(g for s in train + evals for g in s.targets)
         window = {"since_ms": since, "cutoff_ms": cutoff, "users": len(users), "samples": len(samples),
                   "train_samples": len(train), "eval_samples": len(evals),
                   "train_targets": sum(len(s.targets) for s in train),

@@ -40,9 +40,15 @@ class Scorer:
                              "(PREFSTREAM_ENCODER_BACKEND); train a model on this backend")
         return cls(ck.model, ck.version, {k: v.embedding for k, v in ck.llm_catalog.items()})
 
+    @property
+    def uses_crowd(self) -> bool:
+        """Whether the model reads other users' ratings of the request's query (the router then reads them)."""
+        return getattr(self.model, "crowd_weight", None) is not None
+
     def score_batch(self, items: list[tuple]) -> list[np.ndarray]:
-        """[(history, query_emb [D], candidates[, conversation_id])] -> one score vector [C] per item (higher =
-        better). ``conversation_id``: the conversation the request continues (its previous turn is evidence)."""
+        """[(history, query_emb [D], candidates[, conversation_id[, crowd [C]]])] -> one score vector [C] per item
+        (higher = better). ``conversation_id``: the conversation the request continues (its previous turn is
+        evidence); ``crowd``: other users' centred ratings of each candidate on this query (trainer/crowd.py)."""
         return self.decide_batch(items, explain=False)[0]
 
     @torch.no_grad()
@@ -59,7 +65,7 @@ class Scorer:
         reqs = [Request(i, np.asarray(it[1], np.float32),
                         np.stack([np.asarray(c.embedding, np.float32) for c in it[2]]) if it[2]
                         else np.zeros((0, d), np.float32),
-                        [c.llm_id for c in it[2]], it[3] if len(it) > 3 else None)
+                        [c.llm_id for c in it[2]], it[3] if len(it) > 3 else None, it[4] if len(it) > 4 else None)
                 for i, it in enumerate(items)]
         b = build_batch(subs, reqs, self.llm_emb, reverse_edges=self.model.cfg.reverse_edges,
                         emb_dim=self.model.cfg.emb_dim)

@@ -44,7 +44,7 @@ def make_batch(subs: Sequence[UserSubgraph], targets: Sequence[Sequence[HeldOutG
     d = next(iter(llm_emb.values())).shape[-1] if llm_emb else 384
     zero = np.zeros(d, np.float32)
     reqs = [Request(u, g.query_emb, np.stack([llm_emb.get(m, zero) for m in g.llm_ids]), list(g.llm_ids),
-                    g.conversation_id)
+                    g.conversation_id, g.crowd)
             for u, gs in enumerate(targets) for g in gs]
     return build_batch(subs, reqs, llm_emb, reverse_edges=reverse_edges, emb_dim=d)
 

@@ -20,10 +20,11 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from graphstore.schema import LLMInfo, UserSubgraph
+from graphstore.schema import LLMInfo, UserSubgraph, query_key
 from prefstream.events import RouteDecision, RouteRequest
 from prefstream.metrics import metrics
 from streams.route_loop import WARM_UP_BATCHES
+from trainer.crowd import CrowdTable
 from trainer.decision import choose
 from workers.models import ModelSource
 
@@ -38,6 +39,8 @@ class StoreLike(Protocol):
     def user_subgraphs(self, user_ids: list[str], k: int) -> list[UserSubgraph]: ...
 
     def user_win_counts(self, user_ids: list[str]) -> list[dict[str, tuple[float, float]]]: ...
+
+    def query_ratings(self, keys: list[str]) -> list[tuple]: ...
 
     def record_decisions(self, items: list[RouteDecision]) -> None: ...
 
@@ -233,12 +236,13 @@ class RouteEngine:
             subgraphs = [UserSubgraph(user_id=p.request.user_id) for p in ok]
         if not store_down and getattr(scorer, "whole_past", False):
             self._attach_win_counts(subgraphs)
+        crowds = self._read_crowds(ok) if not store_down and getattr(scorer, "uses_crowd", False) else [None] * len(ok)
         scores: list[np.ndarray] | None = None
         explains: list[dict] = []
         if vectors is not None:
             try:
                 q = vectors.result()
-                scores, explains = scorer.decide_batch([(sg, q[i], p.candidates, p.request.conversation_id)
+                scores, explains = scorer.decide_batch([(sg, q[i], p.candidates, p.request.conversation_id, crowds[i])
                                                         for i, (sg, p) in enumerate(zip(subgraphs, ok))])
             except Exception:
                 log.exception("scorer failed; answering from the prior")
@@ -282,6 +286,17 @@ class RouteEngine:
         except Exception as exc:
             log.warning("graph store read failed (%s); scoring without history", exc)
             return None
+
+    def _read_crowds(self, ok: list[_Plan]) -> list[np.ndarray | None]:
+        """Per request, other users' centred ratings of each candidate on the same query text (trainer/crowd.py),
+        in one batched read; all None when it fails (the model then scores without them)."""
+        keys = [query_key(p.request.query) for p in ok]
+        try:
+            table = CrowdTable.from_rows(self.store.query_ratings(keys))
+        except Exception as exc:
+            log.warning("crowd read failed (%s); scoring without other users' ratings", exc)
+            return [None] * len(ok)
+        return [table.evidence(k, [c.llm_id for c in p.candidates], p.request.user_id) for k, p in zip(keys, ok)]
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         """[N, D] query vectors: the encoder's cache, then the graph's Query nodes, then the encoder. Texts the

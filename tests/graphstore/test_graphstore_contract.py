@@ -291,3 +291,29 @@ def test_win_counts_cover_the_whole_past_beyond_any_window(store):
     assert store.global_win_counts(1) in (got[0], {})  # only the most recently active user
     window = store.user_subgraph("u1", 6)  # the last 6 turns = 2 comparisons: counting them differs
     assert win_counts(visible_comparisons(window))[1]["m1"] < 11.0
+
+
+def test_query_ratings_give_other_users_crowd_evidence(store):
+    """The crowd read: every user's rated answers to one query text, newest first up to the limit; centred per
+    comparison by trainer/crowd.py, the requesting user's own ratings left out."""
+    from trainer.crowd import CrowdTable
+
+    q = "what is the capital of France?"
+    turns = [turn(f"{u}-{m}", u, f"c-{u}", 0, 1000 + i * 10 + j, m, query=q)
+             for i, u in enumerate(("u1", "u2", "u3")) for j, m in enumerate(("m1", "m2"))]
+    turns.append(turn("u4-m1", "u4", "c-u4", 0, 2000, "m1", query="another question"))
+    store.upsert_turns(with_emb(*turns))
+    rated = {"u1": {"m1": 9, "m2": 1}, "u2": {"m1": 8, "m2": 4}, "u3": {"m1": 2}}  # u3 rated one answer only
+    store.upsert_feedback([score(f"f-{u}-{m}", f"{u}-{m}", v, 3000, user=u)
+                           for u, r in rated.items() for m, v in r.items()] + [score("f4", "u4-m1", 10, 3000, "u4")])
+    rows = store.query_ratings([query_key(q), query_key("never asked")])
+    assert sorted((r[1], r[4]) for r in rows) == [("u1", "m1"), ("u1", "m2"), ("u2", "m1"), ("u2", "m2"),
+                                                   ("u3", "m1")]
+    assert all(r[0] == query_key(q) and r[2] == f"c-{r[1]}" and r[3] == 0 for r in rows)
+    table = CrowdTable.from_rows(rows, prior=1.0)
+    # u1's centred ratings: m1 +4/9, m2 -4/9; u2's: m1 +2/9, m2 -2/9; u3's single answer is no comparison
+    np.testing.assert_allclose(table.evidence(query_key(q), ["m1", "m2", "m3"], "u3"),
+                               [(4 / 9 + 2 / 9) / 3, -(4 / 9 + 2 / 9) / 3, 0.0], atol=1e-6)
+    np.testing.assert_allclose(table.evidence(query_key(q), ["m1", "m2"], "u1"), [(2 / 9) / 2, -(2 / 9) / 2],
+                               atol=1e-6)  # u1 asking: only u2 counts
+    assert len(store.query_ratings([query_key(q)], limit=2)) == 2  # the newest two answers only

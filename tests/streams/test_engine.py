@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fake_encoder import FakeEncoder
-from graphstore.schema import LLMInfo, UserSubgraph
+from graphstore.schema import LLMInfo, UserSubgraph, query_key
 from prefstream.events import RouteRequest
 from workers.engine import RouteEngine
 
@@ -23,6 +23,8 @@ class Store:
         self.down = False
         self.recorded = []
         self.queries = {}
+        self.rated = []  # (query key, user, conversation, turn index, llm, rating) rows of query_ratings
+        self.crowd_reads = 0
 
     def llm_catalog(self):
         if self.down:
@@ -41,6 +43,12 @@ class Store:
         if self.down:
             raise ConnectionError("graph down")
         return [{"m1": (9.0, 10.0), "m0": (1.0, 10.0)} for _ in user_ids]  # the whole past: m1 beat m0 9 of 10
+
+    def query_ratings(self, keys):
+        if self.down:
+            raise ConnectionError("graph down")
+        self.crowd_reads += 1
+        return [r for r in self.rated if r[0] in keys]
 
     def record_decisions(self, items):
         self.recorded += items
@@ -69,7 +77,7 @@ class Scorer:
         self.seen += items
         # prefer the LLM whose one-hot matches the number of history turns: deterministic and history-dependent
         scores = [np.array([float(c.embedding[len(sg)]) + 0.1 * j for j, c in enumerate(cands)])
-                  for sg, _, cands, _ in items]
+                  for sg, _, cands, *_ in items]
         return scores, [{"personal": [0.5] * len(s)} for s in scores]
 
 
@@ -263,3 +271,23 @@ def test_under_overload_the_newest_requests_are_decided_and_the_older_shed_at_on
     assert all(d.scorer == "prior" for d in out[:6]) and all(d.scorer == "model v0007" for d in out[6:])
     engine.per_request_ms = 62.5
     assert not any(d.shed for d in engine.decide(batch[:4]))  # what fits is never shed
+
+
+def test_a_crowd_scorer_gets_other_users_ratings_of_the_same_query(parts):
+    """Crowd evidence is read only for a model that uses it, is centred per comparison, and leaves out the
+    requesting user's own ratings."""
+    store, scorer, engine = parts
+    store.rated = [(query_key("q"), "u9", "c", 0, "m1", 1.0), (query_key("q"), "u9", "c", 0, "m0", 0.0),
+                   (query_key("q"), "u0", "c", 0, "m2", 1.0), (query_key("q"), "u0", "c", 0, "m0", 0.0),
+                   (query_key("other"), "u9", "d", 0, "m2", 1.0), (query_key("other"), "u9", "d", 0, "m0", 0.0)]
+    engine.decide([req(0)])
+    assert store.crowd_reads == 0 and scorer.seen[-1][4] is None  # a model without the crowd term: no read
+    scorer.uses_crowd = True
+    engine.decide([req(0), req(1)])
+    assert store.crowd_reads == 1  # one read for the batch
+    mine, theirs = scorer.seen[-2][4], scorer.seen[-1][4]  # candidates m0, m1, m2
+    np.testing.assert_allclose(mine, [-0.5 / 2, 0.5 / 2, 0.0])  # u0 asks: only u9's comparison counts
+    np.testing.assert_allclose(theirs, [-1.0 / 3, 0.5 / 2, 0.5 / 2])  # u1 asks: both comparisons
+    store.down = True
+    engine.decide([req(2)])
+    assert scorer.seen[-1][4] is None  # graph down: scored without it, as without history
