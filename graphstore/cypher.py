@@ -182,10 +182,13 @@ RETURN uid, t.conversation_id, t.turn_index, t.llm_id, r.rating
 """
 
 # The newest $limit rated answers to each query text in $keys, by any user: the crowd evidence of a request
-# (trainer/crowd.py centres them per comparison and leaves out the requesting user).
+# (trainer/crowd.py centres them per comparison and leaves out the requesting user). The WITH anchors the
+# match on the Query index: written as one pattern, FalkorDB scanned every Response for each key.
 QUERY_RATED = """
 UNWIND $keys AS qk
-MATCH (q:Query {query_key: qk})-[:ASKED_IN]->(t:Turn)<-[:ANSWER_OF]-(r:Response)
+MATCH (q:Query {query_key: qk})
+WITH qk, q
+MATCH (q)-[:ASKED_IN]->(t:Turn)<-[:ANSWER_OF]-(r:Response)
 WHERE r.rating IS NOT NULL
 WITH qk, t, r
 ORDER BY t.ts DESC

@@ -1,6 +1,8 @@
 """The routing decision for a micro-batch of requests.
 
-One batched subgraph read, one batched query embedding (cached by text), one batched scorer call.
+One batched subgraph read, one batched query embedding (cached by text) and, for a model with the crowd term,
+one batched read of other users' ratings of the same queries (both beside the subgraph read, in threads), one
+batched scorer call.
 When a part is down the request still gets exactly one answer:
 - graph store down: score with no history (the model's global prior for that query), flagged fallback;
 - no model / scorer error: the running per-LLM prior of recent scores, flagged fallback;
@@ -109,7 +111,8 @@ class RouteEngine:
         # request texts the graph had no Query node for: written with the next audit record, so the ingest of
         # the turn that follows a routed request finds the vector instead of running the encoder again
         self._unstored: dict[str, np.ndarray] = {}
-        self._embedder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+        # side reads beside the subgraph read: the query vectors, and the crowd evidence for a model that uses it
+        self._side = ThreadPoolExecutor(max_workers=2, thread_name_prefix="side")
 
     # --- catalog ---------------------------------------------------------------------------
     def catalog(self, missing: set[str] | None = None) -> dict[str, LLMInfo]:
@@ -228,15 +231,16 @@ class RouteEngine:
         version = getattr(scorer, "version", None)
         # the queries' vectors are found (cache, graph, encoder) in a thread while this one reads the subgraphs:
         # the encoder runs while the graph answers, instead of after it
-        vectors = self._embedder.submit(self._embed, [p.request.query for p in ok]) \
+        vectors = self._side.submit(self._embed, [p.request.query for p in ok]) \
             if ok and scorer is not None else None
+        crowd_read = self._side.submit(self._read_crowds, ok) if ok and getattr(scorer, "uses_crowd", False) else None
         subgraphs = self._read_subgraphs(ok)
         store_down = subgraphs is None
         if subgraphs is None:
             subgraphs = [UserSubgraph(user_id=p.request.user_id) for p in ok]
         if not store_down and getattr(scorer, "whole_past", False):
             self._attach_win_counts(subgraphs)
-        crowds = self._read_crowds(ok) if not store_down and getattr(scorer, "uses_crowd", False) else [None] * len(ok)
+        crowds = crowd_read.result() if crowd_read is not None and not store_down else [None] * len(ok)
         scores: list[np.ndarray] | None = None
         explains: list[dict] = []
         if vectors is not None:

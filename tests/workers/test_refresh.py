@@ -23,6 +23,25 @@ def test_prequential_split_never_trains_on_what_it_evaluates(sim_store):
         assert max(s.visible.timestamps, default=-1) < min(g.timestamp for g in s.targets)
 
 
+def test_a_cycles_targets_carry_crowd_evidence_known_before_the_cutoff(sim_store, tmp_path):
+    """Each sampled target gets other users' ratings of its query from the comparisons before the cutoff; its
+    own user's are left out (a table without that user gives the same evidence)."""
+    import numpy as np
+
+    from trainer.crowd import CrowdTable
+
+    trainer = RefreshTrainer(sim_store, tmp_path, RefreshConfig(window_minutes=1e9, users=100))
+    train, evals, window = trainer.sample(seed=0)
+    targets = [g for s in train + evals for g in s.targets]
+    assert targets and all(g.crowd is not None and g.crowd.shape == (len(g.llm_ids),) for g in targets)
+    assert sum(bool(g.crowd.any()) for g in targets) > 0  # the simulator's users share query texts
+    samples = train + evals
+    for g in [g for g in targets if g.crowd.any()][:20]:
+        others = CrowdTable.from_samples([s for s in samples if s.visible.user_id != g.user_id],
+                                         before_ms=window["cutoff_ms"])
+        np.testing.assert_allclose(g.crowd, others.evidence(g.query_key, g.llm_ids, g.user_id), atol=1e-6)
+
+
 def _reversed(model):
     worse = copy.deepcopy(model)
     forward = worse.forward
