@@ -45,9 +45,14 @@ class CrowdTable:
         self._cmp.setdefault(key, (query_key, {}))[1].setdefault(llm, float(rating))
         self._sums = None
 
+    def add_comparison(self, user: str, conversation: str | None, turn_index: int, query_key: str,
+                       llm_ids: Sequence[str], ratings: np.ndarray) -> None:
+        """One user's rated answers [K] to one turn of one conversation."""
+        for m, r in zip(llm_ids, ratings.tolist()):
+            self.add(user, conversation, turn_index, query_key, m, r)
+
     def add_group(self, g: HeldOutGroup) -> None:
-        for m, r in zip(g.llm_ids, g.ratings.tolist()):
-            self.add(g.user_id, g.conversation_id, (g.turn or 1) - 1, g.query_key, m, r)
+        self.add_comparison(g.user_id, g.conversation_id, (g.turn or 1) - 1, g.query_key, g.llm_ids, g.ratings)
 
     def add_sample(self, s: TrainingSample, before_ms: int | None = None) -> None:
         """A training sample's visible rated turns and its targets (shared comparisons count once); with

@@ -243,8 +243,8 @@ class Dataset:
         for g in self.groups:
             tl[g.user_id].append(g)
             if g.split == "train":  # like every other global fit: only the training comparisons
-                for m, r in zip(g.llm_ids, g.ratings.tolist()):
-                    self.crowd.add(g.user_id, g.conversation_id, g.turn - 1, query_key(g.query), m, r)
+                self.crowd.add_comparison(g.user_id, g.conversation_id, g.turn - 1, query_key(g.query), g.llm_ids,
+                                          g.ratings)
         self.timelines = dict(tl)
 
     def emb(self, text: str) -> np.ndarray:

@@ -11,10 +11,11 @@ through paths whose sign is fixed.
 
     h_u = HGT(user's turns, their queries, LLMs and conversation chain; NOT their rating values)
 
-The user's ratings reach the score only through the memory, posterior and conversation terms: w_u is the exact MAP of a convex
-problem (trainer/preference.py), and a_mem, a_conv >= 0 multiply averages of centered ratings of the same
-LLM. So a comparison "A beat B" (or a higher rating of A) can never lower score(A) - score(B) for that query
-(tests/trainer/test_monotone.py checks it on random users), whatever the training did. The HGT shapes the
+The user's ratings reach the score only through the posterior, memory and conversation terms (the crowd term
+leaves the user out): w_u is the exact MAP of a convex problem (trainer/preference.py), and a_mem, a_conv >= 0
+multiply averages of centered ratings of the same LLM. So a comparison "A beat B" (or a higher rating of A) can
+never lower score(A) - score(B) for that query (tests/trainer/test_monotone.py checks it on random users),
+whatever the training did. The HGT shapes the
 context (which topics the user asks about, the LLMs they meet, the conversation structure) that the global
 head and the feature map phi read. No per-user parameters: a user is only the edges of its turns, so new
 users and new LLMs (described by their description embedding) are scored without retraining.
