@@ -97,7 +97,8 @@ class CrowdTable:
         return self._sums
 
     def evidence(self, query_key: str, llm_ids: Sequence[str], user: str) -> np.ndarray:
-        """[K] crowd evidence of each LLM on ``query_key`` from every user but ``user`` (0 when nobody else rated it)."""
+        """[K] crowd evidence of each LLM on ``query_key`` from every user but ``user`` (0 when nobody else rated
+        it)."""
         by_llm = self._table().get(query_key, {})
         out = np.zeros(len(llm_ids), np.float32)
         for i, m in enumerate(llm_ids):
