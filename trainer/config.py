@@ -40,7 +40,7 @@ class GMTRouterConfig:
 @dataclass
 class TrainConfig:
     model: GMTRouterConfig = field(default_factory=GMTRouterConfig)
-    steps: int = 2500  # validation AUC was still rising at 1,500 (the best step was the last; bench/results/quality.md)
+    steps: int = 2500  # the validation-chosen step stays near the end (best_step in bench/results/quality.json)
     batch_size: int = 64  # samples (users) per step
     lr: float = 2e-3
     weight_decay: float = 1e-4
