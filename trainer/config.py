@@ -20,6 +20,7 @@ class GMTRouterConfig:
     personal: bool = True  # the Bayesian Bradley-Terry posterior of the user's comparisons
     memory: bool = True  # similarity-weighted average of the user's past ratings of the candidate
     counts: bool = True  # the same over all of the user's past queries (a per-user win count)
+    gates: bool = True  # evidence weights shifted per user by the (rating-blind) HGT state and history length
     conversation: bool = True  # the candidate's rating on the previous turn of the request's conversation
     crowd: bool = True  # other users' centred ratings of the candidate on the same query text (trainer/crowd.py)
     reverse_edges: bool = False
@@ -33,7 +34,7 @@ class GMTRouterConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown GMTRouterConfig fields {unknown} (a checkpoint of another model version?)")
-        return cls(**{"crowd": False, **d})  # a checkpoint from before the crowd term has none
+        return cls(**{"crowd": False, "gates": False, **d})  # a checkpoint from before these terms has none
 
 
 

@@ -29,7 +29,7 @@ from trainer.train import FitResult, TrainConfig, fit, score_samples
 COLD_START_K = (0, 1, 3, 5, 10)
 #: ablation name -> GMTRouterConfig changes (bench/results/quality.json "ablations")
 ABLATIONS = {
-    "no_hgt": {"use_hgt": False},  # user state zero: global head + posterior + memory + conversation
+    "no_hgt": {"use_hgt": False},  # user state zero: global head + posterior + evidence terms; gates see turns only
     "hgt_only": {"personal": False, "memory": False, "counts": False, "conversation": False, "crowd": False},
     "no_memory": {"memory": False, "counts": False},  # no averages of past ratings (local or global)
     "no_personal": {"personal": False},  # no Bradley-Terry posterior (the old design's "ridge")

@@ -6,6 +6,7 @@ The personal part of a score is a sum over the user's rated turns, exactly:
 - memory and counts: a * 4 * sum_t s_t r_t / (sum_t s_t + prior), one term per rated turn of the candidate's LLM
   (counts: s_t = 1, every past query alike);
 - conversation: a_conv * 4 * the candidate's centered rating on the previous turn of this conversation.
+The weights a_* are the user's own when the model has per-user gates (GMTRouter.gates: rating-blind).
 ``explain`` returns, per request, the personal term of each candidate and the turns that pushed the chosen
 candidate most (``prefstream audit USER --decision ID`` prints them), and, for a model with the crowd term,
 each candidate's crowd term (other users' ratings on this query: not the user's own, so not in ``personal``).
@@ -54,16 +55,17 @@ def pushes(model: GMTRouter, b: GraphBatch, kept: dict | None = None) -> tuple[n
             for k, p in zip(mine.tolist(), push.tolist()):
                 out[c][int(i[k])] += p / 2
                 out[c][int(j[k])] += p / 2
-    for mem, weight in ((model.memory, model.mem_weight), (model.counts, model.count_weight)):
+    gate = model.gates(b, kept["h"])  # [N_c, 4] per-user shifts of the evidence weights
+    for k, (mem, weight) in enumerate(((model.memory, model.mem_weight), (model.counts, model.count_weight))):
         if mem is not None and b.mem_cand.numel():
-            a = float(F.softplus(weight)) * 4.0
-            terms = mem.terms(b)  # [P] each turn's share of its candidate's memory
+            a = (F.softplus(weight + gate[:, k]) * 4.0).tolist()  # [N_c] the candidate's user's weight
+            terms = mem.terms(b)  # [P] each turn's share of its candidate's term
             for c, t, v in zip(b.mem_cand.tolist(), b.mem_turn.tolist(), terms.tolist()):
-                out[c][t] += a * v
+                out[c][t] += a[c] * v
     for c, d in out.items():
         total[c] = sum(d.values())
-    if model.conv_weight is not None and b.conv_prev is not None:
-        total += float(F.softplus(model.conv_weight)) * 4.0 * b.conv_prev.numpy()  # not attributed to a turn id
+    if model.conv_weight is not None and b.conv_prev is not None:  # not attributed to a turn id
+        total += (F.softplus(model.conv_weight + gate[:, 2]) * 4.0 * b.conv_prev).numpy()
     return total, out
 
 
@@ -73,10 +75,13 @@ def explain(model: GMTRouter, b: GraphBatch, turn_ids: Sequence[str], chosen: Se
     ``pushed_by`` lists the turns that moved the chosen candidate (``chosen[r]``, a position in the request's
     candidates) most, by absolute push. ``turn_ids``: the batch's turn nodes' ids, in node order; ``kept``: see
     ``pushes``."""
+    if not kept or "h" not in kept:
+        kept = {}
+        model(b, keep=kept)
     total, per = pushes(model, b, kept)
     crowd = None
-    if model.crowd_weight is not None and b.crowd is not None:
-        crowd = float(F.softplus(model.crowd_weight).detach()) * 4.0 * b.crowd.numpy()  # [N_c]
+    if model.crowd_weight is not None and b.crowd is not None:  # [N_c]
+        crowd = (F.softplus(model.crowd_weight + model.gates(b, kept["h"])[:, 3]) * 4.0 * b.crowd).detach().numpy()
     out, off = [], 0
     for r, n in enumerate(b.counts):
         c = off + chosen[r]

@@ -45,3 +45,33 @@ def pair_metrics(groups: Sequence[HeldOutGroup], scores: Sequence[np.ndarray]) -
     return {"pairs": int(len(y)), "accuracy": acc, "auc": auc,
             "user_auc": float(np.mean(uaucs)) if uaucs else float("nan"),
             "top1": float(np.mean(top1)) if top1 else float("nan")}
+
+
+def pair_correct(diff: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """[N] 1 where the score difference orders a pair as its label does, 0.5 on a tied score, else 0
+    (``pair_metrics``' accuracy is the mean of this)."""
+    d = np.asarray(diff, np.float64)
+    return np.where(d == 0, 0.5, ((d > 0) == np.asarray(label, bool)).astype(np.float64))
+
+
+def user_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, users: Sequence[str], n_boot: int = 2000,
+                   seed: int = 0) -> dict:
+    """Accuracy difference a - b over pairs, with a 95 % interval from resampling whole users (a user's pairs
+    are not independent: they share the user's taste and history).
+
+    correct_a, correct_b [N] per-pair correctness (``pair_correct``) of two methods on the same pairs; users [N].
+    Returns {"diff", "low", "high", "p_above_0", "users", "pairs"}; differences are in accuracy units.
+    """
+    keys, inv = np.unique(np.asarray(users), return_inverse=True)
+    n_u = len(keys)
+    if n_u == 0:
+        return {"diff": float("nan"), "low": float("nan"), "high": float("nan"), "p_above_0": float("nan"),
+                "users": 0, "pairs": 0}
+    d = np.bincount(inv, weights=np.asarray(correct_a, np.float64) - np.asarray(correct_b, np.float64),
+                    minlength=n_u)  # [U] summed per-pair differences
+    n = np.bincount(inv, minlength=n_u).astype(np.float64)  # [U] pairs
+    w = np.random.default_rng(seed).multinomial(n_u, np.full(n_u, 1.0 / n_u), size=n_boot)  # [B, U] draws
+    boot = (w @ d) / np.maximum(w @ n, 1.0)  # [B]
+    return {"diff": float(d.sum() / n.sum()), "low": float(np.quantile(boot, 0.025)),
+            "high": float(np.quantile(boot, 0.975)), "p_above_0": float(np.mean(boot > 0)), "users": int(n_u),
+            "pairs": int(n.sum())}

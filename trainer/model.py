@@ -5,15 +5,18 @@ through paths whose sign is fixed.
 
     score(u, q, m) = g(q, m | h_u)                       global head: m attends over [h_u, topics(q)]
                    + <phi(q, m | h_u), w_u>              Bayesian Bradley-Terry posterior of u's comparisons
-                   + a_mem  * memory_u(q, m)             u's past ratings of m on queries like q
-                   + a_conv * conversation_u(m)          m's rating on the previous turn of this conversation
-                   + a_crowd * crowd(q, m | not u)       other users' centred ratings of m on this same query text
+                   + a_mem(u)  * memory_u(q, m)          u's past ratings of m on queries like q
+                   + a_count(u) * counts_u(m)            the same over all of u's past queries
+                   + a_conv(u) * conversation_u(m)       m's rating on the previous turn of this conversation
+                   + a_crowd(u) * crowd(q, m | not u)    other users' centred ratings of m on this same query text
 
     h_u = HGT(user's turns, their queries, LLMs and conversation chain; NOT their rating values)
+    a_*(u) = softplus(shared + linear(h_u, log(1 + turns of u)))   how much this kind of user's evidence counts
 
 The user's ratings reach the score only through the posterior, memory and conversation terms (the crowd term
-leaves the user out): w_u is the exact MAP of a convex problem (trainer/preference.py), and a_mem, a_conv >= 0
-multiply averages of centered ratings of the same LLM. So a comparison "A beat B" (or a higher rating of A) can
+leaves the user out): w_u is the exact MAP of a convex problem (trainer/preference.py), and a_mem, a_count,
+a_conv >= 0 multiply averages of centered ratings of the same LLM; the a_* depend on the user only through
+rating-blind inputs, so a rating cannot move them. So a comparison "A beat B" (or a higher rating of A) can
 never lower score(A) - score(B) for that query (tests/trainer/test_monotone.py checks it on random users),
 whatever the training did. The HGT shapes the
 context (which topics the user asks about, the LLMs they meet, the conversation structure) that the global
@@ -170,6 +173,10 @@ class GMTRouter(nn.Module):
             self.counts.log_tau.requires_grad_(False)  # every past query counts alike
         self.count_weight = nn.Parameter(torch.tensor(0.0)) if cfg.counts else None
         self.conv_weight = nn.Parameter(torch.tensor(0.0)) if cfg.conversation else None
+        self.gate = nn.Linear(h + 1, 4) if cfg.gates else None  # zero at init: the shared weights alone
+        if self.gate is not None:
+            nn.init.zeros_(self.gate.weight)
+            nn.init.zeros_(self.gate.bias)
         self.crowd_weight = nn.Parameter(torch.tensor(0.0)) if cfg.crowd else None
 
     def features(self, g: Tensor, h_user: Tensor, topics: Tensor, q_idx: Tensor, llm: Tensor, m_idx: Tensor) -> Tensor:
@@ -200,15 +207,31 @@ class GMTRouter(nn.Module):
             s = s + (phi_c * w[b.req_user][b.cand_req]).sum(-1)
             if keep is not None:
                 keep.update(g_t=g_t, phi_t=phi_t, phi_c=phi_c, w=w)
+        gate = self.gates(b, h)  # [N_c, 4] this user's shifts of the evidence weights (rating-blind)
         if self.memory is not None:
-            s = s + F.softplus(self.mem_weight) * 4.0 * self.memory(b)
+            s = s + F.softplus(self.mem_weight + gate[:, 0]) * 4.0 * self.memory(b)
         if self.counts is not None:
-            s = s + F.softplus(self.count_weight) * 4.0 * self.counts(b)
+            s = s + F.softplus(self.count_weight + gate[:, 1]) * 4.0 * self.counts(b)
         if self.conv_weight is not None and b.conv_prev is not None:
-            s = s + F.softplus(self.conv_weight) * 4.0 * b.conv_prev
+            s = s + F.softplus(self.conv_weight + gate[:, 2]) * 4.0 * b.conv_prev
         if self.crowd_weight is not None and b.crowd is not None:
-            s = s + F.softplus(self.crowd_weight) * 4.0 * b.crowd
+            s = s + F.softplus(self.crowd_weight + gate[:, 3]) * 4.0 * b.crowd
         return s
+
+    def gates(self, b: GraphBatch, h: Tensor) -> Tensor:
+        """[N_c, 4] shifts of the memory, counts, conversation and crowd weights for each candidate's user,
+        from the user's HGT state and number of visible turns (zeros without ``cfg.gates``). Both are blind to
+        ratings, so each weight softplus(shared + shift) is >= 0 and a rating cannot move it: the sign
+        guarantee of the evidence terms holds per user."""
+        n_c = b.cand.size(0)
+        if self.gate is None:
+            return b.cand.new_zeros(n_c, 4)
+        turn = b.data["turn"]
+        n_user = h.size(0)
+        n_t = scatter(torch.ones_like(turn.user_idx, dtype=h.dtype), turn.user_idx, 0, dim_size=n_user,
+                      reduce="sum") if turn.num_nodes else h.new_zeros(n_user)  # [U]
+        g = self.gate(torch.cat([h, torch.log1p(n_t)[:, None] / 4.0], dim=-1))  # [U, 4]
+        return g[b.req_user][b.cand_req]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from trainer.explain import explain, pushes
@@ -17,11 +18,14 @@ def _global(model: GMTRouter, b) -> np.ndarray:
     return model.head(h[b.req_user][b.cand_req], t_req, b.cand_req, b.cand_unique, b.cand_inv).numpy()
 
 
-def test_pushes_sum_to_the_personal_term_and_name_the_turns():
+@pytest.mark.parametrize("gate_scale", [0.0, 0.5])
+def test_pushes_sum_to_the_personal_term_and_name_the_turns(gate_scale):
+    """Also with per-user evidence weights (random gates): the pushes use the user's own weights."""
     torch.manual_seed(0)
     model = GMTRouter(GMTRouterConfig(emb_dim=D, hidden=16, topics=4, pref_dim=6, heads=2)).eval()
     with torch.no_grad():
         model.mem_weight.fill_(1.0)
+        model.gate.weight.normal_(0.0, gate_scale)
     sub = _history([(0, [0, 1], [1.0, 0.0]), (1, [0, 2], [0.0, 1.0]), (2, [1, 2, 3], [0.5, 1.0, 0.0]),
                     (3, [3, 4], [np.nan, np.nan])])
     cat = _catalog()
@@ -37,3 +41,4 @@ def test_pushes_sum_to_the_personal_term_and_name_the_turns():
     assert len(e["personal"]) == len(LLMS)
     named = {p["turn_id"] for p in e["pushed_by"]}
     assert named and named <= set(sub.turn_ids[:7])  # only rated turns push
+

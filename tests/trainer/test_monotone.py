@@ -5,7 +5,8 @@ for every ordered pair (A, B) of the catalog:
 - a comparison of A and B on query q, visible but not rated yet, then rated "A beat B": score(A) - score(B)
   for q must not fall; rated "A beat B" must give at least the margin of "B beat A";
 - a higher rating of A in a two-answer comparison (a thumbs-up, a higher score) must not lower A's margin;
-- the same when the request continues the comparison's conversation.
+- the same when the request continues the comparison's conversation;
+- the per-user evidence weights (GMTRouter.gates) do not move with ratings.
 bench/feedback.py checks the benchmark model the same way and the live stack end to end.
 """
 
@@ -62,6 +63,8 @@ def _model(trained: bool) -> GMTRouter:
         model.mem_weight.fill_(1.0)
         model.count_weight.fill_(1.0)
         model.conv_weight.fill_(1.0)
+        if model.gate is not None:  # per-user weights that differ between users and histories
+            model.gate.weight.normal_(0.0, 0.5)
     if trained:
         from trainer.simulate import SimConfig, Simulator
         from trainer.data import training_samples
@@ -133,3 +136,30 @@ def test_the_property_would_catch_an_inverted_preference():
     m0 = _margin(model, _history([(0, [0, 1], [np.nan, np.nan])]), q, 0, 1)
     m1 = _margin(model, _history([(0, [0, 1], [1.0, 0.0])]), q, 0, 1)
     assert m1 < m0
+
+
+def test_gates_give_each_user_their_own_weights_and_ignore_ratings():
+    """Per-user evidence weights (GMTRouter.gates) differ between histories but never with the ratings, so a
+    rating cannot flip the sign of its own evidence term."""
+    torch.manual_seed(0)
+    model = GMTRouter(GMTRouterConfig(emb_dim=D, hidden=16, topics=4, pref_dim=6, heads=2)).eval()
+    with torch.no_grad():
+        model.gate.weight.normal_(0.0, 0.5)
+    cat = _catalog()
+    req = Request(0, QUERIES[0], np.stack([cat[m] for m in LLMS]), list(LLMS))
+
+    def gates(hist):
+        b = build_batch([_history(hist)], [req], cat, emb_dim=D)
+        kept: dict = {}
+        with torch.no_grad():
+            model(b, keep=kept)
+            return model.gates(b, kept["h"]).numpy()
+
+    short = [(0, [0, 1], [1.0, 0.0])]
+    long = short + [(q, [q % 5, (q + 1) % 5], [0.0, 1.0]) for q in range(1, 9)]
+    unrated = [(qi, ms, [np.nan] * len(ms)) for qi, ms, _ in long]
+    assert not np.allclose(gates(short), gates(long))  # another history, other weights
+    np.testing.assert_allclose(gates(long), gates(unrated), atol=1e-6)  # ratings do not move them
+    shared = GMTRouter(GMTRouterConfig(emb_dim=D, hidden=16, topics=4, pref_dim=6, heads=2, gates=False))
+    b = build_batch([_history(long)], [req], cat, emb_dim=D)
+    assert not shared.gates(b, torch.zeros(1, 16)).any()  # without gates: the shared weights alone
