@@ -36,7 +36,7 @@ def pair_metrics(groups: Sequence[HeldOutGroup], scores: Sequence[np.ndarray]) -
     d = np.array(diffs, np.float64)
     if len(y) == 0:
         return {"pairs": 0, "accuracy": float("nan"), "auc": float("nan"), "user_auc": float("nan")}
-    acc = float(np.mean(np.where(d == 0, 0.5, (d > 0) == y)))
+    acc = float(np.mean(pair_correct(d, y)))
     auc = float(roc_auc_score(y, d)) if 0 < y.sum() < len(y) else float("nan")
     by_user: dict[str, list[int]] = defaultdict(list)
     for i, u in enumerate(users):

@@ -208,6 +208,8 @@ class GMTRouter(nn.Module):
             if keep is not None:
                 keep.update(g_t=g_t, phi_t=phi_t, phi_c=phi_c, w=w)
         gate = self.gates(b, h)  # [N_c, 4] this user's shifts of the evidence weights (rating-blind)
+        if keep is not None:
+            keep["gate"] = gate
         if self.memory is not None:
             s = s + F.softplus(self.mem_weight + gate[:, 0]) * 4.0 * self.memory(b)
         if self.counts is not None:
