@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import llm_events, pct, write_json  # noqa: E402
 from bench.quality import simulate  # noqa: E402
+from trainer.config import TrainConfig  # noqa: E402
 
 KINDS = ("pairwise", "thumbs", "score")
 PREFACE = "Quick question for you: "
@@ -202,7 +203,8 @@ def run_wave(client, trials: list[dict]) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT / "var" / "bench" / "default")
-    ap.add_argument("--steps", type=int, default=1500, help="training steps of the served model")
+    ap.add_argument("--steps", type=int, default=TrainConfig().steps,
+                    help="training steps of the served model (default: the training default, %(default)s)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--offline-samples", type=int, default=60, help="test histories for the offline check")
     ap.add_argument("--users-per-pair", type=int, default=1, help="fresh users per (ordered pair, kind)")
