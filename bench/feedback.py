@@ -48,7 +48,6 @@ def train_model(data: Path, steps: int, seed: int):
     from bench.common import trained_model
     from trainer.data import load_dataset
     from trainer.history import serving_history
-    from trainer.train import TrainConfig
 
     simulate("default", data, seed)
     ds = load_dataset({s: data / f"{s}.jsonl" for s in ("train", "valid", "test")}, data / "llm_catalog.json",

@@ -19,7 +19,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from trainer.graph import GraphBatch
 from trainer.model import GMTRouter
@@ -37,7 +36,7 @@ def pushes(model: GMTRouter, b: GraphBatch, kept: dict | None = None) -> tuple[n
     total = np.zeros(n_c, np.float64)
     if turn.num_nodes == 0:
         return total, {}
-    if not kept or "gate" not in kept or (model.cfg.personal and "w" not in kept):
+    if not kept or "evidence_weights" not in kept or (model.cfg.personal and "w" not in kept):
         kept = {}
         model(b, keep=kept)
     cand_user = b.req_user[b.cand_req]
@@ -55,17 +54,17 @@ def pushes(model: GMTRouter, b: GraphBatch, kept: dict | None = None) -> tuple[n
             for k, p in zip(mine.tolist(), push.tolist()):
                 out[c][int(i[k])] += p / 2
                 out[c][int(j[k])] += p / 2
-    gate = kept["gate"]  # [N_c, 4] per-user shifts of the evidence weights
-    for k, (mem, weight) in enumerate(((model.memory, model.mem_weight), (model.counts, model.count_weight))):
+    weights = kept["evidence_weights"]  # [N_c, 4] each candidate's user's memory, counts, conversation, crowd weight
+    for k, mem in enumerate((model.memory, model.counts)):
         if mem is not None and b.mem_cand.numel():
-            a = (F.softplus(weight + gate[:, k]) * 4.0).tolist()  # [N_c] the candidate's user's weight
+            a = weights[:, k].tolist()  # [N_c]
             terms = mem.terms(b)  # [P] each turn's share of its candidate's term
             for c, t, v in zip(b.mem_cand.tolist(), b.mem_turn.tolist(), terms.tolist()):
                 out[c][t] += a[c] * v
     for c, d in out.items():
         total[c] = sum(d.values())
     if model.conv_weight is not None and b.conv_prev is not None:  # not attributed to a turn id
-        total += (F.softplus(model.conv_weight + gate[:, 2]) * 4.0 * b.conv_prev).detach().numpy()
+        total += (weights[:, 2] * b.conv_prev).detach().numpy()
     return total, out
 
 
@@ -75,14 +74,14 @@ def explain(model: GMTRouter, b: GraphBatch, turn_ids: Sequence[str], chosen: Se
     ``pushed_by`` lists the turns that moved the chosen candidate (``chosen[r]``, a position in the request's
     candidates) most, by absolute push. ``turn_ids``: the batch's turn nodes' ids, in node order; ``kept``: see
     ``pushes``."""
-    if not kept or "gate" not in kept:
+    if not kept or "evidence_weights" not in kept:
         kept = {}
         with torch.no_grad():
             model(b, keep=kept)
     total, per = pushes(model, b, kept)
     crowd = None
     if model.crowd_weight is not None and b.crowd is not None:  # [N_c]
-        crowd = (F.softplus(model.crowd_weight + kept["gate"][:, 3]) * 4.0 * b.crowd).detach().numpy()
+        crowd = (kept["evidence_weights"][:, 3] * b.crowd).detach().numpy()
     out, off = [], 0
     for r, n in enumerate(b.counts):
         c = off + chosen[r]

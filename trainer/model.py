@@ -207,18 +207,25 @@ class GMTRouter(nn.Module):
             s = s + (phi_c * w[b.req_user][b.cand_req]).sum(-1)
             if keep is not None:
                 keep.update(g_t=g_t, phi_t=phi_t, phi_c=phi_c, w=w)
-        gate = self.gates(b, h)  # [N_c, 4] this user's shifts of the evidence weights (rating-blind)
+        a = self.evidence_weights(self.gates(b, h))  # [N_c, 4] this user's weights (rating-blind)
         if keep is not None:
-            keep["gate"] = gate
+            keep["evidence_weights"] = a
         if self.memory is not None:
-            s = s + F.softplus(self.mem_weight + gate[:, 0]) * 4.0 * self.memory(b)
+            s = s + a[:, 0] * self.memory(b)
         if self.counts is not None:
-            s = s + F.softplus(self.count_weight + gate[:, 1]) * 4.0 * self.counts(b)
+            s = s + a[:, 1] * self.counts(b)
         if self.conv_weight is not None and b.conv_prev is not None:
-            s = s + F.softplus(self.conv_weight + gate[:, 2]) * 4.0 * b.conv_prev
+            s = s + a[:, 2] * b.conv_prev
         if self.crowd_weight is not None and b.crowd is not None:
-            s = s + F.softplus(self.crowd_weight + gate[:, 3]) * 4.0 * b.crowd
+            s = s + a[:, 3] * b.crowd
         return s
+
+    def evidence_weights(self, gate: Tensor) -> Tensor:
+        """[N_c, 4] the memory, counts, conversation and crowd weights 4 * softplus(shared + gate) of each
+        candidate's user (0 for a term the model does not have); gate [N_c, 4] from :meth:`gates`."""
+        shared = (self.mem_weight, self.count_weight, self.conv_weight, self.crowd_weight)
+        return torch.stack([F.softplus(w + gate[:, k]) * 4.0 if w is not None else torch.zeros_like(gate[:, k])
+                            for k, w in enumerate(shared)], dim=-1)
 
     def gates(self, b: GraphBatch, h: Tensor) -> Tensor:
         """[N_c, 4] shifts of the memory, counts, conversation and crowd weights for each candidate's user,

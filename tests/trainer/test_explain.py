@@ -41,4 +41,3 @@ def test_pushes_sum_to_the_personal_term_and_name_the_turns(gate_scale):
     assert len(e["personal"]) == len(LLMS)
     named = {p["turn_id"] for p in e["pushed_by"]}
     assert named and named <= set(sub.turn_ids[:7])  # only rated turns push
-
