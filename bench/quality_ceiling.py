@@ -9,7 +9,8 @@ The default simulator (trainer/simulate.py) scores an answer with a_u * correct(
   replaced by the LLM's mean correctness on the query's task (what is knowable without per-query evidence);
 - a learner that knows the generator's features and prior and learns each user's weights from that user's
   earlier comparisons (per-user Bayesian logistic regression): with the LLMs' hidden style vectors, with LLM
-  taste factors learned from the training ratings (what a router could learn), or with one indicator per LLM;
+  taste factors learned from the training ratings (what a router could learn; also limited to the router's
+  80 answers of history), or with one indicator per LLM;
 - an upper bound for perfect per-query correctness: GMTRouter's score plus the true correctness difference
   (relative to the task mean) on pairs whose query is from the pool the training period draws from, at the
   best scale (chosen on the test pairs, so optimistic);
@@ -42,6 +43,13 @@ from trainer.simulate import SimConfig, Simulator  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 SCALES = (0.5, 1.0, 2.0, 3.0)
+HISTORY = 80  # answers of history the router reads (eval and serving default)
+LEARNERS = (  # (result key, style, history in answers or None for all)
+    ("structured_true_style", "true", None),
+    ("structured_taste_factors", "factors", None),
+    ("structured_taste_factors_80", "factors", HISTORY),
+    ("structured_llm_onehot", "onehot", None),
+)
 
 
 def task_means(sim: Simulator, queries: np.ndarray | None = None) -> np.ndarray:
@@ -99,11 +107,13 @@ def taste_factors(sim: Simulator, k: int = 3) -> np.ndarray:
     return v / v.std(0)
 
 
-def structured_learner(sim: Simulator, style: str = "true", noise: float = 0.8) -> dict[tuple, float]:
+def structured_learner(sim: Simulator, style: str = "true", noise: float = 0.8, turns: int | None = None
+                       ) -> dict[tuple, float]:
     """A learner that knows the simulator's structure: per user, the MAP of a Bayesian logistic regression on
-    the generator's features under the generator's prior, refitted before each test group from every earlier
-    comparison of that user. Features: the LLM's task-mean correctness, normalized price, the LLM's style (the
-    true style vectors; with ``style="factors"`` :func:`taste_factors`, learned from the training ratings; with
+    the generator's features under the generator's prior, refitted before each test group from that user's
+    earlier comparisons (all of them, or those of the groups within the last ``turns`` answers, like the
+    router's history). Features: the LLM's task-mean correctness, normalized price, the LLM's style (the true
+    style vectors; with ``style="factors"`` :func:`taste_factors`, learned from the training ratings; with
     ``style="onehot"`` one indicator per LLM), a task x LLM bonus indicator; the conversation penalty is a known
     offset; utilities are read in units of ``noise``.
     Returns {(conversation, turn, llm a, llm b): predicted utility difference a - b}."""
@@ -118,8 +128,8 @@ def structured_learner(sim: Simulator, style: str = "true", noise: float = 0.8) 
     for g in sim.history:
         by_user.setdefault(g.user_id, []).append(g)
     for groups in by_user.values():
-        xs, offs, w = [], [], mu.copy()
-        prev: dict[str, int] = {}
+        past: list[tuple[int, list, list]] = []  # per earlier group: (answers, winner - loser rows, offsets)
+        w, prev = mu.copy(), {}
         for g in groups:
             wrong = d.correct[prev[g.conversation_id]] < 0.5 if g.conversation_id in prev else np.zeros(n_m, bool)
             prev[g.conversation_id] = g.query_idx
@@ -129,17 +139,27 @@ def structured_learner(sim: Simulator, style: str = "true", noise: float = 0.8) 
             f = np.column_stack([task_mean[task], sim.price_norm, llm, bonus])  # [M, F]
             off = -0.5 * wrong  # [M]
             if g.split == "test":
-                if xs:
-                    w = map_fit(np.array(xs) / noise, np.array(offs) / noise, mu, sd, w)
+                xs, offs = visible_pairs(past, turns)
+                w = map_fit(np.array(xs) / noise, np.array(offs) / noise, mu, sd, w) if xs else mu.copy()
                 u = f @ w + off
                 out.update({(g.conversation_id, g.turn, a, b): float(u[a] - u[b])
                             for a in g.llm_idx for b in g.llm_idx})
-            for i, a in enumerate(g.llm_idx):
-                for j, b in enumerate(g.llm_idx):
-                    if g.ratings[i] > g.ratings[j]:  # winner - loser (ties say nothing here)
-                        xs.append(f[a] - f[b])
-                        offs.append(off[a] - off[b])
+            rated = [(a, b) for i, a in enumerate(g.llm_idx) for j, b in enumerate(g.llm_idx)
+                     if g.ratings[i] > g.ratings[j]]  # winner, loser (ties say nothing here)
+            past.append((len(g.llm_idx), [f[a] - f[b] for a, b in rated], [off[a] - off[b] for a, b in rated]))
     return out
+
+
+def visible_pairs(past: list[tuple[int, list, list]], turns: int | None) -> tuple[list, list]:
+    """The comparisons of the newest groups whose answers fit in ``turns`` (all with None)."""
+    xs, offs, seen = [], [], 0
+    for n, x, o in reversed(past):
+        seen += n
+        if turns is not None and seen > turns:
+            break
+        xs += x
+        offs += o
+    return xs, offs
 
 
 def map_fit(x: np.ndarray, off: np.ndarray, mu: np.ndarray, sd: np.ndarray, w: np.ndarray, iters: int = 30
@@ -233,6 +253,8 @@ def report(res: dict) -> str:
         f"logistic regression) | {o['structured_true_style']:.4f} |",
         f"| the same learner with 3 LLM taste factors learned from the training ratings instead of the hidden "
         f"style vectors | {o['structured_taste_factors']:.4f} |",
+        f"| the same, reading only the last {HISTORY} answers like the router | "
+        f"{o['structured_taste_factors_80']:.4f} |",
         f"| the same learner with one indicator per LLM instead of the hidden style vectors "
         f"| {o['structured_llm_onehot']:.4f} |",
         f"| GMTRouter + true correctness on queries of the training pool (best scale {p['scale']}, chosen on test) "
@@ -241,8 +263,14 @@ def report(res: dict) -> str:
         f"| per-user win count | {o['per_user_majority']:.4f} |", "",
         "The structured learners know more than a router is told: each query's task, the LLMs' task-mean "
         "correctness, the previous query's correctness (the conversation penalty) and the generator's prior; "
-        "they see each user's whole past (GMTRouter: the last 80 turns). Each refits one user at a time from "
+        "they see each user's whole past unless limited to the router's history. Each refits one user at a time from "
         "that user's comparisons only.", "",
+        "| users | GMTRouter | learner with taste factors, all history | the same, last 80 answers |",
+        "|---|---|---|---|",
+        *(f"| {seg.replace('_', ' ')} | {res['by_user_kind']['gmt'][seg]:.4f} | "
+          f"{res['by_user_kind']['structured_taste_factors'][seg]:.4f} | "
+          f"{res['by_user_kind']['structured_taste_factors_80'][seg]:.4f} |"
+          for seg in ("users_with_training_history", "new_users")), "",
         f"Per-query correctness on the {x['held_back_queries']} held-back queries, log loss (lower is better): "
         f"task mean {x['task_mean']:.4f}, linear model of the query embedding {x['text_linear']:.4f}, "
         f"MLP {x['text_mlp']:.4f}.", "",
@@ -260,11 +288,15 @@ def main() -> None:
     torch.set_num_threads(1)
     sim = Simulator(SimConfig(seed=args.seed))
     t = pair_table(sim, path)
-    for style in ("true", "factors", "onehot"):
-        learned = structured_learner(sim, style)
-        t[f"structured_{style}"] = np.array([learned[k] for k in t["key"]])
+    for name, style, turns in LEARNERS:
+        learned = structured_learner(sim, style, turns=turns)
+        t[name] = np.array([learned[k] for k in t["key"]])
     acc = {k: float(pair_correct(t[k], t["label"]).mean())
-           for k in ("true", "task", "structured_true", "structured_factors", "structured_onehot", "gmt", "count")}
+           for k in ("true", "task", *(n for n, _, _ in LEARNERS), "gmt", "count")}
+    new_user = np.array([u.startswith("new") for u in t["user"]])  # users only in the test period
+    segments = {name: {seg: float(pair_correct(t[name][m], t["label"][m]).mean())
+                       for seg, m in (("users_with_training_history", ~new_user), ("new_users", new_user))}
+                for name in ("gmt", "structured_taste_factors", "structured_taste_factors_80")}
     seen = np.isin(t["query"], np.setdiff1d(np.arange(len(sim.data.queries)), sim.unseen_queries))
     best = max(((s, float(pair_correct(t["gmt"] + s * t["resid"] * seen, t["label"]).mean())) for s in SCALES),
                key=lambda sa: sa[1])
@@ -272,11 +304,10 @@ def main() -> None:
         "command": ("python bench/quality_ceiling.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])).strip(),
         "load_avg_start": os.getloadavg()[0], "pairs": int(len(t["label"])),
         "oracles": {"true_utility": acc["true"], "task_level": acc["task"],
-                    "structured_true_style": acc["structured_true"],
-                    "structured_taste_factors": acc["structured_factors"],
-                    "structured_llm_onehot": acc["structured_onehot"],
+                    **{n: acc[n] for n, _, _ in LEARNERS},
                     "gmtrouter": acc["gmt"],
                     "per_user_majority": acc["count"]},
+        "by_user_kind": segments,
         "perfect_correctness": {"scale": best[0], "accuracy": best[1], "pairs_on_seen_queries": float(seen.mean())},
         "text_vs_task": text_vs_task(sim, args.seed),
         "crowd": crowd_signal(ROOT / "var" / "bench" / "default", t, sim),
