@@ -10,7 +10,7 @@ The default simulator (trainer/simulate.py) scores an answer with a_u * correct(
 - a learner that knows the generator's features and prior and learns each user's weights from that user's
   earlier comparisons (per-user Bayesian logistic regression): with the LLMs' hidden style vectors, with LLM
   taste factors learned from the training ratings (what a router could learn; also limited to the router's
-  80 answers of history), or with one indicator per LLM;
+  history), or with one indicator per LLM;
 - an upper bound for perfect per-query correctness: GMTRouter's score plus the true correctness difference
   (relative to the task mean) on pairs whose query is from the pool the training period draws from, at the
   best scale (chosen on the test pairs, so optimistic);
@@ -38,16 +38,16 @@ sys.path.insert(0, str(ROOT))
 
 from trainer.data import load_dataset, query_key  # noqa: E402
 from trainer.embed import embed_texts  # noqa: E402
+from trainer.history import serving_history  # noqa: E402
 from trainer.metrics import pair_correct  # noqa: E402
 from trainer.simulate import SimConfig, Simulator  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 SCALES = (0.5, 1.0, 2.0, 3.0)
-HISTORY = 80  # answers of history the router reads (eval and serving default)
-LEARNERS = (  # (result key, style, history in answers or None for all)
+LEARNERS = (  # (result key, style, history in answers: None for all, "serving" for what a router reads)
     ("structured_true_style", "true", None),
     ("structured_taste_factors", "factors", None),
-    ("structured_taste_factors_80", "factors", HISTORY),
+    ("structured_taste_factors_served", "factors", "serving"),
     ("structured_llm_onehot", "onehot", None),
 )
 
@@ -253,8 +253,8 @@ def report(res: dict) -> str:
         f"logistic regression) | {o['structured_true_style']:.4f} |",
         f"| the same learner with 3 LLM taste factors learned from the training ratings instead of the hidden "
         f"style vectors | {o['structured_taste_factors']:.4f} |",
-        f"| the same, reading only the last {HISTORY} answers like the router | "
-        f"{o['structured_taste_factors_80']:.4f} |",
+        f"| the same, reading only the last {res['history_turns']} answers like the router | "
+        f"{o['structured_taste_factors_served']:.4f} |",
         f"| the same learner with one indicator per LLM instead of the hidden style vectors "
         f"| {o['structured_llm_onehot']:.4f} |",
         f"| GMTRouter + true correctness on queries of the training pool (best scale {p['scale']}, chosen on test) "
@@ -265,11 +265,12 @@ def report(res: dict) -> str:
         "correctness, the previous query's correctness (the conversation penalty) and the generator's prior; "
         "they see each user's whole past unless limited to the router's history. Each refits one user at a time from "
         "that user's comparisons only.", "",
-        "| users | GMTRouter | learner with taste factors, all history | the same, last 80 answers |",
+        "| users | GMTRouter | learner with taste factors, all history | "
+        f"the same, last {res['history_turns']} answers |",
         "|---|---|---|---|",
         *(f"| {seg.replace('_', ' ')} | {res['by_user_kind']['gmt'][seg]:.4f} | "
           f"{res['by_user_kind']['structured_taste_factors'][seg]:.4f} | "
-          f"{res['by_user_kind']['structured_taste_factors_80'][seg]:.4f} |"
+          f"{res['by_user_kind']['structured_taste_factors_served'][seg]:.4f} |"
           for seg in ("users_with_training_history", "new_users")), "",
         f"Per-query correctness on the {x['held_back_queries']} held-back queries, log loss (lower is better): "
         f"task mean {x['task_mean']:.4f}, linear model of the query embedding {x['text_linear']:.4f}, "
@@ -289,20 +290,20 @@ def main() -> None:
     sim = Simulator(SimConfig(seed=args.seed))
     t = pair_table(sim, path)
     for name, style, turns in LEARNERS:
-        learned = structured_learner(sim, style, turns=turns)
+        learned = structured_learner(sim, style, turns=serving_history() if turns == "serving" else turns)
         t[name] = np.array([learned[k] for k in t["key"]])
     acc = {k: float(pair_correct(t[k], t["label"]).mean())
            for k in ("true", "task", *(n for n, _, _ in LEARNERS), "gmt", "count")}
     new_user = np.array([u.startswith("new") for u in t["user"]])  # users only in the test period
     segments = {name: {seg: float(pair_correct(t[name][m], t["label"][m]).mean())
                        for seg, m in (("users_with_training_history", ~new_user), ("new_users", new_user))}
-                for name in ("gmt", "structured_taste_factors", "structured_taste_factors_80")}
+                for name in ("gmt", "structured_taste_factors", "structured_taste_factors_served")}
     seen = np.isin(t["query"], np.setdiff1d(np.arange(len(sim.data.queries)), sim.unseen_queries))
     best = max(((s, float(pair_correct(t["gmt"] + s * t["resid"] * seen, t["label"]).mean())) for s in SCALES),
                key=lambda sa: sa[1])
     res = {
         "command": ("python bench/quality_ceiling.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])).strip(),
-        "load_avg_start": os.getloadavg()[0], "pairs": int(len(t["label"])),
+        "load_avg_start": os.getloadavg()[0], "pairs": int(len(t["label"])), "history_turns": serving_history(),
         "oracles": {"true_utility": acc["true"], "task_level": acc["task"],
                     **{n: acc[n] for n, _, _ in LEARNERS},
                     "gmtrouter": acc["gmt"],
