@@ -59,6 +59,11 @@ def task_means(sim: Simulator, queries: np.ndarray | None = None) -> np.ndarray:
     return np.stack([d.correct[rows][d.tasks[rows] == t].mean(0) for t in range(len(d.task_names))])
 
 
+def shown_queries(sim: Simulator) -> np.ndarray:
+    """Indices of the queries the simulator draws from before the test period (all but the held-back ones)."""
+    return np.setdiff1d(np.arange(len(sim.data.queries)), sim.unseen_queries)
+
+
 def pair_table(sim: Simulator, path: Path) -> dict[str, np.ndarray]:
     """Per test pair of the predictions file: label, GMTRouter and count score differences, the true utility
     difference, the task-level one, the correctness residual difference and the query index."""
@@ -206,7 +211,7 @@ def text_vs_task(sim: Simulator, seed: int) -> dict:
     """Log loss of per-query correctness on the held-back queries: task mean vs models of the query text."""
     d = sim.data
     held = sim.unseen_queries
-    shown = np.setdiff1d(np.arange(len(d.queries)), held)
+    shown = shown_queries(sim)
     emb = embed_texts(d.queries, progress=False)
     y = d.correct.astype(np.float32)
     task_mean = task_means(sim, shown)
@@ -229,11 +234,9 @@ def crowd_signal(kind_dir: Path, t: dict[str, np.ndarray], sim: Simulator) -> di
                       kind_dir / "llm_catalog.json", progress=False)
     d = sim.data
     diff = []
-    with open(RESULTS / "quality_default_predictions.jsonl") as f:
-        for line, q, u in zip(f, t["query"], t["user"]):
-            row = json.loads(line)
-            ev = ds.crowd.evidence(query_key(d.queries[q]), [row["llm_a"], row["llm_b"]], u)
-            diff.append(float(ev[0] - ev[1]))
+    for (_, _, ma, mb), q, u in zip(t["key"], t["query"], t["user"]):
+        ev = ds.crowd.evidence(query_key(d.queries[q]), [d.llm_ids[ma], d.llm_ids[mb]], u)
+        diff.append(float(ev[0] - ev[1]))
     diff = np.array(diff)
     covered = diff != 0
     return {"pairs_with_crowd": float(covered.mean()),
@@ -286,6 +289,7 @@ def main() -> None:
     path = RESULTS / "quality_default_predictions.jsonl"
     if not path.exists():
         sys.exit(f"{path} is missing: run `python bench/quality.py --predictions` first")
+    load_start = os.getloadavg()[0]
     torch.set_num_threads(1)
     sim = Simulator(SimConfig(seed=args.seed))
     t = pair_table(sim, path)
@@ -298,12 +302,12 @@ def main() -> None:
     segments = {name: {seg: float(pair_correct(t[name][m], t["label"][m]).mean())
                        for seg, m in (("users_with_training_history", ~new_user), ("new_users", new_user))}
                 for name in ("gmt", "structured_taste_factors", "structured_taste_factors_served")}
-    seen = np.isin(t["query"], np.setdiff1d(np.arange(len(sim.data.queries)), sim.unseen_queries))
+    seen = np.isin(t["query"], shown_queries(sim))
     best = max(((s, float(pair_correct(t["gmt"] + s * t["resid"] * seen, t["label"]).mean())) for s in SCALES),
                key=lambda sa: sa[1])
     res = {
         "command": ("python bench/quality_ceiling.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])).strip(),
-        "load_avg_start": os.getloadavg()[0], "pairs": int(len(t["label"])), "history_turns": serving_history(),
+        "load_avg_start": load_start, "pairs": int(len(t["label"])), "history_turns": serving_history(),
         "oracles": {"true_utility": acc["true"], "task_level": acc["task"],
                     **{n: acc[n] for n, _, _ in LEARNERS},
                     "gmtrouter": acc["gmt"],
