@@ -188,14 +188,14 @@ def write_json(path: Path, obj: dict) -> None:
 
 
 def model_path(data: Path, config) -> Path:
-    """Where bench/quality.py leaves the GMTRouter it trained on the benchmark in ``data`` (seed, steps in the
+    """Where bench/quality.py leaves the GMTRouter it trained on the benchmark in ``data`` (seed, steps, k_max in the
     name, and the encoder's vector space unless it is the transformer's), so bench/history.py and bench/feedback.py
     score the same model instead of training their own."""
     from trainer.checkpoint import settings_space
 
     space = settings_space().rsplit(":", 1)[-1]  # a model serves only on the encoder space it was trained on
     suffix = "" if space == "transformer" else f"-{space}"
-    return Path(data) / f"gmtrouter-seed{config.seed}-steps{config.steps}{suffix}.pt"
+    return Path(data) / f"gmtrouter-seed{config.seed}-steps{config.steps}-k{config.k_max}{suffix}.pt"
 
 
 def trained_model(data: Path, ds, config, valid_turns: int):

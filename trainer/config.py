@@ -41,12 +41,12 @@ class GMTRouterConfig:
 @dataclass
 class TrainConfig:
     model: GMTRouterConfig = field(default_factory=GMTRouterConfig)
-    steps: int = 2500  # the validation-chosen step stays near the end (best_step in bench/results/quality.json)
+    steps: int = 2000  # the validation-chosen step stays near the end (best_step in bench/results/quality.json)
     batch_size: int = 64  # samples (users) per step
     lr: float = 2e-3
     weight_decay: float = 1e-4
     k_min: int = 0  # visible turns are resampled in [k_min, k_max] every step
-    k_max: int = 80
+    k_max: int = 160  # = settings.history_turns: trained on the history length routers serve (tests check it)
     loss: str = "bt"  # "bt": pairwise Bradley-Terry, ties skipped; "bce": per-answer BCE on ratings
     eval_every: int = 75
     max_valid: int = 3000  # validation samples scored at each evaluation (a fixed, seeded subset)

@@ -23,6 +23,12 @@ def test_the_trainer_samples_the_serving_history():
     assert refresh_config(Settings()).k == Settings().history_turns
 
 
+def test_the_benchmark_model_trains_on_the_serving_history():
+    from trainer.config import TrainConfig
+
+    assert TrainConfig().k_max == Settings().history_turns
+
+
 def test_the_serving_history_is_what_the_history_benchmark_chose():
     import json
     from pathlib import Path
