@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     encoder_max_seq_length: int = Field(128, ge=16, le=512, description="tokens embedded per text (cost grows with it)")
     model_dir: Path = Path("var/models")
     # the evaluation's default too (`prefstream eval`); chosen from the accuracy / cost curve in bench/results/history.md
-    history_turns: int = Field(160, ge=0, le=5000, description="k: visible turns per user at request time")
+    history_turns: int = Field(120, ge=0, le=5000, description="k: visible turns per user at request time")
     ingest_threads: int = Field(1, ge=1, le=64, description="threads of the ingest worker's encoder (either backend)")
     ingest_batch_size: int = Field(256, ge=1, le=10_000)
     ingest_batch_wait_s: float = Field(0.05, ge=0.0, le=10.0)

@@ -46,7 +46,7 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     k_min: int = 0  # visible turns are resampled in [k_min, k_max] every step
-    k_max: int = 160  # = settings.history_turns: trained on the history length routers serve (tests check it)
+    k_max: int = 160  # >= settings.history_turns: trained on at least the history routers serve (tests check it)
     loss: str = "bt"  # "bt": pairwise Bradley-Terry, ties skipped; "bce": per-answer BCE on ratings
     eval_every: int = 75
     max_valid: int = 3000  # validation samples scored at each evaluation (a fixed, seeded subset)

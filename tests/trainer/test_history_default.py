@@ -23,10 +23,10 @@ def test_the_trainer_samples_the_serving_history():
     assert refresh_config(Settings()).k == Settings().history_turns
 
 
-def test_the_benchmark_model_trains_on_the_serving_history():
+def test_the_benchmark_model_trains_on_at_least_the_serving_history():
     from trainer.config import TrainConfig
 
-    assert TrainConfig().k_max == Settings().history_turns
+    assert TrainConfig().k_min <= Settings().history_turns <= TrainConfig().k_max
 
 
 def test_the_serving_history_is_what_the_history_benchmark_chose():
