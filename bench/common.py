@@ -82,6 +82,17 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def rss_kb(pid: int) -> int | None:
+    """The resident set of a process in kB (None if it is gone)."""
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
 class CpuMeter:
     """Cores used by some processes over a window: (cpu seconds delta) / (wall seconds)."""
 

@@ -28,23 +28,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (RESULTS, ROOT, PrivateStack, child_env, clean_env, command_line, llm_events,  # noqa: E402
-                    machine_facts, publish_fixed_model, write_json)
+                    machine_facts, publish_fixed_model, rss_kb, write_json)
 
 clean_env()
 
 from prefstream.events import RouteRequest  # noqa: E402
 
 LOG = print
-
-
-def rss_kb(pid: int) -> int | None:
-    try:
-        for line in open(f"/proc/{pid}/status"):
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 # --- workload ------------------------------------------------------------------------------------

@@ -88,7 +88,8 @@ def report_group_lag(s: Settings, group: str, set_lag, stop, every_s: float = 15
 
 def topic_configs(s: Settings) -> dict[str, dict[str, str]]:
     """The topic configs prefstream creates each topic with: retention bounds what a broker keeps of the
-    short-lived topics. (The local Tansu broker accepts these but, on memory storage, enforces none: README.)"""
+    short-lived topics. (The local Tansu broker accepts these but, on memory storage, enforces none; only deleting
+    a topic frees its memory: bench/results/broker_memory.md.)"""
     t = s.topics
     keep = {"retention.ms": "-1"}
     return {t.turns: keep, t.feedback: keep, t.catalog: keep,
