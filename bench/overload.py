@@ -40,6 +40,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--events", type=int, default=4000, help="turns and feedback in the graph before the run")
     ap.add_argument("--pool", type=int, default=64, help="distinct query texts")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--route-generation-s", type=int, default=0,
+                    help="route topics per generation of this many seconds (streams/route_topics.py; 0: one topic)")
     return ap.parse_args()
 
 
@@ -121,7 +123,8 @@ def main() -> None:
     children, collector = [], None
     res = {"command": command_line(), "machine": machine_facts()}
     try:
-        s = stack.settings(kafka_partitions=8, router_workers=0, route_deadline_ms=args.deadline_ms)
+        s = stack.settings(kafka_partitions=8, router_workers=0, route_deadline_ms=args.deadline_ms,
+                           route_generation_s=args.route_generation_s)
         create_topics(s)
         publish_fixed_model(s.model_dir)
         logdir = stack.dir / "logs"

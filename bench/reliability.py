@@ -216,12 +216,15 @@ class ReplyCollector(threading.Thread):
     def run(self) -> None:
         from kafka import KafkaConsumer
 
+        from streams import route_topics
         from streams.kafka_config import consumer_kwargs
 
-        c = KafkaConsumer(self.s.topics.decisions,
-                          **consumer_kwargs(self.s, group_id=None, max_partition_fetch_bytes=4 << 20))
+        c = KafkaConsumer(**consumer_kwargs(self.s, group_id=None, max_partition_fetch_bytes=4 << 20))
+        gen = route_topics.follow_replies(self.s, c, self._halt)  # every reply from the first on
         try:
             while not self._halt.is_set():
+                if gen is not None and route_topics.current(self.s) != gen:
+                    gen = route_topics.follow_replies(self.s, c, self._halt)
                 for recs in c.poll(timeout_ms=200).values():
                     now = time.time()
                     for r in recs:
@@ -282,6 +285,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--pool", type=int, default=64, help="distinct query texts")
     ap.add_argument("--no-replay", action="store_true", help="skip the recovery replay of the input topics")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--route-generation-s", type=int, default=0,
+                    help="route topics per generation of this many seconds (streams/route_topics.py; 0: one topic)")
     ap.add_argument("--partitions", type=int, default=8,
                     help="partitions per topic (the local broker slows down as a partition grows)")
     ap.add_argument("--out", default="reliability", help="results name: bench/results/OUT.json and OUT.md")
@@ -626,7 +631,8 @@ def main() -> None:
     collector: ReplyCollector | None = None
     res: dict = {"command": command_line(), "machine": machine_facts()}
     try:
-        s = stack.settings(kafka_partitions=args.partitions, router_workers=0, unknown_llm_grace_s=30.0)
+        s = stack.settings(kafka_partitions=args.partitions, router_workers=0, unknown_llm_grace_s=30.0,
+                           route_generation_s=args.route_generation_s)
         create_topics(s)
         publish_fixed_model(s.model_dir)
         logdir = stack.dir / "logs"

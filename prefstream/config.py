@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     # for a while; turns, feedback and the catalog are kept (-1): the graph can be rebuilt from them
     route_retention_ms: int = Field(24 * 3600 * 1000, ge=-1, description="route.requests and route.decisions")
     dead_letter_retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=-1, description="the dead-letter topic")
+    # > 0: route.requests and route.decisions become one topic per generation of this many seconds (TOPIC.gN),
+    # created ahead and deleted two generations later (streams/route_topics.py): for a broker that enforces no
+    # retention, like the local one. 0: one topic each, bounded by route_retention_ms.
+    route_generation_s: int = Field(0, ge=0, le=24 * 3600, description="seconds per route-topic generation (0: off)")
     # Tansu answers fetches by polling, so each hop costs up to half this wait (infra.md quirk 4); but its
     # memory storage scans a partition on every fetch, and once that scan takes longer than the wait every
     # fetch comes back empty: the consumer stalls for good (10 ms: after ~11k records per partition). 50 ms

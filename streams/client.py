@@ -22,7 +22,8 @@ from prefstream.events import (
     ChatTurn, Event, Feedback, InvalidEvent, LLMRegistered, Pairwise, RouteDecision, RouteRequest, Score, Thumbs,
     now_ms, parse_event,
 )
-from streams.kafka_config import consumer_kwargs, producer_kwargs, topic_partitions
+from streams import route_topics
+from streams.kafka_config import consumer_kwargs, producer_kwargs
 
 
 def new_id(prefix: str) -> str:
@@ -58,7 +59,7 @@ class PrefstreamClient:
         if isinstance(event, LLMRegistered):
             return t.catalog, event.llm_id
         if isinstance(event, RouteRequest):
-            return t.requests, event.user_id
+            return route_topics.request_topic(self.s, event.timestamp), event.user_id
         raise TypeError(f"{type(event).__name__} is not an input event")
 
     def publish(self, event: Event, wait: bool = False) -> Event:
@@ -159,20 +160,17 @@ class PrefstreamClient:
             raise RuntimeError("could not attach to the decisions topic within 30 s")
 
     def _read_decisions(self) -> None:
-        from kafka import KafkaConsumer, TopicPartition
+        from kafka import KafkaConsumer
 
         consumer = KafkaConsumer(**consumer_kwargs(self.s, group_id=None))
-        topic = self.s.topics.decisions
-        tps = [TopicPartition(topic, p) for p in topic_partitions(consumer, topic, self._closed, 0.1)]
-        consumer.assign(tps)
         # Only replies to requests sent from now on matter. The local broker's end offsets can lag (they
         # re-read old replies, which the request-id match ignores), so this never skips a new reply.
-        consumer.seek_to_end(*tps)
-        for tp in tps:
-            consumer.position(tp)
+        gen = route_topics.follow_replies(self.s, consumer, self._closed, at_end=True)
         self._reader_ready.set()
         try:
             while not self._closed.is_set():
+                if gen is not None and route_topics.current(self.s) != gen:  # a new generation's topics
+                    gen = route_topics.follow_replies(self.s, consumer, self._closed)
                 for records in consumer.poll(timeout_ms=100).values():
                     for r in records:
                         try:

@@ -18,6 +18,7 @@ from typing import Callable, Protocol
 from prefstream.config import Settings
 from prefstream.events import DeadLetter, InvalidEvent, RouteDecision, RouteRequest, parse_event
 from prefstream.metrics import metrics, version_number
+from streams import route_topics
 from streams.kafka_config import consumer_kwargs, producer_kwargs, topic_partitions
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class RouteLoop:
         self.handled = 0
         self.per_request_ms = 0.0  # running estimate of the time one request of a micro-batch costs
         self._batches = 0
+        self._generation: int | None = None  # the route-topic generation the assignment follows (route_topics)
         # audit writes to the graph happen off the reply path, in order, one batch at a time; at most
         # MAX_AUDIT_BACKLOG batches wait, then the loop slows down rather than letting memory grow
         self._audit = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
@@ -142,6 +144,7 @@ class RouteLoop:
         lag_at = 0.0
         try:
             while not self.stop_event.is_set():
+                previous = self._rotate(consumer, previous)
                 records = self._poll(consumer)
                 if not records:
                     if previous is not None:  # nothing new: finish the last batch now
@@ -176,10 +179,37 @@ class RouteLoop:
         s = self.s
         kw = consumer_kwargs(s, self.group_id, max_poll_records=s.route_batch_size)
         if s.router_assignment == "group":
+            if route_topics.enabled(s):
+                raise ValueError("route-topic generations (ROUTE_GENERATION_S > 0) need ROUTER_ASSIGNMENT=static")
             return KafkaConsumer(s.topics.requests, client_id=self.client_id, **kw)
         consumer = KafkaConsumer(client_id=self.client_id, **kw)
-        consumer.assign(static_share(consumer, s.topics.requests, *self.member, self.stop_event))
+        self._follow(consumer)
         return consumer
+
+    def _follow(self, consumer) -> None:
+        """Assign this worker's static share of the request topics of the current window (route_topics: one
+        topic, or the generations around now, created first where missing and the old ones deleted, plus the
+        plain topic, so a client that does not use generations is still answered, on the plain reply topic)."""
+        s = self.s
+        topics = route_topics.window(s, s.topics.requests)
+        if route_topics.enabled(s):
+            self._generation = route_topics.current(s)
+            topics = [s.topics.requests, *route_topics.window(s, s.topics.requests, self._generation)]
+            try:
+                route_topics.maintain(s, self._generation)
+            except Exception as exc:  # the broker away for a moment: the next generation tries again
+                log.warning("route topics not maintained: %s", exc)
+        consumer.assign([tp for topic in topics for tp in static_share(consumer, topic, *self.member, self.stop_event)])
+
+    def _rotate(self, consumer, previous):
+        """When a new route-topic generation begins: settle the batch in flight (its commit awaited), then follow
+        the new window. Partitions in both windows keep their positions. Returns the batch still in flight."""
+        if not route_topics.enabled(self.s) or route_topics.current(self.s) == self._generation:
+            return previous
+        if previous is not None:
+            self._settle(previous, consumer, wait_commit=True)
+        self._follow(consumer)
+        return None
 
     def measured(self, n: int, handle_ms: float, alpha: float = 0.2) -> None:
         """Take one micro-batch's time into the per-request estimate (not the first WARM_UP_BATCHES: they load
@@ -243,14 +273,19 @@ class RouteLoop:
         requests: list[RouteRequest] = []
         replies: list[RouteDecision] = []
         sent = []
+        came_from: dict[str, str] = {}  # request id -> the topic it was read from (its reply's generation)
         for r in records:
             try:
-                requests.append(parse_event(r.value, RouteRequest))
+                q = parse_event(r.value, RouteRequest)
+                requests.append(q)
+                came_from[q.request_id] = r.topic
             except Exception as exc:  # InvalidEvent, or anything unforeseen: never a poison pill
                 reason = str(exc) if isinstance(exc, InvalidEvent) else f"could not parse: {type(exc).__name__}: {exc}"
                 dl = DeadLetter.of(r.topic, r.value, reason, r.partition, r.offset)
                 sent.append(producer.send(s.topics.dead_letter, key=r.topic.encode(), value=dl.to_bytes()))
-                replies.append(RouteDecision(request_id=request_id_of(r.value), error=reason))
+                rid = request_id_of(r.value)
+                came_from[rid] = r.topic
+                replies.append(RouteDecision(request_id=rid, error=reason))
         if requests:
             try:
                 replies += self.decider.decide(requests)
@@ -260,8 +295,8 @@ class RouteLoop:
                                           error=f"router error: {type(exc).__name__}: {exc}") for q in requests]
         count_replies(replies)
         for d in replies:
-            sent.append(producer.send(s.topics.decisions, key=(d.user_id or d.request_id).encode(),
-                                      value=d.to_bytes()))
+            topic = route_topics.reply_topic(s, came_from.get(d.request_id, s.topics.requests))
+            sent.append(producer.send(topic, key=(d.user_id or d.request_id).encode(), value=d.to_bytes()))
         self._audit_slots.acquire()
         fut = self._audit.submit(self.decider.record_decisions, [d for d in replies if d.chosen_llm_id is not None])
         fut.add_done_callback(lambda _: self._audit_slots.release())

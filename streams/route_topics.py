@@ -1,0 +1,137 @@
+"""Route topics by generation: with ``route_generation_s > 0`` a request goes to ``route.requests.g<N>`` and its
+reply to ``route.decisions.g<N>``, N = the request's timestamp // the generation length.
+
+Why: a broker that enforces no retention keeps every request and reply for good. The local Tansu broker is one:
+it ignores retention.ms, drops the connection on DeleteRecords, and only frees a topic's memory when the topic is
+deleted (bench/results/broker_memory.md); its fetches also scan a whole partition. Topics of a bounded age keep
+both its memory and its partitions bounded. A Kafka cluster honours retention.ms: there one topic each (0) is
+the default.
+
+Routers and reply readers follow the window of generations N-KEEP_BEHIND .. N+1 around now (a late request or
+reply is still read; clocks may differ by less than a generation). :func:`maintain` creates the generations
+up to N+AHEAD before they are used and deletes those older than the window, so a request is answered as long as
+it is at most KEEP_BEHIND generations old.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+from prefstream.config import Settings
+
+from streams.kafka_config import security_kwargs, topic_configs
+
+log = logging.getLogger(__name__)
+
+AHEAD = 2  #: generations created ahead of the current one
+KEEP_BEHIND = 2  #: generations kept behind the current one (older ones are deleted)
+_SUFFIX = re.compile(r"\.g(\d+)$")
+
+
+def enabled(s: Settings) -> bool:
+    return s.route_generation_s > 0
+
+
+def generation(s: Settings, ts_ms: int) -> int:
+    return int(ts_ms) // (s.route_generation_s * 1000)
+
+
+def current(s: Settings) -> int:
+    return generation(s, int(time.time() * 1000))
+
+
+def named(base: str, gen: int) -> str:
+    return f"{base}.g{gen}"
+
+
+def request_topic(s: Settings, ts_ms: int) -> str:
+    """The topic a request with this timestamp is sent to."""
+    return named(s.topics.requests, generation(s, ts_ms)) if enabled(s) else s.topics.requests
+
+
+def reply_topic(s: Settings, request_topic_name: str) -> str:
+    """The topic the reply to a request read from ``request_topic_name`` goes to (the same generation)."""
+    m = _SUFFIX.search(request_topic_name)
+    if not enabled(s) or m is None:
+        return s.topics.decisions
+    return named(s.topics.decisions, int(m.group(1)))
+
+
+def window(s: Settings, base: str, gen: int | None = None) -> list[str]:
+    """The topics of ``base`` a reader follows now: one topic, or generations gen-KEEP_BEHIND .. gen+1."""
+    if not enabled(s):
+        return [base]
+    g = current(s) if gen is None else gen
+    return [named(base, x) for x in range(g - KEEP_BEHIND, g + 2)]
+
+
+def maintain(s: Settings, gen: int | None = None, delete: bool = True) -> dict[str, list[str]]:
+    """Create the route topics of generations gen-KEEP_BEHIND .. gen+AHEAD that are missing (partitions and retention as
+    ``prefstream up`` makes them) and, with ``delete``, delete those older than gen-KEEP_BEHIND. Idempotent, so
+    every router (and client) may call it; returns {"created": [...], "deleted": [...]}."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
+
+    if not enabled(s):
+        return {"created": [], "deleted": []}
+    g = current(s) if gen is None else gen
+    bases = (s.topics.requests, s.topics.decisions)
+    configs = topic_configs(s)
+    admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, client_id="prefstream-route-topics",
+                             **security_kwargs(s))
+    out: dict[str, list[str]] = {"created": [], "deleted": []}
+    try:
+        existing = set(admin.list_topics())
+        for base in bases:
+            for x in range(g - KEEP_BEHIND, g + AHEAD + 1):
+                name = named(base, x)
+                if name in existing:
+                    continue
+                try:
+                    admin.create_topics([NewTopic(name=name, num_partitions=s.kafka_partitions, replication_factor=1,
+                                                  topic_configs=configs[base])])
+                    out["created"].append(name)
+                except TopicAlreadyExistsError:
+                    pass
+        if delete:
+            old = [t for t in existing for base in bases
+                   if t.startswith(base + ".g") and (m := _SUFFIX.search(t)) and int(m.group(1)) < g - KEEP_BEHIND]
+            for name in old:
+                try:
+                    admin.delete_topics([name])
+                    out["deleted"].append(name)
+                except UnknownTopicOrPartitionError:
+                    pass
+    finally:
+        admin.close()
+    if out["created"] or out["deleted"]:
+        log.info("route topics: created %s, deleted %s", out["created"], out["deleted"])
+    return out
+
+
+def follow_replies(s: Settings, consumer, stop=None, at_end: bool = False) -> int | None:
+    """Assign ``consumer`` every partition of the decision topics of the current window (creating missing
+    generations first); with ``at_end`` they start at their end (only replies from now on), else a partition
+    new to the assignment starts where the consumer's offset reset says and the others keep their positions.
+    Returns the generation followed (None: generations are off)."""
+    from kafka import TopicPartition
+
+    from streams.kafka_config import topic_partitions
+
+    gen = current(s) if enabled(s) else None
+    if gen is not None:
+        try:
+            maintain(s, gen, delete=False)
+        except Exception as exc:  # the broker away for a moment: the topics may exist already
+            log.warning("route topics not maintained: %s", exc)
+    tps = [TopicPartition(t, p) for t in window(s, s.topics.decisions, gen)
+           for p in topic_partitions(consumer, t, stop, 0.1)]
+    consumer.assign(tps)
+    if at_end:
+        consumer.seek_to_end(*tps)
+        for tp in tps:
+            consumer.position(tp)
+    return gen

@@ -1,0 +1,75 @@
+"""Route topics by generation (issue 18, bounded broker memory): requests and replies go to one topic per
+generation, routers and clients follow the generations around now, and the old ones are deleted."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from streams import route_topics
+from streams.client import PrefstreamClient
+from streams.route_loop import RouteLoop
+from tests.streams.test_route_static import Decider
+
+
+def test_topic_names_follow_the_request_timestamp(settings):
+    off = settings
+    assert route_topics.request_topic(off, 123_456) == off.topics.requests
+    assert route_topics.reply_topic(off, off.topics.requests) == off.topics.decisions
+    assert route_topics.window(off, off.topics.decisions) == [off.topics.decisions]
+    s = settings.model_copy(update={"route_generation_s": 60})
+    assert route_topics.request_topic(s, 59_999) == f"{s.topics.requests}.g0"
+    assert route_topics.request_topic(s, 60_000) == f"{s.topics.requests}.g1"
+    assert route_topics.reply_topic(s, f"{s.topics.requests}.g7") == f"{s.topics.decisions}.g7"
+    assert route_topics.window(s, s.topics.requests, 10) == [f"{s.topics.requests}.g{g}" for g in (8, 9, 10, 11)]
+
+
+def test_group_assignment_is_refused_with_generations(settings):
+    s = settings.model_copy(update={"route_generation_s": 60, "router_assignment": "group"})
+    with pytest.raises(ValueError, match="ROUTER_ASSIGNMENT=static"):
+        RouteLoop(s, Decider("w"))._consumer()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_requests_across_generations_are_answered_and_old_generations_deleted(settings, topics):
+    from kafka import KafkaAdminClient
+
+    s = settings.model_copy(update={"route_generation_s": 2, "router_assignment": "static"})
+    loop = RouteLoop(s, Decider("w0"))
+    ready = threading.Event()
+    t = threading.Thread(target=loop.run, args=(ready,), daemon=True)
+    t.start()
+    assert ready.wait(30)
+    first = route_topics.current(s)
+    try:
+        with PrefstreamClient(s) as c:
+            futs = []
+            while route_topics.current(s) < first + 4:  # requests over 4+ generations, the reader following
+                futs.append(c.route_async("u1", "hello", deadline_ms=60_000))
+                time.sleep(0.2)
+            replies = [f.result(timeout=30) for f in futs]
+        plain = settings.model_copy(update={"router_assignment": "static"})  # a client without generations
+        with PrefstreamClient(plain) as c:
+            assert c.route("u2", "hello", deadline_ms=60_000, timeout=30).scorer == "w0"
+    finally:
+        loop.stop()
+        t.join(15)
+    assert [d.request_id for d in replies] == [f.request.request_id for f in futs]
+    assert all(d.chosen_llm_id == "m-a" and d.scorer == "w0" for d in replies)
+    # every request was sent to its generation's topic, and the router answered each on the same generation
+    gens = {route_topics.generation(s, f.request.timestamp) for f in futs}
+    assert len(gens) >= 4
+    admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+    try:
+        route_topics.maintain(s)
+        names = set(admin.list_topics())
+    finally:
+        admin.close()
+    now = route_topics.current(s)
+    kept = {g for g in range(now - route_topics.KEEP_BEHIND, now + route_topics.AHEAD + 1)}
+    for base in (s.topics.requests, s.topics.decisions):
+        present = {int(n.rsplit(".g", 1)[1]) for n in names if n.startswith(base + ".g")}
+        assert present == kept, (base, sorted(present), sorted(kept))
