@@ -210,6 +210,7 @@ class ReplyCollector(threading.Thread):
         self.count: Counter = Counter()
         self.arrived: dict[str, float] = {}
         self.kind: dict[str, str] = {}
+        self.why: dict[str, str] = {}  # the error of each error reply (its reason, shortened)
         self.unknown = 0
         self._halt = threading.Event()
 
@@ -234,6 +235,8 @@ class ReplyCollector(threading.Thread):
                         self.arrived.setdefault(rid, now)
                         self.kind.setdefault(rid, "error" if d.get("error") else "shed" if d.get("shed") else
                                              "fallback" if d.get("fallback") else "decision")
+                        if d.get("error"):
+                            self.why.setdefault(rid, str(d["error"])[:80])
         finally:
             c.close()
 
@@ -263,6 +266,7 @@ class ReplyCollector(threading.Thread):
                 "answered_more_than_once": sum(1 for r in ids if self.count[r] > 1),
                 "extra_replies": sum(max(0, self.count[r] - 1) for r in ids),
                 "reply_kinds": dict(Counter(self.kind[r] for r in ids if r in self.kind)),
+                "error_reasons": dict(Counter(self.why[r] for r in ids if r in self.why).most_common(5)),
                 "latency_p50_ms": pct(0.5), "latency_p99_ms": pct(0.99), "latency_max_ms": lat[-1] if lat else None}
 
 
