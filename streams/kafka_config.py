@@ -98,25 +98,33 @@ def topic_configs(s: Settings) -> dict[str, dict[str, str]]:
             t.dead_letter: {"retention.ms": str(s.dead_letter_retention_ms)}}
 
 
-def create_topics(s: Settings, partitions: int | None = None) -> list[str]:
-    """Create every prefstream topic that does not exist yet, with its ``topic_configs``; return those created."""
-    from kafka import KafkaAdminClient
+def create_missing(admin, wanted: dict[str, dict[str, str]], partitions: int, existing: set[str]) -> list[str]:
+    """Create each topic of ``wanted`` ({name: topic configs}) not in ``existing``; return those this call created
+    (one another client created meanwhile is skipped)."""
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
+    created = []
+    for topic, configs in wanted.items():
+        if topic in existing:
+            continue
+        try:
+            admin.create_topics([NewTopic(name=topic, num_partitions=partitions, replication_factor=1,
+                                          topic_configs=configs)])
+            created.append(topic)
+        except TopicAlreadyExistsError:
+            pass
+    return created
+
+
+def create_topics(s: Settings, partitions: int | None = None) -> list[str]:
+    """Create every prefstream topic that does not exist yet, with its ``topic_configs``; return those created."""
+    from kafka import KafkaAdminClient
+
     admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, client_id="prefstream-admin", **security_kwargs(s))
     try:
-        existing = set(admin.list_topics())
-        todo = [t for t in s.topics.all() if t not in existing]
-        n = partitions or s.kafka_partitions
-        created = []
-        for topic in todo:
-            try:
-                admin.create_topics([NewTopic(name=topic, num_partitions=n, replication_factor=1,
-                                              topic_configs=topic_configs(s)[topic])])
-                created.append(topic)
-            except TopicAlreadyExistsError:
-                pass
-        return created
+        configs = topic_configs(s)
+        return create_missing(admin, {t: configs[t] for t in s.topics.all()}, partitions or s.kafka_partitions,
+                              set(admin.list_topics()))
     finally:
         admin.close()

@@ -191,10 +191,10 @@ class RouteLoop:
         topic, or the generations around now, created first where missing and the old ones deleted, plus the
         plain topic, so a client that does not use generations is still answered, on the plain reply topic)."""
         s = self.s
-        topics = route_topics.window(s, s.topics.requests)
+        topics = [s.topics.requests]
         if route_topics.enabled(s):
             self._generation = route_topics.current(s)
-            topics = [s.topics.requests, *route_topics.window(s, s.topics.requests, self._generation)]
+            topics += route_topics.window(s, s.topics.requests, self._generation)
             try:
                 route_topics.maintain(s, self._generation)
             except Exception as exc:  # the broker away for a moment: the next generation tries again

@@ -21,7 +21,7 @@ import time
 
 from prefstream.config import Settings
 
-from streams.kafka_config import security_kwargs, topic_configs
+from streams.kafka_config import create_missing, security_kwargs, topic_configs
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,7 @@ def maintain(s: Settings, gen: int | None = None, delete: bool = True) -> dict[s
     ``prefstream up`` makes them) and, with ``delete``, delete those older than gen-KEEP_BEHIND. Idempotent, so
     every router (and client) may call it; returns {"created": [...], "deleted": [...]}."""
     from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
+    from kafka.errors import UnknownTopicOrPartitionError
 
     if not enabled(s):
         return {"created": [], "deleted": []}
@@ -85,17 +84,8 @@ def maintain(s: Settings, gen: int | None = None, delete: bool = True) -> dict[s
     out: dict[str, list[str]] = {"created": [], "deleted": []}
     try:
         existing = set(admin.list_topics())
-        for base in bases:
-            for x in range(g - KEEP_BEHIND, g + AHEAD + 1):
-                name = named(base, x)
-                if name in existing:
-                    continue
-                try:
-                    admin.create_topics([NewTopic(name=name, num_partitions=s.kafka_partitions, replication_factor=1,
-                                                  topic_configs=configs[base])])
-                    out["created"].append(name)
-                except TopicAlreadyExistsError:
-                    pass
+        wanted = {named(base, x): configs[base] for base in bases for x in range(g - KEEP_BEHIND, g + AHEAD + 1)}
+        out["created"] = create_missing(admin, wanted, s.kafka_partitions, existing)
         if delete:
             old = [t for t in existing for base in bases
                    if t.startswith(base + ".g") and (m := _SUFFIX.search(t)) and int(m.group(1)) < g - KEEP_BEHIND]

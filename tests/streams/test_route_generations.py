@@ -69,7 +69,7 @@ def test_requests_across_generations_are_answered_and_old_generations_deleted(se
     finally:
         admin.close()
     now = route_topics.current(s)
-    kept = {g for g in range(now - route_topics.KEEP_BEHIND, now + route_topics.AHEAD + 1)}
+    kept = set(range(now - route_topics.KEEP_BEHIND, now + route_topics.AHEAD + 1))
     for base in (s.topics.requests, s.topics.decisions):
         present = {int(n.rsplit(".g", 1)[1]) for n in names if n.startswith(base + ".g")}
         assert present == kept, (base, sorted(present), sorted(kept))
