@@ -86,7 +86,8 @@ def _route_batch(client, sim, batch: list, counts, llm_index: dict, late: set, s
         ok = not d.error and llm_index.get(d.chosen_llm_id) == best
         hits.append(ok)
         count_hits.append(llm_index[cp] == best)
-        scorers[d.scorer or "error"] = scorers.get(d.scorer or "error", 0) + 1
+        kind = "shed" if d.shed else d.scorer or "error"  # shed: answered at once from the prior, past its deadline
+        scorers[kind] = scorers.get(kind, 0) + 1
         lat.append(d.latency_ms)
         n = seen_per_user.get(u, 0)
         if u in late:

@@ -176,7 +176,7 @@ class RouteEngine:
         wanted = {c for r in requests for c in (r.candidates or [])}
         catalog = self.catalog(wanted)
         now = time.time() * 1000
-        fits = self._fits(len(requests))  # all of them, or under overload the newest that fit
+        fits = self._fits(requests)  # all of them, or under overload the newest that fit
         batch_ms = self.per_request_ms * fits + REPLY_MARGIN_MS  # the time to decide what this call decides
         due = [now + min(batch_ms, SHED_MARGIN * self._deadline(r)) > r.timestamp + self._deadline(r)
                for r in requests]
@@ -204,12 +204,15 @@ class RouteEngine:
         keep = set(sorted(live, key=lambda i: requests[i].timestamp)[-fits:])
         return [d or (i not in keep) for i, d in enumerate(due)]
 
-    def _fits(self, n: int) -> int:
-        """How many of ``n`` requests one call decides within DECIDE_BUDGET of the deadline (all before the first
-        estimate)."""
-        if self.per_request_ms <= 0:
+    def _fits(self, requests: list[RouteRequest]) -> int:
+        """How many of ``requests`` one call decides within DECIDE_BUDGET of the tightest deadline among them (all
+        before the first estimate). The requests' own deadlines count, not the default: a batch that asked for
+        minutes is not cut to what fits in the default's second."""
+        n = len(requests)
+        if self.per_request_ms <= 0 or n == 0:
             return n
-        return min(n, max(1, int(DECIDE_BUDGET * self.deadline_ms / self.per_request_ms)))
+        tightest = min(self._deadline(r) for r in requests)
+        return min(n, max(1, int(DECIDE_BUDGET * tightest / self.per_request_ms)))
 
     def _deadline(self, r: RouteRequest) -> int:
         return r.deadline_ms or self.deadline_ms

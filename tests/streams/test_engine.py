@@ -273,6 +273,21 @@ def test_under_overload_the_newest_requests_are_decided_and_the_older_shed_at_on
     assert not any(d.shed for d in engine.decide(batch[:4]))  # what fits is never shed
 
 
+def test_what_fits_follows_the_requests_own_deadlines_not_the_default(parts):
+    """A batch whose requests ask for long deadlines is not cut to what fits in the default deadline's budget
+    (bench/online.py routes hundreds at once with a 120 s deadline); a tight request in the batch tightens it."""
+    from prefstream.events import now_ms
+
+    store, scorer, engine = parts
+    engine.per_request_ms = 62.5  # 4 fit in a quarter of the default 1 s; 480 in a quarter of 120 s
+    batch = [req(i, timestamp=now_ms() - 10 * (300 - i), deadline_ms=120_000) for i in range(300)]
+    out = engine.decide(batch)
+    assert not any(d.shed for d in out) and all(d.scorer == "model v0007" for d in out)
+    engine.per_request_ms = 62.5
+    mixed = batch[:9] + [req(9, timestamp=now_ms(), deadline_ms=1_000)]
+    assert [d.shed for d in engine.decide(mixed)] == [True] * 6 + [False] * 4
+
+
 def test_a_crowd_scorer_gets_other_users_ratings_of_the_same_query(parts):
     """Crowd evidence is read only for a model that uses it, is centred per comparison, and leaves out the
     requesting user's own ratings."""
