@@ -58,11 +58,7 @@ def start_graph(port: int, data_dir: Path, log_dir: Path, password: str | None =
     # alone lost every write since the last snapshot). ``everysec`` fsync: an OS crash may lose ~1 s.
     cmd = [str(bin_dir / "redis-server"), "--bind", "127.0.0.1", "--port", str(port),
            "--dir", str(data_dir.resolve()), "--save", "60 1", "--appendonly", "yes", "--appendfsync", "everysec",
-           "--protected-mode", "no", "--loadmodule", str(bin_dir / "falkordb.so"),
-           # One OpenMP thread per query: queries already run side by side on the module's thread pool, and two
-           # long reliability runs ended with the server killed by SIGSEGV inside GraphBLAS's OpenMP-parallel
-           # matrix product (GB_AxB_saxpy3) on a query thread (bench/results/reliability_generations_aborted.md)
-           "OMP_THREAD_COUNT", "1"]
+           "--protected-mode", "no", "--loadmodule", str(bin_dir / "falkordb.so")]
     if password is not None:
         # In a config file only we can read, not on the command line (ps, the run dir's process record).
         conf = data_dir / "auth.conf"
