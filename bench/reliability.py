@@ -289,8 +289,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--pool", type=int, default=64, help="distinct query texts")
     ap.add_argument("--no-replay", action="store_true", help="skip the recovery replay of the input topics")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--route-generation-s", type=int, default=0,
-                    help="route topics per generation of this many seconds (streams/route_topics.py; 0: one topic)")
+    ap.add_argument("--route-generation-s", type=int, default=30,
+                    help="route topics per generation of this many seconds (streams/route_topics.py; 0: one topic; "
+                         "30 is what `prefstream up` uses)")
     ap.add_argument("--partitions", type=int, default=8,
                     help="partitions per topic (the local broker slows down as a partition grows)")
     ap.add_argument("--out", default="reliability", help="results name: bench/results/OUT.json and OUT.md")
@@ -598,6 +599,17 @@ def summarize(rig: Rig, res: dict, kills: list[dict], growth: dict, n_events: in
     res["fuzzed"], res["crashes"] = args.fuzzed, args.fuzz_crashes
 
 
+def wait_catalog(s, n: int, timeout: float = 180.0) -> None:
+    """Wait until the ingest has written the ``n`` registered LLMs to the graph: routing starts on a registered
+    catalog, as in a deployment (a request before it gets the error reply "no LLM is registered", which is not
+    what the kill chaos measures)."""
+    end = time.monotonic() + timeout
+    while graph_count(s, "LLM") < n:
+        if time.monotonic() > end:
+            raise RuntimeError(f"the ingest did not register the {n} LLMs within {timeout:.0f} s")
+        time.sleep(0.5)
+
+
 def run_phases(rig: Rig, chaos_events: list, soak_evts: list, t_start: float, res: dict) -> None:
     """Chaos, drain, loss / reply checks, soak, recovery; every result goes into ``res``."""
     kills = chaos_phase(rig, chaos_events, res)
@@ -650,6 +662,7 @@ def main() -> None:
         client.flush()
         ingest.start()
         router.start()
+        wait_catalog(s, len(llm_events()))
         collector = ReplyCollector(s)
         collector.start()
         traffic = Traffic(s, client, rng, chaos_events)

@@ -182,13 +182,16 @@ RETURN uid, t.conversation_id, t.turn_index, t.llm_id, r.rating
 """
 
 # The newest $limit rated answers to each query text in $keys, by any user: the crowd evidence of a request
-# (trainer/crowd.py centres them per comparison and leaves out the requesting user). The WITH anchors the
-# match on the Query index: written as one pattern, FalkorDB scanned every Response for each key.
+# (trainer/crowd.py centres them per comparison and leaves out the requesting user). Two index seeks, no edge
+# traversal: a turn carries its query's key (indexed) and its Response has the turn's id as its key. The
+# traversal it replaces, Query -ASKED_IN-> Turn <-ANSWER_OF- Response, fans out from a popular query to all its
+# turns, and FalkorDB 4.16 crashed (SIGSEGV in GraphBLAS's matrix product under that traversal) in three long
+# reliability runs while routers ran it beside the ingest's writes (bench/results/reliability.md).
 QUERY_RATED = """
 UNWIND $keys AS qk
-MATCH (q:Query {query_key: qk})
-WITH qk, q
-MATCH (q)-[:ASKED_IN]->(t:Turn)<-[:ANSWER_OF]-(r:Response)
+MATCH (t:Turn {query_key: qk})
+WITH qk, t
+MATCH (r:Response {response_id: t.turn_id})
 WHERE r.rating IS NOT NULL
 WITH qk, t, r
 ORDER BY t.ts DESC
@@ -261,8 +264,10 @@ COUNT: dict[str, str] = {label: f"MATCH (n:{label}) RETURN count(n)" for label i
 COUNT_REL: dict[str, str] = {rel: f"MATCH ()-[e:{rel}]->() RETURN count(e)"
                              for name, rel in vars(Rel).items() if not name.startswith("_")}
 
-#: Secondary lookups: Turn by position in its conversation (FOLLOWS linking), User by recency (the sampler).
-SECONDARY_INDEXES: tuple[tuple[str, str], ...] = ((Label.TURN, "position"), (Label.USER, "last_ms"))
+#: Secondary lookups: Turn by position in its conversation (FOLLOWS linking) and by query text (crowd
+#: evidence), User by recency (the sampler).
+SECONDARY_INDEXES: tuple[tuple[str, str], ...] = ((Label.TURN, "position"), (Label.TURN, "query_key"),
+                                                  (Label.USER, "last_ms"))
 
 FALKOR_DDL: tuple[str, ...] = tuple(
     f"CREATE INDEX FOR (n:{label}) ON (n.{prop})" for label, prop in [*KEYS.items(), *SECONDARY_INDEXES])

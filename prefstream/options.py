@@ -28,9 +28,27 @@ def settings_from(args: argparse.Namespace) -> Settings:
                                  "gateway_port": getattr(args, "gateway_port", None)}.items() if v is not None}
     if getattr(args, "no_ray", False):
         update["start_ray"] = False
-    s = s.model_copy(update=update)
+    return with_running_stack(s.model_copy(update=update))
+
+
+def with_running_stack(s: Settings) -> Settings:
+    """``s`` with the addresses and route-topic generations that a stack started from ``s.run_dir`` recorded
+    (``prefstream up`` writes them to stack.json); ``s`` itself when no stack was started there."""
     state = s.run_dir / "stack.json"
-    if state.exists():
-        recorded = json.loads(state.read_text()).get("settings", {})
-        s = s.model_copy(update={k: v for k, v in recorded.items() if k in Settings.model_fields})
-    return s
+    if not state.exists():
+        return s
+    recorded = json.loads(state.read_text()).get("settings", {})
+    return s.model_copy(update={k: v for k, v in recorded.items() if k in Settings.model_fields})
+
+
+def with_stack_generations(s: Settings) -> Settings:
+    """``s`` following the route-topic generations of the stack recorded in ``s.run_dir`` when ``s`` talks to that
+    stack's broker and sets no generation length itself (the SDK's default settings: a client of ``prefstream up``
+    uses its rotating route topics without being told)."""
+    state = s.run_dir / "stack.json"
+    if "route_generation_s" in s.model_fields_set or not state.exists():
+        return s
+    recorded = json.loads(state.read_text()).get("settings", {})
+    if recorded.get("kafka_bootstrap") != s.kafka_bootstrap or "route_generation_s" not in recorded:
+        return s
+    return s.model_copy(update={"route_generation_s": recorded["route_generation_s"]})

@@ -25,13 +25,22 @@ def stack_env(s: Settings) -> dict[str, str]:
             "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
 
 
+# The local broker keeps every record in memory and enforces no retention; only deleting a topic frees it
+# (bench/results/broker_memory.md). So the local stack rotates its route topics (streams/route_topics.py) unless
+# PREFSTREAM_ROUTE_GENERATION_S is set; a production Kafka cluster keeps one topic each with retention.
+LOCAL_ROUTE_GENERATION_S = 30
+
+
 def local_settings(s: Settings) -> Settings:
-    """Settings whose addresses point at the local stack's ports."""
-    return s.model_copy(update={
+    """Settings whose addresses point at the local stack's ports, with the local route-topic generations."""
+    update = {
         "kafka_bootstrap": f"127.0.0.1:{s.broker_port}",
         "graph_uri": f"redis://127.0.0.1:{s.graph_port}",
         "ray_address": f"127.0.0.1:{s.ray_port}" if s.start_ray else s.ray_address,
-    })
+    }
+    if "route_generation_s" not in s.model_fields_set and s.router_assignment == "static":
+        update["route_generation_s"] = LOCAL_ROUTE_GENERATION_S
+    return s.model_copy(update=update)
 
 
 class Stack:
@@ -55,7 +64,8 @@ class Stack:
                                    "settings": {"kafka_bootstrap": self.s.kafka_bootstrap,
                                                 "graph_uri": self.s.graph_uri,
                                                 "ray_address": self.s.ray_address,
-                                                "gateway_port": self.s.gateway_port}}, indent=2))
+                                                "gateway_port": self.s.gateway_port,
+                                                "route_generation_s": self.s.route_generation_s}}, indent=2))
         os.replace(tmp, self.state_file)
 
     def running(self) -> list[Proc]:

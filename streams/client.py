@@ -18,6 +18,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from prefstream.config import Settings, get_settings
+from prefstream.options import with_stack_generations
 from prefstream.events import (
     ChatTurn, Event, Feedback, InvalidEvent, LLMRegistered, Pairwise, RouteDecision, RouteRequest, Score, Thumbs,
     now_ms, parse_event,
@@ -40,8 +41,11 @@ class PrefstreamClient:
     def __init__(self, settings: Settings | None = None):
         from kafka import KafkaProducer
 
-        self.s = settings or get_settings()
+        self.s = settings or with_stack_generations(get_settings())
         self._producer = KafkaProducer(**producer_kwargs(self.s))
+        # route requests go to the topics of their generation: a producer of their own, renewed per generation
+        self._route_producer = route_topics.GenerationProducer(self.s, **producer_kwargs(self.s)) \
+            if route_topics.enabled(self.s) else self._producer
         self._pending: dict[str, Future] = {}
         self._lock = threading.Lock()
         self._reader: threading.Thread | None = None
@@ -64,7 +68,8 @@ class PrefstreamClient:
 
     def publish(self, event: Event, wait: bool = False) -> Event:
         topic, key = self.topic_for(event)
-        fut = self._producer.send(topic, key=key.encode(), value=event.to_bytes())
+        producer = self._route_producer if isinstance(event, RouteRequest) else self._producer
+        fut = producer.send(topic, key=key.encode(), value=event.to_bytes())
         if wait:
             fut.get(timeout=30)
         return event
@@ -75,6 +80,8 @@ class PrefstreamClient:
 
     def flush(self, timeout: float | None = 30) -> None:
         self._producer.flush(timeout=timeout)
+        if self._route_producer is not self._producer:
+            self._route_producer.flush(timeout=timeout)
 
     def publish_turn(self, *, user_id: str, conversation_id: str, turn_index: int, query: str, llm_id: str,
                      response: str, event_id: str | None = None, timestamp: int | None = None) -> ChatTurn:
@@ -186,8 +193,10 @@ class PrefstreamClient:
 
     def close(self) -> None:
         self._closed.set()
-        self._producer.flush(timeout=10)
+        self.flush(timeout=10)
         self._producer.close()
+        if self._route_producer is not self._producer:
+            self._route_producer.close(timeout=10)
         if self._reader is not None:
             self._reader.join(timeout=5)
 

@@ -131,11 +131,10 @@ class RouteLoop:
         self._audit_slots = threading.BoundedSemaphore(MAX_AUDIT_BACKLOG)
 
     def run(self, ready: threading.Event | None = None) -> None:
-        from kafka import KafkaProducer
-
         s = self.s
         consumer = self._consumer()
-        producer = KafkaProducer(client_id=self.client_id, **producer_kwargs(s, linger_ms=s.route_reply_linger_ms))
+        producer = route_topics.GenerationProducer(s, client_id=self.client_id,
+                                                   **producer_kwargs(s, linger_ms=s.route_reply_linger_ms))
         if ready is not None:
             ready.set()
         # One micro-batch in flight: its replies are acked by the broker while the next batch is decided,

@@ -102,6 +102,55 @@ def maintain(s: Settings, gen: int | None = None, delete: bool = True) -> dict[s
     return out
 
 
+class GenerationProducer:
+    """A KafkaProducer for the route topics that is replaced when a new generation begins.
+
+    kafka-python keeps every topic a producer has sent to in each of its metadata requests, for the producer's
+    life, and a metadata request with auto-creation on (the local broker) re-creates a topic that
+    :func:`maintain` deleted: a long-lived producer would bring back every generation it ever used, empty, at
+    each refresh. A fresh producer per generation asks only for the topics of the window. The one it replaces
+    is closed in the background; closing first sends what it still holds, so no send is lost and every send's
+    future completes. With generations off it is one plain producer."""
+
+    def __init__(self, s: Settings, **kwargs):
+        import threading
+
+        self.s, self._kwargs = s, kwargs
+        self._lock = threading.Lock()
+        self._gen = current(s) if enabled(s) else None
+        self._producer = self._new()
+        self._closing: list = []  # threads closing replaced producers
+
+    def _new(self):
+        from kafka import KafkaProducer
+
+        return KafkaProducer(**self._kwargs)
+
+    def send(self, topic: str, **kwargs):
+        """KafkaProducer.send on the producer of the current generation."""
+        import threading
+
+        with self._lock:
+            if self._gen is not None and (gen := current(self.s)) != self._gen:
+                old, self._producer, self._gen = self._producer, self._new(), gen
+                t = threading.Thread(target=old.close, kwargs={"timeout": 30}, name="producer-close", daemon=True)
+                t.start()
+                self._closing = [x for x in self._closing if x.is_alive()] + [t]
+            producer = self._producer
+        return producer.send(topic, **kwargs)
+
+    def flush(self, timeout: float | None = None) -> None:
+        with self._lock:
+            producer, closing = self._producer, list(self._closing)
+        producer.flush(timeout=timeout)
+        for t in closing:  # a replaced producer has sent everything once its close returns
+            t.join(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        self.flush(timeout)
+        self._producer.close(timeout=timeout)
+
+
 def follow_replies(s: Settings, consumer, stop=None, at_end: bool = False) -> int | None:
     """Assign ``consumer`` every partition of the decision topics of the current window (creating missing
     generations first); with ``at_end`` they start at their end (only replies from now on), else a partition

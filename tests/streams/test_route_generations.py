@@ -32,6 +32,37 @@ def test_group_assignment_is_refused_with_generations(settings):
         RouteLoop(s, Decider("w"))._consumer()
 
 
+def test_the_local_stack_rotates_route_topics_unless_told_otherwise(tmp_path):
+    """`prefstream up` turns generations on for its memory-only broker; an explicit setting (0 included) or group
+    assignment keeps one topic each."""
+    from prefstream.config import Settings
+    from stack.local import LOCAL_ROUTE_GENERATION_S, local_settings
+
+    assert LOCAL_ROUTE_GENERATION_S > 0
+    assert local_settings(Settings(run_dir=tmp_path)).route_generation_s == LOCAL_ROUTE_GENERATION_S
+    assert local_settings(Settings(run_dir=tmp_path, route_generation_s=0)).route_generation_s == 0
+    assert local_settings(Settings(run_dir=tmp_path, route_generation_s=7)).route_generation_s == 7
+    assert local_settings(Settings(run_dir=tmp_path, router_assignment="group")).route_generation_s == 0
+
+
+def test_a_client_of_the_local_stack_follows_its_recorded_generations(tmp_path):
+    """The SDK's default settings take the generation length that `up` recorded, only for that stack's broker."""
+    import json
+
+    from prefstream.config import Settings
+    from prefstream.options import with_stack_generations
+
+    (tmp_path / "stack.json").write_text(json.dumps({"procs": [], "settings": {
+        "kafka_bootstrap": "127.0.0.1:19092", "route_generation_s": 30}}))
+    mine = Settings(run_dir=tmp_path, kafka_bootstrap="127.0.0.1:19092")
+    assert with_stack_generations(mine).route_generation_s == 30
+    other = Settings(run_dir=tmp_path, kafka_bootstrap="kafka.example:9092")
+    assert with_stack_generations(other).route_generation_s == 0  # another cluster: not that stack's topics
+    told = Settings(run_dir=tmp_path, kafka_bootstrap="127.0.0.1:19092", route_generation_s=0)
+    assert with_stack_generations(told).route_generation_s == 0
+    assert with_stack_generations(Settings(run_dir=tmp_path / "none")).route_generation_s == 0
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 def test_requests_across_generations_are_answered_and_old_generations_deleted(settings, topics):
@@ -73,3 +104,34 @@ def test_requests_across_generations_are_answered_and_old_generations_deleted(se
     for base in (s.topics.requests, s.topics.decisions):
         present = {int(n.rsplit(".g", 1)[1]) for n in names if n.startswith(base + ".g")}
         assert present == kept, (base, sorted(present), sorted(kept))
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.parametrize("renewed", [True, False])
+def test_a_deleted_generation_is_not_brought_back_by_a_producer(settings, topics, renewed):
+    """kafka-python asks for every topic a producer ever sent to, and the local broker creates a topic it is
+    asked about: one long-lived producer re-creates the generations that maintain() deleted (the control case,
+    renewed=False, shows it). The GenerationProducer, renewed per generation, asks only for its own."""
+    from kafka import KafkaAdminClient, KafkaProducer
+
+    from streams.kafka_config import producer_kwargs
+
+    s = settings.model_copy(update={"route_generation_s": 1})
+    producer = route_topics.GenerationProducer(s, **producer_kwargs(s)) if renewed \
+        else KafkaProducer(**producer_kwargs(s))
+    admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+    back = []
+    try:
+        start = route_topics.current(s)
+        while (g := route_topics.current(s)) < start + route_topics.KEEP_BEHIND + 4:
+            route_topics.maintain(s, g)  # creates g-2 .. g+2, deletes what is older
+            producer.send(route_topics.named(s.topics.requests, g), value=b"x").get(timeout=10)  # a new topic
+            old = {n for n in admin.list_topics() if n.startswith(s.topics.requests + ".g")
+                   and int(n.rsplit(".g", 1)[1]) < g - route_topics.KEEP_BEHIND}
+            back += sorted(old)
+            time.sleep(max(0.0, (g + 1) * 1.0 - time.time()) + 0.05)  # into the next generation
+    finally:
+        producer.close()
+        admin.close()
+    assert (back == []) == renewed, back
