@@ -31,24 +31,27 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return with_running_stack(s.model_copy(update=update))
 
 
-def with_running_stack(s: Settings) -> Settings:
-    """``s`` with the addresses and route-topic generations that a stack started from ``s.run_dir`` recorded
-    (``prefstream up`` writes them to stack.json); ``s`` itself when no stack was started there."""
+def _recorded(s: Settings) -> dict:
+    """The settings a stack started from ``s.run_dir`` recorded (``prefstream up`` writes them to stack.json);
+    empty when no stack was started there."""
     state = s.run_dir / "stack.json"
-    if not state.exists():
-        return s
-    recorded = json.loads(state.read_text()).get("settings", {})
-    return s.model_copy(update={k: v for k, v in recorded.items() if k in Settings.model_fields})
+    return json.loads(state.read_text()).get("settings", {}) if state.exists() else {}
+
+
+def with_running_stack(s: Settings) -> Settings:
+    """``s`` with the addresses and route-topic generations that a stack started from ``s.run_dir`` recorded;
+    ``s`` itself when no stack was started there."""
+    recorded = _recorded(s)
+    return s.model_copy(update={k: v for k, v in recorded.items() if k in Settings.model_fields}) if recorded else s
 
 
 def with_stack_generations(s: Settings) -> Settings:
     """``s`` following the route-topic generations of the stack recorded in ``s.run_dir`` when ``s`` talks to that
     stack's broker and sets no generation length itself (the SDK's default settings: a client of ``prefstream up``
     uses its rotating route topics without being told)."""
-    state = s.run_dir / "stack.json"
-    if "route_generation_s" in s.model_fields_set or not state.exists():
+    if "route_generation_s" in s.model_fields_set:
         return s
-    recorded = json.loads(state.read_text()).get("settings", {})
+    recorded = _recorded(s)
     if recorded.get("kafka_bootstrap") != s.kafka_bootstrap or "route_generation_s" not in recorded:
         return s
     return s.model_copy(update={"route_generation_s": recorded["route_generation_s"]})

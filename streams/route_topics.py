@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 
 from prefstream.config import Settings
@@ -113,8 +114,6 @@ class GenerationProducer:
     future completes. With generations off it is one plain producer."""
 
     def __init__(self, s: Settings, **kwargs):
-        import threading
-
         self.s, self._kwargs = s, kwargs
         self._lock = threading.Lock()
         self._gen = current(s) if enabled(s) else None
@@ -128,8 +127,6 @@ class GenerationProducer:
 
     def send(self, topic: str, **kwargs):
         """KafkaProducer.send on the producer of the current generation."""
-        import threading
-
         with self._lock:
             if self._gen is not None and (gen := current(self.s)) != self._gen:
                 old, self._producer, self._gen = self._producer, self._new(), gen
