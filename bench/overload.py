@@ -151,7 +151,7 @@ def main() -> None:
         print(f"capacity {cap} req/s; overload at {rate} req/s for {args.overload_s} s", flush=True)
         run = run_rate(traffic, collector, rate, args.overload_s, "over-", args.deadline_ms)
         load1 = list(os.getloadavg())
-        echo = echo_floor(stack, s, rate, args.echo_s, logdir)
+        echo = echo_floor(stack, s, rate, args.echo_s, logdir) if args.echo_s > 0 else None
         res["overload"] = {"command": res["command"], "rate": rate, "capacity_rate": cap,
                            "deadline_ms": args.deadline_ms, "p50_ms": run["latency_p50_ms"],
                            "p99_ms": run["latency_p99_ms"], "shed": run["reply_kinds"].get("shed", 0),

@@ -267,7 +267,20 @@ class ReplyCollector(threading.Thread):
                 "extra_replies": sum(max(0, self.count[r] - 1) for r in ids),
                 "reply_kinds": dict(Counter(self.kind[r] for r in ids if r in self.kind)),
                 "error_reasons": dict(Counter(self.why[r] for r in ids if r in self.why).most_common(5)),
-                "latency_p50_ms": pct(0.5), "latency_p99_ms": pct(0.99), "latency_max_ms": lat[-1] if lat else None}
+                "latency_p50_ms": pct(0.5), "latency_p99_ms": pct(0.99), "latency_max_ms": lat[-1] if lat else None,
+                "p99_by_10s": self.timeline(ids, sent_at)}
+
+    def timeline(self, ids: list[str], sent_at: dict[str, float], step_s: float = 10.0) -> list[list[float]]:
+        """[[start s, p99 ms, requests]] per ``step_s`` of send time: where in a run the slow replies were."""
+        got = [(sent_at[r], 1000 * (self.arrived[r] - sent_at[r])) for r in ids if r in self.arrived]
+        if not got:
+            return []
+        buckets: dict[int, list[float]] = {}  # by wall-clock step, so route-topic generation changes fall on edges
+        for t, ms in got:
+            buckets.setdefault(int(t // step_s), []).append(ms)
+        first = min(buckets)
+        return [[(b - first) * step_s, round(sorted(v)[min(len(v) - 1, int(0.99 * len(v)))], 1), len(v)]
+                for b, v in sorted(buckets.items())]
 
 
 # --- the run -------------------------------------------------------------------------------------

@@ -87,12 +87,12 @@ def serve_router(stats_path: str, hot_path: str | None, member: tuple[int, int] 
     wrapped_scorer = [None]
     decide = engine.decide
 
-    def decide_with_scorer_timed(requests):  # a new model version gets its decide_batch timed too
+    def decide_with_scorer_timed(requests, early=None):  # a new model version gets its decide_batch timed too
         sc = engine.models.scorer
         if sc is not None and wrapped_scorer[0] is not sc:
             timed(sc, "decide_batch", "score_ms")
             wrapped_scorer[0] = sc
-        return decide(requests)
+        return decide(requests, early=early)
 
     engine.decide = decide_with_scorer_timed
 
@@ -222,8 +222,9 @@ class EchoClient:
         self.w = w
 
         def send(i):
+            # as the SDK's route_async does: linger 0, no flush (a flush per message would make the sender, not
+            # the broker, the bottleneck of this floor)
             self.producer.send(self.req_topic, key=self.prefix + str(i).encode(), value=payload)
-            self.producer.flush()  # as the SDK's route_async does
         open_loop(rate, duration, send, w)
         wait_all(w, 15)
         return w

@@ -95,12 +95,12 @@ class BenchWorker(RouterWorker):
         through the loop's public on_batch hook."""
         decide = self.engine.decide
 
-        def decide_with_scorer_timed(requests):
+        def decide_with_scorer_timed(requests, early=None):
             sc = self.engine.models.scorer
             if sc is not None and sc is not self._scorer:
                 self._wrap(sc, "score_batch", "score_ms")
                 self._scorer = sc
-            return decide(requests)
+            return decide(requests, early=early)
 
         def batch_done(n: int, handle_ms: float) -> None:
             self._add("handle_ms", handle_ms)

@@ -32,7 +32,9 @@ LAG_EVERY_S = 15.0  # how often the loop measures its consumer lag (a metadata r
 
 
 class Decider(Protocol):
-    def decide(self, requests: list[RouteRequest]) -> list[RouteDecision]: ...
+    def decide(self, requests: list[RouteRequest],
+               early: Callable[[list[RouteDecision]], None] | None = None) -> list[RouteDecision]:
+        """One reply per request; those handed to ``early`` (sent at once) are not returned again."""
     def record_decisions(self, decisions: list[RouteDecision]) -> None: ...
 
 
@@ -273,6 +275,12 @@ class RouteLoop:
         replies: list[RouteDecision] = []
         sent = []
         came_from: dict[str, str] = {}  # request id -> the topic it was read from (its reply's generation)
+
+        def reply(ds: list[RouteDecision]) -> None:  # on the reply topic of each request's generation
+            replies.extend(ds)
+            for d in ds:
+                topic = route_topics.reply_topic(s, came_from.get(d.request_id, s.topics.requests))
+                sent.append(producer.send(topic, key=(d.user_id or d.request_id).encode(), value=d.to_bytes()))
         for r in records:
             try:
                 q = parse_event(r.value, RouteRequest)
@@ -284,18 +292,17 @@ class RouteLoop:
                 sent.append(producer.send(s.topics.dead_letter, key=r.topic.encode(), value=dl.to_bytes()))
                 rid = request_id_of(r.value)
                 came_from[rid] = r.topic
-                replies.append(RouteDecision(request_id=rid, error=reason))
+                reply([RouteDecision(request_id=rid, error=reason)])
         if requests:
-            try:
-                replies += self.decider.decide(requests)
+            try:  # shed replies leave first (``early``), the decided ones after
+                reply(self.decider.decide(requests, early=reply))
             except Exception as exc:  # never leave a request unanswered
                 log.exception("decide failed for %d requests", len(requests))
-                replies += [RouteDecision(request_id=q.request_id, user_id=q.user_id,
-                                          error=f"router error: {type(exc).__name__}: {exc}") for q in requests]
+                answered = {d.request_id for d in replies}
+                reply([RouteDecision(request_id=q.request_id, user_id=q.user_id,
+                                     error=f"router error: {type(exc).__name__}: {exc}")
+                       for q in requests if q.request_id not in answered])
         count_replies(replies)
-        for d in replies:
-            topic = route_topics.reply_topic(s, came_from.get(d.request_id, s.topics.requests))
-            sent.append(producer.send(topic, key=(d.user_id or d.request_id).encode(), value=d.to_bytes()))
         self._audit_slots.acquire()
         fut = self._audit.submit(self.decider.record_decisions, [d for d in replies if d.chosen_llm_id is not None])
         fut.add_done_callback(lambda _: self._audit_slots.release())

@@ -15,10 +15,11 @@ each candidate's crowd term (other users' ratings on this query: not the user's 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
+from torch_geometric.utils import scatter
 
 from trainer.graph import GraphBatch
 from trainer.model import GMTRouter
@@ -27,45 +28,52 @@ TOP_TURNS = 5
 
 
 @torch.no_grad()
-def pushes(model: GMTRouter, b: GraphBatch, kept: dict | None = None) -> tuple[np.ndarray, dict[int, dict[int, float]]]:
+def pushes(model: GMTRouter, b: GraphBatch, kept: dict | None = None,
+           only: Iterable[int] | None = None) -> tuple[np.ndarray, dict[int, dict[int, float]]]:
     """(personal [N_c], {candidate: {turn node: push}}) for a batch, in score units. ``kept``: the intermediates
-    the model's forward kept for this batch (``model(b, keep=kept)``); without them, the model runs again."""
+    the model's forward kept for this batch (``model(b, keep=kept)``); without them, the model runs again.
+    ``only``: the candidates whose per-turn pushes are wanted (default: all); the totals cover every candidate
+    (vectorized: a serving batch only needs the turns behind each request's chosen candidate)."""
     data, turn = b.data, b.data["turn"]
     n_c = b.cand.size(0)
     out: dict[int, dict[int, float]] = defaultdict(lambda: defaultdict(float))
-    total = np.zeros(n_c, np.float64)
     if turn.num_nodes == 0:
-        return total, {}
+        return np.zeros(n_c, np.float64), {}
     if not kept or "evidence_weights" not in kept or (model.cfg.personal and "w" not in kept):
         kept = {}
         model(b, keep=kept)
+    want = sorted(set(range(n_c) if only is None else only))
     cand_user = b.req_user[b.cand_req]
+    total = torch.zeros(n_c, dtype=torch.float64)
     if model.cfg.personal and turn.pair_index.size(1):
         phi_t, g_t, phi_c, w = kept["phi_t"], kept["g_t"], kept["phi_c"], kept["w"]
         rating, age = data["response"].x[:, 2], turn.x[:, 1] * 100.0
         i, j, coef, x = model.pref.pair_terms(phi_t, g_t, rating, age, turn.pair_index, w[turn.user_idx[turn.pair_index[0]]])
         pair_user = turn.user_idx[i]
-        scaled = x / model.pref.log_prec.exp()  # [P, F]
-        for c in range(n_c):  # a serving batch: tens of candidates, each with its own user's few pairs
+        scaled = coef[:, None] * x / model.pref.log_prec.exp()  # [P, F] each pair's share of prec * w, / prec
+        per_user = scatter(scaled, pair_user, 0, dim_size=data["user"].num_nodes, reduce="sum")  # [U, F]
+        total += (per_user[cand_user] * phi_c).sum(-1).double()  # [N_c] = <phi_c, w_u>
+        for c in want:  # each with its own user's few pairs
             mine = (pair_user == cand_user[c]).nonzero().flatten()
             if mine.numel() == 0:
                 continue
-            push = (coef[mine] * (scaled[mine] @ phi_c[c])).numpy()
-            for k, p in zip(mine.tolist(), push.tolist()):
-                out[c][int(i[k])] += p / 2
-                out[c][int(j[k])] += p / 2
+            push = (scaled[mine] @ phi_c[c]).tolist()
+            for a, bb, p in zip(i[mine].tolist(), j[mine].tolist(), push):
+                out[c][a] += p / 2
+                out[c][bb] += p / 2
     weights = kept["evidence_weights"]  # [N_c, 4] each candidate's user's memory, counts, conversation, crowd weight
+    wanted = torch.zeros(n_c, dtype=torch.bool)
+    wanted[want] = True
     for k, mem in enumerate((model.memory, model.counts)):
         if mem is not None and b.mem_cand.numel():
-            a = weights[:, k].tolist()  # [N_c]
-            terms = mem.terms(b)  # [P] each turn's share of its candidate's term
-            for c, t, v in zip(b.mem_cand.tolist(), b.mem_turn.tolist(), terms.tolist()):
-                out[c][t] += a[c] * v
-    for c, d in out.items():
-        total[c] = sum(d.values())
+            share = weights[b.mem_cand, k] * mem.terms(b)  # [P] each (candidate, turn)'s push
+            total += scatter(share, b.mem_cand, 0, dim_size=n_c, reduce="sum").double()
+            sel = wanted[b.mem_cand]
+            for c, t, v in zip(b.mem_cand[sel].tolist(), b.mem_turn[sel].tolist(), share[sel].tolist()):
+                out[c][t] += v
     if model.conv_weight is not None and b.conv_prev is not None:  # not attributed to a turn id
-        total += (weights[:, 2] * b.conv_prev).detach().numpy()
-    return total, out
+        total += (weights[:, 2] * b.conv_prev).double()
+    return total.numpy(), out
 
 
 def explain(model: GMTRouter, b: GraphBatch, turn_ids: Sequence[str], chosen: Sequence[int],
@@ -78,7 +86,8 @@ def explain(model: GMTRouter, b: GraphBatch, turn_ids: Sequence[str], chosen: Se
         kept = {}
         with torch.no_grad():
             model(b, keep=kept)
-    total, per = pushes(model, b, kept)
+    starts = np.cumsum([0, *b.counts[:-1]])
+    total, per = pushes(model, b, kept, only=[int(off) + chosen[r] for r, off in enumerate(starts)])
     crowd = None
     if model.crowd_weight is not None and b.crowd is not None:  # [N_c]
         crowd = (kept["evidence_weights"][:, 3] * b.crowd).detach().numpy()

@@ -83,6 +83,9 @@ DECIDE_BUDGET = 0.25
 #: deadline (a slow batch, such as the first one loading the model, must not make every later request look late)
 SHED_MARGIN = 0.5
 REPLY_MARGIN_MS = 50.0  # the reply's trip through the broker to the client, counted against the deadline
+#: seconds a query's crowd rows (other users' ratings of it) are reused: a popular query asked many times a second
+#: is read once per this, not once per batch; other users' new ratings reach its decisions at most this late
+CROWD_TTL_S = 2.0
 
 
 class RouteEngine:
@@ -113,6 +116,7 @@ class RouteEngine:
         self._unstored: dict[str, np.ndarray] = {}
         # side reads beside the subgraph read: the query vectors, and the crowd evidence for a model that uses it
         self._side = ThreadPoolExecutor(max_workers=2, thread_name_prefix="side")
+        self._crowd_rows: dict[str, tuple[float, list[tuple]]] = {}  # query key -> (read at, its rows), CROWD_TTL_S
 
     # --- catalog ---------------------------------------------------------------------------
     def catalog(self, missing: set[str] | None = None) -> dict[str, LLMInfo]:
@@ -169,9 +173,11 @@ class RouteEngine:
         return _Plan(req, cands)
 
     # --- decide ----------------------------------------------------------------------------
-    def decide(self, requests: list[RouteRequest]) -> list[RouteDecision]:
+    def decide(self, requests: list[RouteRequest],
+               early: Callable[[list[RouteDecision]], None] | None = None) -> list[RouteDecision]:
         """One reply per request, in order: shed (past its deadline, or beyond what fits under overload), error,
-        decision or fallback decision."""
+        decision or fallback decision. With ``early``, the shed replies are handed to it before the others are
+        decided (a shed request must not wait for the batch it was shed from) and the rest are returned."""
         t0 = time.perf_counter()
         wanted = {c for r in requests for c in (r.candidates or [])}
         catalog = self.catalog(wanted)
@@ -182,6 +188,9 @@ class RouteEngine:
                for r in requests]
         due = self._overflow(requests, due, fits)
         live = [r for r, d in zip(requests, due) if not d]
+        if early is not None and len(live) < len(requests):
+            early([self._shed(r, catalog) for r, d in zip(requests, due) if d])
+            requests, due = live, [False] * len(live)
         decided = iter(self._decide(live, catalog, t0) if live else [])
         out = [self._shed(r, catalog) if d else next(decided) for r, d in zip(requests, due)]
         if live:
@@ -299,11 +308,25 @@ class RouteEngine:
         in one batched read; all None when it fails (the model then scores without them)."""
         keys = [query_key(p.request.query) for p in ok]
         try:
-            table = CrowdTable.from_rows(self.store.query_ratings(keys))
+            table = CrowdTable.from_rows(self._crowd_rows_of(keys))
         except Exception as exc:
             log.warning("crowd read failed (%s); scoring without other users' ratings", exc)
             return [None] * len(ok)
         return [table.evidence(k, [c.llm_id for c in p.candidates], p.request.user_id) for k, p in zip(keys, ok)]
+
+    def _crowd_rows_of(self, keys: list[str]) -> list[tuple]:
+        """query_ratings rows of ``keys``: those read less than CROWD_TTL_S ago reused, the others read in one call."""
+        now = time.monotonic()
+        keys = list(dict.fromkeys(keys))
+        fresh = {k: v for k, v in self._crowd_rows.items() if now - v[0] < CROWD_TTL_S}  # the expired dropped
+        missing = [k for k in keys if k not in fresh]
+        if missing:
+            read: dict[str, list[tuple]] = {k: [] for k in missing}
+            for row in self.store.query_ratings(missing):
+                read.setdefault(row[0], []).append(row)
+            fresh.update((k, (now, rows)) for k, rows in read.items())
+        self._crowd_rows = fresh
+        return [row for k in keys for row in fresh[k][1]]
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         """[N, D] query vectors: the encoder's cache, then the graph's Query nodes, then the encoder. Texts the

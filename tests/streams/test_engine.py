@@ -273,6 +273,31 @@ def test_under_overload_the_newest_requests_are_decided_and_the_older_shed_at_on
     assert not any(d.shed for d in engine.decide(batch[:4]))  # what fits is never shed
 
 
+def test_shed_replies_are_handed_out_before_the_rest_of_the_batch_is_decided(parts):
+    """With ``early`` (what the route loop passes), the shed replies leave before the model runs for the others, and
+    only the others are returned: each request still gets exactly one reply."""
+    from prefstream.events import now_ms
+
+    store, scorer, engine = parts
+    engine.per_request_ms = 62.5  # 4 fit
+    batch = [req(i, timestamp=now_ms() - 10 * (10 - i)) for i in range(10)]
+    calls_at_early = []
+    early: list = []
+
+    def take(ds):
+        calls_at_early.append(len(scorer.seen))
+        early.extend(ds)
+
+    calls_before = len(scorer.seen)
+    out = engine.decide(batch, early=take)
+    assert calls_at_early == [calls_before]  # handed out before the scorer ran
+    assert [d.request_id for d in early] == [r.request_id for r in batch[:6]] and all(d.shed for d in early)
+    assert [d.request_id for d in out] == [r.request_id for r in batch[6:]] and not any(d.shed for d in out)
+    engine.per_request_ms = 62.5
+    early.clear()
+    assert len(engine.decide(batch[:4], early=take)) == 4 and early == []  # nothing shed: early is not called
+
+
 def test_what_fits_follows_the_requests_own_deadlines_not_the_default(parts):
     """A batch whose requests ask for long deadlines is not cut to what fits in the default deadline's budget
     (bench/online.py routes hundreds at once with a 120 s deadline); a tight request in the batch tightens it."""
@@ -286,6 +311,22 @@ def test_what_fits_follows_the_requests_own_deadlines_not_the_default(parts):
     engine.per_request_ms = 62.5
     mixed = batch[:9] + [req(9, timestamp=now_ms(), deadline_ms=1_000)]
     assert [d.shed for d in engine.decide(mixed)] == [True] * 6 + [False] * 4
+
+
+def test_crowd_rows_of_a_query_are_reused_for_a_moment_then_read_again(parts, monkeypatch):
+    """A popular query is read once per CROWD_TTL_S, not per batch; after that, other users' new ratings count."""
+    import workers.engine as engine_mod
+
+    store, scorer, engine = parts
+    scorer.uses_crowd = True
+    store.rated = [(query_key("q"), "u9", "c", 0, "m1", 1.0), (query_key("q"), "u9", "c", 0, "m0", 0.0)]
+    engine.decide([req(0)])
+    store.rated += [(query_key("q"), "u8", "c", 0, "m2", 1.0), (query_key("q"), "u8", "c", 0, "m0", 0.0)]
+    engine.decide([req(1)])
+    assert store.crowd_reads == 1 and scorer.seen[-1][4][2] == 0.0  # reused: u8's rating of m2 not seen yet
+    monkeypatch.setattr(engine_mod, "CROWD_TTL_S", 0.0)
+    engine.decide([req(2)])
+    assert store.crowd_reads == 2 and scorer.seen[-1][4][2] > 0.0  # read again: it counts now
 
 
 def test_a_crowd_scorer_gets_other_users_ratings_of_the_same_query(parts):

@@ -22,7 +22,7 @@ class Decider:
         self.name = name
         self.partitions: set[int] = set()
 
-    def decide(self, requests):
+    def decide(self, requests, early=None):
         return [RouteDecision(request_id=r.request_id, user_id=r.user_id, chosen_llm_id="m-a", scores={"m-a": 1.0},
                               scorer=self.name) for r in requests]
 
