@@ -200,6 +200,11 @@ def read_topic(s, topic: str, expect: int, timeout: float) -> list[bytes]:
     return got
 
 
+def quantile(ordered: list[float], q: float) -> float:
+    """The q-quantile of sorted values (nearest rank), rounded to 0.1."""
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+
 class ReplyCollector(threading.Thread):
     """Reads the decisions topic from its start while the run goes on: replies per request id, the first
     arrival time of each, and its kind. (Reading ~400k replies at the end instead was not reliable.)"""
@@ -261,7 +266,7 @@ class ReplyCollector(threading.Thread):
 
     def summary(self, ids: list[str], sent_at: dict[str, float]) -> dict:
         lat = sorted(1000 * (self.arrived[r] - sent_at[r]) for r in ids if r in self.arrived)
-        pct = (lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 1) if lat else None)
+        pct = (lambda q: quantile(lat, q) if lat else None)
         return {"requests": len(ids), "unanswered": sum(1 for r in ids if not self.count[r]),
                 "answered_more_than_once": sum(1 for r in ids if self.count[r] > 1),
                 "extra_replies": sum(max(0, self.count[r] - 1) for r in ids),
@@ -279,8 +284,7 @@ class ReplyCollector(threading.Thread):
         for t, ms in got:
             buckets.setdefault(int(t // step_s), []).append(ms)
         first = min(buckets)
-        return [[(b - first) * step_s, round(sorted(v)[min(len(v) - 1, int(0.99 * len(v)))], 1), len(v)]
-                for b, v in sorted(buckets.items())]
+        return [[(b - first) * step_s, quantile(sorted(v), 0.99), len(v)] for b, v in sorted(buckets.items())]
 
 
 # --- the run -------------------------------------------------------------------------------------

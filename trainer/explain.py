@@ -15,6 +15,7 @@ each candidate's crowd term (other users' ratings on this query: not the user's 
 from __future__ import annotations
 
 from collections import defaultdict
+from itertools import accumulate
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -86,18 +87,17 @@ def explain(model: GMTRouter, b: GraphBatch, turn_ids: Sequence[str], chosen: Se
         kept = {}
         with torch.no_grad():
             model(b, keep=kept)
-    starts = np.cumsum([0, *b.counts[:-1]])
-    total, per = pushes(model, b, kept, only=[int(off) + chosen[r] for r, off in enumerate(starts)])
+    starts = list(accumulate(b.counts, initial=0))[:-1]  # each request's first candidate
+    picked = [off + chosen[r] for r, off in enumerate(starts)]  # each request's chosen candidate
+    total, per = pushes(model, b, kept, only=picked)
     crowd = None
     if model.crowd_weight is not None and b.crowd is not None:  # [N_c]
         crowd = (kept["evidence_weights"][:, 3] * b.crowd).detach().numpy()
-    out, off = [], 0
-    for r, n in enumerate(b.counts):
-        c = off + chosen[r]
+    out = []
+    for off, n, c in zip(starts, b.counts, picked):
         top = sorted(per.get(c, {}).items(), key=lambda kv: -abs(kv[1]))[:TOP_TURNS]
         out.append({"personal": [round(float(v), 4) for v in total[off:off + n]],
                     "pushed_by": [{"turn_id": turn_ids[t], "push": round(float(v), 4)} for t, v in top]})
         if crowd is not None:
             out[-1]["crowd"] = [round(float(v), 4) for v in crowd[off:off + n]]
-        off += n
     return out
