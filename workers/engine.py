@@ -82,6 +82,11 @@ DECIDE_BUDGET = 0.25
 #: a request is shed when less than its expected decide time is left, counting at most this share of its
 #: deadline (a slow batch, such as the first one loading the model, must not make every later request look late)
 SHED_MARGIN = 0.5
+#: queue-delay control (like CoDel): when the oldest request of a call waited more than QUEUE_TARGET of its deadline
+#: in the broker, the share of the deadline one call decides halves (down to MIN_DECIDE_SHARE), so the machine's
+#: cores go to answering (shedding) the queue instead of deciding its stale middle; below the target it grows back
+QUEUE_TARGET = 0.5
+MIN_DECIDE_SHARE = DECIDE_BUDGET / 8
 REPLY_MARGIN_MS = 50.0  # the reply's trip through the broker to the client, counted against the deadline
 #: seconds a query's crowd rows (other users' ratings of it) are reused: a popular query asked many times a second
 #: is read once per this, not once per batch; other users' new ratings reach its decisions at most this late
@@ -100,6 +105,7 @@ class RouteEngine:
         # running estimate of the decide time per live request: a request with less time left than its whole
         # batch would take (plus the reply's trip) is shed
         self.per_request_ms = 0.0
+        self.decide_share = DECIDE_BUDGET  # of the deadline, decided per call (queue-delay control above)
         self._decided_batches = 0
         self.catalog_ttl_s = catalog_ttl_s
         self.record = record
@@ -183,6 +189,7 @@ class RouteEngine:
         catalog = self.catalog(wanted)
         now = time.time() * 1000
         fits = self._fits(requests)  # all of them, or under overload the newest that fit
+        self._control(requests, now, fits)
         batch_ms = self.per_request_ms * fits + REPLY_MARGIN_MS  # the time to decide what this call decides
         due = [now + min(batch_ms, SHED_MARGIN * self._deadline(r)) > r.timestamp + self._deadline(r)
                for r in requests]
@@ -213,6 +220,18 @@ class RouteEngine:
         keep = set(sorted(live, key=lambda i: requests[i].timestamp)[-fits:])
         return [d or (i not in keep) for i, d in enumerate(due)]
 
+    def _control(self, requests: list[RouteRequest], now_ms: float, fits: int) -> None:
+        """Queue-delay control, for the next calls: halve ``decide_share`` when a queue stands (more requests than
+        fit) and its oldest request waited past QUEUE_TARGET of its deadline, else grow it back by a tenth towards
+        DECIDE_BUDGET."""
+        if not requests:
+            return
+        waited = max((now_ms - r.timestamp) / self._deadline(r) for r in requests)
+        if len(requests) > fits and waited > QUEUE_TARGET:
+            self.decide_share = max(MIN_DECIDE_SHARE, self.decide_share / 2)
+        else:
+            self.decide_share = min(DECIDE_BUDGET, self.decide_share * 1.1)
+
     def _fits(self, requests: list[RouteRequest]) -> int:
         """How many of ``requests`` one call decides within DECIDE_BUDGET of the tightest deadline among them (all
         before the first estimate). The requests' own deadlines count, not the default: a batch that asked for
@@ -221,7 +240,7 @@ class RouteEngine:
         if self.per_request_ms <= 0 or n == 0:
             return n
         tightest = min(self._deadline(r) for r in requests)
-        return min(n, max(1, int(DECIDE_BUDGET * tightest / self.per_request_ms)))
+        return min(n, max(1, int(self.decide_share * tightest / self.per_request_ms)))
 
     def _deadline(self, r: RouteRequest) -> int:
         return r.deadline_ms or self.deadline_ms

@@ -298,6 +298,30 @@ def test_shed_replies_are_handed_out_before_the_rest_of_the_batch_is_decided(par
     assert len(engine.decide(batch[:4], early=take)) == 4 and early == []  # nothing shed: early is not called
 
 
+def test_a_standing_queue_of_stale_requests_shrinks_what_a_call_decides_until_it_clears(parts):
+    """Queue-delay control: more requests than fit, the oldest waited past QUEUE_TARGET of its deadline -> the
+    next calls decide a smaller share (down to MIN_DECIDE_SHARE); fresh calls let it grow back to DECIDE_BUDGET.
+    Old requests that all fit are no queue: the share stays."""
+    from prefstream.events import now_ms
+    from workers.engine import DECIDE_BUDGET, MIN_DECIDE_SHARE
+
+    store, scorer, engine = parts
+    for _ in range(6):
+        engine.per_request_ms = 10.0  # 25 fit in a quarter of 1 s
+        engine.decide([req(i, timestamp=now_ms() - 700 + i) for i in range(40)])
+    assert engine.decide_share == MIN_DECIDE_SHARE
+    engine.per_request_ms = 10.0
+    out = engine.decide([req(i, timestamp=now_ms() - 700 + i) for i in range(40)])
+    assert sum(not d.shed for d in out) == int(MIN_DECIDE_SHARE * 1000 / 10.0)  # 3 decided, the rest shed
+    for _ in range(40):
+        engine.per_request_ms = 10.0
+        engine.decide([req(0)])
+    assert engine.decide_share == DECIDE_BUDGET
+    engine.per_request_ms = 10.0
+    engine.decide([req(i, timestamp=now_ms() - 900) for i in range(5)])  # stale but all fit: no queue
+    assert engine.decide_share == DECIDE_BUDGET
+
+
 def test_what_fits_follows_the_requests_own_deadlines_not_the_default(parts):
     """A batch whose requests ask for long deadlines is not cut to what fits in the default deadline's budget
     (bench/online.py routes hundreds at once with a 120 s deadline); a tight request in the batch tightens it."""
