@@ -12,6 +12,9 @@ Phases, one private broker (stack.local, the same start-up as `prefstream up`):
    per generation where a generation is deleted once the next two exist (a janitor's rule); RSS per round.
 5. echo: the broker's produce -> fetch round trip (one partition, --echo records at 100/s) on an empty topic
    and on one holding --records records: does a long topic slow the hop?
+6. compression: --events chat turns and feedback of the reliability workload, sent as the SDK sends them at a
+   low rate (one record per batch) and as a burst (batched), uncompressed and gzip (PREFSTREAM_KAFKA_COMPRESSION);
+   broker RSS growth per 1000 events, and every event read back.
 """
 
 from __future__ import annotations
@@ -113,6 +116,40 @@ def rotation_phases(admin, producer, pid: int, a: argparse.Namespace) -> dict:
     return {"rss_before_mb": base, "one_topic_rss_mb": one, "rotated_rss_mb": rotated}
 
 
+def compression_phase(bs: str, admin, pid: int, a: argparse.Namespace) -> dict:
+    """Broker RSS growth per 1000 realistic events by codec and batching; each topic is read back in full."""
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.admin import NewTopic
+    from reliability import workload
+
+    values = [v for _, _, v in workload(a.events, 7, 64)[0]][:a.events]
+    out: dict = {"events": len(values), "mean_bytes": round(sum(map(len, values)) / len(values), 1)}
+    for codec in (None, "gzip"):
+        for batched in (False, True):
+            name = f"events.{codec or 'none'}.{'burst' if batched else 'one_per_batch'}"
+            admin.create_topics([NewTopic(name, 1, 1)])
+            time.sleep(1)
+            before = rss_kb(pid)
+            producer = KafkaProducer(bootstrap_servers=bs, acks="all", linger_ms=5 if batched else 0,
+                                     compression_type=codec)
+            for i, v in enumerate(values):
+                producer.send(name, key=str(i).encode(), value=v)
+                if not batched:
+                    producer.flush()
+            producer.close()
+            time.sleep(1)
+            grown = rss_kb(pid) - before
+            c = KafkaConsumer(bootstrap_servers=bs, enable_auto_commit=False, fetch_max_wait_ms=50)
+            c.assign([TopicPartition(name, 0)])
+            c.seek_to_beginning()
+            got, deadline = 0, time.time() + 60
+            while got < len(values) and time.time() < deadline:
+                got += sum(len(r) for r in c.poll(timeout_ms=500).values())
+            c.close()
+            out[name] = {"mb_per_1000": round(grown / 1024 / len(values) * 1000, 3), "read_back": got}
+    return out
+
+
 def write_md(res: dict) -> None:
     r, o, e = res["retention"], res["rotation"], res["echo"]
     lines = [
@@ -130,6 +167,12 @@ def write_md(res: dict) -> None:
         "| echo (one partition, 100/s) | p50 ms | p99 ms |", "|---|---|---|",
         *[f"| {k} | {v['p50_ms']:.1f} | {v['p99_ms']:.1f} |" for k, v in e.items()], "",
     ]
+    c = res.get("compression")
+    if c:
+        lines += [f"{c['events']} chat turns and feedback of the reliability workload (mean {c['mean_bytes']} B):", "",
+                  "| topic (codec, batching) | broker MB per 1000 events | read back |", "|---|---|---|",
+                  *[f"| {k} | {v['mb_per_1000']} | {v['read_back']} |" for k, v in c.items() if isinstance(v, dict)],
+                  ""]
     (RESULTS / "broker_memory.md").write_text("\n".join(lines))
 
 
@@ -140,6 +183,7 @@ def main() -> None:
     ap.add_argument("--wait", type=float, default=10.0, help="seconds to wait for retention to act")
     ap.add_argument("--generations", type=int, default=5)
     ap.add_argument("--echo", type=int, default=300, help="records per echo measurement")
+    ap.add_argument("--events", type=int, default=5000, help="events per compression measurement")
     a = ap.parse_args()
     from kafka import KafkaAdminClient, KafkaProducer
     from kafka.admin import NewTopic
@@ -157,6 +201,7 @@ def main() -> None:
         res["echo"] = {"empty topic": echo_ms(bs, producer, "echo.empty", a.echo),
                        f"topic holding {a.records} records": echo_ms(bs, producer, "echo.long", a.echo)}
         producer.close()
+        res["compression"] = compression_phase(bs, admin, pid, a)
         admin.close()
     res["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     write_json(RESULTS / "broker_memory.json", res)

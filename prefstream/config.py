@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     # fetch comes back empty: the consumer stalls for good (10 ms: after ~11k records per partition). 50 ms
     # handled 120k requests on 8 partitions and cost nothing at 200 req/s (bench/results/route_latency.md).
     kafka_fetch_wait_ms: int = Field(50, ge=0, le=10_000)
+    # producers compress their record batches; the local broker keeps them compressed, and a batch of one small
+    # event costs it far more than its bytes (bench/results/broker_memory.md); gzip needs no extra package
+    kafka_compression: Literal["none", "gzip"] = "gzip"
     # Tansu makes a group join wait half the session timeout (infra.md quirk 1).
     kafka_session_timeout_ms: int = Field(6000, ge=1000)
     kafka_heartbeat_ms: int = Field(1000, ge=100)

@@ -16,6 +16,7 @@ from typing import Callable
 from prefstream.config import Settings
 from prefstream.metrics import metrics, reason_class
 from streams.ingest import BatchResult, Ingestor, RawMessage
+from streams.kafka_config import compression
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ def create_app(s: Settings, ingestor_factory: Callable[[], Ingestor], app_id: st
         broker_heartbeat_interval=s.kafka_heartbeat_ms / 1000,
         broker_commit_every=s.ingest_batch_size,
         broker_commit_interval=0.5,
+        producer_compression_type=compression(s),
         consumer_auto_offset_reset="earliest",
         topic_partitions=s.kafka_partitions,
         topic_allow_declare=False,

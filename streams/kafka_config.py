@@ -24,7 +24,12 @@ def security_kwargs(s: Settings) -> dict[str, Any]:
 
 def producer_kwargs(s: Settings, **extra: Any) -> dict[str, Any]:
     return {"bootstrap_servers": s.kafka_bootstrap, "acks": "all", "linger_ms": 0, "retries": 5,
-            **security_kwargs(s), **extra}
+            "compression_type": compression(s), **security_kwargs(s), **extra}
+
+
+def compression(s: Settings) -> str | None:
+    """The producers' record-batch codec (None: uncompressed), for kafka-python and Faust alike."""
+    return None if s.kafka_compression == "none" else s.kafka_compression
 
 
 def consumer_kwargs(s: Settings, group_id: str | None, **extra: Any) -> dict[str, Any]:

@@ -31,7 +31,11 @@ def test_topics_created_once(settings):
     assert create_topics(settings) == []
 
 
-def test_every_event_type_round_trips(settings):
+@pytest.mark.parametrize("codec", ["none", "gzip"])
+def test_every_event_type_round_trips(settings, codec):
+    """Uncompressed and gzip batches (PREFSTREAM_KAFKA_COMPRESSION) read back the same."""
+    settings = settings.model_copy(update={"kafka_compression": codec})
+    assert producer_kwargs(settings)["compression_type"] == (None if codec == "none" else codec)
     create_topics(settings)
     topic = settings.topics.turns
     producer = KafkaProducer(**producer_kwargs(settings))
@@ -47,3 +51,33 @@ def test_every_event_type_round_trips(settings):
             got.extend(parse_any(r.value) for r in records)
     consumer.close()
     assert sorted(got, key=lambda e: e.type) == sorted(EVENTS, key=lambda e: e.type)
+
+
+def test_gzip_batches_are_read_by_aiokafka_as_faust_reads_them(settings):
+    """The ingest (Faust) consumes with aiokafka: a gzip batch from the SDK's producer settings reaches it intact."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer
+
+    settings = settings.model_copy(update={"kafka_compression": "gzip"})
+    create_topics(settings)
+    producer = KafkaProducer(**producer_kwargs(settings, linger_ms=20))
+    for e in EVENTS:
+        producer.send(settings.topics.feedback, value=e.to_bytes())
+    producer.close()
+
+    async def read() -> list:
+        c = AIOKafkaConsumer(settings.topics.feedback, bootstrap_servers=settings.kafka_bootstrap,
+                             auto_offset_reset="earliest", fetch_max_wait_ms=50)
+        await c.start()
+        out: list = []
+        try:
+            async with asyncio.timeout(30):
+                while len(out) < len(EVENTS):
+                    batches = await c.getmany(timeout_ms=200)
+                    out.extend(parse_any(r.value) for rs in batches.values() for r in rs)
+        finally:
+            await c.stop()
+        return out
+
+    assert sorted(asyncio.run(read()), key=lambda e: e.type) == sorted(EVENTS, key=lambda e: e.type)
