@@ -26,6 +26,7 @@ class Metrics:
     decisions: object  # Counter{llm, kind}: kind = decision | fallback | shed | error
     route_latency: object  # Histogram: the router's time for one request (dequeued -> decided)
     route_batch: object  # Histogram: one micro-batch, decided and its replies handed to the producer
+    route_decide_share: object  # Gauge: share of the deadline one router call decides (queue-delay control)
     encoder: object  # Histogram{component}: one encoder call (new texts only)
     subgraph_read: object  # Histogram: one batched read of the users' subgraphs
     consumer_lag: object  # Gauge{group, topic}: records behind the end of the topic
@@ -63,6 +64,8 @@ def _create() -> Metrics:
         decisions=Counter("prefstream_decisions", "Routing replies by chosen LLM and kind", ["llm", "kind"]),
         route_latency=Histogram("prefstream_route_latency_seconds", "Router time per request", **h),
         route_batch=Histogram("prefstream_route_batch_seconds", "Router time per micro-batch", **h),
+        route_decide_share=Gauge("prefstream_route_decide_share",
+                                 "Share of the deadline one router call decides (lower: a queue stands, more is shed)"),
         encoder=Histogram("prefstream_encoder_seconds", "One encoder call on new texts", ["component"], **h),
         subgraph_read=Histogram("prefstream_subgraph_read_seconds", "One batched user-subgraph read", **h),
         consumer_lag=Gauge("prefstream_consumer_lag", "Records behind the topic end", ["group", "topic"]),

@@ -106,6 +106,7 @@ class RouteEngine:
         # batch would take (plus the reply's trip) is shed
         self.per_request_ms = 0.0
         self.decide_share = DECIDE_BUDGET  # of the deadline, decided per call (queue-delay control above)
+        metrics().route_decide_share.set(self.decide_share)
         self._decided_batches = 0
         self.catalog_ttl_s = catalog_ttl_s
         self.record = record
@@ -231,11 +232,12 @@ class RouteEngine:
             self.decide_share = max(MIN_DECIDE_SHARE, self.decide_share / 2)
         else:
             self.decide_share = min(DECIDE_BUDGET, self.decide_share * 1.1)
+        metrics().route_decide_share.set(self.decide_share)
 
     def _fits(self, requests: list[RouteRequest]) -> int:
-        """How many of ``requests`` one call decides within DECIDE_BUDGET of the tightest deadline among them (all
-        before the first estimate). The requests' own deadlines count, not the default: a batch that asked for
-        minutes is not cut to what fits in the default's second."""
+        """How many of ``requests`` one call decides within ``decide_share`` (at most DECIDE_BUDGET) of the tightest
+        deadline among them (all before the first estimate). The requests' own deadlines count, not the default: a
+        batch that asked for minutes is not cut to what fits in the default's second."""
         n = len(requests)
         if self.per_request_ms <= 0 or n == 0:
             return n

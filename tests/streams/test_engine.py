@@ -302,6 +302,8 @@ def test_a_standing_queue_of_stale_requests_shrinks_what_a_call_decides_until_it
     """Queue-delay control: more requests than fit, the oldest waited past QUEUE_TARGET of its deadline -> the
     next calls decide a smaller share (down to MIN_DECIDE_SHARE); fresh calls let it grow back to DECIDE_BUDGET.
     Old requests that all fit are no queue: the share stays."""
+    from prometheus_client import REGISTRY
+
     from prefstream.events import now_ms
     from workers.engine import DECIDE_BUDGET, MIN_DECIDE_SHARE
 
@@ -310,6 +312,7 @@ def test_a_standing_queue_of_stale_requests_shrinks_what_a_call_decides_until_it
         engine.per_request_ms = 10.0  # 25 fit in a quarter of 1 s
         engine.decide([req(i, timestamp=now_ms() - 700 + i) for i in range(40)])
     assert engine.decide_share == MIN_DECIDE_SHARE
+    assert REGISTRY.get_sample_value("prefstream_route_decide_share") == MIN_DECIDE_SHARE  # operators see it
     engine.per_request_ms = 10.0
     out = engine.decide([req(i, timestamp=now_ms() - 700 + i) for i in range(40)])
     assert sum(not d.shed for d in out) == int(MIN_DECIDE_SHARE * 1000 / 10.0)  # 3 decided, the rest shed
