@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     route_batch_wait_ms: float = Field(2.0, ge=0.0, le=1000.0)
     route_deadline_ms: int = Field(1000, ge=1, le=600_000, description="a request's deadline when it names none: "
                                    "a router that cannot answer in time replies at once from its prior (shed)")
+    route_queue_target: float = Field(0.5, ge=0.0, le=1.0, description="queue-delay control: while the oldest "
+                                      "request of a call waited past this share of its deadline and more wait than fit, "
+                                      "routers decide smaller batches and shed more (p99 kept, fewer decisions); 0: off")
     # kafka-python wakes its sender thread for every reply that opens a batch; with linger 0 that is every reply,
     # and each wake-up hands the GIL away mid micro-batch (2 ms: more decisions/s with 2 workers, bench/workers.py)
     route_reply_linger_ms: int = Field(2, ge=0, le=1000, description="router's producer linger for replies")

@@ -36,5 +36,6 @@ def build_engine(s: Settings, threads: int | None = None):
                          count_every_s=s.count_refresh_s, torch_threads=threads,
                          space=encoder.space).start()
     return RouteEngine(store, encoder, models, history_turns=s.history_turns,
-                       deadline_ms=s.route_deadline_ms, catalog_cache=CatalogCache(s.run_dir / "catalog.json"),
+                       deadline_ms=s.route_deadline_ms, queue_target=s.route_queue_target,
+                       catalog_cache=CatalogCache(s.run_dir / "catalog.json"),
                        catalog_source=lambda: catalog_from_topic(s, encoder))

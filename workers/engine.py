@@ -84,7 +84,8 @@ DECIDE_BUDGET = 0.25
 SHED_MARGIN = 0.5
 #: queue-delay control (like CoDel): when the oldest request of a call waited more than QUEUE_TARGET of its deadline
 #: in the broker, the share of the deadline one call decides halves (down to MIN_DECIDE_SHARE), so the machine's
-#: cores go to answering (shedding) the queue instead of deciding its stale middle; below the target it grows back
+#: cores go to answering (shedding) the queue instead of deciding its stale middle; below the target it grows back.
+#: The engine's default; routers take PREFSTREAM_ROUTE_QUEUE_TARGET (0: off)
 QUEUE_TARGET = 0.5
 MIN_DECIDE_SHARE = DECIDE_BUDGET / 8
 REPLY_MARGIN_MS = 50.0  # the reply's trip through the broker to the client, counted against the deadline
@@ -96,7 +97,8 @@ CROWD_TTL_S = 2.0
 class RouteEngine:
     def __init__(self, store: StoreLike, encoder: EncoderLike, models: ModelSource, history_turns: int = 10,
                  catalog_ttl_s: float = 5.0, record: bool = True, deadline_ms: int = 1000,
-                 catalog_cache=None, catalog_source: Callable[[], dict[str, LLMInfo]] | None = None):
+                 catalog_cache=None, catalog_source: Callable[[], dict[str, LLMInfo]] | None = None,
+                 queue_target: float = QUEUE_TARGET):
         self.store = store
         self.encoder = encoder
         self.models = models
@@ -106,6 +108,7 @@ class RouteEngine:
         # batch would take (plus the reply's trip) is shed
         self.per_request_ms = 0.0
         self.decide_share = DECIDE_BUDGET  # of the deadline, decided per call (queue-delay control above)
+        self.queue_target = queue_target  # 0: no control, every call decides up to DECIDE_BUDGET
         metrics().route_decide_share.set(self.decide_share)
         self._decided_batches = 0
         self.catalog_ttl_s = catalog_ttl_s
@@ -223,12 +226,12 @@ class RouteEngine:
 
     def _control(self, requests: list[RouteRequest], now_ms: float, fits: int) -> None:
         """Queue-delay control, for the next calls: halve ``decide_share`` when a queue stands (more requests than
-        fit) and its oldest request waited past QUEUE_TARGET of its deadline, else grow it back by a tenth towards
-        DECIDE_BUDGET."""
+        fit) and its oldest request waited past ``queue_target`` of its deadline, else grow it back by a tenth
+        towards DECIDE_BUDGET."""
         if not requests:
             return
         waited = max((now_ms - r.timestamp) / self._deadline(r) for r in requests)
-        if len(requests) > fits and waited > QUEUE_TARGET:
+        if self.queue_target > 0 and len(requests) > fits and waited > self.queue_target:
             self.decide_share = max(MIN_DECIDE_SHARE, self.decide_share / 2)
         else:
             self.decide_share = min(DECIDE_BUDGET, self.decide_share * 1.1)

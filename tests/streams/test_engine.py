@@ -323,6 +323,11 @@ def test_a_standing_queue_of_stale_requests_shrinks_what_a_call_decides_until_it
     engine.per_request_ms = 10.0
     engine.decide([req(i, timestamp=now_ms() - 900) for i in range(5)])  # stale but all fit: no queue
     assert engine.decide_share == DECIDE_BUDGET
+    off = RouteEngine(store, FakeEncoder(D), Models(scorer), history_turns=5, queue_target=0.0)  # control off
+    for _ in range(6):
+        off.per_request_ms = 10.0
+        off.decide([req(i, timestamp=now_ms() - 700 + i) for i in range(40)])
+    assert off.decide_share == DECIDE_BUDGET
 
 
 def test_what_fits_follows_the_requests_own_deadlines_not_the_default(parts):

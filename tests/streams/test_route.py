@@ -38,8 +38,9 @@ def router(settings, topics, store, fixed_model):
             c.register_llm(llm_id, desc, pin, pout)
     # a deadline far beyond the first batch's model load on a busy machine: these tests are about decisions,
     # not shedding (tests/streams/test_engine.py covers that)
-    s = settings.model_copy(update={"route_deadline_ms": 60_000})
+    s = settings.model_copy(update={"route_deadline_ms": 60_000, "route_queue_target": 0.6})
     engine = build_engine(s)
+    assert (engine.deadline_ms, engine.queue_target) == (60_000, 0.6)  # the settings reach the engine
     loop = RouteLoop(s, engine)
     ready = threading.Event()
     t = threading.Thread(target=loop.run, args=(ready,), daemon=True)
