@@ -118,9 +118,13 @@ def rotation_phases(admin, producer, pid: int, a: argparse.Namespace) -> dict:
 
 def compression_phase(bs: str, admin, pid: int, a: argparse.Namespace) -> dict:
     """Broker RSS growth per 1000 realistic events by codec and batching; each topic is read back in full."""
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka import KafkaProducer
     from kafka.admin import NewTopic
-    from reliability import workload
+    from reliability import read_topic, workload
+
+    from prefstream.config import Settings
+
+    s = Settings(kafka_bootstrap=bs)
 
     values = [v for _, _, v in workload(a.events, 7, 64)[0]][:a.events]
     out: dict = {"events": len(values), "mean_bytes": round(sum(map(len, values)) / len(values), 1)}
@@ -139,13 +143,7 @@ def compression_phase(bs: str, admin, pid: int, a: argparse.Namespace) -> dict:
             producer.close()
             time.sleep(1)
             grown = rss_kb(pid) - before
-            c = KafkaConsumer(bootstrap_servers=bs, enable_auto_commit=False, fetch_max_wait_ms=50)
-            c.assign([TopicPartition(name, 0)])
-            c.seek_to_beginning()
-            got, deadline = 0, time.time() + 60
-            while got < len(values) and time.time() < deadline:
-                got += sum(len(r) for r in c.poll(timeout_ms=500).values())
-            c.close()
+            got = len(read_topic(s, name, len(values), timeout=60))
             out[name] = {"mb_per_1000": round(grown / 1024 / len(values) * 1000, 3), "read_back": got}
     return out
 

@@ -72,7 +72,7 @@ def capacity(traffic: Traffic, collector: ReplyCollector, rates: list[float], st
     """(capacity, issue 18's answered-only capacity, the steps). Steps rise while every request is answered with
     p99 under the deadline; the capacity is the highest of those rates where at least ``min_decided`` of the
     requests were decided rather than shed."""
-    rows, best, answered = [], 0.0, 0.0
+    rows, best, answered, enough = [], 0.0, 0.0, True  # enough: every step so far decided at least min_decided
     for i, rate in enumerate(rates):
         row = run_rate(traffic, collector, rate, step_s, f"cap{i}-", deadline_ms)
         row["decided_share"] = round(row["reply_kinds"].get("decision", 0) / max(1, row["sent"]), 3)
@@ -81,8 +81,9 @@ def capacity(traffic: Traffic, collector: ReplyCollector, rates: list[float], st
               f"kinds {row['reply_kinds']}, unanswered {row['unanswered']}", flush=True)
         if row["unanswered"] or (row["latency_p99_ms"] or 1e9) > deadline_ms:
             break
-        answered_before, answered = answered, rate
-        if best == answered_before and row["decided_share"] >= min_decided:  # every lower step decided enough too
+        answered = rate
+        enough = enough and row["decided_share"] >= min_decided
+        if enough:
             best = rate
         time.sleep(3)  # let the queue empty between steps
     return best, answered, rows
