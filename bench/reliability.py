@@ -309,6 +309,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--route-generation-s", type=int, default=30,
                     help="route topics per generation of this many seconds (streams/route_topics.py; 0: one topic; "
                          "30 is what `prefstream up` uses)")
+    ap.add_argument("--event-generation-s", type=int, default=120,
+                    help="turns and feedback topics per generation of this many seconds, deleted by the ingest once "
+                         "read (streams/event_topics.py; 0: kept; 120 is what `prefstream up` uses)")
     ap.add_argument("--partitions", type=int, default=8,
                     help="partitions per topic (the local broker slows down as a partition grows)")
     ap.add_argument("--out", default="reliability", help="results name: bench/results/OUT.json and OUT.md")
@@ -521,6 +524,9 @@ def rss_sample(pids: dict[str, int], t_soak: float) -> dict:
     return {"t_s": round(time.monotonic() - t_soak, 1), **{k: rss_kb(p) for k, p in pids.items()}}
 
 
+WARM_S = 120.0  # seconds into the soak after which RSS growth is reported separately
+
+
 def rss_growth(pids: dict[str, int], samples: list[dict]) -> dict:
     """RSS first / last MB and growth % of every process with at least 4 samples."""
     growth = {}
@@ -530,6 +536,11 @@ def rss_growth(pids: dict[str, int], samples: list[dict]) -> dict:
             a, b = sum(xs[1:3]) / 2, sum(xs[-2:]) / 2  # skip the very first sample (warm-up)
             growth[k] = {"first_mb": round(a / 1024, 1), "last_mb": round(b / 1024, 1),
                          "growth_pct": round(100 * (b - a) / a, 2)}
+            later = [x[k] for x in samples if x[k] and x["t_s"] >= WARM_S]
+            if len(later) >= 4:  # what grew once the fixed-size buffers (e.g. the route-topic window) had filled
+                c = sum(later[:2]) / 2
+                growth[k].update({f"at_{WARM_S:.0f}s_mb": round(c / 1024, 1),
+                                  f"growth_after_{WARM_S:.0f}s_pct": round(100 * (b - c) / c, 2)})
     return growth
 
 
@@ -665,7 +676,7 @@ def main() -> None:
     res: dict = {"command": command_line(), "machine": machine_facts()}
     try:
         s = stack.settings(kafka_partitions=args.partitions, router_workers=0, unknown_llm_grace_s=30.0,
-                           route_generation_s=args.route_generation_s)
+                           route_generation_s=args.route_generation_s, event_generation_s=args.event_generation_s)
         create_topics(s)
         publish_fixed_model(s.model_dir)
         logdir = stack.dir / "logs"
@@ -728,9 +739,18 @@ def replay_topics(s) -> None:
     from streams.ingest import Ingestor, RawMessage
     from streams.kafka_config import consumer_kwargs
 
+    from kafka import KafkaAdminClient
+
+    from streams import event_topics
+
+    admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+    kept = event_topics.generations(s, admin.list_topics())  # those not yet deleted (event generations on)
+    admin.close()
     store = open_store(s)
     ing = Ingestor(store, TextEncoder(s.encoder), s.max_text_chars, unknown_llm_grace_s=0)
-    for topic, fn in ((s.topics.catalog, ing.llms), (s.topics.turns, ing.turns), (s.topics.feedback, ing.feedback)):
+    inputs = [(s.topics.catalog, ing.llms), (s.topics.turns, ing.turns), (s.topics.feedback, ing.feedback)]
+    inputs += [(t, ing.turns if event_topics.parse(s, t)[0] == s.topics.turns else ing.feedback) for t in kept]
+    for topic, fn in inputs:
         c = KafkaConsumer(topic, **consumer_kwargs(s, group_id=None, max_poll_records=1000))
         idle = 0
         try:

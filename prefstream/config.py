@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     # created ahead and deleted two generations later (streams/route_topics.py): for a broker that enforces no
     # retention, like the local one. 0: one topic each, bounded by route_retention_ms.
     route_generation_s: int = Field(0, ge=0, le=24 * 3600, description="seconds per route-topic generation (0: off)")
+    # > 0: chat.turns and chat.feedback become one topic per generation of this many seconds too (TOPIC.gN, N from
+    # the send time), read by the ingest, which deletes a generation once it is closed and read to its end
+    # (streams/event_topics.py). The graph is then the only full record. 0: one topic each, kept.
+    event_generation_s: int = Field(0, ge=0, le=7 * 24 * 3600,
+                                    description="seconds per input-event topic generation (0: off)")
     # Tansu answers fetches by polling, so each hop costs up to half this wait (infra.md quirk 4); but its
     # memory storage scans a partition on every fetch, and once that scan takes longer than the wait every
     # fetch comes back empty: the consumer stalls for good (10 ms: after ~11k records per partition). 50 ms

@@ -29,6 +29,10 @@ def stack_env(s: Settings) -> dict[str, str]:
 # (bench/results/broker_memory.md). So the local stack rotates its route topics (streams/route_topics.py) unless
 # PREFSTREAM_ROUTE_GENERATION_S is set; a production Kafka cluster keeps one topic each with retention.
 LOCAL_ROUTE_GENERATION_S = 30
+# Likewise its turns and feedback topics, which the ingest deletes a generation at a time once read
+# (streams/event_topics.py) unless PREFSTREAM_EVENT_GENERATION_S is set: on the local broker, which keeps them in
+# memory only, they were never a durable record; the graph (append-only file) is.
+LOCAL_EVENT_GENERATION_S = 120
 
 
 def local_settings(s: Settings) -> Settings:
@@ -40,6 +44,8 @@ def local_settings(s: Settings) -> Settings:
     }
     if "route_generation_s" not in s.model_fields_set and s.router_assignment == "static":
         update["route_generation_s"] = LOCAL_ROUTE_GENERATION_S
+    if "event_generation_s" not in s.model_fields_set:
+        update["event_generation_s"] = LOCAL_EVENT_GENERATION_S
     return s.model_copy(update=update)
 
 
@@ -65,7 +71,8 @@ class Stack:
                                                 "graph_uri": self.s.graph_uri,
                                                 "ray_address": self.s.ray_address,
                                                 "gateway_port": self.s.gateway_port,
-                                                "route_generation_s": self.s.route_generation_s}}, indent=2))
+                                                "route_generation_s": self.s.route_generation_s,
+                                                "event_generation_s": self.s.event_generation_s}}, indent=2))
         os.replace(tmp, self.state_file)
 
     def running(self) -> list[Proc]:

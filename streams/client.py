@@ -23,7 +23,7 @@ from prefstream.events import (
     ChatTurn, Event, Feedback, InvalidEvent, LLMRegistered, Pairwise, RouteDecision, RouteRequest, Score, Thumbs,
     now_ms, parse_event,
 )
-from streams import route_topics
+from streams import event_topics, route_topics
 from streams.kafka_config import consumer_kwargs, producer_kwargs
 
 
@@ -42,8 +42,11 @@ class PrefstreamClient:
         from kafka import KafkaProducer
 
         self.s = settings or with_stack_generations(get_settings())
-        self._producer = KafkaProducer(**producer_kwargs(self.s))
-        # route requests go to the topics of their generation: a producer of their own, renewed per generation
+        # input events go to the topics of the current event generation when those are on (event_topics), route
+        # requests to those of their route generation: a producer each, renewed per generation
+        self._producer = route_topics.GenerationProducer(self.s, lambda: event_topics.current(self.s),
+                                                         **producer_kwargs(self.s)) \
+            if event_topics.enabled(self.s) else KafkaProducer(**producer_kwargs(self.s))
         self._route_producer = route_topics.GenerationProducer(self.s, **producer_kwargs(self.s)) \
             if route_topics.enabled(self.s) else self._producer
         self._pending: dict[str, Future] = {}
@@ -57,9 +60,9 @@ class PrefstreamClient:
         """(topic, partition key) for an input event; keyed by user so a user's events stay in order."""
         t = self.s.topics
         if isinstance(event, ChatTurn):
-            return t.turns, event.user_id
+            return event_topics.topic(self.s, t.turns), event.user_id
         if isinstance(event, Feedback):
-            return t.feedback, event.user_id
+            return event_topics.topic(self.s, t.feedback), event.user_id
         if isinstance(event, LLMRegistered):
             return t.catalog, event.llm_id
         if isinstance(event, RouteRequest):
@@ -75,8 +78,9 @@ class PrefstreamClient:
         return event
 
     def publish_raw(self, topic: str, value: bytes, key: str | None = None) -> None:
-        """Send bytes as they are (for replays and tests of the dead-letter path)."""
-        self._producer.send(topic, key=key.encode() if key else None, value=value)
+        """Send bytes as they are (for replays and tests of the dead-letter path); to the turns or feedback topic's
+        current generation when event generations are on."""
+        self._producer.send(event_topics.topic(self.s, topic), key=key.encode() if key else None, value=value)
 
     def flush(self, timeout: float | None = 30) -> None:
         self._producer.flush(timeout=timeout)

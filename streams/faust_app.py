@@ -15,6 +15,8 @@ from typing import Callable
 
 from prefstream.config import Settings
 from prefstream.metrics import metrics, reason_class
+from streams import event_topics
+from streams.event_ingest import EventGenerationIngest, generations_group
 from streams.ingest import BatchResult, Ingestor, RawMessage
 from streams.kafka_config import compression
 
@@ -131,6 +133,13 @@ def create_app(s: Settings, ingestor_factory: Callable[[], Ingestor], app_id: st
         async def _warm_up() -> None:  # load the encoder and connect to the graph before saying ready
             await asyncio.get_running_loop().run_in_executor(None, ingestor)
             on_ready()
+
+    if event_topics.enabled(s):  # the turns and feedback generations: read beside the agents (event_ingest.py)
+        generations = EventGenerationIngest(s, ingestor, generations_group(app_id), delete=app_id == INGEST_GROUP)
+
+        @app.task
+        async def _follow_generations() -> None:
+            threading.Thread(target=generations.run_forever, name="event-generations", daemon=True).start()
 
     add_agent(s.topics.catalog, Ingestor.llms, "llm_registered")
     add_agent(s.topics.turns, Ingestor.turns, "chat_turn")

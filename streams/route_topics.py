@@ -19,6 +19,7 @@ import logging
 import re
 import threading
 import time
+from typing import Callable, Hashable
 
 from prefstream.config import Settings
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 AHEAD = 2  #: generations created ahead of the current one
 KEEP_BEHIND = 2  #: generations kept behind the current one (older ones are deleted)
-_SUFFIX = re.compile(r"\.g(\d+)$")
+GENERATION_SUFFIX = re.compile(r"\.g(\d+)$")  #: the ".g<N>" that ends a generation topic's name
 
 
 def enabled(s: Settings) -> bool:
@@ -54,7 +55,7 @@ def request_topic(s: Settings, ts_ms: int) -> str:
 
 def reply_topic(s: Settings, request_topic_name: str) -> str:
     """The topic the reply to a request read from ``request_topic_name`` goes to (the same generation)."""
-    m = _SUFFIX.search(request_topic_name)
+    m = GENERATION_SUFFIX.search(request_topic_name)
     if not enabled(s) or m is None:
         return s.topics.decisions
     return named(s.topics.decisions, int(m.group(1)))
@@ -89,7 +90,7 @@ def maintain(s: Settings, gen: int | None = None, delete: bool = True) -> dict[s
         out["created"] = create_missing(admin, wanted, s.kafka_partitions, existing)
         if delete:
             old = [t for t in existing for base in bases
-                   if t.startswith(base + ".g") and (m := _SUFFIX.search(t)) and int(m.group(1)) < g - KEEP_BEHIND]
+                   if t.startswith(base + ".g") and (m := GENERATION_SUFFIX.search(t)) and int(m.group(1)) < g - KEEP_BEHIND]
             for name in old:
                 try:
                     admin.delete_topics([name])
@@ -111,12 +112,16 @@ class GenerationProducer:
     :func:`maintain` deleted: a long-lived producer would bring back every generation it ever used, empty, at
     each refresh. A fresh producer per generation asks only for the topics of the window. The one it replaces
     is closed in the background; closing first sends what it still holds, so no send is lost and every send's
-    future completes. With generations off it is one plain producer."""
+    future completes. With generations off it is one plain producer.
 
-    def __init__(self, s: Settings, **kwargs):
+    ``generation``: what names the topics sent to now (the producer is renewed when it changes); by default the
+    route-topic generation, or None (one producer for good) when route generations are off."""
+
+    def __init__(self, s: Settings, generation: Callable[[], Hashable] | None = None, **kwargs):
         self.s, self._kwargs = s, kwargs
         self._lock = threading.Lock()
-        self._gen = current(s) if enabled(s) else None
+        self._generation = generation or ((lambda: current(s)) if enabled(s) else None)
+        self._gen = self._generation() if self._generation else None
         self._producer = self._new()
         self._closing: list = []  # threads closing replaced producers
 
@@ -128,7 +133,7 @@ class GenerationProducer:
     def send(self, topic: str, **kwargs):
         """KafkaProducer.send on the producer of the current generation."""
         with self._lock:
-            if self._gen is not None and (gen := current(self.s)) != self._gen:
+            if self._generation is not None and (gen := self._generation()) != self._gen:
                 old, self._producer, self._gen = self._producer, self._new(), gen
                 t = threading.Thread(target=old.close, kwargs={"timeout": 30}, name="producer-close", daemon=True)
                 t.start()
