@@ -89,8 +89,8 @@ def maintain(s: Settings, gen: int | None = None, delete: bool = True) -> dict[s
         wanted = {named(base, x): configs[base] for base in bases for x in range(g - KEEP_BEHIND, g + AHEAD + 1)}
         out["created"] = create_missing(admin, wanted, s.kafka_partitions, existing)
         if delete:
-            old = [t for t in existing for base in bases
-                   if t.startswith(base + ".g") and (m := GENERATION_SUFFIX.search(t)) and int(m.group(1)) < g - KEEP_BEHIND]
+            old = [t for t in existing for base in bases if t.startswith(base + ".g")
+                   and (m := GENERATION_SUFFIX.search(t)) and int(m.group(1)) < g - KEEP_BEHIND]
             for name in old:
                 try:
                     admin.delete_topics([name])
