@@ -74,44 +74,38 @@ def generation_topics(s: Settings) -> list[str]:
         admin.close()
 
 
+@pytest.fixture
+def settings(broker, graph_server, tmp_path) -> Settings:
+    """The streams fixtures (ingest worker, store) on settings with two-second event generations."""
+    from tests.conftest import private_settings
+
+    return private_settings(broker, graph_server, tmp_path).model_copy(update={"event_generation_s": 2})
+
+
 @pytest.mark.integration
 @pytest.mark.slow
-def test_events_across_generations_are_ingested_once_and_drained_generations_deleted(broker, graph_server,
-                                                                                        tmp_path):
-    from graphstore import open_store
-    from streams.kafka_config import create_topics
-    from tests.conftest import private_settings
-    from tests.streams.conftest import IngestWorker
-
-    s = private_settings(broker, graph_server, tmp_path).model_copy(update={"event_generation_s": 2})
-    create_topics(s)
-    store = open_store(s)
-    store.ensure_schema()
-    worker = IngestWorker(s, tmp_path / "ingest.log").start()
-    try:
-        with PrefstreamClient(s) as c:
-            c.register_llm("m1", "a small model", 0.1, 0.2)
-            publish(c, 0, 40)
-            wait_for(lambda: store.count("Turn") > 0, 90, "first turns")
-            worker.kill()  # kill -9 while generations are being read
-            first = event_topics.current(s)
-            for k in range(3):  # three more generations, one of them while the worker is down
-                time.sleep(2.0)
-                publish(c, 40 + 20 * k, 20)
-                if k == 0:
-                    worker.start()
-            c.publish_raw(s.topics.turns, b'{"type": "chat_turn"', key="u1")  # malformed, into a generation
-            c.flush()
-            used = {f"{s.topics.turns}.g{g}" for g in range(first - 1, event_topics.current(s) + 1)}
-        wait_for(lambda: store.count("Turn") >= 100 and store.count("Feedback") >= 100, 120, "all 100 turns")
-        assert store.count("Turn") == 100 and store.count("Feedback") == 100 and store.count("Response") == 100
-        dead = read_all(s, s.topics.dead_letter, expect=1, timeout=60)
-        assert len(dead) == 1 and event_topics.parse(s, dead[0]["topic"])[0] == s.topics.turns
-        # every generation written to is deleted once closed and read to its end; the current ones stay
-        wait_for(lambda: not used & set(generation_topics(s)), 90, "the used generations deleted")
-        assert generation_topics(s), "the current and next generations exist"
-        assert store.count("Turn") == 100
-    finally:
-        worker.stop()
-        store.clear()
-        store.close()
+def test_events_across_generations_are_ingested_once_and_drained_generations_deleted(settings, ingest_worker,
+                                                                                        store):
+    s, worker = settings, ingest_worker
+    with PrefstreamClient(s) as c:
+        c.register_llm("m1", "a small model", 0.1, 0.2)
+        publish(c, 0, 40)
+        wait_for(lambda: store.count("Turn") > 0, 90, "first turns")
+        worker.kill()  # kill -9 while generations are being read
+        first = event_topics.current(s)
+        for k in range(3):  # three more generations, one of them while the worker is down
+            time.sleep(2.0)
+            publish(c, 40 + 20 * k, 20)
+            if k == 0:
+                worker.start()
+        c.publish_raw(s.topics.turns, b'{"type": "chat_turn"', key="u1")  # malformed, into a generation
+        c.flush()
+        used = {f"{s.topics.turns}.g{g}" for g in range(first - 1, event_topics.current(s) + 1)}
+    wait_for(lambda: store.count("Turn") >= 100 and store.count("Feedback") >= 100, 120, "all 100 turns")
+    assert store.count("Turn") == 100 and store.count("Feedback") == 100 and store.count("Response") == 100
+    dead = read_all(s, s.topics.dead_letter, expect=1, timeout=60)
+    assert len(dead) == 1 and event_topics.parse(s, dead[0]["topic"])[0] == s.topics.turns
+    # every generation written to is deleted once closed and read to its end; the current ones stay
+    wait_for(lambda: not used & set(generation_topics(s)), 90, "the used generations deleted")
+    assert generation_topics(s), "the current and next generations exist"
+    assert store.count("Turn") == 100
