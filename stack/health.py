@@ -48,7 +48,7 @@ def _consumer(s: Settings):
     from streams.kafka_config import security_kwargs
 
     return KafkaConsumer(bootstrap_servers=s.kafka_bootstrap, group_id=None, enable_auto_commit=False,
-                         request_timeout_ms=TIMEOUT_MS + 1000, **security_kwargs(s))
+                         allow_auto_create_topics=False, request_timeout_ms=TIMEOUT_MS + 1000, **security_kwargs(s))
 
 
 def _partitions(consumer, topic: str) -> list:
@@ -57,11 +57,12 @@ def _partitions(consumer, topic: str) -> list:
     return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
 
 
-def _lag(admin, consumer, group: str) -> int | None:
-    """Records the group has not committed yet, over the partitions it has committed on (None: no commits)."""
+def _lag(admin, consumer, group: str, existing: set[str]) -> int | None:
+    """Records the group has not committed yet, over the partitions of existing topics it has committed on (None:
+    no commits)."""
     from streams.kafka_config import group_lag
 
-    lag = group_lag(admin, consumer, group)
+    lag = group_lag(admin, consumer, group, existing)
     return None if lag is None else int(sum(lag.values()))
 
 
@@ -78,6 +79,7 @@ def broker_status(s: Settings) -> list[Check]:
     if not any(reachable(h, p, timeout=1.0) for h, p in _broker_servers(s)):
         return [Check("broker", False, f"no Kafka broker at {s.kafka_bootstrap}",
                       f"set PREFSTREAM_KAFKA_BOOTSTRAP or {UP}")]
+    from streams.event_ingest import generations_group
     from streams.faust_app import INGEST_GROUP
 
     admin, consumer = _admin(s), _consumer(s)
@@ -87,8 +89,11 @@ def broker_status(s: Settings) -> list[Check]:
         out = [Check("broker", not missing, f"{s.kafka_bootstrap}: {len(topics)} topics"
                      + (f", missing {', '.join(missing)}" if missing else ""),
                      'run "prefstream doctor" for the fix' if missing else "")]
-        for name, group in (("ingest lag", INGEST_GROUP), ("router lag", s.router_group)):
-            lag = _lag(admin, consumer, group)
+        groups = [("ingest lag", INGEST_GROUP), ("router lag", s.router_group)]
+        if s.event_generation_s > 0:  # the reader of the turns and feedback generations (streams/event_ingest.py)
+            groups.insert(1, ("event lag", generations_group(INGEST_GROUP)))
+        for name, group in groups:
+            lag = _lag(admin, consumer, group, topics)
             out.append(Check(name, True, f"group {group}: " + ("no committed offsets yet" if lag is None
                                                                  else f"{lag} records behind")))
         if s.topics.dead_letter in topics:

@@ -162,6 +162,11 @@ def run_worker(s: Settings, loglevel: str = "warning", ready_name: str | None = 
         lag = metrics().consumer_lag
         threading.Thread(target=report_group_lag, name="lag", daemon=True,
                          args=(s, group, lambda topic, n: lag.labels(group, topic).set(n), threading.Event())).start()
+        if event_topics.enabled(s):  # summed per input topic over its generations (one label each, not one per topic)
+            gen_group = generations_group(group)
+            threading.Thread(target=report_group_lag, name="lag-generations", daemon=True,
+                             args=(s, gen_group, lambda base, n: lag.labels(gen_group, base).set(n), threading.Event()),
+                             kwargs={"label": lambda t: (event_topics.parse(s, t) or (t, 0))[0]}).start()
 
     app = create_app(s, lambda: build_ingestor(s), app_id=group, on_ready=ready_callback(s, ready_name))
     faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()

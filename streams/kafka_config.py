@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from prefstream.config import Settings
 
@@ -61,32 +61,39 @@ def topic_partitions(consumer, topic: str, stop=None, interval_s: float = 0.2) -
     return sorted(parts or [])
 
 
-def group_lag(admin, consumer, group: str) -> dict[str, int] | None:
-    """{topic: records the group has not committed yet} over the partitions it has committed on (None: no commits).
-    The local broker's end offsets can lag behind (infra.md), so this is a lower bound there."""
-    committed = admin.list_group_offsets(group).get(group, {})
+def group_lag(admin, consumer, group: str, existing: set[str] | None = None,
+              label: Callable[[str], str] = str) -> dict[str, int] | None:
+    """{label(topic): records the group has not committed yet} over the partitions it has committed on (None: no
+    commits), only of the ``existing`` topics if given (a group keeps offsets of deleted topics, and asking for a
+    deleted topic's end offsets would re-create it on a broker that creates topics on demand). The local broker's
+    end offsets can lag behind (infra.md), so this is a lower bound there."""
+    committed = {tp: om for tp, om in admin.list_group_offsets(group).get(group, {}).items()
+                 if existing is None or tp.topic in existing}
     if not committed:
         return None
     ends = consumer.end_offsets(list(committed))
     out: dict[str, int] = {}
     for tp, om in committed.items():
         if om.offset >= 0:
-            out[tp.topic] = out.get(tp.topic, 0) + max(0, ends.get(tp, 0) - om.offset)
+            out[label(tp.topic)] = out.get(label(tp.topic), 0) + max(0, ends.get(tp, 0) - om.offset)
     return out
 
 
-def report_group_lag(s: Settings, group: str, set_lag, stop, every_s: float = 15.0) -> None:
-    """Until ``stop`` (an Event) is set: every ``every_s``, ``set_lag(topic, records)`` for each topic the group
-    commits on (a metrics thread; failures are skipped, never raised)."""
+def report_group_lag(s: Settings, group: str, set_lag, stop, every_s: float = 15.0,
+                     label: Callable[[str], str] | None = None) -> None:
+    """Until ``stop`` (an Event) is set: every ``every_s``, ``set_lag(name, records)`` for each topic the group
+    commits on that exists, or each ``label(topic)`` summed over those topics (a metrics thread; failures are
+    skipped, never raised)."""
     from kafka import KafkaAdminClient, KafkaConsumer
 
     admin = consumer = None
     while not stop.wait(every_s):
         try:
             admin = admin or KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, **security_kwargs(s))
-            consumer = consumer or KafkaConsumer(**consumer_kwargs(s, group_id=None))
-            for topic, lag in (group_lag(admin, consumer, group) or {}).items():
-                set_lag(topic, lag)
+            consumer = consumer or KafkaConsumer(**consumer_kwargs(s, group_id=None, allow_auto_create_topics=False))
+            lags = group_lag(admin, consumer, group, set(admin.list_topics()), label or str) or {}
+            for name, lag in lags.items():
+                set_lag(name, lag)
         except Exception:  # the broker away for a while: try again at the next tick
             continue
 

@@ -60,6 +60,8 @@ def test_group_lag_counts_what_the_group_has_not_committed(settings):
         stop.set()
         t.join(10)
         assert seen == {topic: 6}
+        assert group_lag(admin, c, "lag-test", existing={"another"}) is None  # offsets of a deleted topic: skipped
+        assert group_lag(admin, c, "lag-test", existing={topic}, label=lambda t: "all") == {"all": 6}
     finally:
         c.close()
         admin.close()
