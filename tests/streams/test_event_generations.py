@@ -7,11 +7,13 @@ import json
 import time
 
 import pytest
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaProducer
 
 from prefstream.config import Settings
+from prefstream.events import ChatTurn
 from streams import event_topics
 from streams.client import PrefstreamClient
+from streams.kafka_config import producer_kwargs
 from tests.streams.conftest import read_all, wait_for
 
 
@@ -109,3 +111,10 @@ def test_events_across_generations_are_ingested_once_and_drained_generations_del
     wait_for(lambda: not used & set(generation_topics(s)), 90, "the used generations deleted")
     assert generation_topics(s), "the current and next generations exist"
     assert store.count("Turn") == 100
+    # a late producer sends to a deleted generation: the broker re-creates it, and it is read from its start
+    late = KafkaProducer(**producer_kwargs(s))
+    late.send(sorted(used)[0], key=b"u1", value=ChatTurn(
+        event_id="late", user_id="u1", conversation_id="c1", turn_index=999, timestamp=1_000, query="late question",
+        llm_id="m1", response="late answer").to_bytes()).get(30)
+    late.close()
+    wait_for(lambda: store.count("Turn") == 101, 90, "the late turn")
