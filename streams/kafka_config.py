@@ -49,13 +49,16 @@ def consumer_kwargs(s: Settings, group_id: str | None, **extra: Any) -> dict[str
     }
 
 
-def topic_partitions(consumer, topic: str, stop=None, interval_s: float = 0.2) -> list[int]:
-    """The partition ids of ``topic``, waiting until the broker knows the topic (or ``stop``, an Event, is set:
-    then [] if still unknown)."""
+def topic_partitions(consumer, topic: str, stop=None, interval_s: float = 0.2,
+                     timeout_s: float | None = None) -> list[int]:
+    """The partition ids of ``topic``, waiting until the broker knows the topic (or ``stop``, an Event, is set, or
+    ``timeout_s`` passed: then [] if still unknown)."""
     import time
 
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     parts = consumer.partitions_for_topic(topic)
-    while parts is None and not (stop is not None and stop.is_set()):
+    while parts is None and not (stop is not None and stop.is_set()) \
+            and (deadline is None or time.monotonic() < deadline):
         time.sleep(interval_s)
         parts = consumer.partitions_for_topic(topic)
     return sorted(parts or [])
