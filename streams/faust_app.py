@@ -162,7 +162,7 @@ def run_worker(s: Settings, loglevel: str = "warning", ready_name: str | None = 
         lag = metrics().consumer_lag
         threading.Thread(target=report_group_lag, name="lag", daemon=True,
                          args=(s, group, lambda topic, n: lag.labels(group, topic).set(n), threading.Event())).start()
-        if event_topics.enabled(s):  # summed per input topic over its generations (one label each, not one per topic)
+        if event_topics.enabled(s):  # one label per input topic, summed over its generations
             gen_group = generations_group(group)
             threading.Thread(target=report_group_lag, name="lag-generations", daemon=True,
                              args=(s, gen_group, lambda base, n: lag.labels(gen_group, base).set(n), threading.Event()),
