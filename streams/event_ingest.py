@@ -43,7 +43,6 @@ class EventGenerationIngest:
         self.s, self.ingestor, self.group, self.delete = s, ingestor, group, delete
         self.stop = stop or threading.Event()
         self.drain = event_topics.Drain()
-        self.deleted: list[str] = []
 
     def run_forever(self) -> None:
         """:meth:`run` until ``stop``, started again after an unexpected error (the broker or the graph away)."""
@@ -74,16 +73,16 @@ class EventGenerationIngest:
                 if not consumer.assignment():
                     self.stop.wait(POLL_MS / 1000)
                     continue
-                polled = consumer.poll(timeout_ms=POLL_MS)
-                records = [r for recs in polled.values() for r in recs]
-                counts: dict[str, int] = {}
-                for topic in sorted({r.topic for r in records}):
-                    mine = [r for r in records if r.topic == topic]
-                    self._ingest(topic, mine, producer)
-                    counts[topic] = len(mine)
+                by_topic: dict[str, list] = {}
+                for tp, recs in consumer.poll(timeout_ms=POLL_MS).items():
+                    by_topic.setdefault(tp.topic, []).extend(recs)
+                for topic in sorted(by_topic):
+                    self._ingest(topic, by_topic[topic], producer)
+                records = [r for recs in by_topic.values() for r in recs]
                 if records:
                     consumer.commit(next_offsets(records))
-                self.drain.polled(counts, len(records) >= s.ingest_batch_size, time.monotonic())
+                self.drain.polled({t: len(v) for t, v in by_topic.items()}, len(records) >= s.ingest_batch_size,
+                                  time.monotonic())
         finally:
             for client in (consumer, producer, admin):
                 try:
@@ -144,7 +143,6 @@ class EventGenerationIngest:
         except Exception as exc:  # still assigned to nobody: the next refresh assigns it again, drains, retries
             log.warning("event generation %s not deleted: %s", topic, exc)
             return
-        self.deleted.append(topic)
         log.info("event generation %s read to its end and deleted", topic)
 
     def _ingest(self, topic: str, records, producer) -> None:
