@@ -50,9 +50,12 @@ class Settings(BaseSettings):
     route_retention_ms: int = Field(24 * 3600 * 1000, ge=-1, description="route.requests and route.decisions")
     dead_letter_retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=-1, description="the dead-letter topic")
     # > 0: route.requests and route.decisions become one topic per generation of this many seconds (TOPIC.gN),
-    # created ahead and deleted two generations later (streams/route_topics.py): for a broker that enforces no
-    # retention, like the local one. 0: one topic each, bounded by route_retention_ms.
+    # created ahead and deleted once route_keep_s (at least two generations) have passed since it closed
+    # (streams/route_topics.py): for a broker that enforces no retention, like the local one. 0: one topic each,
+    # bounded by route_retention_ms.
     route_generation_s: int = Field(0, ge=0, le=24 * 3600, description="seconds per route-topic generation (0: off)")
+    route_keep_s: int = Field(20, ge=0, le=24 * 3600, description="with route generations: a request is kept (and "
+                              "answered, if late) at least this long, and never less than two generations")
     # > 0: chat.turns and chat.feedback become one topic per generation of this many seconds too (TOPIC.gN, N from
     # the send time), read by the ingest, which deletes a generation once it is closed and read to its end
     # (streams/event_topics.py). The graph is then the only full record. 0: one topic each, kept.

@@ -7,15 +7,20 @@ deleted (bench/results/broker_memory.md); its fetches also scan a whole partitio
 both its memory and its partitions bounded. A Kafka cluster honours retention.ms: there one topic each (0) is
 the default.
 
-Routers and reply readers follow the window of generations N-KEEP_BEHIND .. N+1 around now (a late request or
-reply is still read; clocks may differ by less than a generation). :func:`maintain` creates the generations
-up to N+AHEAD before they are used and deletes those older than the window, so a request is answered as long as
-it is at most KEEP_BEHIND generations old.
+Routers and reply readers follow the window of generations N-K .. N+1 around now, K = :func:`keep_behind` (a late
+request or reply is still read; clocks may differ by less than a generation). :func:`maintain` creates the
+generations up to N+AHEAD before they are used and deletes those older than the window, so a request is answered
+as long as it is at most K generations old: at least ``route_keep_s`` after it was sent.
+
+The broker's memory then holds K+1 generations of requests and replies at most (the local broker keeps about a
+kilobyte per record, bench/results/broker_memory.md), so short generations with K spanning ``route_keep_s`` keep
+less than a few long ones for the same time a late request survives.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
@@ -28,12 +33,17 @@ from streams.kafka_config import create_missing, security_kwargs, topic_configs
 log = logging.getLogger(__name__)
 
 AHEAD = 2  #: generations created ahead of the current one
-KEEP_BEHIND = 2  #: generations kept behind the current one (older ones are deleted)
+MIN_KEEP_BEHIND = 2  #: generations kept behind the current one at least (older ones are deleted)
 GENERATION_SUFFIX = re.compile(r"\.g(\d+)$")  #: the ".g<N>" that ends a generation topic's name
 
 
 def enabled(s: Settings) -> bool:
     return s.route_generation_s > 0
+
+
+def keep_behind(s: Settings) -> int:
+    """Generations kept behind the current one: enough to span ``route_keep_s``, and at least MIN_KEEP_BEHIND."""
+    return max(MIN_KEEP_BEHIND, math.ceil(s.route_keep_s / s.route_generation_s)) if enabled(s) else 0
 
 
 def generation(s: Settings, ts_ms: int) -> int:
@@ -62,23 +72,23 @@ def reply_topic(s: Settings, request_topic_name: str) -> str:
 
 
 def window(s: Settings, base: str, gen: int | None = None) -> list[str]:
-    """The topics of ``base`` a reader follows now: one topic, or generations gen-KEEP_BEHIND .. gen+1."""
+    """The topics of ``base`` a reader follows now: one topic, or generations gen-keep_behind .. gen+1."""
     if not enabled(s):
         return [base]
     g = current(s) if gen is None else gen
-    return [named(base, x) for x in range(g - KEEP_BEHIND, g + 2)]
+    return [named(base, x) for x in range(g - keep_behind(s), g + 2)]
 
 
 def maintain(s: Settings, gen: int | None = None, delete: bool = True) -> dict[str, list[str]]:
-    """Create the route topics of generations gen-KEEP_BEHIND .. gen+AHEAD that are missing (partitions and retention as
-    ``prefstream up`` makes them) and, with ``delete``, delete those older than gen-KEEP_BEHIND. Idempotent, so
+    """Create the route topics of generations gen-keep_behind .. gen+AHEAD that are missing (partitions and retention
+    as ``prefstream up`` makes them) and, with ``delete``, delete those older than gen-keep_behind. Idempotent, so
     every router (and client) may call it; returns {"created": [...], "deleted": [...]}."""
     from kafka import KafkaAdminClient
     from kafka.errors import UnknownTopicOrPartitionError
 
     if not enabled(s):
         return {"created": [], "deleted": []}
-    g = current(s) if gen is None else gen
+    g, behind = current(s) if gen is None else gen, keep_behind(s)
     bases = (s.topics.requests, s.topics.decisions)
     configs = topic_configs(s)
     admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, client_id="prefstream-route-topics",
@@ -86,11 +96,11 @@ def maintain(s: Settings, gen: int | None = None, delete: bool = True) -> dict[s
     out: dict[str, list[str]] = {"created": [], "deleted": []}
     try:
         existing = set(admin.list_topics())
-        wanted = {named(base, x): configs[base] for base in bases for x in range(g - KEEP_BEHIND, g + AHEAD + 1)}
+        wanted = {named(base, x): configs[base] for base in bases for x in range(g - behind, g + AHEAD + 1)}
         out["created"] = create_missing(admin, wanted, s.kafka_partitions, existing)
         if delete:
             old = [t for t in existing for base in bases if t.startswith(base + ".g")
-                   and (m := GENERATION_SUFFIX.search(t)) and int(m.group(1)) < g - KEEP_BEHIND]
+                   and (m := GENERATION_SUFFIX.search(t)) and int(m.group(1)) < g - behind]
             for name in old:
                 try:
                     admin.delete_topics([name])

@@ -26,6 +26,16 @@ def test_topic_names_follow_the_request_timestamp(settings):
     assert route_topics.window(s, s.topics.requests, 10) == [f"{s.topics.requests}.g{g}" for g in (8, 9, 10, 11)]
 
 
+def test_generations_kept_span_the_keep_time(settings):
+    """A request's generation is kept route_keep_s after it closes, and never fewer than two generations."""
+    keep = {(gen_s, keep_s): route_topics.keep_behind(settings.model_copy(
+        update={"route_generation_s": gen_s, "route_keep_s": keep_s})) for gen_s, keep_s in
+        [(5, 20), (6, 20), (30, 20), (1, 0), (0, 20)]}
+    assert keep == {(5, 20): 4, (6, 20): 4, (30, 20): 2, (1, 0): 2, (0, 20): 0}
+    s = settings.model_copy(update={"route_generation_s": 5, "route_keep_s": 20})
+    assert route_topics.window(s, "r", 10) == [f"r.g{g}" for g in range(6, 12)]
+
+
 def test_group_assignment_is_refused_with_generations(settings):
     s = settings.model_copy(update={"route_generation_s": 60, "router_assignment": "group"})
     with pytest.raises(ValueError, match="ROUTER_ASSIGNMENT=static"):
@@ -68,7 +78,8 @@ def test_a_client_of_the_local_stack_follows_its_recorded_generations(tmp_path):
 def test_requests_across_generations_are_answered_and_old_generations_deleted(settings, topics):
     from kafka import KafkaAdminClient
 
-    s = settings.model_copy(update={"route_generation_s": 2, "router_assignment": "static"})
+    # kept 6 s: three generations behind, one more than the least
+    s = settings.model_copy(update={"route_generation_s": 2, "route_keep_s": 6, "router_assignment": "static"})
     loop = RouteLoop(s, Decider("w0"))
     ready = threading.Event()
     t = threading.Thread(target=loop.run, args=(ready,), daemon=True)
@@ -103,7 +114,7 @@ def test_requests_across_generations_are_answered_and_old_generations_deleted(se
     finally:
         admin.close()
     now = route_topics.current(s)
-    kept = set(range(now - route_topics.KEEP_BEHIND, now + route_topics.AHEAD + 1))
+    kept = set(range(now - route_topics.keep_behind(s), now + route_topics.AHEAD + 1))
     for base in (s.topics.requests, s.topics.decisions):
         present = {int(n.rsplit(".g", 1)[1]) for n in names if n.startswith(base + ".g")}
         assert present == kept, (base, sorted(present), sorted(kept))
@@ -120,18 +131,18 @@ def test_a_deleted_generation_is_not_brought_back_by_a_producer(settings, topics
 
     from streams.kafka_config import producer_kwargs
 
-    s = settings.model_copy(update={"route_generation_s": 1})
+    s = settings.model_copy(update={"route_generation_s": 1, "route_keep_s": 0})
     producer = route_topics.GenerationProducer(s, **producer_kwargs(s)) if renewed \
         else KafkaProducer(**producer_kwargs(s))
     admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
     back = []
     try:
         start = route_topics.current(s)
-        while (g := route_topics.current(s)) < start + route_topics.KEEP_BEHIND + 4:
+        while (g := route_topics.current(s)) < start + route_topics.keep_behind(s) + 4:
             route_topics.maintain(s, g)  # creates g-2 .. g+2, deletes what is older
             producer.send(route_topics.named(s.topics.requests, g), value=b"x").get(timeout=10)  # a new topic
             old = {n for n in admin.list_topics() if n.startswith(s.topics.requests + ".g")
-                   and int(n.rsplit(".g", 1)[1]) < g - route_topics.KEEP_BEHIND}
+                   and int(n.rsplit(".g", 1)[1]) < g - route_topics.keep_behind(s)}
             back += sorted(old)
             time.sleep(max(0.0, (g + 1) * 1.0 - time.time()) + 0.05)  # into the next generation
     finally:
