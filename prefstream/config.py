@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     # for a while; turns, feedback and the catalog are kept (-1): the graph can be rebuilt from them
     route_retention_ms: int = Field(24 * 3600 * 1000, ge=-1, description="route.requests and route.decisions")
     dead_letter_retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=-1, description="the dead-letter topic")
+    # > 0: the dead-letter topic becomes one topic per generation of this many seconds (TOPIC.gN, N from the send
+    # time), each deleted once dead_letter_retention_ms has passed since it closed (streams/dead_letter_topics.py):
+    # the retention a broker that enforces none (the local one) cannot give. 0: one topic.
+    dead_letter_generation_s: int = Field(0, ge=0, le=7 * 24 * 3600,
+                                          description="seconds per dead-letter topic generation (0: off)")
     # > 0: route.requests and route.decisions become one topic per generation of this many seconds (TOPIC.gN),
     # created ahead and deleted once route_keep_s (at least two generations) have passed since it closed
     # (streams/route_topics.py): for a broker that enforces no retention, like the local one. 0: one topic each,

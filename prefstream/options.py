@@ -46,12 +46,12 @@ def with_running_stack(s: Settings) -> Settings:
 
 
 def with_stack_generations(s: Settings) -> Settings:
-    """``s`` following the route- and event-topic generations of the stack recorded in ``s.run_dir`` when ``s`` talks
-    to that stack's broker and does not set the length itself (the SDK's default settings: a client of
-    ``prefstream up`` uses its rotating topics without being told)."""
+    """``s`` following the route-, event- and dead-letter-topic generations of the stack recorded in ``s.run_dir``
+    when ``s`` talks to that stack's broker and does not set the length itself (the SDK's default settings: a client
+    of ``prefstream up`` uses its rotating topics without being told)."""
     recorded = _recorded(s)
     if recorded.get("kafka_bootstrap") != s.kafka_bootstrap:
         return s
-    update = {k: recorded[k] for k in ("route_generation_s", "event_generation_s")
+    update = {k: recorded[k] for k in ("route_generation_s", "event_generation_s", "dead_letter_generation_s")
               if k in recorded and k not in s.model_fields_set}
     return s.model_copy(update=update) if update else s

@@ -66,8 +66,8 @@ def _lag(admin, consumer, group: str, existing: set[str]) -> int | None:
     return None if lag is None else int(sum(lag.values()))
 
 
-def _dead_letters_last_hour(consumer, topic: str) -> int:
-    tps = _partitions(consumer, topic)
+def _dead_letters_last_hour(consumer, topics: list[str]) -> int:
+    tps = [tp for topic in topics for tp in _partitions(consumer, topic)]
     if not tps:
         return 0
     ends = consumer.end_offsets(tps)
@@ -79,6 +79,7 @@ def broker_status(s: Settings) -> list[Check]:
     if not any(reachable(h, p, timeout=1.0) for h, p in _broker_servers(s)):
         return [Check("broker", False, f"no Kafka broker at {s.kafka_bootstrap}",
                       f"set PREFSTREAM_KAFKA_BOOTSTRAP or {UP}")]
+    from streams import dead_letter_topics
     from streams.event_ingest import generations_group
     from streams.faust_app import INGEST_GROUP
 
@@ -96,11 +97,13 @@ def broker_status(s: Settings) -> list[Check]:
             lag = _lag(admin, consumer, group, topics)
             out.append(Check(name, True, f"group {group}: " + ("no committed offsets yet" if lag is None
                                                                  else f"{lag} records behind")))
-        if s.topics.dead_letter in topics:
-            n = _dead_letters_last_hour(consumer, s.topics.dead_letter)
-            out.append(Check("dead letters", n == 0, f"{n} in the last hour on {s.topics.dead_letter}",
-                             f"read them: kafka consumer on {s.topics.dead_letter} (each carries its reason)"
-                             if n else ""))
+        dead = dead_letter_topics.topics(s, topics)  # the plain topic and its generations
+        if dead:
+            n = _dead_letters_last_hour(consumer, dead)
+            where = s.topics.dead_letter + (f" and {len(dead) - 1} generations" if len(dead) > 1 else "")
+            out.append(Check("dead letters", n == 0, f"{n} in the last hour on {where}",
+                             f"read them: kafka consumer subscribed to the pattern {dead_letter_topics.pattern(s)!r} "
+                             "(each carries its reason)" if n else ""))
         return out
     finally:
         consumer.close()

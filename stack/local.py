@@ -34,6 +34,9 @@ LOCAL_ROUTE_GENERATION_S = 5
 # (streams/event_topics.py) unless PREFSTREAM_EVENT_GENERATION_S is set: on the local broker, which keeps them in
 # memory only, they were never a durable record; the graph (append-only file) is.
 LOCAL_EVENT_GENERATION_S = 30
+# And its dead-letter topic, by the hour, each hour's topic deleted PREFSTREAM_DEAD_LETTER_RETENTION_MS after it
+# closed (streams/dead_letter_topics.py): the retention the local broker does not enforce.
+LOCAL_DEAD_LETTER_GENERATION_S = 3600
 
 
 def local_settings(s: Settings) -> Settings:
@@ -45,8 +48,10 @@ def local_settings(s: Settings) -> Settings:
     }
     if "route_generation_s" not in s.model_fields_set and s.router_assignment == "static":
         update["route_generation_s"] = LOCAL_ROUTE_GENERATION_S
-    if "event_generation_s" not in s.model_fields_set:
-        update["event_generation_s"] = LOCAL_EVENT_GENERATION_S
+    for field, local in (("event_generation_s", LOCAL_EVENT_GENERATION_S),
+                         ("dead_letter_generation_s", LOCAL_DEAD_LETTER_GENERATION_S)):
+        if field not in s.model_fields_set:
+            update[field] = local
     return s.model_copy(update=update)
 
 
@@ -73,7 +78,9 @@ class Stack:
                                                 "ray_address": self.s.ray_address,
                                                 "gateway_port": self.s.gateway_port,
                                                 "route_generation_s": self.s.route_generation_s,
-                                                "event_generation_s": self.s.event_generation_s}}, indent=2))
+                                                "event_generation_s": self.s.event_generation_s,
+                                                "dead_letter_generation_s": self.s.dead_letter_generation_s}},
+                                         indent=2))
         os.replace(tmp, self.state_file)
 
     def running(self) -> list[Proc]:

@@ -23,7 +23,7 @@ from prefstream.events import (
     ChatTurn, Event, Feedback, InvalidEvent, LLMRegistered, Pairwise, RouteDecision, RouteRequest, Score, Thumbs,
     now_ms, parse_event,
 )
-from streams import event_topics, route_topics
+from streams import dead_letter_topics, event_topics, route_topics
 from streams.kafka_config import consumer_kwargs, producer_kwargs
 
 
@@ -78,9 +78,11 @@ class PrefstreamClient:
         return event
 
     def publish_raw(self, topic: str, value: bytes, key: str | None = None) -> None:
-        """Send bytes as they are (for replays and tests of the dead-letter path); to the turns or feedback topic's
-        current generation when event generations are on."""
-        self._producer.send(event_topics.topic(self.s, topic), key=key.encode() if key else None, value=value)
+        """Send bytes as they are (for replays and tests of the dead-letter path); to the current generation of the
+        turns, feedback or dead-letter topic when that topic has generations."""
+        topic = dead_letter_topics.topic(self.s) if topic == self.s.topics.dead_letter \
+            else event_topics.topic(self.s, topic)
+        self._producer.send(topic, key=key.encode() if key else None, value=value)
 
     def flush(self, timeout: float | None = 30) -> None:
         self._producer.flush(timeout=timeout)

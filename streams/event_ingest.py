@@ -17,7 +17,7 @@ from typing import Callable
 
 from prefstream.config import Settings
 from prefstream.metrics import metrics, reason_class
-from streams import event_topics
+from streams import dead_letter_topics, event_topics
 from streams.ingest import BatchResult, Ingestor, RawMessage
 from streams.kafka_config import consumer_kwargs, producer_kwargs, security_kwargs, topic_partitions
 from streams.route_loop import next_offsets
@@ -99,6 +99,8 @@ class EventGenerationIngest:
         try:
             existing = set(admin.list_topics())
             event_topics.create_ahead(s, admin, existing)
+            if self.delete:  # the ingest's own group also keeps the dead-letter generations (created, expired deleted)
+                dead_letter_topics.maintain(s, admin, existing)
         except Exception as exc:  # the broker away for a moment: keep reading what is assigned
             log.warning("event generations not refreshed: %s", exc)
             return
@@ -166,7 +168,7 @@ class EventGenerationIngest:
         metrics().ingested.labels(kind).inc(result.accepted)
         for dl in result.dead:
             metrics().dead_letters.labels(reason_class(dl.reason)).inc()
-            producer.send(self.s.topics.dead_letter, key=dl.topic.encode(), value=dl.to_bytes())
+            producer.send(dead_letter_topics.topic(self.s), key=dl.topic.encode(), value=dl.to_bytes())
             log.warning("dead letter from %s: %s", dl.topic, dl.reason)
         if result.dead:
             producer.flush(timeout=60)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from prefstream.config import Settings
 
 from streams.kafka_config import create_missing, topic_configs
-from streams.route_topics import GENERATION_SUFFIX, named
+from streams.generations import GENERATION_SUFFIX, named
 
 AHEAD = 1  #: generations created ahead of the current one
 CLOSED_AFTER = 2  #: generation N is closed once the current one is N + CLOSED_AFTER

@@ -15,7 +15,7 @@ from typing import Callable
 
 from prefstream.config import Settings
 from prefstream.metrics import metrics, reason_class
-from streams import event_topics
+from streams import dead_letter_topics, event_topics
 from streams.event_ingest import EventGenerationIngest, generations_group
 from streams.ingest import BatchResult, Ingestor, RawMessage
 from streams.kafka_config import compression
@@ -83,7 +83,14 @@ def create_app(s: Settings, ingestor_factory: Callable[[], Ingestor], app_id: st
     )
     state: dict[str, Ingestor] = {}
     state_lock = threading.Lock()
-    dead_topic = app.topic(s.topics.dead_letter, value_type=bytes, value_serializer="raw")
+    dead_topics: dict[str, faust.TopicT] = {}  # by name: one, or a generation each (dead_letter_topics)
+
+    def dead_topic() -> faust.TopicT:
+        name = dead_letter_topics.topic(s)
+        if name not in dead_topics:
+            dead_topics.clear()
+            dead_topics[name] = app.topic(name, value_type=bytes, value_serializer="raw")
+        return dead_topics[name]
 
     def ingestor() -> Ingestor:  # agents start together: build the one ingestor once
         with state_lock:
@@ -94,7 +101,7 @@ def create_app(s: Settings, ingestor_factory: Callable[[], Ingestor], app_id: st
     async def publish_dead(result: BatchResult) -> None:
         for dl in result.dead:
             metrics().dead_letters.labels(reason_class(dl.reason)).inc()
-            fut = await dead_topic.send(key=dl.topic.encode(), value=dl.to_bytes())
+            fut = await dead_topic().send(key=dl.topic.encode(), value=dl.to_bytes())
             await fut
             log.warning("dead letter from %s: %s", dl.topic, dl.reason)
 

@@ -18,7 +18,7 @@ from typing import Callable, Protocol
 from prefstream.config import Settings
 from prefstream.events import DeadLetter, InvalidEvent, RouteDecision, RouteRequest, parse_event
 from prefstream.metrics import metrics, version_number
-from streams import route_topics
+from streams import dead_letter_topics, route_topics
 from streams.kafka_config import consumer_kwargs, producer_kwargs, topic_partitions
 
 log = logging.getLogger(__name__)
@@ -289,7 +289,7 @@ class RouteLoop:
             except Exception as exc:  # InvalidEvent, or anything unforeseen: never a poison pill
                 reason = str(exc) if isinstance(exc, InvalidEvent) else f"could not parse: {type(exc).__name__}: {exc}"
                 dl = DeadLetter.of(r.topic, r.value, reason, r.partition, r.offset)
-                sent.append(producer.send(s.topics.dead_letter, key=r.topic.encode(), value=dl.to_bytes()))
+                sent.append(producer.send(dead_letter_topics.topic(s), key=r.topic.encode(), value=dl.to_bytes()))
                 rid = request_id_of(r.value)
                 came_from[rid] = r.topic
                 reply([RouteDecision(request_id=rid, error=reason)])

@@ -21,20 +21,20 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import threading
 import time
 from typing import Callable, Hashable
 
 from prefstream.config import Settings
 
+from streams import dead_letter_topics
+from streams.generations import GENERATION_SUFFIX, named
 from streams.kafka_config import create_missing, security_kwargs, topic_configs
 
 log = logging.getLogger(__name__)
 
 AHEAD = 2  #: generations created ahead of the current one
 MIN_KEEP_BEHIND = 2  #: generations kept behind the current one at least (older ones are deleted)
-GENERATION_SUFFIX = re.compile(r"\.g(\d+)$")  #: the ".g<N>" that ends a generation topic's name
 
 
 def enabled(s: Settings) -> bool:
@@ -52,10 +52,6 @@ def generation(s: Settings, ts_ms: int) -> int:
 
 def current(s: Settings) -> int:
     return generation(s, int(time.time() * 1000))
-
-
-def named(base: str, gen: int) -> str:
-    return f"{base}.g{gen}"
 
 
 def request_topic(s: Settings, ts_ms: int) -> str:
@@ -107,6 +103,7 @@ def maintain(s: Settings, gen: int | None = None, delete: bool = True) -> dict[s
                     out["deleted"].append(name)
                 except UnknownTopicOrPartitionError:
                     pass
+            dead_letter_topics.maintain(s, admin, existing)  # the dead-letter generations too (idempotent)
     finally:
         admin.close()
     if out["created"] or out["deleted"]:
