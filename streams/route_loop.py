@@ -197,7 +197,7 @@ class RouteLoop:
             self._generation = route_topics.current(s)
             topics += route_topics.window(s, s.topics.requests, self._generation)
             try:
-                route_topics.maintain(s, self._generation)
+                route_topics.maintain(s, self._generation, consumer=consumer)  # resets the group's offsets
             except Exception as exc:  # the broker away for a moment: the next generation tries again
                 log.warning("route topics not maintained: %s", exc)
         consumer.assign([tp for topic in topics for tp in static_share(consumer, topic, *self.member, self.stop_event)])

@@ -1,5 +1,5 @@
-"""Route topics by generation: with ``route_generation_s > 0`` a request goes to ``route.requests.g<N>`` and its
-reply to ``route.decisions.g<N>``, N = the request's timestamp // the generation length.
+"""Route topics by generation: with ``route_generation_s > 0`` a request goes to ``route.requests.g<S>`` and its
+reply to ``route.decisions.g<S>``, S = N mod :func:`slots`, N = the request's timestamp // the generation length.
 
 Why: a broker that enforces no retention keeps every request and reply for good. The local Tansu broker is one:
 it ignores retention.ms, drops the connection on DeleteRecords, and only frees a topic's memory when the topic is
@@ -15,6 +15,12 @@ as long as it is at most K generations old: at least ``route_keep_s`` after it w
 The broker's memory then holds K+1 generations of requests and replies at most (the local broker keeps about a
 kilobyte per record, bench/results/broker_memory.md), so short generations with K spanning ``route_keep_s`` keep
 less than a few long ones for the same time a late request survives.
+
+Names are reused: generation N lives in slot S = N mod slots(s), with one slot more than the window, so a slot's
+topic is deleted one generation before its name is created again. The local broker keeps a few kilobytes for every
+topic name it ever held (bench/results/broker_memory.md), so a new name per generation would grow it without end.
+Before a slot's topic is deleted the routers' committed offsets on it are set back to 0 (:func:`maintain`), so the
+next generation in that slot is read from its start.
 """
 
 from __future__ import annotations
@@ -46,8 +52,18 @@ def keep_behind(s: Settings) -> int:
     return max(MIN_KEEP_BEHIND, math.ceil(s.route_keep_s / s.route_generation_s)) if enabled(s) else 0
 
 
+def slots(s: Settings) -> int:
+    """Topic names per route base: the window kept (keep_behind + 1 + AHEAD) and one spare, deleted meanwhile."""
+    return keep_behind(s) + AHEAD + 2
+
+
 def generation(s: Settings, ts_ms: int) -> int:
     return int(ts_ms) // (s.route_generation_s * 1000)
+
+
+def topic_of(s: Settings, base: str, gen: int) -> str:
+    """The topic of ``base`` that holds generation ``gen``: its slot's."""
+    return named(base, gen % slots(s))
 
 
 def current(s: Settings) -> int:
@@ -56,11 +72,11 @@ def current(s: Settings) -> int:
 
 def request_topic(s: Settings, ts_ms: int) -> str:
     """The topic a request with this timestamp is sent to."""
-    return named(s.topics.requests, generation(s, ts_ms)) if enabled(s) else s.topics.requests
+    return topic_of(s, s.topics.requests, generation(s, ts_ms)) if enabled(s) else s.topics.requests
 
 
 def reply_topic(s: Settings, request_topic_name: str) -> str:
-    """The topic the reply to a request read from ``request_topic_name`` goes to (the same generation)."""
+    """The topic the reply to a request read from ``request_topic_name`` goes to (the same generation's slot)."""
     m = GENERATION_SUFFIX.search(request_topic_name)
     if not enabled(s) or m is None:
         return s.topics.decisions
@@ -72,15 +88,17 @@ def window(s: Settings, base: str, gen: int | None = None) -> list[str]:
     if not enabled(s):
         return [base]
     g = current(s) if gen is None else gen
-    return [named(base, x) for x in range(g - keep_behind(s), g + 2)]
+    return [topic_of(s, base, x) for x in range(g - keep_behind(s), g + 2)]
 
 
-def maintain(s: Settings, gen: int | None = None, delete: bool = True) -> dict[str, list[str]]:
+def maintain(s: Settings, gen: int | None = None, delete: bool = True, consumer=None) -> dict[str, list[str]]:
     """Create the route topics of generations gen-keep_behind .. gen+AHEAD that are missing (partitions and retention
-    as ``prefstream up`` makes them) and, with ``delete``, delete those older than gen-keep_behind. Idempotent, so
-    every router (and client) may call it; returns {"created": [...], "deleted": [...]}."""
+    as ``prefstream up`` makes them) and, with ``delete``, delete every other route generation topic (the spare
+    slot, or a name from before slots). With ``consumer`` (a router's, of the routers' group) the group's committed
+    offsets on a topic are set back to 0 before it is deleted, and a topic whose offsets could not be reset is left
+    for the next call. Idempotent, so every router (and client) may call it; returns {"created": [...],
+    "deleted": [...]}."""
     from kafka import KafkaAdminClient
-    from kafka.errors import UnknownTopicOrPartitionError
 
     if not enabled(s):
         return {"created": [], "deleted": []}
@@ -92,23 +110,40 @@ def maintain(s: Settings, gen: int | None = None, delete: bool = True) -> dict[s
     out: dict[str, list[str]] = {"created": [], "deleted": []}
     try:
         existing = set(admin.list_topics())
-        wanted = {named(base, x): configs[base] for base in bases for x in range(g - behind, g + AHEAD + 1)}
+        wanted = {topic_of(s, base, x): configs[base] for base in bases for x in range(g - behind, g + AHEAD + 1)}
         out["created"] = create_missing(admin, wanted, s.kafka_partitions, existing)
         if delete:
-            old = [t for t in existing for base in bases if t.startswith(base + ".g")
-                   and (m := GENERATION_SUFFIX.search(t)) and int(m.group(1)) < g - behind]
-            for name in old:
-                try:
-                    admin.delete_topics([name])
-                    out["deleted"].append(name)
-                except UnknownTopicOrPartitionError:
-                    pass
+            old = sorted(t for t in existing for base in bases
+                         if t not in wanted and t.startswith(base + ".g") and GENERATION_SUFFIX.search(t))
+            out["deleted"] = _delete(admin, old, consumer)
             dead_letter_topics.maintain(s, admin, existing)  # the dead-letter generations too (idempotent)
     finally:
         admin.close()
     if out["created"] or out["deleted"]:
         log.info("route topics: created %s, deleted %s", out["created"], out["deleted"])
     return out
+
+
+def _delete(admin, names: list[str], consumer=None) -> list[str]:
+    """Delete the topics ``names`` (each after resetting ``consumer``'s group offsets on it to 0, when given);
+    returns those deleted."""
+    from kafka import OffsetAndMetadata, TopicPartition
+    from kafka.errors import UnknownTopicOrPartitionError
+
+    deleted = []
+    for name in names:
+        try:
+            if consumer is not None:  # the name will hold a later generation: read it from its start then
+                parts = consumer.partitions_for_topic(name) or set()
+                if parts:
+                    consumer.commit({TopicPartition(name, p): OffsetAndMetadata(0, None, -1) for p in parts})
+            admin.delete_topics([name])
+            deleted.append(name)
+        except UnknownTopicOrPartitionError:  # another router was first
+            pass
+        except Exception as exc:  # offsets not reset (or the broker away): not deleted, tried again next time
+            log.warning("route topic %s not deleted: %s", name, exc)
+    return deleted
 
 
 class GenerationProducer:

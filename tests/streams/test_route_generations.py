@@ -23,7 +23,10 @@ def test_topic_names_follow_the_request_timestamp(settings):
     assert route_topics.request_topic(s, 59_999) == f"{s.topics.requests}.g0"
     assert route_topics.request_topic(s, 60_000) == f"{s.topics.requests}.g1"
     assert route_topics.reply_topic(s, f"{s.topics.requests}.g7") == f"{s.topics.decisions}.g7"
-    assert route_topics.window(s, s.topics.requests, 10) == [f"{s.topics.requests}.g{g}" for g in (8, 9, 10, 11)]
+    # names are reused: generation N in slot N mod slots (window 2 behind + now + 2 ahead, and one spare)
+    assert route_topics.slots(s) == 6 and route_topics.topic_of(s, "r", 13) == "r.g1"
+    assert route_topics.request_topic(s, 60_000 * 13) == f"{s.topics.requests}.g1"
+    assert route_topics.window(s, s.topics.requests, 10) == [f"{s.topics.requests}.g{g}" for g in (2, 3, 4, 5)]
 
 
 def test_generations_kept_span_the_keep_time(settings):
@@ -33,7 +36,8 @@ def test_generations_kept_span_the_keep_time(settings):
         [(5, 20), (6, 20), (30, 20), (1, 0), (0, 20)]}
     assert keep == {(5, 20): 4, (6, 20): 4, (30, 20): 2, (1, 0): 2, (0, 20): 0}
     s = settings.model_copy(update={"route_generation_s": 5, "route_keep_s": 20})
-    assert route_topics.window(s, "r", 10) == [f"r.g{g}" for g in range(6, 12)]
+    assert route_topics.slots(s) == 8  # 4 behind + now + 2 ahead + the spare
+    assert route_topics.window(s, "r", 10) == [f"r.g{g % 8}" for g in range(6, 12)]
 
 
 def test_group_assignment_is_refused_with_generations(settings):
@@ -71,6 +75,46 @@ def test_a_client_of_the_local_stack_follows_its_recorded_generations(tmp_path):
     told = Settings(run_dir=tmp_path, kafka_bootstrap="127.0.0.1:19092", route_generation_s=0)
     assert with_stack_generations(told).route_generation_s == 0
     assert with_stack_generations(Settings(run_dir=tmp_path / "none")).route_generation_s == 0
+
+
+def kept_names(s, base: str, gen: int) -> set[str]:
+    """The topics of ``base`` that maintain(s, gen) keeps: the slots of gen-keep_behind .. gen+AHEAD."""
+    return {route_topics.topic_of(s, base, x) for x in range(gen - route_topics.keep_behind(s),
+                                                              gen + route_topics.AHEAD + 1)}
+
+
+@pytest.mark.integration
+def test_a_slot_is_deleted_after_the_routers_offsets_on_it_are_reset(settings, topics):
+    """The spare slot's name will hold a later generation: the routers' group must not resume there at an offset
+    of the earlier one, so maintain() sets the group's offsets on it back to 0 before deleting it."""
+    from kafka import KafkaAdminClient, KafkaConsumer, OffsetAndMetadata, TopicPartition
+
+    from streams.kafka_config import consumer_kwargs, create_missing
+
+    s = settings.model_copy(update={"route_generation_s": 3600, "route_keep_s": 0, "router_assignment": "static"})
+    g = route_topics.current(s)
+    spare = route_topics.topic_of(s, s.topics.requests, g + route_topics.AHEAD + 1)
+    assert spare not in kept_names(s, s.topics.requests, g)
+    admin = KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+    consumer = KafkaConsumer(**consumer_kwargs(s, s.router_group))
+    try:
+        create_missing(admin, {spare: {}}, 2, set(admin.list_topics()))
+        consumer.commit({TopicPartition(spare, p): OffsetAndMetadata(7, None, -1) for p in (0, 1)})
+        seen = {}  # the group's offsets on the spare when it is deleted
+        delete = admin.delete_topics
+
+        def recording_delete(names, *a, **kw):
+            offsets = admin.list_group_offsets(s.router_group).get(s.router_group, {})
+            seen.update({tp.partition: om.offset for tp, om in offsets.items() if tp.topic in names})
+            return delete(names, *a, **kw)
+
+        admin.delete_topics = recording_delete
+        out = route_topics._delete(admin, [spare], consumer)
+        assert out == [spare] and seen == {0: 0, 1: 0}
+        assert spare not in admin.list_topics()
+    finally:
+        consumer.close()
+        admin.close()
 
 
 @pytest.mark.integration
@@ -114,10 +158,10 @@ def test_requests_across_generations_are_answered_and_old_generations_deleted(se
     finally:
         admin.close()
     now = route_topics.current(s)
-    kept = set(range(now - route_topics.keep_behind(s), now + route_topics.AHEAD + 1))
     for base in (s.topics.requests, s.topics.decisions):
-        present = {int(n.rsplit(".g", 1)[1]) for n in names if n.startswith(base + ".g")}
-        assert present == kept, (base, sorted(present), sorted(kept))
+        present = {n for n in names if n.startswith(base + ".g")}
+        assert present == kept_names(s, base, now), (base, sorted(present))
+        assert len(present) == route_topics.slots(s) - 1  # every slot but the spare
 
 
 @pytest.mark.integration
@@ -139,10 +183,10 @@ def test_a_deleted_generation_is_not_brought_back_by_a_producer(settings, topics
     try:
         start = route_topics.current(s)
         while (g := route_topics.current(s)) < start + route_topics.keep_behind(s) + 4:
-            route_topics.maintain(s, g)  # creates g-2 .. g+2, deletes what is older
-            producer.send(route_topics.named(s.topics.requests, g), value=b"x").get(timeout=10)  # a new topic
-            old = {n for n in admin.list_topics() if n.startswith(s.topics.requests + ".g")
-                   and int(n.rsplit(".g", 1)[1]) < g - route_topics.keep_behind(s)}
+            route_topics.maintain(s, g)  # creates the slots of g-2 .. g+2, deletes the spare
+            producer.send(route_topics.topic_of(s, s.topics.requests, g), value=b"x").get(timeout=10)  # a new name
+            old = {n for n in admin.list_topics() if n.startswith(s.topics.requests + ".g")} \
+                - kept_names(s, s.topics.requests, g)
             back += sorted(old)
             time.sleep(max(0.0, (g + 1) * 1.0 - time.time()) + 0.05)  # into the next generation
     finally:
