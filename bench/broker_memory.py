@@ -15,6 +15,9 @@ Phases, one private broker (stack.local, the same start-up as `prefstream up`):
 6. compression: --events chat turns and feedback of the reliability workload, sent as the SDK sends them at a
    low rate (one record per batch) and as a burst (batched), uncompressed and gzip (PREFSTREAM_KAFKA_COMPRESSION);
    broker RSS growth per 1000 events, and every event read back.
+7. names: --names empty topics created and deleted at once, each with a new name (1 and 8 partitions), and one
+   name created and deleted --names times: what the broker keeps per topic name it held (why route topics reuse
+   their names, streams/route_topics.py).
 """
 
 from __future__ import annotations
@@ -116,6 +119,24 @@ def rotation_phases(admin, producer, pid: int, a: argparse.Namespace) -> dict:
     return {"rss_before_mb": base, "one_topic_rss_mb": one, "rotated_rss_mb": rotated}
 
 
+def names_phase(admin, pid: int, a: argparse.Namespace) -> dict:
+    """Broker RSS growth (KB per topic) over --names create+delete rounds: new names vs one name reused."""
+    from kafka.admin import NewTopic
+
+    out: dict = {"rounds": a.names}
+    for label, partitions, reuse in (("new_name_1_partition", 1, False), ("new_name_8_partitions", 8, False),
+                                     ("same_name_8_partitions", 8, True)):
+        time.sleep(1)
+        before = rss_kb(pid)
+        for i in range(a.names):
+            name = f"names.{label}" if reuse else f"names.{label}.{i}"
+            admin.create_topics([NewTopic(name, partitions, 1)])
+            admin.delete_topics([name])
+        time.sleep(1)
+        out[label] = {"kb_per_topic": round((rss_kb(pid) - before) / a.names, 2)}
+    return out
+
+
 def compression_phase(bs: str, admin, pid: int, a: argparse.Namespace) -> dict:
     """Broker RSS growth per 1000 realistic events by codec and batching; each topic is read back in full."""
     from kafka import KafkaProducer
@@ -171,6 +192,12 @@ def write_md(res: dict) -> None:
                   "| topic (codec, batching) | broker MB per 1000 events | read back |", "|---|---|---|",
                   *[f"| {k} | {v['mb_per_1000']} | {v['read_back']} |" for k, v in c.items() if isinstance(v, dict)],
                   ""]
+    n = res.get("names")
+    if n:
+        lines += [f"{n['rounds']} topics created and deleted at once:", "",
+                  "| topics | broker RSS growth, KB per topic |", "|---|---|",
+                  *[f"| {k.replace('_', ' ')} | {v['kb_per_topic']} |" for k, v in n.items() if isinstance(v, dict)],
+                  ""]
     (RESULTS / "broker_memory.md").write_text("\n".join(lines))
 
 
@@ -182,6 +209,7 @@ def main() -> None:
     ap.add_argument("--generations", type=int, default=5)
     ap.add_argument("--echo", type=int, default=300, help="records per echo measurement")
     ap.add_argument("--events", type=int, default=5000, help="events per compression measurement")
+    ap.add_argument("--names", type=int, default=500, help="topics created and deleted per names measurement")
     a = ap.parse_args()
     from kafka import KafkaAdminClient, KafkaProducer
     from kafka.admin import NewTopic
@@ -200,6 +228,7 @@ def main() -> None:
                        f"topic holding {a.records} records": echo_ms(bs, producer, "echo.long", a.echo)}
         producer.close()
         res["compression"] = compression_phase(bs, admin, pid, a)
+        res["names"] = names_phase(admin, pid, a)
         admin.close()
     res["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     write_json(RESULTS / "broker_memory.json", res)

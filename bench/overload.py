@@ -44,9 +44,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--events", type=int, default=4000, help="turns and feedback in the graph before the run")
     ap.add_argument("--pool", type=int, default=64, help="distinct query texts")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--route-generation-s", type=int, default=5,
+    ap.add_argument("--route-generation-s", type=int, default=10,
                     help="route topics per generation of this many seconds (streams/route_topics.py; 0: one topic; "
-                         "5 is what `prefstream up` uses, each kept PREFSTREAM_ROUTE_KEEP_S = 20 s)")
+                         "10 is what `prefstream up` uses, each kept PREFSTREAM_ROUTE_KEEP_S = 20 s)")
     return ap.parse_args()
 
 

@@ -306,12 +306,12 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--pool", type=int, default=64, help="distinct query texts")
     ap.add_argument("--no-replay", action="store_true", help="skip the recovery replay of the input topics")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--route-generation-s", type=int, default=5,
+    ap.add_argument("--route-generation-s", type=int, default=10,
                     help="route topics per generation of this many seconds (streams/route_topics.py; 0: one topic; "
-                         "5 is what `prefstream up` uses, each kept PREFSTREAM_ROUTE_KEEP_S = 20 s)")
-    ap.add_argument("--event-generation-s", type=int, default=30,
+                         "10 is what `prefstream up` uses, each kept PREFSTREAM_ROUTE_KEEP_S = 20 s)")
+    ap.add_argument("--event-generation-s", type=int, default=120,
                     help="turns and feedback topics per generation of this many seconds, deleted by the ingest once "
-                         "read (streams/event_topics.py; 0: kept; 30 is what `prefstream up` uses)")
+                         "read (streams/event_topics.py; 0: kept; 120 is what `prefstream up` uses)")
     ap.add_argument("--partitions", type=int, default=8,
                     help="partitions per topic (the local broker slows down as a partition grows)")
     ap.add_argument("--out", default="reliability", help="results name: bench/results/OUT.json and OUT.md")

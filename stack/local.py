@@ -29,11 +29,11 @@ def stack_env(s: Settings) -> dict[str, str]:
 # (bench/results/broker_memory.md). So the local stack rotates its route topics (streams/route_topics.py) unless
 # PREFSTREAM_ROUTE_GENERATION_S is set; a production Kafka cluster keeps one topic each with retention. Short
 # generations, kept route_keep_s: the broker holds route_keep_s plus one generation of requests and replies.
-LOCAL_ROUTE_GENERATION_S = 5
+LOCAL_ROUTE_GENERATION_S = 10
 # Likewise its turns and feedback topics, which the ingest deletes a generation at a time once read
 # (streams/event_topics.py) unless PREFSTREAM_EVENT_GENERATION_S is set: on the local broker, which keeps them in
 # memory only, they were never a durable record; the graph (append-only file) is.
-LOCAL_EVENT_GENERATION_S = 30
+LOCAL_EVENT_GENERATION_S = 120
 # And its dead-letter topic, by the hour, each hour's topic deleted PREFSTREAM_DEAD_LETTER_RETENTION_MS after it
 # closed (streams/dead_letter_topics.py): the retention the local broker does not enforce.
 LOCAL_DEAD_LETTER_GENERATION_S = 3600
