@@ -189,7 +189,8 @@ def register(subparsers) -> None:
     _add_data_args(p, test=True)
     _add_train_args(p)
     p.add_argument("--no-ablations", action="store_true",
-                   help="skip the ablations (no HGT, HGT only, no memory, no posterior, no conversation, dot head)")
+                   help="skip the ablations (no HGT, HGT only, no memory, no posterior, no conversation, no crowd, "
+                        "dot head) and the two diagnostics where the HGT reads the ratings")
     p.add_argument("--families", type=Path,
                    help="JSON {user_id: family}: per-family accuracy (default: users.json next to --test, if any)")
     p.add_argument("--predictions", type=Path,

@@ -21,9 +21,11 @@ class GMTRouterConfig:
     memory: bool = True  # similarity-weighted average of the user's past ratings of the candidate
     counts: bool = True  # the same over all of the user's past queries (a per-user win count)
     gates: bool = True  # evidence weights shifted per user by the (rating-blind) HGT state and history length
+    prior_gate: bool = True  # the posterior's prior strength scaled per user by the same rating-blind inputs
     conversation: bool = True  # the candidate's rating on the previous turn of the request's conversation
     crowd: bool = True  # other users' centred ratings of the candidate on the same query text (trainer/crowd.py)
     reverse_edges: bool = False
+    hgt_ratings: bool = False  # diagnostic only: response nodes carry the ratings into the HGT (breaks the sign guarantee)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -34,7 +36,7 @@ class GMTRouterConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown GMTRouterConfig fields {unknown} (a checkpoint of another model version?)")
-        return cls(**{"crowd": False, "gates": False, **d})  # a checkpoint from before these terms has none
+        return cls(**{"crowd": False, "gates": False, "prior_gate": False, **d})  # a checkpoint from before these terms has none
 
 
 

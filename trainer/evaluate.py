@@ -36,6 +36,11 @@ ABLATIONS = {
     "no_conversation": {"conversation": False},
     "no_crowd": {"crowd": False},  # no other users' ratings of the same query text
     "dot_head": {"head": "dot"},
+    # diagnostics, not ablations: the HGT reads the ratings (response nodes), as the paper's model does; this
+    # loses the guarantee that "A beat B" never lowers A over B (tests/trainer/test_monotone.py), so it is not served
+    "hgt_sees_ratings": {"hgt_ratings": True},
+    "hgt_sees_ratings_only": {"hgt_ratings": True, "personal": False, "memory": False, "counts": False,
+                              "conversation": False, "crowd": False},
 }
 #: the baselines whose per-family accuracy the report lists next to GMTRouter's
 FAMILY_BASELINES = ("per_user_majority", "hierarchical_logistic", "global_best")

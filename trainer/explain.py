@@ -51,7 +51,7 @@ def pushes(model: GMTRouter, b: GraphBatch, kept: dict | None = None,
         rating, age = data["response"].x[:, 2], turn.x[:, 1] * 100.0
         i, j, coef, x = model.pref.pair_terms(phi_t, g_t, rating, age, turn.pair_index, w[turn.user_idx[turn.pair_index[0]]])
         pair_user = turn.user_idx[i]
-        scaled = coef[:, None] * x / model.pref.log_prec.exp()  # [P, F] each pair's share of prec * w, / prec
+        scaled = coef[:, None] * x / kept["prec"][pair_user]  # [P, F] each pair's share of prec * w, / prec
         per_user = scatter(scaled, pair_user, 0, dim_size=data["user"].num_nodes, reduce="sum")  # [U, F]
         total += (per_user[cand_user] * phi_c).sum(-1).double()  # [N_c] = <phi_c, w_u>
         for c in want:  # each with its own user's few pairs

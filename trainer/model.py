@@ -12,11 +12,13 @@ through paths whose sign is fixed.
 
     h_u = HGT(user's turns, their queries, LLMs and conversation chain; NOT their rating values)
     a_*(u) = softplus(shared + linear(h_u, log(1 + turns of u)))   how much this kind of user's evidence counts
+    w_u's prior precision = shared * exp(linear(h_u, log(1 + turns of u)))   how far this kind of user's taste
+                                                                           may stray from the crowd's
 
 The user's ratings reach the score only through the posterior, memory and conversation terms (the crowd term
 leaves the user out): w_u is the exact MAP of a convex problem (trainer/preference.py), and a_mem, a_count,
-a_conv >= 0 multiply averages of centered ratings of the same LLM; the a_* depend on the user only through
-rating-blind inputs, so a rating cannot move them. So a comparison "A beat B" (or a higher rating of A) can
+a_conv >= 0 multiply averages of centered ratings of the same LLM; the a_* and the prior depend on the user
+only through rating-blind inputs, so a rating cannot move them. So a comparison "A beat B" (or a higher rating of A) can
 never lower score(A) - score(B) for that query (tests/trainer/test_monotone.py checks it on random users),
 whatever the training did. The HGT shapes the
 context (which topics the user asks about, the LLMs they meet, the conversation structure) that the global
@@ -33,7 +35,7 @@ from torch_geometric.nn import HGTConv
 from torch_geometric.utils import scatter
 
 from trainer.config import GMTRouterConfig
-from trainer.graph import TURN_FEATURES, GraphBatch, metadata
+from trainer.graph import RESPONSE_FEATURES, TURN_FEATURES, GraphBatch, metadata
 from trainer.hgt_fast import hgt_forward
 from trainer.preference import BayesPreference
 
@@ -61,6 +63,8 @@ class GraphEncoder(nn.Module):
         self.q = nn.Linear(cfg.topics, h)
         self.m = nn.Linear(cfg.emb_dim, h)
         self.resp = nn.Parameter(torch.zeros(h))  # response nodes: the encoder must not know if one is rated
+        # the diagnostic variant that lets ratings into the graph (cfg.hgt_ratings): no sign guarantee
+        self.rated = nn.Linear(RESPONSE_FEATURES, h) if cfg.hgt_ratings else None
         self.turn = nn.Sequential(nn.Linear(3 * h + TURN_FEATURES, h), nn.GELU(), nn.Linear(h, h))
         meta = metadata(cfg.reverse_edges)
         self.convs = nn.ModuleList(HGTConv(h, h, meta, heads=cfg.heads) for _ in range(cfg.layers))
@@ -77,6 +81,8 @@ class GraphEncoder(nn.Module):
             return topics_q.new_zeros(n_user, h)
         q, m = self.q(topics_q), self.m(data["llm"].x)  # [NQ, H], [NM, H]
         resp = self.resp.expand(turn.num_nodes, h)  # [T, H]
+        if self.rated is not None:
+            resp = resp + self.rated(data["response"].x)
         qt, mt = q[turn.query_idx], m[turn.llm_idx]
         x = {"query": q, "llm": m, "response": resp,
              "turn": self.turn(torch.cat([qt, mt, qt * mt, turn.x], dim=-1)),
@@ -178,6 +184,10 @@ class GMTRouter(nn.Module):
             nn.init.zeros_(self.gate.weight)
             nn.init.zeros_(self.gate.bias)
         self.crowd_weight = nn.Parameter(torch.tensor(0.0)) if cfg.crowd else None
+        self.prior_gate = nn.Linear(h + 1, 1) if cfg.prior_gate and cfg.personal else None  # zero: shared prior
+        if self.prior_gate is not None:
+            nn.init.zeros_(self.prior_gate.weight)
+            nn.init.zeros_(self.prior_gate.bias)
 
     def features(self, g: Tensor, h_user: Tensor, topics: Tensor, q_idx: Tensor, llm: Tensor, m_idx: Tensor) -> Tensor:
         """phi(q, m | h_u) [N, pref_dim] for N (query, LLM) rows."""
@@ -201,12 +211,13 @@ class GMTRouter(nn.Module):
             h_t = h[turn.user_idx]
             g_t = self.head(h_t, t_graph, turn.query_idx, data["llm"].x, turn.llm_idx)  # [T] offsets
             phi_t = self.features(g_t, h_t, t_graph, turn.query_idx, data["llm"].x, turn.llm_idx)  # [T, F]
+            scale = torch.exp(self.prior_gate(self.user_inputs(b, h))[:, 0]) if self.prior_gate is not None else None
             w = self.pref.posterior(phi_t, g_t, data["response"].x[:, 2], turn.x[:, 1] * 100.0, turn.user_idx,
-                                    turn.pair_index, n_user)  # [U, F]
+                                    turn.pair_index, n_user, scale)  # [U, F]
             phi_c = self.features(g_c, h_c, t_req, b.cand_req, b.cand_unique, b.cand_inv)  # [N_c, F]
             s = s + (phi_c * w[b.req_user][b.cand_req]).sum(-1)
             if keep is not None:
-                keep.update(g_t=g_t, phi_t=phi_t, phi_c=phi_c, w=w)
+                keep.update(g_t=g_t, phi_t=phi_t, phi_c=phi_c, w=w, prec=self.pref.precision(scale, n_user))
         a = self.evidence_weights(self.gates(b, h))  # [N_c, 4] this user's weights (rating-blind)
         if keep is not None:
             keep["evidence_weights"] = a
@@ -235,12 +246,17 @@ class GMTRouter(nn.Module):
         n_c = b.cand.size(0)
         if self.gate is None:
             return b.cand.new_zeros(n_c, 4)
+        g = self.gate(self.user_inputs(b, h))  # [U, 4]
+        return g[b.req_user][b.cand_req]
+
+    def user_inputs(self, b: GraphBatch, h: Tensor) -> Tensor:
+        """[U, H + 1] what the per-user weights are read from: the HGT state and log(1 + visible turns), both
+        blind to ratings."""
         turn = b.data["turn"]
         n_user = h.size(0)
         n_t = scatter(torch.ones_like(turn.user_idx, dtype=h.dtype), turn.user_idx, 0, dim_size=n_user,
                       reduce="sum") if turn.num_nodes else h.new_zeros(n_user)  # [U]
-        g = self.gate(torch.cat([h, torch.log1p(n_t)[:, None] / 4.0], dim=-1))  # [U, 4]
-        return g[b.req_user][b.cand_req]
+        return torch.cat([h, torch.log1p(n_t)[:, None] / 4.0], dim=-1)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

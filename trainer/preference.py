@@ -55,14 +55,20 @@ class BayesPreference(nn.Module):
         om = torch.exp(-torch.maximum(age[i], age[j]) / (100.0 * self.log_tau.exp()))  # [P] rating-blind
         return i, j, x, off, y, om
 
+    def precision(self, scale: Tensor | None, n_user: int) -> Tensor:
+        """[U, F] each user's prior precision: the shared one times the user's (rating-blind) ``scale`` [U]."""
+        prec = self.log_prec.exp().expand(n_user, -1)
+        return prec if scale is None else prec * scale[:, None]
+
     def posterior(self, phi_t: Tensor, offset_t: Tensor, rating: Tensor, age: Tensor, user: Tensor,
-                  pairs: Tensor, n_user: int) -> Tensor:
+                  pairs: Tensor, n_user: int, scale: Tensor | None = None) -> Tensor:
         """MAP weights [U, F] from the rated pairs of the visible turns.
 
         phi_t [T, F] features of each turn's (query, LLM); offset_t [T] global score of each turn's answer;
         rating [T] in [0, 1]; age [T] in turns from the user's newest (rated or not, so a rating arriving
-        changes nothing else); user [T]; pairs [2, P] turns (i, j) of one comparison, both rated."""
-        prec = self.log_prec.exp()
+        changes nothing else); user [T]; pairs [2, P] turns (i, j) of one comparison, both rated; ``scale`` [U]
+        each user's prior strength (see :meth:`precision`)."""
+        prec = self.precision(scale, n_user)
         w = phi_t.new_zeros(n_user, phi_t.size(1))
         if pairs.size(1) == 0:
             return w

@@ -25,6 +25,10 @@ def table(report: dict) -> str:
                   f"| full | {full['accuracy']:.4f} | {full['auc']:.4f} | |"]
         lines += [f"| {n} | {m['accuracy']:.4f} | {m['auc']:.4f} | {m['accuracy'] - full['accuracy']:+.4f} |"
                   for n, m in report["ablations"].items()]
+        if any(n.startswith("hgt_sees_ratings") for n in report["ablations"]):
+            lines += ["", "hgt_sees_ratings*: diagnostics, not served. The HGT also reads the ratings (response "
+                      "nodes), as the paper's model does, which loses the guarantee that \"A beat B\" never lowers A "
+                      "over B; compare hgt_sees_ratings with full and hgt_sees_ratings_only with hgt_only."]
     fams = report.get("families")
     if fams:
         names = [k for k in next(iter(fams.values())) if k != "test_groups"]

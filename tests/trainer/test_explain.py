@@ -26,6 +26,7 @@ def test_pushes_sum_to_the_personal_term_and_name_the_turns(gate_scale):
     with torch.no_grad():
         model.mem_weight.fill_(1.0)
         model.gate.weight.normal_(0.0, gate_scale)
+        model.prior_gate.weight.normal_(0.0, gate_scale)
     sub = _history([(0, [0, 1], [1.0, 0.0]), (1, [0, 2], [0.0, 1.0]), (2, [1, 2, 3], [0.5, 1.0, 0.0]),
                     (3, [3, 4], [np.nan, np.nan])])
     cat = _catalog()

@@ -65,6 +65,8 @@ def _model(trained: bool) -> GMTRouter:
         model.conv_weight.fill_(1.0)
         if model.gate is not None:  # per-user weights that differ between users and histories
             model.gate.weight.normal_(0.0, 0.5)
+        if model.prior_gate is not None:  # and per-user prior strengths
+            model.prior_gate.weight.normal_(0.0, 0.5)
     if trained:
         from trainer.simulate import SimConfig, Simulator
         from trainer.data import training_samples
@@ -145,15 +147,17 @@ def test_gates_give_each_user_their_own_weights_and_ignore_ratings():
     model = GMTRouter(GMTRouterConfig(emb_dim=D, hidden=16, topics=4, pref_dim=6, heads=2)).eval()
     with torch.no_grad():
         model.gate.weight.normal_(0.0, 0.5)
+        model.prior_gate.weight.normal_(0.0, 0.5)
     cat = _catalog()
     req = Request(0, QUERIES[0], np.stack([cat[m] for m in LLMS]), list(LLMS))
 
     def gates(hist):
+        """the evidence weights' shifts and the posterior's prior precision of this history's user"""
         b = build_batch([_history(hist)], [req], cat, emb_dim=D)
         kept: dict = {}
         with torch.no_grad():
             model(b, keep=kept)
-            return model.gates(b, kept["h"]).numpy()
+            return np.concatenate([model.gates(b, kept["h"]).numpy().ravel(), kept["prec"].numpy().ravel()])
 
     short = [(0, [0, 1], [1.0, 0.0])]
     long = short + [(q, [q % 5, (q + 1) % 5], [0.0, 1.0]) for q in range(1, 9)]
