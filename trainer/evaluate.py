@@ -27,10 +27,12 @@ from trainer.model import GMTRouter
 from trainer.train import FitResult, TrainConfig, fit, score_samples
 
 COLD_START_K = (0, 1, 3, 5, 10)
+#: the model without any of the user's own evidence: only the HGT and the global head
+_HGT_ONLY = {"personal": False, "memory": False, "counts": False, "conversation": False, "crowd": False}
 #: ablation name -> GMTRouterConfig changes (bench/results/quality.json "ablations")
 ABLATIONS = {
     "no_hgt": {"use_hgt": False},  # user state zero: global head + posterior + evidence terms; gates see turns only
-    "hgt_only": {"personal": False, "memory": False, "counts": False, "conversation": False, "crowd": False},
+    "hgt_only": _HGT_ONLY,
     "no_memory": {"memory": False, "counts": False},  # no averages of past ratings (local or global)
     "no_personal": {"personal": False},  # no Bradley-Terry posterior (the old design's "ridge")
     "no_conversation": {"conversation": False},
@@ -39,8 +41,7 @@ ABLATIONS = {
     # diagnostics, not ablations: the HGT reads the ratings (response nodes), as the paper's model does; this
     # loses the guarantee that "A beat B" never lowers A over B (tests/trainer/test_monotone.py), so it is not served
     "hgt_sees_ratings": {"hgt_ratings": True},
-    "hgt_sees_ratings_only": {"hgt_ratings": True, "personal": False, "memory": False, "counts": False,
-                              "conversation": False, "crowd": False},
+    "hgt_sees_ratings_only": {**_HGT_ONLY, "hgt_ratings": True},
 }
 #: the baselines whose per-family accuracy the report lists next to GMTRouter's
 FAMILY_BASELINES = ("per_user_majority", "hierarchical_logistic", "global_best")

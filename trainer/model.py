@@ -205,20 +205,21 @@ class GMTRouter(nn.Module):
         h_c = h[b.req_user][b.cand_req]  # [N_c, H]
         g_c = self.head(h_c, t_req, b.cand_req, b.cand_unique, b.cand_inv)  # [N_c]
         s = g_c
+        u_in = self.user_inputs(b, h)  # [U, H + 1] rating-blind: read by the prior strength and the gates
         if keep is not None:
             keep.update(t_req=t_req, t_graph=t_graph, h=h, h_c=h_c, g_c=g_c)
         if self.cfg.personal and turn.num_nodes > 0:
             h_t = h[turn.user_idx]
             g_t = self.head(h_t, t_graph, turn.query_idx, data["llm"].x, turn.llm_idx)  # [T] offsets
             phi_t = self.features(g_t, h_t, t_graph, turn.query_idx, data["llm"].x, turn.llm_idx)  # [T, F]
-            scale = torch.exp(self.prior_gate(self.user_inputs(b, h))[:, 0]) if self.prior_gate is not None else None
+            scale = torch.exp(self.prior_gate(u_in)[:, 0]) if self.prior_gate is not None else None  # [U]
             w = self.pref.posterior(phi_t, g_t, data["response"].x[:, 2], turn.x[:, 1] * 100.0, turn.user_idx,
                                     turn.pair_index, n_user, scale)  # [U, F]
             phi_c = self.features(g_c, h_c, t_req, b.cand_req, b.cand_unique, b.cand_inv)  # [N_c, F]
             s = s + (phi_c * w[b.req_user][b.cand_req]).sum(-1)
             if keep is not None:
                 keep.update(g_t=g_t, phi_t=phi_t, phi_c=phi_c, w=w, prec=self.pref.precision(scale, n_user))
-        a = self.evidence_weights(self.gates(b, h))  # [N_c, 4] this user's weights (rating-blind)
+        a = self.evidence_weights(self.gates(b, h, u_in))  # [N_c, 4] this user's weights (rating-blind)
         if keep is not None:
             keep["evidence_weights"] = a
         if self.memory is not None:
@@ -238,15 +239,15 @@ class GMTRouter(nn.Module):
         return torch.stack([F.softplus(w + gate[:, k]) * 4.0 if w is not None else torch.zeros_like(gate[:, k])
                             for k, w in enumerate(shared)], dim=-1)
 
-    def gates(self, b: GraphBatch, h: Tensor) -> Tensor:
+    def gates(self, b: GraphBatch, h: Tensor, inputs: Tensor | None = None) -> Tensor:
         """[N_c, 4] shifts of the memory, counts, conversation and crowd weights for each candidate's user,
         from the user's HGT state and number of visible turns (zeros without ``cfg.gates``). Both are blind to
         ratings, so each weight softplus(shared + shift) is >= 0 and a rating cannot move it: the sign
-        guarantee of the evidence terms holds per user."""
+        guarantee of the evidence terms holds per user. ``inputs``: :meth:`user_inputs`, when already built."""
         n_c = b.cand.size(0)
         if self.gate is None:
             return b.cand.new_zeros(n_c, 4)
-        g = self.gate(self.user_inputs(b, h))  # [U, 4]
+        g = self.gate(self.user_inputs(b, h) if inputs is None else inputs)  # [U, 4]
         return g[b.req_user][b.cand_req]
 
     def user_inputs(self, b: GraphBatch, h: Tensor) -> Tensor:
