@@ -1,11 +1,22 @@
 """Prequential, online: live decisions against the feedback seen so far, through the real pipeline.
 
     python bench/online.py        # -> bench/results/online.{json,md,png}
+    python bench/online.py --init-model CKPT --skip-users 400 --out bench/results/online_shipped.json
+
+where CKPT is the model of `prefstream fit --train var/bench/default/train.jsonl --valid
+var/bench/default/valid.jsonl --registry var/pretrained --promote` (files of `prefstream simulate --out
+var/bench/default`, seed 0; bench/quality.py writes the same ones).
 
 A local stack (`prefstream up`: Tansu broker, FalkorDB, Ray router workers, Faust ingest, the periodic
-trainer) starts with no model. Simulated users (default simulator) stream their chats and feedback through
-Kafka in steps. At every step each user's next comparison is first routed live among the LLMs that will
-answer it (a RouteRequest with those candidates), scored against the user's true utilities (the decision is
+trainer) starts with no model (the count-based scorer serves until a trained candidate beats it), or with
+``--init-model``: a checkpoint trained elsewhere, as a deployment would ship one. It must not have seen the
+stream's users: ``--skip-users N`` streams users N.. of the seed's population, so a model trained on the
+default benchmark (`prefstream simulate`, seed 0, whose 400 training users are the population's first 400;
+its test-only users never reach training) meets only users it never saw.
+
+Simulated users (default simulator) stream their chats and feedback through Kafka in steps. At every step
+each user's next comparison is first routed live among the LLMs that will answer it (a RouteRequest with
+those candidates), scored against the user's true utilities (the decision is
 right when it picks the answer the user rates highest), and only then published with its feedback. So every
 decision is predicted from feedback that precedes it, as in production. Next to it, the per-user win count
 over the same published events answers the same comparisons. A quarter of the users join only halfway:
@@ -54,12 +65,14 @@ def _wait(check, timeout: float) -> bool:
     return False
 
 
-def _schedule(sim) -> tuple[list, list, set, list]:
-    """(LLM catalog events, users, late users, comparisons in publishing order): a quarter of the users join
-    halfway, the rest's first half of comparisons comes first."""
+def _schedule(sim, skip: int = 0) -> tuple[list, list, set, list]:
+    """(LLM catalog events, users, late users, comparisons in publishing order) of the simulator's users
+    from the ``skip``-th on: a quarter of the users join halfway, the rest's first half of comparisons comes
+    first."""
     events = sim.events()
     catalog = [e for e in events if e.type == "llm_registered"]
-    comps = _comparisons(sim, [e for e in events if e.type != "llm_registered"])
+    streamed = {u.user_id for u in sim.users[skip:]}
+    comps = [c for c in _comparisons(sim, [e for e in events if e.type != "llm_registered"]) if c[0] in streamed]
     users = sorted({u for u, _, _ in comps})
     late = set(users[::4])  # join halfway
     early = [c for c in comps if c[0] not in late]
@@ -150,9 +163,9 @@ def run(args) -> dict:
     from trainer.refresh import RefreshTrainer
     from trainer.simulate import SimConfig, Simulator
 
-    sim = Simulator(SimConfig(seed=args.seed, n_users=args.users, n_new_users=0, turns_min=args.turns,
-                              turns_max=args.turns + 10))
-    catalog, users, late, order = _schedule(sim)
+    sim = Simulator(SimConfig(seed=args.seed, n_users=args.skip_users + args.users, n_new_users=0,
+                              turns_min=args.turns, turns_max=args.turns + 10))
+    catalog, users, late, order = _schedule(sim, args.skip_users)
     tmp = Path(tempfile.mkdtemp(prefix="prefstream-online-"))
     s = Settings(broker_port=free_port(), graph_port=free_port(), ray_port=free_port_span(RAY_PORT_SPAN),
                  run_dir=tmp / "run", model_dir=tmp / "models", graph_name="online", trainer_every_minutes=60.0,
@@ -160,6 +173,11 @@ def run(args) -> dict:
                  trainer_window_minutes=1e9, encoder_max_seq_length=128)
     counts = PublishedCounts({e.llm_id: e.price_out for e in catalog})
     llm_index = {m: j for j, m in enumerate(sim.data.llm_ids)}
+    shipped = None
+    if args.init_model is not None:  # served from the first request, as a deployment ships a trained model
+        from trainer.registry import ModelRegistry
+
+        shipped = ModelRegistry(s.model_dir).publish(args.init_model, promote=True)
     stack = Stack(s)
     stack.up(apps=True, log=lambda m: print(f"  {m}", flush=True))
     t_start = time.monotonic()
@@ -180,6 +198,8 @@ def run(args) -> dict:
         stack.down(log=lambda m: None)
     curve = _new_user_curve(nth)
     return {"steps": steps, "new_user_curve": curve, "promotions": promotions(cycles), "users": len(users),
+            "init_model": str(args.init_model) if args.init_model else None, "shipped_version": shipped,
+            "skip_users": args.skip_users,
             "late_users": len(late), "comparisons": len(order), "seconds": time.monotonic() - t_start}
 
 
@@ -207,6 +227,12 @@ def plot(res: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _overall(res: dict, key: str) -> float:
+    """Accuracy over every decision of the stream (steps weighted by their decisions)."""
+    n = sum(s["decisions"] for s in res["steps"])
+    return sum(s[key] * s["decisions"] for s in res["steps"]) / max(n, 1)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--users", type=int, default=120)
@@ -216,6 +242,10 @@ def main() -> int:
     ap.add_argument("--train-after-feedback", type=int, default=600)
     ap.add_argument("--train-steps", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init-model", type=Path, help="a GMTRouter checkpoint served from the start (default: none, "
+                    "counting serves until a trained candidate beats it)")
+    ap.add_argument("--skip-users", type=int, default=0,
+                    help="stream the seed's users from this index on (users a shipped model never saw)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "online.json")
     args = ap.parse_args()
     load0 = os.getloadavg()
@@ -227,7 +257,12 @@ def main() -> int:
     worst = min(s["accuracy"] - s["per_user_accuracy"] for s in res["steps"])
     md = ["# Online, prequential: live decisions against the per-user win count\n", f"Command: `{res['command']}`\n",
           f"{res['users']} users ({res['late_users']} join halfway), {res['comparisons']} comparisons, "
-          f"{len(res['steps'])} steps; worst step: served - per-user count = {worst:+.3f}.\n",
+          f"{len(res['steps'])} steps; worst step: served - per-user count = {worst:+.3f}; over all decisions: "
+          f"served {_overall(res, 'accuracy'):.3f}, per-user count {_overall(res, 'per_user_accuracy'):.3f}.\n",
+          ("Started with no model: the count-based scorer serves until a trained candidate beats it.\n"
+           if not res["init_model"] else f"Started serving `{res['init_model']}` (published as "
+           f"{res['shipped_version']}), trained on other users; the stream's users are the seed's users "
+           f"{res['skip_users']}.. (never in its training).\n"),
           "| step | feedback seen | served acc | per-user count acc | scorers | trainer cycles |", "|---|---|---|---|---|---|"]
     md += [f"| {s['step']} | {s['feedback_seen']} | {s['accuracy']:.3f} | {s['per_user_accuracy']:.3f} | "
            f"{json.dumps(s['scorers'])} | {s['trainer_cycles']} |" for s in res["steps"]]
