@@ -21,7 +21,7 @@ import time
 
 from prefstream.config import Settings
 
-from streams.kafka_config import create_missing, topic_configs
+from streams.kafka_config import create_missing, delete_topic, topic_configs
 from streams.generations import GENERATION_SUFFIX, named
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,6 @@ def expired(s: Settings, name: str, now_s: float | None = None) -> bool:
 def maintain(s: Settings, admin, existing: set[str], now_s: float | None = None) -> dict[str, list[str]]:
     """Create the current and next dead-letter generations where missing and delete the expired ones; returns
     {"created": [...], "deleted": [...]}. Nothing to do with generations off."""
-    from kafka.errors import UnknownTopicOrPartitionError
-
     out: dict[str, list[str]] = {"created": [], "deleted": []}
     if not enabled(s):
         return out
@@ -77,11 +75,8 @@ def maintain(s: Settings, admin, existing: set[str], now_s: float | None = None)
     out["created"] = create_missing(admin, wanted, s.kafka_partitions, existing)
     for name in topics(s, existing):
         if expired(s, name, now_s):
-            try:
-                admin.delete_topics([name])
+            if delete_topic(admin, name, "dead-letter topic"):  # False: another maintainer was first
                 out["deleted"].append(name)
-            except UnknownTopicOrPartitionError:  # another maintainer was first
-                pass
     if out["created"] or out["deleted"]:
         log.info("dead-letter topics: created %s, deleted %s", out["created"], out["deleted"])
     return out

@@ -19,7 +19,8 @@ from prefstream.config import Settings
 from prefstream.metrics import metrics, reason_class
 from streams import dead_letter_topics, event_topics
 from streams.ingest import BatchResult, Ingestor, RawMessage
-from streams.kafka_config import consumer_kwargs, producer_kwargs, security_kwargs, topic_partitions
+from streams.kafka_config import (consumer_kwargs, delete_topic, producer_kwargs, rewind, security_kwargs,
+                                  topic_partitions)
 from streams.route_loop import next_offsets
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ class EventGenerationIngest:
     def _refresh(self, consumer, admin) -> None:
         """Create the generations ahead; assign every partition of those that exist, less the drained ones, which
         are then deleted (unassigned first, so no metadata request of this consumer asks for them again)."""
-        from kafka import OffsetAndMetadata, TopicPartition
+        from kafka import TopicPartition
 
         s = self.s
         try:
@@ -108,8 +109,7 @@ class EventGenerationIngest:
         try:
             drained = [t for t in drained if self._at_end(consumer, t)]
             for topic in drained:  # a topic re-created by a late producer is then read from its start
-                parts = consumer.partitions_for_topic(topic) or set()
-                consumer.commit({TopicPartition(topic, p): OffsetAndMetadata(0, None, -1) for p in parts})
+                rewind(consumer, topic)
         except Exception as exc:  # nothing deleted this time
             log.warning("drained event generations not checked or their offsets not reset: %s", exc)
             drained = []
@@ -136,16 +136,9 @@ class EventGenerationIngest:
         return bool(tps) and all(consumer.position(tp) >= ends.get(tp, 0) for tp in tps)
 
     def _delete(self, admin, topic: str) -> None:
-        from kafka.errors import UnknownTopicOrPartitionError
-
-        try:
-            admin.delete_topics([topic])
-        except UnknownTopicOrPartitionError:
-            pass
-        except Exception as exc:  # still assigned to nobody: the next refresh assigns it again, drains, retries
-            log.warning("event generation %s not deleted: %s", topic, exc)
-            return
-        log.info("event generation %s read to its end and deleted", topic)
+        # not deleted (None): still assigned to nobody, the next refresh assigns it again, drains, retries
+        if delete_topic(admin, topic, "event generation") is not None:
+            log.info("event generation %s read to its end and deleted", topic)
 
     def _ingest(self, topic: str, records, producer) -> None:
         """Write one topic's records (retrying while the graph is away: their offsets are committed only after

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable
 
 from prefstream.config import Settings
+
+log = logging.getLogger(__name__)
 
 
 def security_kwargs(s: Settings) -> dict[str, Any]:
@@ -130,6 +133,31 @@ def create_missing(admin, wanted: dict[str, dict[str, str]], partitions: int, ex
         except TopicAlreadyExistsError:
             pass
     return created
+
+
+def rewind(consumer, topic: str) -> None:
+    """Commit offset 0 on every partition of ``topic`` for ``consumer``'s group, so a later topic of the same name
+    (a generation that reuses it, or one a late producer re-creates) is read from its start."""
+    from kafka import OffsetAndMetadata, TopicPartition
+
+    parts = consumer.partitions_for_topic(topic) or set()
+    if parts:
+        consumer.commit({TopicPartition(topic, p): OffsetAndMetadata(0, None, -1) for p in parts})
+
+
+def delete_topic(admin, name: str, what: str = "topic") -> bool | None:
+    """Delete one topic: True when this call deleted it, False when it was already gone (another client was
+    first), None when the broker refused or was away (logged; the caller tries again later)."""
+    from kafka.errors import UnknownTopicOrPartitionError
+
+    try:
+        admin.delete_topics([name])
+        return True
+    except UnknownTopicOrPartitionError:
+        return False
+    except Exception as exc:
+        log.warning("%s %s not deleted: %s", what, name, exc)
+        return None
 
 
 def create_topics(s: Settings, partitions: int | None = None) -> list[str]:

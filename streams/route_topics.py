@@ -35,7 +35,7 @@ from prefstream.config import Settings
 
 from streams import dead_letter_topics
 from streams.generations import GENERATION_SUFFIX, named
-from streams.kafka_config import create_missing, security_kwargs, topic_configs
+from streams.kafka_config import create_missing, delete_topic, rewind, security_kwargs, topic_configs
 
 log = logging.getLogger(__name__)
 
@@ -126,23 +126,17 @@ def maintain(s: Settings, gen: int | None = None, delete: bool = True, consumer=
 
 def _delete(admin, names: list[str], consumer=None) -> list[str]:
     """Delete the topics ``names`` (each after resetting ``consumer``'s group offsets on it to 0, when given);
-    returns those deleted."""
-    from kafka import OffsetAndMetadata, TopicPartition
-    from kafka.errors import UnknownTopicOrPartitionError
-
+    returns those deleted (one another router deleted first is not)."""
     deleted = []
     for name in names:
-        try:
-            if consumer is not None:  # the name will hold a later generation: read it from its start then
-                parts = consumer.partitions_for_topic(name) or set()
-                if parts:
-                    consumer.commit({TopicPartition(name, p): OffsetAndMetadata(0, None, -1) for p in parts})
-            admin.delete_topics([name])
+        if consumer is not None:  # the name will hold a later generation: read it from its start then
+            try:
+                rewind(consumer, name)
+            except Exception as exc:  # offsets not reset (or the broker away): not deleted, tried again next time
+                log.warning("route topic %s not deleted, its offsets not reset: %s", name, exc)
+                continue
+        if delete_topic(admin, name, "route topic"):
             deleted.append(name)
-        except UnknownTopicOrPartitionError:  # another router was first
-            pass
-        except Exception as exc:  # offsets not reset (or the broker away): not deleted, tried again next time
-            log.warning("route topic %s not deleted: %s", name, exc)
     return deleted
 
 
