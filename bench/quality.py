@@ -108,7 +108,7 @@ def evaluate(kind: str, args, history: int) -> tuple[dict, dict]:
     cfg = TrainConfig(model=GMTRouterConfig(), seed=args.seed, steps=args.steps)
     ablate = not args.no_ablations and kind in args.ablations_on.split(",")
     report = run_evaluation(files["train"], files["valid"], files["test"], catalog=catalog, config=cfg,
-                            history=history, ablations=ablate, families=fams,
+                            history=history, ablations=ablate, diagnostics=ablate, families=fams,
                             predictions=args.out.parent / f"quality_{kind}_predictions.jsonl" if args.predictions else None,
                             save_model=model_path(data, cfg))
     report["ceilings"] = ceilings

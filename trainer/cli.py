@@ -111,7 +111,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     history = _history(args)
     print(f"history: the last {history} turns before each prediction (what a serving router reads)")
     report = run_evaluation(args.train, args.valid, args.test, catalog=_catalog(args), fmt=args.format, config=cfg,
-                            history=history, ablations=not args.no_ablations, encoder=_encoder(args),
+                            history=history, ablations=not args.no_ablations, diagnostics=args.diagnostics,
+                            encoder=_encoder(args),
                             families=_families(args), predictions=args.predictions)
     report["command"] = " ".join(shlex.quote(a) for a in sys.argv)
     md = table(report)
@@ -190,7 +191,10 @@ def register(subparsers) -> None:
     _add_train_args(p)
     p.add_argument("--no-ablations", action="store_true",
                    help="skip the ablations (no HGT, HGT only, no memory, no posterior, no conversation, no crowd, "
-                        "dot head) and the two diagnostics where the HGT reads the ratings")
+                        "dot head)")
+    p.add_argument("--diagnostics", action="store_true",
+                   help="also train the two diagnostics where the HGT reads the ratings (not servable: they lose the "
+                        "sign guarantee); listed with the ablations")
     p.add_argument("--families", type=Path,
                    help="JSON {user_id: family}: per-family accuracy (default: users.json next to --test, if any)")
     p.add_argument("--predictions", type=Path,

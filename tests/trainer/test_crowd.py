@@ -12,7 +12,7 @@ from graphstore.schema import HeldOutGroup, UserSubgraph
 from trainer.config import GMTRouterConfig
 from trainer.crowd import CrowdTable
 from trainer.data import online_samples
-from trainer.evaluate import ABLATIONS
+from trainer.evaluate import ABLATIONS, DIAGNOSTICS
 from trainer.graph import Request, build_batch
 from trainer.model import GMTRouter
 
@@ -106,8 +106,9 @@ def test_each_ablation_builds_the_intended_modules():
     removed = {"no_hgt": {"hgt"}, "hgt_only": {"personal", "memory", "counts", "conversation", "crowd"},
                "no_memory": {"memory", "counts"}, "no_personal": {"personal"}, "no_conversation": {"conversation"},
                "no_crowd": {"crowd"}}
-    assert set(ABLATIONS) == set(removed) | {"dot_head", "hgt_sees_ratings", "hgt_sees_ratings_only"}
-    for name, change in ABLATIONS.items():
+    assert set(ABLATIONS) == set(removed) | {"dot_head"}
+    assert set(DIAGNOSTICS) == {"hgt_sees_ratings", "hgt_sees_ratings_only"}
+    for name, change in (ABLATIONS | DIAGNOSTICS).items():
         got = built(change)
         if name == "dot_head":
             assert got == full | {"dot": True}
