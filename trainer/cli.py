@@ -79,14 +79,14 @@ def _encoder(args) -> str:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from trainer.simulate import SimConfig, Simulator
 
+    given = {k: v for k, v in (("n_users", args.users), ("n_new_users", args.new_users),
+                               ("turns_min", args.turns_min), ("turns_max", args.turns_max)) if v is not None}
     if args.families:
         from trainer.families import FamilyConfig, FamilySimulator
 
-        sim = FamilySimulator(FamilyConfig(seed=args.seed), data_dir=args.data_dir)
+        sim = FamilySimulator(FamilyConfig(seed=args.seed, **given), data_dir=args.data_dir)
     else:
-        cfg = SimConfig(seed=args.seed, n_users=args.users, n_new_users=args.new_users,
-                        turns_min=args.turns_min, turns_max=args.turns_max)
-        sim = Simulator(cfg, data_dir=args.data_dir)
+        sim = Simulator(SimConfig(seed=args.seed, **given), data_dir=args.data_dir)
     paths = sim.write_gmtrouter(args.out)
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     if args.events:
@@ -169,10 +169,11 @@ def register(subparsers) -> None:
                    help="the second benchmark: six user families (attributes, topic, followup, drift, noisy, sparse) "
                         "with their own sizes; writes users.json (user -> family) too")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--users", type=int, default=400, help="users seen in training (default: %(default)s)")
-    p.add_argument("--new-users", type=int, default=100, help="users only in the test file (default: %(default)s)")
-    p.add_argument("--turns-min", type=int, default=40, help="fewest queries per user (default: %(default)s)")
-    p.add_argument("--turns-max", type=int, default=110, help="most queries per user (default: %(default)s)")
+    p.add_argument("--users", type=int, help="users seen in training (default: 400; --families: 600)")
+    p.add_argument("--new-users", type=int, help="users only in the test file (default: 100; --families: 120)")
+    p.add_argument("--turns-min", type=int,
+                   help="fewest queries per user (default: 40; --families: 30, its sparse family 6-15 always)")
+    p.add_argument("--turns-max", type=int, help="most queries per user (default: 110; --families: 90)")
     from trainer.simulate import DEFAULT_DATA_DIR
 
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="llmrouter data (default: %(default)s)")

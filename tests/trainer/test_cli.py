@@ -34,6 +34,24 @@ def test_simulate_command_writes_files(tmp_path):
     assert {"question_id", "turn", "judge", "model", "conversation"} <= set(first)
 
 
+def test_simulate_families_honours_sizes(tmp_path):
+    """--users, --new-users and --turns-* reach the families generator too (they were ignored there)."""
+    rc = cli.main(["simulate", "--families", "--out", str(tmp_path), "--users", "12", "--new-users", "0",
+                   "--turns-min", "20", "--turns-max", "22"])
+    assert rc == 0
+    fams = json.loads((tmp_path / "users.json").read_text())
+    assert len(fams) == 12
+    queries: dict[str, set] = {}
+    for f in ("train.jsonl", "valid.jsonl", "test.jsonl"):
+        for line in (tmp_path / f).read_text().splitlines():
+            row = json.loads(line)
+            queries.setdefault(row["judge"], set()).add((row["question_id"], row["turn"]))
+    for user, family in fams.items():
+        n = len(queries[user])
+        low, high = (6, 15) if family == "sparse" else (20, 22)
+        assert low <= n <= high + 2, (user, family, n)  # the last conversation (1-3 turns) may overshoot
+
+
 @pytest.mark.slow
 def test_fit_command_publishes_to_registry(tmp_path):
     """Loads the real sentence encoder: slow."""
