@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.simulate import DEFAULT_DATA_DIR, FEEDBACK_KINDS, T0_MS, LLMRouterData, SimGroup, Simulator
+from trainer.simulate import DEFAULT_DATA_DIR, FEEDBACK_KINDS, LLMRouterData, Simulator
 
 FAMILIES = ("attributes", "topic", "followup", "drift", "noisy", "sparse")
 
@@ -92,7 +92,7 @@ class FamilySimulator(Simulator):
         self.config = config = config or FamilyConfig()
         self.data = d = data or LLMRouterData.load(data_dir)
         rng = np.random.default_rng(config.seed)
-        n_q, n_m = d.correct.shape
+        n_m = d.correct.shape[1]
         po = d.price_out
         self.price_norm = (po - po.min()) / max(float(po.max() - po.min()), 1e-9)
         cands = json.loads((Path(data_dir) / "llm_candidates.json").read_text())
@@ -103,13 +103,7 @@ class FamilySimulator(Simulator):
         needs = [TASK_NEEDS.get(t, "instructions") for t in d.task_names]
         self.match = np.array([[float(self.specialty[m] == needs[t]) for m in range(n_m)]
                                for t in range(len(d.task_names))])  # [n_tasks, M]
-        perm = rng.permutation(n_q)
-        n_unseen = int(round(config.unseen_query_frac * n_q))
-        self.unseen_queries = np.sort(perm[:n_unseen])
-        seen = np.sort(perm[n_unseen:])
-        n_t = len(d.task_names)
-        self._by_task_seen = [seen[d.tasks[seen] == t] for t in range(n_t)]
-        self._by_task_all = [np.flatnonzero(d.tasks == t) for t in range(n_t)]
+        self._hold_back_queries(rng, config.unseen_query_frac)
         fams = [FAMILIES[i % len(FAMILIES)] for i in range(config.n_users)]
         news = [FAMILIES[i % len(FAMILIES)] for i in range(config.n_new_users)]
         self.users = [self._family_user(rng, i, f, new=False) for i, f in enumerate(fams)]
@@ -172,36 +166,15 @@ class FamilySimulator(Simulator):
                     u[m] -= 0.5 * user.stick
         return u.astype(np.float32)
 
-    def _user_history(self, rng: np.random.Generator, user: FamilyUser) -> list[SimGroup]:
-        cfg, d = self.config, self.data
-        n_m = len(d.llm_ids)
-        lengths: list[int] = []
-        while sum(lengths) < user.n_turns:
-            lengths.append(int(rng.choice(user.conv_lengths)))
-        n_train = int(round(cfg.frac_train * len(lengths)))
-        n_valid = int(round(cfg.frac_valid * len(lengths)))
-        ts = T0_MS + int(rng.integers(0, 7 * 86_400_000))
-        groups: list[SimGroup] = []
-        done = 0
-        for c, length in enumerate(lengths):
-            split = "test" if user.new or c >= n_train + n_valid else ("valid" if c >= n_train else "train")
-            task = int(rng.choice(len(d.task_names), p=user.topics))
-            k = 2 if user.feedback == "pairwise" else int(rng.integers(2, cfg.k_max + 1))
-            llms = [int(m) for m in rng.choice(n_m, size=k, replace=False)]
-            conv_id = f"{user.user_id}-c{c:03d}"
-            pick: int | None = None
-            for t in range(1, length + 1):
-                q = self._draw_query(rng, task, split == "test")
-                util = self.utility(user, q, done / max(user.n_turns - 1, 1), pick, llms)
-                noisy = util[llms] + user.noise * rng.logistic(size=k)
-                ratings, scores = self._feedback(user, noisy)
-                groups.append(SimGroup(user.user_id, conv_id, t, q, list(llms), ratings, scores, ts, split,
-                                       [float(x) for x in util[llms]]))
-                pick = llms[int(np.argmax(noisy))]  # what the user preferred on this turn
-                done += 1
-                ts += int(rng.exponential(60_000)) + 5_000
-            ts += int(rng.exponential(6 * 3_600_000)) + 60_000
-        return groups
+    @staticmethod
+    def _conversation_length(rng: np.random.Generator, user: FamilyUser) -> int:
+        return int(rng.choice(user.conv_lengths))
+
+    def _turn_utility(self, user: FamilyUser, q: int, progress: float, llms: list[int],
+                      prev: tuple[int, np.ndarray] | None) -> np.ndarray:
+        """[M] utilities of this turn, given the LLM the user preferred on the previous turn (if any)."""
+        pick = None if prev is None else llms[int(np.argmax(prev[1]))]
+        return self.utility(user, q, progress, pick, llms)
 
     def new_request(self, user_id: str, rng: np.random.Generator):
         raise NotImplementedError("the families benchmark is offline only (its follow-up users need a conversation)")

@@ -147,17 +147,11 @@ class Simulator:
         self.data = data or LLMRouterData.load(data_dir)
         d, cfg = self.data, self.config
         rng = np.random.default_rng(cfg.seed)
-        n_q, n_m = d.correct.shape
+        n_m = d.correct.shape[1]
         po = d.price_out
         self.price_norm = (po - po.min()) / max(float(po.max() - po.min()), 1e-9)  # [M] in [0, 1]
         self.llm_style = rng.normal(0.0, 1.0, (n_m, STYLE_DIM)).astype(np.float32)  # "verbose", "formal", ...
-        perm = rng.permutation(n_q)
-        n_unseen = int(round(cfg.unseen_query_frac * n_q))
-        self.unseen_queries = np.sort(perm[:n_unseen])
-        seen = np.sort(perm[n_unseen:])
-        n_t = len(d.task_names)
-        self._by_task_seen = [seen[d.tasks[seen] == t] for t in range(n_t)]
-        self._by_task_all = [np.flatnonzero(d.tasks == t) for t in range(n_t)]
+        self._hold_back_queries(rng, cfg.unseen_query_frac)
         self.users = [self._make_user(rng, i, new=False) for i in range(cfg.n_users)]
         self.users += [self._make_user(rng, i, new=True) for i in range(cfg.n_new_users)]
         self.user_index = {u.user_id: i for i, u in enumerate(self.users)}
@@ -210,6 +204,18 @@ class Simulator:
         out.sort(key=lambda g: (g.timestamp, g.user_id, g.turn))
         return out
 
+    def _hold_back_queries(self, rng: np.random.Generator, frac: float) -> None:
+        """Hold back a random ``frac`` of the queries: only the test period draws them (new text at test time)."""
+        d = self.data
+        n_q = d.correct.shape[0]
+        perm = rng.permutation(n_q)
+        n_unseen = int(round(frac * n_q))
+        self.unseen_queries = np.sort(perm[:n_unseen])
+        seen = np.sort(perm[n_unseen:])
+        n_t = len(d.task_names)
+        self._by_task_seen = [seen[d.tasks[seen] == t] for t in range(n_t)]
+        self._by_task_all = [np.flatnonzero(d.tasks == t) for t in range(n_t)]
+
     def _draw_query(self, rng: np.random.Generator, task: int, test_period: bool) -> int:
         pool = self._by_task_seen[task]
         if test_period and rng.random() < self.config.unseen_query_prob:
@@ -220,15 +226,16 @@ class Simulator:
         return int(rng.choice(pool))
 
     def _user_history(self, rng: np.random.Generator, user: SimUser) -> list[SimGroup]:
+        """The user's conversations in time order, split 70/10/20 by conversation (new users: all test). Each
+        conversation stays on one task and one set of K LLMs; :meth:`_turn_utility` says how a turn's utilities
+        depend on the turn before (the families generator overrides it and :meth:`_conversation_length`)."""
         cfg, d = self.config, self.data
         n_m = len(d.llm_ids)
-        # conversations of 1-3 user-turns until the user's budget of turns is spent
-        lengths: list[int] = []
+        lengths: list[int] = []  # conversations until the user's budget of turns is spent
         while sum(lengths) < user.n_turns:
-            lengths.append(int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2])))
-        n_conv = len(lengths)
-        n_train = int(round(cfg.frac_train * n_conv))
-        n_valid = int(round(cfg.frac_valid * n_conv))
+            lengths.append(self._conversation_length(rng, user))
+        n_train = int(round(cfg.frac_train * len(lengths)))
+        n_valid = int(round(cfg.frac_valid * len(lengths)))
         ts = T0_MS + int(rng.integers(0, 7 * 86_400_000))
         groups: list[SimGroup] = []
         done = 0
@@ -237,21 +244,31 @@ class Simulator:
             task = int(rng.choice(len(d.task_names), p=user.topics))
             k = 2 if user.feedback == "pairwise" else int(rng.integers(2, cfg.k_max + 1))
             llms = [int(m) for m in rng.choice(n_m, size=k, replace=False)]
-            wrong_before = np.zeros(n_m, dtype=bool)
             conv_id = f"{user.user_id}-c{c:03d}"
+            prev: tuple[int, np.ndarray] | None = None  # the previous turn's query and noisy utilities
             for t in range(1, length + 1):
                 q = self._draw_query(rng, task, split == "test")
-                progress = done / max(user.n_turns - 1, 1)
-                util = self.utility(user, q, progress) - 0.5 * wrong_before
+                util = self._turn_utility(user, q, done / max(user.n_turns - 1, 1), llms, prev)
                 noisy = util[llms] + user.noise * rng.logistic(size=k)
                 ratings, scores = self._feedback(user, noisy)
                 groups.append(SimGroup(user.user_id, conv_id, t, q, list(llms), ratings, scores, ts, split,
                                        [float(x) for x in util[llms]]))
-                wrong_before = d.correct[q] < 0.5
+                prev = (q, noisy)
                 done += 1
                 ts += int(rng.exponential(60_000)) + 5_000  # next turn of the conversation
             ts += int(rng.exponential(6 * 3_600_000)) + 60_000  # next conversation
         return groups
+
+    @staticmethod
+    def _conversation_length(rng: np.random.Generator, user: SimUser) -> int:
+        """User-turns of the next conversation: 1, 2 or 3."""
+        return int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))
+
+    def _turn_utility(self, user: SimUser, q: int, progress: float, llms: list[int],
+                      prev: tuple[int, np.ndarray] | None) -> np.ndarray:
+        """[M] utilities of this turn: an LLM that was wrong on the conversation's previous query loses 0.5."""
+        util = self.utility(user, q, progress)
+        return util if prev is None else util - 0.5 * (self.data.correct[prev[0]] < 0.5)
 
     @staticmethod
     def _feedback(user: SimUser, noisy: np.ndarray) -> tuple[list[float], list[float | None]]:
