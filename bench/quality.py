@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import model_path  # noqa: E402
 from trainer.data import load_dataset, online_samples, training_samples  # noqa: E402
 from trainer.evaluate import best_baseline, run_evaluation  # noqa: E402
+from trainer.families import make_simulator  # noqa: E402
 from trainer.history import last_turns, serving_history  # noqa: E402
 from trainer.model import GMTRouter, GMTRouterConfig  # noqa: E402
 from trainer.report import plot, table  # noqa: E402
@@ -86,14 +87,7 @@ def scorer_throughput(ds, model: GMTRouter, history_turns: int, batch_sizes=(1, 
 
 def simulate(kind: str, out: Path, seed: int) -> dict:
     """Write the benchmark's files once; returns the ceilings of its simulator."""
-    if kind == "families":
-        from trainer.families import FamilyConfig, FamilySimulator
-
-        sim = FamilySimulator(FamilyConfig(seed=seed))
-    else:
-        from trainer.simulate import SimConfig, Simulator
-
-        sim = Simulator(SimConfig(seed=seed))
+    sim = make_simulator(kind, seed)
     if not (out / "test.jsonl").exists():
         sim.write_gmtrouter(out)
     return sim.ceilings("test")

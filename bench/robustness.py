@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from bench.quality_ci import benchmark  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.evaluate import run_evaluation  # noqa: E402
+from trainer.families import make_simulator  # noqa: E402
 from trainer.history import serving_history  # noqa: E402
 
 CATALOG = ROOT.parent / "shared" / "data" / "llmrouter" / "llm_candidates.json"
@@ -40,24 +41,11 @@ BENCHMARKS = {"default": ("default", {}), "families": ("families", {}),
 METHODS = ("per_user_majority", "hierarchical_logistic")
 
 
-def simulate(generator: str, sizes: dict, seed: int, out: Path) -> None:
-    """Write the benchmark's files once (same seed and sizes: same files)."""
-    if (out / "test.jsonl").exists():
-        return
-    if generator == "families":
-        from trainer.families import FamilyConfig, FamilySimulator
-
-        FamilySimulator(FamilyConfig(seed=seed, **sizes)).write_gmtrouter(out)
-    else:
-        from trainer.simulate import SimConfig, Simulator
-
-        Simulator(SimConfig(seed=seed, **sizes)).write_gmtrouter(out)
-
-
 def run_one(name: str, args) -> dict:
     generator, sizes = BENCHMARKS[name]
     data = args.data / f"{name}_seed{args.seed}"
-    simulate(generator, sizes, args.seed, data)
+    if not (data / "test.jsonl").exists():  # same seed and sizes: same files
+        make_simulator(generator, args.seed, **sizes).write_gmtrouter(data)
     files = {s: data / f"{s}.jsonl" for s in ("train", "valid", "test")}
     fams = json.loads((data / "users.json").read_text()) if generator == "families" else None
     preds = data / "predictions.jsonl"
@@ -84,6 +72,11 @@ def _row(name: str, r: dict) -> str:
     return f"| {name} | " + " | ".join(cells) + f" | {r[METHODS[0]]['pairs']} |"
 
 
+def _summary_row(name: str, r: dict) -> str:
+    """The row of one benchmark of ``out["benchmarks"]`` (its leads are under "lead")."""
+    return _row(name, {"accuracy": r["accuracy"], **{m: r["lead"][m] for m in METHODS}})
+
+
 def markdown(out: dict) -> str:
     md = ["# Robustness: the quality claims on benchmarks no choice was made on", "", f"Command: `{out['command']}`",
           "", f"`prefstream eval` defaults (history {out['history_turns']} turns, no ablations), seed {out['seed']}; "
@@ -92,7 +85,7 @@ def markdown(out: dict) -> str:
           "| benchmark | GMTRouter | per-user win count | hierarchical logistic | lead over count | lead over "
           "hierarchical | pairs |", "|---|---|---|---|---|---|---|"]
     for name, r in out["benchmarks"].items():
-        md.append(_row(name, {"accuracy": r["accuracy"], **{m: r["lead"][m] for m in METHODS}}))
+        md.append(_summary_row(name, r))
         for fam, fr in r["families"].items():
             md.append(_row(f"{name} / {fam}", fr))
     md += ["", "Reference, seed 0 (bench/results/quality.md): default 0.7682 vs count 0.7357; families 0.7310 vs "
@@ -142,8 +135,7 @@ def main() -> int:
     for i, name in enumerate(names):
         print(f"[{i + 1}/{len(names)}] {name} (seed {args.seed})", flush=True)
         out["benchmarks"][name] = run_one(name, args)
-        print(_row(name, {"accuracy": out["benchmarks"][name]["accuracy"],
-                          **{m: out["benchmarks"][name]["lead"][m] for m in METHODS}}), flush=True)
+        print(_summary_row(name, out["benchmarks"][name]), flush=True)
     out["load_avg_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1, default=float))

@@ -77,16 +77,11 @@ def _encoder(args) -> str:
 
 # --- simulate -------------------------------------------------------------------------------------
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from trainer.simulate import SimConfig, Simulator
+    from trainer.families import make_simulator
 
     given = {k: v for k, v in (("n_users", args.users), ("n_new_users", args.new_users),
                                ("turns_min", args.turns_min), ("turns_max", args.turns_max)) if v is not None}
-    if args.families:
-        from trainer.families import FamilyConfig, FamilySimulator
-
-        sim = FamilySimulator(FamilyConfig(seed=args.seed, **given), data_dir=args.data_dir)
-    else:
-        sim = Simulator(SimConfig(seed=args.seed, **given), data_dir=args.data_dir)
+    sim = make_simulator("families" if args.families else "default", args.seed, args.data_dir, **given)
     paths = sim.write_gmtrouter(args.out)
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     if args.events:

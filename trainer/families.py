@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.simulate import DEFAULT_DATA_DIR, FEEDBACK_KINDS, LLMRouterData, Simulator
+from trainer.simulate import DEFAULT_DATA_DIR, FEEDBACK_KINDS, LLMRouterData, SimConfig, Simulator
 
 FAMILIES = ("attributes", "topic", "followup", "drift", "noisy", "sparse")
 
@@ -187,3 +187,13 @@ class FamilySimulator(Simulator):
 
     def families(self) -> dict[str, str]:
         return {u.user_id: u.family for u in self.users}
+
+
+def make_simulator(kind: str, seed: int = 0, data_dir: Path | str = DEFAULT_DATA_DIR, **sizes) -> Simulator:
+    """The benchmark's generator: ``kind`` "families" (this module) or "default" (trainer/simulate.py), with
+    ``sizes`` (n_users, n_new_users, turns_min, turns_max) overriding that generator's own defaults."""
+    if kind == "families":
+        return FamilySimulator(FamilyConfig(seed=seed, **sizes), data_dir=data_dir)
+    if kind == "default":
+        return Simulator(SimConfig(seed=seed, **sizes), data_dir=data_dir)
+    raise ValueError(f"unknown benchmark generator {kind!r} (default or families)")
