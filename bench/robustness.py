@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from bench.quality_ci import benchmark  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.evaluate import run_evaluation  # noqa: E402
-from trainer.families import make_simulator  # noqa: E402
+from trainer.families import write_benchmark  # noqa: E402
 from trainer.history import serving_history  # noqa: E402
 
 CATALOG = ROOT.parent / "shared" / "data" / "llmrouter" / "llm_candidates.json"
@@ -44,8 +44,7 @@ METHODS = ("per_user_majority", "hierarchical_logistic")
 def run_one(name: str, args) -> dict:
     generator, sizes = BENCHMARKS[name]
     data = args.data / f"{name}_seed{args.seed}"
-    if not (data / "test.jsonl").exists():  # same seed and sizes: same files
-        make_simulator(generator, args.seed, **sizes).write_gmtrouter(data)
+    write_benchmark(generator, data, args.seed, **sizes)
     files = {s: data / f"{s}.jsonl" for s in ("train", "valid", "test")}
     fams = json.loads((data / "users.json").read_text()) if generator == "families" else None
     preds = data / "predictions.jsonl"

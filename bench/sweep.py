@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from trainer.config import GMTRouterConfig, TrainConfig  # noqa: E402
+from trainer.families import write_benchmark  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 CATALOG = ROOT.parent / "shared" / "data" / "llmrouter" / "llm_candidates.json"
@@ -60,9 +61,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
 }
 
 
-def variant_config(name: str, seed: int = 0) -> TrainConfig:
+def variant_config(name: str) -> TrainConfig:
     model, train = VARIANTS[name]
-    return TrainConfig(model=dataclasses.replace(GMTRouterConfig(), **model), **{"seed": seed, **train})
+    return TrainConfig(model=dataclasses.replace(GMTRouterConfig(), **model), **train)
 
 
 def run_variant(kind: str, name: str, data: Path, pairs_dir: Path) -> dict:
@@ -100,16 +101,11 @@ def run_variant(kind: str, name: str, data: Path, pairs_dir: Path) -> dict:
 
 
 def pair_table(groups, scores) -> tuple[np.ndarray, np.ndarray]:
-    """Per test pair: correctness (trainer.metrics.pair_correct) and user, in the evaluation's pair order."""
-    from trainer.metrics import pair_correct, pairs
+    """Per test pair: correctness (trainer.promotion.pair_correct) and user, in the evaluation's pair order."""
+    from trainer.metrics import pairs
+    from trainer.promotion import pair_correct
 
-    diff, label, users = [], [], []
-    for g, s in zip(groups, scores):
-        for a, b in pairs(g):
-            diff.append(s[a] - s[b])
-            label.append(g.ratings[a] > g.ratings[b])
-            users.append(g.user_id)
-    return pair_correct(np.array(diff), np.array(label)), np.array(users)
+    return pair_correct(groups, scores), np.array([g.user_id for g in groups for _ in pairs(g)])
 
 
 def compare(pairs_dir: Path, kind: str, name: str, n_boot: int) -> dict | None:
@@ -123,14 +119,6 @@ def compare(pairs_dir: Path, kind: str, name: str, n_boot: int) -> dict | None:
     if not np.array_equal(va["users"], vb["users"]):
         raise ValueError(f"{a} and {b} do not hold the same test pairs")
     return user_bootstrap(va["correct"], vb["correct"], va["users"], n_boot=n_boot)
-
-
-def ensure_data(kind: str, data: Path) -> None:
-    """bench/quality.py's seed-0 files of ``kind`` (written once)."""
-    if not (data / "test.jsonl").exists():
-        from trainer.families import make_simulator
-
-        make_simulator(kind, 0).write_gmtrouter(data)
 
 
 def _cell(r: dict | None, d: dict | None) -> str:
@@ -223,13 +211,13 @@ def main() -> int:
         ap.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     old = json.loads(args.out.read_text()) if args.out.exists() else {}
     command = " ".join(shlex.quote(a) for a in ["python", "bench/sweep.py", *sys.argv[1:]])
-    out = {"commands": [*old.get("commands", [old["command"]] if "command" in old else []), command],
+    out = {"commands": [*old.get("commands", []), command],
            "jobs": args.jobs, "n_boot": args.boot, "load_avg_start": old.get("load_avg_start", os.getloadavg()),
            "variants": sorted({*old.get("variants", []), *names}, key=list(VARIANTS).index),
            "results": old.get("results", {k: {} for k in KINDS}), "notes": old.get("notes", [])}
     pairs_dir = args.data / "sweep"
-    for kind in KINDS:
-        ensure_data(kind, args.data / kind)
+    for kind in KINDS:  # bench/quality.py's seed-0 files
+        write_benchmark(kind, args.data / kind)
     redo = set(asked) if args.force else set()
     todo = [(k, n) for n in names for k in KINDS if n not in out["results"][k] or n in redo]
     print(f"{len(todo)} runs ({len(names)} variants x {len(KINDS)} benchmarks, minus those already done)", flush=True)

@@ -197,3 +197,9 @@ def make_simulator(kind: str, seed: int = 0, data_dir: Path | str = DEFAULT_DATA
     if kind == "default":
         return Simulator(SimConfig(seed=seed, **sizes), data_dir=data_dir)
     raise ValueError(f"unknown benchmark generator {kind!r} (default or families)")
+
+
+def write_benchmark(kind: str, out: Path, seed: int = 0, **sizes) -> None:
+    """Write :func:`make_simulator`'s files to ``out`` unless they are there (same seed and sizes: same files)."""
+    if not (Path(out) / "test.jsonl").exists():
+        make_simulator(kind, seed, **sizes).write_gmtrouter(out)
