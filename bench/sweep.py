@@ -1,5 +1,5 @@
-"""One change at a time: GMTRouter's width, depth, training length, learning rate, edges, loss and topics on
-both quality benchmarks, each against the defaults trained in the same run.
+"""One change at a time: GMTRouter's width, depth, training length, learning rate, edges, loss, topics and the
+gates' conversation-structure input on both quality benchmarks, each against the defaults trained in the same run.
 
     python bench/sweep.py        # -> bench/results/sweep.{json,md,png}
 
@@ -9,7 +9,7 @@ the default and the families benchmark (bench/quality.py's files, written here w
 compared with the defaults' on the same test pairs: the difference with a 95 % interval from resampling whole
 users (trainer.metrics.user_bootstrap). That interval covers the test users, not training: the row ``seed=1``
 changes nothing but the training seed, so a variant that moves accuracy no further than it does is not a
-finding either.
+finding either; ``seed=2`` and the ``structure+seed=N`` rows give that change three training seeds.
 
 Runs are independent processes of one torch thread, ``--jobs`` at a time (2 on the 2-core machine), so the
 seconds column compares variants with each other, not with bench/results/quality.json's 2-thread timings.
@@ -58,6 +58,10 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "loss=bce": ({}, {"loss": "bce"}),
     "topics=32": ({"topics": 32}, {}),
     "dropout=0": ({"dropout": 0.0}, {}),
+    "seed=2": ({}, {"seed": 2}),
+    "structure": ({"structure": True}, {}),  # the gates read the share of follow-up turns (rating-blind)
+    "structure+seed=1": ({"structure": True}, {"seed": 1}),
+    "structure+seed=2": ({"structure": True}, {"seed": 2}),
 }
 
 

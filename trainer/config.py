@@ -22,6 +22,8 @@ class GMTRouterConfig:
     counts: bool = True  # the same over all of the user's past queries (a per-user win count)
     gates: bool = True  # evidence weights shifted per user by the (rating-blind) HGT state and history length
     prior_gate: bool = True  # the posterior's prior strength scaled per user by the same rating-blind inputs
+    structure: bool = False  # the gates also read the share of the user's visible turns that follow a previous
+    #                          turn (bench/results/sweep.md: steadier follow-up users across seeds, same means; off)
     conversation: bool = True  # the candidate's rating on the previous turn of the request's conversation
     crowd: bool = True  # other users' centred ratings of the candidate on the same query text (trainer/crowd.py)
     reverse_edges: bool = False
@@ -36,7 +38,7 @@ class GMTRouterConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown GMTRouterConfig fields {unknown} (a checkpoint of another model version?)")
-        return cls(**{"crowd": False, "gates": False, "prior_gate": False, **d})  # a checkpoint from before these terms has none
+        return cls(**{"crowd": False, "gates": False, "prior_gate": False, "structure": False, **d})  # a checkpoint from before these terms has none
 
 
 

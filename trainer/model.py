@@ -179,12 +179,13 @@ class GMTRouter(nn.Module):
             self.counts.log_tau.requires_grad_(False)  # every past query counts alike
         self.count_weight = nn.Parameter(torch.tensor(0.0)) if cfg.counts else None
         self.conv_weight = nn.Parameter(torch.tensor(0.0)) if cfg.conversation else None
-        self.gate = nn.Linear(h + 1, 4) if cfg.gates else None  # zero at init: the shared weights alone
+        n_in = h + 1 + int(cfg.structure)  # user_inputs' width
+        self.gate = nn.Linear(n_in, 4) if cfg.gates else None  # zero at init: the shared weights alone
         if self.gate is not None:
             nn.init.zeros_(self.gate.weight)
             nn.init.zeros_(self.gate.bias)
         self.crowd_weight = nn.Parameter(torch.tensor(0.0)) if cfg.crowd else None
-        self.prior_gate = nn.Linear(h + 1, 1) if cfg.prior_gate and cfg.personal else None  # zero: shared prior
+        self.prior_gate = nn.Linear(n_in, 1) if cfg.prior_gate and cfg.personal else None  # zero: shared prior
         if self.prior_gate is not None:
             nn.init.zeros_(self.prior_gate.weight)
             nn.init.zeros_(self.prior_gate.bias)
@@ -251,13 +252,22 @@ class GMTRouter(nn.Module):
         return g[b.req_user][b.cand_req]
 
     def user_inputs(self, b: GraphBatch, h: Tensor) -> Tensor:
-        """[U, H + 1] what the per-user weights are read from: the HGT state and log(1 + visible turns), both
-        blind to ratings."""
+        """[U, H + 1 (+ 1)] what the per-user weights are read from, all blind to ratings: the HGT state,
+        log(1 + visible turns) and, with ``cfg.structure``, the share of visible turns that follow a previous
+        turn of their conversation (how much of this user's traffic is follow-ups)."""
         turn = b.data["turn"]
         n_user = h.size(0)
-        n_t = scatter(torch.ones_like(turn.user_idx, dtype=h.dtype), turn.user_idx, 0, dim_size=n_user,
-                      reduce="sum") if turn.num_nodes else h.new_zeros(n_user)  # [U]
-        return torch.cat([h, torch.log1p(n_t)[:, None] / 4.0], dim=-1)
+        ones = torch.ones_like(turn.user_idx, dtype=h.dtype)  # [T]
+        n_t = scatter(ones, turn.user_idx, 0, dim_size=n_user, reduce="sum") if turn.num_nodes else h.new_zeros(n_user)
+        cols = [h, torch.log1p(n_t)[:, None] / 4.0]
+        if self.cfg.structure:
+            src = b.data["turn", "follows", "turn"].edge_index[0]  # [E] turns that have a previous turn
+            n_f = scatter(ones[src], turn.user_idx[src], 0, dim_size=n_user, reduce="sum") if src.numel() \
+                else h.new_zeros(n_user)  # [U]
+            # scaled so that users whose shares differ by a quarter differ by 2 at the gate: a weight the
+            # optimizer reaches within one run (Adam moves a weight by about lr per step)
+            cols.append(8.0 * (n_f / n_t.clamp(min=1.0))[:, None] - 4.0)
+        return torch.cat(cols, dim=-1)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -89,6 +89,9 @@ def test_a_config_from_before_the_crowd_term_reads_without_it():
     del old["crowd"]
     assert GMTRouterConfig.from_dict(old).crowd is False
     assert GMTRouterConfig.from_dict(GMTRouterConfig().to_dict()).crowd is True
+    del old["structure"]  # a checkpoint from before the gates read the conversation structure
+    assert GMTRouterConfig.from_dict(old).structure is False
+    assert GMTRouterConfig.from_dict(GMTRouterConfig(structure=True).to_dict()).structure is True
 
 
 def test_each_ablation_builds_the_intended_modules():

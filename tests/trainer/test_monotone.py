@@ -167,3 +167,28 @@ def test_gates_give_each_user_their_own_weights_and_ignore_ratings():
     shared = GMTRouter(GMTRouterConfig(emb_dim=D, hidden=16, topics=4, pref_dim=6, heads=2, gates=False))
     b = build_batch([_history(long)], [req], cat, emb_dim=D)
     assert not shared.gates(b, torch.zeros(1, 16)).any()  # without gates: the shared weights alone
+
+
+def test_structure_input_is_the_share_of_follow_up_turns():
+    """cfg.structure: the gates read 8 * (share of visible turns with a previous turn) - 4, from the graph's
+    FOLLOWS edges; the same for any ratings."""
+    def user(uid: str, conv_len: int, ratings: np.ndarray) -> UserSubgraph:
+        n = 12
+        prev = np.array([i - 2 if (i // 2) % conv_len else -1 for i in range(n)], np.int64)  # 2 answers per turn
+        tidx = np.array([(i // 2) % conv_len for i in range(n)], np.int64)
+        return UserSubgraph(uid, [f"{uid}t{i}" for i in range(n)], [f"{uid}c{i // (2 * conv_len)}" for i in range(n)],
+                            [LLMS[i % 2] for i in range(n)], [f"q{i // 2}" for i in range(n)], tidx,
+                            np.arange(n, dtype=np.int64), QUERIES[[i // 2 for i in range(n)]], ratings, prev)
+
+    model = GMTRouter(GMTRouterConfig(emb_dim=D, hidden=16, topics=4, pref_dim=6, heads=2, structure=True)).eval()
+    cat = _catalog()
+    rng = np.random.default_rng(0)
+    for ratings in (np.full(12, np.nan, np.float32), rng.random(12).astype(np.float32)):
+        subs = [user("a", 1, ratings), user("b", 2, ratings), user("c", 3, ratings)]
+        reqs = [Request(u, QUERIES[0], np.stack([cat[LLMS[0]], cat[LLMS[1]]]), LLMS[:2]) for u in range(3)]
+        b = build_batch(subs, reqs, cat, emb_dim=D)
+        with torch.no_grad():
+            col = model.user_inputs(b, torch.zeros(3, 16))[:, -1].numpy()
+        np.testing.assert_allclose(col, 8.0 * np.array([0.0, 1 / 2, 2 / 3]) - 4.0, atol=1e-6)
+    assert GMTRouter(GMTRouterConfig(emb_dim=D, hidden=16, topics=4, pref_dim=6, heads=2,
+                                     structure=False)).gate.in_features == 17

@@ -78,3 +78,28 @@ def test_training_is_seeded(tiny_ds):
     r1 = fit(tr, va, cfg, progress=False, llms=tiny_ds.llms)
     r2 = fit(tr, va, cfg, progress=False, llms=tiny_ds.llms)
     assert r1.metrics["auc"] == r2.metrics["auc"]
+
+
+def test_turn_cut_samples_are_views_equal_to_cutting_each_history(tiny_ds):
+    """With ``turns``, training samples are views of one history per user, equal to building each cut's
+    subgraph and keeping its last turns (the serving rule); stride 1 gives every target its own cut."""
+    from trainer.data import held_out, subgraph
+    from trainer.history import last_turns
+
+    for stride in (4, 1):
+        got = training_samples(tiny_ds, "train", stride=stride, turns=7)
+        want = []
+        for user, tl in tiny_ds.timelines.items():
+            pos = [i for i, g in enumerate(tl) if g.split == "train"]
+            for s in range(0, len(pos), stride):
+                targets = [held_out(tl[i], tiny_ds) for i in pos[s:s + stride] if tl[i].has_pairs]
+                if targets:
+                    want.append((last_turns(subgraph(user, tl[max(0, pos[s] - 7):pos[s]], tiny_ds), 7), targets))
+        assert len(got) == len(want) > 0
+        for s, (sub, targets) in zip(got, want):
+            assert s.visible.turn_ids == sub.turn_ids and s.visible.conversation_ids == sub.conversation_ids
+            for f in ("turn_index", "timestamps", "query_emb", "rating", "prev"):
+                np.testing.assert_array_equal(getattr(s.visible, f), getattr(sub, f))
+            assert [g.timestamp for g in s.targets] == [g.timestamp for g in targets]
+    assert any(len(s.visible) and s.visible.query_emb.base is not None for s in got)  # views, not copies
+    assert any((s.visible.prev >= 0).any() for s in got)
