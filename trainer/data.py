@@ -327,6 +327,7 @@ def training_samples(ds: Dataset, split: str = "train", window: int = 10, stride
 
 
 def _training_samples_by_turns(ds: Dataset, split: str, stride: int, turns: int) -> list[TrainingSample]:
+    """:func:`training_samples` with ``turns``: the last ``turns`` turns before each cut, as views."""
     out = []
     for user, tl in ds.timelines.items():
         pos = [i for i, g in enumerate(tl) if g.split == split]
