@@ -21,7 +21,7 @@ import numpy as np
 
 from graphstore.schema import HeldOutGroup, LLMInfo, TrainingSample, UserSubgraph, query_key
 from trainer.crowd import CrowdTable
-from trainer.history import last_turns
+from trainer.history import last_turns, turn_range
 
 SPLIT_OFFSETS = {"train": 0, "valid": 10**9, "test": 2 * 10**9}  # ordinal times for files without stamps
 
@@ -311,45 +311,25 @@ def training_samples(ds: Dataset, split: str = "train", window: int = 10, stride
     """Cut every user's timeline every ``stride`` groups: up to ``window`` earlier groups (or, with ``turns``,
     the last ``turns`` turns) are visible, the next ``stride`` groups of ``split`` (with at least one unequal
     pair) are the targets. With ``turns``, each user's history is built once and the visible subgraphs are
-    views of it (:func:`_turn_range`), so ``stride=1`` (every target sees all turns before it, as when
-    served) does not copy a long history per target."""
-    if turns is not None:
-        return _training_samples_by_turns(ds, split, stride, turns)
+    views of it (:func:`trainer.history.turn_range`), so ``stride=1`` (every target sees all turns before
+    it, as when served) does not copy a long history per target."""
     out = []
     for user, tl in ds.timelines.items():
         pos = [i for i, g in enumerate(tl) if g.split == split]
+        if turns is not None and pos:
+            full = subgraph(user, tl[:pos[-1]], ds)  # every turn any cut can see
+            start = np.cumsum([0] + [len(g.llm_ids) for g in tl[:pos[-1]]])  # [G + 1] first turn of each group
         for s in range(0, len(pos), stride):
             cut = pos[s]
             targets = [held_out(tl[i], ds) for i in pos[s:s + stride] if tl[i].has_pairs]
-            if targets:
-                out.append(TrainingSample(subgraph(user, tl[max(0, cut - window):cut], ds), targets))
+            if not targets:
+                continue
+            if turns is None:
+                visible = subgraph(user, tl[max(0, cut - window):cut], ds)
+            else:
+                visible = last_turns(turn_range(full, 0, int(start[cut])), turns)
+            out.append(TrainingSample(visible, targets))
     return out
-
-
-def _training_samples_by_turns(ds: Dataset, split: str, stride: int, turns: int) -> list[TrainingSample]:
-    """:func:`training_samples` with ``turns``: the last ``turns`` turns before each cut, as views."""
-    out = []
-    for user, tl in ds.timelines.items():
-        pos = [i for i, g in enumerate(tl) if g.split == split]
-        if not pos:
-            continue
-        full = subgraph(user, tl[:pos[-1]], ds)  # every turn any cut can see
-        start = np.cumsum([0] + [len(g.llm_ids) for g in tl[:pos[-1]]])  # [G + 1] first turn of each group
-        for s in range(0, len(pos), stride):
-            cut = pos[s]
-            targets = [held_out(tl[i], ds) for i in pos[s:s + stride] if tl[i].has_pairs]
-            if targets:
-                stop = int(start[cut])
-                out.append(TrainingSample(_turn_range(full, max(0, stop - turns), stop), targets))
-    return out
-
-
-def _turn_range(sub: UserSubgraph, a: int, b: int) -> UserSubgraph:
-    """Turns a..b-1 of ``sub`` as a new subgraph whose arrays are views (``prev`` to a turn before a: -1)."""
-    prev = sub.prev[a:b] - a
-    return UserSubgraph(sub.user_id, sub.turn_ids[a:b], sub.conversation_ids[a:b], sub.llm_ids[a:b],
-                        sub.query_keys[a:b], sub.turn_index[a:b], sub.timestamps[a:b], sub.query_emb[a:b],
-                        sub.rating[a:b], np.where(prev >= 0, prev, -1))
 
 
 def iter_online_samples(ds: Dataset, split: str, history: int = 10, users: set[str] | None = None,

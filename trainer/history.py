@@ -33,11 +33,20 @@ def truncate(sub: UserSubgraph, k: int) -> UserSubgraph:
     return select_turns(sub, np.array([i for i, kk in enumerate(keys) if kk in keep_keys], np.int64))
 
 
+def turn_range(sub: UserSubgraph, a: int, b: int) -> UserSubgraph:
+    """Turns a..b-1 of ``sub``: :func:`select_turns` of a contiguous range, with views of its arrays instead of
+    copies (``prev`` of a turn whose previous turn is before ``a`` becomes -1)."""
+    prev = sub.prev[a:b] - a  # a previous turn always comes earlier in the subgraph
+    return UserSubgraph(sub.user_id, sub.turn_ids[a:b], sub.conversation_ids[a:b], sub.llm_ids[a:b],
+                        sub.query_keys[a:b], sub.turn_index[a:b], sub.timestamps[a:b], sub.query_emb[a:b],
+                        sub.rating[a:b], np.where(prev >= 0, prev, -1))
+
+
 def last_turns(sub: UserSubgraph, n: int) -> UserSubgraph:
-    """Keep the last ``n`` turn nodes (what serving reads with settings.history_turns = n)."""
+    """Keep the last ``n`` turn nodes (what serving reads with settings.history_turns = n); views of ``sub``."""
     if len(sub) <= n:
         return sub
-    return select_turns(sub, np.arange(len(sub) - n, len(sub)))
+    return turn_range(sub, len(sub) - n, len(sub))
 
 
 def serving_history() -> int:

@@ -3,7 +3,7 @@ import torch
 
 from graphstore.schema import EDGE_TYPES, NODE_TYPES, UserSubgraph
 from trainer.graph import Request, build_batch
-from trainer.train import truncate
+from trainer.train import last_turns, select_turns, truncate
 
 D = 8
 
@@ -60,6 +60,18 @@ def test_truncate_keeps_last_groups_and_remaps_prev():
     assert t.prev.tolist() == [-1, -1, -1]  # the previous turns were dropped
     assert len(truncate(a, 0)) == 0
     assert truncate(a, 10) is a
+
+
+def test_last_turns_are_views_equal_to_selecting_the_same_turns():
+    a = _sub("a", ["m1", "m2", "m1", "m2", "m1", "m2"], [1, 0, 1, 0, 1, 0], ["c", "c", "c", "c", "c", "c"],
+             [0, 0, 1, 1, 2, 2], [-1, -1, 0, 1, 2, 3], ["q1", "q1", "q2", "q2", "q3", "q3"])
+    for n in range(0, 6):
+        got, want = last_turns(a, n), select_turns(a, np.arange(6 - n, 6))
+        assert got.turn_ids == want.turn_ids and got.prev.tolist() == want.prev.tolist()
+        for f in ("turn_index", "timestamps", "query_emb", "rating"):
+            np.testing.assert_array_equal(getattr(got, f), getattr(want, f))
+    assert last_turns(a, 3).prev.tolist() == [-1, -1, 0]  # links into the dropped turns become -1
+    assert np.shares_memory(last_turns(a, 3).query_emb, a.query_emb)  # a view, not a copy
 
 
 def test_comparisons_and_user_means_are_per_user():
