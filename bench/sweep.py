@@ -62,6 +62,7 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "structure": ({"structure": True}, {}),  # the gates read the share of follow-up turns (rating-blind)
     "structure+seed=1": ({"structure": True}, {"seed": 1}),
     "structure+seed=2": ({"structure": True}, {"seed": 2}),
+    "pref_dim=32": ({"pref_dim": 32}, {}),  # twice the features of the per-user posterior
 }
 
 
@@ -189,7 +190,11 @@ def plot(out: dict, path: Path) -> None:
 
 
 def write(out: dict, path: Path, pairs_dir: Path) -> None:
-    out["vs_defaults"] = {k: {n: c for n in out["variants"] if (c := compare(pairs_dir, k, n, out["n_boot"]))}
+    """Write json, markdown and plot. A comparison whose per-pair files this machine lacks (a checkout other
+    than the one that ran the variant) keeps the value recorded when it was measured."""
+    old = out.get("vs_defaults", {})
+    out["vs_defaults"] = {k: {n: c for n in out["variants"]
+                              if (c := compare(pairs_dir, k, n, out["n_boot"]) or old.get(k, {}).get(n))}
                           for k in KINDS}
     out["load_avg_end"] = os.getloadavg()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -218,7 +223,8 @@ def main() -> int:
     out = {"commands": [*old.get("commands", []), command],
            "jobs": args.jobs, "n_boot": args.boot, "load_avg_start": old.get("load_avg_start", os.getloadavg()),
            "variants": sorted({*old.get("variants", []), *names}, key=list(VARIANTS).index),
-           "results": old.get("results", {k: {} for k in KINDS}), "notes": old.get("notes", [])}
+           "results": old.get("results", {k: {} for k in KINDS}), "notes": old.get("notes", []),
+           "vs_defaults": old.get("vs_defaults", {})}
     pairs_dir = args.data / "sweep"
     for kind in KINDS:  # bench/quality.py's seed-0 files
         write_benchmark(kind, args.data / kind)
