@@ -189,6 +189,17 @@ def plot(out: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def drop_stale(recorded: dict, todo: list[tuple[str, str]]) -> None:
+    """Forget the recorded intervals of the (benchmark, variant) runs about to be redone: all of a benchmark's
+    when its defaults are redone (each interval is against them)."""
+    for kind, name in todo:
+        mine = recorded.setdefault(kind, {})
+        if name == "defaults":
+            mine.clear()
+        else:
+            mine.pop(name, None)
+
+
 def write(out: dict, path: Path, pairs_dir: Path) -> None:
     """Write json, markdown and plot. A comparison whose per-pair files this machine lacks (a checkout other
     than the one that ran the variant) keeps the value recorded when it was measured."""
@@ -230,6 +241,7 @@ def main() -> int:
         write_benchmark(kind, args.data / kind)
     redo = set(asked) if args.force else set()
     todo = [(k, n) for n in names for k in KINDS if n not in out["results"][k] or n in redo]
+    drop_stale(out["vs_defaults"], todo)
     print(f"{len(todo)} runs ({len(names)} variants x {len(KINDS)} benchmarks, minus those already done)", flush=True)
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
         futures = {pool.submit(run_variant, k, n, args.data / k, pairs_dir): (k, n) for k, n in todo}

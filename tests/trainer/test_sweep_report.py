@@ -44,3 +44,11 @@ def test_write_keeps_recorded_comparisons_and_recomputes_those_it_can(tmp_path):
         assert saved["vs_defaults"][kind]["layers=1"]["diff"] == 0.25  # recomputed: one pair of four flipped
     md = path.with_suffix(".md").read_text()
     assert "(+50.00 [+40.00, +60.00])" in md and "(+25.00" in md
+
+
+def test_a_redone_run_forgets_its_recorded_interval_and_redone_defaults_forget_all():
+    sweep = _sweep()
+    recorded = {"default": {"seed=1": {"diff": 0.1}, "layers=1": {"diff": 0.2}},
+                "families": {"seed=1": {"diff": 0.3}, "layers=1": {"diff": 0.4}}}
+    sweep.drop_stale(recorded, [("default", "seed=1"), ("families", "defaults")])
+    assert recorded == {"default": {"layers=1": {"diff": 0.2}}, "families": {}}
