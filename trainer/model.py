@@ -258,12 +258,11 @@ class GMTRouter(nn.Module):
         turn = b.data["turn"]
         n_user = h.size(0)
         ones = torch.ones_like(turn.user_idx, dtype=h.dtype)  # [T]
-        n_t = scatter(ones, turn.user_idx, 0, dim_size=n_user, reduce="sum") if turn.num_nodes else h.new_zeros(n_user)
+        n_t = scatter(ones, turn.user_idx, 0, dim_size=n_user, reduce="sum")  # [U] (zeros when T = 0)
         cols = [h, torch.log1p(n_t)[:, None] / 4.0]
         if self.cfg.structure:
             src = b.data["turn", "follows", "turn"].edge_index[0]  # [E] turns that have a previous turn
-            n_f = scatter(ones[src], turn.user_idx[src], 0, dim_size=n_user, reduce="sum") if src.numel() \
-                else h.new_zeros(n_user)  # [U]
+            n_f = scatter(ones[src], turn.user_idx[src], 0, dim_size=n_user, reduce="sum")  # [U]
             # scaled so that users whose shares differ by a quarter differ by 2 at the gate: a weight the
             # optimizer reaches within one run (Adam moves a weight by about lr per step)
             cols.append(8.0 * (n_f / n_t.clamp(min=1.0))[:, None] - 4.0)
