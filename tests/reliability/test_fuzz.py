@@ -57,6 +57,7 @@ def ingest(fuzz_settings, tmp_path):
     store.ensure_schema()
     worker = IngestWorker(s, tmp_path / "ingest.log").start()
     try:
+        worker.wait_ready()
         with PrefstreamClient(s) as c:
             c.register_llm("m1", "a small model", 0.1, 0.2)
             c.register_llm("m2", "a large model", 1.0, 2.0)

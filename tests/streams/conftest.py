@@ -13,6 +13,7 @@ import pytest
 from kafka import KafkaConsumer
 
 from prefstream.config import Settings
+from prefstream.ready import ready_file
 from streams.kafka_config import consumer_kwargs, create_topics
 
 
@@ -26,6 +27,9 @@ def wait_for(check, timeout: float = 60.0, what: str = "condition", interval: fl
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+READY_NAME = "ingest"
+
+
 class IngestWorker:
     """`prefstream ingest` as a real child process, restartable, killable."""
 
@@ -34,9 +38,26 @@ class IngestWorker:
 
     def start(self, *extra: str) -> "IngestWorker":
         env = {**os.environ, **self.s.to_env(), "HF_HUB_OFFLINE": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "stack.cli", "ingest", "--loglevel", "info", *extra],
+        self.proc = subprocess.Popen([sys.executable, "-m", "stack.cli", "ingest", "--loglevel", "info",
+                                      "--ready-name", READY_NAME, *extra],
                                      env=env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
         return self
+
+    def wait_ready(self, timeout: float = 300.0) -> "IngestWorker":
+        """Until the worker has loaded its encoder and graph connection (its ready file names its pid).
+
+        A cold first start (imports, encoder load) can take minutes on a slow, loaded machine; tests then time
+        only the ingest itself. Fails at once, with the log's tail, when the worker exits instead."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            path = ready_file(self.s, READY_NAME)
+            if path.exists() and path.read_text().strip() == str(self.proc.pid):
+                return self
+            if self.proc.poll() is not None:
+                tail = self.log.read_text(errors="replace")[-3000:]
+                raise AssertionError(f"ingest worker exited with {self.proc.returncode} before it was ready:\n{tail}")
+            time.sleep(0.2)
+        raise AssertionError(f"ingest worker not ready after {timeout} s (log: {self.log})")
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -60,7 +81,7 @@ def topics(settings):
 
 @pytest.fixture
 def ingest_worker(settings, topics, tmp_path):
-    w = IngestWorker(settings, tmp_path / "ingest.log").start()
+    w = IngestWorker(settings, tmp_path / "ingest.log").start().wait_ready()
     yield w
     w.stop()
 
