@@ -13,7 +13,8 @@ import pytest
 from kafka import KafkaConsumer
 
 from prefstream.config import Settings
-from prefstream.ready import ready_file
+from prefstream.procs import Proc, wait_healthy
+from prefstream.ready import is_ready
 from streams.kafka_config import consumer_kwargs, create_topics
 
 
@@ -44,20 +45,13 @@ class IngestWorker:
         return self
 
     def wait_ready(self, timeout: float = 300.0) -> "IngestWorker":
-        """Until the worker has loaded its encoder and graph connection (its ready file names its pid).
+        """Until the worker has loaded its encoder and graph connection (`prefstream up`'s ready-file check).
 
         A cold first start (imports, encoder load) can take minutes on a slow, loaded machine; tests then time
         only the ingest itself. Fails at once, with the log's tail, when the worker exits instead."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            path = ready_file(self.s, READY_NAME)
-            if path.exists() and path.read_text().strip() == str(self.proc.pid):
-                return self
-            if self.proc.poll() is not None:
-                tail = self.log.read_text(errors="replace")[-3000:]
-                raise AssertionError(f"ingest worker exited with {self.proc.returncode} before it was ready:\n{tail}")
-            time.sleep(0.2)
-        raise AssertionError(f"ingest worker not ready after {timeout} s (log: {self.log})")
+        proc = Proc(name="ingest", pid=self.proc.pid, port=None, cmd=self.proc.args, log=str(self.log))
+        wait_healthy(proc, lambda: is_ready(READY_NAME)(self.s, proc), timeout, "ingest worker")
+        return self
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
