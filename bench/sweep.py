@@ -63,6 +63,8 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "structure+seed=1": ({"structure": True}, {"seed": 1}),
     "structure+seed=2": ({"structure": True}, {"seed": 2}),
     "pref_dim=32": ({"pref_dim": 32}, {}),  # twice the features of the per-user posterior
+    "robust_prior": ({"robust_prior": True}, {}),  # the posterior's prior turns linear in its tails (heavy tails)
+    "robust_prior+seed=1": ({"robust_prior": True}, {"seed": 1}),  # against the row seed=1
 }
 
 

@@ -24,6 +24,7 @@ class GMTRouterConfig:
     prior_gate: bool = True  # the posterior's prior strength scaled per user by the same rating-blind inputs
     structure: bool = False  # the gates also read the share of the user's visible turns that follow a previous
     #                          turn (bench/results/sweep.md: steadier follow-up users across seeds, same means; off)
+    robust_prior: bool = False  # the posterior's prior turns linear beyond a learned width (trainer/preference.py)
     conversation: bool = True  # the candidate's rating on the previous turn of the request's conversation
     crowd: bool = True  # other users' centred ratings of the candidate on the same query text (trainer/crowd.py)
     reverse_edges: bool = False
@@ -38,7 +39,8 @@ class GMTRouterConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown GMTRouterConfig fields {unknown} (a checkpoint of another model version?)")
-        return cls(**{"crowd": False, "gates": False, "prior_gate": False, "structure": False, **d})  # a checkpoint from before these terms has none
+        return cls(**{"crowd": False, "gates": False, "prior_gate": False, "structure": False, "robust_prior": False,
+                      **d})  # a checkpoint from before these terms has none
 
 
 

@@ -2,7 +2,8 @@
 
 The personal part of a score is a sum over the user's rated turns, exactly:
 - posterior: at the MAP, prec * w_u = sum_p om_p (y_p - sigmoid(z_p)) x_p, so <phi_c, w_u> splits into one
-  term per rated pair p (credited half to each of its two turns);
+  term per rated pair p (credited half to each of its two turns; with the robust prior, prec is its effective
+  precision at w_u);
 - memory and counts: a * 4 * sum_t s_t r_t / (sum_t s_t + prior), one term per rated turn of the candidate's LLM
   (counts: s_t = 1, every past query alike);
 - conversation: a_conv * 4 * the candidate's centered rating on the previous turn of this conversation.
@@ -51,7 +52,8 @@ def pushes(model: GMTRouter, b: GraphBatch, kept: dict | None = None,
         rating, age = data["response"].x[:, 2], turn.x[:, 1] * 100.0
         i, j, coef, x = model.pref.pair_terms(phi_t, g_t, rating, age, turn.pair_index, w[turn.user_idx[turn.pair_index[0]]])
         pair_user = turn.user_idx[i]
-        scaled = coef[:, None] * x / kept["prec"][pair_user]  # [P, F] each pair's share of prec * w, / prec
+        prec = model.pref.effective_precision(w, kept["prec"])  # [U, F] (the prior's own for a Gaussian prior)
+        scaled = coef[:, None] * x / prec[pair_user]  # [P, F] each pair's share of prec * w, / prec
         per_user = scatter(scaled, pair_user, 0, dim_size=data["user"].num_nodes, reduce="sum")  # [U, F]
         total += (per_user[cand_user] * phi_c).sum(-1).double()  # [N_c] = <phi_c, w_u>
         for c in want:  # each with its own user's few pairs

@@ -11,39 +11,87 @@ the fixed point is found without gradients, then one Newton step from it is diff
 Why this shape (issue 20): w_u is the exact minimiser of a convex objective in which a comparison
 "A beat B" on query q only adds a term that decreases in phi(q, A) - phi(q, B) . w, so adding it (or
 raising A's rating) can never lower score(A) - score(B) for q. Training cannot invert a preference.
+(If w minimises f and w' minimises f + g(x . w) with g decreasing, then f(w') + g(x . w') <= f(w) + g(x . w)
+and f(w) <= f(w'), so g(x . w') <= g(x . w): x . w' >= x . w. It holds for any prior penalty f whose minimiser
+is found, which strict convexity guarantees.)
+
+The prior is Gaussian, or with ``robust`` a pseudo-Huber penalty in prior units z = sqrt(prec) * w:
+kappa^2 (sqrt(1 + z^2 / kappa^2) - 1), quadratic (the Gaussian's z^2 / 2) for |z| << kappa and linear beyond.
+It is still strictly convex, so the guarantee stands, but a user whose comparisons consistently point far
+from the crowd is shrunk by a constant amount rather than a constant share (heavy, Laplace-like tails: a
+population that mixes mild and strong tastes). kappa is learned (shared).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
 NEWTON_MAX_ITERS = 25
 NEWTON_TOL = 1e-6
+BACKTRACK_HALVINGS = 8
 
 
-def newton_step(w: Tensor, x: Tensor, off: Tensor, y: Tensor, om: Tensor, prec: Tensor, user: Tensor) -> Tensor:
+def prior_terms(w: Tensor, prec: Tensor, kappa: Tensor | None) -> tuple[Tensor, Tensor]:
+    """(gradient [U, F], curvature [U, F]) of the prior penalty at w [U, F]; prec [F] or [U, F].
+
+    Gaussian (``kappa`` None): 1/2 prec w^2. Robust: kappa^2 (sqrt(1 + prec w^2 / kappa^2) - 1), whose gradient
+    is prec w / s and curvature prec / s^3 with s = sqrt(1 + prec w^2 / kappa^2)."""
+    if kappa is None:
+        return prec * w, prec.expand_as(w)
+    s = torch.sqrt(1.0 + prec * w * w / kappa**2)
+    return prec * w / s, prec / s**3
+
+
+def newton_step(w: Tensor, x: Tensor, off: Tensor, y: Tensor, om: Tensor, prec: Tensor, user: Tensor,
+                kappa: Tensor | None = None) -> Tensor:
     """One Newton step of every user's MAP problem at once.
 
     w [U, F] current weights; per pair p: x [P, F] feature difference, off [P] offset difference, y [P] soft
     label, om [P] weight, user [P]; prec [F] or [U, F] prior precision. Objective of user u:
-    sum_p om_p * BCE(sigmoid(off_p + x_p . w_u), y_p) + 1/2 sum_f prec_uf w_uf^2.
+    sum_p om_p * BCE(sigmoid(off_p + x_p . w_u), y_p) + the prior penalty of w_u (:func:`prior_terms`).
     """
-    n_user, f = w.shape
+    n_user = w.size(0)
     p = torch.sigmoid(off + (x * w[user]).sum(-1))  # [P]
-    grad = scatter((om * (p - y))[:, None] * x, user, 0, dim_size=n_user, reduce="sum") + prec * w  # [U, F]
+    g_prior, h_prior = prior_terms(w, prec, kappa)  # [U, F], [U, F]
+    grad = scatter((om * (p - y))[:, None] * x, user, 0, dim_size=n_user, reduce="sum") + g_prior  # [U, F]
     hess = scatter((om * p * (1 - p))[:, None, None] * x[:, :, None] * x[:, None, :], user, 0, dim_size=n_user,
-                   reduce="sum") + torch.diag_embed(prec.expand(n_user, f))  # [U, F, F]
+                   reduce="sum") + torch.diag_embed(h_prior)  # [U, F, F]
     return w - torch.linalg.solve(hess, grad)
+
+
+def objective(w: Tensor, x: Tensor, off: Tensor, y: Tensor, om: Tensor, prec: Tensor, user: Tensor,
+              kappa: Tensor | None) -> Tensor:
+    """[U] each user's MAP objective at w [U, F] (the arguments of :func:`newton_step`)."""
+    z = off + (x * w[user]).sum(-1)  # [P]
+    fit = scatter(om * (F.softplus(z) - y * z), user, 0, dim_size=w.size(0), reduce="sum")  # BCE with logits
+    if kappa is None:
+        return fit + 0.5 * (prec * w * w).sum(-1)
+    return fit + (kappa**2 * (torch.sqrt(1.0 + prec * w * w / kappa**2) - 1.0)).sum(-1)
+
+
+def backtrack(w: Tensor, new: Tensor, *args) -> Tensor:
+    """``new`` [U, F], with each user's step from ``w`` halved until their objective does not rise (a damped
+    Newton step: it converges from any start, where a full step can overshoot)."""
+    f0 = objective(w, *args)
+    for _ in range(BACKTRACK_HALVINGS):
+        worse = ~(objective(new, *args) <= f0 + 1e-6 * f0.abs())  # NaN counts as worse
+        if not bool(worse.any()):
+            break
+        new = torch.where(worse[:, None], (w + new) / 2, new)
+    return new
 
 
 class BayesPreference(nn.Module):
     """The per-user Bradley-Terry posterior mean w_u [F] over given features; shared hyper-parameters only."""
 
-    def __init__(self, features: int):
+    def __init__(self, features: int, robust: bool = False):
         super().__init__()
         self.log_prec = nn.Parameter(torch.zeros(features))  # prior precision of each feature weight
+        # robust prior: where the penalty turns linear, in prior standard deviations (see prior_terms)
+        self.log_kappa = nn.Parameter(torch.tensor(1.0)) if robust else None
         self.log_beta = nn.Parameter(torch.tensor(2.0))  # rating difference -> soft label sigmoid(beta * diff)
         self.log_tau = nn.Parameter(torch.tensor(0.0))  # recency decay, in units of 100 turns
 
@@ -74,10 +122,14 @@ class BayesPreference(nn.Module):
             return w
         i, _, x, off, y, om = self._pair_data(phi_t, offset_t, rating, age, pairs)
         u = user[i]
+        kappa = self.kappa()
         with torch.no_grad():  # the fixed point: the objective is strictly convex, Newton converges
-            args = (x.detach(), off.detach(), y.detach(), om.detach(), prec.detach(), u)
+            args = (x.detach(), off.detach(), y.detach(), om.detach(), prec.detach(), u,
+                    None if kappa is None else kappa.detach())
             for _ in range(NEWTON_MAX_ITERS):
                 new = newton_step(w, *args)
+                if kappa is not None:  # the robust penalty's flat tails can make a full step overshoot
+                    new = backtrack(w, new, *args)
                 done = float((new - w).abs().max()) < NEWTON_TOL
                 w = new
                 if done:
@@ -85,12 +137,22 @@ class BayesPreference(nn.Module):
         if not torch.is_grad_enabled():
             return w
         # one differentiated Newton step from the fixed point = the implicit-function-theorem gradient
-        return newton_step(w.detach(), x, off, y, om, prec, u)
+        return newton_step(w.detach(), x, off, y, om, prec, u, kappa)
+
+    def kappa(self) -> Tensor | None:
+        return None if self.log_kappa is None else self.log_kappa.exp()
+
+    def effective_precision(self, w: Tensor, prec: Tensor) -> Tensor:
+        """[U, F] the precision P with prior gradient P * w at ``w`` [U, F] (``prec`` itself for the Gaussian
+        prior), so that at the MAP P * w_u = the sum of the user's pair terms (:meth:`pair_terms`)."""
+        kappa = self.kappa()
+        return prec.expand_as(w) if kappa is None else prec / torch.sqrt(1.0 + prec * w * w / kappa**2)
 
     def pair_terms(self, phi_t: Tensor, offset_t: Tensor, rating: Tensor, age: Tensor, pairs: Tensor,
                    w_pair: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(i [P], j [P], coef [P], x [P, F]) with w_u = sum over u's pairs of coef_p * x_p / prec at the MAP
-        (``w_pair`` [P, F]: the pair's user's MAP weights): each comparison's exact share of the posterior."""
+        """(i [P], j [P], coef [P], x [P, F]) with w_u = sum over u's pairs of coef_p * x_p / P at the MAP
+        (P: :meth:`effective_precision`; ``w_pair`` [P, F]: the pair's user's MAP weights): each comparison's
+        exact share of the posterior."""
         i, j, x, off, y, om = self._pair_data(phi_t, offset_t, rating, age, pairs)
         coef = om * (y - torch.sigmoid(off + (x * w_pair).sum(-1)))
         return i, j, coef, x

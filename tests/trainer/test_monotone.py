@@ -1,7 +1,7 @@
 """Feedback moves the decision the way the user asked (issue 20), for any user, history, query and LLM pair.
 
-Checked on an untrained model, on one trained for a few steps on tiny data (a new deployment's regime), and
-for every ordered pair (A, B) of the catalog:
+Checked on an untrained model, on one trained for a few steps on tiny data (a new deployment's regime), on an
+untrained one with the robust (pseudo-Huber) prior, and for every ordered pair (A, B) of the catalog:
 - a comparison of A and B on query q, visible but not rated yet, then rated "A beat B": score(A) - score(B)
   for q must not fall; rated "A beat B" must give at least the margin of "B beat A";
 - a higher rating of A in a two-answer comparison (a thumbs-up, a higher score) must not lower A's margin;
@@ -56,10 +56,12 @@ def _margin(model: GMTRouter, sub: UserSubgraph, q: np.ndarray, a: int, b: int, 
     return float(s[0] - s[1])
 
 
-def _model(trained: bool) -> GMTRouter:
+def _model(trained: bool, robust: bool = False) -> GMTRouter:
     torch.manual_seed(0)
-    model = GMTRouter(GMTRouterConfig(emb_dim=D, hidden=16, topics=4, pref_dim=6, heads=2))
+    model = GMTRouter(GMTRouterConfig(emb_dim=D, hidden=16, topics=4, pref_dim=6, heads=2, robust_prior=robust))
     with torch.no_grad():  # evidence weights well away from 0, so a wrong sign would show
+        if robust:  # a small kappa: the penalty is in its linear part for most weights
+            model.pref.log_kappa.fill_(np.log(0.3))
         model.mem_weight.fill_(1.0)
         model.count_weight.fill_(1.0)
         model.conv_weight.fill_(1.0)
@@ -90,10 +92,10 @@ histories = st.lists(group, min_size=0, max_size=8).map(
     lambda gs: [(qi, ms, rs[:len(ms)]) for qi, ms, rs in gs])
 
 
-@pytest.fixture(scope="module", params=["untrained", "trained"])
+@pytest.fixture(scope="module", params=["untrained", "trained", "robust"])
 def model(request):
     if request.param not in MODELS:
-        MODELS[request.param] = _model(True)
+        MODELS[request.param] = _model(request.param == "trained", robust=request.param == "robust")
     return MODELS[request.param]
 
 
