@@ -34,14 +34,19 @@ NEWTON_TOL = 1e-6
 BACKTRACK_HALVINGS = 8
 
 
+def robust_stretch(w: Tensor, prec: Tensor, kappa: Tensor) -> Tensor:
+    """[U, F] s = sqrt(1 + prec w^2 / kappa^2): the robust penalty is kappa^2 (s - 1), its gradient prec w / s."""
+    return torch.sqrt(1.0 + prec * w * w / kappa**2)
+
+
 def prior_terms(w: Tensor, prec: Tensor, kappa: Tensor | None) -> tuple[Tensor, Tensor]:
     """(gradient [U, F], curvature [U, F]) of the prior penalty at w [U, F]; prec [F] or [U, F].
 
     Gaussian (``kappa`` None): 1/2 prec w^2. Robust: kappa^2 (sqrt(1 + prec w^2 / kappa^2) - 1), whose gradient
-    is prec w / s and curvature prec / s^3 with s = sqrt(1 + prec w^2 / kappa^2)."""
+    is prec w / s and curvature prec / s^3 with s = :func:`robust_stretch`."""
     if kappa is None:
         return prec * w, prec.expand_as(w)
-    s = torch.sqrt(1.0 + prec * w * w / kappa**2)
+    s = robust_stretch(w, prec, kappa)
     return prec * w / s, prec / s**3
 
 
@@ -69,7 +74,7 @@ def objective(w: Tensor, x: Tensor, off: Tensor, y: Tensor, om: Tensor, prec: Te
     fit = scatter(om * (F.softplus(z) - y * z), user, 0, dim_size=w.size(0), reduce="sum")  # BCE with logits
     if kappa is None:
         return fit + 0.5 * (prec * w * w).sum(-1)
-    return fit + (kappa**2 * (torch.sqrt(1.0 + prec * w * w / kappa**2) - 1.0)).sum(-1)
+    return fit + (kappa**2 * (robust_stretch(w, prec, kappa) - 1.0)).sum(-1)
 
 
 def backtrack(w: Tensor, new: Tensor, *args) -> Tensor:
@@ -146,7 +151,7 @@ class BayesPreference(nn.Module):
         """[U, F] the precision P with prior gradient P * w at ``w`` [U, F] (``prec`` itself for the Gaussian
         prior), so that at the MAP P * w_u = the sum of the user's pair terms (:meth:`pair_terms`)."""
         kappa = self.kappa()
-        return prec.expand_as(w) if kappa is None else prec / torch.sqrt(1.0 + prec * w * w / kappa**2)
+        return prec.expand_as(w) if kappa is None else prec / robust_stretch(w, prec, kappa)
 
     def pair_terms(self, phi_t: Tensor, offset_t: Tensor, rating: Tensor, age: Tensor, pairs: Tensor,
                    w_pair: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
