@@ -134,7 +134,7 @@ def main() -> int:
         bb_name, bb = best_baseline(report)
         summary = {k: report[k] for k in ("gmtrouter", "baselines", "ablations", "slices", "cold_start", "data",
                                           "ceilings", "train_config", "cost_quality", "families",
-                                          "hierarchical_logistic_topics") if k in report}
+                                          "hierarchical_logistic_topics", "held_out_crowd") if k in report}
         summary["best_baseline"] = {"name": bb_name, "accuracy": bb["accuracy"], "auc": bb["auc"],
                                     "delta_accuracy": report["gmtrouter"]["accuracy"] - bb["accuracy"]}
         summary["eval_seconds"] = report["eval_seconds"]

@@ -65,7 +65,14 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "pref_dim=32": ({"pref_dim": 32}, {}),  # twice the features of the per-user posterior
     "robust_prior": ({"robust_prior": True}, {}),  # the posterior's prior turns linear in its tails (heavy tails)
     "robust_prior+seed=1": ({"robust_prior": True}, {"seed": 1}),  # against the row seed=1
+    "crowd=earlier": ({}, {}),  # the evaluation's crowd, not the model: see CROWD
+    "crowd=earlier+seed=1": ({}, {"seed": 1}),  # against the row seed=1
 }
+#: what validation and test targets' crowd reads (trainer.data.CROWD_SOURCES). Every row was measured with the
+#: training split's ratings, the protocol before session 27; ``crowd=earlier`` is the defaults with the crowd
+#: that `prefstream eval` reads now, every other user's ratings from before the target (the same trained model
+#: when the validation-chosen step is the same).
+CROWD = {"crowd=earlier": "earlier", "crowd=earlier+seed=1": "earlier"}
 
 
 def variant_config(name: str) -> TrainConfig:
@@ -87,7 +94,8 @@ def run_variant(kind: str, name: str, data: Path, pairs_dir: Path) -> dict:
 
     cfg, history = variant_config(name), serving_history()
     ds = load_dataset({s: data / f"{s}.jsonl" for s in ("train", "valid", "test")},
-                      CATALOG if kind == "families" else data / "llm_catalog.json", progress=False)
+                      CATALOG if kind == "families" else data / "llm_catalog.json", progress=False,
+                      crowd=CROWD.get(name, "train"))
     t0 = time.perf_counter()
     res = fit(training_samples(ds, "train", turns=cfg.k_max), online_samples(ds, "valid", turns=history), cfg,
               progress=False, llms=ds.llms)
@@ -99,7 +107,7 @@ def run_variant(kind: str, name: str, data: Path, pairs_dir: Path) -> dict:
     m = pair_metrics(groups, scores)
     out = {"accuracy": m["accuracy"], "auc": m["auc"], "valid_auc": res.metrics.get("auc"),
            "best_step": res.best_step, "train_seconds": round(train_s, 1), "step_seconds": res.step_seconds,
-           "config": cfg.to_dict()}
+           "config": cfg.to_dict(), "held_out_crowd": ds.held_out_crowd}
     fams = data / "users.json"
     if fams.exists():
         pf = per_family(groups, {"gmtrouter": scores}, json.loads(fams.read_text()))

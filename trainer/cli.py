@@ -108,7 +108,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     report = run_evaluation(args.train, args.valid, args.test, catalog=_catalog(args), fmt=args.format, config=cfg,
                             history=history, ablations=not args.no_ablations, diagnostics=args.diagnostics,
                             encoder=_encoder(args),
-                            families=_families(args), predictions=args.predictions)
+                            families=_families(args), predictions=args.predictions, crowd=args.crowd)
     report["command"] = " ".join(shlex.quote(a) for a in sys.argv)
     md = table(report)
     print(md)
@@ -196,6 +196,10 @@ def register(subparsers) -> None:
     p.add_argument("--predictions", type=Path,
                    help="write one JSON line per test pair (user, question_id, turn, the two LLMs, label, every "
                         "method's scores) to this file")
+    p.add_argument("--crowd", choices=("earlier", "train"), default="earlier",
+                   help="what other users' ratings a validation or test comparison's crowd term reads: earlier = "
+                        "everyone else's from before it, any split, as a serving router's graph holds them "
+                        "(default); train = the training split only (the protocol of results before it existed)")
     p.add_argument("--out", type=Path, help="write the report JSON here (plus .md and PNG plots beside it)")
     p.set_defaults(func=cmd_eval)
 

@@ -12,7 +12,8 @@ say whether that answer was any good (correct, complete) for this very text, whi
 history on other queries can tell. The requesting user's own ratings never enter (they reach the score through
 the personal terms), and a rating of the user can only move their own score, never this term.
 
-Sources: a dataset's training split (trainer/data.py), the sampled training set of a refresh cycle
+Sources: a dataset's training split, or for its held-out targets every split's ratings from before the target
+(trainer/data.py, ``evidence(..., before_ms=...)``), the sampled training set of a refresh cycle
 (trainer/refresh.py), or the graph's rated turns of the request's query (workers/engine.py via
 ``GraphStore.query_ratings``). All three go through :class:`CrowdTable`, so they agree on what is counted.
 """
@@ -33,26 +34,29 @@ class CrowdTable:
 
     def __init__(self, prior: float = CROWD_PRIOR):
         self.prior = float(prior)
-        self._cmp: dict[tuple, tuple[str, dict[str, float]]] = {}  # comparison -> (query key, {llm: rating})
-        self._sums: dict[str, dict[str, dict[str, list[float]]]] | None = None  # query -> llm -> user -> [sum, n]
+        self._cmp: dict[tuple, tuple[str, dict[str, float], int | None]] = {}  # comparison -> (query, {llm: rating}, ms)
+        self._sums: dict[str, dict[str, list[tuple[str, int | None, float]]]] | None = None  # query -> llm -> answers
 
     def add(self, user: str, conversation: str | None, turn_index: int, query_key: str, llm: str,
-            rating: float | None) -> None:
-        """One rated answer (the first rating of an answer counts; a NaN or None rating is ignored)."""
+            rating: float | None, timestamp: int | None = None) -> None:
+        """One rated answer (the first rating of an answer counts; a NaN or None rating is ignored).
+        ``timestamp`` (epoch ms; the comparison's first one counts) lets :meth:`evidence` look only before a time."""
         if rating is None or rating != rating:
             return
         key = (user, conversation if conversation is not None else query_key, int(turn_index))
-        self._cmp.setdefault(key, (query_key, {}))[1].setdefault(llm, float(rating))
+        entry = self._cmp.setdefault(key, (query_key, {}, timestamp))
+        entry[1].setdefault(llm, float(rating))
         self._sums = None
 
     def add_comparison(self, user: str, conversation: str | None, turn_index: int, query_key: str,
-                       llm_ids: Sequence[str], ratings: np.ndarray) -> None:
+                       llm_ids: Sequence[str], ratings: np.ndarray, timestamp: int | None = None) -> None:
         """One user's rated answers [K] to one turn of one conversation."""
         for m, r in zip(llm_ids, ratings.tolist()):
-            self.add(user, conversation, turn_index, query_key, m, r)
+            self.add(user, conversation, turn_index, query_key, m, r, timestamp)
 
     def add_group(self, g: HeldOutGroup) -> None:
-        self.add_comparison(g.user_id, g.conversation_id, (g.turn or 1) - 1, g.query_key, g.llm_ids, g.ratings)
+        self.add_comparison(g.user_id, g.conversation_id, (g.turn or 1) - 1, g.query_key, g.llm_ids, g.ratings,
+                            g.timestamp)
 
     def add_sample(self, s: TrainingSample, before_ms: int | None = None) -> None:
         """A training sample's visible rated turns and its targets (shared comparisons count once); with
@@ -61,7 +65,7 @@ class CrowdTable:
         for conv, idx, qk, m, r, ts in zip(v.conversation_ids, v.turn_index.tolist(), v.query_keys, v.llm_ids,
                                            v.rating.tolist(), v.timestamps.tolist()):
             if not late(ts):
-                self.add(v.user_id, conv, idx, qk, m, r)
+                self.add(v.user_id, conv, idx, qk, m, r, int(ts))
         for g in s.targets:
             if not late(g.timestamp):
                 self.add_group(g)
@@ -82,31 +86,29 @@ class CrowdTable:
             table.add(user, conv, idx, qk, llm, rating)
         return table
 
-    def _table(self) -> dict[str, dict[str, dict[str, list[float]]]]:
+    def _table(self) -> dict[str, dict[str, list[tuple[str, int | None, float]]]]:
         if self._sums is None:
-            sums: dict[str, dict[str, dict[str, list[float]]]] = {}
-            for (user, _, _), (qk, rated) in self._cmp.items():
+            sums: dict[str, dict[str, list[tuple[str, int | None, float]]]] = {}
+            for (user, _, _), (qk, rated, ts) in self._cmp.items():
                 if len(rated) < 2:
                     continue  # a single rated answer says nothing about how it compares
                 mean = sum(rated.values()) / len(rated)
                 for m, r in rated.items():
-                    acc = sums.setdefault(qk, {}).setdefault(m, {}).setdefault(user, [0.0, 0.0])
-                    acc[0] += r - mean
-                    acc[1] += 1.0
+                    sums.setdefault(qk, {}).setdefault(m, []).append((user, ts, r - mean))
             self._sums = sums
         return self._sums
 
-    def evidence(self, query_key: str, llm_ids: Sequence[str], user: str) -> np.ndarray:
+    def evidence(self, query_key: str, llm_ids: Sequence[str], user: str, before_ms: int | None = None) -> np.ndarray:
         """[K] crowd evidence of each LLM on ``query_key`` from every user but ``user`` (0 when nobody else rated
-        it)."""
+        it); with ``before_ms``, only comparisons time-stamped before it (one without a time stamp never counts)."""
         by_llm = self._table().get(query_key, {})
         out = np.zeros(len(llm_ids), np.float32)
         for i, m in enumerate(llm_ids):
             s = n = 0.0
-            for v, (sv, nv) in by_llm.get(m, {}).items():
-                if v != user:
-                    s += sv
-                    n += nv
+            for v, ts, centred in by_llm.get(m, ()):
+                if v != user and (before_ms is None or (ts is not None and ts < before_ms)):
+                    s += centred
+                    n += 1.0
             out[i] = s / (n + self.prior)
         return out
 

