@@ -67,12 +67,13 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "robust_prior+seed=1": ({"robust_prior": True}, {"seed": 1}),  # against the row seed=1
     "crowd=earlier": ({}, {}),  # the evaluation's crowd, not the model: see CROWD
     "crowd=earlier+seed=1": ({}, {"seed": 1}),  # against the row seed=1
+    "crowd=earlier+seed=2": ({}, {"seed": 2}),  # against the row seed=2
 }
 #: what validation and test targets' crowd reads (trainer.data.CROWD_SOURCES). Every row was measured with the
 #: training split's ratings, the protocol before session 27; ``crowd=earlier`` is the defaults with the crowd
 #: that `prefstream eval` reads now, every other user's ratings from before the target (the same trained model
 #: when the validation-chosen step is the same).
-CROWD = {"crowd=earlier": "earlier", "crowd=earlier+seed=1": "earlier"}
+CROWD = {name: "earlier" for name in ("crowd=earlier", "crowd=earlier+seed=1", "crowd=earlier+seed=2")}
 
 
 def variant_config(name: str) -> TrainConfig:
