@@ -57,7 +57,7 @@ def test_evidence_before_a_time_counts_only_earlier_comparisons():
     np.testing.assert_allclose(t.evidence("q", ["m1", "m2"], "x"), [0.5 / 4, -0.5 / 4], atol=1e-6)
 
 
-def test_a_users_crowd_evidence_never_holds_their_own_rating_or_a_later_one(tiny_ds):
+def test_a_users_crowd_evidence_never_holds_their_own_rating(tiny_ds):
     users = tiny_ds.users("test")
     shared = [u for u in users if any(c.any() for c in _crowd(tiny_ds, u))]
     assert shared, "the tiny simulator shares queries between users"
@@ -66,12 +66,23 @@ def test_a_users_crowd_evidence_never_holds_their_own_rating_or_a_later_one(tiny
     mine = _rescale(tiny_ds, lambda g: g.user_id != u)  # every rating of u reversed, in every split
     for x, y in zip(base, _crowd(mine, u)):
         np.testing.assert_allclose(x, y)
-    targets = [g for s in online_samples(tiny_ds, "test", history=5, users={u}) for g in s.targets]
-    for i in [i for i, c in enumerate(base) if c.any()][:3]:  # everybody's ratings from this target's time on
-        later = _rescale(tiny_ds, lambda g, t=targets[i].timestamp: g.timestamp < t)
-        np.testing.assert_allclose(_crowd(later, u)[i], base[i])
     theirs = _rescale(tiny_ds, lambda g: g.user_id == u or g.split != "train")  # the others' training ratings
     assert any(not np.allclose(x, y) for x, y in zip(base, _crowd(theirs, u)))
+
+
+def test_a_held_out_target_never_reads_a_later_rating(tiny_ds):
+    """Targets whose query other users also rated later: reversing every rating from the target's time on (anyone's)
+    leaves its crowd as it was."""
+    table = tiny_ds.all_crowd
+    later_rated = [(g.user_id, i, g.timestamp) for u in tiny_ds.users("test")
+                   for i, g in enumerate(t for s in online_samples(tiny_ds, "test", history=5, users={u})
+                                         for t in s.targets)
+                   if not np.allclose(table.evidence(g.query_key, g.llm_ids, u),
+                                      table.evidence(g.query_key, g.llm_ids, u, before_ms=g.timestamp))]
+    assert later_rated, "the tiny simulator has test queries that others rate later"
+    for user, i, ts in later_rated[:3]:
+        later = _rescale(tiny_ds, lambda g, t=ts: g.timestamp < t)
+        np.testing.assert_allclose(_crowd(later, user)[i], _crowd(tiny_ds, user)[i])
 
 
 def _one_query_ds(rows, held_out_crowd="earlier"):
