@@ -73,7 +73,7 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
 #: training split's ratings, the protocol before session 27; ``crowd=earlier`` is the defaults with the crowd
 #: that `prefstream eval` reads now, every other user's ratings from before the target (the same trained model
 #: when the validation-chosen step is the same).
-CROWD = {name: "earlier" for name in ("crowd=earlier", "crowd=earlier+seed=1", "crowd=earlier+seed=2")}
+CROWD = {name: "earlier" for name in VARIANTS if name.startswith("crowd=earlier")}
 
 
 def variant_config(name: str) -> TrainConfig:

@@ -30,12 +30,13 @@ CROWD_PRIOR = 1.0  # pseudo-answers of centred rating 0 each crowd average is sh
 
 
 class CrowdTable:
-    """Rated comparisons by (user, conversation, turn index), then per query and LLM each user's centred sums."""
+    """Rated comparisons by (user, conversation, turn index), then per query and LLM every centred answer (with its
+    user and time, so :meth:`evidence` can leave out a user and look only before a time)."""
 
     def __init__(self, prior: float = CROWD_PRIOR):
         self.prior = float(prior)
         self._cmp: dict[tuple, tuple[str, dict[str, float], int | None]] = {}  # comparison -> (query, {llm: rating}, ms)
-        self._sums: dict[str, dict[str, list[tuple[str, int | None, float]]]] | None = None  # query -> llm -> answers
+        self._answers: dict[str, dict[str, list[tuple[str, int | None, float]]]] | None = None  # query -> llm -> answers
 
     def add(self, user: str, conversation: str | None, turn_index: int, query_key: str, llm: str,
             rating: float | None, timestamp: int | None = None) -> None:
@@ -46,7 +47,7 @@ class CrowdTable:
         key = (user, conversation if conversation is not None else query_key, int(turn_index))
         entry = self._cmp.setdefault(key, (query_key, {}, timestamp))
         entry[1].setdefault(llm, float(rating))
-        self._sums = None
+        self._answers = None
 
     def add_comparison(self, user: str, conversation: str | None, turn_index: int, query_key: str,
                        llm_ids: Sequence[str], ratings: np.ndarray, timestamp: int | None = None) -> None:
@@ -87,16 +88,16 @@ class CrowdTable:
         return table
 
     def _table(self) -> dict[str, dict[str, list[tuple[str, int | None, float]]]]:
-        if self._sums is None:
-            sums: dict[str, dict[str, list[tuple[str, int | None, float]]]] = {}
+        if self._answers is None:
+            answers: dict[str, dict[str, list[tuple[str, int | None, float]]]] = {}
             for (user, _, _), (qk, rated, ts) in self._cmp.items():
                 if len(rated) < 2:
                     continue  # a single rated answer says nothing about how it compares
                 mean = sum(rated.values()) / len(rated)
                 for m, r in rated.items():
-                    sums.setdefault(qk, {}).setdefault(m, []).append((user, ts, r - mean))
-            self._sums = sums
-        return self._sums
+                    answers.setdefault(qk, {}).setdefault(m, []).append((user, ts, r - mean))
+            self._answers = answers
+        return self._answers
 
     def evidence(self, query_key: str, llm_ids: Sequence[str], user: str, before_ms: int | None = None) -> np.ndarray:
         """[K] crowd evidence of each LLM on ``query_key`` from every user but ``user`` (0 when nobody else rated
