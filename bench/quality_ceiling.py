@@ -17,7 +17,8 @@ The default simulator (trainer/simulate.py) scores an answer with a_u * correct(
 - whether the query text predicts per-query correctness: models fitted on the MiniLM embeddings of the queries
   the simulator shows in training, scored on the held-back queries, against the task mean (log loss);
 - how much the crowd (other users' ratings of the same query, trainer/crowd.py) knows: the share of test pairs
-  it covers, and how often its sign alone orders a pair as its label does.
+  it covers, and how often its sign alone orders a pair as its label does (the earlier crowd the evaluation reads,
+  and the training split's).
 Seconds to a minute on one core; trains only the small text models.
 """
 
@@ -229,18 +230,26 @@ def text_vs_task(sim: Simulator, seed: int) -> dict:
 
 
 def crowd_signal(kind_dir: Path, t: dict[str, np.ndarray], sim: Simulator) -> dict:
-    """Share of test pairs with crowd evidence and the accuracy of its sign alone there."""
+    """Share of test pairs with crowd evidence and the accuracy of its sign alone there, for each source
+    (trainer/data.py CROWD_SOURCES): "earlier", every other user's ratings from before the pair (what serving
+    and `prefstream eval` read), and "train", the training split's only."""
     ds = load_dataset({s: kind_dir / f"{s}.jsonl" for s in ("train", "valid", "test")},
                       kind_dir / "llm_catalog.json", progress=False)
+    when = {(g.conversation_id, g.turn): g.timestamp for g in ds.groups if g.split == "test"}
     d = sim.data
-    diff = []
-    for (_, _, ma, mb), q, u in zip(t["key"], t["query"], t["user"]):
-        ev = ds.crowd.evidence(query_key(d.queries[q]), [d.llm_ids[ma], d.llm_ids[mb]], u)
-        diff.append(float(ev[0] - ev[1]))
-    diff = np.array(diff)
-    covered = diff != 0
-    return {"pairs_with_crowd": float(covered.mean()),
-            "crowd_sign_accuracy": float(pair_correct(diff[covered], t["label"][covered]).mean())}
+    diff: dict[str, list[float]] = {"earlier": [], "train": []}
+    for (conv, turn, ma, mb), q, u in zip(t["key"], t["query"], t["user"]):
+        qk, pair = query_key(d.queries[q]), [d.llm_ids[ma], d.llm_ids[mb]]
+        for name, ev in (("earlier", ds.all_crowd.evidence(qk, pair, u, before_ms=when[(conv, turn)])),
+                         ("train", ds.crowd.evidence(qk, pair, u))):
+            diff[name].append(float(ev[0] - ev[1]))
+    out = {}
+    for name, values in diff.items():
+        x = np.array(values)
+        covered = x != 0
+        out[name] = {"pairs_with_crowd": float(covered.mean()),
+                     "crowd_sign_accuracy": float(pair_correct(x[covered], t["label"][covered]).mean())}
+    return out
 
 
 def report(res: dict) -> str:
@@ -278,8 +287,11 @@ def report(res: dict) -> str:
         f"Per-query correctness on the {x['held_back_queries']} held-back queries, log loss (lower is better): "
         f"task mean {x['task_mean']:.4f}, linear model of the query embedding {x['text_linear']:.4f}, "
         f"MLP {x['text_mlp']:.4f}.", "",
-        f"Crowd: {100 * c['pairs_with_crowd']:.1f} % of test pairs have other users' ratings of the same query; "
-        f"there its sign alone orders {100 * c['crowd_sign_accuracy']:.1f} % of pairs as their label does.", ""])
+        f"Crowd: {100 * c['earlier']['pairs_with_crowd']:.1f} % of test pairs have other users' ratings of the "
+        f"same query from before them (what serving and the evaluation read); there its sign alone orders "
+        f"{100 * c['earlier']['crowd_sign_accuracy']:.1f} % of pairs as their label does. The training split's "
+        f"ratings alone cover {100 * c['train']['pairs_with_crowd']:.1f} %, at "
+        f"{100 * c['train']['crowd_sign_accuracy']:.1f} %.", ""])
 
 
 def main() -> None:
