@@ -37,7 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trainer.data import load_dataset, query_key  # noqa: E402
+from trainer.data import CROWD_SOURCES, held_out, load_dataset  # noqa: E402
 from trainer.embed import embed_texts  # noqa: E402
 from trainer.history import serving_history  # noqa: E402
 from trainer.metrics import pair_correct  # noqa: E402
@@ -232,23 +232,26 @@ def text_vs_task(sim: Simulator, seed: int) -> dict:
 def crowd_signal(kind_dir: Path, t: dict[str, np.ndarray], sim: Simulator) -> dict:
     """Share of test pairs with crowd evidence and the accuracy of its sign alone there, for each source
     (trainer/data.py CROWD_SOURCES): "earlier", every other user's ratings from before the pair (what serving
-    and `prefstream eval` read), and "train", the training split's only."""
+    and `prefstream eval` read), and "train", the training split's only. Read through ``held_out``, as the
+    evaluation reads it."""
     ds = load_dataset({s: kind_dir / f"{s}.jsonl" for s in ("train", "valid", "test")},
                       kind_dir / "llm_catalog.json", progress=False)
-    when = {(g.conversation_id, g.turn): g.timestamp for g in ds.groups if g.split == "test"}
-    d = sim.data
-    diff: dict[str, list[float]] = {"earlier": [], "train": []}
-    for (conv, turn, ma, mb), q, u in zip(t["key"], t["query"], t["user"]):
-        qk, pair = query_key(d.queries[q]), [d.llm_ids[ma], d.llm_ids[mb]]
-        for name, ev in (("earlier", ds.all_crowd.evidence(qk, pair, u, before_ms=when[(conv, turn)])),
-                         ("train", ds.crowd.evidence(qk, pair, u))):
-            diff[name].append(float(ev[0] - ev[1]))
+    test = {(g.conversation_id, g.turn): g for g in ds.groups if g.split == "test"}
     out = {}
-    for name, values in diff.items():
-        x = np.array(values)
+    for source in CROWD_SOURCES:
+        ds.held_out_crowd = source
+        crowd: dict[tuple, dict[str, float]] = {}  # (conversation, turn) -> {llm: evidence}
+        diff = []
+        for conv, turn, ma, mb in t["key"]:
+            if (conv, turn) not in crowd:
+                h = held_out(test[(conv, turn)], ds)
+                crowd[(conv, turn)] = dict(zip(h.llm_ids, h.crowd.tolist()))
+            ev = crowd[(conv, turn)]
+            diff.append(ev[sim.data.llm_ids[ma]] - ev[sim.data.llm_ids[mb]])
+        x = np.array(diff)
         covered = x != 0
-        out[name] = {"pairs_with_crowd": float(covered.mean()),
-                     "crowd_sign_accuracy": float(pair_correct(x[covered], t["label"][covered]).mean())}
+        out[source] = {"pairs_with_crowd": float(covered.mean()),
+                       "crowd_sign_accuracy": float(pair_correct(x[covered], t["label"][covered]).mean())}
     return out
 
 

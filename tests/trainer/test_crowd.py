@@ -42,8 +42,12 @@ def _rescale(ds, keep):
     return type(ds)(groups, ds.query_emb, ds.query_row, ds.llms)
 
 
+def _targets(ds, user):
+    return [g for s in online_samples(ds, "test", history=5, users={user}) for g in s.targets]
+
+
 def _crowd(ds, user):
-    return [g.crowd for s in online_samples(ds, "test", history=5, users={user}) for g in s.targets]
+    return [g.crowd for g in _targets(ds, user)]
 
 
 def test_evidence_before_a_time_counts_only_earlier_comparisons():
@@ -74,11 +78,12 @@ def test_a_held_out_target_never_reads_a_later_rating(tiny_ds):
     """Targets whose query other users also rated later: reversing every rating from the target's time on (anyone's)
     leaves its crowd as it was."""
     table = tiny_ds.all_crowd
-    later_rated = [(g.user_id, i, g.timestamp) for u in tiny_ds.users("test")
-                   for i, g in enumerate(t for s in online_samples(tiny_ds, "test", history=5, users={u})
-                                         for t in s.targets)
-                   if not np.allclose(table.evidence(g.query_key, g.llm_ids, u),
-                                      table.evidence(g.query_key, g.llm_ids, u, before_ms=g.timestamp))]
+    later_rated = []  # (user, index of the target, its time)
+    for u in tiny_ds.users("test"):
+        for i, g in enumerate(_targets(tiny_ds, u)):
+            if not np.allclose(table.evidence(g.query_key, g.llm_ids, u),
+                               table.evidence(g.query_key, g.llm_ids, u, before_ms=g.timestamp)):
+                later_rated.append((u, i, g.timestamp))
     assert later_rated, "the tiny simulator has test queries that others rate later"
     for user, i, ts in later_rated[:3]:
         later = _rescale(tiny_ds, lambda g, t=ts: g.timestamp < t)
