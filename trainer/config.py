@@ -55,6 +55,9 @@ class TrainConfig:
     k_max: int = 160  # >= settings.history_turns: trained on at least the history routers serve (tests check it)
     loss: str = "bt"  # "bt": pairwise Bradley-Terry, ties skipped; "bce": per-answer BCE on ratings
     eval_every: int = 75
+    # > 0: validate and keep a Polyak (exponential moving) average of the weights with this decay per step
+    # instead of the raw weights; 0: off (the raw weights, as before)
+    ema: float = 0.0
     max_valid: int = 3000  # validation samples scored at each evaluation (a fixed, seeded subset)
     seed: int = 0
 

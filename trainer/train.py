@@ -102,6 +102,17 @@ def _init_model(init, cfg: TrainConfig) -> GMTRouter:
     return load_checkpoint(Path(init)).model
 
 
+@torch.no_grad()
+def ema_update(avg: GMTRouter, model: GMTRouter, decay: float, step: int) -> None:
+    """avg <- decay' * avg + (1 - decay') * model, parameter by parameter (buffers copied), with
+    decay' = min(decay, (1 + step) / (10 + step)) so the early average is not dominated by the initial weights."""
+    d = min(decay, (1.0 + step) / (10.0 + step))
+    for pa, p in zip(avg.parameters(), model.parameters()):
+        pa.lerp_(p, 1.0 - d)
+    for ba, b in zip(avg.buffers(), model.buffers()):
+        ba.copy_(b)
+
+
 def fit(train: list[TrainingSample], valid: list[TrainingSample], config: TrainConfig,
         init: GMTRouter | str | Path | None = None, progress: bool = True, *,
         llms: Mapping[str, LLMInfo] | Mapping[str, np.ndarray] | None = None) -> FitResult:
@@ -117,6 +128,8 @@ def fit(train: list[TrainingSample], valid: list[TrainingSample], config: TrainC
     model = _init_model(init, config)
     table = llm_table(llms) if llms is not None else dict(getattr(model, "llm_emb", {}))
     model.llm_emb = table
+    avg = copy.deepcopy(model) if config.ema > 0 else None  # the weight average, when config.ema
+    judged = avg if avg is not None else model  # what is validated and returned
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     warm = max(1, config.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, then cosine decay to 5 %
@@ -148,21 +161,24 @@ def fit(train: list[TrainingSample], valid: list[TrainingSample], config: TrainC
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
+        if avg is not None:
+            ema_update(avg, model, config.ema, step)
         step_time += time.perf_counter() - ts
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
         last = step == config.steps - 1
         if vsub and ((step + 1) % config.eval_every == 0 or last):
-            m = evaluate(model, vsub, table)
+            m = evaluate(judged, vsub, table)
             m["step"] = step + 1
             m["loss"] = running
             history.append(m)
             if m["auc"] > best[0]:
-                best = (m["auc"], step + 1, copy.deepcopy(model.state_dict()), m)
+                best = (m["auc"], step + 1, copy.deepcopy(judged.state_dict()), m)
             if progress:
                 bar.set_postfix(loss=f"{running:.3f}", val_auc=f"{m['auc']:.3f}", best=f"{best[0]:.3f}")
     if vsub:
         model.load_state_dict(best[2])
     else:
+        model.load_state_dict(judged.state_dict())
         best = (float("nan"), config.steps, None, {})
     model.eval()
     return FitResult(model, best[3], best[1], history, time.perf_counter() - t0, step_time / max(config.steps, 1))

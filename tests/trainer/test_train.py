@@ -6,7 +6,8 @@ import pytest
 from trainer.data import cold_start_samples, online_samples, training_samples
 from trainer.metrics import pair_metrics
 from trainer.model import GMTRouterConfig
-from trainer.train import TrainConfig, evaluate, fit, score_samples
+from trainer.model import GMTRouter
+from trainer.train import TrainConfig, ema_update, evaluate, fit, score_samples
 
 D = 32
 
@@ -77,6 +78,30 @@ def test_training_is_seeded(tiny_ds):
     r1 = fit(tr, va, cfg, progress=False, llms=tiny_ds.llms)
     r2 = fit(tr, va, cfg, progress=False, llms=tiny_ds.llms)
     assert r1.metrics["auc"] == r2.metrics["auc"]
+
+
+def test_ema_update_mixes_old_and_new_weights():
+    cfg = GMTRouterConfig(emb_dim=D, hidden=32)
+    avg, model = GMTRouter(cfg), GMTRouter(cfg)
+    old = [p.detach().clone() for p in avg.parameters()]
+    ema_update(avg, model, 0.9, step=10_000)  # late: the configured decay
+    for a, o, p in zip(avg.parameters(), old, model.parameters()):
+        np.testing.assert_allclose(a.detach().numpy(), (0.9 * o + 0.1 * p.detach()).numpy(), rtol=1e-5, atol=1e-6)
+    mid = [p.detach().clone() for p in avg.parameters()]
+    ema_update(avg, model, 0.9, step=0)  # first step: decay 1/10, mostly the new weights
+    for a, o, p in zip(avg.parameters(), mid, model.parameters()):
+        np.testing.assert_allclose(a.detach().numpy(), (0.1 * o + 0.9 * p.detach()).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_fit_with_ema_validates_and_returns_the_average(tiny_ds):
+    tr = training_samples(tiny_ds, "train", window=10)[:60]
+    va = online_samples(tiny_ds, "valid", history=10)[:60]
+    cfg = dataclasses.replace(_cfg(steps=8), eval_every=8, k_max=10)
+    raw = fit(tr, va, cfg, progress=False, llms=tiny_ds.llms)
+    avg = fit(tr, va, dataclasses.replace(cfg, ema=0.5), progress=False, llms=tiny_ds.llms)
+    diff = [float((a - b).abs().max()) for a, b in zip(avg.model.parameters(), raw.model.parameters())]
+    assert max(diff) > 0  # the same seeded run, but what comes back is the average, not the last weights
+    assert evaluate(avg.model, va, tiny_ds.llms)["auc"] == pytest.approx(avg.metrics["auc"])  # chosen on it
 
 
 def test_turn_cut_samples_are_views_equal_to_cutting_each_history(tiny_ds):
