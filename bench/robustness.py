@@ -55,6 +55,7 @@ def run_one(name: str, args) -> dict:
                             predictions=preds, progress=False)
     ci = benchmark(preds, generator == "families", args.boot, 0)
     return {"generator": generator, "seed": args.seed, "sizes": sizes, "data": report["data"],
+            "held_out_crowd": report["held_out_crowd"],
             "accuracy": {"gmtrouter": report["gmtrouter"]["accuracy"],
                          **{m: report["baselines"][m]["accuracy"] for m in METHODS}},
             "auc": {"gmtrouter": report["gmtrouter"]["auc"], **{m: report["baselines"][m]["auc"] for m in METHODS}},
@@ -77,8 +78,11 @@ def _summary_row(name: str, r: dict) -> str:
 
 
 def markdown(out: dict) -> str:
+    # runs from before the field read the training split's crowd (then the only protocol)
+    crowd = next(iter(out["benchmarks"].values()), {}).get("held_out_crowd", "train")
     md = ["# Robustness: the quality claims on benchmarks no choice was made on", "", f"Command: `{out['command']}`",
-          "", f"`prefstream eval` defaults (history {out['history_turns']} turns, no ablations), seed {out['seed']}; "
+          "", f"`prefstream eval` defaults (history {out['history_turns']} turns, held-out crowd `{crowd}`, no "
+          f"ablations), seed {out['seed']}; "
           "short = every user cut to 20-35 queries (the families' sparse users keep 6-15). Leads in accuracy points "
           f"with a 95 % interval from {out['n_boot']} resamples of whole users.", "",
           "| benchmark | GMTRouter | per-user win count | hierarchical logistic | lead over count | lead over "
@@ -87,10 +91,22 @@ def markdown(out: dict) -> str:
         md.append(_summary_row(name, r))
         for fam, fr in r["families"].items():
             md.append(_row(f"{name} / {fam}", fr))
-    md += ["", "Reference, seed 0 (bench/results/quality.md): default 0.7682 vs count 0.7357; families 0.7310 vs "
-           "0.6909.", "", f"Load average at start {out['load_avg_start'][0]:.2f}, at end {out['load_avg_end'][0]:.2f} "
+    md += ["", out.get("reference", ""), "",
+           f"Load average at start {out['load_avg_start'][0]:.2f}, at end {out['load_avg_end'][0]:.2f} "
            "(2 cores; nothing else ran)."]
     return "\n".join(md) + "\n"
+
+
+def reference() -> str:
+    """The seed-0 run's accuracies, read from bench/results/quality.json when this run ends (not quoted here)."""
+    path = RESULTS / "quality.json"
+    if not path.exists():
+        return "Reference, seed 0: bench/results/quality.json not found."
+    q = json.loads(path.read_text())
+    d, f = q["default"], q["second_benchmark"]
+    return (f"Reference, seed 0 (bench/results/quality.json, crowd {d.get('held_out_crowd', '?')}): default "
+            f"{d['gmtrouter']['accuracy']:.4f} vs count {d['baselines']['per_user_majority']['accuracy']:.4f}; "
+            f"families {f['gmtrouter']['accuracy']:.4f} vs {f['baselines']['per_user_majority']['accuracy']:.4f}.")
 
 
 def plot(out: dict, path: Path) -> None:
@@ -136,6 +152,7 @@ def main() -> int:
         out["benchmarks"][name] = run_one(name, args)
         print(_summary_row(name, out["benchmarks"][name]), flush=True)
     out["load_avg_end"] = os.getloadavg()
+    out["reference"] = reference()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1, default=float))
     args.out.with_suffix(".md").write_text(markdown(out))
