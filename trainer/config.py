@@ -61,6 +61,10 @@ class TrainConfig:
     max_valid: int = 3000  # validation samples scored at each evaluation (a fixed, seeded subset)
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ema < 1.0:  # 1 would keep the initial weights forever
+            raise ValueError(f"TrainConfig.ema is a decay per step in [0, 1), got {self.ema}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 

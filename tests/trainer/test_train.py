@@ -5,8 +5,7 @@ import pytest
 
 from trainer.data import cold_start_samples, online_samples, training_samples
 from trainer.metrics import pair_metrics
-from trainer.model import GMTRouterConfig
-from trainer.model import GMTRouter
+from trainer.model import GMTRouter, GMTRouterConfig
 from trainer.train import TrainConfig, ema_update, evaluate, fit, score_samples
 
 D = 32
@@ -91,6 +90,12 @@ def test_ema_update_mixes_old_and_new_weights():
     ema_update(avg, model, 0.9, step=0)  # first step: decay 1/10, mostly the new weights
     for a, o, p in zip(avg.parameters(), mid, model.parameters()):
         np.testing.assert_allclose(a.detach().numpy(), (0.1 * o + 0.9 * p.detach()).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_ema_outside_zero_to_one_is_refused():
+    for bad in (-0.1, 1.0, 1.5):
+        with pytest.raises(ValueError, match="ema"):
+            TrainConfig(ema=bad)
 
 
 def test_fit_with_ema_validates_and_returns_the_average(tiny_ds):
