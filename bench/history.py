@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.graph_store import Data, bulk_load, read_latency  # noqa: E402
-from bench.common import trained_model  # noqa: E402
+from bench.common import machine_facts, trained_model  # noqa: E402
 from bench.quality import CATALOG, simulate  # noqa: E402
 from trainer.baselines import PerUserMajority  # noqa: E402
 from trainer.data import iter_online_samples, load_dataset, online_samples  # noqa: E402
@@ -183,7 +183,7 @@ def main() -> int:
            "curve": curve, "best_accuracy": best, "chosen_by_rule": chosen, "tolerance": TOLERANCE,
            "serving_history_turns": Settings().history_turns, "eval_history_turns": serving_history(),
            "per_user_majority_all_past": {k: rows[0]["per_user_majority_all"] for k, rows in curves.items()},
-           "load_avg_start": load0, "load_avg_end": os.getloadavg(),
+           "load_avg_start": load0, "load_avg_end": os.getloadavg(), "machine": machine_facts(),
            "note": "N = 100000 means the whole past; reads of N >= 500 return the long users' 500 turns"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1))

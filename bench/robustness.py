@@ -26,6 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import machine_facts  # noqa: E402
 from bench.quality_ci import benchmark  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.evaluate import run_evaluation  # noqa: E402
@@ -145,7 +146,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     out = {"command": " ".join(shlex.quote(a) for a in ["python", "bench/robustness.py", *sys.argv[1:]]),
            "seed": args.seed, "history_turns": serving_history(), "n_boot": args.boot,
-           "load_avg_start": os.getloadavg(), "benchmarks": {}}
+           "load_avg_start": os.getloadavg(), "machine": machine_facts(), "benchmarks": {}}
     names = args.benchmarks.split(",")
     for i, name in enumerate(names):
         print(f"[{i + 1}/{len(names)}] {name} (seed {args.seed})", flush=True)
