@@ -70,6 +70,8 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "crowd=earlier+seed=2": ({}, {"seed": 2}),  # against the row seed=2
     # a Polyak average of the weights (horizon ~100 steps) is validated and served: against crowd=earlier
     "crowd=earlier+ema=0.99": ({}, {"ema": 0.99}),
+    # the memory's query similarity over the learned topic memberships, not the text embeddings: against crowd=earlier
+    "crowd=earlier+memory_space=topics": ({"memory_space": "topics"}, {}),
 }
 #: what validation and test targets' crowd reads (trainer.data.CROWD_SOURCES). Every row was measured with the
 #: training split's ratings, the protocol before session 27; ``crowd=earlier`` is the defaults with the crowd

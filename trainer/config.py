@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 
+MEMORY_SPACES = ("text", "topics")
+
+
 @dataclass
 class GMTRouterConfig:
     emb_dim: int = 384  # frozen sentence-encoder width (queries and LLM descriptions)
@@ -19,6 +22,8 @@ class GMTRouterConfig:
     use_hgt: bool = True  # False: the user state is zero (no graph encoder)
     personal: bool = True  # the Bayesian Bradley-Terry posterior of the user's comparisons
     memory: bool = True  # similarity-weighted average of the user's past ratings of the candidate
+    memory_space: str = "text"  # what that similarity compares: "text" (the queries' sentence embeddings) or
+    #                             "topics" (their learned topic memberships, trained with the rest)
     counts: bool = True  # the same over all of the user's past queries (a per-user win count)
     gates: bool = True  # evidence weights shifted per user by the (rating-blind) HGT state and history length
     prior_gate: bool = True  # the posterior's prior strength scaled per user by the same rating-blind inputs
@@ -29,6 +34,10 @@ class GMTRouterConfig:
     crowd: bool = True  # other users' centred ratings of the candidate on the same query text (trainer/crowd.py)
     reverse_edges: bool = False
     hgt_ratings: bool = False  # diagnostic only: response nodes carry the ratings into the HGT (breaks the sign guarantee)
+
+    def __post_init__(self) -> None:
+        if self.memory_space not in MEMORY_SPACES:
+            raise ValueError(f"GMTRouterConfig.memory_space is one of {MEMORY_SPACES}, got {self.memory_space!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -140,22 +140,24 @@ class PersonalMemory(nn.Module):
         self.log_tau = nn.Parameter(torch.tensor(float(tau)).log())
         self.log_prior = nn.Parameter(torch.tensor(float(prior)).log())
 
-    def terms(self, b: GraphBatch) -> Tensor:
-        """[P] each (candidate, turn) pair's share of its candidate's memory (they sum to it)."""
+    def terms(self, b: GraphBatch, space: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """[P] each (candidate, turn) pair's share of its candidate's memory (they sum to it). ``space``: what
+        the query similarity compares, (requests [B, *], graph queries [NQ, *]); the text embeddings if None."""
         n_c = b.cand.size(0)
         turn = b.data["turn"]
-        sim = F.normalize(b.query, dim=-1) @ F.normalize(b.data["query"].x, dim=-1).T  # [B, NQ]
+        q_req, q_graph = (b.query, b.data["query"].x) if space is None else space
+        sim = F.normalize(q_req, dim=-1) @ F.normalize(q_graph, dim=-1).T  # [B, NQ]
         cos = sim[b.cand_req[b.mem_cand], turn.query_idx[b.mem_turn]]  # [P]
         w = torch.exp(self.log_tau.exp() * (cos - 1.0))  # [P] in (0, 1]
         r = b.data["response"].x[b.mem_turn, 0]  # [P] centered rating within its comparison
         den = scatter(w, b.mem_cand, 0, dim_size=n_c, reduce="sum") + self.log_prior.exp()  # [N_c]
         return w * r / den[b.mem_cand]
 
-    def forward(self, b: GraphBatch) -> Tensor:
+    def forward(self, b: GraphBatch, space: tuple[Tensor, Tensor] | None = None) -> Tensor:
         n_c = b.cand.size(0)
         if b.mem_cand.numel() == 0:
             return b.cand.new_zeros(n_c)
-        return scatter(self.terms(b), b.mem_cand, 0, dim_size=n_c, reduce="sum")  # [N_c]
+        return scatter(self.terms(b, space), b.mem_cand, 0, dim_size=n_c, reduce="sum")  # [N_c]
 
 
 class GMTRouter(nn.Module):
@@ -224,7 +226,7 @@ class GMTRouter(nn.Module):
         if keep is not None:
             keep["evidence_weights"] = a
         if self.memory is not None:
-            s = s + a[:, 0] * self.memory(b)
+            s = s + a[:, 0] * self.memory(b, self.memory_space(t_req, t_graph))
         if self.counts is not None:
             s = s + a[:, 1] * self.counts(b)
         if self.conv_weight is not None and b.conv_prev is not None:
@@ -232,6 +234,11 @@ class GMTRouter(nn.Module):
         if self.crowd_weight is not None and b.crowd is not None:
             s = s + a[:, 3] * b.crowd
         return s
+
+    def memory_space(self, t_req: Tensor, t_graph: Tensor) -> tuple[Tensor, Tensor] | None:
+        """What the memory's query similarity compares (``cfg.memory_space``): the topic memberships of the
+        requests [B, K] and of the graph's queries [NQ, K], or None for the text embeddings."""
+        return (t_req, t_graph) if self.cfg.memory_space == "topics" else None
 
     def evidence_weights(self, gate: Tensor) -> Tensor:
         """[N_c, 4] the memory, counts, conversation and crowd weights 4 * softplus(shared + gate) of each

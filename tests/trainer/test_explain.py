@@ -18,12 +18,15 @@ def _global(model: GMTRouter, b) -> np.ndarray:
     return model.head(h[b.req_user][b.cand_req], t_req, b.cand_req, b.cand_unique, b.cand_inv).numpy()
 
 
-@pytest.mark.parametrize("gate_scale,robust", [(0.0, False), (0.5, False), (0.5, True)])
-def test_pushes_sum_to_the_personal_term_and_name_the_turns(gate_scale, robust):
-    """Also with per-user evidence weights (random gates): the pushes use the user's own weights; and with the
-    robust prior, whose penalty is not quadratic (kappa small, so its linear part is reached)."""
+@pytest.mark.parametrize("gate_scale,robust,space", [(0.0, False, "text"), (0.5, False, "text"), (0.5, True, "text"),
+                                                     (0.5, False, "topics")])
+def test_pushes_sum_to_the_personal_term_and_name_the_turns(gate_scale, robust, space):
+    """Also with per-user evidence weights (random gates): the pushes use the user's own weights; with the
+    robust prior, whose penalty is not quadratic (kappa small, so its linear part is reached); and with the
+    memory's similarity over topic memberships."""
     torch.manual_seed(0)
-    model = GMTRouter(GMTRouterConfig(emb_dim=D, hidden=16, topics=4, pref_dim=6, heads=2, robust_prior=robust)).eval()
+    model = GMTRouter(GMTRouterConfig(emb_dim=D, hidden=16, topics=4, pref_dim=6, heads=2, robust_prior=robust,
+                                      memory_space=space)).eval()
     with torch.no_grad():
         if robust:
             model.pref.log_kappa.fill_(np.log(0.3))

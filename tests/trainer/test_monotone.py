@@ -56,9 +56,10 @@ def _margin(model: GMTRouter, sub: UserSubgraph, q: np.ndarray, a: int, b: int, 
     return float(s[0] - s[1])
 
 
-def _model(trained: bool, robust: bool = False) -> GMTRouter:
+def _model(trained: bool, robust: bool = False, memory_space: str = "text") -> GMTRouter:
     torch.manual_seed(0)
-    model = GMTRouter(GMTRouterConfig(emb_dim=D, hidden=16, topics=4, pref_dim=6, heads=2, robust_prior=robust))
+    model = GMTRouter(GMTRouterConfig(emb_dim=D, hidden=16, topics=4, pref_dim=6, heads=2, robust_prior=robust,
+                                      memory_space=memory_space))
     with torch.no_grad():  # evidence weights well away from 0, so a wrong sign would show
         if robust:  # a small kappa: the penalty is in its linear part for most weights
             model.pref.log_kappa.fill_(np.log(0.3))
@@ -92,10 +93,11 @@ histories = st.lists(group, min_size=0, max_size=8).map(
     lambda gs: [(qi, ms, rs[:len(ms)]) for qi, ms, rs in gs])
 
 
-@pytest.fixture(scope="module", params=["untrained", "trained", "robust"])
+@pytest.fixture(scope="module", params=["untrained", "trained", "robust", "topic_memory"])
 def model(request):
     if request.param not in MODELS:
-        MODELS[request.param] = _model(request.param == "trained", robust=request.param == "robust")
+        MODELS[request.param] = _model(request.param == "trained", robust=request.param == "robust",
+                                       memory_space="topics" if request.param == "topic_memory" else "text")
     return MODELS[request.param]
 
 
