@@ -177,8 +177,9 @@ def fit(train: list[TrainingSample], valid: list[TrainingSample], config: TrainC
                 bar.set_postfix(loss=f"{running:.3f}", val_auc=f"{m['auc']:.3f}", best=f"{best[0]:.3f}")
     if vsub:
         model.load_state_dict(best[2])
-    else:
-        model.load_state_dict(judged.state_dict())
+    else:  # nothing to choose on: the last weights (their average, with config.ema)
+        if avg is not None:
+            model.load_state_dict(avg.state_dict())
         best = (float("nan"), config.steps, None, {})
     model.eval()
     return FitResult(model, best[3], best[1], history, time.perf_counter() - t0, step_time / max(config.steps, 1))
