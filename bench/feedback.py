@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import shlex
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import llm_events, machine_facts, pct, write_json  # noqa: E402
+from bench.common import command_line, llm_events, machine_facts, pct, write_json  # noqa: E402
 from bench.quality import simulate  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 
@@ -219,7 +218,7 @@ def main() -> int:
     print(f"offline: {off}", flush=True)
     res = live(model, ds.llms, f"GMTRouter trained {args.steps} steps on the default benchmark", args.seed, args.wave,
                args.users_per_pair) if not args.no_live else {}
-    out = {"command": " ".join(shlex.quote(a) for a in ["python", "bench/feedback.py", *sys.argv[1:]]), **res,
+    out = {"command": command_line(), **res,
            "offline": off, "load_avg_start": load0, "load_avg_end": os.getloadavg(),
            "machine": machine_facts()}
     write_json(args.out, out)

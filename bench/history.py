@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.graph_store import Data, bulk_load, read_latency  # noqa: E402
-from bench.common import machine_facts, trained_model  # noqa: E402
+from bench.common import command_line, machine_facts, trained_model  # noqa: E402
 from bench.quality import CATALOG, simulate  # noqa: E402
 from trainer.baselines import PerUserMajority  # noqa: E402
 from trainer.data import iter_online_samples, load_dataset, online_samples  # noqa: E402
@@ -179,7 +178,7 @@ def main() -> int:
                       "score_ms": scores[n]})
     from prefstream.config import Settings
 
-    out = {"command": " ".join(shlex.quote(a) for a in ["python", "bench/history.py", *sys.argv[1:]]),
+    out = {"command": command_line(),
            "curve": curve, "best_accuracy": best, "chosen_by_rule": chosen, "tolerance": TOLERANCE,
            "serving_history_turns": Settings().history_turns, "eval_history_turns": serving_history(),
            "per_user_majority_all_past": {k: rows[0]["per_user_majority_all"] for k, rows in curves.items()},

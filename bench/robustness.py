@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import machine_facts  # noqa: E402
+from bench.common import command_line, machine_facts  # noqa: E402
 from bench.quality_ci import benchmark  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.evaluate import run_evaluation  # noqa: E402
@@ -144,7 +143,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (the target machine has 2 cores)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    out = {"command": " ".join(shlex.quote(a) for a in ["python", "bench/robustness.py", *sys.argv[1:]]),
+    out = {"command": command_line(),
            "seed": args.seed, "history_turns": serving_history(), "n_boot": args.boot,
            "load_avg_start": os.getloadavg(), "machine": machine_facts(), "benchmarks": {}}
     names = args.benchmarks.split(",")

@@ -23,7 +23,6 @@ import argparse
 import dataclasses
 import json
 import os
-import shlex
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -35,6 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import command_line  # noqa: E402
 from trainer.config import GMTRouterConfig, TrainConfig  # noqa: E402
 from trainer.families import write_benchmark  # noqa: E402
 
@@ -245,7 +245,7 @@ def main() -> int:
     if unknown:
         ap.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     old = json.loads(args.out.read_text()) if args.out.exists() else {}
-    command = " ".join(shlex.quote(a) for a in ["python", "bench/sweep.py", *sys.argv[1:]])
+    command = command_line()
     out = {"commands": [*old.get("commands", []), command],
            "jobs": args.jobs, "n_boot": args.boot, "load_avg_start": old.get("load_avg_start", os.getloadavg()),
            "variants": sorted({*old.get("variants", []), *names}, key=list(VARIANTS).index),
