@@ -72,6 +72,8 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "crowd=earlier+ema=0.99": ({}, {"ema": 0.99}),
     # the memory's query similarity over the learned topic memberships, not the text embeddings: against crowd=earlier
     "crowd=earlier+memory_space=topics": ({"memory_space": "topics"}, {}),
+    # the text similarity times a learned power of the topic memberships' similarity: against crowd=earlier
+    "crowd=earlier+memory_space=both": ({"memory_space": "both"}, {}),
 }
 #: what validation and test targets' crowd reads (trainer.data.CROWD_SOURCES). Every row was measured with the
 #: training split's ratings, the protocol before session 27; ``crowd=earlier`` is the defaults with the crowd

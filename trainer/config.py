@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 
-MEMORY_SPACES = ("text", "topics")
+MEMORY_SPACES = ("text", "topics", "both")
 
 
 @dataclass
@@ -22,8 +22,9 @@ class GMTRouterConfig:
     use_hgt: bool = True  # False: the user state is zero (no graph encoder)
     personal: bool = True  # the Bayesian Bradley-Terry posterior of the user's comparisons
     memory: bool = True  # similarity-weighted average of the user's past ratings of the candidate
-    memory_space: str = "text"  # what that similarity compares: "text" (the queries' sentence embeddings) or
-    #                             "topics" (their learned topic memberships, trained with the rest)
+    memory_space: str = "text"  # what that similarity compares: "text" (the queries' sentence embeddings),
+    #                             "topics" (their learned topic memberships, trained with the rest) or "both"
+    #                             (the text similarity times a learned power of the topics' similarity)
     counts: bool = True  # the same over all of the user's past queries (a per-user win count)
     gates: bool = True  # evidence weights shifted per user by the (rating-blind) HGT state and history length
     prior_gate: bool = True  # the posterior's prior strength scaled per user by the same rating-blind inputs

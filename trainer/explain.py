@@ -67,10 +67,10 @@ def pushes(model: GMTRouter, b: GraphBatch, kept: dict | None = None,
     weights = kept["evidence_weights"]  # [N_c, 4] each candidate's user's memory, counts, conversation, crowd weight
     wanted = torch.zeros(n_c, dtype=torch.bool)
     wanted[want] = True
-    spaces = (model.memory_space(kept["t_req"], kept["t_graph"]), None)  # the counts weigh every query alike
+    spaces = (model.memory_space(kept["t_req"], kept["t_graph"]), ())  # the counts weigh every query alike
     for k, mem in enumerate((model.memory, model.counts)):
         if mem is not None and b.mem_cand.numel():
-            share = weights[b.mem_cand, k] * mem.terms(b, spaces[k])  # [P] each (candidate, turn)'s push
+            share = weights[b.mem_cand, k] * mem.terms(b, *spaces[k])  # [P] each (candidate, turn)'s push
             total += scatter(share, b.mem_cand, 0, dim_size=n_c, reduce="sum").double()
             sel = wanted[b.mem_cand]
             for c, t, v in zip(b.mem_cand[sel].tolist(), b.mem_turn[sel].tolist(), share[sel].tolist()):

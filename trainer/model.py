@@ -135,29 +135,41 @@ class PersonalMemory(nn.Module):
     shrunk towards 0; it only rises when m is rated higher (|centered rating| <= 1/2 keeps the average
     of a winner's ratings from falling)."""
 
-    def __init__(self, tau: float = 5.0, prior: float = 1.0):
+    def __init__(self, tau: float = 5.0, prior: float = 1.0, sharpen: bool = False):
         super().__init__()
         self.log_tau = nn.Parameter(torch.tensor(float(tau)).log())
         self.log_prior = nn.Parameter(torch.tensor(float(prior)).log())
+        # with ``sharpen``, a second similarity (the topic memberships) multiplies the first: tau_topic = 1 at init
+        self.log_tau_topic = nn.Parameter(torch.tensor(0.0)) if sharpen else None
 
-    def terms(self, b: GraphBatch, space: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def terms(self, b: GraphBatch, space: tuple[Tensor, Tensor] | None = None,
+              sharpen: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """[P] each (candidate, turn) pair's share of its candidate's memory (they sum to it). ``space``: what
-        the query similarity compares, (requests [B, *], graph queries [NQ, *]); the text embeddings if None."""
+        the query similarity compares, (requests [B, *], graph queries [NQ, *]); the text embeddings if None.
+        ``sharpen``: a second pair of the same shape (the topic memberships) whose similarity multiplies the
+        weights, exp(tau (cos - 1) + tau_topic (cos_topic - 1)); only with ``sharpen=True`` at construction."""
         n_c = b.cand.size(0)
-        turn = b.data["turn"]
         q_req, q_graph = (b.query, b.data["query"].x) if space is None else space
-        sim = F.normalize(q_req, dim=-1) @ F.normalize(q_graph, dim=-1).T  # [B, NQ]
-        cos = sim[b.cand_req[b.mem_cand], turn.query_idx[b.mem_turn]]  # [P]
-        w = torch.exp(self.log_tau.exp() * (cos - 1.0))  # [P] in (0, 1]
+        logw = self.log_tau.exp() * (self._cos(b, q_req, q_graph) - 1.0)  # [P] <= 0
+        if sharpen is not None:
+            logw = logw + self.log_tau_topic.exp() * (self._cos(b, *sharpen) - 1.0)
+        w = torch.exp(logw)  # [P] in (0, 1]: blind to the ratings
         r = b.data["response"].x[b.mem_turn, 0]  # [P] centered rating within its comparison
         den = scatter(w, b.mem_cand, 0, dim_size=n_c, reduce="sum") + self.log_prior.exp()  # [N_c]
         return w * r / den[b.mem_cand]
 
-    def forward(self, b: GraphBatch, space: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def forward(self, b: GraphBatch, space: tuple[Tensor, Tensor] | None = None,
+                sharpen: tuple[Tensor, Tensor] | None = None) -> Tensor:
         n_c = b.cand.size(0)
         if b.mem_cand.numel() == 0:
             return b.cand.new_zeros(n_c)
-        return scatter(self.terms(b, space), b.mem_cand, 0, dim_size=n_c, reduce="sum")  # [N_c]
+        return scatter(self.terms(b, space, sharpen), b.mem_cand, 0, dim_size=n_c, reduce="sum")  # [N_c]
+
+    @staticmethod
+    def _cos(b: GraphBatch, q_req: Tensor, q_graph: Tensor) -> Tensor:
+        """[P] cosine between each (candidate, turn) pair's request ([B, *]) and past query ([NQ, *])."""
+        sim = F.normalize(q_req, dim=-1) @ F.normalize(q_graph, dim=-1).T  # [B, NQ]
+        return sim[b.cand_req[b.mem_cand], b.data["turn"].query_idx[b.mem_turn]]
 
 
 class GMTRouter(nn.Module):
@@ -174,7 +186,7 @@ class GMTRouter(nn.Module):
             n_mlp = cfg.pref_dim - 1 - cfg.pref_dim // 2
             self.phi = nn.Sequential(nn.Linear(cfg.topics + cfg.emb_dim + h, h), nn.GELU(), nn.Linear(h, n_mlp))
             self.pref = BayesPreference(cfg.pref_dim, robust=cfg.robust_prior)
-        self.memory = PersonalMemory() if cfg.memory else None
+        self.memory = PersonalMemory(sharpen=cfg.memory_space == "both") if cfg.memory else None
         self.mem_weight = nn.Parameter(torch.tensor(0.0)) if cfg.memory else None
         self.counts = PersonalMemory(tau=1e-3, prior=2.0) if cfg.counts else None
         if self.counts is not None:
@@ -226,7 +238,7 @@ class GMTRouter(nn.Module):
         if keep is not None:
             keep["evidence_weights"] = a
         if self.memory is not None:
-            s = s + a[:, 0] * self.memory(b, self.memory_space(t_req, t_graph))
+            s = s + a[:, 0] * self.memory(b, *self.memory_space(t_req, t_graph))
         if self.counts is not None:
             s = s + a[:, 1] * self.counts(b)
         if self.conv_weight is not None and b.conv_prev is not None:
@@ -235,10 +247,13 @@ class GMTRouter(nn.Module):
             s = s + a[:, 3] * b.crowd
         return s
 
-    def memory_space(self, t_req: Tensor, t_graph: Tensor) -> tuple[Tensor, Tensor] | None:
-        """What the memory's query similarity compares (``cfg.memory_space``): the topic memberships of the
-        requests [B, K] and of the graph's queries [NQ, K], or None for the text embeddings."""
-        return (t_req, t_graph) if self.cfg.memory_space == "topics" else None
+    def memory_space(self, t_req: Tensor, t_graph: Tensor) -> tuple[tuple[Tensor, Tensor] | None, ...]:
+        """(space, sharpen) for :meth:`PersonalMemory.terms` (``cfg.memory_space``): "text" (None, None), the
+        text embeddings; "topics" ((t_req, t_graph), None), the topic memberships of the requests [B, K] and of
+        the graph's queries [NQ, K]; "both" (None, (t_req, t_graph)), the text similarity sharpened by the
+        topics'."""
+        topics = (t_req, t_graph)
+        return {"text": (None, None), "topics": (topics, None), "both": (None, topics)}[self.cfg.memory_space]
 
     def evidence_weights(self, gate: Tensor) -> Tensor:
         """[N_c, 4] the memory, counts, conversation and crowd weights 4 * softplus(shared + gate) of each

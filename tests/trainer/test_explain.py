@@ -19,11 +19,11 @@ def _global(model: GMTRouter, b) -> np.ndarray:
 
 
 @pytest.mark.parametrize("gate_scale,robust,space", [(0.0, False, "text"), (0.5, False, "text"), (0.5, True, "text"),
-                                                     (0.5, False, "topics")])
+                                                     (0.5, False, "topics"), (0.5, False, "both")])
 def test_pushes_sum_to_the_personal_term_and_name_the_turns(gate_scale, robust, space):
     """Also with per-user evidence weights (random gates): the pushes use the user's own weights; with the
     robust prior, whose penalty is not quadratic (kappa small, so its linear part is reached); and with the
-    memory's similarity over topic memberships."""
+    memory's similarity over topic memberships, or sharpened by them."""
     torch.manual_seed(0)
     model = GMTRouter(GMTRouterConfig(emb_dim=D, hidden=16, topics=4, pref_dim=6, heads=2, robust_prior=robust,
                                       memory_space=space)).eval()

@@ -93,11 +93,14 @@ histories = st.lists(group, min_size=0, max_size=8).map(
     lambda gs: [(qi, ms, rs[:len(ms)]) for qi, ms, rs in gs])
 
 
-@pytest.fixture(scope="module", params=["untrained", "trained", "robust", "topic_memory"])
+SPACES = {"topic_memory": "topics", "sharpened_memory": "both"}  # the memory's similarity in those models
+
+
+@pytest.fixture(scope="module", params=["untrained", "trained", "robust", "topic_memory", "sharpened_memory"])
 def model(request):
     if request.param not in MODELS:
         MODELS[request.param] = _model(request.param == "trained", robust=request.param == "robust",
-                                       memory_space="topics" if request.param == "topic_memory" else "text")
+                                       memory_space=SPACES.get(request.param, "text"))
     return MODELS[request.param]
 
 
