@@ -69,6 +69,9 @@ class TrainConfig:
     # instead of the raw weights; 0: off (the raw weights, as before)
     ema: float = 0.0
     max_valid: int = 3000  # validation samples scored at each evaluation (a fixed, seeded subset)
+    # a sample's later targets read its earlier targets as their conversation's previous turns (the
+    # conversation term), as when served in order (trainer.train.chain_conversations)
+    chain_targets: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -49,6 +49,43 @@ def make_batch(subs: Sequence[UserSubgraph], targets: Sequence[Sequence[HeldOutG
     return build_batch(subs, reqs, llm_emb, reverse_edges=reverse_edges, emb_dim=d)
 
 
+def chain_conversations(b: GraphBatch, targets: Sequence[Sequence[HeldOutGroup]]) -> GraphBatch:
+    """Let a sample's later targets read its earlier targets as their conversation's previous turns, as a
+    router serving them in order would (their feedback came first). A training sample's targets share one
+    visible history cut before the first, so without this a follow-up target's previous turn is visible only
+    for the first target. Sets ``b.conv_prev`` [N_c] of each target whose conversation has an earlier target
+    (the latest such turn before it): that turn's centered rating of each candidate, 0 for one it did not
+    answer or when fewer than two answers were rated. Other targets keep what the visible history gives."""
+    if b.conv_prev is None:
+        return b
+    conv = b.conv_prev.clone()
+    off = 0
+    for gs in targets:
+        seen: dict[str, tuple[int, dict[str, float]]] = {}  # conversation -> (turn, llm -> centered rating)
+        for g in gs:
+            n = len(g.llm_ids)
+            prev = seen.get(g.conversation_id) if g.conversation_id is not None and g.turn is not None else None
+            if prev is not None and prev[0] < g.turn:
+                conv[off:off + n] = torch.tensor([prev[1].get(m, 0.0) for m in g.llm_ids])
+            if g.conversation_id is not None and g.turn is not None:
+                if prev is None or prev[0] < g.turn:
+                    seen[g.conversation_id] = (g.turn, _centered_ratings(g))
+            off += n
+    b.conv_prev = conv
+    return b
+
+
+def _centered_ratings(g: HeldOutGroup) -> dict[str, float]:
+    """llm -> rating minus the comparison's mean rating (as the response nodes' feature; 0 when unrated or
+    fewer than two answers were rated)."""
+    r = np.asarray(g.ratings, np.float64)
+    has = ~np.isnan(r)
+    if has.sum() < 2:
+        return {}
+    mean = r[has].mean()
+    return {m: float(x - mean) for m, x, h in zip(g.llm_ids, r, has) if h}
+
+
 def pair_loss(scores: torch.Tensor, groups: Sequence[HeldOutGroup], kind: str) -> torch.Tensor:
     ratings = torch.from_numpy(np.concatenate([g.ratings for g in groups]).astype(np.float32))
     if kind == "bce":
@@ -155,6 +192,8 @@ def fit(train: list[TrainingSample], valid: list[TrainingSample], config: TrainC
         ks = rng.integers(config.k_min, config.k_max + 1, len(chunk))
         subs = [last_turns(s.visible, int(k)) for s, k in zip(chunk, ks)]
         batch = make_batch(subs, [s.targets for s in chunk], table, model.cfg.reverse_edges)
+        if config.chain_targets:
+            batch = chain_conversations(batch, [s.targets for s in chunk])
         loss = pair_loss(model(batch), [g for s in chunk for g in s.targets], config.loss)
         opt.zero_grad()
         loss.backward()
