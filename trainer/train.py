@@ -58,7 +58,7 @@ def chain_conversations(b: GraphBatch, targets: Sequence[Sequence[HeldOutGroup]]
     answer or when fewer than two answers were rated. Other targets keep what the visible history gives."""
     if b.conv_prev is None:
         return b
-    conv = b.conv_prev.clone()
+    conv = b.conv_prev.numpy().copy()  # [N_c]
     off = 0
     for gs in targets:
         seen: dict[str, tuple[int, dict[str, float]]] = {}  # conversation -> (turn, llm -> centered rating)
@@ -66,12 +66,12 @@ def chain_conversations(b: GraphBatch, targets: Sequence[Sequence[HeldOutGroup]]
             n = len(g.llm_ids)
             prev = seen.get(g.conversation_id) if g.conversation_id is not None and g.turn is not None else None
             if prev is not None and prev[0] < g.turn:
-                conv[off:off + n] = torch.tensor([prev[1].get(m, 0.0) for m in g.llm_ids])
+                conv[off:off + n] = [prev[1].get(m, 0.0) for m in g.llm_ids]
             if g.conversation_id is not None and g.turn is not None:
                 if prev is None or prev[0] < g.turn:
                     seen[g.conversation_id] = (g.turn, _centered_ratings(g))
             off += n
-    b.conv_prev = conv
+    b.conv_prev = torch.from_numpy(conv)
     return b
 
 
