@@ -63,14 +63,13 @@ def chain_conversations(b: GraphBatch, targets: Sequence[Sequence[HeldOutGroup]]
     for gs in targets:
         seen: dict[str, tuple[int, dict[str, float]]] = {}  # conversation -> (turn, llm -> centered rating)
         for g in gs:
-            n = len(g.llm_ids)
-            prev = seen.get(g.conversation_id) if g.conversation_id is not None and g.turn is not None else None
-            if prev is not None and prev[0] < g.turn:
-                conv[off:off + n] = [prev[1].get(m, 0.0) for m in g.llm_ids]
             if g.conversation_id is not None and g.turn is not None:
+                prev = seen.get(g.conversation_id)
+                if prev is not None and prev[0] < g.turn:
+                    conv[off:off + len(g.llm_ids)] = [prev[1].get(m, 0.0) for m in g.llm_ids]
                 if prev is None or prev[0] < g.turn:
                     seen[g.conversation_id] = (g.turn, _centered_ratings(g))
-            off += n
+            off += len(g.llm_ids)
     b.conv_prev = torch.from_numpy(conv)
     return b
 
@@ -191,10 +190,11 @@ def fit(train: list[TrainingSample], valid: list[TrainingSample], config: TrainC
         chunk = [train[i] for i in idx]
         ks = rng.integers(config.k_min, config.k_max + 1, len(chunk))
         subs = [last_turns(s.visible, int(k)) for s, k in zip(chunk, ks)]
-        batch = make_batch(subs, [s.targets for s in chunk], table, model.cfg.reverse_edges)
+        targets = [s.targets for s in chunk]
+        batch = make_batch(subs, targets, table, model.cfg.reverse_edges)
         if config.chain_targets:
-            batch = chain_conversations(batch, [s.targets for s in chunk])
-        loss = pair_loss(model(batch), [g for s in chunk for g in s.targets], config.loss)
+            batch = chain_conversations(batch, targets)
+        loss = pair_loss(model(batch), [g for gs in targets for g in gs], config.loss)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
