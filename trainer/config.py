@@ -70,8 +70,9 @@ class TrainConfig:
     ema: float = 0.0
     max_valid: int = 3000  # validation samples scored at each evaluation (a fixed, seeded subset)
     # a sample's later targets read its earlier targets as their conversation's previous turns (the
-    # conversation term), as when served in order (trainer.train.chain_conversations)
-    chain_targets: bool = False
+    # conversation term), as when served in order (trainer.train.chain_conversations); False: each target reads
+    # only the history cut before the sample's first target (the training of checkpoints before session 32)
+    chain_targets: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -85,4 +86,5 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         d = dict(d)
         d["model"] = GMTRouterConfig.from_dict(d.get("model", {}))
+        d.setdefault("chain_targets", False)  # configs written before the field existed trained without it
         return cls(**d)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphstore.schema import HeldOutGroup
+from trainer.config import TrainConfig
 from trainer.train import chain_conversations, make_batch
 from tests.trainer.test_monotone import LLMS, QUERIES, _catalog, _history
 
@@ -38,3 +39,11 @@ def test_a_single_rated_answer_gives_no_evidence():
     targets = [[_target("c0", 1, [0, 1], [1.0, float("nan")]), _target("c0", 2, [0, 1], [1.0, 0.0])]]
     b = make_batch([_history([])], targets, _catalog(), reverse_edges=False)
     np.testing.assert_allclose(chain_conversations(b, targets).conv_prev.numpy(), 0.0)
+
+
+def test_training_chains_by_default_and_older_configs_read_back_as_trained():
+    assert TrainConfig().chain_targets  # the training every served request matches
+    d = TrainConfig().to_dict()
+    assert TrainConfig.from_dict(d).chain_targets
+    del d["chain_targets"]  # a config written before the field existed was trained without chaining
+    assert not TrainConfig.from_dict(d).chain_targets
