@@ -77,6 +77,7 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # a sample's later targets see its earlier targets as their conversation's previous turns: against crowd=earlier
     "crowd=earlier+chain_targets": ({}, {"chain_targets": True}),
     "crowd=earlier+chain_targets+seed=1": ({}, {"chain_targets": True, "seed": 1}),  # against crowd=earlier+seed=1
+    "crowd=earlier+chain_targets+seed=2": ({}, {"chain_targets": True, "seed": 2}),  # against crowd=earlier+seed=2
 }
 #: what validation and test targets' crowd reads (trainer.data.CROWD_SOURCES). Every row was measured with the
 #: training split's ratings, the protocol before session 27; ``crowd=earlier`` is the defaults with the crowd
