@@ -78,6 +78,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "crowd=earlier+chain_targets": ({}, {"chain_targets": True}),
     "crowd=earlier+chain_targets+seed=1": ({}, {"chain_targets": True, "seed": 1}),  # against crowd=earlier+seed=1
     "crowd=earlier+chain_targets+seed=2": ({}, {"chain_targets": True, "seed": 2}),  # against crowd=earlier+seed=2
+    # the HGT ablation under the chaining defaults: against crowd=earlier+chain_targets (and its seed=1 row)
+    "crowd=earlier+chain_targets+no_hgt": ({"use_hgt": False}, {"chain_targets": True}),
+    "crowd=earlier+chain_targets+no_hgt+seed=1": ({"use_hgt": False}, {"chain_targets": True, "seed": 1}),
 }
 #: what validation and test targets' crowd reads (trainer.data.CROWD_SOURCES). Every row was measured with the
 #: training split's ratings, the protocol before session 27; ``crowd=earlier`` is the defaults with the crowd
