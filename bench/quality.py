@@ -31,10 +31,10 @@ from bench.common import model_path  # noqa: E402
 from trainer.data import load_dataset, online_samples, training_samples  # noqa: E402
 from trainer.evaluate import best_baseline, run_evaluation  # noqa: E402
 from trainer.families import make_simulator  # noqa: E402
-from trainer.history import last_turns, serving_history  # noqa: E402
+from trainer.history import serving_history  # noqa: E402
 from trainer.model import GMTRouter, GMTRouterConfig  # noqa: E402
 from trainer.report import plot, table  # noqa: E402
-from trainer.train import TrainConfig, make_batch, pair_loss  # noqa: E402
+from trainer.train import TrainConfig, pair_loss, training_batch  # noqa: E402
 
 CATALOG = ROOT.parent / "shared" / "data" / "llmrouter" / "llm_candidates.json"
 
@@ -51,9 +51,9 @@ def step_time(ds, cfg: TrainConfig, users: int = 1000, repeats: int = 3) -> dict
     for _ in range(repeats + 1):
         chunk = [tr[i] for i in rng.choice(len(tr), min(users, len(tr)), replace=False)]
         t0 = time.perf_counter()
-        subs = [last_turns(s.visible, int(k)) for s, k in zip(chunk, rng.integers(cfg.k_min, cfg.k_max + 1, len(chunk)))]
-        b = make_batch(subs, [s.targets for s in chunk], table_, cfg.model.reverse_edges)
-        loss = pair_loss(model(b), [g for s in chunk for g in s.targets], cfg.loss)
+        b, groups = training_batch(chunk, rng.integers(cfg.k_min, cfg.k_max + 1, len(chunk)), table_, cfg,
+                                   cfg.model.reverse_edges)
+        loss = pair_loss(model(b), groups, cfg.loss)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -74,6 +74,18 @@ def chain_conversations(b: GraphBatch, targets: Sequence[Sequence[HeldOutGroup]]
     return b
 
 
+def training_batch(chunk: Sequence[TrainingSample], ks: Sequence[int], llm_emb: Mapping[str, np.ndarray],
+                   config: TrainConfig, reverse_edges: bool) -> tuple[GraphBatch, list[HeldOutGroup]]:
+    """One optimizer step's input: each sample's last ``ks[i]`` visible turns and its targets (chained as
+    ``config.chain_targets`` says), and the target groups in batch order for :func:`pair_loss`."""
+    subs = [last_turns(s.visible, int(k)) for s, k in zip(chunk, ks)]
+    targets = [s.targets for s in chunk]
+    batch = make_batch(subs, targets, llm_emb, reverse_edges)
+    if config.chain_targets:
+        batch = chain_conversations(batch, targets)
+    return batch, [g for gs in targets for g in gs]
+
+
 def _centered_ratings(g: HeldOutGroup) -> dict[str, float]:
     """llm -> rating minus the comparison's mean rating (as the response nodes' feature; 0 when unrated or
     fewer than two answers were rated)."""
@@ -189,12 +201,8 @@ def fit(train: list[TrainingSample], valid: list[TrainingSample], config: TrainC
         idx = rng.choice(len(train), min(config.batch_size, len(train)), replace=False)
         chunk = [train[i] for i in idx]
         ks = rng.integers(config.k_min, config.k_max + 1, len(chunk))
-        subs = [last_turns(s.visible, int(k)) for s, k in zip(chunk, ks)]
-        targets = [s.targets for s in chunk]
-        batch = make_batch(subs, targets, table, model.cfg.reverse_edges)
-        if config.chain_targets:
-            batch = chain_conversations(batch, targets)
-        loss = pair_loss(model(batch), [g for gs in targets for g in gs], config.loss)
+        batch, groups = training_batch(chunk, ks, table, config, model.cfg.reverse_edges)
+        loss = pair_loss(model(batch), groups, config.loss)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
