@@ -81,9 +81,6 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # the HGT ablation under the chaining defaults: against crowd=earlier+chain_targets (and its seed=1 row)
     "crowd=earlier+chain_targets+no_hgt": ({"use_hgt": False}, {"chain_targets": True}),
     "crowd=earlier+chain_targets+no_hgt+seed=1": ({"use_hgt": False}, {"chain_targets": True, "seed": 1}),
-    # the user's consistency on comparisons free of the request's candidates (trainer/consistency.py) shifts the
-    # evidence weights and the posterior's prior strength and recency: against crowd=earlier+chain_targets
-    "crowd=earlier+chain_targets+consistency": ({"consistency": True}, {"chain_targets": True}),
 }
 #: what validation and test targets' crowd reads (trainer.data.CROWD_SOURCES). Every row was measured with the
 #: training split's ratings, the protocol before session 27; ``crowd=earlier`` is the defaults with the crowd

@@ -30,9 +30,6 @@ class GMTRouterConfig:
     prior_gate: bool = True  # the posterior's prior strength scaled per user by the same rating-blind inputs
     structure: bool = False  # the gates also read the share of the user's visible turns that follow a previous
     #                          turn (bench/results/sweep.md: steadier follow-up users across seeds, same means; off)
-    consistency: bool = False  # how consistent the user's comparisons are, measured on those that involve none of
-    #                            the request's candidates (trainer/consistency.py), shifts the evidence weights and
-    #                            the posterior's prior strength and recency, per request
     robust_prior: bool = False  # the posterior's prior turns linear beyond a learned width (trainer/preference.py)
     conversation: bool = True  # the candidate's rating on the previous turn of the request's conversation
     crowd: bool = True  # other users' centred ratings of the candidate on the same query text (trainer/crowd.py)
@@ -53,7 +50,6 @@ class GMTRouterConfig:
         if unknown:
             raise ValueError(f"unknown GMTRouterConfig fields {unknown} (a checkpoint of another model version?)")
         return cls(**{"crowd": False, "gates": False, "prior_gate": False, "structure": False, "robust_prior": False,
-                            "consistency": False,
                       **d})  # a checkpoint from before these terms has none
 
 

@@ -7,8 +7,7 @@ The personal part of a score is a sum over the user's rated turns, exactly:
 - memory and counts: a * 4 * sum_t s_t r_t / (sum_t s_t + prior), one term per rated turn of the candidate's LLM
   (counts: s_t = 1, every past query alike);
 - conversation: a_conv * 4 * the candidate's centered rating on the previous turn of this conversation.
-The weights a_* are the user's own when the model has per-user gates (GMTRouter.gates: blind to the ratings of
-the comparisons that involve a candidate).
+The weights a_* are the user's own when the model has per-user gates (GMTRouter.gates: rating-blind).
 ``explain`` returns, per request, the personal term of each candidate and the turns that pushed the chosen
 candidate most (``prefstream audit USER --decision ID`` prints them), and, for a model with the crowd term,
 each candidate's crowd term (other users' ratings on this query: not the user's own, so not in ``personal``).
@@ -46,19 +45,19 @@ def pushes(model: GMTRouter, b: GraphBatch, kept: dict | None = None,
         kept = {}
         model(b, keep=kept)
     want = sorted(set(range(n_c) if only is None else only))
+    cand_user = b.req_user[b.cand_req]
     total = torch.zeros(n_c, dtype=torch.float64)
     if model.cfg.personal and turn.pair_index.size(1):
-        phi_t, g_t, phi_c, w, rows = kept["phi_t"], kept["g_t"], kept["phi_c"], kept["w"], kept["rows"]
+        phi_t, g_t, phi_c, w = kept["phi_t"], kept["g_t"], kept["phi_c"], kept["w"]
         rating, age = data["response"].x[:, 2], turn.x[:, 1] * 100.0
-        owner = turn.user_idx[rows.pairs[0]] if rows.owner is None else rows.owner  # [P] row of each pair
-        i, j, coef, x = model.pref.pair_terms(phi_t, g_t, rating, age, rows.pairs, w[owner],
-                                              None if rows.recency is None else rows.recency[owner])
-        prec = model.pref.effective_precision(w, kept["prec"])  # [R, F] (the prior's own for a Gaussian prior)
-        scaled = coef[:, None] * x / prec[owner]  # [P, F] each pair's share of prec * w, / prec
-        per_row = scatter(scaled, owner, 0, dim_size=rows.n, reduce="sum")  # [R, F]
-        total += (per_row[rows.cand_row] * phi_c).sum(-1).double()  # [N_c] = <phi_c, w>
-        for c in want:  # each with its own row's few pairs
-            mine = (owner == rows.cand_row[c]).nonzero().flatten()
+        i, j, coef, x = model.pref.pair_terms(phi_t, g_t, rating, age, turn.pair_index, w[turn.user_idx[turn.pair_index[0]]])
+        pair_user = turn.user_idx[i]
+        prec = model.pref.effective_precision(w, kept["prec"])  # [U, F] (the prior's own for a Gaussian prior)
+        scaled = coef[:, None] * x / prec[pair_user]  # [P, F] each pair's share of prec * w, / prec
+        per_user = scatter(scaled, pair_user, 0, dim_size=data["user"].num_nodes, reduce="sum")  # [U, F]
+        total += (per_user[cand_user] * phi_c).sum(-1).double()  # [N_c] = <phi_c, w_u>
+        for c in want:  # each with its own user's few pairs
+            mine = (pair_user == cand_user[c]).nonzero().flatten()
             if mine.numel() == 0:
                 continue
             push = (scaled[mine] @ phi_c[c]).tolist()

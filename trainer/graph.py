@@ -18,7 +18,6 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from graphstore.schema import EDGE_TYPES, NODE_TYPES, UserSubgraph
-from trainer.consistency import consistency_features
 
 #: Response node features: centered rating within its comparison, has rating, raw rating,
 #: has a rated sibling answer, deviation from the user's mean rating.
@@ -67,8 +66,6 @@ class GraphBatch:
     cand_unique: Tensor | None = None  # [N_u, D] distinct candidate embeddings (projected once)
     cand_inv: Tensor | None = None  # [N_c] row of cand_unique for each candidate
     crowd: Tensor | None = None  # [N_c] other users' centred ratings of the candidate on the request's query
-    consistency: Tensor | None = None  # [B, CONSISTENCY_FEATURES] the user's consistency on the comparisons that
-    #                                    involve none of the request's candidates (trainer/consistency.py)
 
 
 def _response_features(rating: np.ndarray, group: np.ndarray, user: np.ndarray, n_user: int) -> np.ndarray:
@@ -297,8 +294,6 @@ def _request_batch(requests: Sequence[Request], llm_emb: Mapping[str, np.ndarray
                                        centered)  # [N_c]
     crowd = np.concatenate([np.asarray(r.crowd, np.float32) if r.crowd is not None else np.zeros(n, np.float32)
                             for r, n in zip(requests, counts)]) if requests else np.zeros(0, np.float32)  # [N_c]
-    consistency = consistency_features(req_user, cand_req, cand_ids, t.tu, t.llm_ids, t.group, centered,
-                                       data["turn"].pair_index.numpy())  # [B, CONSISTENCY_FEATURES]
     inv, first = _index([row.tobytes() for row in cand])  # [N_c], [N_u]
     uniq = cand[first] if len(cand) else cand  # [N_u, D]
     return GraphBatch(
@@ -314,7 +309,6 @@ def _request_batch(requests: Sequence[Request], llm_emb: Mapping[str, np.ndarray
         counts=counts,
         conv_prev=torch.from_numpy(conv_prev),
         crowd=torch.from_numpy(crowd),
-        consistency=torch.from_numpy(consistency),
     )
 
 

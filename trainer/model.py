@@ -11,8 +11,7 @@ through paths whose sign is fixed.
                    + a_crowd(u) * crowd(q, m | not u)    other users' centred ratings of m on this same query text
 
     h_u = HGT(user's turns, their queries, LLMs and conversation chain; NOT their rating values)
-    a_*(u) = softplus(shared + linear(h_u, log(1 + turns of u))   how much this kind of user's evidence counts
-                      [+ linear(u's consistency on comparisons free of the request's candidates)])
+    a_*(u) = softplus(shared + linear(h_u, log(1 + turns of u)))   how much this kind of user's evidence counts
     w_u's prior precision = shared * exp(linear(h_u, log(1 + turns of u)))   how far this kind of user's taste
                                                                            may stray from the crowd's
 
@@ -23,15 +22,11 @@ only through rating-blind inputs, so a rating cannot move them. So a comparison 
 never lower score(A) - score(B) for that query (tests/trainer/test_monotone.py checks it on random users),
 whatever the training did. The HGT shapes the
 context (which topics the user asks about, the LLMs they meet, the conversation structure) that the global
-head and the feature map phi read. With ``cfg.consistency`` the a_* also read how consistent the user's own
-comparisons are (trainer/consistency.py), but only the comparisons that involve none of the request's candidates:
-for A against B, no rating of A or B can move them, so the guarantee holds as before. No per-user parameters: a user is only the edges of its turns, so new
+head and the feature map phi read. No per-user parameters: a user is only the edges of its turns, so new
 users and new LLMs (described by their description embedding) are scored without retraining.
 """
 
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +35,6 @@ from torch_geometric.nn import HGTConv
 from torch_geometric.utils import scatter
 
 from trainer.config import GMTRouterConfig
-from trainer.consistency import CONSISTENCY_FEATURES
 from trainer.graph import RESPONSE_FEATURES, TURN_FEATURES, GraphBatch, metadata
 from trainer.hgt_fast import hgt_forward
 from trainer.preference import BayesPreference
@@ -178,17 +172,6 @@ class PersonalMemory(nn.Module):
         return sim[b.cand_req[b.mem_cand], b.data["turn"].query_idx[b.mem_turn]]
 
 
-class PosteriorRows(NamedTuple):
-    """The rows the per-user posterior is solved for (:meth:`GMTRouter.posterior_rows`); R rows, P' pairs."""
-
-    pairs: Tensor  # [2, P'] rated turn pairs, each repeated for every row of its user
-    owner: Tensor | None  # [P'] the row of each pair (None: rows are users, a pair's row is its turns' user)
-    n: int  # R
-    scale: Tensor | None  # [R] each row's prior strength (None: the shared one)
-    recency: Tensor | None  # [R] each row's shift of the log recency scale (None: the shared one)
-    cand_row: Tensor  # [N_c] the row each candidate is scored with
-
-
 class GMTRouter(nn.Module):
     def __init__(self, cfg: GMTRouterConfig | None = None):
         super().__init__()
@@ -215,12 +198,6 @@ class GMTRouter(nn.Module):
         if self.gate is not None:
             nn.init.zeros_(self.gate.weight)
             nn.init.zeros_(self.gate.bias)
-        # zero at init: the user's consistency on comparisons free of the request's candidates shifts the weights
-        # (4 evidence weights, the posterior's prior strength and recency scale; per request: posterior_rows)
-        self.consistency_gate = nn.Linear(CONSISTENCY_FEATURES, 6) if cfg.consistency else None
-        if self.consistency_gate is not None:
-            nn.init.zeros_(self.consistency_gate.weight)
-            nn.init.zeros_(self.consistency_gate.bias)
         self.crowd_weight = nn.Parameter(torch.tensor(0.0)) if cfg.crowd else None
         self.prior_gate = nn.Linear(n_in, 1) if cfg.prior_gate and cfg.personal else None  # zero: shared prior
         if self.prior_gate is not None:
@@ -251,14 +228,12 @@ class GMTRouter(nn.Module):
             g_t = self.head(h_t, t_graph, turn.query_idx, data["llm"].x, turn.llm_idx)  # [T] offsets
             phi_t = self.features(g_t, h_t, t_graph, turn.query_idx, data["llm"].x, turn.llm_idx)  # [T, F]
             scale = torch.exp(self.prior_gate(u_in)[:, 0]) if self.prior_gate is not None else None  # [U]
-            rows = self.posterior_rows(b, scale)
             w = self.pref.posterior(phi_t, g_t, data["response"].x[:, 2], turn.x[:, 1] * 100.0, turn.user_idx,
-                                    rows.pairs, rows.n, rows.scale, rows.owner, rows.recency)  # [R, F]
+                                    turn.pair_index, n_user, scale)  # [U, F]
             phi_c = self.features(g_c, h_c, t_req, b.cand_req, b.cand_unique, b.cand_inv)  # [N_c, F]
-            s = s + (phi_c * w[rows.cand_row]).sum(-1)
+            s = s + (phi_c * w[b.req_user][b.cand_req]).sum(-1)
             if keep is not None:
-                keep.update(g_t=g_t, phi_t=phi_t, phi_c=phi_c, w=w, prec=self.pref.precision(rows.scale, rows.n),
-                            rows=rows)
+                keep.update(g_t=g_t, phi_t=phi_t, phi_c=phi_c, w=w, prec=self.pref.precision(scale, n_user))
         a = self.evidence_weights(self.gates(b, h, u_in))  # [N_c, 4] this user's weights (rating-blind)
         if keep is not None:
             keep["evidence_weights"] = a
@@ -271,27 +246,6 @@ class GMTRouter(nn.Module):
         if self.crowd_weight is not None and b.crowd is not None:
             s = s + a[:, 3] * b.crowd
         return s
-
-    def posterior_rows(self, b: GraphBatch, scale: Tensor | None) -> PosteriorRows:
-        """What the posterior is solved for: one row per user (the graph's rated pairs, ``scale`` [U] the users'
-        prior strengths) or, with ``cfg.consistency``, one row per request: its user's pairs repeated for it, the
-        prior strength times exp(a shift) and the recency scale shifted, both read from ``b.consistency``,
-        which no comparison involving one of the request's candidates moves (trainer/consistency.py)."""
-        turn = b.data["turn"]
-        if self.consistency_gate is None or b.consistency is None:
-            return PosteriorRows(turn.pair_index, None, b.data["user"].num_nodes, scale, None, b.req_user[b.cand_req])
-        n_req = b.req_user.numel()
-        pair_user = turn.user_idx[turn.pair_index[0]]  # [P]
-        order = torch.argsort(pair_user, stable=True)  # [P] the pairs grouped by user
-        count = torch.bincount(pair_user, minlength=b.data["user"].num_nodes)  # [U]
-        per_req = count[b.req_user]  # [B] pairs of each request's user
-        owner = torch.repeat_interleave(torch.arange(n_req), per_req)  # [P'] request of each repeated pair
-        first = torch.cumsum(per_req, 0) - per_req  # [B]
-        offset = torch.arange(owner.numel()) - first[owner]  # [P'] position among its user's pairs
-        picked = order[(torch.cumsum(count, 0) - count)[b.req_user][owner] + offset]  # [P']
-        shift = self.consistency_gate(b.consistency)  # [B, 6]: 4 evidence weights, prior strength, recency
-        row_scale = torch.exp(shift[:, 4]) * (1.0 if scale is None else scale[b.req_user])  # [B]
-        return PosteriorRows(turn.pair_index[:, picked], owner, n_req, row_scale, shift[:, 5], b.cand_req)
 
     def memory_space(self, t_req: Tensor, t_graph: Tensor) -> tuple[tuple[Tensor, Tensor] | None, ...]:
         """(space, sharpen) for :meth:`PersonalMemory.terms` (``cfg.memory_space``): "text" (None, None), the
@@ -312,15 +266,12 @@ class GMTRouter(nn.Module):
         """[N_c, 4] shifts of the memory, counts, conversation and crowd weights for each candidate's user,
         from the user's HGT state and number of visible turns (zeros without ``cfg.gates``). Both are blind to
         ratings, so each weight softplus(shared + shift) is >= 0 and a rating cannot move it: the sign
-        guarantee of the evidence terms holds per user. With ``cfg.consistency``, plus a shift per request from
-        ``b.consistency``, which reads no comparison that involves one of the request's candidates, so no
-        rating of a candidate moves it either. ``inputs``: :meth:`user_inputs`, when already built."""
-        g = b.cand.new_zeros(b.req_user.numel(), 4)  # [B, 4]
-        if self.gate is not None:
-            g = g + self.gate(self.user_inputs(b, h) if inputs is None else inputs)[b.req_user]
-        if self.consistency_gate is not None and b.consistency is not None:
-            g = g + self.consistency_gate(b.consistency)[:, :4]  # blind to the ratings of the candidates' comparisons
-        return g[b.cand_req]
+        guarantee of the evidence terms holds per user. ``inputs``: :meth:`user_inputs`, when already built."""
+        n_c = b.cand.size(0)
+        if self.gate is None:
+            return b.cand.new_zeros(n_c, 4)
+        g = self.gate(self.user_inputs(b, h) if inputs is None else inputs)  # [U, 4]
+        return g[b.req_user][b.cand_req]
 
     def user_inputs(self, b: GraphBatch, h: Tensor) -> Tensor:
         """[U, H + 1 (+ 1)] what the per-user weights are read from, all blind to ratings: the HGT state,

@@ -100,15 +100,12 @@ class BayesPreference(nn.Module):
         self.log_beta = nn.Parameter(torch.tensor(2.0))  # rating difference -> soft label sigmoid(beta * diff)
         self.log_tau = nn.Parameter(torch.tensor(0.0))  # recency decay, in units of 100 turns
 
-    def _pair_data(self, phi_t: Tensor, offset_t: Tensor, rating: Tensor, age: Tensor, pairs: Tensor,
-                   recency: Tensor | None = None):
-        """``recency`` [P]: a shift of each pair's log recency scale (None: the shared scale)."""
+    def _pair_data(self, phi_t: Tensor, offset_t: Tensor, rating: Tensor, age: Tensor, pairs: Tensor):
         i, j = pairs[0], pairs[1]
         x = phi_t[i] - phi_t[j]  # [P, F]
         off = offset_t[i] - offset_t[j]  # [P]
         y = torch.sigmoid(self.log_beta.exp() * (rating[i] - rating[j]))  # [P] soft label, rises with r_i - r_j
-        log_tau = self.log_tau if recency is None else self.log_tau + recency  # [] or [P]
-        om = torch.exp(-torch.maximum(age[i], age[j]) / (100.0 * log_tau.exp()))  # [P] rating-blind
+        om = torch.exp(-torch.maximum(age[i], age[j]) / (100.0 * self.log_tau.exp()))  # [P] rating-blind
         return i, j, x, off, y, om
 
     def precision(self, scale: Tensor | None, n_user: int) -> Tensor:
@@ -117,23 +114,19 @@ class BayesPreference(nn.Module):
         return prec if scale is None else prec * scale[:, None]
 
     def posterior(self, phi_t: Tensor, offset_t: Tensor, rating: Tensor, age: Tensor, user: Tensor,
-                  pairs: Tensor, n_user: int, scale: Tensor | None = None, owner: Tensor | None = None,
-                  recency: Tensor | None = None) -> Tensor:
+                  pairs: Tensor, n_user: int, scale: Tensor | None = None) -> Tensor:
         """MAP weights [U, F] from the rated pairs of the visible turns.
 
         phi_t [T, F] features of each turn's (query, LLM); offset_t [T] global score of each turn's answer;
         rating [T] in [0, 1]; age [T] in turns from the user's newest (rated or not, so a rating arriving
         changes nothing else); user [T]; pairs [2, P] turns (i, j) of one comparison, both rated; ``scale`` [U]
-        each user's prior strength (see :meth:`precision`). ``owner`` [P]: the row of the result each pair
-        belongs to (default: its turns' user; rows then need not be users: one per request, a pair repeated for
-        each request of its user) and ``recency`` [U]: a shift of each row's log recency scale (None: shared)."""
+        each user's prior strength (see :meth:`precision`)."""
         prec = self.precision(scale, n_user)
         w = phi_t.new_zeros(n_user, phi_t.size(1))
         if pairs.size(1) == 0:
             return w
-        u = user[pairs[0]] if owner is None else owner
-        i, _, x, off, y, om = self._pair_data(phi_t, offset_t, rating, age, pairs,
-                                              None if recency is None else recency[u])
+        i, _, x, off, y, om = self._pair_data(phi_t, offset_t, rating, age, pairs)
+        u = user[i]
         kappa = self.kappa()
         with torch.no_grad():  # the fixed point: the objective is strictly convex, Newton converges
             args = (x.detach(), off.detach(), y.detach(), om.detach(), prec.detach(), u,
@@ -161,10 +154,10 @@ class BayesPreference(nn.Module):
         return prec.expand_as(w) if kappa is None else prec / robust_stretch(w, prec, kappa)
 
     def pair_terms(self, phi_t: Tensor, offset_t: Tensor, rating: Tensor, age: Tensor, pairs: Tensor,
-                   w_pair: Tensor, recency: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                   w_pair: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(i [P], j [P], coef [P], x [P, F]) with w_u = sum over u's pairs of coef_p * x_p / P at the MAP
-        (P: :meth:`effective_precision`; ``w_pair`` [P, F]: the pair's row's MAP weights; ``recency`` [P]: its
-        row's recency shift, as given to :meth:`posterior`): each comparison's exact share of the posterior."""
-        i, j, x, off, y, om = self._pair_data(phi_t, offset_t, rating, age, pairs, recency)
+        (P: :meth:`effective_precision`; ``w_pair`` [P, F]: the pair's user's MAP weights): each comparison's
+        exact share of the posterior."""
+        i, j, x, off, y, om = self._pair_data(phi_t, offset_t, rating, age, pairs)
         coef = om * (y - torch.sigmoid(off + (x * w_pair).sum(-1)))
         return i, j, coef, x

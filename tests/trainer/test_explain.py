@@ -48,29 +48,3 @@ def test_pushes_sum_to_the_personal_term_and_name_the_turns(gate_scale, robust, 
     assert len(e["personal"]) == len(LLMS)
     named = {p["turn_id"] for p in e["pushed_by"]}
     assert named and named <= set(sub.turn_ids[:7])  # only rated turns push
-
-
-def test_pushes_add_up_with_a_posterior_per_request():
-    """cfg.consistency: each request gets its own posterior (prior strength and recency read from the user's
-    comparisons that do not involve its candidates); the pushes still sum to each candidate's personal term."""
-    torch.manual_seed(0)
-    model = GMTRouter(GMTRouterConfig(emb_dim=D, hidden=16, topics=4, pref_dim=6, heads=2, consistency=True)).eval()
-    with torch.no_grad():
-        model.mem_weight.fill_(1.0)
-        model.consistency_gate.weight.normal_(0.0, 1.0)
-        model.consistency_gate.bias.normal_(0.0, 1.0)
-    hist = [(k % 12, [k % 5, (k + 1 + k // 5) % 5], [1.0, 0.0] if k % 3 else [0.0, 1.0]) for k in range(14)]
-    other = [(0, [0, 1], [1.0, 0.0]), (1, [2, 3], [0.0, 1.0])]
-    cat = _catalog()
-    reqs = [Request(0, QUERIES[0], np.stack([cat[LLMS[0]], cat[LLMS[1]]]), LLMS[:2]),
-            Request(0, QUERIES[1], np.stack([cat[m] for m in LLMS[2:]]), LLMS[2:]),
-            Request(1, QUERIES[2], np.stack([cat[LLMS[3]], cat[LLMS[4]]]), LLMS[3:])]
-    with torch.no_grad():
-        b = build_batch([_history(hist), _history(other)], reqs, cat, emb_dim=D)
-        kept: dict = {}
-        s = model(b, keep=kept).numpy()
-        total, _ = pushes(model, b, kept)
-        personal = s - _global(model, b)
-    assert kept["w"].shape[0] == 3  # one posterior per request
-    assert not torch.allclose(kept["prec"][0], kept["prec"][1])  # the same user, two prior strengths
-    np.testing.assert_allclose(total, personal, atol=1e-4)

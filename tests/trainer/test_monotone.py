@@ -56,10 +56,10 @@ def _margin(model: GMTRouter, sub: UserSubgraph, q: np.ndarray, a: int, b: int, 
     return float(s[0] - s[1])
 
 
-def _model(trained: bool, robust: bool = False, memory_space: str = "text", consistency: bool = False) -> GMTRouter:
+def _model(trained: bool, robust: bool = False, memory_space: str = "text") -> GMTRouter:
     torch.manual_seed(0)
     model = GMTRouter(GMTRouterConfig(emb_dim=D, hidden=16, topics=4, pref_dim=6, heads=2, robust_prior=robust,
-                                      memory_space=memory_space, consistency=consistency))
+                                      memory_space=memory_space))
     with torch.no_grad():  # evidence weights well away from 0, so a wrong sign would show
         if robust:  # a small kappa: the penalty is in its linear part for most weights
             model.pref.log_kappa.fill_(np.log(0.3))
@@ -70,8 +70,6 @@ def _model(trained: bool, robust: bool = False, memory_space: str = "text", cons
             model.gate.weight.normal_(0.0, 0.5)
         if model.prior_gate is not None:  # and per-user prior strengths
             model.prior_gate.weight.normal_(0.0, 0.5)
-        if model.consistency_gate is not None:  # and weights that read the ratings of the other LLMs' comparisons
-            model.consistency_gate.weight.normal_(0.0, 1.0)
     if trained:
         from trainer.simulate import SimConfig, Simulator
         from trainer.data import training_samples
@@ -98,13 +96,11 @@ histories = st.lists(group, min_size=0, max_size=8).map(
 SPACES = {"topic_memory": "topics", "sharpened_memory": "both"}  # the memory's similarity in those models
 
 
-@pytest.fixture(scope="module", params=["untrained", "trained", "robust", "topic_memory", "sharpened_memory",
-                                        "consistency"])
+@pytest.fixture(scope="module", params=["untrained", "trained", "robust", "topic_memory", "sharpened_memory"])
 def model(request):
     if request.param not in MODELS:
         MODELS[request.param] = _model(request.param == "trained", robust=request.param == "robust",
-                                       memory_space=SPACES.get(request.param, "text"),
-                                       consistency=request.param == "consistency")
+                                       memory_space=SPACES.get(request.param, "text"))
     return MODELS[request.param]
 
 
