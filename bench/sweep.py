@@ -81,6 +81,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # the HGT ablation under the chaining defaults: against crowd=earlier+chain_targets (and its seed=1 row)
     "crowd=earlier+chain_targets+no_hgt": ({"use_hgt": False}, {"chain_targets": True}),
     "crowd=earlier+chain_targets+no_hgt+seed=1": ({"use_hgt": False}, {"chain_targets": True, "seed": 1}),
+    # diagnostic, not servable (no sign guarantee): the HGT reads the ratings, so the user state, the gates and the
+    # prior strength can tell a noisy rater from a drifting one; against crowd=earlier+chain_targets
+    "crowd=earlier+chain_targets+hgt_ratings": ({"hgt_ratings": True}, {"chain_targets": True}),
 }
 #: what validation and test targets' crowd reads (trainer.data.CROWD_SOURCES). Every row was measured with the
 #: training split's ratings, the protocol before session 27; ``crowd=earlier`` is the defaults with the crowd
