@@ -84,9 +84,6 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # diagnostic, not servable (no sign guarantee): the HGT reads the ratings, so the user state, the gates and the
     # prior strength can tell a noisy rater from a drifting one; against crowd=earlier+chain_targets
     "crowd=earlier+chain_targets+hgt_ratings": ({"hgt_ratings": True}, {"chain_targets": True}),
-    # the counts term counts each candidate's pairwise record over the user's whole past (the graph's per-user win
-    # counts), not only the served turns: against crowd=earlier+chain_targets
-    "crowd=earlier+chain_targets+whole_past": ({"whole_past": True}, {"chain_targets": True}),
 }
 #: what validation and test targets' crowd reads (trainer.data.CROWD_SOURCES). Every row was measured with the
 #: training split's ratings, the protocol before session 27; ``crowd=earlier`` is the defaults with the crowd

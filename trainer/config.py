@@ -26,8 +26,6 @@ class GMTRouterConfig:
     #                             "topics" (their learned topic memberships, trained with the rest) or "both"
     #                             (the text similarity times a learned power of the topics' similarity)
     counts: bool = True  # the same over all of the user's past queries (a per-user win count)
-    whole_past: bool = False  # the counts term counts the user's pairwise wins over their whole past (the graph's
-    #                           per-user win counts, UserSubgraph.win_counts), not only the visible turns
     gates: bool = True  # evidence weights shifted per user by the (rating-blind) HGT state and history length
     prior_gate: bool = True  # the posterior's prior strength scaled per user by the same rating-blind inputs
     structure: bool = False  # the gates also read the share of the user's visible turns that follow a previous
@@ -52,7 +50,6 @@ class GMTRouterConfig:
         if unknown:
             raise ValueError(f"unknown GMTRouterConfig fields {unknown} (a checkpoint of another model version?)")
         return cls(**{"crowd": False, "gates": False, "prior_gate": False, "structure": False, "robust_prior": False,
-                            "whole_past": False,
                       **d})  # a checkpoint from before these terms has none
 
 

@@ -19,7 +19,6 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from graphstore.counts import win_counts
 from graphstore.schema import HeldOutGroup, LLMInfo, TrainingSample, UserSubgraph, query_key
 from trainer.crowd import CrowdTable
 from trainer.history import last_turns, turn_range
@@ -324,23 +323,6 @@ def held_out(g: Group, ds: Dataset) -> HeldOutGroup:
                         g.conversation_id, g.turn, crowd)
 
 
-def records_before(tl: Sequence[Group]) -> list[dict[str, tuple[float, float]]]:
-    """[G + 1] each LLM's pairwise (wins, games) over the user's rated comparisons before each of the timeline's
-    G groups (the last entry: after all of them), as the graph store counts a user's whole past
-    (GraphStore.user_win_counts)."""
-    wins: dict[str, float] = {}
-    games: dict[str, float] = {}
-    out: list[dict[str, tuple[float, float]]] = [{}]
-    for g in tl:
-        rated = ~np.isnan(g.ratings)
-        w, n = win_counts([([m for m, ok in zip(g.llm_ids, rated.tolist()) if ok], g.ratings[rated])])
-        for m, k in n.items():
-            wins[m] = wins.get(m, 0.0) + w.get(m, 0.0)
-            games[m] = games.get(m, 0.0) + k
-        out.append(out[-1] if not n else {m: (wins.get(m, 0.0), k) for m, k in games.items()})
-    return out
-
-
 def training_samples(ds: Dataset, split: str = "train", window: int = 10, stride: int = 4,
                      turns: int | None = None) -> list[TrainingSample]:
     """Cut every user's timeline every ``stride`` groups: up to ``window`` earlier groups (or, with ``turns``,
@@ -354,7 +336,6 @@ def training_samples(ds: Dataset, split: str = "train", window: int = 10, stride
         if turns is not None and pos:
             full = subgraph(user, tl[:pos[-1]], ds)  # every turn any cut can see
             start = np.cumsum([0] + [len(g.llm_ids) for g in tl[:pos[-1]]])  # [G + 1] first turn of each group
-            record = records_before(tl[:pos[-1]])  # [G + 1] the whole past's win counts before each group
         for s in range(0, len(pos), stride):
             cut = pos[s]
             targets = [held_out(tl[i], ds) for i in pos[s:s + stride] if tl[i].has_pairs]
@@ -364,7 +345,6 @@ def training_samples(ds: Dataset, split: str = "train", window: int = 10, stride
                 visible = subgraph(user, tl[max(0, cut - window):cut], ds)
             else:
                 visible = last_turns(turn_range(full, 0, int(start[cut])), turns)
-                visible.win_counts = record[cut]
             out.append(TrainingSample(visible, targets))
     return out
 
@@ -378,15 +358,10 @@ def iter_online_samples(ds: Dataset, split: str, history: int = 10, users: set[s
     for user, tl in ds.timelines.items():
         if users is not None and user not in users:
             continue
-        record: list | None = None
         for i, g in enumerate(tl):
             if g.split == split and g.has_pairs:
                 sub = subgraph(user, tl[max(0, i - history):i], ds, embed)
-                if turns is not None:
-                    sub = last_turns(sub, turns)
-                    record = record or records_before(tl)
-                    sub.win_counts = record[i]  # what the router reads beside the last turns: the whole past's counts
-                yield TrainingSample(sub, [held_out(g, ds)])
+                yield TrainingSample(last_turns(sub, turns) if turns is not None else sub, [held_out(g, ds)])
 
 
 def online_samples(ds: Dataset, split: str, history: int = 10, users: set[str] | None = None,

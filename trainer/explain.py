@@ -68,9 +68,7 @@ def pushes(model: GMTRouter, b: GraphBatch, kept: dict | None = None,
     wanted = torch.zeros(n_c, dtype=torch.bool)
     wanted[want] = True
     spaces = (model.memory_space(kept["t_req"], kept["t_graph"]), ())  # the counts weigh every query alike
-    if model.counts is not None and model.cfg.whole_past:  # whole-past counts: not attributed to a visible turn
-        total += (weights[:, 1] * model.count_term(b)).double()
-    for k, mem in enumerate((model.memory, None if model.cfg.whole_past else model.counts)):
+    for k, mem in enumerate((model.memory, model.counts)):
         if mem is not None and b.mem_cand.numel():
             share = weights[b.mem_cand, k] * mem.terms(b, *spaces[k])  # [P] each (candidate, turn)'s push
             total += scatter(share, b.mem_cand, 0, dim_size=n_c, reduce="sum").double()

@@ -17,7 +17,6 @@ import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
-from graphstore import counts as win_counts
 from graphstore.schema import EDGE_TYPES, NODE_TYPES, UserSubgraph
 
 #: Response node features: centered rating within its comparison, has rating, raw rating,
@@ -67,8 +66,6 @@ class GraphBatch:
     cand_unique: Tensor | None = None  # [N_u, D] distinct candidate embeddings (projected once)
     cand_inv: Tensor | None = None  # [N_c] row of cand_unique for each candidate
     crowd: Tensor | None = None  # [N_c] other users' centred ratings of the candidate on the request's query
-    past: tuple[Tensor, Tensor] | None = None  # ([N_c] pairwise wins - games / 2, [N_c] games) of each candidate
-    #                                            over its user's whole past (build_batch(past_counts=True))
 
 
 def _response_features(rating: np.ndarray, group: np.ndarray, user: np.ndarray, n_user: int) -> np.ndarray:
@@ -160,28 +157,6 @@ def _conversation_evidence(requests: Sequence[Request], cand_ids: Sequence[str |
             out[off:off + n] = [score.get(m, 0.0) if m is not None else 0.0 for m in cand_ids[off:off + n]]
         off += n
     return out
-
-
-def _past_counts(subgraphs: Sequence[UserSubgraph], requests: Sequence[Request],
-                 cand_ids: Sequence[str | None]) -> tuple[Tensor, Tensor]:
-    """([N_c] wins - games / 2, [N_c] games): each candidate's pairwise record over its user's whole past, from
-    ``UserSubgraph.win_counts`` when the reader attached it, else from the subgraph's rated turns (the same count,
-    graphstore.counts). A comparison "A beat B" adds 1/2 to A's first number and takes 1/2 from B's."""
-    per_user: dict[int, dict[str, tuple[float, float]]] = {}
-    net, games = np.zeros(len(cand_ids), np.float32), np.zeros(len(cand_ids), np.float32)
-    c = 0
-    for r in requests:
-        if r.user not in per_user:
-            sub = subgraphs[r.user]
-            per_user[r.user] = sub.win_counts if sub.win_counts is not None else win_counts.per_llm(
-                (cv, k, m, x) for cv, k, m, x in zip(sub.conversation_ids, sub.turn_index.tolist(), sub.llm_ids,
-                                                     sub.rating.tolist()) if not np.isnan(x))
-        record = per_user[r.user]
-        for m in cand_ids[c:c + len(r.candidates)]:
-            w, g = record.get(m, (0.0, 0.0)) if m is not None else (0.0, 0.0)
-            net[c], games[c] = w - g / 2.0, g
-            c += 1
-    return torch.from_numpy(net), torch.from_numpy(games)
 
 
 def _index(keys: Sequence) -> tuple[np.ndarray, list[int]]:
@@ -338,18 +313,12 @@ def _request_batch(requests: Sequence[Request], llm_emb: Mapping[str, np.ndarray
 
 
 def build_batch(subgraphs: Sequence[UserSubgraph], requests: Sequence[Request],
-                llm_emb: Mapping[str, np.ndarray], reverse_edges: bool = False, emb_dim: int | None = None,
-                past_counts: bool = False) -> GraphBatch:
+                llm_emb: Mapping[str, np.ndarray], reverse_edges: bool = False, emb_dim: int | None = None) -> GraphBatch:
     """Batch users' visible histories and their requests into one HeteroData.
 
     ``llm_emb`` maps the llm ids of visible turns to description embeddings (unknown ids get zeros).
-    ``past_counts``: also each candidate's whole-past win record (``GraphBatch.past``, for a model with
-    ``GMTRouterConfig.whole_past``).
     """
     d = emb_dim or (requests[0].query_emb.shape[-1] if requests else 384)
     turns = _concat_turns(subgraphs)
     data = _history_graph(turns, llm_emb, d, reverse_edges)
-    b = _request_batch(requests, llm_emb, turns, data, d)
-    if past_counts:
-        b.past = _past_counts(subgraphs, requests, _candidate_ids(requests, llm_emb))
-    return b
+    return _request_batch(requests, llm_emb, turns, data, d)

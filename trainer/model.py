@@ -6,8 +6,7 @@ through paths whose sign is fixed.
     score(u, q, m) = g(q, m | h_u)                       global head: m attends over [h_u, topics(q)]
                    + <phi(q, m | h_u), w_u>              Bayesian Bradley-Terry posterior of u's comparisons
                    + a_mem(u)  * memory_u(q, m)          u's past ratings of m on queries like q
-                   + a_count(u) * counts_u(m)            the same over all of u's past queries (with cfg.whole_past:
-                                                         m's pairwise record over u's whole past, not only the visible turns)
+                   + a_count(u) * counts_u(m)            the same over all of u's past queries
                    + a_conv(u) * conversation_u(m)       m's rating on the previous turn of this conversation
                    + a_crowd(u) * crowd(q, m | not u)    other users' centred ratings of m on this same query text
 
@@ -241,23 +240,12 @@ class GMTRouter(nn.Module):
         if self.memory is not None:
             s = s + a[:, 0] * self.memory(b, *self.memory_space(t_req, t_graph))
         if self.counts is not None:
-            s = s + a[:, 1] * self.count_term(b)
+            s = s + a[:, 1] * self.counts(b)
         if self.conv_weight is not None and b.conv_prev is not None:
             s = s + a[:, 2] * b.conv_prev
         if self.crowd_weight is not None and b.crowd is not None:
             s = s + a[:, 3] * b.crowd
         return s
-
-    def count_term(self, b: GraphBatch) -> Tensor:
-        """[N_c] the counts evidence of each candidate: the average centred rating of its visible rated turns
-        (:class:`PersonalMemory`, every query alike) or, with ``cfg.whole_past``, its pairwise record over the
-        user's whole past, (wins - games / 2) / (games + prior) (``b.past``). Either rises when it wins."""
-        if not self.cfg.whole_past:
-            return self.counts(b)
-        if b.past is None:
-            raise ValueError("a GMTRouterConfig.whole_past model scores batches built with build_batch(past_counts=True)")
-        net, games = b.past  # [N_c] each
-        return net / (games + self.counts.log_prior.exp())
 
     def memory_space(self, t_req: Tensor, t_graph: Tensor) -> tuple[tuple[Tensor, Tensor] | None, ...]:
         """(space, sharpen) for :meth:`PersonalMemory.terms` (``cfg.memory_space``): "text" (None, None), the

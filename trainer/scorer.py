@@ -41,11 +41,6 @@ class Scorer:
         return cls(ck.model, ck.version, {k: v.embedding for k, v in ck.llm_catalog.items()})
 
     @property
-    def whole_past(self) -> bool:
-        """Whether the model counts each user's whole past (the router then attaches UserSubgraph.win_counts)."""
-        return bool(self.model.cfg.whole_past)
-
-    @property
     def uses_crowd(self) -> bool:
         """Whether the model reads other users' ratings of the request's query (the router then reads them)."""
         return getattr(self.model, "crowd_weight", None) is not None
@@ -73,7 +68,6 @@ class Scorer:
                         [c.llm_id for c in it[2]], it[3] if len(it) > 3 else None, it[4] if len(it) > 4 else None)
                 for i, it in enumerate(items)]
         b = build_batch(subs, reqs, self.llm_emb, reverse_edges=self.model.cfg.reverse_edges,
-                        past_counts=self.model.cfg.whole_past,
                         emb_dim=self.model.cfg.emb_dim)
         kept: dict | None = {} if explain else None  # the forward's intermediates, for the explanation
         s = self.model(b, keep=kept).numpy()

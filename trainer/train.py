@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from graphstore.schema import HeldOutGroup, LLMInfo, TrainingSample, UserSubgraph
 from trainer.graph import GraphBatch, Request, build_batch
-from trainer.history import last_turns, select_turns, serving_history, truncate  # noqa: F401  (re-exported)
+from trainer.history import last_turns, select_turns, truncate  # noqa: F401  (re-exported)
 from trainer.metrics import pair_metrics
 from trainer.config import GMTRouterConfig, TrainConfig  # noqa: F401  (re-exported)
 from trainer.model import GMTRouter
@@ -39,15 +39,14 @@ def llm_table(llms: Mapping[str, LLMInfo] | Mapping[str, np.ndarray]) -> dict[st
 
 
 def make_batch(subs: Sequence[UserSubgraph], targets: Sequence[Sequence[HeldOutGroup]],
-               llm_emb: Mapping[str, np.ndarray], reverse_edges: bool, past_counts: bool = False) -> GraphBatch:
-    """One user node per subgraph; one request per target group, its candidates = the group's LLMs.
-    ``past_counts``: with each candidate's whole-past win record (:func:`trainer.graph.build_batch`)."""
+               llm_emb: Mapping[str, np.ndarray], reverse_edges: bool) -> GraphBatch:
+    """One user node per subgraph; one request per target group, its candidates = the group's LLMs."""
     d = next(iter(llm_emb.values())).shape[-1] if llm_emb else 384
     zero = np.zeros(d, np.float32)
     reqs = [Request(u, g.query_emb, np.stack([llm_emb.get(m, zero) for m in g.llm_ids]), list(g.llm_ids),
                     g.conversation_id, g.crowd)
             for u, gs in enumerate(targets) for g in gs]
-    return build_batch(subs, reqs, llm_emb, reverse_edges=reverse_edges, emb_dim=d, past_counts=past_counts)
+    return build_batch(subs, reqs, llm_emb, reverse_edges=reverse_edges, emb_dim=d)
 
 
 def chain_conversations(b: GraphBatch, targets: Sequence[Sequence[HeldOutGroup]]) -> GraphBatch:
@@ -79,22 +78,12 @@ def training_batch(chunk: Sequence[TrainingSample], ks: Sequence[int], llm_emb: 
                    config: TrainConfig, reverse_edges: bool) -> tuple[GraphBatch, list[HeldOutGroup]]:
     """One optimizer step's input: each sample's last ``ks[i]`` visible turns and its targets (chained as
     ``config.chain_targets`` says), and the target groups in batch order for :func:`pair_loss`."""
-    subs = [_cut(s.visible, int(k)) for s, k in zip(chunk, ks)]
+    subs = [last_turns(s.visible, int(k)) for s, k in zip(chunk, ks)]
     targets = [s.targets for s in chunk]
-    batch = make_batch(subs, targets, llm_emb, reverse_edges, config.model.whole_past)
+    batch = make_batch(subs, targets, llm_emb, reverse_edges)
     if config.chain_targets:
         batch = chain_conversations(batch, targets)
     return batch, [g for gs in targets for g in gs]
-
-
-def _cut(sub: UserSubgraph, k: int) -> UserSubgraph:
-    """The last ``k`` turns of a training history. Cut below what routers read (settings.history_turns), it
-    stands for a user whose whole past is those turns, so its whole-past win counts are dropped (counted from the
-    turns instead); otherwise it keeps them, as a router reading a long user's last turns and whole-past counts."""
-    out = last_turns(sub, k)
-    if out is not sub:  # a new view: carry the counts over, or not
-        out.win_counts = sub.win_counts if k >= min(len(sub), serving_history()) else None
-    return out
 
 
 def _centered_ratings(g: HeldOutGroup) -> dict[str, float]:
@@ -136,8 +125,7 @@ def score_samples(model: GMTRouter, samples: Sequence[TrainingSample], llm_emb: 
     out: list[np.ndarray] = []
     for i in range(0, len(samples), batch_size):
         chunk = samples[i:i + batch_size]
-        b = make_batch([s.visible for s in chunk], [s.targets for s in chunk], llm_emb, model.cfg.reverse_edges,
-                       model.cfg.whole_past)
+        b = make_batch([s.visible for s in chunk], [s.targets for s in chunk], llm_emb, model.cfg.reverse_edges)
         s = model(b).numpy()
         out.extend(np.split(s, np.cumsum(b.counts)[:-1]))
     model.train(was)

@@ -52,14 +52,14 @@ def _margin(model: GMTRouter, sub: UserSubgraph, q: np.ndarray, a: int, b: int, 
     cat = _catalog()
     req = Request(0, q, np.stack([cat[LLMS[a]], cat[LLMS[b]]]), [LLMS[a], LLMS[b]], conv)
     with torch.no_grad():
-        s = model(build_batch([sub], [req], cat, emb_dim=D, past_counts=model.cfg.whole_past)).numpy()
+        s = model(build_batch([sub], [req], cat, emb_dim=D)).numpy()
     return float(s[0] - s[1])
 
 
-def _model(trained: bool, robust: bool = False, memory_space: str = "text", whole_past: bool = False) -> GMTRouter:
+def _model(trained: bool, robust: bool = False, memory_space: str = "text") -> GMTRouter:
     torch.manual_seed(0)
     model = GMTRouter(GMTRouterConfig(emb_dim=D, hidden=16, topics=4, pref_dim=6, heads=2, robust_prior=robust,
-                                      memory_space=memory_space, whole_past=whole_past))
+                                      memory_space=memory_space))
     with torch.no_grad():  # evidence weights well away from 0, so a wrong sign would show
         if robust:  # a small kappa: the penalty is in its linear part for most weights
             model.pref.log_kappa.fill_(np.log(0.3))
@@ -96,13 +96,11 @@ histories = st.lists(group, min_size=0, max_size=8).map(
 SPACES = {"topic_memory": "topics", "sharpened_memory": "both"}  # the memory's similarity in those models
 
 
-@pytest.fixture(scope="module", params=["untrained", "trained", "robust", "topic_memory", "sharpened_memory",
-                                        "whole_past"])
+@pytest.fixture(scope="module", params=["untrained", "trained", "robust", "topic_memory", "sharpened_memory"])
 def model(request):
     if request.param not in MODELS:
         MODELS[request.param] = _model(request.param == "trained", robust=request.param == "robust",
-                                       memory_space=SPACES.get(request.param, "text"),
-                                       whole_past=request.param == "whole_past")
+                                       memory_space=SPACES.get(request.param, "text"))
     return MODELS[request.param]
 
 
