@@ -16,19 +16,21 @@ test pairs themselves makes the bound optimistic. Scoring only; a few minutes on
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import command_line, machine_facts  # noqa: E402
+from bench.common import RESULTS, command_line, machine_facts  # noqa: E402
+from bench.quality import CATALOG  # noqa: E402
 from trainer.baselines import PerUserMajority  # noqa: E402
 from trainer.checkpoint import load_checkpoint  # noqa: E402
 from trainer.data import load_dataset, online_samples  # noqa: E402
@@ -36,8 +38,6 @@ from trainer.evaluate import score_stream  # noqa: E402
 from trainer.history import serving_history  # noqa: E402
 from trainer.metrics import pair_metrics  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
-CATALOG = ROOT.parent / "shared" / "data" / "llmrouter" / "llm_candidates.json"
 #: (name, history turns (None: the serving default), recency on, prior strength factor)
 SETTINGS = (
     ("as trained", None, True, 1.0),
@@ -76,6 +76,7 @@ def main() -> int:
     ds = load_dataset({s: args.data / f"{s}.jsonl" for s in ("train", "valid", "test")}, CATALOG, progress=False)
     family_of = json.loads((args.data / "users.json").read_text())
     count = PerUserMajority().fit(ds)
+    trained = load_checkpoint(ckpt).model.eval()
     out: dict = {"command": command_line(), "machine": facts, "checkpoint": ckpt.name,
                  "history_turns": serving_history(), "families": {}}
     t0 = time.perf_counter()
@@ -83,18 +84,20 @@ def main() -> int:
         users = {u for u, f in family_of.items() if f == fam}
         full = online_samples(ds, "test", history=10**9, users=users, embed=False)
         row: dict = {"users": len(users)}
-        for name, turns, recency, prior in SETTINGS:
-            model = with_setting(load_checkpoint(ckpt).model.eval(), recency, prior)
-            with torch.no_grad():
-                groups, scores = score_stream(model, online_samples(ds, "test", turns=turns or serving_history(),
-                                                                    users=users))
-            row[name] = pair_metrics(groups, scores)["accuracy"]
-            print(f"{fam:>10} {name:<34} {row[name]:.4f}", flush=True)
+        for history in sorted({turns or serving_history() for _, turns, _, _ in SETTINGS}):
+            served = online_samples(ds, "test", turns=history, users=users)  # built once per history length
+            for name, turns, recency, prior in SETTINGS:
+                if (turns or serving_history()) != history:
+                    continue
+                with torch.no_grad():
+                    groups, scores = score_stream(with_setting(copy.deepcopy(trained), recency, prior), served)
+                metrics = pair_metrics(groups, scores)
+                row[name], row["pairs"] = metrics["accuracy"], metrics["pairs"]
+                print(f"{fam:>10} {name:<34} {row[name]:.4f}", flush=True)
         row["per_user_majority"] = pair_metrics(groups, count.score(full))["accuracy"]
-        row["pairs"] = pair_metrics(groups, scores)["pairs"]
         out["families"][fam] = row
     out["seconds"] = round(time.perf_counter() - t0, 1)
-    out["loadavg_end"] = list(__import__("os").getloadavg())
+    out["loadavg_end"] = list(os.getloadavg())
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(markdown(out))
     return 0
