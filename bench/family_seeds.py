@@ -1,0 +1,146 @@
+"""Is a family's gap to the per-user win count the model's, or the one benchmark draw's? Other draws of it.
+
+    python bench/quality.py --predictions      # seed 0: bench/results/quality_families_predictions.jsonl
+    python bench/family_seeds.py               # seeds 1, 2 -> bench/results/family_seeds.{json,md}
+
+bench/quality.py scores the second benchmark (trainer/families.py) as drawn with seed 0: 100 seen and 20 unseen
+users per family, so a small family (sparse users have 6-15 turns) has a few hundred test pairs. This script
+draws the same benchmark with other seeds (other users, other queries of the same source; the generator and its
+settings unchanged), trains GMTRouter on each exactly as bench/quality.py does (`prefstream eval`'s defaults, the
+training seed equal to the draw's), and scores it and the per-user win count per family. It then pools the
+draws' test pairs, seed 0's from quality.py's predictions file included, and gives each family's difference
+with a 95 % interval from resampling whole users. A benchmark, not a test; run it alone (about 10 minutes a
+seed on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import RESULTS, command_line, machine_facts  # noqa: E402
+from bench.quality import CATALOG  # noqa: E402
+from trainer.config import TrainConfig  # noqa: E402
+from trainer.evaluate import run_evaluation  # noqa: E402
+from trainer.families import write_benchmark  # noqa: E402
+from trainer.history import serving_history  # noqa: E402
+from trainer.metrics import pair_correct, user_bootstrap  # noqa: E402
+
+METHODS = ("gmtrouter", "per_user_majority")
+
+
+def family_of(user: str) -> str:
+    """``topic-0042`` and ``new-topic-0042`` -> ``topic`` (trainer/families.py's user ids)."""
+    return user.removeprefix("new-").split("-", 1)[0]
+
+
+def read_predictions(path: Path, seed: int) -> dict[str, dict[str, list]]:
+    """{family: {"users": [N], method: [N] correctness}} from a ``prefstream eval --predictions`` file; user ids
+    get the seed in front, so that pooled draws resample their users apart."""
+    out: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    with open(path) as f:
+        for line in f:
+            r = json.loads(line)
+            fam = out[family_of(r["user"])]
+            fam["users"].append(f"s{seed}:{r['user']}")
+            for m in METHODS:
+                a, b = r["scores"][m]
+                fam[m].append(float(pair_correct(np.array([a - b]), np.array([r["label"] == 1]))[0]))
+    return out
+
+
+def run_seed(seed: int, data: Path, history: int) -> tuple[dict, Path]:
+    """Draw the families benchmark with ``seed`` into ``data``, train and score as bench/quality.py does; returns
+    (report, predictions file)."""
+    write_benchmark("families", data, seed=seed)
+    preds = data / "predictions.jsonl"
+    report = run_evaluation(*(data / f"{s}.jsonl" for s in ("train", "valid", "test")), catalog=CATALOG,
+                            config=TrainConfig(seed=seed), history=history, ablations=False,
+                            families=json.loads((data / "users.json").read_text()), predictions=preds)
+    return report, preds
+
+
+def pooled(pairs: dict[int, dict]) -> dict[str, dict]:
+    """{family: accuracies and the user-bootstrap difference} over every draw's test pairs."""
+    out = {}
+    for fam in sorted({f for p in pairs.values() for f in p}):
+        cols = {k: sum((p[fam][k] for p in pairs.values() if fam in p), []) for k in ("users", *METHODS)}
+        boot = user_bootstrap(np.array(cols["gmtrouter"]), np.array(cols["per_user_majority"]), cols["users"])
+        out[fam] = {m: float(np.mean(cols[m])) for m in METHODS} | {"difference": boot}
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", default="1,2", help="comma-separated draws to train and score here")
+    ap.add_argument("--seed0", type=Path, default=RESULTS / "quality_families_predictions.jsonl",
+                    help="seed 0's predictions file from bench/quality.py --predictions (pooled when it exists)")
+    ap.add_argument("--data", type=Path, default=ROOT / "var" / "bench" / "family_seeds")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (the target machine has 2 cores)")
+    ap.add_argument("--out", type=Path, default=RESULTS / "family_seeds.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    out: dict = {"command": command_line(), "machine": machine_facts(), "history_turns": serving_history(),
+                 "draws": {}}
+    pairs: dict[int, dict] = {}
+    if args.seed0.exists():
+        pairs[0] = read_predictions(args.seed0, 0)
+        out["draws"]["0"] = {"source": str(args.seed0.relative_to(ROOT) if args.seed0.is_relative_to(ROOT)
+                                           else args.seed0)}
+    t0 = time.perf_counter()
+    for seed in (int(s) for s in args.seeds.split(",") if s):
+        report, preds = run_seed(seed, args.data / f"seed{seed}", out["history_turns"])
+        pairs[seed] = read_predictions(preds, seed)
+        out["draws"][str(seed)] = {"accuracy": report["gmtrouter"]["accuracy"],
+                                   "per_user_majority": report["baselines"]["per_user_majority"]["accuracy"],
+                                   "train_seconds": report["gmtrouter"]["train_seconds"],
+                                   "families": report["families"]}
+        print(f"seed {seed}: " + ", ".join(f"{f} {v['gmtrouter']:.4f} vs {v['per_user_majority']:.4f}"
+                                           for f, v in report["families"].items()), flush=True)
+    for seed, p in pairs.items():  # every draw's per-family accuracies, read the same way
+        out["draws"][str(seed)]["by_family"] = {f: {m: float(np.mean(v[m])) for m in METHODS} | {"pairs": len(v["users"])}
+                                                for f, v in sorted(p.items())}
+    out["pooled"] = pooled(pairs)
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    out["loadavg_end"] = list(os.getloadavg())
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(out))
+    print(markdown(out))
+    return 0
+
+
+def markdown(out: dict) -> str:
+    seeds = list(out["draws"])
+    fams = list(out["pooled"])
+    md = ["# Families benchmark, several draws: GMTRouter vs the per-user win count", "",
+          f"`{out['command']}`. Draw 0 is bench/quality.py's (its predictions file); the others are trained and "
+          f"scored here the same way. History {out['history_turns']} turns. Load average at start "
+          f"{out['machine']['loadavg_1_5_15'][0]:.2f}, at end {out['loadavg_end'][0]:.2f}.", "",
+          "Accuracy, GMTRouter / win count (test pairs):", "",
+          "| family | " + " | ".join(f"draw {s}" for s in seeds) + " | pooled | pooled difference (pts) [95 %] |",
+          "|---|" + "---|" * (len(seeds) + 2)]
+    for f in fams:
+        cells = []
+        for s in seeds:
+            v = out["draws"][s]["by_family"].get(f)
+            cells.append(f"{v['gmtrouter']:.4f} / {v['per_user_majority']:.4f} ({v['pairs']})" if v else "")
+        p, d = out["pooled"][f], out["pooled"][f]["difference"]
+        cells.append(f"{p['gmtrouter']:.4f} / {p['per_user_majority']:.4f} ({d['pairs']})")
+        cells.append(f"{100 * d['diff']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]")
+        md.append(f"| {f} | " + " | ".join(cells) + " |")
+    return "\n".join(md) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
