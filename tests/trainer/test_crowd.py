@@ -14,7 +14,7 @@ from graphstore.schema import HeldOutGroup, UserSubgraph, query_key
 from trainer.config import GMTRouterConfig
 from trainer.crowd import CrowdTable
 from trainer.data import Dataset, Group, held_out, online_samples, training_samples
-from trainer.evaluate import ABLATIONS, DIAGNOSTICS
+from trainer.evaluate import ABLATIONS, DIAGNOSTICS, variants
 from trainer.graph import Request, build_batch
 from trainer.model import GMTRouter
 
@@ -185,3 +185,14 @@ def test_each_ablation_builds_the_intended_modules():
             assert {k for k, v in full.items() if v and not got[k]} == removed[name], name
             assert {k for k, v in got.items() if v and not full[k]} == set(), name
 
+
+
+def test_evaluation_trains_the_chosen_ablations():
+    """run_evaluation's ``ablations``: every ablation, none, or only the named ones (a typo is an error)."""
+    assert list(variants(True)) == ["gmtrouter", *ABLATIONS]
+    assert list(variants(False)) == ["gmtrouter"]
+    assert variants(["no_hgt"]) == {"gmtrouter": {}, "no_hgt": ABLATIONS["no_hgt"]}
+    assert list(variants(["no_crowd", "no_hgt"], diagnostics=True)) == ["gmtrouter", "no_hgt", "no_crowd",
+                                                                          *DIAGNOSTICS]
+    with pytest.raises(ValueError, match="no_hgtt"):
+        variants(["no_hgtt"])
