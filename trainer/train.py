@@ -167,10 +167,24 @@ def fit(train: list[TrainingSample], valid: list[TrainingSample], config: TrainC
     """Train on ``train`` samples, select the step with the best validation AUC; returns that model.
 
     ``llms`` maps every llm id in the samples to its description embedding (unknown ids get zeros);
-    ``init`` (a model or a checkpoint path) continues training from there.
+    ``init`` (a model or a checkpoint path) continues training from there. The same inputs and seed give the
+    same weights to the bit, with any number of torch threads: torch's deterministic kernels are on while it
+    trains (with several threads the default CPU backward of a gather adds into shared rows in whatever order
+    the threads reach them).
     """
     if not train:
         raise ValueError("fit needs at least one training sample")
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        return _fit(train, valid, config, init, progress, llms)
+    finally:
+        torch.use_deterministic_algorithms(was)
+
+
+def _fit(train: list[TrainingSample], valid: list[TrainingSample], config: TrainConfig,
+         init: GMTRouter | str | Path | None, progress: bool,
+         llms: Mapping[str, LLMInfo] | Mapping[str, np.ndarray] | None) -> FitResult:
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model = _init_model(init, config)
