@@ -6,7 +6,7 @@
     python bench/family_ceiling.py --data var/bench/family_seeds/seed1 --out bench/results/family_ceiling_seed1.json
 
 On the second benchmark's noisy users (taste fixed per LLM, heavy rating noise) the per-user win count, which
-reads each user's whole past, stays level with GMTRouter, which reads the last ``PREFSTREAM_HISTORY_TURNS``
+reads each user's whole past, stays level with or ahead of GMTRouter, which reads the last ``PREFSTREAM_HISTORY_TURNS``
 turns and weighs old comparisons down. Nothing blind to ratings tells a noisy user from a drifting one (whose
 taste changes and who needs the recency weighting), so the model cannot set those per user. This bounds what
 setting them per family would give: the trained model (bench/quality.py's checkpoint, unchanged weights) is
