@@ -73,6 +73,10 @@ class TrainConfig:
     # conversation term), as when served in order (trainer.train.chain_conversations); False: each target reads
     # only the history cut before the sample's first target (the training of checkpoints before session 32)
     chain_targets: bool = True
+    # True: torch's deterministic kernels are on while fit trains, so the same inputs and seed give the same
+    # weights to the bit with any number of threads; False: torch's default kernels, whose CPU backward of a
+    # gather adds into shared rows in thread order (bench/train_determinism.py times both)
+    deterministic: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:

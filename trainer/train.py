@@ -167,15 +167,16 @@ def fit(train: list[TrainingSample], valid: list[TrainingSample], config: TrainC
     """Train on ``train`` samples, select the step with the best validation AUC; returns that model.
 
     ``llms`` maps every llm id in the samples to its description embedding (unknown ids get zeros);
-    ``init`` (a model or a checkpoint path) continues training from there. The same inputs and seed give the
-    same weights to the bit, with any number of torch threads: torch's deterministic kernels are on while it
-    trains (with several threads the default CPU backward of a gather adds into shared rows in whatever order
-    the threads reach them).
+    ``init`` (a model or a checkpoint path) continues training from there. With ``config.deterministic`` (the
+    default) the same inputs and seed give the same weights to the bit, with any number of torch threads:
+    torch's deterministic kernels are on while it trains (with several threads the default CPU backward of a
+    gather adds into shared rows in whatever order the threads reach them). The switch is torch's, so it holds
+    for the whole process until fit returns.
     """
     if not train:
         raise ValueError("fit needs at least one training sample")
     was = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(config.deterministic)
     try:
         return _fit(train, valid, config, init, progress, llms)
     finally:

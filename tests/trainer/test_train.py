@@ -92,6 +92,35 @@ def test_training_is_seeded(tiny_ds):
     assert not torch.are_deterministic_algorithms_enabled()  # fit leaves the process's setting as it was
 
 
+def test_fit_trains_with_the_configured_kernels_and_restores_the_process_setting(monkeypatch):
+    """``TrainConfig.deterministic`` is what fit trains under, whatever the process had; fit puts it back after,
+    also when training fails."""
+    import trainer.train as train_mod
+
+    seen = []
+
+    def record(*args):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        if len(seen) == 3:
+            raise RuntimeError("training failed")
+        return "trained"
+
+    monkeypatch.setattr(train_mod, "_fit", record)
+    cases = [(False, True), (True, False), (False, True)]  # (process setting, config.deterministic)
+    try:
+        for i, (process, det) in enumerate(cases):
+            torch.use_deterministic_algorithms(process)
+            if i < 2:
+                assert fit(["sample"], [], dataclasses.replace(_cfg(), deterministic=det), progress=False) == "trained"
+            else:
+                with pytest.raises(RuntimeError, match="training failed"):
+                    fit(["sample"], [], dataclasses.replace(_cfg(), deterministic=det), progress=False)
+            assert torch.are_deterministic_algorithms_enabled() == process
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert seen == [det for _, det in cases]
+
+
 def test_ema_update_mixes_old_and_new_weights():
     cfg = GMTRouterConfig(emb_dim=D, hidden=32)
     avg, model = GMTRouter(cfg), GMTRouter(cfg)
