@@ -41,7 +41,7 @@ CATALOG = ROOT.parent / "shared" / "data" / "llmrouter" / "llm_candidates.json"
 
 def step_time(ds, cfg: TrainConfig, users: int = 1000, repeats: int = 3) -> dict:
     """Seconds of one optimizer step (batch build + forward + backward + update) over ``users`` samples."""
-    tr = training_samples(ds, "train", turns=cfg.k_max)
+    tr = training_samples(ds, "train", turns=cfg.k_max, stride=cfg.stride)
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
     model = GMTRouter(cfg.model)

@@ -84,6 +84,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # diagnostic, not servable (no sign guarantee): the HGT reads the ratings, so the user state, the gates and the
     # prior strength can tell a noisy rater from a drifting one; against crowd=earlier+chain_targets
     "crowd=earlier+chain_targets+hgt_ratings": ({"hgt_ratings": True}, {"chain_targets": True}),
+    # every training target reads all the turns before it, as when served (one target per sample instead of the
+    # next four groups after one cut); against crowd=earlier+chain_targets
+    "crowd=earlier+chain_targets+stride=1": ({}, {"chain_targets": True, "stride": 1}),
 }
 #: what validation and test targets' crowd reads (trainer.data.CROWD_SOURCES). Every row was measured with the
 #: training split's ratings, the protocol before session 27; ``crowd=earlier`` is the defaults with the crowd
@@ -116,7 +119,7 @@ def run_variant(kind: str, name: str, data: Path, pairs_dir: Path) -> dict:
                       CATALOG if kind == "families" else data / "llm_catalog.json", progress=False,
                       crowd=CROWD.get(name, "train"))
     t0 = time.perf_counter()
-    res = fit(training_samples(ds, "train", turns=cfg.k_max), online_samples(ds, "valid", turns=history), cfg,
+    res = fit(training_samples(ds, "train", turns=cfg.k_max, stride=cfg.stride), online_samples(ds, "valid", turns=history), cfg,
               progress=False, llms=ds.llms)
     train_s = time.perf_counter() - t0
     groups, scores = score_stream(res.model, iter_online_samples(ds, "test", turns=history))

@@ -73,6 +73,9 @@ class TrainConfig:
     # conversation term), as when served in order (trainer.train.chain_conversations); False: each target reads
     # only the history cut before the sample's first target (the training of checkpoints before session 32)
     chain_targets: bool = True
+    # a training sample's targets are the next ``stride`` groups after its history cut
+    # (trainer.data.training_samples); 1: every target reads all the turns before it, as when served
+    stride: int = 4
     # True: torch's deterministic kernels are on while fit trains, so the same inputs and seed give the same
     # weights to the bit with any number of threads; False: torch's default kernels, whose CPU backward of a
     # gather adds into shared rows in thread order (bench/train_determinism.py times both)
@@ -82,6 +85,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.ema < 1.0:  # 1 would keep the initial weights forever
             raise ValueError(f"TrainConfig.ema is a decay per step in [0, 1), got {self.ema}")
+        if self.stride < 1:
+            raise ValueError(f"TrainConfig.stride is a number of target groups per sample, >= 1, got {self.stride}")
 
     def to_dict(self) -> dict:
         return asdict(self)

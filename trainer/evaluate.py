@@ -145,7 +145,7 @@ def variants(ablations: bool | Sequence[str] = True, diagnostics: bool = False) 
 
 def _train_models(ds: Dataset, config: TrainConfig, history: int, ablations: bool | Sequence[str], progress: bool,
                   diagnostics: bool = False) -> dict[str, FitResult]:
-    train_s = training_samples(ds, "train", turns=config.k_max)
+    train_s = training_samples(ds, "train", turns=config.k_max, stride=config.stride)
     valid_s = online_samples(ds, "valid", turns=history)
     fits = {}
     for name, change in variants(ablations, diagnostics).items():

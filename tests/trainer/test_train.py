@@ -140,6 +140,15 @@ def test_ema_outside_zero_to_one_is_refused():
             TrainConfig(ema=bad)
 
 
+def test_stride_below_one_is_refused():
+    for bad in (0, -4):
+        with pytest.raises(ValueError, match="stride"):
+            TrainConfig(stride=bad)
+    old = TrainConfig().to_dict()
+    del old["stride"]  # a config written before the field: its samples had the default stride
+    assert TrainConfig.from_dict(old).stride == 4
+
+
 def test_fit_with_ema_validates_and_returns_the_average(tiny_ds):
     tr = training_samples(tiny_ds, "train", window=10)[:60]
     va = online_samples(tiny_ds, "valid", history=10)[:60]
