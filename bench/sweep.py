@@ -87,6 +87,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # every training target reads all the turns before it, as when served (one target per sample instead of the
     # next four groups after one cut); against crowd=earlier+chain_targets
     "crowd=earlier+chain_targets+stride=1": ({}, {"chain_targets": True, "stride": 1}),
+    # the posterior's recency weight mixes a short and a long exponential (learned), so a drifting user's newest
+    # comparisons and a noisy user's oldest ones can both count; against crowd=earlier+chain_targets
+    "crowd=earlier+chain_targets+two_scale_recency": ({"two_scale_recency": True}, {"chain_targets": True}),
 }
 #: what validation and test targets' crowd reads (trainer.data.CROWD_SOURCES). Every row was measured with the
 #: training split's ratings, the protocol before session 27; ``crowd=earlier`` is the defaults with the crowd

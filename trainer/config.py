@@ -31,6 +31,10 @@ class GMTRouterConfig:
     structure: bool = False  # the gates also read the share of the user's visible turns that follow a previous
     #                          turn (bench/results/sweep.md: steadier follow-up users across seeds, same means; off)
     robust_prior: bool = False  # the posterior's prior turns linear beyond a learned width (trainer/preference.py)
+    # the posterior's recency weight is a learned mix of two exponentials in the comparison's age, a short and a
+    # long one, instead of one (trainer/preference.py); rating-blind either way (bench/results/sweep.md: noisy
+    # users gain what drifting ones lose; off)
+    two_scale_recency: bool = False
     conversation: bool = True  # the candidate's rating on the previous turn of the request's conversation
     crowd: bool = True  # other users' centred ratings of the candidate on the same query text (trainer/crowd.py)
     reverse_edges: bool = False

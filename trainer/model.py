@@ -185,7 +185,7 @@ class GMTRouter(nn.Module):
             self.code = nn.Linear(cfg.emb_dim, cfg.pref_dim // 2)
             n_mlp = cfg.pref_dim - 1 - cfg.pref_dim // 2
             self.phi = nn.Sequential(nn.Linear(cfg.topics + cfg.emb_dim + h, h), nn.GELU(), nn.Linear(h, n_mlp))
-            self.pref = BayesPreference(cfg.pref_dim, robust=cfg.robust_prior)
+            self.pref = BayesPreference(cfg.pref_dim, robust=cfg.robust_prior, two_scale=cfg.two_scale_recency)
         self.memory = PersonalMemory(sharpen=cfg.memory_space == "both") if cfg.memory else None
         self.mem_weight = nn.Parameter(torch.tensor(0.0)) if cfg.memory else None
         self.counts = PersonalMemory(tau=1e-3, prior=2.0) if cfg.counts else None

@@ -24,6 +24,8 @@ population that mixes mild and strong tastes). kappa is learned (shared).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -92,21 +94,33 @@ def backtrack(w: Tensor, new: Tensor, *args) -> Tensor:
 class BayesPreference(nn.Module):
     """The per-user Bradley-Terry posterior mean w_u [F] over given features; shared hyper-parameters only."""
 
-    def __init__(self, features: int, robust: bool = False):
+    def __init__(self, features: int, robust: bool = False, two_scale: bool = False):
         super().__init__()
         self.log_prec = nn.Parameter(torch.zeros(features))  # prior precision of each feature weight
         # robust prior: where the penalty turns linear, in prior standard deviations (see prior_terms)
         self.log_kappa = nn.Parameter(torch.tensor(1.0)) if robust else None
         self.log_beta = nn.Parameter(torch.tensor(2.0))  # rating difference -> soft label sigmoid(beta * diff)
         self.log_tau = nn.Parameter(torch.tensor(0.0))  # recency decay, in units of 100 turns
+        # two_scale: a second, long decay (10 x 100 turns at init) and the share of the short one (1/2 at init)
+        self.log_tau_long = nn.Parameter(torch.tensor(math.log(10.0))) if two_scale else None
+        self.short_logit = nn.Parameter(torch.tensor(0.0)) if two_scale else None
 
     def _pair_data(self, phi_t: Tensor, offset_t: Tensor, rating: Tensor, age: Tensor, pairs: Tensor):
         i, j = pairs[0], pairs[1]
         x = phi_t[i] - phi_t[j]  # [P, F]
         off = offset_t[i] - offset_t[j]  # [P]
         y = torch.sigmoid(self.log_beta.exp() * (rating[i] - rating[j]))  # [P] soft label, rises with r_i - r_j
-        om = torch.exp(-torch.maximum(age[i], age[j]) / (100.0 * self.log_tau.exp()))  # [P] rating-blind
+        om = self.recency(torch.maximum(age[i], age[j]))  # [P] rating-blind
         return i, j, x, off, y, om
+
+    def recency(self, age: Tensor) -> Tensor:
+        """[P] the weight of a comparison ``age`` [P] turns old: exp(-age / tau), or with two scales
+        a exp(-age / tau) + (1 - a) exp(-age / tau_long); positive and blind to the ratings either way."""
+        short = torch.exp(-age / (100.0 * self.log_tau.exp()))
+        if self.log_tau_long is None:
+            return short
+        a = torch.sigmoid(self.short_logit)
+        return a * short + (1.0 - a) * torch.exp(-age / (100.0 * self.log_tau_long.exp()))
 
     def precision(self, scale: Tensor | None, n_user: int) -> Tensor:
         """[U, F] each user's prior precision: the shared one times the user's (rating-blind) ``scale`` [U]."""

@@ -56,13 +56,17 @@ def _margin(model: GMTRouter, sub: UserSubgraph, q: np.ndarray, a: int, b: int, 
     return float(s[0] - s[1])
 
 
-def _model(trained: bool, robust: bool = False, memory_space: str = "text") -> GMTRouter:
+def _model(trained: bool, robust: bool = False, memory_space: str = "text", two_scale: bool = False) -> GMTRouter:
     torch.manual_seed(0)
     model = GMTRouter(GMTRouterConfig(emb_dim=D, hidden=16, topics=4, pref_dim=6, heads=2, robust_prior=robust,
-                                      memory_space=memory_space))
+                                      memory_space=memory_space, two_scale_recency=two_scale))
     with torch.no_grad():  # evidence weights well away from 0, so a wrong sign would show
         if robust:  # a small kappa: the penalty is in its linear part for most weights
             model.pref.log_kappa.fill_(np.log(0.3))
+        if two_scale:  # both decays short enough that the mix matters within a test history
+            model.pref.log_tau.fill_(np.log(0.02))
+            model.pref.log_tau_long.fill_(np.log(0.2))
+            model.pref.short_logit.fill_(0.5)
         model.mem_weight.fill_(1.0)
         model.count_weight.fill_(1.0)
         model.conv_weight.fill_(1.0)
@@ -96,11 +100,13 @@ histories = st.lists(group, min_size=0, max_size=8).map(
 SPACES = {"topic_memory": "topics", "sharpened_memory": "both"}  # the memory's similarity in those models
 
 
-@pytest.fixture(scope="module", params=["untrained", "trained", "robust", "topic_memory", "sharpened_memory"])
+@pytest.fixture(scope="module", params=["untrained", "trained", "robust", "topic_memory", "sharpened_memory",
+                                        "two_scale_recency"])
 def model(request):
     if request.param not in MODELS:
         MODELS[request.param] = _model(request.param == "trained", robust=request.param == "robust",
-                                       memory_space=SPACES.get(request.param, "text"))
+                                       memory_space=SPACES.get(request.param, "text"),
+                                       two_scale=request.param == "two_scale_recency")
     return MODELS[request.param]
 
 
