@@ -90,6 +90,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # the posterior's recency weight mixes a short and a long exponential (learned), so a drifting user's newest
     # comparisons and a noisy user's oldest ones can both count; against crowd=earlier+chain_targets
     "crowd=earlier+chain_targets+two_scale_recency": ({"two_scale_recency": True}, {"chain_targets": True}),
+    # the prior strength per feature, from the user's rating-blind graph state (which taste dimensions the user's
+    # queries suggest), not one for all; against crowd=earlier+chain_targets
+    "crowd=earlier+chain_targets+prior_gate_features": ({"prior_gate_features": True}, {"chain_targets": True}),
 }
 #: what validation and test targets' crowd reads (trainer.data.CROWD_SOURCES). Every row was measured with the
 #: training split's ratings, the protocol before session 27; ``crowd=earlier`` is the defaults with the crowd

@@ -28,6 +28,9 @@ class GMTRouterConfig:
     counts: bool = True  # the same over all of the user's past queries (a per-user win count)
     gates: bool = True  # evidence weights shifted per user by the (rating-blind) HGT state and history length
     prior_gate: bool = True  # the posterior's prior strength scaled per user by the same rating-blind inputs
+    # the prior_gate scales each feature's prior strength separately (which taste dimensions this user's graph
+    # suggests they have), not one strength for all; rating-blind as well (bench/results/sweep.md: no gain; off)
+    prior_gate_features: bool = False
     structure: bool = False  # the gates also read the share of the user's visible turns that follow a previous
     #                          turn (bench/results/sweep.md: steadier follow-up users across seeds, same means; off)
     robust_prior: bool = False  # the posterior's prior turns linear beyond a learned width (trainer/preference.py)

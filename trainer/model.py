@@ -199,7 +199,8 @@ class GMTRouter(nn.Module):
             nn.init.zeros_(self.gate.weight)
             nn.init.zeros_(self.gate.bias)
         self.crowd_weight = nn.Parameter(torch.tensor(0.0)) if cfg.crowd else None
-        self.prior_gate = nn.Linear(n_in, 1) if cfg.prior_gate and cfg.personal else None  # zero: shared prior
+        n_prior = cfg.pref_dim if cfg.prior_gate_features else 1  # one strength per feature, or one for all
+        self.prior_gate = nn.Linear(n_in, n_prior) if cfg.prior_gate and cfg.personal else None  # zero: shared
         if self.prior_gate is not None:
             nn.init.zeros_(self.prior_gate.weight)
             nn.init.zeros_(self.prior_gate.bias)
@@ -227,7 +228,7 @@ class GMTRouter(nn.Module):
             h_t = h[turn.user_idx]
             g_t = self.head(h_t, t_graph, turn.query_idx, data["llm"].x, turn.llm_idx)  # [T] offsets
             phi_t = self.features(g_t, h_t, t_graph, turn.query_idx, data["llm"].x, turn.llm_idx)  # [T, F]
-            scale = torch.exp(self.prior_gate(u_in)[:, 0]) if self.prior_gate is not None else None  # [U]
+            scale = torch.exp(self.prior_gate(u_in)) if self.prior_gate is not None else None  # [U, 1 or F]
             w = self.pref.posterior(phi_t, g_t, data["response"].x[:, 2], turn.x[:, 1] * 100.0, turn.user_idx,
                                     turn.pair_index, n_user, scale)  # [U, F]
             phi_c = self.features(g_c, h_c, t_req, b.cand_req, b.cand_unique, b.cand_inv)  # [N_c, F]

@@ -123,9 +123,12 @@ class BayesPreference(nn.Module):
         return a * short + (1.0 - a) * torch.exp(-age / (100.0 * self.log_tau_long.exp()))
 
     def precision(self, scale: Tensor | None, n_user: int) -> Tensor:
-        """[U, F] each user's prior precision: the shared one times the user's (rating-blind) ``scale`` [U]."""
+        """[U, F] each user's prior precision: the shared one times the user's (rating-blind) ``scale``, [U]
+        or [U, 1] (one strength for all features) or [U, F] (one per feature)."""
         prec = self.log_prec.exp().expand(n_user, -1)
-        return prec if scale is None else prec * scale[:, None]
+        if scale is None:
+            return prec
+        return prec * (scale[:, None] if scale.dim() == 1 else scale)
 
     def posterior(self, phi_t: Tensor, offset_t: Tensor, rating: Tensor, age: Tensor, user: Tensor,
                   pairs: Tensor, n_user: int, scale: Tensor | None = None) -> Tensor:
