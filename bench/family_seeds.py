@@ -1,7 +1,7 @@
 """Is a family's gap to the per-user win count the model's, or the one benchmark draw's? Other draws of it.
 
     python bench/quality.py --predictions      # seed 0: bench/results/quality_families_predictions.jsonl
-    python bench/family_seeds.py               # seeds 1-3 -> bench/results/family_seeds.{json,md}
+    python bench/family_seeds.py               # seeds 1-5 -> bench/results/family_seeds.{json,md}
 
 bench/quality.py scores the second benchmark (trainer/families.py) as drawn with seed 0: 100 seen and 20 unseen
 users per family, so a small family (sparse users have 6-15 turns) has a few hundred test pairs. This script
@@ -109,7 +109,7 @@ def pooled(pairs: dict[int, dict], versus: str = "per_user_majority") -> dict[st
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", default="1,2,3", help="comma-separated draws to train and score here")
+    ap.add_argument("--seeds", default="1,2,3,4,5", help="comma-separated draws to train and score here")
     ap.add_argument("--seed0", type=Path, default=RESULTS / "quality_families_predictions.jsonl",
                     help="seed 0's predictions file from bench/quality.py --predictions (pooled when it exists)")
     ap.add_argument("--data", type=Path, default=ROOT / "var" / "bench" / "family_seeds")
