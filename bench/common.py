@@ -220,7 +220,7 @@ def trained_model(data: Path, ds, config, valid_turns: int):
     if path.exists():
         print(f"using the trained model {path}", flush=True)
         return load_checkpoint(path).model
-    res = fit(training_samples(ds, "train", turns=config.k_max, stride=config.stride), online_samples(ds, "valid", turns=valid_turns),
-              config, progress=True, llms=ds.llms)
+    res = fit(training_samples(ds, "train", turns=config.k_max, stride=config.stride),
+              online_samples(ds, "valid", turns=valid_turns), config, progress=True, llms=ds.llms)
     save_checkpoint(res.model, path, version="eval", train_config=config, llm_catalog=ds.llms)
     return res.model

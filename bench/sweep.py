@@ -125,8 +125,8 @@ def run_variant(kind: str, name: str, data: Path, pairs_dir: Path) -> dict:
                       CATALOG if kind == "families" else data / "llm_catalog.json", progress=False,
                       crowd=CROWD.get(name, "train"))
     t0 = time.perf_counter()
-    res = fit(training_samples(ds, "train", turns=cfg.k_max, stride=cfg.stride), online_samples(ds, "valid", turns=history), cfg,
-              progress=False, llms=ds.llms)
+    res = fit(training_samples(ds, "train", turns=cfg.k_max, stride=cfg.stride),
+              online_samples(ds, "valid", turns=history), cfg, progress=False, llms=ds.llms)
     train_s = time.perf_counter() - t0
     groups, scores = score_stream(res.model, iter_online_samples(ds, "test", turns=history))
     correct, users = pair_table(groups, scores)
