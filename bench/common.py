@@ -213,14 +213,14 @@ def trained_model(data: Path, ds, config, valid_turns: int):
     """The benchmark's trained GMTRouter: loaded from model_path when bench/quality.py (or an earlier call)
     left it, else trained with ``config`` and saved there."""
     from trainer.checkpoint import load_checkpoint, save_checkpoint
-    from trainer.data import online_samples, training_samples
+    from trainer.data import config_samples, online_samples
     from trainer.train import fit
 
     path = model_path(data, config)
     if path.exists():
         print(f"using the trained model {path}", flush=True)
         return load_checkpoint(path).model
-    res = fit(training_samples(ds, "train", turns=config.k_max, stride=config.stride),
-              online_samples(ds, "valid", turns=valid_turns), config, progress=True, llms=ds.llms)
+    res = fit(config_samples(ds, config), online_samples(ds, "valid", turns=valid_turns), config, progress=True,
+              llms=ds.llms)
     save_checkpoint(res.model, path, version="eval", train_config=config, llm_catalog=ds.llms)
     return res.model

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import model_path  # noqa: E402
-from trainer.data import load_dataset, online_samples, training_samples  # noqa: E402
+from trainer.data import config_samples, load_dataset, online_samples  # noqa: E402
 from trainer.evaluate import best_baseline, run_evaluation  # noqa: E402
 from trainer.families import make_simulator  # noqa: E402
 from trainer.history import serving_history  # noqa: E402
@@ -41,7 +41,7 @@ CATALOG = ROOT.parent / "shared" / "data" / "llmrouter" / "llm_candidates.json"
 
 def step_time(ds, cfg: TrainConfig, users: int = 1000, repeats: int = 3) -> dict:
     """Seconds of one optimizer step (batch build + forward + backward + update) over ``users`` samples."""
-    tr = training_samples(ds, "train", turns=cfg.k_max, stride=cfg.stride)
+    tr = config_samples(ds, cfg)
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
     model = GMTRouter(cfg.model)

@@ -114,7 +114,7 @@ def run_variant(kind: str, name: str, data: Path, pairs_dir: Path) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from trainer.data import iter_online_samples, load_dataset, online_samples, training_samples
+    from trainer.data import config_samples, iter_online_samples, load_dataset, online_samples
     from trainer.evaluate import per_family, score_stream
     from trainer.history import serving_history
     from trainer.metrics import pair_metrics
@@ -125,8 +125,8 @@ def run_variant(kind: str, name: str, data: Path, pairs_dir: Path) -> dict:
                       CATALOG if kind == "families" else data / "llm_catalog.json", progress=False,
                       crowd=CROWD.get(name, "train"))
     t0 = time.perf_counter()
-    res = fit(training_samples(ds, "train", turns=cfg.k_max, stride=cfg.stride),
-              online_samples(ds, "valid", turns=history), cfg, progress=False, llms=ds.llms)
+    res = fit(config_samples(ds, cfg), online_samples(ds, "valid", turns=history), cfg, progress=False,
+              llms=ds.llms)
     train_s = time.perf_counter() - t0
     groups, scores = score_stream(res.model, iter_online_samples(ds, "test", turns=history))
     correct, users = pair_table(groups, scores)

@@ -7,7 +7,8 @@ seed give the same weights to the bit with any number of threads. This script me
 default benchmark (bench/quality.py's files, written if missing), on 2 torch threads, with nothing but public
 hooks: it alternates short trainings (`fit` with ``deterministic`` True and False, ``--steps`` each, ``--rounds``
 times, the order flipped every round so a drift of the machine's speed falls on both), then times one optimizer
-step over 1,000 users (bench/quality.py's `step_time`) under each setting the same way. It also says whether the
+step over 1,000 users (bench/quality.py's `step_time`, inside `trainer.train.deterministic_kernels`) under each
+setting the same way. It also says whether the
 rounds' weights were equal to the bit, per setting. A benchmark, not a test; run it alone (a few minutes).
 """
 
@@ -28,9 +29,9 @@ sys.path.insert(0, str(ROOT))
 from bench.common import RESULTS, command_line, machine_facts, write_json  # noqa: E402
 from bench.quality import simulate, step_time  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
-from trainer.data import load_dataset, online_samples, training_samples  # noqa: E402
+from trainer.data import config_samples, load_dataset, online_samples  # noqa: E402
 from trainer.history import serving_history  # noqa: E402
-from trainer.train import fit  # noqa: E402
+from trainer.train import deterministic_kernels, fit  # noqa: E402
 
 SETTINGS = (True, False)  # deterministic kernels on, off
 
@@ -47,7 +48,7 @@ def order(rnd: int) -> tuple[bool, ...]:
 def time_training(ds, steps: int, rounds: int, seed: int) -> dict:
     """Wall seconds of ``fit`` per setting over ``rounds`` alternated rounds, and whether each setting's rounds
     gave the same weights to the bit."""
-    train = training_samples(ds, "train", turns=TrainConfig.k_max)
+    train = config_samples(ds, TrainConfig(seed=seed))
     valid = online_samples(ds, "valid", turns=serving_history())
     seconds: dict[bool, list[float]] = {s: [] for s in SETTINGS}
     weights: dict[bool, list[dict]] = {s: [] for s in SETTINGS}
@@ -69,14 +70,10 @@ def time_steps(ds, rounds: int, seed: int) -> dict:
     three after a warm-up step), alternated like the trainings."""
     cfg = TrainConfig(seed=seed)
     out: dict[bool, list[float]] = {s: [] for s in SETTINGS}
-    was = torch.are_deterministic_algorithms_enabled()
-    try:
-        for rnd in range(rounds):
-            for det in order(rnd):
-                torch.use_deterministic_algorithms(det)
+    for rnd in range(rounds):
+        for det in order(rnd):
+            with deterministic_kernels(det):
                 out[det].append(step_time(ds, cfg)["seconds_median"])
-    finally:
-        torch.use_deterministic_algorithms(was)
     return {name(s): {"seconds": out[s], "median_s": float(np.median(out[s]))} for s in SETTINGS}
 
 

@@ -123,7 +123,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # --- fit ------------------------------------------------------------------------------------------
 def cmd_fit(args: argparse.Namespace) -> int:
-    from trainer.data import load_dataset, online_samples, training_samples
+    from trainer.data import config_samples, load_dataset, online_samples
     from trainer.registry import ModelRegistry
     from trainer.train import fit
 
@@ -131,8 +131,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
                       encoder=_encoder(args))
     cfg = _train_config(args)
     history = _history(args)
-    res = fit(training_samples(ds, "train", turns=cfg.k_max, stride=cfg.stride),
-              online_samples(ds, "valid", turns=history), cfg, init=args.init, llms=ds.llms)
+    res = fit(config_samples(ds, cfg), online_samples(ds, "valid", turns=history), cfg, init=args.init,
+              llms=ds.llms)
     metrics = {k: v for k, v in res.metrics.items() if isinstance(v, (int, float))}
     root = args.registry
     if root is None:

@@ -349,6 +349,12 @@ def training_samples(ds: Dataset, split: str = "train", window: int = 10, stride
     return out
 
 
+def config_samples(ds: Dataset, config, split: str = "train") -> list[TrainingSample]:
+    """The samples ``fit`` trains on under ``config`` (a :class:`trainer.config.TrainConfig`): the last
+    ``config.k_max`` turns visible, ``config.stride`` target groups per sample."""
+    return training_samples(ds, split, turns=config.k_max, stride=config.stride)
+
+
 def iter_online_samples(ds: Dataset, split: str, history: int = 10, users: set[str] | None = None,
                         embed: bool = True, turns: int | None = None) -> Iterator[TrainingSample]:
     """One sample per group of ``split`` that has a pair: the ``history`` groups (or, with ``turns``, the last

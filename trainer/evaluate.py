@@ -20,7 +20,7 @@ import numpy as np
 from graphstore.schema import HeldOutGroup, TrainingSample, query_key
 from trainer.baselines import Baseline, all_baselines
 from trainer.checkpoint import save_checkpoint
-from trainer.data import Dataset, cold_start_samples, iter_online_samples, load_dataset, online_samples, training_samples
+from trainer.data import Dataset, cold_start_samples, config_samples, iter_online_samples, load_dataset, online_samples
 from trainer.hierarchical import HierarchicalLogistic
 from trainer.metrics import pair_metrics, pairs
 from trainer.model import GMTRouter
@@ -145,7 +145,7 @@ def variants(ablations: bool | Sequence[str] = True, diagnostics: bool = False) 
 
 def _train_models(ds: Dataset, config: TrainConfig, history: int, ablations: bool | Sequence[str], progress: bool,
                   diagnostics: bool = False) -> dict[str, FitResult]:
-    train_s = training_samples(ds, "train", turns=config.k_max, stride=config.stride)
+    train_s = config_samples(ds, config)
     valid_s = online_samples(ds, "valid", turns=history)
     fits = {}
     for name, change in variants(ablations, diagnostics).items():

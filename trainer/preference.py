@@ -123,12 +123,10 @@ class BayesPreference(nn.Module):
         return a * short + (1.0 - a) * torch.exp(-age / (100.0 * self.log_tau_long.exp()))
 
     def precision(self, scale: Tensor | None, n_user: int) -> Tensor:
-        """[U, F] each user's prior precision: the shared one times the user's (rating-blind) ``scale``, [U]
-        or [U, 1] (one strength for all features) or [U, F] (one per feature)."""
+        """[U, F] each user's prior precision: the shared one times the user's (rating-blind) ``scale``, [U, 1]
+        (one strength for all features) or [U, F] (one per feature)."""
         prec = self.log_prec.exp().expand(n_user, -1)
-        if scale is None:
-            return prec
-        return prec * (scale[:, None] if scale.dim() == 1 else scale)
+        return prec if scale is None else prec * scale
 
     def posterior(self, phi_t: Tensor, offset_t: Tensor, rating: Tensor, age: Tensor, user: Tensor,
                   pairs: Tensor, n_user: int, scale: Tensor | None = None) -> Tensor:
@@ -136,8 +134,8 @@ class BayesPreference(nn.Module):
 
         phi_t [T, F] features of each turn's (query, LLM); offset_t [T] global score of each turn's answer;
         rating [T] in [0, 1]; age [T] in turns from the user's newest (rated or not, so a rating arriving
-        changes nothing else); user [T]; pairs [2, P] turns (i, j) of one comparison, both rated; ``scale`` [U]
-        each user's prior strength (see :meth:`precision`)."""
+        changes nothing else); user [T]; pairs [2, P] turns (i, j) of one comparison, both rated; ``scale``
+        [U, 1] or [U, F] each user's prior strength (see :meth:`precision`)."""
         prec = self.precision(scale, n_user)
         w = phi_t.new_zeros(n_user, phi_t.size(1))
         if pairs.size(1) == 0:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -161,6 +162,18 @@ def ema_update(avg: GMTRouter, model: GMTRouter, decay: float, step: int) -> Non
         ba.copy_(b)
 
 
+@contextmanager
+def deterministic_kernels(on: bool = True):
+    """torch's deterministic kernels ``on`` (or off) inside the block, the process's setting restored after it,
+    also when the block raises. The switch is torch's, so it holds for the whole process meanwhile."""
+    was = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(on)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was)
+
+
 def fit(train: list[TrainingSample], valid: list[TrainingSample], config: TrainConfig,
         init: GMTRouter | str | Path | None = None, progress: bool = True, *,
         llms: Mapping[str, LLMInfo] | Mapping[str, np.ndarray] | None = None) -> FitResult:
@@ -170,17 +183,12 @@ def fit(train: list[TrainingSample], valid: list[TrainingSample], config: TrainC
     ``init`` (a model or a checkpoint path) continues training from there. With ``config.deterministic`` (the
     default) the same inputs and seed give the same weights to the bit, with any number of torch threads:
     torch's deterministic kernels are on while it trains (with several threads the default CPU backward of a
-    gather adds into shared rows in whatever order the threads reach them). The switch is torch's, so it holds
-    for the whole process until fit returns.
+    gather adds into shared rows in whatever order the threads reach them); see :func:`deterministic_kernels`.
     """
     if not train:
         raise ValueError("fit needs at least one training sample")
-    was = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(config.deterministic)
-    try:
+    with deterministic_kernels(config.deterministic):
         return _fit(train, valid, config, init, progress, llms)
-    finally:
-        torch.use_deterministic_algorithms(was)
 
 
 def _fit(train: list[TrainingSample], valid: list[TrainingSample], config: TrainConfig,
