@@ -168,20 +168,21 @@ def visible_pairs(past: list[tuple[int, list, list]], turns: int | None) -> tupl
     return xs, offs
 
 
-def map_fit(x: np.ndarray, off: np.ndarray, mu: np.ndarray, sd: np.ndarray, w: np.ndarray, iters: int = 30
-            ) -> np.ndarray:
-    """MAP of sum -log sigmoid(off + x w) + |(w - mu) / sd|^2 / 2 by damped Newton steps; x [P, F] winner -
-    loser features, off [P] their known offsets; w the starting point."""
+def map_fit(x: np.ndarray, off: np.ndarray, mu: np.ndarray, sd: np.ndarray, w: np.ndarray, iters: int = 30,
+            weights: np.ndarray | None = None) -> np.ndarray:
+    """MAP of sum_p weight_p * -log sigmoid(off_p + x_p w) + |(w - mu) / sd|^2 / 2 by damped Newton steps; x [P, F]
+    winner - loser features, off [P] their known offsets, ``weights`` [P] (None: all 1); w the starting point."""
     prec = 1.0 / sd ** 2
+    om = np.ones(len(x)) if weights is None else np.asarray(weights, np.float64)
 
     def loss(v: np.ndarray) -> float:
-        return float(np.logaddexp(0.0, -(off + x @ v)).sum() + 0.5 * (prec * (v - mu) ** 2).sum())
+        return float((om * np.logaddexp(0.0, -(off + x @ v))).sum() + 0.5 * (prec * (v - mu) ** 2).sum())
 
     cur = loss(w)
     for _ in range(iters):
         p = 0.5 * (1.0 + np.tanh(0.5 * (off + x @ w)))  # sigmoid without overflow
-        grad = x.T @ (p - 1.0) + prec * (w - mu)
-        hess = (x * (p * (1 - p))[:, None]).T @ x + np.diag(prec)
+        grad = x.T @ (om * (p - 1.0)) + prec * (w - mu)
+        hess = (x * (om * p * (1 - p))[:, None]).T @ x + np.diag(prec)
         step = np.linalg.solve(hess, grad)
         t = 1.0
         while t > 1e-4 and loss(w - t * step) > cur:  # halve until the objective does not rise
