@@ -2,7 +2,7 @@
 
     python bench/quality.py --predictions      # draw 0's predictions (bench/results/quality_families_predictions.jsonl)
     python bench/family_seeds.py               # draws 1-5, each with its predictions beside its data
-    python bench/family_learner.py             # -> bench/results/family_learner.{json,md}
+    python bench/family_learner.py             # -> bench/results/family_learner.{json,md,png}
 
 The second benchmark's noisy users (trainer/families.py) have a fixed taste per LLM drawn N(0, 1), a weight on
 real correctness, and ratings with heavy logistic noise; sparse users have the same taste with normal noise but
@@ -14,9 +14,14 @@ learner could be clearly ahead there: on the same test pairs of every draw it sc
   and the LLM's task-mean correctness, under the generator's own prior (taste N(0, 1), weight LogNormal(log 1.5,
   0.3)), with the user's own noise scale (optimistic: a router is not told it) or the family's middle one,
   refitted before each test turn from all of that user's earlier comparisons (winner over loser in a turn);
+- the same learner reading every rating's level: thumbs and 1-10 scores by their exact likelihood, with a
+  per-user leniency (what the sign guarantee keeps GMTRouter from reading);
 - GMTRouter and the per-user win count as the predictions file has them.
+Drifting users have the same plain taste, replaced halfway. Nothing blind to the ratings tells them from noisy
+users, so one recency setting must serve both: the winner-over-loser learner reading the router's history with
+GMTRouter's recency weight at several scales traces what each setting gives the two families (the PNG).
 Differences are pooled over the draws with a 95 % interval from resampling whole users. Scoring only: the
-learners are refitted one user at a time with Newton steps (a few minutes on one core).
+learners are refitted one user at a time (a few minutes on 2 cores).
 """
 
 from __future__ import annotations
