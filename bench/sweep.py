@@ -93,6 +93,12 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # the prior strength per feature, from the user's rating-blind graph state (which taste dimensions the user's
     # queries suggest), not one for all; against crowd=earlier+chain_targets
     "crowd=earlier+chain_targets+prior_gate_features": ({"prior_gate_features": True}, {"chain_targets": True}),
+    # twice the attention heads of the HGT and the global head (8 of 8 dims instead of 4 of 16); against
+    # crowd=earlier+chain_targets
+    "crowd=earlier+chain_targets+heads=8": ({"heads": 8}, {"chain_targets": True}),
+    # AdamW's decoupled weight decay at 1e-2 instead of 1e-4 (it also pulls the posterior's log prior precision,
+    # recency and label scales towards 0); against crowd=earlier+chain_targets
+    "crowd=earlier+chain_targets+weight_decay=1e-2": ({}, {"chain_targets": True, "weight_decay": 1e-2}),
 }
 #: what validation and test targets' crowd reads (trainer.data.CROWD_SOURCES). Every row was measured with the
 #: training split's ratings, the protocol before session 27; ``crowd=earlier`` is the defaults with the crowd
