@@ -77,7 +77,8 @@ def plain_learner(sim: FamilySimulator, family: str, own_noise: bool, levels: bo
     a per-user MAP refitted before each test turn on that user's earlier ratings: each turn's winner-over-loser
     comparisons (:func:`map_fit`; a comparison's two noisy utilities differ by noise * (difference of two
     standard logistics), read as one logistic of scale noise * sqrt(2), the same variance), or with ``levels``
-    every rating by its exact likelihood given the user's kind of feedback (:func:`levels_fit`). Winner over
+    every thumb or score by its exact likelihood (:func:`levels_fit`; a pairwise user's choices say no more than
+    who beat whom). Winner over
     loser only: ``tau`` weighs a comparison ``age`` answers old by exp(-age / (100 tau)) as GMTRouter's posterior
     does, and ``history`` keeps the comparisons of the last that many answers, as a router reads them."""
     d, n_m = sim.data, len(sim.data.llm_ids)
@@ -97,7 +98,7 @@ def plain_learner(sim: FamilySimulator, family: str, own_noise: bool, levels: bo
         for g in groups:
             f = np.column_stack([task_mean[int(d.tasks[g.query_idx])], np.eye(n_m)])  # [M, 1 + M]
             if g.split == "test":
-                if levels and not obs.empty:
+                if obs.kind != "pairwise" and not obs.empty:  # thumbs or scores read by their level
                     w = levels_fit(obs, mu, sd, w, noise)
                 elif not obs.empty:
                     age = obs.position - np.array(obs.at, np.float64) - 1  # [P] answers since the comparison
@@ -149,8 +150,8 @@ class Observations:
 
 def levels_fit(obs: Observations, mu: np.ndarray, sd: np.ndarray, w: np.ndarray, noise: float) -> np.ndarray:
     """MAP of [weight, taste, leniency] under the Gaussian prior (mu, sd) and the exact likelihood of the user's
-    feedback kind: thumbs up with probability sigmoid((u - leniency) / noise), a score's interval by the logistic
-    CDF, pairwise choices as in :func:`plain_learner`. L-BFGS from ``w``."""
+    thumbs (up with probability sigmoid((u - leniency) / noise)) or scores (their interval by the logistic CDF).
+    L-BFGS from ``w``."""
     x = torch.from_numpy(np.array(obs.rows))  # [N, 1 + M]
     m, s = torch.from_numpy(mu), torch.from_numpy(sd)
     v = torch.tensor(w, dtype=torch.float64, requires_grad=True)
@@ -159,9 +160,7 @@ def levels_fit(obs: Observations, mu: np.ndarray, sd: np.ndarray, w: np.ndarray,
 
     def nll() -> torch.Tensor:
         z = x @ v[:-1]  # [N]
-        if obs.kind == "pairwise":
-            like = logsig(z / (noise * math.sqrt(2.0))).sum()
-        elif obs.kind == "thumbs":
+        if obs.kind == "thumbs":
             z = (z - v[-1]) / noise
             like = (t * logsig(z) + (1 - t) * logsig(-z)).sum()
         else:  # log(sigmoid(a) - sigmoid(b)) = log sigmoid(a) + log sigmoid(-b) + log(1 - exp(b - a)), a > b
@@ -200,14 +199,19 @@ def score_draw(seed: int, history: int) -> dict[str, dict[str, np.ndarray]]:
         m = fam == family
         keys = [k for k, keep in zip(t["key"], m) if keep]
         diffs = {"task_oracle": t["task"][m], "gmt": t["gmt"][m], "count": t["count"][m]}
+        fits: dict[tuple, dict] = {}  # (own noise, levels, tau, history) -> the learner's predictions
+
+        def learned(*setting) -> np.ndarray:
+            if setting not in fits:
+                fits[setting] = plain_learner(sim, family, *setting)
+            return np.array([fits[setting][k] for k in keys])
+
         if family in PLAIN:
             for name, own, levels in LEARNERS:
-                learned = plain_learner(sim, family, own, levels)
-                diffs[name] = np.array([learned[k] for k in keys])
-        if family in FRONTIER:
+                diffs[name] = learned(own, levels, None, None)
+        if family in FRONTIER:  # its whole-past, no-decay setting is learner_own_noise, fitted once
             for name, tau, hist in frontier_settings(history):
-                learned = plain_learner(sim, family, True, False, tau, hist)
-                diffs[f"frontier: {name}"] = np.array([learned[k] for k in keys])
+                diffs[f"frontier: {name}"] = learned(True, False, tau, hist)
         out[family] = {"users": np.array([f"s{seed}:{u}" for u in t["user"][m]]),
                        **{k: pair_correct(v, t["label"][m]) for k, v in diffs.items()}}
         print(f"draw {seed} {family}: " + ", ".join(f"{k} {v.mean():.4f}" for k, v in out[family].items()

@@ -8,8 +8,8 @@ default benchmark (bench/quality.py's files, written if missing), on 2 torch thr
 hooks: it alternates short trainings (`fit` with ``deterministic`` True and False, ``--steps`` each, ``--rounds``
 times, the order flipped every round so a drift of the machine's speed falls on both), then times one optimizer
 step over 1,000 users (bench/quality.py's `step_time`, inside `trainer.train.deterministic_kernels`) under each
-setting the same way. It also says whether the
-rounds' weights were equal to the bit, per setting. A benchmark, not a test; run it alone (a few minutes).
+setting the same way. It also says whether the rounds' weights were equal to the bit, per setting. A benchmark,
+not a test; run it alone (a few minutes).
 """
 
 from __future__ import annotations
