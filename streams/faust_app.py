@@ -59,12 +59,12 @@ def replay_group() -> str:
     return f"{INGEST_GROUP}-replay-{int(time.time())}"
 
 
-def create_app(s: Settings, ingestor_factory: Callable[[], Ingestor], app_id: str = INGEST_GROUP,
-               on_ready: Callable[[], None] | None = None):
-    """Build the app; the ingestor (graph connection, encoder) is created when the worker starts."""
+def faust_app(s: Settings, app_id: str):
+    """The Faust app with prefstream's Kafka settings: raw bytes in and out, offsets committed every
+    ``ingest_batch_size`` events or half a second, topics declared by the stack, not by Faust."""
     import faust
 
-    app = faust.App(
+    return faust.App(
         app_id,
         broker=[f"kafka://{h}" for h in s.kafka_bootstrap.split(",")],
         broker_credentials=faust_credentials(s),
@@ -81,6 +81,14 @@ def create_app(s: Settings, ingestor_factory: Callable[[], Ingestor], app_id: st
         web_enabled=False,
         store="memory://",
     )
+
+
+def create_app(s: Settings, ingestor_factory: Callable[[], Ingestor], app_id: str = INGEST_GROUP,
+               on_ready: Callable[[], None] | None = None):
+    """Build the app; the ingestor (graph connection, encoder) is created when the worker starts."""
+    import faust
+
+    app = faust_app(s, app_id)
     state: dict[str, Ingestor] = {}
     state_lock = threading.Lock()
     dead_topics: dict[str, faust.TopicT] = {}  # by name: one, or a generation each (dead_letter_topics)
