@@ -58,12 +58,12 @@ def offline_check(model, ds, samples: int, seed: int) -> dict:
     """Margins before / after a new rated comparison, on real histories of the benchmark's test users."""
     from graphstore.schema import UserSubgraph
     from trainer.data import online_samples
-    from trainer.graph import Request, build_batch
+    from trainer.graph import Request, build_batch, llm_table
 
     rng = np.random.default_rng(seed)
     test = online_samples(ds, "test", turns=80)
     llms = sorted(ds.llms)
-    table = {m: v.embedding for m, v in ds.llms.items()}
+    table = llm_table(ds.llms, model.cfg.llm_prices)
     shifts, wrong = [], 0
     for i in rng.choice(len(test), samples, replace=False):
         s = test[i]

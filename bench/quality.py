@@ -34,7 +34,7 @@ from trainer.families import make_simulator  # noqa: E402
 from trainer.history import serving_history  # noqa: E402
 from trainer.model import GMTRouter, GMTRouterConfig  # noqa: E402
 from trainer.report import plot, table  # noqa: E402
-from trainer.train import TrainConfig, pair_loss, training_batch  # noqa: E402
+from trainer.train import TrainConfig, llm_table, pair_loss, training_batch  # noqa: E402
 
 CATALOG = ROOT.parent / "shared" / "data" / "llmrouter" / "llm_candidates.json"
 
@@ -46,7 +46,7 @@ def step_time(ds, cfg: TrainConfig, users: int = 1000, repeats: int = 3) -> dict
     torch.manual_seed(0)
     model = GMTRouter(cfg.model)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    table_ = {k: v.embedding for k, v in ds.llms.items()}
+    table_ = llm_table(ds.llms, cfg.model.llm_prices)
     times = []
     for _ in range(repeats + 1):
         chunk = [tr[i] for i in rng.choice(len(tr), min(users, len(tr)), replace=False)]

@@ -102,6 +102,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # 128 users a step instead of 64 for the same 2,000 steps: twice the samples, about twice the training time;
     # against crowd=earlier+chain_targets
     "crowd=earlier+chain_targets+batch_size=128": ({}, {"chain_targets": True, "batch_size": 128}),
+    # the LLMs' log input and output prices enter beside their description embeddings (the issue's "how LLM
+    # descriptions and prices enter"); against crowd=earlier+chain_targets
+    "crowd=earlier+chain_targets+llm_prices": ({"llm_prices": True}, {"chain_targets": True}),
 }
 #: what validation and test targets' crowd reads (trainer.data.CROWD_SOURCES). Every row was measured with the
 #: training split's ratings, the protocol before session 27; ``crowd=earlier`` is the defaults with the crowd

@@ -14,6 +14,7 @@ import torch
 from graphstore.schema import LLMInfo
 from prefstream.config import get_settings
 from prefstream.encoder import embedding_space
+from trainer.graph import llm_table
 from trainer.model import GMTRouter, GMTRouterConfig
 
 FORMAT_VERSION = 2  # 2: the model with the Bayesian preference posterior (1 is not readable)
@@ -73,7 +74,7 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
     model.eval()
     cat = {k: LLMInfo(k, v["description"], v["price_in"], v["price_out"], np.asarray(v["embedding"], np.float32))
            for k, v in blob.get("llm_catalog", {}).items()}
-    model.llm_emb = {k: v.embedding for k, v in cat.items()}
+    model.llm_emb = llm_table(cat, model.cfg.llm_prices)
     # checkpoints from before the static encoder were all trained on the transformer's vectors
     space = blob.get("embedding_space") or embedding_space(get_settings().encoder, "onnx")
     return Checkpoint(model, blob["version"], blob.get("train_config", {}), blob.get("metrics", {}), cat,

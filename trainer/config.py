@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 
 MEMORY_SPACES = ("text", "topics", "both")
+LLM_PRICE_FEATURES = 2  # log(1 + price) per million input and output tokens (trainer.graph.llm_vector)
 
 
 @dataclass
@@ -41,7 +42,15 @@ class GMTRouterConfig:
     conversation: bool = True  # the candidate's rating on the previous turn of the request's conversation
     crowd: bool = True  # other users' centred ratings of the candidate on the same query text (trainer/crowd.py)
     reverse_edges: bool = False
+    # the LLM's input is its description embedding and its log input and output prices (trainer.graph.llm_vector),
+    # not the embedding alone, so a price weight can carry over to an LLM by its price
+    llm_prices: bool = False
     hgt_ratings: bool = False  # diagnostic only: response nodes carry the ratings into the HGT (breaks the sign guarantee)
+
+    @property
+    def llm_dim(self) -> int:
+        """Width of an LLM's input vector: the description embedding, then the prices with ``llm_prices``."""
+        return self.emb_dim + (LLM_PRICE_FEATURES if self.llm_prices else 0)
 
     def __post_init__(self) -> None:
         if self.memory_space not in MEMORY_SPACES:

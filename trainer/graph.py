@@ -17,7 +17,8 @@ import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
-from graphstore.schema import EDGE_TYPES, NODE_TYPES, UserSubgraph
+from graphstore.schema import EDGE_TYPES, NODE_TYPES, LLMInfo, UserSubgraph
+from trainer.config import LLM_PRICE_FEATURES
 
 #: Response node features: centered rating within its comparison, has rating, raw rating,
 #: has a rated sibling answer, deviation from the user's mean rating.
@@ -27,6 +28,21 @@ REVERSE_EDGE_TYPES: tuple[tuple[str, str, str], ...] = (("user", "rev_by", "turn
 RECENCY_TURNS = 6.0  # turn recency feature exp(-age / RECENCY_TURNS), age in turns from the newest
 #: Turn node features: recency exp(-age / RECENCY_TURNS) and age / 100 (age in turns, newest = 0).
 TURN_FEATURES = 2
+
+
+def llm_vector(info: LLMInfo, prices: bool = False) -> np.ndarray:
+    """The model's input vector of one LLM: its description embedding [D], then with ``prices``
+    log(1 + USD per million input tokens) and log(1 + USD per million output tokens) [D + LLM_PRICE_FEATURES]
+    (GMTRouterConfig.llm_prices)."""
+    if not prices:
+        return info.embedding
+    price = np.log1p(np.maximum([info.price_in, info.price_out], 0.0)).astype(np.float32)  # [LLM_PRICE_FEATURES]
+    return np.concatenate([np.asarray(info.embedding, np.float32), price])
+
+
+def llm_table(llms: Mapping[str, LLMInfo] | Mapping[str, np.ndarray], prices: bool = False) -> dict[str, np.ndarray]:
+    """LLM id -> :func:`llm_vector`; a value that is already a vector is taken as the model's input as it is."""
+    return {k: (llm_vector(v, prices) if isinstance(v, LLMInfo) else np.asarray(v)) for k, v in llms.items()}
 
 
 def metadata(reverse_edges: bool = False) -> tuple[list[str], list[tuple[str, str, str]]]:
@@ -40,7 +56,7 @@ class Request:
 
     user: int
     query_emb: np.ndarray  # [D]
-    candidates: np.ndarray  # [C, D] description embeddings of the candidate LLMs
+    candidates: np.ndarray  # [C, D_m] input vectors of the candidate LLMs (llm_vector)
     candidate_ids: list[str] | None = None  # [C] their ids (None: matched to history turns by embedding)
     conversation_id: str | None = None  # the conversation this request continues, if any
     crowd: np.ndarray | None = None  # [C] other users' centred ratings of each candidate on this query (0 if None)
@@ -56,7 +72,7 @@ class GraphBatch:
     data: HeteroData
     query: Tensor  # [B, D] request query embeddings
     req_user: Tensor  # [B] user node of each request
-    cand: Tensor  # [N_c, D] candidate LLM embeddings
+    cand: Tensor  # [N_c, D_m] candidate LLM vectors
     cand_req: Tensor  # [N_c] request of each candidate
     mem_cand: Tensor  # [P] candidate index
     mem_turn: Tensor  # [P] turn node index (a rated turn of the candidate's user answered by the same LLM)
@@ -224,9 +240,10 @@ def _concat_turns(subgraphs: Sequence[UserSubgraph]) -> _Turns:
                   m_first=m_first)
 
 
-def _set_node_features(data: HeteroData, t: _Turns, llm_emb: Mapping[str, np.ndarray], d: int) -> None:
-    """Node features of every node type (in the order HeteroData first sees the types: user, query, llm, ...)."""
-    zero = np.zeros(d, np.float32)
+def _set_node_features(data: HeteroData, t: _Turns, llm_emb: Mapping[str, np.ndarray], d: int, d_m: int) -> None:
+    """Node features of every node type (in the order HeteroData first sees the types: user, query, llm, ...);
+    ``d`` / ``d_m``: the widths of a query's and an LLM's vector."""
+    zero = np.zeros(d_m, np.float32)
     data["user"].x = torch.zeros(t.n_user, 1)  # [U, 1]
     if t.subs:
         q_all = np.concatenate([s.query_emb for s in t.subs])  # [T, D]
@@ -234,7 +251,7 @@ def _set_node_features(data: HeteroData, t: _Turns, llm_emb: Mapping[str, np.nda
     else:
         data["query"].x = torch.zeros(0, d)
     llm_rows = [np.asarray(llm_emb.get(t.llm_ids[i], zero), np.float32) for i in t.m_first]
-    data["llm"].x = torch.from_numpy(np.stack(llm_rows)) if llm_rows else torch.zeros(0, d)  # [N_m, D]
+    data["llm"].x = torch.from_numpy(np.stack(llm_rows)) if llm_rows else torch.zeros(0, d_m)  # [N_m, D_m]
     response = _response_features(t.rating, t.group, t.tu, t.n_user)  # [T, RESPONSE_FEATURES]
     data["response"].x = torch.from_numpy(response)
     age = t.age
@@ -263,10 +280,11 @@ def _edge_index(tq: Tensor, tm: Tensor, tu: Tensor, tp: Tensor,
     return edges
 
 
-def _history_graph(t: _Turns, llm_emb: Mapping[str, np.ndarray], d: int, reverse_edges: bool) -> HeteroData:
+def _history_graph(t: _Turns, llm_emb: Mapping[str, np.ndarray], d: int, d_m: int,
+                   reverse_edges: bool) -> HeteroData:
     """The visible histories as one HeteroData: node features, turn attributes, edges, rated turn pairs."""
     data = HeteroData()
-    _set_node_features(data, t, llm_emb, d)
+    _set_node_features(data, t, llm_emb, d, d_m)
     data["turn"].group = torch.from_numpy(t.group)  # [T]
     tq, tm, tu_t, tp = (torch.from_numpy(a) for a in (t.t_q, t.t_m, t.tu, t.prev))  # [T] each
     data["turn"].query_idx = tq
@@ -279,11 +297,11 @@ def _history_graph(t: _Turns, llm_emb: Mapping[str, np.ndarray], d: int, reverse
 
 
 def _request_batch(requests: Sequence[Request], llm_emb: Mapping[str, np.ndarray], t: _Turns, data: HeteroData,
-                   d: int) -> GraphBatch:
+                   d: int, d_m: int) -> GraphBatch:
     """The request-side tensors of the batch around the history graph ``data``."""
     counts = [len(r.candidates) for r in requests]
     cand = (np.concatenate([r.candidates for r in requests]).astype(np.float32) if requests
-            else np.zeros((0, d), np.float32))  # [N_c, D]
+            else np.zeros((0, d_m), np.float32))  # [N_c, D_m]
     cand_req = np.repeat(np.arange(len(requests)), counts)  # [N_c]
     req_user = np.array([r.user for r in requests], np.int64)  # [B]
     cand_ids = _candidate_ids(requests, llm_emb)  # [N_c]
@@ -313,12 +331,16 @@ def _request_batch(requests: Sequence[Request], llm_emb: Mapping[str, np.ndarray
 
 
 def build_batch(subgraphs: Sequence[UserSubgraph], requests: Sequence[Request],
-                llm_emb: Mapping[str, np.ndarray], reverse_edges: bool = False, emb_dim: int | None = None) -> GraphBatch:
+                llm_emb: Mapping[str, np.ndarray], reverse_edges: bool = False, emb_dim: int | None = None,
+                llm_dim: int | None = None) -> GraphBatch:
     """Batch users' visible histories and their requests into one HeteroData.
 
-    ``llm_emb`` maps the llm ids of visible turns to description embeddings (unknown ids get zeros).
+    ``llm_emb`` maps the llm ids of visible turns to the LLMs' input vectors (:func:`llm_table`; unknown ids get
+    zeros). ``emb_dim`` / ``llm_dim``: the widths of a query's and an LLM's vector, for empty batches (by default
+    the first request's query and the table's first vector, else 384).
     """
     d = emb_dim or (requests[0].query_emb.shape[-1] if requests else 384)
+    d_m = llm_dim or (next(iter(llm_emb.values())).shape[-1] if llm_emb else d)
     turns = _concat_turns(subgraphs)
-    data = _history_graph(turns, llm_emb, d, reverse_edges)
-    return _request_batch(requests, llm_emb, turns, data, d)
+    data = _history_graph(turns, llm_emb, d, d_m, reverse_edges)
+    return _request_batch(requests, llm_emb, turns, data, d, d_m)

@@ -61,7 +61,7 @@ class GraphEncoder(nn.Module):
         h = cfg.hidden
         self.cfg = cfg
         self.q = nn.Linear(cfg.topics, h)
-        self.m = nn.Linear(cfg.emb_dim, h)
+        self.m = nn.Linear(cfg.llm_dim, h)
         self.resp = nn.Parameter(torch.zeros(h))  # response nodes: the encoder must not know if one is rated
         # the diagnostic variant that lets ratings into the graph (cfg.hgt_ratings): no sign guarantee
         self.rated = nn.Linear(RESPONSE_FEATURES, h) if cfg.hgt_ratings else None
@@ -104,7 +104,7 @@ class CrossAttentionHead(nn.Module):
         super().__init__()
         h = cfg.hidden
         self.q = nn.Linear(cfg.topics, h)
-        self.m = nn.Linear(cfg.emb_dim, h)
+        self.m = nn.Linear(cfg.llm_dim, h)
         self.u = nn.Linear(h, h)
         self.attn = nn.MultiheadAttention(h, cfg.heads, dropout=cfg.dropout, batch_first=True)
         self.out = nn.Sequential(nn.Linear(3 * h, h), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(h, 1))
@@ -124,7 +124,7 @@ class DotHead(nn.Module):
         super().__init__()
         h = cfg.hidden
         self.ctx = nn.Sequential(nn.Linear(h + cfg.topics, h), nn.GELU(), nn.Linear(h, h))
-        self.m = nn.Linear(cfg.emb_dim, h)
+        self.m = nn.Linear(cfg.llm_dim, h)
 
     def forward(self, h_user: Tensor, topics: Tensor, q_idx: Tensor, llm: Tensor, m_idx: Tensor) -> Tensor:
         return (self.ctx(torch.cat([h_user, topics[q_idx]], -1)) * self.m(llm)[m_idx]).sum(-1)
@@ -182,9 +182,9 @@ class GMTRouter(nn.Module):
         self.head = CrossAttentionHead(cfg) if cfg.head == "cross" else DotHead(cfg)
         if cfg.personal:
             # phi = [g, LLM code, a small map of (topics, LLM, user state)]
-            self.code = nn.Linear(cfg.emb_dim, cfg.pref_dim // 2)
+            self.code = nn.Linear(cfg.llm_dim, cfg.pref_dim // 2)
             n_mlp = cfg.pref_dim - 1 - cfg.pref_dim // 2
-            self.phi = nn.Sequential(nn.Linear(cfg.topics + cfg.emb_dim + h, h), nn.GELU(), nn.Linear(h, n_mlp))
+            self.phi = nn.Sequential(nn.Linear(cfg.topics + cfg.llm_dim + h, h), nn.GELU(), nn.Linear(h, n_mlp))
             self.pref = BayesPreference(cfg.pref_dim, robust=cfg.robust_prior, two_scale=cfg.two_scale_recency)
         self.memory = PersonalMemory(sharpen=cfg.memory_space == "both") if cfg.memory else None
         self.mem_weight = nn.Parameter(torch.tensor(0.0)) if cfg.memory else None

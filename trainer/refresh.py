@@ -148,11 +148,10 @@ class RefreshTrainer:
             candidate = fit(train, train[: max(1, len(train) // 5)], tcfg, init=serving, progress=progress,
                             llms=llms).model
         groups = [g for s in evals for g in s.targets]
-        table = llm_table(llms)
-        scored = {"candidate": score_samples(candidate, evals, table),
+        scored = {"candidate": score_samples(candidate, evals, llm_table(llms, candidate.cfg.llm_prices)),
                   "count": CountScorer.counted(train).score_samples(evals)}  # counting as it served before the cutoff
         if serving is not None:
-            scored["serving"] = score_samples(serving, evals, table)
+            scored["serving"] = score_samples(serving, evals, llm_table(llms, serving.cfg.llm_prices))
         metrics = {k: pair_metrics(groups, v) for k, v in scored.items()}
         record.candidate_metrics, record.count_metrics = metrics["candidate"], metrics["count"]
         record.serving_metrics = metrics.get("serving", {})

@@ -11,15 +11,15 @@ import torch
 from graphstore.schema import UserSubgraph
 from trainer.checkpoint import load_checkpoint
 from trainer.decision import choose  # noqa: F401 -- the rule is also reached as trainer.scorer.choose
-from trainer.graph import Request, build_batch
+from trainer.graph import Request, build_batch, llm_table, llm_vector
 from trainer.model import GMTRouter
 
 
 class Scorer:
     """Scores candidate LLMs for (user history, query) requests with a trained GMTRouter.
 
-    History turns are matched to LLM description embeddings by id: the checkpoint's catalog plus every
-    candidate seen in a request (so LLMs registered after training work too).
+    History turns are matched to the LLMs' input vectors (trainer.graph.llm_vector) by id: the checkpoint's
+    catalog plus every candidate seen in a request (so LLMs registered after training work too).
     """
 
     def __init__(self, model: GMTRouter, version: str = "untrained", llm_emb: dict[str, np.ndarray] | None = None,
@@ -38,7 +38,7 @@ class Scorer:
         if space is not None and ck.embedding_space != space:
             raise ValueError(f"{path}: trained on {ck.embedding_space} vectors but this router encodes {space} "
                              "(PREFSTREAM_ENCODER_BACKEND); train a model on this backend")
-        return cls(ck.model, ck.version, {k: v.embedding for k, v in ck.llm_catalog.items()})
+        return cls(ck.model, ck.version, llm_table(ck.llm_catalog, ck.model.cfg.llm_prices))
 
     @property
     def uses_crowd(self) -> bool:
@@ -57,18 +57,18 @@ class Scorer:
         the personal term of each candidate and the turns that pushed the chosen one most."""
         if not items:
             return [], []
-        for it in items:
-            for c in it[2]:
-                self.llm_emb.setdefault(c.llm_id, np.asarray(c.embedding, np.float32))
+        cfg = self.model.cfg
+        vec = [[np.asarray(llm_vector(c, cfg.llm_prices), np.float32) for c in it[2]] for it in items]
+        for it, v in zip(items, vec):
+            for c, x in zip(it[2], v):
+                self.llm_emb.setdefault(c.llm_id, x)
         subs: Sequence[UserSubgraph] = [it[0] for it in items]
-        d = self.model.cfg.emb_dim
         reqs = [Request(i, np.asarray(it[1], np.float32),
-                        np.stack([np.asarray(c.embedding, np.float32) for c in it[2]]) if it[2]
-                        else np.zeros((0, d), np.float32),
+                        np.stack(v) if v else np.zeros((0, cfg.llm_dim), np.float32),
                         [c.llm_id for c in it[2]], it[3] if len(it) > 3 else None, it[4] if len(it) > 4 else None)
-                for i, it in enumerate(items)]
-        b = build_batch(subs, reqs, self.llm_emb, reverse_edges=self.model.cfg.reverse_edges,
-                        emb_dim=self.model.cfg.emb_dim)
+                for i, (it, v) in enumerate(zip(items, vec))]
+        b = build_batch(subs, reqs, self.llm_emb, reverse_edges=cfg.reverse_edges, emb_dim=cfg.emb_dim,
+                        llm_dim=cfg.llm_dim)
         kept: dict | None = {} if explain else None  # the forward's intermediates, for the explanation
         s = self.model(b, keep=kept).numpy()
         scores = [x.copy() for x in np.split(s, np.cumsum(b.counts)[:-1])]

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from graphstore.schema import HeldOutGroup, LLMInfo, TrainingSample, UserSubgraph
-from trainer.graph import GraphBatch, Request, build_batch
+from trainer.graph import GraphBatch, Request, build_batch, llm_table
 from trainer.history import last_turns, select_turns, truncate  # noqa: F401  (re-exported)
 from trainer.metrics import pair_metrics
 from trainer.config import GMTRouterConfig, TrainConfig  # noqa: F401  (re-exported)
@@ -35,19 +35,15 @@ class FitResult:
     step_seconds: float  # mean wall time of one optimizer step
 
 
-def llm_table(llms: Mapping[str, LLMInfo] | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {k: (v.embedding if isinstance(v, LLMInfo) else np.asarray(v)) for k, v in llms.items()}
-
-
 def make_batch(subs: Sequence[UserSubgraph], targets: Sequence[Sequence[HeldOutGroup]],
                llm_emb: Mapping[str, np.ndarray], reverse_edges: bool) -> GraphBatch:
     """One user node per subgraph; one request per target group, its candidates = the group's LLMs."""
-    d = next(iter(llm_emb.values())).shape[-1] if llm_emb else 384
-    zero = np.zeros(d, np.float32)
+    d_m = next(iter(llm_emb.values())).shape[-1] if llm_emb else 384
+    zero = np.zeros(d_m, np.float32)
     reqs = [Request(u, g.query_emb, np.stack([llm_emb.get(m, zero) for m in g.llm_ids]), list(g.llm_ids),
                     g.conversation_id, g.crowd)
             for u, gs in enumerate(targets) for g in gs]
-    return build_batch(subs, reqs, llm_emb, reverse_edges=reverse_edges, emb_dim=d)
+    return build_batch(subs, reqs, llm_emb, reverse_edges=reverse_edges, llm_dim=d_m)
 
 
 def chain_conversations(b: GraphBatch, targets: Sequence[Sequence[HeldOutGroup]]) -> GraphBatch:
@@ -136,7 +132,7 @@ def score_samples(model: GMTRouter, samples: Sequence[TrainingSample], llm_emb: 
 def evaluate(model: GMTRouter, samples: Sequence[TrainingSample],
              llms: Mapping[str, LLMInfo] | Mapping[str, np.ndarray] | None = None) -> dict:
     """Accuracy, AUC and mean per-user AUC of the model on the samples' target groups."""
-    table = llm_table(llms) if llms is not None else getattr(model, "llm_emb", {})
+    table = llm_table(llms, model.cfg.llm_prices) if llms is not None else getattr(model, "llm_emb", {})
     scores = score_samples(model, samples, table)
     return pair_metrics([g for s in samples for g in s.targets], scores)
 
@@ -197,7 +193,7 @@ def _fit(train: list[TrainingSample], valid: list[TrainingSample], config: Train
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model = _init_model(init, config)
-    table = llm_table(llms) if llms is not None else dict(getattr(model, "llm_emb", {}))
+    table = llm_table(llms, model.cfg.llm_prices) if llms is not None else dict(getattr(model, "llm_emb", {}))
     model.llm_emb = table
     avg = copy.deepcopy(model) if config.ema > 0 else None  # the weight average, when config.ema
     judged = avg if avg is not None else model  # what is validated and returned
