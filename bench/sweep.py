@@ -105,6 +105,12 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # the LLMs' log input and output prices enter beside their description embeddings (the issue's "how LLM
     # descriptions and prices enter"); against crowd=earlier+chain_targets
     "crowd=earlier+chain_targets+llm_prices": ({"llm_prices": True}, {"chain_targets": True}),
+    # the issue's "learning-rate schedule": the rate stays at lr after the warm-up instead of a cosine decay to 5 %;
+    # against crowd=earlier+chain_targets
+    "crowd=earlier+chain_targets+lr_schedule=constant": ({}, {"chain_targets": True, "lr_schedule": "constant"}),
+    # the issue's "k": training samples show 40-160 visible turns (fewer only where the user has fewer) instead
+    # of 0-160, closer to the 120 served to a user with a long past; against crowd=earlier+chain_targets
+    "crowd=earlier+chain_targets+k_min=40": ({}, {"chain_targets": True, "k_min": 40}),
 }
 #: what validation and test targets' crowd reads (trainer.data.CROWD_SOURCES). Every row was measured with the
 #: training split's ratings, the protocol before session 27; ``crowd=earlier`` is the defaults with the crowd

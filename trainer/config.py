@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 
 MEMORY_SPACES = ("text", "topics", "both")
+LR_SCHEDULES = ("cosine", "constant")
 LLM_PRICE_FEATURES = 2  # log(1 + price) per million input and output tokens (trainer.graph.llm_vector)
 
 
@@ -77,6 +78,9 @@ class TrainConfig:
     steps: int = 2000  # the validation-chosen step stays near the end (best_step in bench/results/quality.json)
     batch_size: int = 64  # samples (users) per step
     lr: float = 2e-3
+    # after a linear warm-up over the first 5 % of the steps: "cosine", a cosine decay to 5 % of ``lr`` at the last
+    # step; "constant", ``lr`` to the end (trainer.train.lr_factor)
+    lr_schedule: str = "cosine"
     weight_decay: float = 1e-4
     k_min: int = 0  # visible turns are resampled in [k_min, k_max] every step
     k_max: int = 160  # >= settings.history_turns: trained on at least the history routers serve (tests check it)
@@ -102,6 +106,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.ema < 1.0:  # 1 would keep the initial weights forever
             raise ValueError(f"TrainConfig.ema is a decay per step in [0, 1), got {self.ema}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"TrainConfig.lr_schedule is one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.stride < 1:
             raise ValueError(f"TrainConfig.stride is a number of target groups per sample, >= 1, got {self.stride}")
 

@@ -137,6 +137,15 @@ def evaluate(model: GMTRouter, samples: Sequence[TrainingSample],
     return pair_metrics([g for s in samples for g in s.targets], scores)
 
 
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """The learning rate of ``step`` as a share of ``config.lr``: a linear warm-up over the first 5 % of the steps,
+    then a cosine decay to 5 % at the last step (``lr_schedule`` "cosine") or 1 to the end ("constant")."""
+    warm = min(1.0, (step + 1) / max(1, config.steps // 20))
+    if config.lr_schedule == "constant":
+        return warm
+    return warm * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(step / max(config.steps, 1), 1.0))))
+
+
 def _init_model(init, cfg: TrainConfig) -> GMTRouter:
     if init is None:
         return GMTRouter(cfg.model)
@@ -198,9 +207,7 @@ def _fit(train: list[TrainingSample], valid: list[TrainingSample], config: Train
     avg = copy.deepcopy(model) if config.ema > 0 else None  # the weight average, when config.ema
     judged = avg if avg is not None else model  # what is validated and returned
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    warm = max(1, config.steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, then cosine decay to 5 %
-        opt, lambda s: min(1.0, (s + 1) / warm) * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(s / max(config.steps, 1), 1.0)))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, config))
     vrng = np.random.default_rng(config.seed + 1)
     vsub = [valid[i] for i in np.sort(vrng.choice(len(valid), min(len(valid), config.max_valid), replace=False))] \
         if valid else []

@@ -7,7 +7,7 @@ import torch
 from trainer.data import cold_start_samples, online_samples, training_samples
 from trainer.metrics import pair_metrics
 from trainer.model import GMTRouter, GMTRouterConfig
-from trainer.train import TrainConfig, ema_update, evaluate, fit, score_samples
+from trainer.train import TrainConfig, ema_update, evaluate, fit, lr_factor, score_samples
 
 D = 32
 
@@ -138,6 +138,16 @@ def test_ema_outside_zero_to_one_is_refused():
     for bad in (-0.1, 1.0, 1.5):
         with pytest.raises(ValueError, match="ema"):
             TrainConfig(ema=bad)
+
+
+def test_learning_rate_warms_up_then_decays_or_stays():
+    cos, const = TrainConfig(steps=1000), TrainConfig(steps=1000, lr_schedule="constant")
+    for cfg in (cos, const):  # the same linear warm-up over the first 50 steps
+        assert lr_factor(0, cfg) == pytest.approx(1 / 50) and lr_factor(24, cfg) == pytest.approx(0.5, rel=1e-2)
+    assert lr_factor(500, cos) == pytest.approx(0.525) and lr_factor(999, cos) == pytest.approx(0.05, abs=1e-4)
+    assert [lr_factor(s, const) for s in (49, 500, 999)] == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="linear")
 
 
 def test_stride_below_one_is_refused():
