@@ -79,7 +79,7 @@ class TrainConfig:
     batch_size: int = 64  # samples (users) per step
     lr: float = 2e-3
     # after a linear warm-up over the first 5 % of the steps: "cosine", a cosine decay to 5 % of ``lr`` at the last
-    # step; "constant", ``lr`` to the end (trainer.train.lr_factor)
+    # step; "constant", ``lr`` to the end (trainer.train.lr_factor; bench/results/sweep.md: no gain)
     lr_schedule: str = "cosine"
     weight_decay: float = 1e-4
     k_min: int = 0  # visible turns are resampled in [k_min, k_max] every step
