@@ -592,7 +592,8 @@ SWEEP = {  # name -> settings overrides of the defaults (prefstream/config.py)
 }
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line: what to measure and how hard; the hidden flags start the benchmark's own processes."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--serve", choices=["router", "echo"], help=argparse.SUPPRESS)
     ap.add_argument("--stats", help=argparse.SUPPRESS)
@@ -619,7 +620,11 @@ def main() -> None:
     ap.add_argument("--encoder-threads", type=int, help="PREFSTREAM_ROUTER_ENCODER_THREADS of the router (texts its "
                     "ONNX encoder runs at once; default: the setting's default)")
     ap.add_argument("--omp-threads", help="OMP_NUM_THREADS for the router process (default: not set, torch uses all cores)")
-    a = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    a = parser().parse_args()
     global OMP_THREADS, ROUTERS
     OMP_THREADS, ROUTERS = a.omp_threads, a.routers
     if a.serve == "router":
