@@ -1,0 +1,40 @@
+"""bench/new_llm.py's pieces: the held-out LLM leaves training and validation only, and its pairs are told apart."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bench.new_llm import compare, filtered_copy, pair_table
+from graphstore.schema import HeldOutGroup
+
+
+def _line(user: str, model: str) -> str:
+    return json.dumps({"question_id": f"{user}-c0", "turn": 1, "judge": user, "model": model,
+                       "conversation": [{"query": "q", "response": "r", "rating": 1.0}], "tstamp": 1})
+
+
+def test_the_held_out_llm_leaves_train_and_valid_but_not_test(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for split in ("train", "valid", "test"):
+        (src / f"{split}.jsonl").write_text("".join(_line(u, m) + "\n" for u in ("a", "b") for m in ("x", "y", "z")))
+    (src / "llm_catalog.json").write_text("{}")
+    out = filtered_copy(src, tmp_path / "out", "y")
+    for split in ("train", "valid"):
+        models = [json.loads(line)["model"] for line in (out / f"{split}.jsonl").read_text().splitlines()]
+        assert models == ["x", "z", "x", "z"]
+    assert (out / "test.jsonl").read_text() == (src / "test.jsonl").read_text()
+    assert (out / "llm_catalog.json").exists()
+
+
+def test_pairs_involving_the_llm_are_flagged_and_methods_must_share_pairs():
+    g = HeldOutGroup("u", "q", np.zeros(4, np.float32), ["x", "y", "z"], np.array([1.0, 0.0, 0.5], np.float32), 0)
+    t = pair_table([g], [np.array([3.0, 1.0, 2.0])], "y")
+    assert t["involves"].tolist() == [True, False, True]  # (x, y), (x, z), (y, z) in id order
+    assert t["correct"].tolist() == [1.0, 1.0, 1.0] and t["users"].tolist() == ["u"] * 3
+    other = dict(t, users=np.array(["v"] * 3))
+    with pytest.raises(ValueError, match="different test pairs"):
+        compare(t, other, np.ones(3, bool))
