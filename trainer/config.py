@@ -44,8 +44,9 @@ class GMTRouterConfig:
     crowd: bool = True  # other users' centred ratings of the candidate on the same query text (trainer/crowd.py)
     reverse_edges: bool = False
     # the LLM's input is its description embedding and its log input and output prices (trainer.graph.llm_vector),
-    # not the embedding alone, so a price weight can carry over to an LLM by its price (bench/results/sweep.md: no
-    # gain on either benchmark, whose descriptions already tell the LLMs apart; off)
+    # not the embedding alone, so a price weight can carry over to an LLM by its price. bench/results/sweep.md: no gain
+    # on either benchmark, whose descriptions already tell the LLMs apart. new_llm.md: +2 pts on the pairs of an
+    # expensive LLM that training never saw. Off.
     llm_prices: bool = False
     hgt_ratings: bool = False  # diagnostic only: response nodes carry the ratings into the HGT (breaks the sign guarantee)
 
