@@ -38,3 +38,23 @@ def test_pairs_involving_the_llm_are_flagged_and_methods_must_share_pairs():
     other = dict(t, users=np.array(["v"] * 3))
     with pytest.raises(ValueError, match="different test pairs"):
         compare(t, other, np.ones(3, bool))
+
+
+def test_a_refresh_trains_on_the_test_answers_before_its_time_and_is_tested_after_it(tmp_path):
+    from bench.new_llm_refresh import refresh_layout
+
+    src = tmp_path / "filtered"
+    src.mkdir()
+    stamped = [json.loads(_line(u, m)) for u in ("a", "b") for m in ("x", "z")]
+    for i, d in enumerate(stamped):
+        d["tstamp"] = 10 * (i + 1)  # 10, 20, 30, 40: the median is 25
+    (src / "train.jsonl").write_text(_line("a", "x") + "\n")
+    (src / "valid.jsonl").write_text(_line("b", "z") + "\n")
+    (src / "test.jsonl").write_text("".join(json.dumps(d) + "\n" for d in stamped))
+    (src / "llm_catalog.json").write_text("{}")
+    out, cut = refresh_layout(src, tmp_path / "refresh")
+    read = lambda name: [json.loads(line) for line in (out / name).read_text().splitlines()]  # noqa: E731
+    assert cut == 25
+    assert [d["tstamp"] for d in read("train.jsonl")] == [1, 10, 20]  # the training answers, then the early test
+    assert [d["tstamp"] for d in read("test.jsonl")] == [30, 40]
+    assert (out / "valid.jsonl").read_text() == (src / "valid.jsonl").read_text()
