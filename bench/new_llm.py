@@ -87,22 +87,27 @@ def pair_table(groups: list, scores: list, llm: str) -> dict[str, np.ndarray]:
     return {"correct": pair_correct(groups, scores), "users": np.array(users), "involves": np.array(involves)}
 
 
+def fit_on(ds, cfg: TrainConfig, progress: bool = False):
+    """(FitResult, seconds): ``cfg`` trained on ``ds``'s training split and validated on its valid split with the
+    served history, as `prefstream eval` trains."""
+    from trainer.data import config_samples, online_samples
+    from trainer.history import serving_history
+    from trainer.train import fit
+
+    t0 = time.perf_counter()
+    res = fit(config_samples(ds, cfg), online_samples(ds, "valid", turns=serving_history()), cfg, progress=progress,
+              llms=ds.llms)
+    return res, time.perf_counter() - t0
+
+
 def train_without(data: str, prices: bool, llm: str, steps: int) -> dict:
     """Train the defaults (with ``llm_prices`` if ``prices``; ``steps`` steps) on the filtered files in ``data``,
     one torch thread; return the per-pair table and the training seconds."""
     import torch
 
     torch.set_num_threads(1)
-    from trainer.data import config_samples, online_samples
-    from trainer.history import serving_history
-    from trainer.train import fit
-
-    cfg = TrainConfig(model=dataclasses.replace(GMTRouterConfig(), llm_prices=prices), steps=steps)
     ds = load(Path(data))
-    t0 = time.perf_counter()
-    res = fit(config_samples(ds, cfg), online_samples(ds, "valid", turns=serving_history()), cfg, progress=False,
-              llms=ds.llms)
-    seconds = time.perf_counter() - t0
+    res, seconds = fit_on(ds, TrainConfig(model=dataclasses.replace(GMTRouterConfig(), llm_prices=prices), steps=steps))
     return {"table": pair_table(*scored(res.model, ds), llm), "train_s": seconds, "best_step": res.best_step}
 
 

@@ -34,9 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import RESULTS, command_line, machine_facts, model_path  # noqa: E402
-from bench.new_llm import DATA, compare, filtered_copy, load, pair_table, pts, scored  # noqa: E402
+from bench.new_llm import DATA, compare, filtered_copy, fit_on, load, pair_table, pts, scored  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
-from trainer.refresh import RefreshConfig  # noqa: E402
+from trainer.refresh import RefreshConfig, refit  # noqa: E402
 
 METHODS = ("serving", "refreshed", "with_x", "count")
 
@@ -47,9 +47,10 @@ def refresh_layout(filtered: Path, out: Path) -> tuple[Path, int]:
     split. Returns (``out``, that timestamp in epoch ms)."""
     out.mkdir(parents=True, exist_ok=True)
     test = (filtered / "test.jsonl").read_text().splitlines()
-    cut = int(np.median([json.loads(line)["tstamp"] for line in test]))
-    early = [line for line in test if json.loads(line)["tstamp"] < cut]
-    late = [line for line in test if json.loads(line)["tstamp"] >= cut]
+    stamps = [json.loads(line)["tstamp"] for line in test]
+    cut = int(np.median(stamps))
+    early = [line for line, ts in zip(test, stamps) if ts < cut]
+    late = [line for line, ts in zip(test, stamps) if ts >= cut]
     train = (filtered / "train.jsonl").read_text().splitlines() + early
     for name, lines in (("train", train), ("test", late)):
         (out / f"{name}.jsonl").write_text("".join(line + "\n" for line in lines))
@@ -58,31 +59,14 @@ def refresh_layout(filtered: Path, out: Path) -> tuple[Path, int]:
     return out, cut
 
 
-def serving_model(filtered: Path, steps: int):
-    """The defaults (``steps`` steps) trained on the files without X, as `prefstream eval` trains, and the training
-    seconds."""
-    from trainer.data import config_samples, online_samples
-    from trainer.history import serving_history
-    from trainer.train import fit
-
-    cfg = TrainConfig(steps=steps)
-    ds = load(filtered)
-    t0 = time.perf_counter()
-    res = fit(config_samples(ds, cfg), online_samples(ds, "valid", turns=serving_history()), cfg, progress=True,
-              llms=ds.llms)
-    return res.model, time.perf_counter() - t0
-
-
 def refreshed_model(serving, ds, steps: int):
-    """``serving`` trained ``steps`` more steps on ``ds``'s training split, as trainer/refresh.py refits: from the
-    serving weights, validating on the first fifth of its samples, evaluating every quarter of the steps."""
+    """``serving`` refitted ``steps`` steps on ``ds``'s training split by the refresh cycle's own step
+    (trainer.refresh.refit), and the seconds it took."""
     from trainer.data import config_samples
-    from trainer.train import fit
 
-    cfg = TrainConfig(model=serving.cfg, steps=steps, eval_every=max(steps // 4, 1))
-    train = config_samples(ds, cfg)
     t0 = time.perf_counter()
-    res = fit(train, train[: max(1, len(train) // 5)], cfg, init=serving, progress=True, llms=ds.llms)
+    res = refit(config_samples(ds, TrainConfig(model=serving.cfg)), steps, serving=serving, llms=ds.llms,
+                progress=True)
     return res.model, time.perf_counter() - t0
 
 
@@ -126,7 +110,8 @@ def main() -> int:
     facts = machine_facts()
     filtered = filtered_copy(DATA, args.work / args.llm, args.llm)
     layout, cut = refresh_layout(filtered, args.work / f"{args.llm}-refresh")
-    serving, serving_s = serving_model(filtered, args.serving_steps)
+    fitted, serving_s = fit_on(load(filtered), TrainConfig(steps=args.serving_steps), progress=True)
+    serving = fitted.model
     ds = load(layout)
     refreshed, refresh_s = refreshed_model(serving, ds, args.steps)
     groups, scores = scored(serving, ds)

@@ -31,6 +31,18 @@ log = logging.getLogger(__name__)
 CYCLES_FILE = "cycles.jsonl"
 
 
+def refit(train: list[TrainingSample], steps: int, seed: int = 0, serving=None, llms=None, progress: bool = False):
+    """Step 3 of a cycle: ``steps`` training steps on ``train`` from the ``serving`` model's weights and
+    configuration (the defaults from scratch without one), validating every quarter of the steps on the first fifth
+    of ``train`` (training-side targets only: the evaluation set stays unseen). Returns trainer.train's FitResult."""
+    from trainer.train import TrainConfig, fit
+
+    tcfg = TrainConfig(steps=steps, seed=seed, eval_every=max(steps // 4, 1))
+    if serving is not None:
+        tcfg = replace(tcfg, model=serving.cfg)
+    return fit(train, train[: max(1, len(train) // 5)], tcfg, init=serving, progress=progress, llms=llms)
+
+
 @dataclass
 class RefreshConfig:
     window_minutes: float = 7 * 24 * 60.0  # users active within this window (before the newest turn) are sampled
@@ -127,7 +139,7 @@ class RefreshTrainer:
         from trainer.count_scorer import CountScorer
         from trainer.metrics import pair_metrics
         from trainer.promotion import judge, pair_correct
-        from trainer.train import TrainConfig, fit, llm_table, score_samples
+        from trainer.train import llm_table, score_samples
 
         t0 = time.time()
         serving_version = self.registry.current()
@@ -141,12 +153,7 @@ class RefreshTrainer:
             record.reason = "not enough feedback yet (no targets on one side of the cutoff)"
             return self._log(record, t0)
         if candidate is None:
-            tcfg = TrainConfig(steps=self.cfg.steps, seed=self.cfg.seed, eval_every=max(self.cfg.steps // 4, 1))
-            if serving is not None:
-                tcfg = replace(tcfg, model=serving.cfg)
-            # validation (checkpoint selection) uses training-side targets only; the evaluation set stays unseen
-            candidate = fit(train, train[: max(1, len(train) // 5)], tcfg, init=serving, progress=progress,
-                            llms=llms).model
+            candidate = refit(train, self.cfg.steps, self.cfg.seed, serving, llms, progress).model
         groups = [g for s in evals for g in s.targets]
         scored = {"candidate": score_samples(candidate, evals, llm_table(llms, candidate.cfg.llm_prices)),
                   "count": CountScorer.counted(train).score_samples(evals)}  # counting as it served before the cutoff
