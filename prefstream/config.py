@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     trainer_after_feedback: int = Field(1000, ge=1, description="...or sooner, after this many new feedback events")
     trainer_count_after_feedback: int = Field(50, ge=1, description="between cycles, recount the count-based "
                                               "scorer's global win rates after this many new feedback events")
+    trainer_new_llm_games: int = Field(200, ge=1, description="...and run a cycle at once when an LLM has this "
+                                       "many pairwise games but had fewer at the last cycle (a new LLM's first "
+                                       "feedback; checked at each recount). A cycle oversamples the comparisons "
+                                       "of LLMs the serving model trained on fewer games of")
     trainer_window_minutes: float = Field(7 * 24 * 60.0, gt=0, description="sample users active this recently")
     trainer_steps: int = Field(400, ge=1, description="optimizer steps per refresh cycle")
     trainer_users: int = Field(2000, ge=1, description="recent users sampled per cycle")

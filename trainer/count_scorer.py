@@ -28,10 +28,12 @@ class CountScorer:
     version = COUNT_VERSION
     whole_past = True  # the router attaches each user's whole-past counts (UserSubgraph.win_counts) when it can
 
-    def __init__(self, rates: dict[str, float] | None = None, prior: float = 2.0, pairs: int = 0):
+    def __init__(self, rates: dict[str, float] | None = None, prior: float = 2.0, pairs: int = 0,
+                 games: dict[str, float] | None = None):
         self.rates = dict(rates or {})
         self.prior = prior
         self.pairs = pairs  # comparisons the global rates were counted from
+        self.games = dict(games or {})  # each LLM's pairwise games behind its rate (the periodic trainer reads it)
 
     def score_batch(self, items: Sequence[tuple]) -> list[np.ndarray]:
         """[(history, query_emb, candidates[, conversation_id])] -> one score vector per item (higher = better)."""
@@ -67,19 +69,20 @@ class CountScorer:
                 key = (g.user_id, g.conversation_id, g.turn) if g.turn is not None else (g.user_id, g.query_key, g.timestamp)
                 groups[key] = (list(g.llm_ids), np.asarray(g.ratings))  # a target has every rating of its group
         wins, games = win_counts(list(groups.values()))
-        return cls({m: wins.get(m, 0.0) / games[m] for m in games if games[m]}, prior, len(groups))
+        return cls({m: wins.get(m, 0.0) / games[m] for m in games if games[m]}, prior, len(groups), games)
 
     @classmethod
     def from_counts(cls, counts: dict[str, tuple[float, float]], prior: float = 2.0) -> "CountScorer":
         """Global rates from (wins, games) per LLM (GraphStore.global_win_counts); ``pairs`` = pairwise games."""
         return cls({m: w / g for m, (w, g) in counts.items() if g}, prior,
-                   int(sum(g for _, g in counts.values()) // 2))
+                   int(sum(g for _, g in counts.values()) // 2), {m: g for m, (_, g) in counts.items()})
 
     def save(self, root: Path | str) -> Path:
         path = Path(root) / RATES_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{RATES_FILE}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"rates": self.rates, "prior": self.prior, "pairs": self.pairs}, indent=1))
+        tmp.write_text(json.dumps({"rates": self.rates, "prior": self.prior, "pairs": self.pairs,
+                                   "games": self.games}, indent=1))
         os.replace(tmp, path)
         return path
 
@@ -88,7 +91,8 @@ class CountScorer:
         """The registry's global rates, or the uniform prior when the trainer has not counted any yet."""
         try:
             blob = json.loads((Path(root) / RATES_FILE).read_text())
-            return cls(blob.get("rates", {}), float(blob.get("prior", 2.0)), int(blob.get("pairs", 0)))
+            return cls(blob.get("rates", {}), float(blob.get("prior", 2.0)), int(blob.get("pairs", 0)),
+                       blob.get("games", {}))  # files written before ``games`` existed have none
         except (FileNotFoundError, ValueError):
             return cls()
 

@@ -20,6 +20,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Collection, Mapping
 
 import numpy as np
 
@@ -31,16 +32,58 @@ log = logging.getLogger(__name__)
 CYCLES_FILE = "cycles.jsonl"
 
 
-def refit(train: list[TrainingSample], steps: int, seed: int = 0, serving=None, llms=None, progress: bool = False):
+def refit(train: list[TrainingSample], steps: int, seed: int = 0, serving=None, llms=None, progress: bool = False,
+          boost: Collection[str] = (), share: float = 0.1):
     """Step 3 of a cycle: ``steps`` training steps on ``train`` from the ``serving`` model's weights and
     configuration (the defaults from scratch without one), validating every quarter of the steps on the first fifth
-    of ``train`` (training-side targets only: the evaluation set stays unseen). Returns trainer.train's FitResult."""
+    of ``train`` (training-side targets only: the evaluation set stays unseen). The samples that compare an LLM
+    in ``boost`` are drawn as if they were ``share`` of ``train`` (boosted). Returns trainer.train's FitResult."""
     from trainer.train import TrainConfig, fit
 
     tcfg = TrainConfig(steps=steps, seed=seed, eval_every=max(steps // 4, 1))
     if serving is not None:
         tcfg = replace(tcfg, model=serving.cfg)
-    return fit(train, train[: max(1, len(train) // 5)], tcfg, init=serving, progress=progress, llms=llms)
+    return fit(boosted(train, boost, share), train[: max(1, len(train) // 5)], tcfg, init=serving,
+               progress=progress, llms=llms)
+
+
+def boosted(train: list[TrainingSample], llms: Collection[str], share: float) -> list[TrainingSample]:
+    """``train``, then repeats of its samples with a target that compares one of ``llms``, so those samples make
+    up about ``share`` of the list (each at least once: none is dropped, nothing else is repeated). A refresh
+    draws its batches uniformly from the list, so an LLM with a few hundred games among hundreds of thousands
+    still moves the shared weights (bench/results/new_llm_refresh.md)."""
+    if not llms:
+        return train
+    hit = [s for s in train if any(m in llms for g in s.targets for m in g.llm_ids)]
+    rest = len(train) - len(hit)
+    if not hit or not rest:
+        return train
+    times = int(np.ceil(share * rest / ((1.0 - share) * len(hit))))
+    return train + hit * max(times - 1, 0)
+
+
+def unlearned(games: Mapping[str, float], seen: Mapping[str, float], n: float) -> list[str]:
+    """LLMs with feedback now (``games``: CountScorer.games) that the serving model trained on fewer than ``n``
+    games of (``seen``: seen_games): typically an LLM registered after it. A cycle boosts their samples."""
+    return sorted(m for m, g in games.items() if g > 0 and seen.get(m, 0.0) < n)
+
+
+def seen_games(checkpoint) -> dict[str, float]:
+    """Per LLM, the games a checkpoint's model had when it was trained: what its cycle logged, or, for a model
+    trained elsewhere (`prefstream train` on files), every LLM of its catalog as fully seen."""
+    logged = (checkpoint.metrics or {}).get("window", {}).get("llm_games")
+    return dict(logged) if logged is not None else {m: float("inf") for m in checkpoint.llm_catalog}
+
+
+def new_llms(games: dict[str, float], last_cycle: dict | None, n: float) -> list[str]:
+    """LLMs with at least ``n`` pairwise games now (``games``: the count-based scorer's, CountScorer.games) that
+    had fewer when the ``last_cycle`` (a cycles.jsonl record) ran: typically an LLM registered since, whose first
+    feedback no model has trained on. The periodic trainer refreshes early for them. Empty before the first
+    cycle, or when the last record has no counts: the regular cadence runs the first cycle."""
+    before = (last_cycle or {}).get("window", {}).get("llm_games")
+    if before is None:
+        return []
+    return sorted(m for m, g in games.items() if g >= n and before.get(m, 0.0) < n)
 
 
 @dataclass
@@ -51,6 +94,8 @@ class RefreshConfig:
     eval_fraction: float = 0.2  # newest share of turns held out for the prequential evaluation
     steps: int = 400
     min_pairs: int = 100  # fewest fresh comparison pairs a promotion (or demotion) is decided on
+    new_llm_games: int = 200  # an LLM the serving model trained on fewer games of is boosted (unlearned)...
+    new_llm_share: float = 0.1  # ...to this share of the training samples (boosted)
     alpha: float = 0.05  # one-sided sign-test level
     seed: int = 0
 
@@ -118,10 +163,14 @@ class RefreshTrainer:
         return train, evals, window
 
     def recount(self) -> int:
-        """Count the count-based scorer's global win rates afresh (no training); returns the pairwise games counted.
-        The whole past of the ``users`` most recently active users (within the window), read as the routers read
-        it (GraphStore.global_win_counts), so the file and a router's own recount agree. Cheap next to a cycle, so
-        the periodic trainer runs it after every few dozen feedback events."""
+        """The pairwise games counted (recount_scorer)."""
+        return self.recount_scorer().pairs
+
+    def recount_scorer(self):
+        """Count the count-based scorer's global win rates afresh (no training), save them, and return the
+        CountScorer. The whole past of the ``users`` most recently active users (within the window), read as the
+        routers read it (GraphStore.global_win_counts), so the file and a router's own recount agree. Cheap next
+        to a cycle, so the periodic trainer runs it after every few dozen feedback events."""
         from trainer.count_scorer import CountScorer
 
         newest = max((t for _, t in self.store.active_users(None)), default=0)
@@ -129,7 +178,7 @@ class RefreshTrainer:
         counted = CountScorer.from_counts(self.store.global_win_counts(self.cfg.users, since))
         if counted.pairs:
             counted.save(self.registry.root)
-        return counted.pairs
+        return counted
 
     # --- one cycle ---------------------------------------------------------------------------
     def run_cycle(self, candidate=None, progress: bool = False, serving=None) -> CycleRecord:
@@ -143,17 +192,24 @@ class RefreshTrainer:
 
         t0 = time.time()
         serving_version = self.registry.current()
+        seen = None  # what the serving model trained on, per LLM (unknown for a ``serving`` given by the caller)
         if serving is None and serving_version:
-            serving = load_checkpoint(self.registry.path(serving_version)).model
+            ck = load_checkpoint(self.registry.path(serving_version))
+            serving, seen = ck.model, seen_games(ck)
         llms = self.store.llm_catalog()
         train, evals, window = self.sample(self.cfg.seed + len(self.history()))
         record = CycleRecord(t0, serving_version, None, False, "", window, serving_after=serving_version or "count")
-        self.recount()  # what counting serves from now on: every recent comparison, not only this sample
+        # what counting serves from now on: every recent comparison, not only this sample; its per-LLM games are
+        # logged so the periodic trainer can tell an LLM whose first feedback came after this cycle (new_llms)
+        record.window["llm_games"] = self.recount_scorer().games
+        boost = unlearned(record.window["llm_games"], seen, self.cfg.new_llm_games) if seen is not None else []
+        record.window["boosted"] = boost
         if not evals or (candidate is None and not train):
             record.reason = "not enough feedback yet (no targets on one side of the cutoff)"
             return self._log(record, t0)
         if candidate is None:
-            candidate = refit(train, self.cfg.steps, self.cfg.seed, serving, llms, progress).model
+            candidate = refit(train, self.cfg.steps, self.cfg.seed, serving, llms, progress, boost,
+                              self.cfg.new_llm_share).model
         groups = [g for s in evals for g in s.targets]
         scored = {"candidate": score_samples(candidate, evals, llm_table(llms, candidate.cfg.llm_prices)),
                   "count": CountScorer.counted(train).score_samples(evals)}  # counting as it served before the cutoff

@@ -15,7 +15,8 @@ def refresh_config(s: Settings):
     from trainer.refresh import RefreshConfig
 
     return RefreshConfig(window_minutes=s.trainer_window_minutes, users=s.trainer_users, k=s.history_turns,
-                         steps=s.trainer_steps, min_pairs=s.trainer_min_pairs, alpha=s.trainer_alpha)
+                         steps=s.trainer_steps, min_pairs=s.trainer_min_pairs, alpha=s.trainer_alpha,
+                         new_llm_games=s.trainer_new_llm_games)
 
 
 def run_cycle(s: Settings, progress: bool = False) -> dict:
@@ -32,14 +33,17 @@ def run_cycle(s: Settings, progress: bool = False) -> dict:
         store.close()
 
 
-def recount(s: Settings) -> int:
-    """Refresh the count-based scorer's global rates from the graph (no training)."""
+def recount(s: Settings) -> tuple[int, list[str]]:
+    """Refresh the count-based scorer's global rates from the graph (no training). Returns the pairwise games
+    counted and the LLMs with ``trainer_new_llm_games`` games that the last cycle had fewer of (refresh.new_llms)."""
     from graphstore import open_store
-    from trainer.refresh import RefreshTrainer
+    from trainer.refresh import RefreshTrainer, new_llms
 
     store = open_store(s)
     try:
-        return RefreshTrainer(store, s.model_dir, refresh_config(s)).recount()
+        trainer = RefreshTrainer(store, s.model_dir, refresh_config(s))
+        counted = trainer.recount_scorer()
+        return counted.pairs, new_llms(counted.games, (trainer.history() or [None])[-1], s.trainer_new_llm_games)
     finally:
         store.close()
 
@@ -72,7 +76,8 @@ def count_cycle(rec: dict | None) -> str:
 
 
 def periodic(s: Settings, on_ready=None) -> None:
-    """Run a cycle as a Ray task every N minutes, or sooner after M new feedback events."""
+    """Run a cycle as a Ray task every N minutes, or sooner after M new feedback events, or as soon as a recount
+    finds an LLM with its first ``trainer_new_llm_games`` games since the last cycle."""
     from prefstream.metrics import metrics_port_for, serve_metrics
     from prefstream.ray_env import init_ray
 
@@ -82,7 +87,7 @@ def periodic(s: Settings, on_ready=None) -> None:
     log = logging.getLogger("prefstream.trainer")
     if on_ready is not None:
         on_ready()
-    last_at, last_fb, counted_fb = 0.0, 0, 0
+    last_at, last_fb, counted_fb, new = 0.0, 0, 0, []
     while True:
         try:
             fb = feedback_count(s)
@@ -90,7 +95,8 @@ def periodic(s: Settings, on_ready=None) -> None:
             log.warning("trainer cannot read the graph store: %s", exc)
             time.sleep(10)
             continue
-        due = time.time() - last_at >= s.trainer_every_minutes * 60 or fb - last_fb >= s.trainer_after_feedback
+        due = (time.time() - last_at >= s.trainer_every_minutes * 60 or fb - last_fb >= s.trainer_after_feedback
+               or bool(new))
         if due and fb > 0:
             try:
                 rec = ray.get(task.remote(s))  # a cycle also recounts the global rates
@@ -100,10 +106,14 @@ def periodic(s: Settings, on_ready=None) -> None:
             except Exception as exc:
                 count_cycle(None)
                 log.error("trainer cycle failed: %s", exc)
-            last_at, last_fb, counted_fb = time.time(), fb, fb
+            last_at, last_fb, counted_fb, new = time.time(), fb, fb, []
         elif fb - counted_fb >= s.trainer_count_after_feedback:
             try:
-                log.info("recounted the global win rates over %d comparisons", recount(s))
+                pairs, new = recount(s)
+                log.info("recounted the global win rates over %d comparisons", pairs)
+                if new:
+                    log.warning("new LLMs with %d games since the last cycle, refreshing now: %s",
+                                s.trainer_new_llm_games, ", ".join(new))
             except Exception as exc:
                 log.error("recount failed: %s", exc)
             counted_fb = fb

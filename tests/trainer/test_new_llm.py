@@ -58,3 +58,22 @@ def test_a_refresh_trains_on_the_test_answers_before_its_time_and_is_tested_afte
     assert [d["tstamp"] for d in read("train.jsonl")] == [1, 10, 20]  # the training answers, then the early test
     assert [d["tstamp"] for d in read("test.jsonl")] == [30, 40]
     assert (out / "valid.jsonl").read_text() == (src / "valid.jsonl").read_text()
+
+
+def test_games_are_counted_as_the_recount_counts_them_and_give_the_refresh_time(tmp_path):
+    from bench.new_llm_refresh import games_by_time, time_of_games
+
+    rows = [("a", "x", 10), ("a", "y", 10), ("a", "z", 10),  # one comparison of three: y plays 2 games at 10
+            ("b", "x", 20), ("b", "z", 20),  # y absent: still 2
+            ("b", "y", 30), ("b", "x", 30)]  # a comparison of two: 3 at 30
+    lines = []
+    for user, model, ts in rows:
+        d = json.loads(_line(user, model))
+        d["question_id"], d["tstamp"] = f"{user}-{ts}", ts
+        lines.append(json.dumps(d) + "\n")
+    (tmp_path / "test.jsonl").write_text("".join(lines))
+    times, games = games_by_time(tmp_path / "test.jsonl", "y")
+    assert times.tolist() == [10, 20, 30] and games.tolist() == [2.0, 2.0, 3.0]
+    assert time_of_games(times, games, 1) == 11  # just after the comparison that reached it: it trains on it
+    assert time_of_games(times, games, 3) == 31
+    assert time_of_games(times, games, 4) is None

@@ -61,6 +61,8 @@ def test_counting_serves_until_evidence_then_refuses_and_demotes(sim_store, modu
 
     first = trainer.run_cycle()
     assert first.serving_version is None and first.window["eval_targets"] > 0
+    games = CountScorer.load(module_settings.model_dir).games  # the cycle's recount, logged for new_llms
+    assert first.window["llm_games"] == games and len(games) > 1 and min(games.values()) > 0
     assert set(first.verdict["accuracy"]) == {"candidate", "count"} and first.verdict["pairs"] > 0
     assert first.count_metrics["pairs"] == first.candidate_metrics["pairs"]  # judged on the same pairs
     assert first.reason and first.serving_after == (first.candidate_version if first.promoted else "count")
@@ -89,6 +91,24 @@ def test_counting_serves_until_evidence_then_refuses_and_demotes(sim_store, modu
     assert [h["demoted"] for h in history] == [False, False, True]
 
 
+def test_a_cycle_boosts_the_llms_its_serving_model_trained_on_few_games_of(sim_store, tmp_path):
+    """The games a cycle logs travel with its checkpoint; the next cycle oversamples the LLMs its serving model had
+    fewer than ``new_llm_games`` of (here one, as if registered after it), and none when it trains from scratch."""
+    from trainer.checkpoint import load_checkpoint
+
+    trainer = RefreshTrainer(sim_store, tmp_path, RefreshConfig(window_minutes=1e9, users=100, steps=4,
+                                                                new_llm_games=1))
+    first = trainer.run_cycle()
+    assert first.serving_version is None and first.window["boosted"] == []
+    games = first.window["llm_games"]
+    fresh = max(games, key=games.get)
+    model = load_checkpoint(trainer.registry.path(first.candidate_version)).model
+    logged = {"window": {"llm_games": {m: g for m, g in games.items() if m != fresh}}}
+    serving = trainer.registry.publish(model, promote=True, llm_catalog=sim_store.llm_catalog(), metrics=logged)
+    second = trainer.run_cycle()
+    assert second.serving_version == serving and second.window["boosted"] == [fresh]
+
+
 def test_recount_refreshes_served_counting_without_training(sim_store, tmp_path):
     from trainer.count_scorer import CountScorer
     from workers.models import ModelSource
@@ -99,6 +119,7 @@ def test_recount_refreshes_served_counting_without_training(sim_store, tmp_path)
     pairs = trainer.recount()
     assert pairs > 0
     assert source.refresh() and isinstance(source.scorer, CountScorer) and source.scorer.pairs == pairs
+    assert sum(source.scorer.games.values()) == 2 * pairs  # each pairwise game counts for both of its LLMs
     rates = source.scorer.rates
     assert len(set(rates.values())) > 1 and all(0.0 <= r <= 1.0 for r in rates.values())
     assert trainer.registry.list() == [] and trainer.history() == []  # no model trained, no cycle logged
@@ -121,3 +142,25 @@ def test_a_router_recounts_the_global_rates_while_counting_serves(tmp_path):
     assert not source.recount() and source.scorer.rates == {"a": 0.75, "b": 0.25}
     CountScorer({"a": 0.1}, pairs=1).save(tmp_path)  # the trainer counts: the fresher recount still wins
     assert source.refresh() and source.scorer.rates == {"a": 0.75, "b": 0.25}
+
+
+def test_the_periodic_trainers_recount_names_an_llm_the_last_cycle_had_not_counted(sim_store, module_settings,
+                                                                                   tmp_path):
+    """The wiring of the early cycle (trainer/refresh_cli.py): a recount against the real graph reads the last
+    cycle's logged games, and names an LLM that has reached ``trainer_new_llm_games`` since."""
+    import json
+
+    from trainer.count_scorer import CountScorer
+    from trainer.refresh import CYCLES_FILE
+    from trainer.refresh_cli import recount
+
+    s = module_settings.model_copy(update={"model_dir": tmp_path, "trainer_window_minutes": 1e9,
+                                           "trainer_users": 100})
+    pairs, new = recount(s)
+    assert pairs > 0 and new == []  # no cycle yet: the regular cadence runs the first
+    games = CountScorer.load(tmp_path).games
+    fresh = max(games, key=games.get)  # as if it had been registered after the last cycle
+    last = {"window": {"llm_games": {m: g for m, g in games.items() if m != fresh}}}
+    (tmp_path / CYCLES_FILE).write_text(json.dumps(last) + "\n")
+    assert recount(s.model_copy(update={"trainer_new_llm_games": int(games[fresh])}))[1] == [fresh]
+    assert recount(s.model_copy(update={"trainer_new_llm_games": int(games[fresh]) + 1}))[1] == []

@@ -1,0 +1,67 @@
+"""The periodic trainer refreshes early for a new LLM: the count-based scorer keeps each LLM's games, a cycle logs
+them, and an LLM that reached the threshold only after the last cycle is due."""
+
+from __future__ import annotations
+
+import json
+
+from trainer.count_scorer import RATES_FILE, CountScorer
+from trainer.refresh import new_llms
+
+
+def test_the_counted_games_survive_the_rates_file(tmp_path):
+    counted = CountScorer.from_counts({"a": (3.0, 4.0), "b": (1.0, 4.0), "c": (0.0, 0.0)})
+    assert counted.games == {"a": 4.0, "b": 4.0, "c": 0.0} and counted.pairs == 4
+    counted.save(tmp_path)
+    assert CountScorer.load(tmp_path).games == counted.games
+    (tmp_path / RATES_FILE).write_text(json.dumps({"rates": {"a": 0.5}, "pairs": 3}))  # written before games
+    assert CountScorer.load(tmp_path).games == {} and CountScorer.load(tmp_path).rates == {"a": 0.5}
+
+
+def test_an_llm_that_reached_the_threshold_after_the_last_cycle_is_due():
+    last = {"window": {"llm_games": {"a": 900.0, "b": 150.0}}}  # new was not counted at all then
+    now = {"a": 950.0, "b": 260.0, "new": 200.0, "newer": 199.0}
+    assert new_llms(now, last, 200) == ["b", "new"]  # b and new crossed 200 since; newer has not yet
+    assert new_llms(now, {"window": {"llm_games": now}}, 200) == []  # the last cycle had them: not due again
+
+
+def test_no_early_cycle_before_the_first_or_after_a_cycle_that_logged_no_counts():
+    now = {"a": 500.0}
+    assert new_llms(now, None, 200) == []  # the regular cadence runs the first cycle
+    assert new_llms(now, {"window": {"train_targets": 10}}, 200) == []  # a record from before llm_games
+
+
+def _sample(llms: list[str]):
+    import numpy as np
+
+    from graphstore.schema import HeldOutGroup, TrainingSample, UserSubgraph
+
+    g = HeldOutGroup("u", "q", np.zeros(4, np.float32), llms, np.array([1.0, 0.0], np.float32), 0)
+    return TrainingSample(UserSubgraph("u"), [g])
+
+
+def test_a_cycle_oversamples_the_comparisons_of_an_llm_it_has_not_learned():
+    from trainer.refresh import boosted
+
+    old = [_sample(["a", "b"]) for _ in range(90)]
+    new = [_sample(["a", "x"]) for _ in range(5)]
+    train = old + new
+    out = boosted(train, ["x"], 0.1)
+    assert out[: len(train)] == train  # nothing dropped, the order kept (refit validates on the first fifth)
+    extra = out[len(train):]
+    assert extra and all(any(s is n for n in new) for s in extra)  # only the new LLM's samples repeat
+    share = sum(1 for s in out if "x" in s.targets[0].llm_ids) / len(out)
+    assert 0.1 <= share < 0.15  # ceil(0.1 * 90 / (0.9 * 5)) = 2 copies each: 10 of 100
+    assert boosted(train, [], 0.1) is train and boosted(train, ["y"], 0.1) is train  # nothing to boost
+    assert len(boosted(new, ["x"], 0.1)) == len(new)  # every sample compares it: nothing to repeat
+
+
+def test_the_llms_a_serving_model_trained_on_few_games_of_are_unlearned():
+    from types import SimpleNamespace
+
+    from trainer.refresh import seen_games, unlearned
+
+    cycle_model = SimpleNamespace(metrics={"window": {"llm_games": {"a": 900.0, "b": 150.0}}}, llm_catalog={"a": 0})
+    assert unlearned({"a": 950.0, "b": 400.0, "x": 30.0, "idle": 0.0}, seen_games(cycle_model), 200) == ["b", "x"]
+    offline = SimpleNamespace(metrics={"validation": {}}, llm_catalog={"a": 0, "b": 0})  # `prefstream train` files
+    assert unlearned({"a": 5.0, "b": 5.0, "x": 30.0}, seen_games(offline), 200) == ["x"]
