@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import RESULTS, command_line, machine_facts, model_path  # noqa: E402
 from bench.new_llm import DATA, compare, filtered_copy, fit_on, load, pair_table, pts, scored  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
-from trainer.refresh import RefreshConfig, refit, unlearned  # noqa: E402
+from trainer.refresh import RefreshConfig, boosted, refit, unlearned  # noqa: E402
 
 METHODS = ("serving", "refreshed", "with_x", "count")
 
@@ -121,7 +121,8 @@ def refreshes(serving, seen: dict, ds, tables: dict, filtered: Path, args, point
         dsn = ds if at_end else load(refresh_layout(filtered, args.work / f"{args.llm}-refresh-{int(n)}", at)[0])
         train = config_samples(dsn, TrainConfig(model=serving.cfg))
         boost = unlearned(CountScorer.counted(train).games, seen, RefreshConfig().new_llm_games)
-        row: dict = {"games": n, "at_ms": at, "boosted": boost, "refresh_s": {}}
+        row: dict = {"games": n, "at_ms": at, "boosted": boost, "samples": len(train),
+                     "added": len(boosted(train, boost, RefreshConfig().new_llm_share)) - len(train), "refresh_s": {}}
         for name, b in (("plain", ()), ("cycle", boost)):
             model, row["refresh_s"][name] = refreshed_model(serving, train, dsn.llms, args.steps, b)
             table = pair_table(*scored(model, ds), args.llm)
@@ -160,11 +161,12 @@ def markdown(res: dict) -> str:
            f"calls it) oversamples the comparisons of the LLMs its serving model trained on fewer than "
            f"{res['new_llm_games']} games of, to {100 * res['new_llm_share']:.0f} % of the samples "
            "(trainer.refresh.boosted). The last row is the refresh above.", "",
-           "| n games | involving it: plain | cycle | cycle - plain | cycle - serving | cycle - count "
-           "| the rest: plain | cycle | cycle - serving |", "|---|---|---|---|---|---|---|---|---|"]
+           "| n games | samples (+ repeats) | involving it: plain | cycle | cycle - plain | cycle - serving "
+           "| cycle - count | the rest: plain | cycle | cycle - serving |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["early"]:
         p, c = r["plain"], r["cycle"]
-        md.append(f"| {r['games']:.0f} | {p['with_x']['accuracy']:.4f} | {c['with_x']['accuracy']:.4f} | "
+        md.append(f"| {r['games']:.0f} | {r['samples']} (+{r['added']}) | {p['with_x']['accuracy']:.4f} | "
+                  f"{c['with_x']['accuracy']:.4f} | "
                   f"{pts(c['with_x']['vs']['cycle - plain'])} | {pts(c['with_x']['vs']['refreshed - serving'])} | "
                   f"{pts(c['with_x']['vs']['refreshed - count'])} | {p['without_x']['accuracy']:.4f} | "
                   f"{c['without_x']['accuracy']:.4f} | {pts(c['without_x']['vs']['refreshed - serving'])} |")

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 CYCLES_FILE = "cycles.jsonl"
 
 
+MAX_COPIES = 10  # boosted: the most times one sample is in the list
+
+
 def refit(train: list[TrainingSample], steps: int, seed: int = 0, serving=None, llms=None, progress: bool = False,
           boost: Collection[str] = (), share: float = 0.1):
     """Step 3 of a cycle: ``steps`` training steps on ``train`` from the ``serving`` model's weights and
@@ -47,11 +50,13 @@ def refit(train: list[TrainingSample], steps: int, seed: int = 0, serving=None, 
                progress=progress, llms=llms)
 
 
-def boosted(train: list[TrainingSample], llms: Collection[str], share: float) -> list[TrainingSample]:
+def boosted(train: list[TrainingSample], llms: Collection[str], share: float,
+            max_copies: int = MAX_COPIES) -> list[TrainingSample]:
     """``train``, then repeats of its samples with a target that compares one of ``llms``, so those samples make
-    up about ``share`` of the list (each at least once: none is dropped, nothing else is repeated). A refresh
-    draws its batches uniformly from the list, so an LLM with a few hundred games among hundreds of thousands
-    still moves the shared weights (bench/results/new_llm_refresh.md)."""
+    up about ``share`` of the list (each at least once: none is dropped, nothing else is repeated), each drawn
+    ``max_copies`` times at most. A refresh draws its batches uniformly from the list, so an LLM with a few
+    hundred games among hundreds of thousands still moves the shared weights (bench/results/new_llm_refresh.md).
+    The cap keeps a handful of samples from being learned by heart."""
     if not llms:
         return train
     hit = [s for s in train if any(m in llms for g in s.targets for m in g.llm_ids)]
@@ -59,7 +64,7 @@ def boosted(train: list[TrainingSample], llms: Collection[str], share: float) ->
     if not hit or not rest:
         return train
     times = int(np.ceil(share * rest / ((1.0 - share) * len(hit))))
-    return train + hit * max(times - 1, 0)
+    return train + hit * (min(times, max_copies) - 1)
 
 
 def unlearned(games: Mapping[str, float], seen: Mapping[str, float], n: float) -> list[str]:

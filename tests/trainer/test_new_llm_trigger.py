@@ -54,6 +54,8 @@ def test_a_cycle_oversamples_the_comparisons_of_an_llm_it_has_not_learned():
     assert 0.1 <= share < 0.15  # ceil(0.1 * 90 / (0.9 * 5)) = 2 copies each: 10 of 100
     assert boosted(train, [], 0.1) is train and boosted(train, ["y"], 0.1) is train  # nothing to boost
     assert len(boosted(new, ["x"], 0.1)) == len(new)  # every sample compares it: nothing to repeat
+    few = old + new[:2]  # 0.1 of the list would take 5 copies of each; 45 for half of it: the cap holds at 10
+    assert len(boosted(few, ["x"], 0.5)) == len(few) + 2 * 9 and len(boosted(few, ["x"], 0.5, max_copies=3)) == 96
 
 
 def test_the_llms_a_serving_model_trained_on_few_games_of_are_unlearned():
