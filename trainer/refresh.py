@@ -30,8 +30,6 @@ from trainer.crowd import CrowdTable
 log = logging.getLogger(__name__)
 
 CYCLES_FILE = "cycles.jsonl"
-
-
 MAX_COPIES = 10  # boosted: the most times one sample is in the list
 
 
@@ -120,6 +118,7 @@ class CycleRecord:
     demoted: bool = False
     serving_after: str = "count"  # the model version serving after this cycle, or "count"
     seconds: float = 0.0
+    trigger: str = ""  # why it ran: "schedule", "feedback", "new LLMs: ...", "manual" (empty: not said)
 
 
 def split_prequential(samples: list[TrainingSample], cutoff_ms: int) -> tuple[list[TrainingSample], list[TrainingSample]]:
@@ -186,9 +185,9 @@ class RefreshTrainer:
         return counted
 
     # --- one cycle ---------------------------------------------------------------------------
-    def run_cycle(self, candidate=None, progress: bool = False, serving=None) -> CycleRecord:
+    def run_cycle(self, candidate=None, progress: bool = False, serving=None, trigger: str = "") -> CycleRecord:
         """One refresh. ``candidate`` (a model) skips training and judges that model instead; ``serving`` (a
-        model) stands in for the registry's CURRENT version when judging."""
+        model) stands in for the registry's CURRENT version when judging; ``trigger`` is logged with it."""
         from trainer.checkpoint import load_checkpoint
         from trainer.count_scorer import CountScorer
         from trainer.metrics import pair_metrics
@@ -203,7 +202,8 @@ class RefreshTrainer:
             serving, seen = ck.model, seen_games(ck)
         llms = self.store.llm_catalog()
         train, evals, window = self.sample(self.cfg.seed + len(self.history()))
-        record = CycleRecord(t0, serving_version, None, False, "", window, serving_after=serving_version or "count")
+        record = CycleRecord(t0, serving_version, None, False, "", window, serving_after=serving_version or "count",
+                             trigger=trigger)
         # what counting serves from now on: every recent comparison, not only this sample; its per-LLM games are
         # logged so the periodic trainer can tell an LLM whose first feedback came after this cycle (new_llms)
         record.window["llm_games"] = self.recount_scorer().games

@@ -19,8 +19,9 @@ def refresh_config(s: Settings):
                          new_llm_games=s.trainer_new_llm_games)
 
 
-def run_cycle(s: Settings, progress: bool = False) -> dict:
-    """One cycle against the configured graph store and model registry (also the body of the Ray task)."""
+def run_cycle(s: Settings, progress: bool = False, trigger: str = "manual") -> dict:
+    """One cycle against the configured graph store and model registry (also the body of the Ray task);
+    ``trigger`` (why it runs) goes into its record."""
     from dataclasses import asdict
 
     from graphstore import open_store
@@ -28,7 +29,8 @@ def run_cycle(s: Settings, progress: bool = False) -> dict:
 
     store = open_store(s)
     try:
-        return asdict(RefreshTrainer(store, s.model_dir, refresh_config(s)).run_cycle(progress=progress))
+        return asdict(RefreshTrainer(store, s.model_dir, refresh_config(s)).run_cycle(progress=progress,
+                                                                                     trigger=trigger))
     finally:
         store.close()
 
@@ -75,6 +77,16 @@ def count_cycle(rec: dict | None) -> str:
     return outcome
 
 
+def cycle_trigger(s: Settings, new: list[str], new_feedback: int, idle_s: float) -> str:
+    """Why the periodic trainer runs a cycle now ("" if it does not): LLMs that reached ``trainer_new_llm_games``
+    since the last cycle (``new``, from recount), ``new_feedback`` events since it, or ``idle_s`` seconds."""
+    if new:
+        return "new LLMs: " + ", ".join(new)
+    if new_feedback >= s.trainer_after_feedback:
+        return "feedback"
+    return "schedule" if idle_s >= s.trainer_every_minutes * 60 else ""
+
+
 def periodic(s: Settings, on_ready=None) -> None:
     """Run a cycle as a Ray task every N minutes, or sooner after M new feedback events, or as soon as a recount
     finds an LLM with its first ``trainer_new_llm_games`` games since the last cycle."""
@@ -95,11 +107,10 @@ def periodic(s: Settings, on_ready=None) -> None:
             log.warning("trainer cannot read the graph store: %s", exc)
             time.sleep(10)
             continue
-        due = (time.time() - last_at >= s.trainer_every_minutes * 60 or fb - last_fb >= s.trainer_after_feedback
-               or bool(new))
-        if due and fb > 0:
+        trigger = cycle_trigger(s, new, fb - last_fb, time.time() - last_at)
+        if trigger and fb > 0:
             try:
-                rec = ray.get(task.remote(s))  # a cycle also recounts the global rates
+                rec = ray.get(task.remote(s, False, trigger))  # a cycle also recounts the global rates
                 count_cycle(rec)
                 log.warning("trainer cycle: serving %s -> candidate %s promoted=%s (%s)", rec["serving_version"],
                             rec["candidate_version"], rec["promoted"], rec["reason"])
@@ -131,14 +142,14 @@ def print_history(s: Settings, as_json: bool) -> None:
     from rich.table import Table
 
     t = Table(title=f"trainer cycles in {s.model_dir}")
-    for col in ("started (UTC)", "serving", "candidate", "promoted", "train/eval targets", "cand AUC", "serv AUC",
-                "s"):
+    for col in ("started (UTC)", "trigger", "serving", "candidate", "promoted", "train/eval targets", "boosted",
+                "cand AUC", "serv AUC", "s"):
         t.add_column(col)
     for r in rows:
         w, cm, sm = r["window"], r["candidate_metrics"], r["serving_metrics"]
-        t.add_row(time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["cycle_started"])), str(r["serving_version"]),
-                  str(r["candidate_version"]), "yes" if r["promoted"] else "no",
-                  f"{w.get('train_targets', 0)}/{w.get('eval_targets', 0)}",
+        t.add_row(time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["cycle_started"])), r.get("trigger") or "-",
+                  str(r["serving_version"]), str(r["candidate_version"]), "yes" if r["promoted"] else "no",
+                  f"{w.get('train_targets', 0)}/{w.get('eval_targets', 0)}", ", ".join(w.get("boosted", [])) or "-",
                   f"{cm['auc']:.4f}" if "auc" in cm else "-", f"{sm['auc']:.4f}" if "auc" in sm else "-",
                   f"{r['seconds']:.1f}")
     Console().print(t)

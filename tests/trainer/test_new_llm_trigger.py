@@ -67,3 +67,14 @@ def test_the_llms_a_serving_model_trained_on_few_games_of_are_unlearned():
     assert unlearned({"a": 950.0, "b": 400.0, "x": 30.0, "idle": 0.0}, seen_games(cycle_model), 200) == ["b", "x"]
     offline = SimpleNamespace(metrics={"validation": {}}, llm_catalog={"a": 0, "b": 0})  # `prefstream train` files
     assert unlearned({"a": 5.0, "b": 5.0, "x": 30.0}, seen_games(offline), 200) == ["x"]
+
+
+def test_the_periodic_trainer_says_why_a_cycle_runs():
+    from prefstream.config import Settings
+    from trainer.refresh_cli import cycle_trigger
+
+    s = Settings(trainer_after_feedback=1000, trainer_every_minutes=15)
+    assert cycle_trigger(s, ["x", "y"], 10, 60.0) == "new LLMs: x, y"  # first: it is the early one
+    assert cycle_trigger(s, [], 1000, 60.0) == "feedback"
+    assert cycle_trigger(s, [], 999, 15 * 60.0) == "schedule"
+    assert cycle_trigger(s, [], 999, 15 * 60.0 - 1) == ""

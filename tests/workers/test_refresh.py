@@ -105,8 +105,9 @@ def test_a_cycle_boosts_the_llms_its_serving_model_trained_on_few_games_of(sim_s
     model = load_checkpoint(trainer.registry.path(first.candidate_version)).model
     logged = {"window": {"llm_games": {m: g for m, g in games.items() if m != fresh}}}
     serving = trainer.registry.publish(model, promote=True, llm_catalog=sim_store.llm_catalog(), metrics=logged)
-    second = trainer.run_cycle()
+    second = trainer.run_cycle(trigger=f"new LLMs: {fresh}")
     assert second.serving_version == serving and second.window["boosted"] == [fresh]
+    assert [h["trigger"] for h in trainer.history()] == ["", f"new LLMs: {fresh}"]  # logged for `train --history`
 
 
 def test_recount_refreshes_served_counting_without_training(sim_store, tmp_path):
