@@ -73,7 +73,7 @@ def unlearned(games: Mapping[str, float], seen: Mapping[str, float], n: float) -
 
 def seen_games(checkpoint) -> dict[str, float]:
     """Per LLM, the games a checkpoint's model had when it was trained: what its cycle logged, or, for a model
-    trained elsewhere (`prefstream train` on files), every LLM of its catalog as fully seen."""
+    trained elsewhere (`prefstream fit` on files), every LLM of its catalog as fully seen."""
     logged = (checkpoint.metrics or {}).get("window", {}).get("llm_games")
     return dict(logged) if logged is not None else {m: float("inf") for m in checkpoint.llm_catalog}
 
