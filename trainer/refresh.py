@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -31,10 +32,11 @@ log = logging.getLogger(__name__)
 
 CYCLES_FILE = "cycles.jsonl"
 MAX_COPIES = 10  # boosted: the most times one sample is in the list
+NEW_LLM_SHARE = 0.1  # boosted: the share of the list the boosted samples are brought to
 
 
 def refit(train: list[TrainingSample], steps: int, seed: int = 0, serving=None, llms=None, progress: bool = False,
-          boost: Collection[str] = (), share: float = 0.1):
+          boost: Collection[str] = (), share: float = NEW_LLM_SHARE):
     """Step 3 of a cycle: ``steps`` training steps on ``train`` from the ``serving`` model's weights and
     configuration (the defaults from scratch without one), validating every quarter of the steps on the first fifth
     of ``train`` (training-side targets only: the evaluation set stays unseen). The samples that compare an LLM
@@ -98,7 +100,7 @@ class RefreshConfig:
     steps: int = 400
     min_pairs: int = 100  # fewest fresh comparison pairs a promotion (or demotion) is decided on
     new_llm_games: int = 200  # an LLM the serving model trained on fewer games of is boosted (unlearned)...
-    new_llm_share: float = 0.1  # ...to this share of the training samples (boosted)
+    new_llm_share: float = NEW_LLM_SHARE  # ...to this share of the training samples (boosted)
     alpha: float = 0.05  # one-sided sign-test level
     seed: int = 0
 
@@ -250,3 +252,19 @@ class RefreshTrainer:
         if not self.cycles_path.exists():
             return []
         return [json.loads(line) for line in self.cycles_path.read_text().splitlines() if line.strip()]
+
+    def last_cycle(self) -> dict | None:
+        """The newest record of history(), read from the end of the file: the periodic trainer asks at every
+        recount, and the file grows by a cycle every few minutes for as long as it runs."""
+        if not self.cycles_path.exists():
+            return None
+        with open(self.cycles_path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            span = 1 << 16
+            while True:
+                fh.seek(max(0, size - span))
+                lines = [line for line in fh.read().splitlines() if line.strip()]
+                if span >= size or len(lines) > 1:  # a line that starts after another in the span is whole
+                    break
+                span *= 4
+        return json.loads(lines[-1]) if lines else None

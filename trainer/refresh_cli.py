@@ -45,7 +45,7 @@ def recount(s: Settings) -> tuple[int, list[str]]:
     try:
         trainer = RefreshTrainer(store, s.model_dir, refresh_config(s))
         counted = trainer.recount_scorer()
-        return counted.pairs, new_llms(counted.games, (trainer.history() or [None])[-1], s.trainer_new_llm_games)
+        return counted.pairs, new_llms(counted.games, trainer.last_cycle(), s.trainer_new_llm_games)
     finally:
         store.close()
 

@@ -65,7 +65,7 @@ def test_the_llms_a_serving_model_trained_on_few_games_of_are_unlearned():
 
     cycle_model = SimpleNamespace(metrics={"window": {"llm_games": {"a": 900.0, "b": 150.0}}}, llm_catalog={"a": 0})
     assert unlearned({"a": 950.0, "b": 400.0, "x": 30.0, "idle": 0.0}, seen_games(cycle_model), 200) == ["b", "x"]
-    offline = SimpleNamespace(metrics={"validation": {}}, llm_catalog={"a": 0, "b": 0})  # `prefstream train` files
+    offline = SimpleNamespace(metrics={"validation": {}}, llm_catalog={"a": 0, "b": 0})  # `prefstream fit` on files
     assert unlearned({"a": 5.0, "b": 5.0, "x": 30.0}, seen_games(offline), 200) == ["x"]
 
 
@@ -78,3 +78,15 @@ def test_the_periodic_trainer_says_why_a_cycle_runs():
     assert cycle_trigger(s, [], 1000, 60.0) == "feedback"
     assert cycle_trigger(s, [], 999, 15 * 60.0) == "schedule"
     assert cycle_trigger(s, [], 999, 15 * 60.0 - 1) == ""
+
+
+def test_the_last_cycle_is_read_from_the_end_of_the_file(tmp_path):
+    from trainer.refresh import CYCLES_FILE, RefreshTrainer
+
+    trainer = RefreshTrainer(None, tmp_path)
+    assert trainer.last_cycle() is None  # no cycle yet
+    records = [{"n": 0}, {"n": 1, "pad": "x" * 300_000}, {"n": 2, "pad": "y" * 100_000}]  # longer than one read
+    (tmp_path / CYCLES_FILE).write_text("".join(json.dumps(r) + "\n" for r in records) + "\n")
+    assert trainer.last_cycle() == trainer.history()[-1] == records[-1]
+    (tmp_path / CYCLES_FILE).write_text(json.dumps(records[0]) + "\n")
+    assert trainer.last_cycle() == records[0]
