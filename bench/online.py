@@ -21,6 +21,15 @@ right when it picks the answer the user rates highest), and only then published 
 decision is predicted from feedback that precedes it, as in production. Next to it, the per-user win count
 over the same published events answers the same comparisons. A quarter of the users join only halfway:
 their accuracy by their n-th comparison is the cold-start curve.
+
+``--new-llm X`` adds an LLM mid-stream, as an operator registers one: X is left out of the catalog until the
+stream's second half, and its comparisons before then never happen. The shipped model (``--init-model``) should
+not have seen X either: train it with `prefstream fit` on files without X's answers (bench/new_llm.py writes
+them, under var/bench/new_llm/X). Each step then reports the decisions among candidates that include X, served
+and counted, and the trainer table says which cycles oversampled X (trainer/refresh.py) and which were promoted.
+
+    python bench/online.py --pause 12 --users 200 --init-model CKPT_WITHOUT_X --skip-users 400 \
+        --new-llm llama3-chatqa-1.5-70b --out bench/results/online_new_llm.json
 """
 
 from __future__ import annotations
@@ -63,6 +72,21 @@ def _wait(check, timeout: float) -> bool:
             return True
         time.sleep(0.5)
     return False
+
+
+def _llms(sim, g) -> list[str]:
+    return [sim.data.llm_ids[m] for m in g.llm_idx]
+
+
+def _hold_back(sim, order: list, llm: str, steps: int) -> tuple[list[list], int]:
+    """The stream cut into ``steps`` batches with ``llm`` registered halfway: its comparisons before then never
+    happened (it did not exist), the rest stream as they come. (batches, the step it is registered before)."""
+    cut = len(order) // 2
+    before = [c for c in order[:cut] if llm not in _llms(sim, c[2])]
+    first, second = steps // 2, steps - steps // 2
+    batches = [[before[i] for i in ix] for ix in np.array_split(np.arange(len(before)), first)]
+    batches += [[order[cut + i] for i in ix] for ix in np.array_split(np.arange(len(order) - cut), second)]
+    return batches, first
 
 
 def _schedule(sim, skip: int = 0) -> tuple[list, list, set, list]:
@@ -121,15 +145,28 @@ def _publish_batch(client, batch: list, counts) -> tuple[int, int]:
     return turns, fbs
 
 
-def _run_steps(client, store, trainer_log, sim, order: list, late: set, llm_index: dict, counts,
-               args) -> tuple[list, dict]:
-    """The stream in args.steps steps: route each step live, then publish it and wait for the graph to hold
-    it. (per-step rows, late users' {n-th comparison: [(served right, count right)]})."""
+def _new_llm_row(sim, batch: list, hits: list, count_hits: list, llm: str | None) -> dict:
+    """The step's decisions among candidates that include ``llm``: how many, served and count accuracy."""
+    if llm is None:
+        return {}
+    ix = [i for i, (_, _, g) in enumerate(batch) if llm in _llms(sim, g)]
+    acc = lambda v: float(np.mean([v[i] for i in ix])) if ix else None  # noqa: E731
+    return {"new_llm_decisions": len(ix), "new_llm_accuracy": acc(hits), "new_llm_per_user_accuracy": acc(count_hits)}
+
+
+def _run_steps(client, store, trainer_log, sim, batches: list, late: set, llm_index: dict, counts, args,
+               registrations: dict) -> tuple[list, dict]:
+    """The stream's batches: route each step live, then publish it and wait for the graph to hold it; before
+    step k, publish ``registrations[k]`` (LLMs registered mid-stream). (per-step rows, late users' {n-th
+    comparison: [(served right, count right)]})."""
     steps, nth = [], {}
     n_turns = n_fb = 0
     seen_fb, seen_per_user = 0, {}
-    for k, chunk in enumerate(np.array_split(np.arange(len(order)), args.steps)):
-        batch = [order[i] for i in chunk]
+    for k, batch in enumerate(batches):
+        for e in registrations.get(k, []):
+            client.publish(e)
+            client.flush()
+            _wait(lambda: e.llm_id in store.llm_catalog(), 60)
         hits, count_hits, scorers, lat = _route_batch(client, sim, batch, counts, llm_index, late, seen_per_user, nth)
         turns, fbs = _publish_batch(client, batch, counts)
         seen_fb += fbs
@@ -139,6 +176,7 @@ def _run_steps(client, store, trainer_log, sim, order: list, late: set, llm_inde
         _wait(lambda: store.count("Turn") >= n_turns and store.count("Feedback") >= n_fb, 120)
         steps.append({"step": k, "feedback_seen": seen_fb, "decisions": len(batch),
                       "accuracy": float(np.mean(hits)), "per_user_accuracy": float(np.mean(count_hits)),
+                      **_new_llm_row(sim, batch, hits, count_hits, args.new_llm),
                       "scorers": scorers, "router_ms_p50": pct(lat, 50),
                       "trainer_cycles": len(trainer_log.history())})
         print(f"step {k}: {seen_fb} feedback seen, served {steps[-1]['accuracy']:.3f} vs per-user count "
@@ -166,12 +204,20 @@ def run(args) -> dict:
     sim = Simulator(SimConfig(seed=args.seed, n_users=args.skip_users + args.users, n_new_users=0,
                               turns_min=args.turns, turns_max=args.turns + 10))
     catalog, users, late, order = _schedule(sim, args.skip_users)
+    registrations: dict[int, list] = {}
+    if args.new_llm:  # registered halfway: held out of the catalog until then
+        batches, k = _hold_back(sim, order, args.new_llm, args.steps)
+        registrations[k] = [e for e in catalog if e.llm_id == args.new_llm]
+        catalog = [e for e in catalog if e.llm_id != args.new_llm]
+        order = [c for b in batches for c in b]
+    else:
+        batches = [[order[i] for i in ix] for ix in np.array_split(np.arange(len(order)), args.steps)]
     tmp = Path(tempfile.mkdtemp(prefix="prefstream-online-"))
     s = Settings(broker_port=free_port(), graph_port=free_port(), ray_port=free_port_span(RAY_PORT_SPAN),
                  run_dir=tmp / "run", model_dir=tmp / "models", graph_name="online", trainer_every_minutes=60.0,
                  trainer_after_feedback=args.train_after_feedback, trainer_steps=args.train_steps,
                  trainer_window_minutes=1e9, encoder_max_seq_length=128)
-    counts = PublishedCounts({e.llm_id: e.price_out for e in catalog})
+    counts = PublishedCounts({e.llm_id: e.price_out for es in [catalog, *registrations.values()] for e in es})
     llm_index = {m: j for j, m in enumerate(sim.data.llm_ids)}
     shipped = None
     if args.init_model is not None:  # served from the first request, as a deployment ships a trained model
@@ -191,7 +237,8 @@ def run(args) -> dict:
                 client.publish(e)
             client.flush()
             time.sleep(3.0)
-            steps, nth = _run_steps(client, store, trainer_log, sim, order, late, llm_index, counts, args)
+            steps, nth = _run_steps(client, store, trainer_log, sim, batches, late, llm_index, counts, args,
+                                    registrations)
             cycles = trainer_log.history()
         store.close()
     finally:
@@ -199,7 +246,8 @@ def run(args) -> dict:
     curve = _new_user_curve(nth)
     return {"steps": steps, "new_user_curve": curve, "promotions": promotions(cycles), "users": len(users),
             "init_model": str(args.init_model) if args.init_model else None, "shipped_version": shipped,
-            "skip_users": args.skip_users,
+            "skip_users": args.skip_users, "new_llm": args.new_llm,
+            "registered_before_step": next(iter(registrations), None),
             "late_users": len(late), "comparisons": len(order), "seconds": time.monotonic() - t_start}
 
 
@@ -213,6 +261,12 @@ def plot(res: dict, path: Path) -> None:
     x = [s["feedback_seen"] for s in res["steps"]]
     a.plot(x, [s["accuracy"] for s in res["steps"]], "o-", label="live decisions (what served)")
     a.plot(x, [s["per_user_accuracy"] for s in res["steps"]], "s--", label="per-user win count, same events")
+    if res.get("new_llm"):
+        late = [s for s in res["steps"] if s.get("new_llm_decisions")]
+        a.plot([s["feedback_seen"] for s in late], [s["new_llm_accuracy"] for s in late], "^-",
+               label=f"live, candidates with {res['new_llm']}")
+        a.plot([s["feedback_seen"] for s in late], [s["new_llm_per_user_accuracy"] for s in late], "v--",
+               label=f"count, candidates with {res['new_llm']}")
     a.set_xlabel("feedback events seen")
     a.set_ylabel("picked the answer the user rates best")
     a.legend(fontsize=8)
@@ -233,6 +287,27 @@ def _overall(res: dict, key: str) -> float:
     return sum(s[key] * s["decisions"] for s in res["steps"]) / max(n, 1)
 
 
+def _new_llm_cells(step: dict, llm: str | None) -> str:
+    if not llm:
+        return ""
+    if not step.get("new_llm_decisions"):
+        return " 0 | - | - |"
+    return f" {step['new_llm_decisions']} | {step['new_llm_accuracy']:.3f} | {step['new_llm_per_user_accuracy']:.3f} |"
+
+
+def _new_llm_md(res: dict) -> list[str]:
+    """With --new-llm: when it was registered, and the decisions among candidates that include it, pooled."""
+    llm = res.get("new_llm")
+    if not llm:
+        return []
+    rows = [s for s in res["steps"] if s.get("new_llm_decisions")]
+    n = sum(s["new_llm_decisions"] for s in rows)
+    acc = lambda key: sum(s[key] * s["new_llm_decisions"] for s in rows) / max(n, 1)  # noqa: E731
+    return [f"`{llm}` registered before step {res['registered_before_step']} (none of its comparisons before). "
+            f"The {n} decisions among candidates that include it: served {acc('new_llm_accuracy'):.3f}, per-user "
+            f"count {acc('new_llm_per_user_accuracy'):.3f}.\n"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--users", type=int, default=120)
@@ -246,6 +321,8 @@ def main() -> int:
                     "counting serves until a trained candidate beats it)")
     ap.add_argument("--skip-users", type=int, default=0,
                     help="stream the seed's users from this index on (users a shipped model never saw)")
+    ap.add_argument("--new-llm", help="register this LLM only halfway (none of its comparisons before): does the "
+                    "periodic trainer learn it live? (rows gain the decisions among candidates that include it)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "online.json")
     args = ap.parse_args()
     load0 = os.getloadavg()
@@ -263,12 +340,18 @@ def main() -> int:
            if not res["init_model"] else f"Started serving `{res['init_model']}` (published as "
            f"{res['shipped_version']}), trained on other users; the stream's users are the seed's users "
            f"{res['skip_users']}.. (never in its training).\n"),
-          "| step | feedback seen | served acc | per-user count acc | scorers | trainer cycles |", "|---|---|---|---|---|---|"]
+          *_new_llm_md(res),
+          "| step | feedback seen | served acc | per-user count acc | scorers | trainer cycles |"
+          + (" with the new LLM: decisions | served | count |" if res["new_llm"] else ""),
+          "|---|---|---|---|---|---|" + ("---|---|---|" if res["new_llm"] else "")]
     md += [f"| {s['step']} | {s['feedback_seen']} | {s['accuracy']:.3f} | {s['per_user_accuracy']:.3f} | "
-           f"{json.dumps(s['scorers'])} | {s['trainer_cycles']} |" for s in res["steps"]]
+           f"{json.dumps(s['scorers'])} | {s['trainer_cycles']} |" + _new_llm_cells(s, res["new_llm"])
+           for s in res["steps"]]
     md += ["", "Trainer cycles (candidate, serving and counting on the same fresh pairs):", "",
-           "| candidate | serving before | accuracy | pairs | promoted | serving after |", "|---|---|---|---|---|---|"]
-    md += [f"| {p['candidate']} | {p['serving_before']} | {json.dumps({k: round(v, 3) for k, v in p['accuracy'].items()})} | "
+           "| candidate | trigger | oversampled | serving before | accuracy | pairs | promoted | serving after |",
+           "|---|---|---|---|---|---|---|---|"]
+    md += [f"| {p['candidate']} | {p['trigger']} | {', '.join(p['boosted']) or '-'} | {p['serving_before']} | "
+           f"{json.dumps({k: round(v, 3) for k, v in p['accuracy'].items()})} | "
            f"{p['pairs']} | {p['promoted']} | {p['serving_after']} |" for p in res["promotions"]]
     md += ["", f"Load average {load0[0]:.2f} -> {res['load_avg_end'][0]:.2f} (2 cores)."]
     args.out.with_suffix(".md").write_text("\n".join(md) + "\n")

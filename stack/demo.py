@@ -289,7 +289,8 @@ def promotions(cycles: list[dict]) -> list[dict]:
         out.append({"candidate": c.get("candidate_version"), "serving_before": c.get("serving_version") or "count",
                     "accuracy": v.get("accuracy", {}), "pairs": v.get("pairs", 0), "promoted": c.get("promoted"),
                     "demoted": c.get("demoted", False), "serving_after": c.get("serving_after"),
-                    "reason": c.get("reason")})
+                    "reason": c.get("reason"), "trigger": c.get("trigger", ""),
+                    "boosted": (c.get("window") or {}).get("boosted", [])})
     return out
 
 

@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Collection, Mapping
+from typing import Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -74,21 +74,38 @@ def unlearned(games: Mapping[str, float], seen: Mapping[str, float], n: float) -
 
 
 def seen_games(checkpoint) -> dict[str, float]:
-    """Per LLM, the games a checkpoint's model had when it was trained: what its cycle logged, or, for a model
-    trained elsewhere (`prefstream fit` on files), every LLM of its catalog as fully seen."""
-    logged = (checkpoint.metrics or {}).get("window", {}).get("llm_games")
+    """Per LLM, the games a checkpoint's model had when it was trained: what its cycle logged
+    (``window.llm_games``), or what `prefstream fit` counted in its training files (``llm_games``, trained_games).
+    A checkpoint with neither (written before they were logged) counts every LLM of its catalog as fully seen."""
+    metrics = checkpoint.metrics or {}
+    logged = metrics.get("window", {}).get("llm_games", metrics.get("llm_games"))
     return dict(logged) if logged is not None else {m: float("inf") for m in checkpoint.llm_catalog}
 
 
-def new_llms(games: dict[str, float], last_cycle: dict | None, n: float) -> list[str]:
+def trained_games(samples: Sequence[TrainingSample], init=None) -> dict[str, float]:
+    """Per LLM, the pairwise games in ``samples`` (each comparison once, as the count-based scorer counts them),
+    plus those of ``init`` (a checkpoint the training continued from, seen_games): what `prefstream fit` logs as
+    its checkpoint's ``llm_games``, so a cycle knows which LLMs the model never saw (unlearned)."""
+    from trainer.count_scorer import CountScorer
+
+    games = dict(CountScorer.counted(samples).games)
+    for m, g in (seen_games(init) if init is not None else {}).items():
+        games[m] = games.get(m, 0.0) + g
+    return games
+
+
+def new_llms(games: dict[str, float], last_cycle: dict | None, n: float,
+             seen: Mapping[str, float] | None = None) -> list[str]:
     """LLMs with at least ``n`` pairwise games now (``games``: the count-based scorer's, CountScorer.games) that
-    had fewer when the ``last_cycle`` (a cycles.jsonl record) ran: typically an LLM registered since, whose first
-    feedback no model has trained on. The periodic trainer refreshes early for them. Empty before the first
+    had fewer when the ``last_cycle`` (a cycles.jsonl record) ran, and that the serving model trained on fewer
+    than ``n`` games of (``seen``: seen_games; None when no model serves): typically an LLM registered since, whose
+    first feedback no model has trained on. The periodic trainer refreshes early for them. Empty before the first
     cycle, or when the last record has no counts: the regular cadence runs the first cycle."""
     before = (last_cycle or {}).get("window", {}).get("llm_games")
     if before is None:
         return []
-    return sorted(m for m, g in games.items() if g >= n and before.get(m, 0.0) < n)
+    return sorted(m for m, g in games.items()
+                  if g >= n and before.get(m, 0.0) < n and (seen is None or seen.get(m, 0.0) < n))
 
 
 @dataclass
@@ -167,6 +184,13 @@ class RefreshTrainer:
                   "train_targets": sum(len(s.targets) for s in train),
                   "eval_targets": sum(len(s.targets) for s in evals)}
         return train, evals, window
+
+    def serving_seen(self) -> dict[str, float] | None:
+        """seen_games of the serving version (None when counting serves)."""
+        from trainer.checkpoint import load_checkpoint
+
+        version = self.registry.current()
+        return seen_games(load_checkpoint(self.registry.path(version))) if version else None
 
     def recount(self) -> int:
         """The pairwise games counted (recount_scorer)."""

@@ -37,7 +37,8 @@ def run_cycle(s: Settings, progress: bool = False, trigger: str = "manual") -> d
 
 def recount(s: Settings) -> tuple[int, list[str]]:
     """Refresh the count-based scorer's global rates from the graph (no training). Returns the pairwise games
-    counted and the LLMs with ``trainer_new_llm_games`` games that the last cycle had fewer of (refresh.new_llms)."""
+    counted and the LLMs with ``trainer_new_llm_games`` games that the last cycle had fewer of and the serving model
+    trained on fewer of (refresh.new_llms)."""
     from graphstore import open_store
     from trainer.refresh import RefreshTrainer, new_llms
 
@@ -45,7 +46,10 @@ def recount(s: Settings) -> tuple[int, list[str]]:
     try:
         trainer = RefreshTrainer(store, s.model_dir, refresh_config(s))
         counted = trainer.recount_scorer()
-        return counted.pairs, new_llms(counted.games, trainer.last_cycle(), s.trainer_new_llm_games)
+        due = new_llms(counted.games, trainer.last_cycle(), s.trainer_new_llm_games)
+        if due:  # only those the serving model has not learned (its checkpoint is read only then)
+            due = new_llms(counted.games, trainer.last_cycle(), s.trainer_new_llm_games, trainer.serving_seen())
+        return counted.pairs, due
     finally:
         store.close()
 

@@ -23,6 +23,9 @@ def test_an_llm_that_reached_the_threshold_after_the_last_cycle_is_due():
     now = {"a": 950.0, "b": 260.0, "new": 200.0, "newer": 199.0}
     assert new_llms(now, last, 200) == ["b", "new"]  # b and new crossed 200 since; newer has not yet
     assert new_llms(now, {"window": {"llm_games": now}}, 200) == []  # the last cycle had them: not due again
+    # b crossed 200 only in this stream, but the serving model trained on 6,000 games of it (a shipped model):
+    # only the LLM it has not learned is due
+    assert new_llms(now, last, 200, seen={"a": 6000.0, "b": 6000.0}) == ["new"]
 
 
 def test_no_early_cycle_before_the_first_or_after_a_cycle_that_logged_no_counts():
@@ -67,6 +70,28 @@ def test_the_llms_a_serving_model_trained_on_few_games_of_are_unlearned():
     assert unlearned({"a": 950.0, "b": 400.0, "x": 30.0, "idle": 0.0}, seen_games(cycle_model), 200) == ["b", "x"]
     offline = SimpleNamespace(metrics={"validation": {}}, llm_catalog={"a": 0, "b": 0})  # `prefstream fit` on files
     assert unlearned({"a": 5.0, "b": 5.0, "x": 30.0}, seen_games(offline), 200) == ["x"]
+
+
+def test_a_model_fitted_on_files_logs_its_games_and_an_llm_with_none_is_unlearned():
+    import numpy as np
+    from types import SimpleNamespace
+
+    from graphstore.schema import HeldOutGroup, TrainingSample, UserSubgraph
+    from trainer.refresh import seen_games, trained_games, unlearned
+
+    def sample(t: int, llms: list[str], ratings: list[float]):
+        g = HeldOutGroup("u", "q", np.zeros(4, np.float32), llms, np.array(ratings, np.float32), t)
+        return TrainingSample(UserSubgraph("u"), [g])
+
+    train = [sample(t, ["a", "b"], [1.0, 0.0]) for t in range(5)] + [sample(9, ["a", "b", "c"], [1.0, 0.5, 0.0])]
+    train.append(sample(9, ["a", "b", "c"], [1.0, 0.5, 0.0]))  # the same comparison again: counted once
+    games = trained_games(train)
+    assert games == {"a": 7.0, "b": 7.0, "c": 2.0}
+    # the catalog names x, which no training answer has: fit logs no games of it, so a cycle oversamples it
+    fitted = SimpleNamespace(metrics={"auc": 0.8, "llm_games": games}, llm_catalog={"a": 0, "b": 0, "c": 0, "x": 0})
+    assert unlearned({"a": 5.0, "c": 5.0, "x": 30.0}, seen_games(fitted), 5) == ["c", "x"]
+    # continued from a model (fit --init): its games add to the new ones
+    assert trained_games(train[:1], fitted) == {"a": 8.0, "b": 8.0, "c": 2.0}
 
 
 def test_the_periodic_trainer_says_why_a_cycle_runs():

@@ -165,3 +165,12 @@ def test_the_periodic_trainers_recount_names_an_llm_the_last_cycle_had_not_count
     (tmp_path / CYCLES_FILE).write_text(json.dumps(last) + "\n")
     assert recount(s.model_copy(update={"trainer_new_llm_games": int(games[fresh])}))[1] == [fresh]
     assert recount(s.model_copy(update={"trainer_new_llm_games": int(games[fresh]) + 1}))[1] == []
+    # a serving model that trained on that many games of it (here: `prefstream fit` on files that had them) has
+    # learned it: nothing is due, whatever the last cycle counted
+    from trainer.config import GMTRouterConfig
+    from trainer.model import GMTRouter
+    from trainer.registry import ModelRegistry
+
+    ModelRegistry(tmp_path).publish(GMTRouter(GMTRouterConfig()), promote=True, llm_catalog=sim_store.llm_catalog(),
+                                    metrics={"llm_games": games})
+    assert recount(s.model_copy(update={"trainer_new_llm_games": int(games[fresh])}))[1] == []
