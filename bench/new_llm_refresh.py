@@ -153,8 +153,8 @@ def markdown(res: dict) -> str:
                   f"| {a['count']:.4f} | {pts(vs['refreshed - serving'])} | {pts(vs['refreshed - count'])} | "
                   f"{pts(vs['refreshed - with_x'])} |")
     md += ["", f"Training seconds (two threads): the serving model ({res['serving_steps']} steps) "
-           f"{res['train_s']['serving']:.0f}, the refresh ({res['refresh_steps']} steps) "
-           f"{res['train_s']['refresh']:.0f}.", ""]
+           f"{res['train_s']['serving']:.0f}, the refresh ({res['refresh_steps']} steps at peak learning rate "
+           f"{res.get('warm_lr', 2e-3):g}, trainer.refresh.refit_config) {res['train_s']['refresh']:.0f}.", ""]
     md += [f"## Refreshing once {res['llm']} has played n pairwise games", "",
            "The same later pairs, with the same histories. Games are counted as the trainer's recount counts them. "
            "A plain refresh draws its batches uniformly; a cycle's refresh (trainer.refresh.refit, as run_cycle "
@@ -216,7 +216,8 @@ def main() -> int:
     res: dict = {"command": command_line(), "machine": facts, "llm": args.llm, "refresh_at_ms": cut,
                  "refresh_steps": args.steps, "serving_steps": args.serving_steps, "pairs_with_x": int(inv.sum()),
                  "pairs_without_x": int((~inv).sum()), "new_llm_games": RefreshConfig().new_llm_games,
-                 "new_llm_share": RefreshConfig().new_llm_share, "games_at_refresh": points[-1][0],
+                 "new_llm_share": RefreshConfig().new_llm_share, "warm_lr": RefreshConfig().warm_lr,
+                 "games_at_refresh": points[-1][0],
                  "train_s": {"serving": serving_s, "refresh": early[-1]["refresh_s"]["cycle"]}, "early": early}
     for part, mask in (("with_x", inv), ("without_x", ~inv)):
         res[part] = {m: float(tables[m]["correct"][mask].mean()) for m in METHODS}

@@ -78,7 +78,7 @@ def _llms(sim, g) -> list[str]:
     return [sim.data.llm_ids[m] for m in g.llm_idx]
 
 
-def _hold_back(sim, order: list, llm: str, steps: int) -> tuple[list[list], int]:
+def hold_back(sim, order: list, llm: str, steps: int) -> tuple[list[list], int]:
     """The stream cut into ``steps`` batches with ``llm`` registered halfway: its comparisons before then never
     happened (it did not exist), the rest stream as they come. (batches, the step it is registered before)."""
     cut = len(order) // 2
@@ -89,7 +89,7 @@ def _hold_back(sim, order: list, llm: str, steps: int) -> tuple[list[list], int]
     return batches, first
 
 
-def _schedule(sim, skip: int = 0) -> tuple[list, list, set, list]:
+def schedule(sim, skip: int = 0) -> tuple[list, list, set, list]:
     """(LLM catalog events, users, late users, comparisons in publishing order) of the simulator's users
     from the ``skip``-th on: a quarter of the users join halfway, the rest's first half of comparisons comes
     first."""
@@ -203,10 +203,10 @@ def run(args) -> dict:
 
     sim = Simulator(SimConfig(seed=args.seed, n_users=args.skip_users + args.users, n_new_users=0,
                               turns_min=args.turns, turns_max=args.turns + 10))
-    catalog, users, late, order = _schedule(sim, args.skip_users)
+    catalog, users, late, order = schedule(sim, args.skip_users)
     registrations: dict[int, list] = {}
     if args.new_llm:  # registered halfway: held out of the catalog until then
-        batches, k = _hold_back(sim, order, args.new_llm, args.steps)
+        batches, k = hold_back(sim, order, args.new_llm, args.steps)
         registrations[k] = [e for e in catalog if e.llm_id == args.new_llm]
         catalog = [e for e in catalog if e.llm_id != args.new_llm]
         order = [c for b in batches for c in b]
@@ -216,7 +216,8 @@ def run(args) -> dict:
     s = Settings(broker_port=free_port(), graph_port=free_port(), ray_port=free_port_span(RAY_PORT_SPAN),
                  run_dir=tmp / "run", model_dir=tmp / "models", graph_name="online", trainer_every_minutes=60.0,
                  trainer_after_feedback=args.train_after_feedback, trainer_steps=args.train_steps,
-                 trainer_window_minutes=1e9, encoder_max_seq_length=128)
+                 trainer_window_minutes=1e9, encoder_max_seq_length=128,
+                 **({"trainer_warm_lr": args.warm_lr} if args.warm_lr is not None else {}))
     counts = PublishedCounts({e.llm_id: e.price_out for es in [catalog, *registrations.values()] for e in es})
     llm_index = {m: j for j, m in enumerate(sim.data.llm_ids)}
     shipped = None
@@ -246,7 +247,7 @@ def run(args) -> dict:
     curve = _new_user_curve(nth)
     return {"steps": steps, "new_user_curve": curve, "promotions": promotions(cycles), "users": len(users),
             "init_model": str(args.init_model) if args.init_model else None, "shipped_version": shipped,
-            "skip_users": args.skip_users, "new_llm": args.new_llm,
+            "skip_users": args.skip_users, "new_llm": args.new_llm, "trainer_warm_lr": s.trainer_warm_lr,
             "registered_before_step": next(iter(registrations), None),
             "late_users": len(late), "comparisons": len(order), "seconds": time.monotonic() - t_start}
 
@@ -323,6 +324,8 @@ def main() -> int:
                     help="stream the seed's users from this index on (users a shipped model never saw)")
     ap.add_argument("--new-llm", help="register this LLM only halfway (none of its comparisons before): does the "
                     "periodic trainer learn it live? (rows gain the decisions among candidates that include it)")
+    ap.add_argument("--warm-lr", type=float, help="the trainer's peak learning rate from the serving model "
+                    "(PREFSTREAM_TRAINER_WARM_LR; default: the setting's)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "online.json")
     args = ap.parse_args()
     load0 = os.getloadavg()
@@ -340,7 +343,8 @@ def main() -> int:
            if not res["init_model"] else f"Started serving `{res['init_model']}` (published as "
            f"{res['shipped_version']}), trained on other users; the stream's users are the seed's users "
            f"{res['skip_users']}.. (never in its training).\n"),
-          *_new_llm_md(res),
+          *_new_llm_md(res), f"Trainer cycles fine-tune the serving model at peak learning rate "
+          f"{res['trainer_warm_lr']:g} (PREFSTREAM_TRAINER_WARM_LR).\n",
           "| step | feedback seen | served acc | per-user count acc | scorers | trainer cycles |"
           + (" with the new LLM: decisions | served | count |" if res["new_llm"] else ""),
           "|---|---|---|---|---|---|" + ("---|---|---|" if res["new_llm"] else "")]

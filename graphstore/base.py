@@ -392,6 +392,21 @@ class GraphStore(ABC):
                         return out
         return out
 
+    def serving_samples(self, user_ids: Sequence[str], k: int, after_ms: int,
+                        min_llms: int = 2) -> list[TrainingSample]:
+        """The users' comparisons from ``after_ms`` on, each with the history a router serving it reads (see
+        graphstore.sampler.serving_samples): what the periodic trainer's promotion judge scores."""
+        from graphstore.sampler import serving_samples
+
+        out: list[TrainingSample] = []
+        step = max(1, min(self.batch_size, 256))
+        uids = list(dict.fromkeys(user_ids))
+        for i in range(0, len(uids), step):
+            rows = self._user_rows(uids[i:i + step], 1_000_000)
+            for u in uids[i:i + step]:
+                out += serving_samples(u, rows[u], k, after_ms, min_llms)
+        return out
+
     # --- audit ------------------------------------------------------------------------------------
     def user_history(self, user_id: str, limit: int = 50) -> list[dict]:
         """The user's timeline, newest first: turns (query, LLM, response, rating, feedback events) and the

@@ -61,3 +61,20 @@ def sample_user(user_id: str, rows: Sequence[Sequence], k: int, rng: np.random.G
         targets = targets[:max_targets]
     visible = assemble(user_id, [r for r in rows if int(r[TS]) < cut], k, ratings_before=cut)
     return TrainingSample(visible, targets)
+
+
+def serving_samples(user_id: str, rows: Sequence[Sequence], k: int, after_ms: int,
+                    min_llms: int = 2) -> list[TrainingSample]:
+    """One sample per target group that starts at or after ``after_ms``, with the history a router serving it
+    reads: the last ``k`` turns before it, with the ratings given before it. The promotion judge scores these, so
+    a candidate is judged as it would serve (a training sample's later targets read only the turns before its
+    random cut)."""
+    rows = sorted(rows, key=order_key)
+    out = []
+    for g in _groups(user_id, rows, min_llms):
+        if g.timestamp < after_ms:
+            continue
+        before = [r for r in rows if int(r[TS]) < g.timestamp]
+        if before:
+            out.append(TrainingSample(assemble(user_id, before, k, ratings_before=g.timestamp), [g]))
+    return out

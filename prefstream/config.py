@@ -128,6 +128,8 @@ class Settings(BaseSettings):
                                        "of LLMs the serving model trained on fewer games of")
     trainer_window_minutes: float = Field(7 * 24 * 60.0, gt=0, description="sample users active this recently")
     trainer_steps: int = Field(400, ge=1, description="optimizer steps per refresh cycle")
+    trainer_warm_lr: float = Field(2e-3, gt=0, description="peak learning rate of a cycle's training from the "
+                                   "serving model (a cycle with none trains from scratch at training's rate)")
     trainer_users: int = Field(2000, ge=1, description="recent users sampled per cycle")
     trainer_min_pairs: int = Field(100, ge=1, description="fewest fresh pairs a promotion or demotion is decided on")
     trainer_alpha: float = Field(0.05, gt=0.0, lt=1.0, description="sign-test level: promote only if significantly "

@@ -33,21 +33,31 @@ log = logging.getLogger(__name__)
 CYCLES_FILE = "cycles.jsonl"
 MAX_COPIES = 10  # boosted: the most times one sample is in the list
 NEW_LLM_SHARE = 0.1  # boosted: the share of the list the boosted samples are brought to
+# refit: the peak learning rate from a serving model, training's own. Lower rates scored better on a cycle's fresh
+# pairs (bench/results/refresh_lr.md) but did not serve the later live decisions better (online_new_llm_lr*.md)
+WARM_LR = 2e-3
+
+
+def refit_config(steps: int, seed: int = 0, serving=None, warm_lr: float = WARM_LR):
+    """The TrainConfig of a cycle's training: ``steps`` steps validated every quarter; from the ``serving`` model,
+    its configuration at peak learning rate ``warm_lr`` (PREFSTREAM_TRAINER_WARM_LR); without one, training's
+    defaults."""
+    from trainer.train import TrainConfig
+
+    tcfg = TrainConfig(steps=steps, seed=seed, eval_every=max(steps // 4, 1))
+    return replace(tcfg, model=serving.cfg, lr=warm_lr) if serving is not None else tcfg
 
 
 def refit(train: list[TrainingSample], steps: int, seed: int = 0, serving=None, llms=None, progress: bool = False,
-          boost: Collection[str] = (), share: float = NEW_LLM_SHARE):
-    """Step 3 of a cycle: ``steps`` training steps on ``train`` from the ``serving`` model's weights and
-    configuration (the defaults from scratch without one), validating every quarter of the steps on the first fifth
+          boost: Collection[str] = (), share: float = NEW_LLM_SHARE, warm_lr: float = WARM_LR):
+    """Step 3 of a cycle: ``steps`` training steps on ``train`` from the ``serving`` model's weights (refit_config;
+    the defaults from scratch without one), validating every quarter of the steps on the first fifth
     of ``train`` (training-side targets only: the evaluation set stays unseen). The samples that compare an LLM
     in ``boost`` are drawn as if they were ``share`` of ``train`` (boosted). Returns trainer.train's FitResult."""
-    from trainer.train import TrainConfig, fit
+    from trainer.train import fit
 
-    tcfg = TrainConfig(steps=steps, seed=seed, eval_every=max(steps // 4, 1))
-    if serving is not None:
-        tcfg = replace(tcfg, model=serving.cfg)
-    return fit(boosted(train, boost, share), train[: max(1, len(train) // 5)], tcfg, init=serving,
-               progress=progress, llms=llms)
+    return fit(boosted(train, boost, share), train[: max(1, len(train) // 5)],
+               refit_config(steps, seed, serving, warm_lr), init=serving, progress=progress, llms=llms)
 
 
 def boosted(train: list[TrainingSample], llms: Collection[str], share: float,
@@ -118,7 +128,12 @@ class RefreshConfig:
     min_pairs: int = 100  # fewest fresh comparison pairs a promotion (or demotion) is decided on
     new_llm_games: int = 200  # an LLM the serving model trained on fewer games of is boosted (unlearned)...
     new_llm_share: float = NEW_LLM_SHARE  # ...to this share of the training samples (boosted)
+    warm_lr: float = WARM_LR  # peak learning rate of a refresh from the serving model (refit_config)
     alpha: float = 0.05  # one-sided sign-test level
+    # the judge scores every fresh comparison of the sampled users with the history a router serving it reads
+    # (GraphStore.serving_samples); False: the training samples' later targets, whose history ends at the sample's
+    # random cut, often many turns before them
+    served_evals: bool = True
     seed: int = 0
 
 
@@ -177,6 +192,8 @@ class RefreshTrainer:
             return [], [], {"since_ms": since, "users": len(users), "samples": 0}
         cutoff = int(stamps[min(len(stamps) - 1, int(len(stamps) * (1 - self.cfg.eval_fraction)))])
         train, evals = split_prequential(samples, cutoff)
+        if self.cfg.served_evals:  # each fresh comparison with the history before it, as a router reads it
+            evals = self.store.serving_samples(sorted({s.visible.user_id for s in samples}), self.cfg.k, cutoff)
         # other users' ratings of the same query, as known before the cutoff (the judged side sees no later ones)
         CrowdTable.from_samples(samples, before_ms=cutoff).attach(g for s in train + evals for g in s.targets)
         window = {"since_ms": since, "cutoff_ms": cutoff, "users": len(users), "samples": len(samples),
@@ -240,7 +257,7 @@ class RefreshTrainer:
             return self._log(record, t0)
         if candidate is None:
             candidate = refit(train, self.cfg.steps, self.cfg.seed, serving, llms, progress, boost,
-                              self.cfg.new_llm_share).model
+                              self.cfg.new_llm_share, self.cfg.warm_lr).model
         groups = [g for s in evals for g in s.targets]
         scored = {"candidate": score_samples(candidate, evals, llm_table(llms, candidate.cfg.llm_prices)),
                   "count": CountScorer.counted(train).score_samples(evals)}  # counting as it served before the cutoff

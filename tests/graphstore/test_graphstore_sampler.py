@@ -83,3 +83,20 @@ def test_single_rated_turns_only_with_min_llms_1(store):
 
 def test_empty_graph_gives_no_samples(store):
     assert store.sample_training(n_users=5, k=3, seed=0) == []
+
+
+def test_served_samples_read_every_turn_before_each_comparison(store):
+    """What the promotion judge scores: each comparison from the cutoff on, with the last k turns before it and
+    only the ratings given before it, as a router serving it would read them."""
+    ingest_users(store, n_users=2, n_turns=8)
+    after = 10_000 + 5000  # user u1's groups 5, 6, 7; none of u0's (before 10,000)
+    out = store.serving_samples(["u0", "u1"], k=30, after_ms=after)
+    assert [(s.visible.user_id, s.targets[0].timestamp) for s in out] == [("u1", 10_000 + 1000 * i) for i in (5, 6, 7)]
+    for i, s in zip((5, 6, 7), out):
+        v = s.visible
+        assert len(v) == 3 * i and int(v.timestamps.max()) < s.targets[0].timestamp  # every earlier answer
+        # u1's group 1 got its ratings 900 s later, after every target here: unrated; the rest rated
+        assert {tid for tid, r in zip(v.turn_ids, v.rating.tolist()) if math.isnan(r)} == {
+            f"u1-1-{m}" for m in ("m1", "m2", "m3")}
+    assert len(store.serving_samples(["u1"], k=6, after_ms=after)[0].visible) == 6  # the last k turns
+    assert store.serving_samples(["u0"], k=6, after_ms=after) == []

@@ -23,6 +23,28 @@ def test_prequential_split_never_trains_on_what_it_evaluates(sim_store):
         assert max(s.visible.timestamps, default=-1) < min(g.timestamp for g in s.targets)
 
 
+def test_the_judge_scores_each_fresh_comparison_once_with_the_history_a_router_reads(sim_store, tmp_path):
+    """served_evals: one eval sample per comparison at or after the cutoff, none twice, each with every turn
+    before it (up to k), where a training sample's later target reads only what came before its random cut."""
+    from dataclasses import replace
+
+    cfg = RefreshConfig(window_minutes=1e9, users=100, k=500)
+    train, evals, window = RefreshTrainer(sim_store, tmp_path, cfg).sample(seed=0)
+    cutoff = window["cutoff_ms"]
+    keys = [(g.user_id, g.conversation_id, g.turn) for s in evals for g in s.targets]
+    assert evals and all(len(s.targets) == 1 for s in evals) and len(set(keys)) == len(keys)
+    assert all(g.timestamp < cutoff for s in train for g in s.targets)
+    for s in evals:
+        (g,) = s.targets
+        assert g.timestamp >= cutoff and max(s.visible.timestamps) < g.timestamp
+        every = sim_store.serving_samples([g.user_id], 500, g.timestamp)[0].visible  # as served at that time
+        assert len(s.visible) == len(every)
+    # the same seed without it: the same training side, and the later targets of those samples
+    old_train, old_evals, _ = RefreshTrainer(sim_store, tmp_path, replace(cfg, served_evals=False)).sample(seed=0)
+    assert [len(s.targets) for s in old_train] == [len(s.targets) for s in train]
+    assert sum(len(s.visible) for s in old_evals) < sum(len(s.visible) for s in evals)
+
+
 def test_a_cycles_targets_carry_crowd_evidence_known_before_the_cutoff(sim_store, tmp_path):
     """Each sampled target gets other users' ratings of its query from the comparisons before the cutoff; its
     own user's are left out (a table without that user gives the same evidence)."""
