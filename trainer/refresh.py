@@ -3,7 +3,8 @@
 One cycle (prequential):
 1. cutoff T = the time before which the newest ``eval_fraction`` of recent turns begin;
 2. sample recent users' histories from the graph store (time-respecting samples, see graphstore.sampler);
-   targets before T train, targets at or after T evaluate: training never sees the feedback it is judged on;
+   targets before T train; the sampled users' comparisons at or after T are judged, each once with the history a
+   router serving it reads (``served_evals``): training never sees the feedback it is judged on;
 3. warm-start from the serving version and train;
 4. count the global win rates of the count-based scorer on the training side (to judge) and, for serving,
    over every recent comparison (``recount``, also run between cycles);
