@@ -110,12 +110,10 @@ def _route_batch(client, sim, batch: list, counts, llm_index: dict, late: set, s
     """Route a step's comparisons live (all sent first) and score them and the per-user count's picks
     against the users' true utilities; updates seen_per_user and the late users' nth.
     (hits, count hits, decisions per scorer, router latencies)."""
-    futs = [client.route_async(u, sim.data.queries[g.query_idx],
-                               candidates=[sim.data.llm_ids[m] for m in g.llm_idx],
+    futs = [client.route_async(u, sim.data.queries[g.query_idx], candidates=_llms(sim, g),
                                conversation_id=g.conversation_id, deadline_ms=DEADLINE_MS)
             for u, _, g in batch]
-    picks = counts.choose([u for u, _, _ in batch], [[sim.data.llm_ids[m] for m in g.llm_idx]
-                                                     for _, _, g in batch])
+    picks = counts.choose([u for u, _, _ in batch], [_llms(sim, g) for _, _, g in batch])
     hits, count_hits, scorers, lat = [], [], {}, []
     for (u, evs, g), f, cp in zip(batch, futs, picks):
         d = f.result(timeout=120)

@@ -377,19 +377,13 @@ class GraphStore(ABC):
 
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         pool = [u for u, _ in self.active_users(since_ms)]
-        order = rng.permutation(len(pool))
         out: list[TrainingSample] = []
-        step = max(1, min(self.batch_size, 256))
-        for i in range(0, len(order), step):
-            uids = [pool[j] for j in order[i:i + step]]
-            rows = self._user_rows(uids, 1_000_000)
-            for u in uids:
-                s = sample_user(u, rows[u], k, rng, min_targets=min_targets, min_llms=min_llms,
-                                max_targets=max_targets)
-                if s is not None:
-                    out.append(s)
-                    if len(out) >= n_users:
-                        return out
+        for u, rows in self._whole_histories([pool[j] for j in rng.permutation(len(pool))]):
+            s = sample_user(u, rows, k, rng, min_targets=min_targets, min_llms=min_llms, max_targets=max_targets)
+            if s is not None:
+                out.append(s)
+                if len(out) >= n_users:
+                    return out
         return out
 
     def serving_samples(self, user_ids: Sequence[str], k: int, after_ms: int,
@@ -398,14 +392,16 @@ class GraphStore(ABC):
         graphstore.sampler.serving_samples): what the periodic trainer's promotion judge scores."""
         from graphstore.sampler import serving_samples
 
-        out: list[TrainingSample] = []
+        return [s for u, rows in self._whole_histories(list(dict.fromkeys(user_ids)))
+                for s in serving_samples(u, rows, k, after_ms, min_llms)]
+
+    def _whole_histories(self, user_ids: list[str]) -> Iterator[tuple[str, list[list]]]:
+        """(user, every stored turn row of theirs) in ``user_ids``' order, read a batch of users at a time."""
         step = max(1, min(self.batch_size, 256))
-        uids = list(dict.fromkeys(user_ids))
-        for i in range(0, len(uids), step):
-            rows = self._user_rows(uids[i:i + step], 1_000_000)
-            for u in uids[i:i + step]:
-                out += serving_samples(u, rows[u], k, after_ms, min_llms)
-        return out
+        for i in range(0, len(user_ids), step):
+            rows = self._user_rows(user_ids[i:i + step], 1_000_000)
+            for u in user_ids[i:i + step]:
+                yield u, rows[u]
 
     # --- audit ------------------------------------------------------------------------------------
     def user_history(self, user_id: str, limit: int = 50) -> list[dict]:

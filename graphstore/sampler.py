@@ -13,6 +13,7 @@ Rules (the trainer's contract):
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
 
 import numpy as np
@@ -69,12 +70,11 @@ def serving_samples(user_id: str, rows: Sequence[Sequence], k: int, after_ms: in
     reads: the last ``k`` turns before it, with the ratings given before it. The promotion judge scores these, so
     a candidate is judged as it would serve (a training sample's later targets read only the turns before its
     random cut)."""
-    rows = sorted(rows, key=order_key)
+    rows = sorted(rows, key=order_key)  # by time first
+    stamps = [int(r[TS]) for r in rows]
     out = []
     for g in _groups(user_id, rows, min_llms):
-        if g.timestamp < after_ms:
-            continue
-        before = [r for r in rows if int(r[TS]) < g.timestamp]
-        if before:
-            out.append(TrainingSample(assemble(user_id, before, k, ratings_before=g.timestamp), [g]))
+        n_before = bisect_left(stamps, g.timestamp)  # the rows strictly before it
+        if g.timestamp >= after_ms and n_before:
+            out.append(TrainingSample(assemble(user_id, rows[:n_before], k, ratings_before=g.timestamp), [g]))
     return out

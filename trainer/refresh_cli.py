@@ -46,9 +46,10 @@ def recount(s: Settings) -> tuple[int, list[str]]:
     try:
         trainer = RefreshTrainer(store, s.model_dir, refresh_config(s))
         counted = trainer.recount_scorer()
-        due = new_llms(counted.games, trainer.last_cycle(), s.trainer_new_llm_games)
+        last = trainer.last_cycle()
+        due = new_llms(counted.games, last, s.trainer_new_llm_games)
         if due:  # only those the serving model has not learned (its checkpoint is read only then)
-            due = new_llms(counted.games, trainer.last_cycle(), s.trainer_new_llm_games, trainer.serving_seen())
+            due = new_llms(counted.games, last, s.trainer_new_llm_games, trainer.serving_seen())
         return counted.pairs, due
     finally:
         store.close()
