@@ -111,11 +111,6 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     # the issue's "k": training samples show 40-160 visible turns (fewer only where the user has fewer) instead
     # of 0-160, closer to the 120 served to a user with a long past; against crowd=earlier+chain_targets
     "crowd=earlier+chain_targets+k_min=40": ({}, {"chain_targets": True, "k_min": 40}),
-    # a fifth evidence term: the user's ratings of the candidate at their own level (a thumbs-up, a score) minus a
-    # learned constant, beside the counts' ratings centred within their comparison; against crowd=earlier+chain_targets
-    "crowd=earlier+chain_targets+levels=constant": ({"levels": "constant"}, {"chain_targets": True}),
-    # the same minus the user's mean visible rating instead of a shared constant: against crowd=earlier+chain_targets
-    "crowd=earlier+chain_targets+levels=user_mean": ({"levels": "user_mean"}, {"chain_targets": True}),
 }
 #: what validation and test targets' crowd reads (trainer.data.CROWD_SOURCES). Every row was measured with the
 #: training split's ratings, the protocol before session 27; ``crowd=earlier`` is the defaults with the crowd

@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass, field, fields
 
 
 MEMORY_SPACES = ("text", "topics", "both")
-LEVELS = ("off", "constant", "user_mean")
 LR_SCHEDULES = ("cosine", "constant")
 LLM_PRICE_FEATURES = 2  # log(1 + price) per million input and output tokens (trainer.graph.llm_vector)
 
@@ -29,10 +28,6 @@ class GMTRouterConfig:
     #                             "topics" (their learned topic memberships, trained with the rest) or "both"
     #                             (the text similarity times a learned power of the topics' similarity)
     counts: bool = True  # the same over all of the user's past queries (a per-user win count)
-    # the same again, over each rating's own level (a thumbs-up, a score), not its difference from the sibling
-    # answers: what an answer that its sibling matched says about the LLM. "off"; "constant": minus a learned
-    # constant; "user_mean": minus the user's mean visible rating
-    levels: str = "off"
     gates: bool = True  # evidence weights shifted per user by the (rating-blind) HGT state and history length
     prior_gate: bool = True  # the posterior's prior strength scaled per user by the same rating-blind inputs
     # the prior_gate scales each feature's prior strength separately (which taste dimensions this user's graph
@@ -61,8 +56,6 @@ class GMTRouterConfig:
         return self.emb_dim + (LLM_PRICE_FEATURES if self.llm_prices else 0)
 
     def __post_init__(self) -> None:
-        if self.levels not in LEVELS:
-            raise ValueError(f"GMTRouterConfig.levels is one of {LEVELS}, got {self.levels!r}")
         if self.memory_space not in MEMORY_SPACES:
             raise ValueError(f"GMTRouterConfig.memory_space is one of {MEMORY_SPACES}, got {self.memory_space!r}")
 
@@ -76,7 +69,7 @@ class GMTRouterConfig:
         if unknown:
             raise ValueError(f"unknown GMTRouterConfig fields {unknown} (a checkpoint of another model version?)")
         return cls(**{"crowd": False, "gates": False, "prior_gate": False, "structure": False, "robust_prior": False,
-                      "levels": "off", **d})  # a checkpoint from before these terms has none
+                      **d})  # a checkpoint from before these terms has none
 
 
 

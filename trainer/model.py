@@ -9,7 +9,6 @@ through paths whose sign is fixed.
                    + a_count(u) * counts_u(m)            the same over all of u's past queries
                    + a_conv(u) * conversation_u(m)       m's rating on the previous turn of this conversation
                    + a_crowd(u) * crowd(q, m | not u)    other users' centred ratings of m on this same query text
-                   + a_level(u) * levels_u(m)            u's ratings of m minus a shared constant (cfg.levels)
 
     h_u = HGT(user's turns, their queries, LLMs and conversation chain; NOT their rating values)
     a_*(u) = softplus(shared + linear(h_u, log(1 + turns of u)))   how much this kind of user's evidence counts
@@ -136,16 +135,10 @@ class PersonalMemory(nn.Module):
     shrunk towards 0; it only rises when m is rated higher (|centered rating| <= 1/2 keeps the average
     of a winner's ratings from falling)."""
 
-    def __init__(self, tau: float = 5.0, prior: float = 1.0, sharpen: bool = False, levels: str = "off"):
+    def __init__(self, tau: float = 5.0, prior: float = 1.0, sharpen: bool = False):
         super().__init__()
         self.log_tau = nn.Parameter(torch.tensor(float(tau)).log())
         self.log_prior = nn.Parameter(torch.tensor(float(prior)).log())
-        # with ``levels``, each rating's own level minus a learned constant c = sigmoid(center_logit) in (0, 1)
-        # (1/2 at init) instead of the rating centered within its comparison: a thumbs-up or a score says how good
-        # the answer was, not only whether it beat its sibling. c is shared, so a rating still moves only the
-        # average of its own LLM, and r - c in [-c, 1 - c] keeps a 1 from lowering it or a 0 from raising it
-        self.levels = levels
-        self.center_logit = nn.Parameter(torch.tensor(0.0)) if levels == "constant" else None
         # with ``sharpen``, a second similarity (the topic memberships) multiplies the first: tau_topic = 1 at init
         self.log_tau_topic = nn.Parameter(torch.tensor(0.0)) if sharpen else None
 
@@ -161,12 +154,7 @@ class PersonalMemory(nn.Module):
         if sharpen is not None:
             logw = logw + self.log_tau_topic.exp() * (self._cos(b, *sharpen) - 1.0)
         w = torch.exp(logw)  # [P] in (0, 1]: blind to the ratings
-        if self.levels == "constant":
-            r = b.data["response"].x[b.mem_turn, 2] - torch.sigmoid(self.center_logit)  # [P] level minus c
-        elif self.levels == "user_mean":
-            r = b.data["response"].x[b.mem_turn, 4]  # [P] level minus the user's mean visible rating
-        else:
-            r = b.data["response"].x[b.mem_turn, 0]  # [P] centered rating within its comparison
+        r = b.data["response"].x[b.mem_turn, 0]  # [P] centered rating within its comparison
         den = scatter(w, b.mem_cand, 0, dim_size=n_c, reduce="sum") + self.log_prior.exp()  # [N_c]
         return w * r / den[b.mem_cand]
 
@@ -204,14 +192,9 @@ class GMTRouter(nn.Module):
         if self.counts is not None:
             self.counts.log_tau.requires_grad_(False)  # every past query counts alike
         self.count_weight = nn.Parameter(torch.tensor(0.0)) if cfg.counts else None
-        on = cfg.levels != "off"
-        self.levels = PersonalMemory(tau=1e-3, prior=2.0, levels=cfg.levels) if on else None
-        if self.levels is not None:
-            self.levels.log_tau.requires_grad_(False)  # every past query counts alike, as in the counts
-        self.level_weight = nn.Parameter(torch.tensor(0.0)) if on else None
         self.conv_weight = nn.Parameter(torch.tensor(0.0)) if cfg.conversation else None
         n_in = h + 1 + int(cfg.structure)  # user_inputs' width
-        self.gate = nn.Linear(n_in, self.n_terms) if cfg.gates else None  # zero at init: the shared weights alone
+        self.gate = nn.Linear(n_in, 4) if cfg.gates else None  # zero at init: the shared weights alone
         if self.gate is not None:
             nn.init.zeros_(self.gate.weight)
             nn.init.zeros_(self.gate.bias)
@@ -252,7 +235,7 @@ class GMTRouter(nn.Module):
             s = s + (phi_c * w[b.req_user][b.cand_req]).sum(-1)
             if keep is not None:
                 keep.update(g_t=g_t, phi_t=phi_t, phi_c=phi_c, w=w, prec=self.pref.precision(scale, n_user))
-        a = self.evidence_weights(self.gates(b, h, u_in))  # [N_c, n_terms] this user's weights (rating-blind)
+        a = self.evidence_weights(self.gates(b, h, u_in))  # [N_c, 4] this user's weights (rating-blind)
         if keep is not None:
             keep["evidence_weights"] = a
         if self.memory is not None:
@@ -263,14 +246,7 @@ class GMTRouter(nn.Module):
             s = s + a[:, 2] * b.conv_prev
         if self.crowd_weight is not None and b.crowd is not None:
             s = s + a[:, 3] * b.crowd
-        if self.levels is not None:
-            s = s + a[:, 4] * self.levels(b)
         return s
-
-    @property
-    def n_terms(self) -> int:
-        """How many evidence weights the model has: memory, counts, conversation, crowd (and levels)."""
-        return 4 if self.cfg.levels == "off" else 5
 
     def memory_space(self, t_req: Tensor, t_graph: Tensor) -> tuple[tuple[Tensor, Tensor] | None, ...]:
         """(space, sharpen) for :meth:`PersonalMemory.terms` (``cfg.memory_space``): "text" (None, None), the
@@ -281,22 +257,21 @@ class GMTRouter(nn.Module):
         return {"text": (None, None), "topics": (topics, None), "both": (None, topics)}[self.cfg.memory_space]
 
     def evidence_weights(self, gate: Tensor) -> Tensor:
-        """[N_c, n_terms] the memory, counts, conversation, crowd (and levels) weights 4 * softplus(shared + gate)
-        of each candidate's user (0 for a term the model does not have); gate [N_c, n_terms] from :meth:`gates`."""
-        shared = (self.mem_weight, self.count_weight, self.conv_weight, self.crowd_weight, self.level_weight)
-        shared = shared[:self.n_terms]
+        """[N_c, 4] the memory, counts, conversation and crowd weights 4 * softplus(shared + gate) of each
+        candidate's user (0 for a term the model does not have); gate [N_c, 4] from :meth:`gates`."""
+        shared = (self.mem_weight, self.count_weight, self.conv_weight, self.crowd_weight)
         return torch.stack([F.softplus(w + gate[:, k]) * 4.0 if w is not None else torch.zeros_like(gate[:, k])
                             for k, w in enumerate(shared)], dim=-1)
 
     def gates(self, b: GraphBatch, h: Tensor, inputs: Tensor | None = None) -> Tensor:
-        """[N_c, n_terms] shifts of the memory, counts, conversation, crowd (and levels) weights for each candidate's user,
+        """[N_c, 4] shifts of the memory, counts, conversation and crowd weights for each candidate's user,
         from the user's HGT state and number of visible turns (zeros without ``cfg.gates``). Both are blind to
         ratings, so each weight softplus(shared + shift) is >= 0 and a rating cannot move it: the sign
         guarantee of the evidence terms holds per user. ``inputs``: :meth:`user_inputs`, when already built."""
         n_c = b.cand.size(0)
         if self.gate is None:
-            return b.cand.new_zeros(n_c, self.n_terms)
-        g = self.gate(self.user_inputs(b, h) if inputs is None else inputs)  # [U, n_terms]
+            return b.cand.new_zeros(n_c, 4)
+        g = self.gate(self.user_inputs(b, h) if inputs is None else inputs)  # [U, 4]
         return g[b.req_user][b.cand_req]
 
     def user_inputs(self, b: GraphBatch, h: Tensor) -> Tensor:

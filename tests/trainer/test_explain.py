@@ -18,22 +18,18 @@ def _global(model: GMTRouter, b) -> np.ndarray:
     return model.head(h[b.req_user][b.cand_req], t_req, b.cand_req, b.cand_unique, b.cand_inv).numpy()
 
 
-@pytest.mark.parametrize("gate_scale,robust,space,levels", [
-    (0.0, False, "text", False), (0.5, False, "text", False), (0.5, True, "text", False),
-    (0.5, False, "topics", False), (0.5, False, "both", False), (0.5, False, "text", True)])
-def test_pushes_sum_to_the_personal_term_and_name_the_turns(gate_scale, robust, space, levels):
+@pytest.mark.parametrize("gate_scale,robust,space", [(0.0, False, "text"), (0.5, False, "text"), (0.5, True, "text"),
+                                                     (0.5, False, "topics"), (0.5, False, "both")])
+def test_pushes_sum_to_the_personal_term_and_name_the_turns(gate_scale, robust, space):
     """Also with per-user evidence weights (random gates): the pushes use the user's own weights; with the
-    robust prior, whose penalty is not quadratic (kappa small, so its linear part is reached); with the
-    memory's similarity over topic memberships, or sharpened by them; and with the levels term."""
+    robust prior, whose penalty is not quadratic (kappa small, so its linear part is reached); and with the
+    memory's similarity over topic memberships, or sharpened by them."""
     torch.manual_seed(0)
     model = GMTRouter(GMTRouterConfig(emb_dim=D, hidden=16, topics=4, pref_dim=6, heads=2, robust_prior=robust,
-                                      memory_space=space, levels="constant" if levels else "off")).eval()
+                                      memory_space=space)).eval()
     with torch.no_grad():
         if robust:
             model.pref.log_kappa.fill_(np.log(0.3))
-        if levels:  # a centre away from 1/2 and a weight that matters
-            model.levels.center_logit.fill_(0.7)
-            model.level_weight.fill_(1.5)
         model.mem_weight.fill_(1.0)
         model.gate.weight.normal_(0.0, gate_scale)
         model.prior_gate.weight.normal_(0.0, gate_scale)
