@@ -215,7 +215,8 @@ def run(args) -> dict:
                  run_dir=tmp / "run", model_dir=tmp / "models", graph_name="online", trainer_every_minutes=60.0,
                  trainer_after_feedback=args.train_after_feedback, trainer_steps=args.train_steps,
                  trainer_window_minutes=1e9, encoder_max_seq_length=128,
-                 **({"trainer_warm_lr": args.warm_lr} if args.warm_lr is not None else {}))
+                 **({"trainer_warm_lr": args.warm_lr} if args.warm_lr is not None else {}),
+                 **({"trainer_anchor": args.anchor} if args.anchor is not None else {}))
     counts = PublishedCounts({e.llm_id: e.price_out for es in [catalog, *registrations.values()] for e in es})
     llm_index = {m: j for j, m in enumerate(sim.data.llm_ids)}
     shipped = None
@@ -246,6 +247,7 @@ def run(args) -> dict:
     return {"steps": steps, "new_user_curve": curve, "promotions": promotions(cycles), "users": len(users),
             "init_model": str(args.init_model) if args.init_model else None, "shipped_version": shipped,
             "skip_users": args.skip_users, "new_llm": args.new_llm, "trainer_warm_lr": s.trainer_warm_lr,
+            "trainer_anchor": s.trainer_anchor,
             "registered_before_step": next(iter(registrations), None),
             "late_users": len(late), "comparisons": len(order), "seconds": time.monotonic() - t_start}
 
@@ -324,6 +326,8 @@ def main() -> int:
                     "periodic trainer learn it live? (rows gain the decisions among candidates that include it)")
     ap.add_argument("--warm-lr", type=float, help="the trainer's peak learning rate from the serving model "
                     "(PREFSTREAM_TRAINER_WARM_LR; default: the setting's)")
+    ap.add_argument("--anchor", type=float, help="the trainer's pull back to the serving weights "
+                    "(PREFSTREAM_TRAINER_ANCHOR; default: the setting's)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "online.json")
     args = ap.parse_args()
     load0 = os.getloadavg()
@@ -342,7 +346,8 @@ def main() -> int:
            f"{res['shipped_version']}), trained on other users; the stream's users are the seed's users "
            f"{res['skip_users']}.. (never in its training).\n"),
           *_new_llm_md(res), f"Trainer cycles fine-tune the serving model at peak learning rate "
-          f"{res['trainer_warm_lr']:g} (PREFSTREAM_TRAINER_WARM_LR).\n",
+          f"{res['trainer_warm_lr']:g} (PREFSTREAM_TRAINER_WARM_LR), pulled back to its weights by "
+          f"{res.get('trainer_anchor', 0.0):g} (PREFSTREAM_TRAINER_ANCHOR).\n",
           "| step | feedback seen | served acc | per-user count acc | scorers | trainer cycles |"
           + (" with the new LLM: decisions | served | count |" if res["new_llm"] else ""),
           "|---|---|---|---|---|---|" + ("---|---|---|" if res["new_llm"] else "")]

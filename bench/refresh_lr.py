@@ -1,4 +1,5 @@
-"""Which learning rate should a trainer cycle fine-tune the serving model at? (trainer.refresh.refit_config)
+"""Which learning rate (and pull back to the serving weights) should a trainer cycle fine-tune the serving model at?
+(trainer.refresh.refit_config)
 
     python bench/refresh_lr.py --init-model CKPT_WITHOUT_X    # -> bench/results/refresh_lr.{json,md}
 
@@ -8,7 +9,8 @@ bench/online.py --new-llm found that a promoted cycle learns a new LLM but serve
 Ingestor, up to each of ``--points`` steps of 16, publishes the shipped model (trained without X by `prefstream
 fit`, see bench/online.py) as the serving version, and draws a cycle's samples as trainer/refresh.py does
 (RefreshTrainer.sample, ``--seeds`` as cycle seeds). From the same samples it refits the serving model at each
-peak learning rate of ``--lrs`` (trainer.refresh.refit, X's comparisons oversampled as a cycle does) and scores
+peak learning rate of ``--lrs``, each with its pull back to the serving weights when given (RATE:ANCHOR,
+TrainConfig.anchor; trainer.refresh.refit, X's comparisons oversampled as a cycle does) and scores
 every candidate, the serving model and counting on the cycle's fresh pairs, as the promotion judge does, split into
 pairs with X and the others. ``vs first`` is each rate against the first of ``--lrs`` on the same pairs (one-sided
 sign test of trainer.promotion.compare). Accuracy only: the timings are not results.
@@ -99,9 +101,9 @@ def one_cycle(store, model_dir: Path, args, seed: int) -> list[dict]:
     drawn = {e: t.sample(seed) for e, t in trainers.items()}  # the same seed: the same training samples
     train = drawn[args.evals[0]][0]
     models = {"serving": serving}
-    for lr in args.lrs:
-        models[f"lr={lr:g}"] = refit(train, cfg.steps, cfg.seed, serving, llms, False, boost, cfg.new_llm_share,
-                                     warm_lr=lr).model
+    for lr, anchor in args.lrs:
+        models[refit_name(lr, anchor)] = refit(train, cfg.steps, cfg.seed, serving, llms, False, boost,
+                                               cfg.new_llm_share, warm_lr=lr, anchor=anchor).model
     rows = []
     for e, (_, evals, window) in drawn.items():
         groups = [g for s in evals for g in s.targets]
@@ -118,6 +120,20 @@ def one_cycle(store, model_dir: Path, args, seed: int) -> list[dict]:
         print(f"  seed {seed} {e}: " + ", ".join(f"{n} {v['all']:.4f}" for n, v in scorers.items()), flush=True)
         rows.append({"seed": seed, "evals": e, "boosted": boost, "window": window, "scorers": scorers})
     return rows
+
+
+def refit_name(lr: float, anchor: float) -> str:
+    """A refit's column: "lr=R", or "lr=R,anchor=A" with a pull back to the serving weights."""
+    return f"lr={lr:g}" + (f",anchor={anchor:g}" if anchor else "")
+
+
+def parse_refits(spec: str) -> list[tuple[float, float]]:
+    """"2e-3,2e-3:30,5e-4" -> [(lr, anchor)]: each refit's peak rate and TrainConfig.anchor (0 when not given)."""
+    out = []
+    for item in spec.split(","):
+        lr, _, anchor = item.partition(":")
+        out.append((float(lr), float(anchor or 0.0)))
+    return out
 
 
 def run(args) -> list[dict]:
@@ -139,8 +155,8 @@ def run(args) -> list[dict]:
     return out
 
 
-def table(rows: list[dict], lrs: list[float]) -> list[str]:
-    names = ["count", "serving", *[f"lr={lr:g}" for lr in lrs]]
+def table(rows: list[dict], lrs: list[tuple[float, float]]) -> list[str]:
+    names = ["count", "serving", *[refit_name(*r) for r in lrs]]
     md = ["| steps streamed | cycle seed | judge's pairs | fresh pairs (with X) | " + " | ".join(names) + " |",
           "|---|---|---|---|" + "---|" * len(names)]
     for r in rows:
@@ -166,7 +182,9 @@ def main() -> int:
     ap.add_argument("--new-llm", default="llama3-chatqa-1.5-70b")
     ap.add_argument("--points", default="8,12,16", help="stream steps ingested before each cycle (of --steps)")
     ap.add_argument("--seeds", default="0,1", help="cycle seeds (the samples a cycle draws)")
-    ap.add_argument("--lrs", default="2e-3,5e-4,2e-4", help="peak learning rates; the first is the reference")
+    ap.add_argument("--lrs", default="2e-3,5e-4,2e-4",
+                    help="refits: peak learning rates, each optionally :ANCHOR (TrainConfig.anchor, the pull back to "
+                    "the serving weights), e.g. 2e-3,2e-3:30; the first is the reference")
     ap.add_argument("--evals", default="served,sample", help="the judge's fresh pairs: served (as routers read "
                     "the history, RefreshConfig.served_evals) and/or sample (the training samples' later targets)")
     ap.add_argument("--users", type=int, default=200)
@@ -181,7 +199,7 @@ def main() -> int:
     args = ap.parse_args()
     args.points = [int(x) for x in args.points.split(",")]
     args.seeds = [int(x) for x in args.seeds.split(",")]
-    args.lrs = [float(x) for x in args.lrs.split(",")]
+    args.lrs = parse_refits(args.lrs)
     args.evals = [x for x in args.evals.split(",") if x]
     load0 = os.getloadavg()
     rows = run(args)

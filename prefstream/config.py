@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     trainer_steps: int = Field(400, ge=1, description="optimizer steps per refresh cycle")
     trainer_warm_lr: float = Field(2e-3, gt=0, description="peak learning rate of a cycle's training from the "
                                    "serving model (a cycle with none trains from scratch at training's rate)")
+    trainer_anchor: float = Field(10.0, ge=0, description="pull of every weight back to the serving model's in a "
+                                  "cycle's training: after each step a weight moves learning rate x this of the "
+                                  "way back (0: none)")
     trainer_users: int = Field(2000, ge=1, description="recent users sampled per cycle")
     trainer_min_pairs: int = Field(100, ge=1, description="fewest fresh pairs a promotion or demotion is decided on")
     trainer_alpha: float = Field(0.05, gt=0.0, lt=1.0, description="sign-test level: promote only if significantly "

@@ -102,6 +102,10 @@ class TrainConfig:
     # weights to the bit with any number of threads; False: torch's default kernels, whose CPU backward of a
     # gather adds into shared rows in thread order (bench/train_determinism.py times both)
     deterministic: bool = True
+    # > 0: after every optimizer step each weight moves lr_t * anchor of the way back to its value when training
+    # started (an L2 pull decoupled from Adam's scaling, as AdamW decouples weight decay): a refresh from the
+    # serving model keeps what that model learned from data the refresh does not see (trainer.refresh.refit_config)
+    anchor: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -109,6 +113,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.ema is a decay per step in [0, 1), got {self.ema}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"TrainConfig.lr_schedule is one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.anchor < 0:
+            raise ValueError(f"TrainConfig.anchor is a pull towards the initial weights, >= 0, got {self.anchor}")
         if self.stride < 1:
             raise ValueError(f"TrainConfig.stride is a number of target groups per sample, >= 1, got {self.stride}")
 

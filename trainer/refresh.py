@@ -37,20 +37,26 @@ NEW_LLM_SHARE = 0.1  # boosted: the share of the list the boosted samples are br
 # refit: the peak learning rate from a serving model, training's own. Lower rates scored better on a cycle's fresh
 # pairs (bench/results/refresh_lr.md) but did not serve the later live decisions better (online_new_llm_lr*.md)
 WARM_LR = 2e-3
+# refit: TrainConfig.anchor from a serving model, the pull of every weight back to the serving model's. On the
+# same samples and fresh pairs it kept the other LLMs' pairs from falling while a cycle learned a new LLM
+# (bench/results/refresh_anchor.md); live, its candidates were level with the serving model (online_new_llm_anchor*.md)
+WARM_ANCHOR = 10.0
 
 
-def refit_config(steps: int, seed: int = 0, serving=None, warm_lr: float = WARM_LR):
+def refit_config(steps: int, seed: int = 0, serving=None, warm_lr: float = WARM_LR, anchor: float = WARM_ANCHOR):
     """The TrainConfig of a cycle's training: ``steps`` steps validated every quarter; from the ``serving`` model,
-    its configuration at peak learning rate ``warm_lr`` (PREFSTREAM_TRAINER_WARM_LR); without one, training's
-    defaults."""
+    its configuration at peak learning rate ``warm_lr`` (PREFSTREAM_TRAINER_WARM_LR), each weight pulled back
+    towards the serving model's by ``anchor`` (TrainConfig.anchor, PREFSTREAM_TRAINER_ANCHOR); without one,
+    training's defaults."""
     from trainer.train import TrainConfig
 
     tcfg = TrainConfig(steps=steps, seed=seed, eval_every=max(steps // 4, 1))
-    return replace(tcfg, model=serving.cfg, lr=warm_lr) if serving is not None else tcfg
+    return replace(tcfg, model=serving.cfg, lr=warm_lr, anchor=anchor) if serving is not None else tcfg
 
 
 def refit(train: list[TrainingSample], steps: int, seed: int = 0, serving=None, llms=None, progress: bool = False,
-          boost: Collection[str] = (), share: float = NEW_LLM_SHARE, warm_lr: float = WARM_LR):
+          boost: Collection[str] = (), share: float = NEW_LLM_SHARE, warm_lr: float = WARM_LR,
+          anchor: float = WARM_ANCHOR):
     """Step 3 of a cycle: ``steps`` training steps on ``train`` from the ``serving`` model's weights (refit_config;
     the defaults from scratch without one), validating every quarter of the steps on the first fifth
     of ``train`` (training-side targets only: the evaluation set stays unseen). The samples that compare an LLM
@@ -58,7 +64,7 @@ def refit(train: list[TrainingSample], steps: int, seed: int = 0, serving=None, 
     from trainer.train import fit
 
     return fit(boosted(train, boost, share), train[: max(1, len(train) // 5)],
-               refit_config(steps, seed, serving, warm_lr), init=serving, progress=progress, llms=llms)
+               refit_config(steps, seed, serving, warm_lr, anchor), init=serving, progress=progress, llms=llms)
 
 
 def boosted(train: list[TrainingSample], llms: Collection[str], share: float,
@@ -130,6 +136,7 @@ class RefreshConfig:
     new_llm_games: int = 200  # an LLM the serving model trained on fewer games of is boosted (unlearned)...
     new_llm_share: float = NEW_LLM_SHARE  # ...to this share of the training samples (boosted)
     warm_lr: float = WARM_LR  # peak learning rate of a refresh from the serving model (refit_config)
+    anchor: float = WARM_ANCHOR  # its pull of every weight back to the serving model's (TrainConfig.anchor)
     alpha: float = 0.05  # one-sided sign-test level
     # the judge scores every fresh comparison of the sampled users with the history a router serving it reads
     # (GraphStore.serving_samples); False: the training samples' later targets, whose history ends at the sample's
@@ -258,7 +265,7 @@ class RefreshTrainer:
             return self._log(record, t0)
         if candidate is None:
             candidate = refit(train, self.cfg.steps, self.cfg.seed, serving, llms, progress, boost,
-                              self.cfg.new_llm_share, self.cfg.warm_lr).model
+                              self.cfg.new_llm_share, self.cfg.warm_lr, self.cfg.anchor).model
         groups = [g for s in evals for g in s.targets]
         scored = {"candidate": score_samples(candidate, evals, llm_table(llms, candidate.cfg.llm_prices)),
                   "count": CountScorer.counted(train).score_samples(evals)}  # counting as it served before the cutoff

@@ -167,6 +167,13 @@ def ema_update(avg: GMTRouter, model: GMTRouter, decay: float, step: int) -> Non
         ba.copy_(b)
 
 
+@torch.no_grad()
+def pull_back(model: GMTRouter, start: Sequence[torch.Tensor], share: float) -> None:
+    """Move every weight ``share`` of the way back to its value in ``start`` (TrainConfig.anchor)."""
+    for p, p0 in zip(model.parameters(), start):
+        p.sub_(min(share, 1.0) * (p - p0))
+
+
 @contextmanager
 def deterministic_kernels(on: bool = True):
     """torch's deterministic kernels ``on`` (or off) inside the block, the process's setting restored after it,
@@ -207,6 +214,7 @@ def _fit(train: list[TrainingSample], valid: list[TrainingSample], config: Train
     avg = copy.deepcopy(model) if config.ema > 0 else None  # the weight average, when config.ema
     judged = avg if avg is not None else model  # what is validated and returned
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    start = [p.detach().clone() for p in model.parameters()] if config.anchor > 0 else None  # config.anchor's target
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, config))
     vrng = np.random.default_rng(config.seed + 1)
     vsub = [valid[i] for i in np.sort(vrng.choice(len(valid), min(len(valid), config.max_valid), replace=False))] \
@@ -233,6 +241,8 @@ def _fit(train: list[TrainingSample], valid: list[TrainingSample], config: Train
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        if start is not None:
+            pull_back(model, start, opt.param_groups[0]["lr"] * config.anchor)
         sched.step()
         if avg is not None:
             ema_update(avg, model, config.ema, step)
