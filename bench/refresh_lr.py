@@ -50,12 +50,13 @@ def stream_events(args) -> tuple[list[list], list]:
     return batches, catalog
 
 
-def ingest(store, events: list) -> None:
-    """``events`` into ``store`` through the real Ingestor (catalog, then turns, then feedback)."""
+def ingest(store, events: list, settings) -> None:
+    """``events`` into ``store`` through the real Ingestor (catalog, then turns, then feedback), with the encoder
+    the stack's ingest uses (``settings``' backend: the vector space the shipped model was trained in)."""
     from prefstream.encoder import TextEncoder
     from streams.ingest import Ingestor, RawMessage
 
-    ing = Ingestor(store, TextEncoder(), unknown_llm_grace_s=0)
+    ing = Ingestor(store, TextEncoder.from_settings(settings), unknown_llm_grace_s=0)
     for kind, take in (("llm_registered", ing.llms), ("chat_turn", ing.turns), ("feedback", ing.feedback)):
         msgs = [RawMessage(e.to_bytes(), kind) for e in events if e.type == kind]
         for i in range(0, len(msgs), 500):
@@ -147,7 +148,7 @@ def run(args) -> list[dict]:
             s = st.settings(model_dir=st.dir / f"models-{point}")
             store = open_store(s)
             store.ensure_schema()
-            ingest(store, list(catalog) + [e for b in batches[:point] for _, evs, _ in b for e in evs])
+            ingest(store, list(catalog) + [e for b in batches[:point] for _, evs, _ in b for e in evs], s)
             ModelRegistry(s.model_dir).publish(args.init_model, promote=True)
             for seed in args.seeds:
                 out += [{"steps_streamed": point, **r} for r in one_cycle(store, s.model_dir, args, seed)]

@@ -35,11 +35,11 @@ CYCLES_FILE = "cycles.jsonl"
 MAX_COPIES = 10  # boosted: the most times one sample is in the list
 NEW_LLM_SHARE = 0.1  # boosted: the share of the list the boosted samples are brought to
 # refit: the peak learning rate from a serving model, training's own. Lower rates scored better on a cycle's fresh
-# pairs (bench/results/refresh_lr.md) but did not serve the later live decisions better (online_new_llm_lr*.md)
+# pairs (bench/results/refresh_anchor.md) but did not serve the later live decisions better (online_new_llm_lr*.md)
 WARM_LR = 2e-3
-# refit: TrainConfig.anchor from a serving model, the pull of every weight back to the serving model's. On the
-# same samples and fresh pairs it kept the other LLMs' pairs from falling while a cycle learned a new LLM
-# (bench/results/refresh_anchor.md); live, its candidates were level with the serving model (online_new_llm_anchor*.md)
+# refit: TrainConfig.anchor from a serving model, the pull of every weight back to the serving model's. On the same
+# samples and fresh pairs its candidates scored better than without it, keeping the other LLMs' pairs while a cycle
+# learned a new LLM (bench/results/refresh_anchor.md); live, none was promoted (online_new_llm_*anchor*.md)
 WARM_ANCHOR = 10.0
 
 
