@@ -216,7 +216,8 @@ def run(args) -> dict:
                  trainer_after_feedback=args.train_after_feedback, trainer_steps=args.train_steps,
                  trainer_window_minutes=1e9, encoder_max_seq_length=128,
                  **({"trainer_warm_lr": args.warm_lr} if args.warm_lr is not None else {}),
-                 **({"trainer_anchor": args.anchor} if args.anchor is not None else {}))
+                 **({"trainer_anchor": args.anchor} if args.anchor is not None else {}),
+                 **({"trainer_min_new_pairs": args.min_new_pairs} if args.min_new_pairs is not None else {}))
     counts = PublishedCounts({e.llm_id: e.price_out for es in [catalog, *registrations.values()] for e in es})
     llm_index = {m: j for j, m in enumerate(sim.data.llm_ids)}
     shipped = None
@@ -247,9 +248,18 @@ def run(args) -> dict:
     return {"steps": steps, "new_user_curve": curve, "promotions": promotions(cycles), "users": len(users),
             "init_model": str(args.init_model) if args.init_model else None, "shipped_version": shipped,
             "skip_users": args.skip_users, "new_llm": args.new_llm, "trainer_warm_lr": s.trainer_warm_lr,
-            "trainer_anchor": s.trainer_anchor,
+            "trainer_anchor": s.trainer_anchor, "trainer_min_new_pairs": s.trainer_min_new_pairs,
             "registered_before_step": next(iter(registrations), None),
             "late_users": len(late), "comparisons": len(order), "seconds": time.monotonic() - t_start}
+
+
+def _unlearned_cell(p: dict) -> str:
+    a = p.get("unlearned_accuracy") or {}
+    return f"{p['unlearned_pairs']}, {a['candidate']:.3f} / {a['serving']:.3f}" if a else "-"
+
+
+def _route(p: dict) -> str:
+    return {"unlearned LLMs": " (on unlearned LLMs)"}.get(p.get("route", ""), "")
 
 
 def plot(res: dict, path: Path) -> None:
@@ -328,6 +338,8 @@ def main() -> int:
                     "(PREFSTREAM_TRAINER_WARM_LR; default: the setting's)")
     ap.add_argument("--anchor", type=float, help="the trainer's pull back to the serving weights "
                     "(PREFSTREAM_TRAINER_ANCHOR; default: the setting's)")
+    ap.add_argument("--min-new-pairs", type=int, help="the judge's second route: fewest fresh pairs with LLMs the "
+                    "serving model never learned (PREFSTREAM_TRAINER_MIN_NEW_PAIRS, 0: off; default: the setting's)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "online.json")
     args = ap.parse_args()
     load0 = os.getloadavg()
@@ -347,7 +359,9 @@ def main() -> int:
            f"{res['skip_users']}.. (never in its training).\n"),
           *_new_llm_md(res), f"Trainer cycles fine-tune the serving model at peak learning rate "
           f"{res['trainer_warm_lr']:g} (PREFSTREAM_TRAINER_WARM_LR), pulled back to its weights by "
-          f"{res.get('trainer_anchor', 0.0):g} (PREFSTREAM_TRAINER_ANCHOR).\n",
+          f"{res.get('trainer_anchor', 0.0):g} (PREFSTREAM_TRAINER_ANCHOR); the judge's route for LLMs the serving "
+          f"model never learned needs {res.get('trainer_min_new_pairs', 0)} of their fresh pairs "
+          f"(PREFSTREAM_TRAINER_MIN_NEW_PAIRS, 0: off).\n",
           "| step | feedback seen | served acc | per-user count acc | scorers | trainer cycles |"
           + (" with the new LLM: decisions | served | count |" if res["new_llm"] else ""),
           "|---|---|---|---|---|---|" + ("---|---|---|" if res["new_llm"] else "")]
@@ -355,11 +369,13 @@ def main() -> int:
            f"{json.dumps(s['scorers'])} | {s['trainer_cycles']} |" + _new_llm_cells(s, res["new_llm"])
            for s in res["steps"]]
     md += ["", "Trainer cycles (candidate, serving and counting on the same fresh pairs):", "",
-           "| candidate | trigger | oversampled | serving before | accuracy | pairs | promoted | serving after |",
-           "|---|---|---|---|---|---|---|---|"]
+           "| candidate | trigger | oversampled | serving before | accuracy | pairs | with unlearned LLMs: pairs, "
+           "candidate / serving | promoted | serving after |",
+           "|---|---|---|---|---|---|---|---|---|"]
     md += [f"| {p['candidate']} | {p['trigger']} | {', '.join(p['boosted']) or '-'} | {p['serving_before']} | "
            f"{json.dumps({k: round(v, 3) for k, v in p['accuracy'].items()})} | "
-           f"{p['pairs']} | {p['promoted']} | {p['serving_after']} |" for p in res["promotions"]]
+           f"{p['pairs']} | {_unlearned_cell(p)} | {p['promoted']}{_route(p)} | {p['serving_after']} |"
+           for p in res["promotions"]]
     md += ["", f"Load average {load0[0]:.2f} -> {res['load_avg_end'][0]:.2f} (2 cores)."]
     args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

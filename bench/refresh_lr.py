@@ -13,7 +13,10 @@ peak learning rate of ``--lrs``, each with its pull back to the serving weights 
 TrainConfig.anchor; trainer.refresh.refit, X's comparisons oversampled as a cycle does) and scores
 every candidate, the serving model and counting on the cycle's fresh pairs, as the promotion judge does, split into
 pairs with X and the others. ``vs first`` is each rate against the first of ``--lrs`` on the same pairs (one-sided
-sign test of trainer.promotion.compare). Accuracy only: the timings are not results.
+sign test of trainer.promotion.compare). A refit's cell says "promoted" when the cycle's judge
+(trainer.promotion.judge, with the pairs of the LLMs the serving model never learned set apart as a cycle sets them)
+would promote it over all pairs, "promoted on X" when only its route for those LLMs would. Accuracy only: the
+timings are not results.
 
 The judge's fresh pairs are drawn two ways (``--evals``): "sample", the later targets of the cycle's training
 samples, each read from the history before its sample's random cut (the judge before session 39), and "served",
@@ -88,7 +91,7 @@ def one_cycle(store, model_dir: Path, args, seed: int) -> list[dict]:
 
     from trainer.checkpoint import load_checkpoint
     from trainer.count_scorer import CountScorer
-    from trainer.promotion import compare
+    from trainer.promotion import compare, judge, pair_has
     from trainer.refresh import RefreshConfig, RefreshTrainer, refit, seen_games, unlearned
     from trainer.train import llm_table, score_samples
 
@@ -108,15 +111,21 @@ def one_cycle(store, model_dir: Path, args, seed: int) -> list[dict]:
     for e, (_, evals, window) in drawn.items():
         groups = [g for s in evals for g in s.targets]
         c, mask = split_correct(groups, CountScorer.counted(train).score_samples(evals), args.new_llm)
-        scorers, first = {"count": cell(c, mask)}, None
+        scorers, first, count_c, serving_c = {"count": cell(c, mask)}, None, c, None
+        unlearned = pair_has(groups, boost) if boost else None  # the judge's slice (trainer.refresh.run_cycle)
         for name, model in models.items():
             c, _ = split_correct(groups, score_samples(model, evals, llm_table(llms, model.cfg.llm_prices)),
                                  args.new_llm)
             scorers[name] = cell(c, mask)
+            if name == "serving":
+                serving_c = c
             if name.startswith("lr="):
                 first = c if first is None else first
                 vs = compare(c, first)
-                scorers[name].update(vs_first_p_better=vs.p_better, vs_first_p_worse=vs.p_worse)
+                v = judge(c, count_c, serving_c, min_pairs=cfg.min_pairs, alpha=cfg.alpha, unlearned=unlearned,
+                          min_new_pairs=cfg.min_new_pairs)
+                scorers[name].update(vs_first_p_better=vs.p_better, vs_first_p_worse=vs.p_worse,
+                                     promoted=v.route or None, reason=v.reason)
         print(f"  seed {seed} {e}: " + ", ".join(f"{n} {v['all']:.4f}" for n, v in scorers.items()), flush=True)
         rows.append({"seed": seed, "evals": e, "boosted": boost, "window": window, "scorers": scorers})
     return rows
@@ -165,7 +174,8 @@ def table(rows: list[dict], lrs: list[tuple[float, float]]) -> list[str]:
         for n in names:
             x = sc[n]
             new = f"{x['new_llm']:.3f}" if x["new_llm"] is not None else "-"
-            cells.append(f"{x['all']:.3f} (X {new}, other {x['other']:.3f})")
+            promoted = {"all pairs": ", promoted", "unlearned LLMs": ", promoted on X"}.get(x.get("promoted"), "")
+            cells.append(f"{x['all']:.3f} (X {new}, other {x['other']:.3f}{promoted})")
         md.append(f"| {r['steps_streamed']} | {r['seed']} | {r['evals']} | {sc['count']['pairs']} "
                   f"({sc['count']['new_llm_pairs']}) | "
                   + " | ".join(cells) + " |")

@@ -135,6 +135,9 @@ class Settings(BaseSettings):
                                   "way back (0: none)")
     trainer_users: int = Field(2000, ge=1, description="recent users sampled per cycle")
     trainer_min_pairs: int = Field(100, ge=1, description="fewest fresh pairs a promotion or demotion is decided on")
+    trainer_min_new_pairs: int = Field(50, ge=0, description="...or, when some fresh pairs compare an LLM the "
+                                       "serving model never learned, on at least this many of them: a candidate "
+                                       "better on those and not behind on the rest is promoted (0: off)")
     trainer_alpha: float = Field(0.05, gt=0.0, lt=1.0, description="sign-test level: promote only if significantly "
                                  "better than counting and the serving model")
     count_refresh_s: float = Field(10.0, gt=0, description="a router serving the count-based scorer recounts the "

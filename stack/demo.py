@@ -286,11 +286,15 @@ def promotions(cycles: list[dict]) -> list[dict]:
     out = []
     for c in cycles:
         v = c.get("verdict") or {}
+        new = (v.get("tests") or {}).get("candidate_vs_serving_unlearned")  # pairs with LLMs serving never learned
         out.append({"candidate": c.get("candidate_version"), "serving_before": c.get("serving_version") or "count",
                     "accuracy": v.get("accuracy", {}), "pairs": v.get("pairs", 0), "promoted": c.get("promoted"),
                     "demoted": c.get("demoted", False), "serving_after": c.get("serving_after"),
                     "reason": c.get("reason"), "trigger": c.get("trigger", ""),
-                    "boosted": (c.get("window") or {}).get("boosted", [])})
+                    "boosted": (c.get("window") or {}).get("boosted", []), "route": v.get("route", ""),
+                    "unlearned_pairs": v.get("unlearned_pairs", 0),
+                    "unlearned_accuracy": ({"candidate": new["accuracy_a"], "serving": new["accuracy_b"]}
+                                           if new else {})})
     return out
 
 

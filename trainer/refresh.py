@@ -133,6 +133,7 @@ class RefreshConfig:
     eval_fraction: float = 0.2  # newest share of turns held out for the prequential evaluation
     steps: int = 400
     min_pairs: int = 100  # fewest fresh comparison pairs a promotion (or demotion) is decided on
+    min_new_pairs: int = 50  # ...or of those with LLMs the serving model never learned (promotion.judge; 0: off)
     new_llm_games: int = 200  # an LLM the serving model trained on fewer games of is boosted (unlearned)...
     new_llm_share: float = NEW_LLM_SHARE  # ...to this share of the training samples (boosted)
     warm_lr: float = WARM_LR  # peak learning rate of a refresh from the serving model (refit_config)
@@ -242,7 +243,7 @@ class RefreshTrainer:
         from trainer.checkpoint import load_checkpoint
         from trainer.count_scorer import CountScorer
         from trainer.metrics import pair_metrics
-        from trainer.promotion import judge, pair_correct
+        from trainer.promotion import judge, pair_correct, pair_has
         from trainer.train import llm_table, score_samples
 
         t0 = time.time()
@@ -276,7 +277,8 @@ class RefreshTrainer:
         record.serving_metrics = metrics.get("serving", {})
         correct = {k: pair_correct(groups, v) for k, v in scored.items()}
         verdict = judge(correct["candidate"], correct["count"], correct.get("serving"), min_pairs=self.cfg.min_pairs,
-                        alpha=self.cfg.alpha)
+                        alpha=self.cfg.alpha, unlearned=pair_has(groups, boost) if boost else None,
+                        min_new_pairs=self.cfg.min_new_pairs)
         record.verdict, record.promoted, record.reason = verdict.to_dict(), verdict.promote, verdict.reason
         record.candidate_version = self.registry.publish(
             candidate, promote=verdict.promote, train_config=asdict(self.cfg),

@@ -6,7 +6,7 @@ import numpy as np
 
 from graphstore.schema import HeldOutGroup, TrainingSample, UserSubgraph
 from trainer.count_scorer import CountScorer
-from trainer.promotion import judge, pair_correct
+from trainer.promotion import judge, pair_correct, pair_has
 
 
 def _correct(rng, n: int, acc: float) -> np.ndarray:
@@ -46,6 +46,52 @@ def test_candidate_must_also_beat_the_serving_model_and_a_lagging_model_is_demot
     v = judge(_correct(rng, 3000, 0.55), count, lagging)
     assert not v.promote and v.demote and "demoted" in v.reason
     assert set(v.tests) == {"candidate_vs_count", "candidate_vs_serving", "serving_vs_count"}
+
+
+def _slices(rest_wins: int, rest_losses: int, new_wins: int):
+    """Serving right on 70 % of 3,000 pairs; the first 200 compare an LLM it never learned. The candidate flips
+    ``new_wins`` of serving's wrong answers there, and ``rest_wins`` wrong / ``rest_losses`` right ones on the rest."""
+    serving = np.zeros(3000)
+    serving[:140], serving[200:2180] = 1.0, 1.0  # 140 of 200 and 1980 of 2800 right
+    cand = serving.copy()
+    cand[140:140 + new_wins] = 1.0
+    cand[2180:2180 + rest_wins] = 1.0
+    cand[200:200 + rest_losses] = 0.0
+    unlearned = np.arange(3000) < 200
+    count = np.where(np.arange(3000) % 20 < 11, 1.0, 0.0)  # 55 % right
+    return cand, count, serving, unlearned
+
+
+def test_a_candidate_better_on_a_new_llms_pairs_and_level_elsewhere_is_promoted():
+    cand, count, serving, unlearned = _slices(200, 200, 30)
+    assert not judge(cand, count, serving).promote  # 230 wins, 200 losses over all pairs: not significant
+    v = judge(cand, count, serving, unlearned=unlearned)
+    assert v.promote and v.route == "unlearned LLMs" and v.unlearned_pairs == 200
+    assert "never learned" in v.reason and v.tests["candidate_vs_serving_unlearned"]["wins"] == 30
+    assert v.tests["candidate_vs_serving_rest"]["losses"] == 200
+    assert not judge(cand, count, serving, unlearned=unlearned, min_new_pairs=0).promote  # the route is off
+    assert not judge(cand, count, serving, unlearned=unlearned, min_new_pairs=201).promote  # too few of them
+
+
+def test_a_candidate_worse_on_the_rest_or_overall_or_not_clearly_better_on_the_new_pairs_is_refused():
+    unlearned = _slices(0, 0, 0)[3]
+    v = judge(*_slices(190, 210, 30)[:3], unlearned=unlearned)  # rest 190 : 210 is no evidence of worse (p=0.17)
+    assert v.promote and v.route == "unlearned LLMs"
+    v = judge(*_slices(150, 220, 30)[:3], unlearned=unlearned)  # significantly worse on the rest
+    assert not v.promote and v.route == "" and "nor on the 200 pairs" in v.reason
+    v = judge(*_slices(210, 242, 30)[:3], unlearned=unlearned)  # rest not significantly worse, all 240 : 242
+    assert v.tests["candidate_vs_serving_rest"]["p_worse"] > 0.05 and not v.promote
+    v = judge(*_slices(200, 200, 3)[:3], unlearned=unlearned)  # 3 wins, 0 losses on the new pairs: p = 0.125
+    assert not v.promote
+    cand, count, serving, unlearned = _slices(200, 200, 30)
+    v = judge(cand, count, None, unlearned=unlearned)  # nothing serves: beating counting is enough, no slices
+    assert v.promote and v.route == "all pairs" and v.unlearned_pairs == 0
+
+
+def test_pair_has_marks_the_pairs_of_the_given_llms():
+    g = HeldOutGroup("u", "q", np.zeros(2, np.float32), ["a", "b", "c"], np.array([1.0, 0.0, 0.5], np.float32), 0)
+    assert pair_has([g], {"c"}).tolist() == [False, True, True]
+    assert pair_has([g, g], {"a"}).tolist() == [True, True, False] * 2
 
 
 def test_pair_correctness_follows_the_metrics_pairs():

@@ -129,6 +129,8 @@ def test_a_cycle_boosts_the_llms_its_serving_model_trained_on_few_games_of(sim_s
     serving = trainer.registry.publish(model, promote=True, llm_catalog=sim_store.llm_catalog(), metrics=logged)
     second = trainer.run_cycle(trigger=f"new LLMs: {fresh}")
     assert second.serving_version == serving and second.window["boosted"] == [fresh]
+    v = second.verdict  # the judge sets the fresh pairs with the boosted LLM apart (trainer/promotion.py)
+    assert v["unlearned_pairs"] > 0 and v["tests"]["candidate_vs_serving_unlearned"]["accuracy_a"] >= 0
     assert [h["trigger"] for h in trainer.history()] == ["", f"new LLMs: {fresh}"]  # logged for `train --history`
 
 
