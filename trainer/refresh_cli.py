@@ -138,6 +138,13 @@ def periodic(s: Settings, on_ready=None) -> None:
         time.sleep(5)
 
 
+def promoted_cell(record: dict) -> str:
+    """"yes", "yes, on new LLMs" (the judge's route for LLMs the serving model never learned), "demoted" or "no"."""
+    if record["promoted"]:
+        return "yes, on new LLMs" if (record.get("verdict") or {}).get("route") == "unlearned LLMs" else "yes"
+    return "demoted" if record.get("demoted") else "no"
+
+
 def print_history(s: Settings, as_json: bool) -> None:
     from trainer.refresh import RefreshTrainer
 
@@ -155,7 +162,7 @@ def print_history(s: Settings, as_json: bool) -> None:
     for r in rows:
         w, cm, sm = r["window"], r["candidate_metrics"], r["serving_metrics"]
         t.add_row(time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["cycle_started"])), r.get("trigger") or "-",
-                  str(r["serving_version"]), str(r["candidate_version"]), "yes" if r["promoted"] else "no",
+                  str(r["serving_version"]), str(r["candidate_version"]), promoted_cell(r),
                   f"{w.get('train_targets', 0)}/{w.get('eval_targets', 0)}", ", ".join(w.get("boosted", [])) or "-",
                   f"{cm['auc']:.4f}" if "auc" in cm else "-", f"{sm['auc']:.4f}" if "auc" in sm else "-",
                   f"{r['seconds']:.1f}")

@@ -123,3 +123,13 @@ def test_count_scorer_ranks_by_shrunk_win_rate_and_counts_global_rates(tmp_path)
     g.save(tmp_path)
     assert CountScorer.load(tmp_path).rates == g.rates
     assert CountScorer.load(tmp_path / "none").rates == {}  # before any cycle: uniform
+
+
+def test_the_cycle_history_names_the_route_a_candidate_was_promoted_by():
+    from trainer.refresh_cli import promoted_cell
+
+    assert promoted_cell({"promoted": True, "verdict": {"route": "unlearned LLMs"}}) == "yes, on new LLMs"
+    assert promoted_cell({"promoted": True, "verdict": {"route": "all pairs"}}) == "yes"
+    assert promoted_cell({"promoted": True}) == "yes"  # a record from before routes were logged
+    assert promoted_cell({"promoted": False, "demoted": True}) == "demoted"
+    assert promoted_cell({"promoted": False, "verdict": {}}) == "no"
