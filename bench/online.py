@@ -217,7 +217,8 @@ def run(args) -> dict:
                  trainer_window_minutes=1e9, encoder_max_seq_length=128,
                  **({"trainer_warm_lr": args.warm_lr} if args.warm_lr is not None else {}),
                  **({"trainer_anchor": args.anchor} if args.anchor is not None else {}),
-                 **({"trainer_min_new_pairs": args.min_new_pairs} if args.min_new_pairs is not None else {}))
+                 **({"trainer_min_new_pairs": args.min_new_pairs} if args.min_new_pairs is not None else {}),
+                 **({"trainer_offsets": False} if args.no_offsets else {}))
     counts = PublishedCounts({e.llm_id: e.price_out for es in [catalog, *registrations.values()] for e in es})
     llm_index = {m: j for j, m in enumerate(sim.data.llm_ids)}
     shipped = None
@@ -249,6 +250,7 @@ def run(args) -> dict:
             "init_model": str(args.init_model) if args.init_model else None, "shipped_version": shipped,
             "skip_users": args.skip_users, "new_llm": args.new_llm, "trainer_warm_lr": s.trainer_warm_lr,
             "trainer_anchor": s.trainer_anchor, "trainer_min_new_pairs": s.trainer_min_new_pairs,
+            "trainer_offsets": s.trainer_offsets,
             "registered_before_step": next(iter(registrations), None),
             "late_users": len(late), "comparisons": len(order), "seconds": time.monotonic() - t_start}
 
@@ -256,6 +258,17 @@ def run(args) -> dict:
 def _unlearned_cell(p: dict) -> str:
     a = p.get("unlearned_accuracy") or {}
     return f"{p['unlearned_pairs']}, {a['candidate']:.3f} / {a['serving']:.3f}" if a else "-"
+
+
+def _offsets_cell(p: dict) -> str:
+    """What the cycle fitted (trainer/calibration.py): kept offsets, or why none (its check on the fresh pairs)."""
+    o = p.get("offsets") or {}
+    if not o:
+        return "-"
+    c = o["check"]
+    fitted = ", ".join(f"{m} {b:+.2f}" for m, b in (o.get("offsets") or o["fitted_before_cutoff"]).items())
+    return (f"{fitted} ({'kept' if o['kept'] else 'not kept'}; on {o['fresh_pairs']} fresh pairs "
+            f"{c['accuracy_a']:.3f} vs {c['accuracy_b']:.3f} without)")
 
 
 def _route(p: dict) -> str:
@@ -340,6 +353,8 @@ def main() -> int:
                     "(PREFSTREAM_TRAINER_ANCHOR; default: the setting's)")
     ap.add_argument("--min-new-pairs", type=int, help="the judge's second route: fewest fresh pairs with LLMs the "
                     "serving model never learned (PREFSTREAM_TRAINER_MIN_NEW_PAIRS, 0: off; default: the setting's)")
+    ap.add_argument("--no-offsets", action="store_true", help="cycles fit no level offsets for LLMs the serving "
+                    "model never learned (PREFSTREAM_TRAINER_OFFSETS=false)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "online.json")
     args = ap.parse_args()
     load0 = os.getloadavg()
@@ -361,7 +376,8 @@ def main() -> int:
           f"{res['trainer_warm_lr']:g} (PREFSTREAM_TRAINER_WARM_LR), pulled back to its weights by "
           f"{res.get('trainer_anchor', 0.0):g} (PREFSTREAM_TRAINER_ANCHOR); the judge's route for LLMs the serving "
           f"model never learned needs {res.get('trainer_min_new_pairs', 0)} of their fresh pairs "
-          f"(PREFSTREAM_TRAINER_MIN_NEW_PAIRS, 0: off).\n",
+          f"(PREFSTREAM_TRAINER_MIN_NEW_PAIRS, 0: off); level offsets for LLMs it never learned "
+          f"{'on' if res.get('trainer_offsets') else 'off'} (PREFSTREAM_TRAINER_OFFSETS).\n",
           "| step | feedback seen | served acc | per-user count acc | scorers | trainer cycles |"
           + (" with the new LLM: decisions | served | count |" if res["new_llm"] else ""),
           "|---|---|---|---|---|---|" + ("---|---|---|" if res["new_llm"] else "")]
@@ -370,12 +386,12 @@ def main() -> int:
            for s in res["steps"]]
     md += ["", "Trainer cycles (candidate, serving and counting on the same fresh pairs):", "",
            "| candidate | trigger | oversampled | serving before | accuracy | pairs | with unlearned LLMs: pairs, "
-           "candidate / serving | promoted | serving after |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "candidate / serving | promoted | serving after | level offsets for the serving model |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     md += [f"| {p['candidate']} | {p['trigger']} | {', '.join(p['boosted']) or '-'} | {p['serving_before']} | "
            f"{json.dumps({k: round(v, 3) for k, v in p['accuracy'].items()})} | "
-           f"{p['pairs']} | {_unlearned_cell(p)} | {p['promoted']}{_route(p)} | {p['serving_after']} |"
-           for p in res["promotions"]]
+           f"{p['pairs']} | {_unlearned_cell(p)} | {p['promoted']}{_route(p)} | {p['serving_after']} | "
+           f"{_offsets_cell(p)} |" for p in res["promotions"]]
     md += ["", f"Load average {load0[0]:.2f} -> {res['load_avg_end'][0]:.2f} (2 cores)."]
     args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

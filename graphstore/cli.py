@@ -88,6 +88,9 @@ def print_explanation(ex: dict, chosen: str | None, con) -> None:
     if ex.get("pushed_by"):
         con.print(f"feedback that moved {chosen} most: " + ", ".join(
             f"{p['turn_id']} {p['push']:+.3f}" for p in ex["pushed_by"]))
+    if ex.get("offsets"):
+        con.print("level offsets of LLMs the model never learned (fitted by the trainer on all users' feedback): "
+                  + ", ".join(f"{m} {b:+.3f}" for m, b in ex["offsets"].items()))
     if ex.get("games"):
         con.print("counted: " + ", ".join(f"{m} {ex['wins'].get(m, 0):g}/{g:g} wins" for m, g in ex["games"].items()))
 

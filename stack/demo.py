@@ -292,7 +292,7 @@ def promotions(cycles: list[dict]) -> list[dict]:
                     "demoted": c.get("demoted", False), "serving_after": c.get("serving_after"),
                     "reason": c.get("reason"), "trigger": c.get("trigger", ""),
                     "boosted": (c.get("window") or {}).get("boosted", []), "route": v.get("route", ""),
-                    "unlearned_pairs": v.get("unlearned_pairs", 0),
+                    "unlearned_pairs": v.get("unlearned_pairs", 0), "offsets": c.get("offsets") or {},
                     "unlearned_accuracy": ({"candidate": new["accuracy_a"], "serving": new["accuracy_b"]}
                                            if new else {})})
     return out

@@ -11,6 +11,8 @@ One cycle (prequential):
 5. judge the candidate, the serving model and the count-based scorer on the same newest targets
    (trainer/promotion.py): promote the candidate only if it is significantly better than both on enough
    pairs; demote a serving model that is significantly worse than counting; publish the candidate either way;
+   when the serving model stays and some LLM has feedback that it never learned, fit that LLM's level offset
+   from its scores (``calibrate``, trainer/calibration.py) for the routers to add;
 6. append the cycle (versions, data window, metrics, verdict, what serves now) to ``<model_dir>/cycles.jsonl``.
 """
 
@@ -139,6 +141,7 @@ class RefreshConfig:
     warm_lr: float = WARM_LR  # peak learning rate of a refresh from the serving model (refit_config)
     anchor: float = WARM_ANCHOR  # its pull of every weight back to the serving model's (TrainConfig.anchor)
     alpha: float = 0.05  # one-sided sign-test level
+    offsets: bool = True  # fit level offsets for the LLMs the serving model never learned (calibrate)
     # the judge scores every fresh comparison of the sampled users with the history a router serving it reads
     # (GraphStore.serving_samples); False: the training samples' later targets, whose history ends at the sample's
     # random cut, often many turns before them
@@ -162,6 +165,7 @@ class CycleRecord:
     serving_after: str = "count"  # the model version serving after this cycle, or "count"
     seconds: float = 0.0
     trigger: str = ""  # why it ran: "schedule", "feedback", "new LLMs: ...", "manual" (empty: not said)
+    offsets: dict = field(default_factory=dict)  # level offsets fitted for the serving model (calibrate)
 
 
 def split_prequential(samples: list[TrainingSample], cutoff_ms: int) -> tuple[list[TrainingSample], list[TrainingSample]]:
@@ -280,6 +284,8 @@ class RefreshTrainer:
                         alpha=self.cfg.alpha, unlearned=pair_has(groups, boost) if boost else None,
                         min_new_pairs=self.cfg.min_new_pairs)
         record.verdict, record.promoted, record.reason = verdict.to_dict(), verdict.promote, verdict.reason
+        if boost and serving_version and self.cfg.offsets and not verdict.promote and not verdict.demote:
+            record.offsets = self.calibrate(serving, serving_version, train, groups, scored["serving"], boost, llms)
         record.candidate_version = self.registry.publish(
             candidate, promote=verdict.promote, train_config=asdict(self.cfg),
             metrics={"prequential": record.candidate_metrics, "verdict": record.verdict, "window": window},
@@ -289,6 +295,30 @@ class RefreshTrainer:
             record.demoted = True
         record.serving_after = self.registry.current() or "count"
         return self._log(record, t0)
+
+    def calibrate(self, serving, version: str, train: list[TrainingSample], groups: list, serving_scores: list,
+                  fit: list[str], llms) -> dict:
+        """Level offsets for the LLMs ``fit`` that the serving model never learned (trainer/calibration.py): fitted
+        on the serving model's scores of the training side of the cutoff, checked on the fresh pairs with those
+        LLMs, and kept for the routers (fitted again on both sides) unless they lose more of those pairs than they
+        win; otherwise the version's offsets are cleared."""
+        from trainer.calibration import apply_offsets, fit_offsets, save_offsets
+        from trainer.promotion import compare, pair_correct, pair_has
+        from trainer.train import llm_table, score_samples
+
+        hit = [s for s in train if any(m in fit for g in s.targets for m in g.llm_ids)]
+        train_groups = [g for s in hit for g in s.targets]
+        train_scores = score_samples(serving, hit, llm_table(llms, serving.cfg.llm_prices)) if hit else []
+        b = fit_offsets(train_groups, train_scores, fit)
+        fresh = pair_has(groups, fit)
+        shifted = [apply_offsets(s, g.llm_ids, b) for g, s in zip(groups, serving_scores)]
+        check = compare(pair_correct(groups, shifted)[fresh], pair_correct(groups, serving_scores)[fresh])
+        out = {"fitted_before_cutoff": b, "fresh_pairs": int(fresh.sum()), "check": asdict(check), "kept": False}
+        if check.wins >= check.losses:
+            out["offsets"] = fit_offsets(train_groups + groups, list(train_scores) + list(serving_scores), fit)
+            out["kept"] = True
+        save_offsets(self.registry.root, version, out.get("offsets", {}), fresh_pairs=out["fresh_pairs"])
+        return out
 
     def _log(self, record: CycleRecord, t0: float) -> CycleRecord:
         record.seconds = time.time() - t0

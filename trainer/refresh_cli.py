@@ -18,7 +18,7 @@ def refresh_config(s: Settings):
                          steps=s.trainer_steps, min_pairs=s.trainer_min_pairs,
                          min_new_pairs=s.trainer_min_new_pairs, alpha=s.trainer_alpha,
                          new_llm_games=s.trainer_new_llm_games, warm_lr=s.trainer_warm_lr,
-                         anchor=s.trainer_anchor)
+                         anchor=s.trainer_anchor, offsets=s.trainer_offsets)
 
 
 def run_cycle(s: Settings, progress: bool = False, trigger: str = "manual") -> dict:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from graphstore.schema import UserSubgraph
+from trainer.calibration import apply_offsets
 from trainer.checkpoint import load_checkpoint
 from trainer.decision import choose  # noqa: F401 -- the rule is also reached as trainer.scorer.choose
 from trainer.graph import Request, build_batch, llm_table, llm_vector
@@ -27,6 +28,9 @@ class Scorer:
         self.model = model.eval()
         self.version = version
         self.llm_emb: dict[str, np.ndarray] = dict(llm_emb or getattr(model, "llm_emb", {}) or {})
+        # level offsets of LLMs this model never learned, fitted by a trainer cycle (trainer/calibration.py); the
+        # router's ModelSource replaces the dict whole when the trainer writes new ones
+        self.offsets: dict[str, float] = {}
         if threads:
             torch.set_num_threads(threads)
 
@@ -72,10 +76,18 @@ class Scorer:
         kept: dict | None = {} if explain else None  # the forward's intermediates, for the explanation
         s = self.model(b, keep=kept).numpy()
         scores = [x.copy() for x in np.split(s, np.cumsum(b.counts)[:-1])]
+        offsets = self.offsets
+        if offsets:
+            scores = [apply_offsets(sc, r.candidate_ids, offsets).astype(sc.dtype) for sc, r in zip(scores, reqs)]
         if not explain:
             return scores, [{} for _ in items]
         from trainer.explain import explain as explain_batch
 
         turn_ids = [t for sub in subs for t in sub.turn_ids]
         chosen = [choose(sc, it[2]) for sc, it in zip(scores, items)]
-        return scores, explain_batch(self.model, b, turn_ids, chosen, kept)
+        out = explain_batch(self.model, b, turn_ids, chosen, kept)
+        for e, r in zip(out, reqs):  # an offset is in the score, so the audit shows it
+            met = {m: offsets[m] for m in r.candidate_ids if offsets.get(m)}
+            if met:
+                e["offsets"] = met
+        return scores, out

@@ -4,7 +4,8 @@ A background thread polls the registry; a new version is loaded off the request 
 current with one reference assignment, so a micro-batch in flight finishes on the model it started with.
 With no promoted version (a new deployment, or the last model was demoted) the count-based scorer serves,
 with global win rates the router recounts from the graph every few seconds (the trainer's last count at
-start; trainer/count_scorer.py): never worse than counting.
+start; trainer/count_scorer.py): never worse than counting. A served model also follows the level offsets a
+trainer cycle fitted for it (``offsets.json``, trainer/calibration.py) for LLMs it never learned.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class ModelSource:
         self._scorer: ScorerLike | None = None
         self.space = space  # the router encoder's vector space: a checkpoint trained on another is refused
         self._refused: str | None = None  # the version that failed to load
+        self._offsets_stamp: int | None = None  # mtime of the offsets file the serving model's offsets came from
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.refresh()
@@ -66,7 +68,7 @@ class ModelSource:
         if version is None:
             return self._serve_counts()
         if self._scorer is not None and self._scorer.version == version:
-            return False
+            return self._follow_offsets(version)
         if self.torch_threads:
             import torch
 
@@ -84,7 +86,27 @@ class ModelSource:
             self._refused = version  # not retried every poll: a new version (or a restart) tries again
             return self._serve_counts() if self._scorer is None else False
         self._scorer = scorer
+        self._offsets_stamp = None
+        self._follow_offsets(version)
         log.info("serving model version %s", version)
+        return True
+
+    def _follow_offsets(self, version: str) -> bool:
+        """Give the serving model the level offsets a trainer cycle fitted for ``version`` (trainer/calibration.py)
+        when the file changed; True if they changed."""
+        from trainer.calibration import OFFSETS_FILE, load_offsets
+
+        try:
+            stamp = (self.registry.root / OFFSETS_FILE).stat().st_mtime_ns
+        except FileNotFoundError:
+            stamp = None
+        if stamp == self._offsets_stamp:
+            return False
+        self._offsets_stamp = stamp
+        offsets = load_offsets(self.registry.root, version)
+        if offsets != self._scorer.offsets:
+            log.info("model %s: level offsets %s", version, offsets)
+        self._scorer.offsets = offsets
         return True
 
     def _serve_counts(self) -> bool:

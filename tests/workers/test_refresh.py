@@ -119,7 +119,7 @@ def test_a_cycle_boosts_the_llms_its_serving_model_trained_on_few_games_of(sim_s
     from trainer.checkpoint import load_checkpoint
 
     trainer = RefreshTrainer(sim_store, tmp_path, RefreshConfig(window_minutes=1e9, users=100, steps=4,
-                                                                new_llm_games=1))
+                                                                new_llm_games=1, min_pairs=10**9))  # nothing promoted
     first = trainer.run_cycle()
     assert first.serving_version is None and first.window["boosted"] == []
     games = first.window["llm_games"]
@@ -131,6 +131,13 @@ def test_a_cycle_boosts_the_llms_its_serving_model_trained_on_few_games_of(sim_s
     assert second.serving_version == serving and second.window["boosted"] == [fresh]
     v = second.verdict  # the judge sets the fresh pairs with the boosted LLM apart (trainer/promotion.py)
     assert v["unlearned_pairs"] > 0 and v["tests"]["candidate_vs_serving_unlearned"]["accuracy_a"] >= 0
+    # the serving model stays, so the cycle fits its level offset for the LLM it never learned (trainer/calibration.py)
+    from trainer.calibration import load_offsets
+
+    off = second.offsets
+    assert set(off["fitted_before_cutoff"]) == {fresh} and off["fresh_pairs"] == v["unlearned_pairs"]
+    assert load_offsets(tmp_path, serving) == (off["offsets"] if off["kept"] else {})
+    assert off["kept"] == (off["check"]["wins"] >= off["check"]["losses"])
     assert [h["trigger"] for h in trainer.history()] == ["", f"new LLMs: {fresh}"]  # logged for `train --history`
 
 

@@ -1,0 +1,97 @@
+"""Level offsets for LLMs the serving model never learned (trainer/calibration.py): the fit, its sign, the file,
+and a router's scorer that adds them and shows them in the audit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from graphstore.schema import HeldOutGroup, LLMInfo, UserSubgraph
+from trainer.calibration import apply_offsets, fit_offsets, load_offsets, save_offsets
+
+
+def _group(a: str, b: str, a_won: bool) -> HeldOutGroup:
+    return HeldOutGroup("u", "q", np.zeros(2, np.float32), [a, b], np.array([1.0, 0.0] if a_won else [0.0, 1.0],
+                                                                          np.float32), 0)
+
+
+def _planted(rng, n: int, true_b: float) -> tuple[list, list]:
+    """``n`` comparisons of "x" with other LLMs whose model margins are random and whose outcomes follow the margin
+    plus ``true_b`` for x."""
+    groups, scores = [], []
+    for _ in range(n):
+        s = rng.normal(0, 1.5, size=2)
+        x_wins = rng.random() < 1 / (1 + np.exp(-(s[0] - s[1] + true_b)))
+        groups.append(_group("x", rng.choice(["a", "b", "c"]), x_wins))
+        scores.append(s)
+    return groups, scores
+
+
+def test_the_fit_recovers_a_planted_level_error():
+    rng = np.random.default_rng(0)
+    groups, scores = _planted(rng, 4000, -0.8)
+    b = fit_offsets(groups, scores, {"x"})
+    assert set(b) == {"x"} and abs(b["x"] + 0.8) < 0.15
+    assert fit_offsets(groups[:0], scores[:0], {"x"}) == {"x": 0.0}  # no pair: no offset
+    assert abs(fit_offsets(groups[:3], scores[:3], {"x"})["x"]) < 1.0  # few pairs: the prior holds it near 0
+
+
+def test_a_win_raises_the_winners_offset_and_lowers_the_losers():
+    rng = np.random.default_rng(1)
+    groups, scores = _planted(rng, 200, 0.3)
+    base = fit_offsets(groups, scores, {"x", "a"})
+    more = fit_offsets(groups + [_group("x", "b", True)], scores + [np.array([0.4, -0.2])], {"x", "a"})
+    assert more["x"] > base["x"]
+    lost = fit_offsets(groups + [_group("b", "a", True)], scores + [np.array([0.1, 0.0])], {"x", "a"})
+    assert lost["a"] < base["a"]
+    both = fit_offsets(groups + [_group("x", "a", True)], scores + [np.array([0.0, 0.0])], {"x", "a"})
+    assert both["x"] - both["a"] > base["x"] - base["a"]
+
+
+def test_offsets_are_kept_for_the_version_they_were_fitted_to(tmp_path):
+    assert load_offsets(tmp_path, "v1") == {}
+    save_offsets(tmp_path, "v1", {"x": -0.5}, fresh_pairs=12)
+    assert load_offsets(tmp_path, "v1") == {"x": -0.5} and load_offsets(tmp_path, "v2") == {}
+    np.testing.assert_allclose(apply_offsets(np.array([1.0, 2.0]), ["x", "a"], {"x": -0.5}), [0.5, 2.0])
+
+
+@pytest.fixture()
+def served(tmp_path):
+    """A router's ModelSource serving a small promoted model."""
+    from trainer.model import GMTRouter, GMTRouterConfig
+    from trainer.registry import ModelRegistry
+    from workers.models import ModelSource
+
+    torch.manual_seed(0)
+    reg = ModelRegistry(tmp_path)
+    version = reg.publish(GMTRouter(GMTRouterConfig(emb_dim=16, hidden=8, topics=4, pref_dim=4)).eval(), promote=True)
+    return ModelSource(tmp_path), version
+
+
+def test_a_router_adds_the_offsets_of_its_version_and_the_audit_shows_them(served, tmp_path):
+    source, version = served
+    rng = np.random.default_rng(2)
+    cands = [LLMInfo(m, f"{m} model", 1.0, 1.0, rng.normal(size=16).astype(np.float32)) for m in ("x", "a", "b")]
+    item = (UserSubgraph("nobody"), rng.normal(size=16).astype(np.float32), cands)
+    before = source.scorer.score_batch([item])[0]
+    assert not source.refresh()  # no offsets file: nothing changes
+    save_offsets(tmp_path, version, {"x": -2.0})
+    assert source.refresh() and source.scorer.offsets == {"x": -2.0}
+    scores, why = source.scorer.decide_batch([item])
+    np.testing.assert_allclose(scores[0], before + np.array([-2.0, 0.0, 0.0]), rtol=1e-5, atol=1e-5)
+    assert why[0]["offsets"] == {"x": -2.0}
+    save_offsets(tmp_path, "another-version", {"x": 5.0})  # fitted to another model: not applied
+    assert source.refresh() and source.scorer.offsets == {}
+
+
+def test_the_audit_prints_the_offsets():
+    import io
+
+    from rich.console import Console
+
+    from graphstore.cli import print_explanation
+
+    buf = io.StringIO()
+    print_explanation({"offsets": {"x": -0.75}}, "a", Console(file=buf, width=200))
+    assert "level offsets" in buf.getvalue() and "x -0.750" in buf.getvalue()
