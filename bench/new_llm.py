@@ -80,11 +80,10 @@ def scored(model, ds) -> tuple[list, list]:
 def pair_table(groups: list, scores: list, llm: str) -> dict[str, np.ndarray]:
     """Per test pair (metrics order): correct (1, 0, 0.5 for a tie), user, and whether ``llm`` is one of the two."""
     from trainer.metrics import pairs
-    from trainer.promotion import pair_correct
+    from trainer.promotion import pair_correct, pair_has
 
-    involves = [llm in (g.llm_ids[a], g.llm_ids[b]) for g in groups for a, b in pairs(g)]
     users = [g.user_id for g in groups for _ in pairs(g)]
-    return {"correct": pair_correct(groups, scores), "users": np.array(users), "involves": np.array(involves)}
+    return {"correct": pair_correct(groups, scores), "users": np.array(users), "involves": pair_has(groups, {llm})}
 
 
 def fit_on(ds, cfg: TrainConfig, progress: bool = False):

@@ -54,16 +54,12 @@ def x_pairs(groups: list, scores: list, count: list, llm: str) -> dict[str, np.n
 
 
 def map_offset(d: np.ndarray, won: np.ndarray, prior_sd: float, b: float = 0.0) -> float:
-    """argmax_b sum log sigmoid(+-(d + b)) - b^2 / (2 prior_sd^2), by Newton steps (concave: a few suffice)."""
-    for _ in range(25):
-        p = 1.0 / (1.0 + np.exp(-(d + b)))
-        grad = float(np.sum(won - p)) - b / prior_sd ** 2
-        hess = float(np.sum(p * (1 - p))) + 1.0 / prior_sd ** 2
-        step = grad / hess
-        b += step
-        if abs(step) < 1e-6:
-            break
-    return b
+    """X's offset by trainer.calibration.map_offsets (what a cycle fits): ``d`` [P] X's score minus the other's,
+    ``won`` [P] 1 where X won."""
+    from trainer.calibration import map_offsets
+
+    sign = np.where(won > 0, 1.0, -1.0)  # X's offset counts for the winner when X won, against it when X lost
+    return float(map_offsets(sign[:, None], sign * d, prior_sd, b=np.array([b]))[0])
 
 
 def prequential_offsets(t: dict, prior_sd: float, every: int) -> np.ndarray:

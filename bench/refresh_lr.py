@@ -70,11 +70,9 @@ def ingest(store, events: list, settings) -> None:
 def split_correct(groups: list, scores: list, llm: str) -> tuple[np.ndarray, np.ndarray]:
     """Per fresh pair: right (1) / wrong (0) / tie (0.5) as the judge counts (trainer.promotion.pair_correct),
     and whether the pair involves ``llm``."""
-    from trainer.metrics import pairs
-    from trainer.promotion import pair_correct
+    from trainer.promotion import pair_correct, pair_has
 
-    mask = np.array([llm in (g.llm_ids[a], g.llm_ids[b]) for g in groups for a, b in pairs(g)], bool)
-    return pair_correct(groups, scores), mask
+    return pair_correct(groups, scores), pair_has(groups, {llm})
 
 
 def cell(c: np.ndarray, mask: np.ndarray) -> dict:

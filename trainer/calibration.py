@@ -54,24 +54,30 @@ def fit_offsets(groups: Sequence[HeldOutGroup], scores: Sequence[np.ndarray], ll
     """The MAP offsets of the module docstring for ``llms`` (Newton steps on a concave objective); an LLM with
     no pair keeps 0."""
     names, win, lose, margin = offset_pairs(groups, scores, llms)
-    k = len(names)
-    if k == 0 or len(margin) == 0:
+    if not names or len(margin) == 0:
         return {m: 0.0 for m in names}
     # x [P, K]: +1 in the winner's column, -1 in the loser's (an LLM without an offset has none)
-    x = np.zeros((len(margin), k))
+    x = np.zeros((len(margin), len(names)))
     rows = np.arange(len(margin))
     x[rows[win >= 0], win[win >= 0]] += 1.0
     x[rows[lose >= 0], lose[lose >= 0]] -= 1.0
-    b = np.zeros(k)
+    return {m: float(v) for m, v in zip(names, map_offsets(x, margin, prior_sd, iters))}
+
+
+def map_offsets(x: np.ndarray, margin: np.ndarray, prior_sd: float = PRIOR_SD, iters: int = 50,
+                b: np.ndarray | None = None) -> np.ndarray:
+    """[K] argmax_b sum_p log sigmoid(margin_p + x_p . b) - |b|^2 / (2 prior_sd^2): pairs [P] as winner-minus-loser
+    score margins and x [P, K] (+1 for the winner's offset, -1 for the loser's), Newton steps from ``b`` (0)."""
+    b = np.zeros(x.shape[1]) if b is None else np.array(b, float)
     for _ in range(iters):
         p = 1.0 / (1.0 + np.exp(-(margin + x @ b)))  # P(the winner wins)
         grad = x.T @ (1.0 - p) - b / prior_sd ** 2
-        hess = (x * (p * (1 - p))[:, None]).T @ x + np.eye(k) / prior_sd ** 2
+        hess = (x * (p * (1 - p))[:, None]).T @ x + np.eye(len(b)) / prior_sd ** 2
         step = np.linalg.solve(hess, grad)
         b += step
         if np.abs(step).max() < 1e-8:
             break
-    return {m: float(v) for m, v in zip(names, b)}
+    return b
 
 
 def apply_offsets(scores: np.ndarray, llm_ids: Sequence[str], offsets: dict[str, float]) -> np.ndarray:

@@ -69,6 +69,11 @@ def refit(train: list[TrainingSample], steps: int, seed: int = 0, serving=None, 
                refit_config(steps, seed, serving, warm_lr, anchor), init=serving, progress=progress, llms=llms)
 
 
+def comparing(samples: Sequence[TrainingSample], llms: Collection[str]) -> list[TrainingSample]:
+    """The samples with a target that compares one of ``llms``."""
+    return [s for s in samples if any(m in llms for g in s.targets for m in g.llm_ids)]
+
+
 def boosted(train: list[TrainingSample], llms: Collection[str], share: float,
             max_copies: int = MAX_COPIES) -> list[TrainingSample]:
     """``train``, then repeats of its samples with a target that compares one of ``llms``, so those samples make
@@ -78,7 +83,7 @@ def boosted(train: list[TrainingSample], llms: Collection[str], share: float,
     The cap keeps a handful of samples from being learned by heart."""
     if not llms:
         return train
-    hit = [s for s in train if any(m in llms for g in s.targets for m in g.llm_ids)]
+    hit = comparing(train, llms)
     rest = len(train) - len(hit)
     if not hit or not rest:
         return train
@@ -285,7 +290,8 @@ class RefreshTrainer:
                         min_new_pairs=self.cfg.min_new_pairs)
         record.verdict, record.promoted, record.reason = verdict.to_dict(), verdict.promote, verdict.reason
         if boost and serving_version and self.cfg.offsets and not verdict.promote and not verdict.demote:
-            record.offsets = self.calibrate(serving, serving_version, train, groups, scored["serving"], boost, llms)
+            record.offsets = self.calibrate(serving, serving_version, train, groups, scored["serving"],
+                                            correct["serving"], boost, llms)
         record.candidate_version = self.registry.publish(
             candidate, promote=verdict.promote, train_config=asdict(self.cfg),
             metrics={"prequential": record.candidate_metrics, "verdict": record.verdict, "window": window},
@@ -297,22 +303,23 @@ class RefreshTrainer:
         return self._log(record, t0)
 
     def calibrate(self, serving, version: str, train: list[TrainingSample], groups: list, serving_scores: list,
-                  fit: list[str], llms) -> dict:
+                  serving_correct: np.ndarray, fit: list[str], llms) -> dict:
         """Level offsets for the LLMs ``fit`` that the serving model never learned (trainer/calibration.py): fitted
         on the serving model's scores of the training side of the cutoff, checked on the fresh pairs with those
-        LLMs, and kept for the routers (fitted again on both sides) unless they lose more of those pairs than they
-        win; otherwise the version's offsets are cleared."""
+        LLMs (``serving_correct``: the judge's pair_correct of ``serving_scores``), and kept for the routers (fitted
+        again on both sides) unless they lose more of those pairs than they win; otherwise the version's offsets are
+        cleared."""
         from trainer.calibration import apply_offsets, fit_offsets, save_offsets
         from trainer.promotion import compare, pair_correct, pair_has
         from trainer.train import llm_table, score_samples
 
-        hit = [s for s in train if any(m in fit for g in s.targets for m in g.llm_ids)]
+        hit = comparing(train, fit)
         train_groups = [g for s in hit for g in s.targets]
         train_scores = score_samples(serving, hit, llm_table(llms, serving.cfg.llm_prices)) if hit else []
         b = fit_offsets(train_groups, train_scores, fit)
         fresh = pair_has(groups, fit)
         shifted = [apply_offsets(s, g.llm_ids, b) for g, s in zip(groups, serving_scores)]
-        check = compare(pair_correct(groups, shifted)[fresh], pair_correct(groups, serving_scores)[fresh])
+        check = compare(pair_correct(groups, shifted)[fresh], serving_correct[fresh])
         out = {"fitted_before_cutoff": b, "fresh_pairs": int(fresh.sum()), "check": asdict(check), "kept": False}
         if check.wins >= check.losses:
             out["offsets"] = fit_offsets(train_groups + groups, list(train_scores) + list(serving_scores), fit)
