@@ -156,7 +156,9 @@ def _run_steps(client, store, trainer_log, sim, batches: list, late: set, llm_in
                registrations: dict) -> tuple[list, dict]:
     """The stream's batches: route each step live, then publish it and wait for the graph to hold it; before
     step k, publish ``registrations[k]`` (LLMs registered mid-stream). (per-step rows, late users' {n-th
-    comparison: [(served right, count right)]})."""
+    comparison: [(served right, count right)]}). Each row also has the level offsets file as the step began."""
+    from trainer.calibration import read_offsets
+
     steps, nth = [], {}
     n_turns = n_fb = 0
     seen_fb, seen_per_user = 0, {}
@@ -165,6 +167,7 @@ def _run_steps(client, store, trainer_log, sim, batches: list, late: set, llm_in
             client.publish(e)
             client.flush()
             _wait(lambda: e.llm_id in store.llm_catalog(), 60)
+        offsets = read_offsets(trainer_log.registry.root)  # as the step begins (routers follow it within seconds)
         hits, count_hits, scorers, lat = _route_batch(client, sim, batch, counts, llm_index, late, seen_per_user, nth)
         turns, fbs = _publish_batch(client, batch, counts)
         seen_fb += fbs
@@ -176,7 +179,8 @@ def _run_steps(client, store, trainer_log, sim, batches: list, late: set, llm_in
                       "accuracy": float(np.mean(hits)), "per_user_accuracy": float(np.mean(count_hits)),
                       **_new_llm_row(sim, batch, hits, count_hits, args.new_llm),
                       "scorers": scorers, "router_ms_p50": pct(lat, 50),
-                      "trainer_cycles": len(trainer_log.history())})
+                      "trainer_cycles": len(trainer_log.history()),
+                      "offsets": {k: offsets.get(k) for k in ("version", "offsets", "source", "games")}})
         print(f"step {k}: {seen_fb} feedback seen, served {steps[-1]['accuracy']:.3f} vs per-user count "
               f"{steps[-1]['per_user_accuracy']:.3f} ({scorers})", flush=True)
         time.sleep(args.pause)
@@ -261,14 +265,14 @@ def _unlearned_cell(p: dict) -> str:
 
 
 def _offsets_cell(p: dict) -> str:
-    """What the cycle fitted (trainer/calibration.py): kept offsets, or why none (its check on the fresh pairs)."""
+    """What the cycle chose (trainer/calibration.py): its fit, the offsets in force or none, by their fresh pairs."""
     o = p.get("offsets") or {}
     if not o:
         return "-"
-    c = o["check"]
-    fitted = ", ".join(f"{m} {b:+.2f}" for m, b in (o.get("offsets") or o["fitted_before_cutoff"]).items())
-    return (f"{fitted} ({'kept' if o['kept'] else 'not kept'}; on {o['fresh_pairs']} fresh pairs "
-            f"{c['accuracy_a']:.3f} vs {c['accuracy_b']:.3f} without)")
+    fitted = ", ".join(f"{m} {b:+.2f}" for m, b in o["fitted_before_cutoff"].items())
+    right = ", ".join(f"{k} {n}" for k, n in o["correct"].items())
+    return (f"fit {fitted}; {o['chosen']} chosen (right of {o['fresh_pairs']} fresh pairs: {right})"
+            + ("" if o.get("written", True) else "; not written: a recount's fit was newer"))
 
 
 def _route(p: dict) -> str:
@@ -314,9 +318,13 @@ def _overall(res: dict, key: str) -> float:
 def _new_llm_cells(step: dict, llm: str | None) -> str:
     if not llm:
         return ""
+    o = step.get("offsets") or {}
+    off = (", ".join(f"{m} {b:+.2f}" for m, b in o["offsets"].items()) + f" ({o.get('source') or 'cycle'}, "
+           f"{o.get('version')})" if o.get("offsets") else "-")
     if not step.get("new_llm_decisions"):
-        return " 0 | - | - |"
-    return f" {step['new_llm_decisions']} | {step['new_llm_accuracy']:.3f} | {step['new_llm_per_user_accuracy']:.3f} |"
+        return f" 0 | - | - | {off} |"
+    return (f" {step['new_llm_decisions']} | {step['new_llm_accuracy']:.3f} | {step['new_llm_per_user_accuracy']:.3f}"
+            f" | {off} |")
 
 
 def _new_llm_md(res: dict) -> list[str]:
@@ -379,8 +387,9 @@ def main() -> int:
           f"(PREFSTREAM_TRAINER_MIN_NEW_PAIRS, 0: off); level offsets for LLMs it never learned "
           f"{'on' if res.get('trainer_offsets') else 'off'} (PREFSTREAM_TRAINER_OFFSETS).\n",
           "| step | feedback seen | served acc | per-user count acc | scorers | trainer cycles |"
-          + (" with the new LLM: decisions | served | count |" if res["new_llm"] else ""),
-          "|---|---|---|---|---|---|" + ("---|---|---|" if res["new_llm"] else "")]
+          + (" with the new LLM: decisions | served | count | level offsets as the step began |"
+             if res["new_llm"] else ""),
+          "|---|---|---|---|---|---|" + ("---|---|---|---|" if res["new_llm"] else "")]
     md += [f"| {s['step']} | {s['feedback_seen']} | {s['accuracy']:.3f} | {s['per_user_accuracy']:.3f} | "
            f"{json.dumps(s['scorers'])} | {s['trainer_cycles']} |" + _new_llm_cells(s, res["new_llm"])
            for s in res["steps"]]

@@ -12,7 +12,7 @@ import threading
 import uuid
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -386,14 +386,15 @@ class GraphStore(ABC):
                     return out
         return out
 
-    def serving_samples(self, user_ids: Sequence[str], k: int, after_ms: int,
-                        min_llms: int = 2) -> list[TrainingSample]:
-        """The users' comparisons from ``after_ms`` on, each with the history a router serving it reads (see
-        graphstore.sampler.serving_samples): what the periodic trainer's promotion judge scores."""
+    def serving_samples(self, user_ids: Sequence[str], k: int, after_ms: int, min_llms: int = 2,
+                        llms: Collection[str] | None = None) -> list[TrainingSample]:
+        """The users' comparisons from ``after_ms`` on (only those comparing one of ``llms``, when given), each
+        with the history a router serving it reads (see graphstore.sampler.serving_samples): what the periodic
+        trainer's promotion judge scores, and its level offsets are fitted on between cycles."""
         from graphstore.sampler import serving_samples
 
         return [s for u, rows in self._whole_histories(list(dict.fromkeys(user_ids)))
-                for s in serving_samples(u, rows, k, after_ms, min_llms)]
+                for s in serving_samples(u, rows, k, after_ms, min_llms, llms)]
 
     def _whole_histories(self, user_ids: list[str]) -> Iterator[tuple[str, list[list]]]:
         """(user, every stored turn row of theirs) in ``user_ids``' order, read a batch of users at a time."""

@@ -14,7 +14,7 @@ Rules (the trainer's contract):
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
@@ -65,15 +65,17 @@ def sample_user(user_id: str, rows: Sequence[Sequence], k: int, rng: np.random.G
 
 
 def serving_samples(user_id: str, rows: Sequence[Sequence], k: int, after_ms: int,
-                    min_llms: int = 2) -> list[TrainingSample]:
-    """One sample per target group that starts at or after ``after_ms``, with the history a router serving it
-    reads: the last ``k`` turns before it, with the ratings given before it. The promotion judge scores these, so
-    a candidate is judged as it would serve (a training sample's later targets read only the turns before its
-    random cut)."""
+                    min_llms: int = 2, llms: Collection[str] | None = None) -> list[TrainingSample]:
+    """One sample per target group that starts at or after ``after_ms`` (and compares one of ``llms``, when
+    given), with the history a router serving it reads: the last ``k`` turns before it, with the ratings given
+    before it. The promotion judge scores these, so a candidate is judged as it would serve (a training sample's
+    later targets read only the turns before its random cut)."""
     rows = sorted(rows, key=order_key)  # by time first
     stamps = [int(r[TS]) for r in rows]
     out = []
     for g in _groups(user_id, rows, min_llms):
+        if llms is not None and not any(m in llms for m in g.llm_ids):
+            continue
         n_before = bisect_left(stamps, g.timestamp)  # the rows strictly before it
         if g.timestamp >= after_ms and n_before:
             out.append(TrainingSample(assemble(user_id, rows[:n_before], k, ratings_before=g.timestamp), [g]))

@@ -138,9 +138,10 @@ class Settings(BaseSettings):
     trainer_min_new_pairs: int = Field(50, ge=0, description="...or, when some fresh pairs compare an LLM the "
                                        "serving model never learned, on at least this many of them: a candidate "
                                        "better on those and not behind on the rest is promoted (0: off)")
-    trainer_offsets: bool = Field(True, description="a cycle that keeps the serving model fits a level offset for "
-                                  "each LLM that model never learned, from its own scores of the sampled feedback, and "
-                                  "routers add it to that LLM's score (trainer/calibration.py)")
+    trainer_offsets: bool = Field(True, description="the trainer fits a level offset for each LLM the serving model "
+                                  "never learned, from that model's own scores of the LLM's recent comparisons (at "
+                                  "recounts and in cycles that keep it), and routers add it to that LLM's score "
+                                  "(trainer/calibration.py)")
     trainer_alpha: float = Field(0.05, gt=0.0, lt=1.0, description="sign-test level: promote only if significantly "
                                  "better than counting and the serving model")
     count_refresh_s: float = Field(10.0, gt=0, description="a router serving the count-based scorer recounts the "

@@ -12,6 +12,12 @@ that learned the LLM is promoted, a trainer cycle fits, for the LLMs its serving
 from the serving model's own scores s of the cycle's sampled comparisons (b_m = 0 for every other LLM), and the
 routers add b_m to m's score (``offsets.json`` beside the checkpoints, for the version it was fitted to). A rating
 "A beat B" raises b_A or lowers b_B: the sign guarantee holds (tests/trainer/test_calibration.py).
+
+Two callers fit them (both through :func:`calibrate`): a cycle that keeps its serving model, and between cycles
+every recount once those LLMs' games have grown by ``RECOUNT_GROWTH`` since the last fit
+(trainer.refresh.RefreshTrainer.recalibrate), so the offsets follow an LLM's first feedback by a few dozen events
+rather than by a cycle. The file for a version is replaced only by a fit on feedback at least as recent
+(``until_ms``): a cycle that sampled before a recount's fit does not undo it.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from graphstore.schema import HeldOutGroup
 
 OFFSETS_FILE = "offsets.json"
 PRIOR_SD = 1.0  # the offsets' prior scale, in score (logit) units
+RECOUNT_MIN_GAMES = 50  # a recount first fits the offsets when the unlearned LLMs have this many pairwise games...
+RECOUNT_GROWTH = 1.5  # ...and again whenever their games reach this multiple of those at the last fit
 
 
 def offset_pairs(groups: Sequence[HeldOutGroup], scores: Sequence[np.ndarray],
@@ -85,19 +93,59 @@ def apply_offsets(scores: np.ndarray, llm_ids: Sequence[str], offsets: dict[str,
     return np.asarray(scores, np.float64) + np.array([offsets.get(m, 0.0) for m in llm_ids], np.float64)
 
 
-def save_offsets(root: Path | str, version: str, offsets: dict[str, float], **meta) -> None:
-    """Write the offsets for model ``version`` (temp file + rename: a router reads the old or the new file)."""
+def calibrate(before: Sequence[HeldOutGroup], before_scores: Sequence[np.ndarray], fresh: Sequence[HeldOutGroup],
+              fresh_scores: Sequence[np.ndarray], llms: Collection[str],
+              current: dict[str, float] | None = None) -> dict:
+    """Offsets for ``llms`` from a serving model's own scores, chosen prequentially: a fit on the ``before``
+    comparisons, the offsets in force (``current``) and none compete on the ``fresh`` pairs with those LLMs; the
+    one that gets most of them right is chosen, ties going to the newer (the fit, then those in force). A chosen
+    fit is fitted again on both sides. Returns {"fitted_before_cutoff", "fresh_pairs", "correct" (per contender),
+    "chosen" ("fit", "in force" or "none"), "offsets" (what the routers are to add)}."""
+    from trainer.promotion import pair_correct, pair_has
+
+    b = fit_offsets(before, before_scores, llms)
+    hit = pair_has(fresh, llms)
+
+    def correct(offsets: dict[str, float]) -> int:
+        shifted = [apply_offsets(s, g.llm_ids, offsets) for g, s in zip(fresh, fresh_scores)]
+        return int(pair_correct(fresh, shifted)[hit].sum())
+
+    right = {"fit": correct(b), "in force": correct(current or {}), "none": correct({})}
+    chosen = max(right, key=right.get)  # the first of the best: dicts keep their order
+    offsets = {"fit": lambda: fit_offsets(list(before) + list(fresh), list(before_scores) + list(fresh_scores),
+                                          llms),
+               "in force": lambda: dict(current or {}), "none": dict}[chosen]()
+    return {"fitted_before_cutoff": b, "fresh_pairs": int(hit.sum()), "correct": right, "chosen": chosen,
+            "offsets": offsets}
+
+
+def save_offsets(root: Path | str, version: str, offsets: dict[str, float], until_ms: int | None = None,
+                 **meta) -> bool:
+    """Write the offsets for model ``version`` (temp file + rename: a router reads the old or the new file), fitted
+    on feedback up to ``until_ms``; False (nothing written) when the file holds ``version``'s offsets from later
+    feedback."""
     root = Path(root)
+    doc = read_offsets(root)
+    if until_ms is not None and doc.get("version") == version and doc.get("until_ms", -1) > until_ms:
+        return False
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{OFFSETS_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"version": version, "offsets": offsets, **meta}, default=float))
+    tmp.write_text(json.dumps({"version": version, "offsets": offsets, "until_ms": until_ms, **meta},
+                              default=float))
     os.replace(tmp, root / OFFSETS_FILE)
+    return True
 
 
-def load_offsets(root: Path | str, version: str) -> dict[str, float]:
-    """The offsets fitted for model ``version``; empty when none were, or they were fitted for another version."""
+def read_offsets(root: Path | str) -> dict:
+    """The offsets file as written (version, offsets, until_ms and what its fit logged); {} when there is none."""
     try:
         doc = json.loads((Path(root) / OFFSETS_FILE).read_text())
     except (FileNotFoundError, ValueError):
         return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def load_offsets(root: Path | str, version: str) -> dict[str, float]:
+    """The offsets fitted for model ``version``; empty when none were, or they were fitted for another version."""
+    doc = read_offsets(root)
     return {str(m): float(b) for m, b in doc.get("offsets", {}).items()} if doc.get("version") == version else {}

@@ -12,12 +12,17 @@ One cycle (prequential):
    (trainer/promotion.py): promote the candidate only if it is significantly better than both on enough
    pairs; demote a serving model that is significantly worse than counting; publish the candidate either way;
    when the serving model stays and some LLM has feedback that it never learned, fit that LLM's level offset
-   from its scores (``calibrate``, trainer/calibration.py) for the routers to add;
+   from its scores (``calibrate``, trainer/calibration.py) for the routers to add; the serving model is judged
+   with the offsets the routers add to it;
 6. append the cycle (versions, data window, metrics, verdict, what serves now) to ``<model_dir>/cycles.jsonl``.
+
+Between cycles, every recount also refits those offsets once the unlearned LLMs' games have grown enough
+(``recalibrate``), from the serving model's scores of their recent comparisons as routers served them.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -95,6 +100,15 @@ def unlearned(games: Mapping[str, float], seen: Mapping[str, float], n: float) -
     """LLMs with feedback now (``games``: CountScorer.games) that the serving model trained on fewer than ``n``
     games of (``seen``: seen_games): typically an LLM registered after it. A cycle boosts their samples."""
     return sorted(m for m, g in games.items() if g > 0 and seen.get(m, 0.0) < n)
+
+
+@functools.lru_cache(maxsize=2)
+def serving_checkpoint(path: str):
+    """load_checkpoint of a published version's file, kept: a version's checkpoint never changes, and the periodic
+    trainer asks for the serving one at every recount (recalibrate)."""
+    from trainer.checkpoint import load_checkpoint
+
+    return load_checkpoint(path)
 
 
 def seen_games(checkpoint) -> dict[str, float]:
@@ -197,18 +211,15 @@ class RefreshTrainer:
 
     # --- data --------------------------------------------------------------------------------
     def sample(self, seed: int) -> tuple[list[TrainingSample], list[TrainingSample], dict]:
-        # "recent" is relative to the newest turn in the store, so replayed history works the same as live
-        newest = max((t for _, t in self.store.active_users(None)), default=0)
-        since = newest - int(self.cfg.window_minutes * 60_000)
+        since = self.since_ms()
         users = self.store.active_users(since)
         samples: list[TrainingSample] = []
         rng = np.random.default_rng(seed)
         for _ in range(3):  # each pass draws one random cut per user; a few passes give more targets
             samples += self.store.sample_training(self.cfg.users, self.cfg.k, since_ms=since, seed=rng)
-        stamps = sorted(g.timestamp for s in samples for g in s.targets)
-        if not stamps:
+        if not any(s.targets for s in samples):
             return [], [], {"since_ms": since, "users": len(users), "samples": 0}
-        cutoff = int(stamps[min(len(stamps) - 1, int(len(stamps) * (1 - self.cfg.eval_fraction)))])
+        cutoff = self.cutoff([g for s in samples for g in s.targets])
         train, evals = split_prequential(samples, cutoff)
         if self.cfg.served_evals:  # each fresh comparison with the history before it, as a router reads it
             evals = self.store.serving_samples(sorted({s.visible.user_id for s in samples}), self.cfg.k, cutoff)
@@ -222,10 +233,19 @@ class RefreshTrainer:
 
     def serving_seen(self) -> dict[str, float] | None:
         """seen_games of the serving version (None when counting serves)."""
-        from trainer.checkpoint import load_checkpoint
-
         version = self.registry.current()
-        return seen_games(load_checkpoint(self.registry.path(version))) if version else None
+        return seen_games(serving_checkpoint(str(self.registry.path(version)))) if version else None
+
+    def since_ms(self) -> int:
+        """The start of the window: users active after it are sampled and counted (relative to the newest turn in
+        the store, so replayed history works the same as live)."""
+        newest = max((t for _, t in self.store.active_users(None)), default=0)
+        return newest - int(self.cfg.window_minutes * 60_000)
+
+    def cutoff(self, targets: Sequence) -> int:
+        """The time before which all but the newest ``eval_fraction`` of ``targets`` (with .timestamp) begin."""
+        stamps = sorted(g.timestamp for g in targets)
+        return int(stamps[min(len(stamps) - 1, int(len(stamps) * (1 - self.cfg.eval_fraction)))])
 
     def recount(self) -> int:
         """The pairwise games counted (recount_scorer)."""
@@ -238,9 +258,7 @@ class RefreshTrainer:
         to a cycle, so the periodic trainer runs it after every few dozen feedback events."""
         from trainer.count_scorer import CountScorer
 
-        newest = max((t for _, t in self.store.active_users(None)), default=0)
-        since = newest - int(self.cfg.window_minutes * 60_000)
-        counted = CountScorer.from_counts(self.store.global_win_counts(self.cfg.users, since))
+        counted = CountScorer.from_counts(self.store.global_win_counts(self.cfg.users, self.since_ms()))
         if counted.pairs:
             counted.save(self.registry.root)
         return counted
@@ -249,7 +267,7 @@ class RefreshTrainer:
     def run_cycle(self, candidate=None, progress: bool = False, serving=None, trigger: str = "") -> CycleRecord:
         """One refresh. ``candidate`` (a model) skips training and judges that model instead; ``serving`` (a
         model) stands in for the registry's CURRENT version when judging; ``trigger`` is logged with it."""
-        from trainer.checkpoint import load_checkpoint
+        from trainer.calibration import apply_offsets, load_offsets
         from trainer.count_scorer import CountScorer
         from trainer.metrics import pair_metrics
         from trainer.promotion import judge, pair_correct, pair_has
@@ -258,9 +276,11 @@ class RefreshTrainer:
         t0 = time.time()
         serving_version = self.registry.current()
         seen = None  # what the serving model trained on, per LLM (unknown for a ``serving`` given by the caller)
+        offsets: dict[str, float] = {}  # the level offsets routers add to it (none for a caller's ``serving``)
         if serving is None and serving_version:
-            ck = load_checkpoint(self.registry.path(serving_version))
+            ck = serving_checkpoint(str(self.registry.path(serving_version)))
             serving, seen = ck.model, seen_games(ck)
+            offsets = load_offsets(self.registry.root, serving_version)
         llms = self.store.llm_catalog()
         train, evals, window = self.sample(self.cfg.seed + len(self.history()))
         record = CycleRecord(t0, serving_version, None, False, "", window, serving_after=serving_version or "count",
@@ -279,8 +299,9 @@ class RefreshTrainer:
         groups = [g for s in evals for g in s.targets]
         scored = {"candidate": score_samples(candidate, evals, llm_table(llms, candidate.cfg.llm_prices)),
                   "count": CountScorer.counted(train).score_samples(evals)}  # counting as it served before the cutoff
-        if serving is not None:
-            scored["serving"] = score_samples(serving, evals, llm_table(llms, serving.cfg.llm_prices))
+        if serving is not None:  # judged as the routers serve it: with its offsets
+            base = score_samples(serving, evals, llm_table(llms, serving.cfg.llm_prices))
+            scored["serving"] = [apply_offsets(s, g.llm_ids, offsets) for g, s in zip(groups, base)]
         metrics = {k: pair_metrics(groups, v) for k, v in scored.items()}
         record.candidate_metrics, record.count_metrics = metrics["candidate"], metrics["count"]
         record.serving_metrics = metrics.get("serving", {})
@@ -290,8 +311,8 @@ class RefreshTrainer:
                         min_new_pairs=self.cfg.min_new_pairs)
         record.verdict, record.promoted, record.reason = verdict.to_dict(), verdict.promote, verdict.reason
         if boost and serving_version and self.cfg.offsets and not verdict.promote and not verdict.demote:
-            record.offsets = self.calibrate(serving, serving_version, train, groups, scored["serving"],
-                                            correct["serving"], boost, llms)
+            record.offsets = self.calibrate(serving, serving_version, train, groups, base, boost, llms, offsets,
+                                            sum(record.window["llm_games"].get(m, 0.0) for m in boost))
         record.candidate_version = self.registry.publish(
             candidate, promote=verdict.promote, train_config=asdict(self.cfg),
             metrics={"prequential": record.candidate_metrics, "verdict": record.verdict, "window": window},
@@ -303,28 +324,75 @@ class RefreshTrainer:
         return self._log(record, t0)
 
     def calibrate(self, serving, version: str, train: list[TrainingSample], groups: list, serving_scores: list,
-                  serving_correct: np.ndarray, fit: list[str], llms) -> dict:
+                  fit: list[str], llms, current: dict[str, float], games: float) -> dict:
         """Level offsets for the LLMs ``fit`` that the serving model never learned (trainer/calibration.py): fitted
-        on the serving model's scores of the training side of the cutoff, checked on the fresh pairs with those
-        LLMs (``serving_correct``: the judge's pair_correct of ``serving_scores``), and kept for the routers (fitted
-        again on both sides) unless they lose more of those pairs than they win; otherwise the version's offsets are
-        cleared."""
-        from trainer.calibration import apply_offsets, fit_offsets, save_offsets
-        from trainer.promotion import compare, pair_correct, pair_has
+        on the serving model's scores of the training side of the cutoff; on the fresh pairs with those LLMs
+        (``serving_scores``, without offsets) the fit, the offsets in force (``current``) and none compete, and
+        the routers get the winner (a fit, fitted again on both sides). ``games``: those LLMs' games now
+        (recalibrate's next fit waits for more)."""
+        from trainer.calibration import calibrate
         from trainer.train import llm_table, score_samples
 
         hit = comparing(train, fit)
-        train_groups = [g for s in hit for g in s.targets]
         train_scores = score_samples(serving, hit, llm_table(llms, serving.cfg.llm_prices)) if hit else []
-        b = fit_offsets(train_groups, train_scores, fit)
-        fresh = pair_has(groups, fit)
-        shifted = [apply_offsets(s, g.llm_ids, b) for g, s in zip(groups, serving_scores)]
-        check = compare(pair_correct(groups, shifted)[fresh], serving_correct[fresh])
-        out = {"fitted_before_cutoff": b, "fresh_pairs": int(fresh.sum()), "check": asdict(check), "kept": False}
-        if check.wins >= check.losses:
-            out["offsets"] = fit_offsets(train_groups + groups, list(train_scores) + list(serving_scores), fit)
-            out["kept"] = True
-        save_offsets(self.registry.root, version, out.get("offsets", {}), fresh_pairs=out["fresh_pairs"])
+        out = calibrate([g for s in hit for g in s.targets], train_scores, groups, serving_scores, fit, current)
+        return self._save_offsets(version, out, groups, games, "cycle")
+
+    def recalibrate(self, games: Mapping[str, float]) -> dict | None:
+        """Between cycles (the periodic trainer calls it at each recount with the recount's ``games``): refit the
+        serving model's level offsets for the LLMs it never learned once their games reach RECOUNT_MIN_GAMES, then
+        RECOUNT_GROWTH times those at the last fit. Their recent comparisons as routers served them (each with the
+        history before it, GraphStore.serving_samples) are scored by the serving model and split in time like a
+        cycle's (``eval_fraction`` newest fresh); trainer.calibration.calibrate fits and checks. Returns its
+        record with "written" (False: a fit on later feedback was there), or None when no fit was due."""
+        from trainer.calibration import RECOUNT_GROWTH, RECOUNT_MIN_GAMES, calibrate, load_offsets, read_offsets
+
+        version = self.registry.current()
+        if not self.cfg.offsets or not version:
+            return None
+        ck = serving_checkpoint(str(self.registry.path(version)))
+        fit = unlearned(games, seen_games(ck), self.cfg.new_llm_games)
+        now = sum(games.get(m, 0.0) for m in fit)
+        doc = read_offsets(self.registry.root)
+        last = float(doc.get("games") or 0.0) if doc.get("version") == version else 0.0
+        if not fit or now < max(RECOUNT_MIN_GAMES, RECOUNT_GROWTH * last):
+            return None
+        groups, scores = self.served_comparisons(ck.model, fit)
+        if not groups:
+            return None
+        cut = self.cutoff(groups)
+        before = [i for i, g in enumerate(groups) if g.timestamp < cut]
+        fresh = [i for i, g in enumerate(groups) if g.timestamp >= cut]
+        out = calibrate([groups[i] for i in before], [scores[i] for i in before], [groups[i] for i in fresh],
+                        [scores[i] for i in fresh], fit, load_offsets(self.registry.root, version))
+        return self._save_offsets(version, out, groups, now, "recount")
+
+    def served_comparisons(self, model, fit: Collection[str]) -> tuple[list, list[np.ndarray]]:
+        """(groups, the model's scores of them without offsets): the recent comparisons with an LLM in ``fit`` of
+        the ``users`` most recently active users, each with the history a router serving it read, in time order;
+        crowd evidence as a cycle attaches it (the comparisons before the newest ``eval_fraction`` of them)."""
+        from trainer.train import llm_table, score_samples
+
+        since = self.since_ms()
+        users = [u for u, _ in self.store.active_users(since)][: self.cfg.users]
+        samples = sorted(self.store.serving_samples(users, self.cfg.k, since, llms=fit),
+                         key=lambda s: s.targets[0].timestamp)
+        if not samples:
+            return [], []
+        groups = [g for s in samples for g in s.targets]
+        CrowdTable.from_samples(samples, before_ms=self.cutoff(groups)).attach(groups)
+        return groups, score_samples(model, samples, llm_table(self.store.llm_catalog(), model.cfg.llm_prices))
+
+    def _save_offsets(self, version: str, out: dict, groups: list, games: float, source: str) -> dict:
+        """Write calibrate's chosen offsets for ``version`` unless the file holds a fit on later feedback; ``out``
+        gains "written" and is returned."""
+        from trainer.calibration import save_offsets
+
+        until = max(g.timestamp for g in groups)
+        out["written"] = save_offsets(self.registry.root, version, out["offsets"], until_ms=until,
+                                      fresh_pairs=out["fresh_pairs"], games=games, source=source, chosen=out["chosen"])
+        log.info("level offsets for %s (%s, %d fresh pairs, right: %s): %s %s, written=%s", version, source,
+                 out["fresh_pairs"], out["correct"], out["chosen"], out["offsets"], out["written"])
         return out
 
     def _log(self, record: CycleRecord, t0: float) -> CycleRecord:

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 
 from prefstream.config import Settings
 from prefstream.options import add_stack_options, settings_from
@@ -37,10 +38,11 @@ def run_cycle(s: Settings, progress: bool = False, trigger: str = "manual") -> d
         store.close()
 
 
-def recount(s: Settings) -> tuple[int, list[str]]:
-    """Refresh the count-based scorer's global rates from the graph (no training). Returns the pairwise games
-    counted and the LLMs with ``trainer_new_llm_games`` games that the last cycle had fewer of and the serving model
-    trained on fewer of (refresh.new_llms)."""
+def recount(s: Settings) -> tuple[int, list[str], dict | None]:
+    """Refresh the count-based scorer's global rates from the graph (no training), and the serving model's level
+    offsets when due (RefreshTrainer.recalibrate). Returns the pairwise games counted, the LLMs with
+    ``trainer_new_llm_games`` games that the last cycle had fewer of and the serving model trained on fewer of
+    (refresh.new_llms), and the offsets' fit (None: none was due)."""
     from graphstore import open_store
     from trainer.refresh import RefreshTrainer, new_llms
 
@@ -52,7 +54,7 @@ def recount(s: Settings) -> tuple[int, list[str]]:
         due = new_llms(counted.games, last, s.trainer_new_llm_games)
         if due:  # only those the serving model has not learned (its checkpoint is read only then)
             due = new_llms(counted.games, last, s.trainer_new_llm_games, trainer.serving_seen())
-        return counted.pairs, due
+        return counted.pairs, due, trainer.recalibrate(counted.games)
     finally:
         store.close()
 
@@ -94,9 +96,41 @@ def cycle_trigger(s: Settings, new: list[str], new_feedback: int, idle_s: float)
     return "schedule" if idle_s >= s.trainer_every_minutes * 60 else ""
 
 
+@dataclass
+class Cadence:
+    """When the periodic trainer runs a cycle or a recount; the loop polls it with the feedback count."""
+
+    last_at: float = 0.0  # when the last cycle ended (0: none yet)
+    last_fb: int = 0  # the feedback count when the last cycle started
+    counted_fb: int = 0  # ...or the last recount
+    new: list[str] = field(default_factory=list)  # the LLMs the last recount found due (refresh.new_llms)
+    running: bool = False  # a cycle runs
+
+    def poll(self, s: Settings, fb: int, now: float) -> tuple[str, str]:
+        """("cycle", its trigger), ("recount", "") or ("", ""): one cycle at a time (cycle_trigger), and between
+        and during cycles a recount every ``trainer_count_after_feedback`` events; the state follows the answer."""
+        trigger = "" if self.running else cycle_trigger(s, self.new, fb - self.last_fb, now - self.last_at)
+        if trigger and fb > 0:
+            self.last_fb = self.counted_fb = fb  # a cycle also recounts the rates
+            self.running = True
+            return "cycle", trigger
+        if fb - self.counted_fb >= s.trainer_count_after_feedback:
+            self.counted_fb = fb
+            return "recount", ""
+        return "", ""
+
+    def found(self, new: list[str]) -> None:
+        """A recount's due LLMs; none while a cycle runs: it logs the games it counted itself."""
+        self.new = [] if self.running else new
+
+    def finished(self, now: float) -> None:
+        self.last_at, self.new, self.running = now, [], False
+
+
 def periodic(s: Settings, on_ready=None) -> None:
     """Run a cycle as a Ray task every N minutes, or sooner after M new feedback events, or as soon as a recount
-    finds an LLM with its first ``trainer_new_llm_games`` games since the last cycle."""
+    finds an LLM with its first ``trainer_new_llm_games`` games since the last cycle. Recounts (global rates and
+    level offsets) go on every ``trainer_count_after_feedback`` events, also while a cycle runs (Cadence)."""
     from prefstream.metrics import metrics_port_for, serve_metrics
     from prefstream.ray_env import init_ray
 
@@ -106,7 +140,7 @@ def periodic(s: Settings, on_ready=None) -> None:
     log = logging.getLogger("prefstream.trainer")
     if on_ready is not None:
         on_ready()
-    last_at, last_fb, counted_fb, new = 0.0, 0, 0, []
+    cadence, cycle = Cadence(), None  # cycle: the running cycle's ObjectRef
     while True:
         try:
             fb = feedback_count(s)
@@ -114,28 +148,45 @@ def periodic(s: Settings, on_ready=None) -> None:
             log.warning("trainer cannot read the graph store: %s", exc)
             time.sleep(10)
             continue
-        trigger = cycle_trigger(s, new, fb - last_fb, time.time() - last_at)
-        if trigger and fb > 0:
-            try:
-                rec = ray.get(task.remote(s, False, trigger))  # a cycle also recounts the global rates
-                count_cycle(rec)
-                log.warning("trainer cycle: serving %s -> candidate %s promoted=%s (%s)", rec["serving_version"],
-                            rec["candidate_version"], rec["promoted"], rec["reason"])
-            except Exception as exc:
-                count_cycle(None)
-                log.error("trainer cycle failed: %s", exc)
-            last_at, last_fb, counted_fb, new = time.time(), fb, fb, []
-        elif fb - counted_fb >= s.trainer_count_after_feedback:
-            try:
-                pairs, new = recount(s)
-                log.info("recounted the global win rates over %d comparisons", pairs)
-                if new:
-                    log.warning("new LLMs with %d games since the last cycle, refreshing now: %s",
-                                s.trainer_new_llm_games, ", ".join(new))
-            except Exception as exc:
-                log.error("recount failed: %s", exc)
-            counted_fb = fb
+        if cycle is not None and ray.wait([cycle], timeout=0)[0]:
+            finish_cycle(ray, cycle, log)
+            cycle = None
+            cadence.finished(time.time())
+        what, trigger = cadence.poll(s, fb, time.time())
+        if what == "cycle":
+            cycle = task.remote(s, False, trigger)
+        elif what == "recount":
+            cadence.found(recount_logged(s, log))
+            if cadence.new:
+                log.warning("new LLMs with %d games since the last cycle, refreshing now: %s",
+                            s.trainer_new_llm_games, ", ".join(cadence.new))
         time.sleep(5)
+
+
+def finish_cycle(ray, cycle, log: logging.Logger) -> None:
+    """Collect a finished cycle's record (or its failure): metrics and a log line."""
+    try:
+        rec = ray.get(cycle)
+        count_cycle(rec)
+        log.warning("trainer cycle: serving %s -> candidate %s promoted=%s (%s)", rec["serving_version"],
+                    rec["candidate_version"], rec["promoted"], rec["reason"])
+    except Exception as exc:
+        count_cycle(None)
+        log.error("trainer cycle failed: %s", exc)
+
+
+def recount_logged(s: Settings, log: logging.Logger) -> list[str]:
+    """recount, logged; the new LLMs it found ([] when it failed)."""
+    try:
+        pairs, new, offsets = recount(s)
+    except Exception as exc:
+        log.error("recount failed: %s", exc)
+        return []
+    log.info("recounted the global win rates over %d comparisons", pairs)
+    if offsets is not None:
+        log.warning("level offsets: %s %s (right of %d fresh pairs: %s; written=%s)", offsets["chosen"],
+                    offsets["offsets"], offsets["fresh_pairs"], offsets["correct"], offsets["written"])
+    return new
 
 
 def promoted_cell(record: dict) -> str:

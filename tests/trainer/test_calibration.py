@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from graphstore.schema import HeldOutGroup, LLMInfo, UserSubgraph
-from trainer.calibration import apply_offsets, fit_offsets, load_offsets, save_offsets
+from trainer.calibration import (apply_offsets, calibrate, fit_offsets, load_offsets, read_offsets,
+                                 save_offsets)
 
 
 def _group(a: str, b: str, a_won: bool) -> HeldOutGroup:
@@ -54,6 +55,34 @@ def test_offsets_are_kept_for_the_version_they_were_fitted_to(tmp_path):
     save_offsets(tmp_path, "v1", {"x": -0.5}, fresh_pairs=12)
     assert load_offsets(tmp_path, "v1") == {"x": -0.5} and load_offsets(tmp_path, "v2") == {}
     np.testing.assert_allclose(apply_offsets(np.array([1.0, 2.0]), ["x", "a"], {"x": -0.5}), [0.5, 2.0])
+
+
+def test_calibrate_chooses_what_gets_most_fresh_pairs_right():
+    """Fitted on the earlier comparisons; on the later ones the fit, the offsets in force and none compete."""
+    rng = np.random.default_rng(2)
+    groups, scores = _planted(rng, 1200, -1.2)
+    out = calibrate(groups[:900], scores[:900], groups[900:], scores[900:], {"x"})
+    assert out["fresh_pairs"] == 300 and out["chosen"] == "fit" and out["correct"]["fit"] > out["correct"]["none"]
+    assert out["fitted_before_cutoff"]["x"] < -0.8
+    assert abs(out["offsets"]["x"] - fit_offsets(groups, scores, {"x"})["x"]) < 1e-9  # refitted on both sides
+    # a fit that points the wrong way loses to the offsets in force, which stay
+    wrong = [_group(g.llm_ids[0], g.llm_ids[1], not bool(g.ratings[0] > g.ratings[1])) for g in groups[:900]]
+    out = calibrate(wrong, scores[:900], groups[900:], scores[900:], {"x"}, current={"x": -1.2})
+    assert out["fitted_before_cutoff"]["x"] > 0.8 and out["chosen"] == "in force" and out["offsets"] == {"x": -1.2}
+    # ...and both lose to none when the fresh pairs say so
+    out = calibrate(wrong, scores[:900], groups[900:], scores[900:], {"x"}, current={"x": 3.0})
+    assert out["chosen"] == "none" and out["offsets"] == {}
+    assert out["correct"]["none"] > max(out["correct"]["fit"], out["correct"]["in force"])
+
+
+def test_a_fit_on_older_feedback_does_not_replace_a_newer_one(tmp_path):
+    """A cycle that sampled before a recount's fit does not undo it; another version's file is replaced."""
+    assert save_offsets(tmp_path, "v1", {"x": -0.5}, until_ms=2000, games=80.0, source="recount")
+    assert not save_offsets(tmp_path, "v1", {"x": 0.3}, until_ms=1000, source="cycle")
+    assert load_offsets(tmp_path, "v1") == {"x": -0.5} and read_offsets(tmp_path)["games"] == 80.0
+    assert save_offsets(tmp_path, "v1", {"x": -0.7}, until_ms=2000)  # as recent: replaced
+    assert save_offsets(tmp_path, "v2", {"x": 0.3}, until_ms=1000)
+    assert load_offsets(tmp_path, "v2") == {"x": 0.3} and load_offsets(tmp_path, "v1") == {}
 
 
 @pytest.fixture()

@@ -105,6 +105,26 @@ def test_the_periodic_trainer_says_why_a_cycle_runs():
     assert cycle_trigger(s, [], 999, 15 * 60.0 - 1) == ""
 
 
+def test_the_periodic_trainer_runs_one_cycle_at_a_time_and_recounts_while_it_runs():
+    from prefstream.config import Settings
+    from trainer.refresh_cli import Cadence
+
+    s = Settings(trainer_after_feedback=1000, trainer_count_after_feedback=50, trainer_every_minutes=15)
+    c = Cadence()
+    assert c.poll(s, 0, 1000.0) == ("", "")  # nothing to learn from yet
+    assert c.poll(s, 10, 1001.0) == ("cycle", "schedule")  # the first cycle
+    assert c.poll(s, 2000, 1002.0) == ("recount", "")  # no second cycle while it runs; recounts go on...
+    c.found(["x"])
+    assert c.new == []  # ...but their new LLMs wait: the running cycle counts them itself
+    assert c.poll(s, 2049, 1003.0) == ("", "")
+    c.finished(1100.0)
+    assert c.poll(s, 2049, 1101.0) == ("cycle", "feedback")  # 1000 events since the first cycle began
+    c.finished(1200.0)
+    assert c.poll(s, 2099, 1201.0) == ("recount", "")
+    c.found(["x"])
+    assert c.poll(s, 2100, 1202.0) == ("cycle", "new LLMs: x")
+
+
 def test_the_last_cycle_is_read_from_the_end_of_the_file(tmp_path):
     from trainer.refresh import CYCLES_FILE, RefreshTrainer
 

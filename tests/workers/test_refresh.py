@@ -136,9 +136,50 @@ def test_a_cycle_boosts_the_llms_its_serving_model_trained_on_few_games_of(sim_s
 
     off = second.offsets
     assert set(off["fitted_before_cutoff"]) == {fresh} and off["fresh_pairs"] == v["unlearned_pairs"]
-    assert load_offsets(tmp_path, serving) == (off["offsets"] if off["kept"] else {})
-    assert off["kept"] == (off["check"]["wins"] >= off["check"]["losses"])
+    assert off["written"] and load_offsets(tmp_path, serving) == off["offsets"]
+    assert off["correct"][off["chosen"]] == max(off["correct"].values())
     assert [h["trigger"] for h in trainer.history()] == ["", f"new LLMs: {fresh}"]  # logged for `train --history`
+
+
+def test_between_cycles_a_recount_refits_the_offsets_of_an_llm_the_serving_model_never_learned(sim_store, tmp_path):
+    """recalibrate: due once the unlearned LLM has enough games and again when they grow, fitted on its comparisons
+    as served (only those, in time order); a cycle then judges the serving model with the offsets routers add."""
+    from trainer.calibration import RECOUNT_GROWTH, load_offsets, read_offsets, save_offsets
+    from trainer.checkpoint import load_checkpoint
+
+    cfg = RefreshConfig(window_minutes=1e9, users=100, steps=4, new_llm_games=1, min_pairs=10**9)  # none promoted
+    trainer = RefreshTrainer(sim_store, tmp_path, cfg)
+    games = trainer.recount_scorer().games
+    assert trainer.recalibrate(games) is None  # counting serves: nothing to offset
+    model = load_checkpoint(trainer.registry.path(trainer.run_cycle().candidate_version)).model
+    fresh = max(games, key=games.get)
+    serving = trainer.registry.publish(model, promote=True, llm_catalog=sim_store.llm_catalog(),
+                                       metrics={"llm_games": {m: g for m, g in games.items() if m != fresh}})
+    groups, scores = trainer.served_comparisons(model, [fresh])
+    assert groups and all(fresh in g.llm_ids for g in groups) and len(scores) == len(groups)
+    assert [g.timestamp for g in groups] == sorted(g.timestamp for g in groups)
+    every = sim_store.serving_samples([u for u, _ in sim_store.active_users(None)][:100], 10, 0)
+    assert len(groups) == sum(fresh in s.targets[0].llm_ids for s in every)
+
+    out = trainer.recalibrate(games)
+    assert set(out["fitted_before_cutoff"]) == {fresh} and out["fresh_pairs"] > 0 and out["written"]
+    doc = read_offsets(tmp_path)
+    assert doc["version"] == serving and doc["source"] == "recount" and doc["games"] == games[fresh]
+    assert load_offsets(tmp_path, serving) == out["offsets"] and doc["chosen"] == out["chosen"]
+    assert trainer.recalibrate(games) is None  # not due again until its games grow
+    assert trainer.recalibrate({**games, fresh: games[fresh] * RECOUNT_GROWTH}) is not None
+    from dataclasses import replace
+
+    off = RefreshTrainer(sim_store, tmp_path, replace(cfg, offsets=False))
+    assert off.recalibrate({**games, fresh: games[fresh] * 10}) is None
+
+    # the judge scores the serving model as routers serve it: the same model as candidate differs only by them
+    save_offsets(tmp_path, serving, {fresh: 8.0}, until_ms=2**62)
+    with_offsets = trainer.run_cycle(candidate=model)
+    assert with_offsets.serving_metrics["accuracy"] != with_offsets.candidate_metrics["accuracy"]
+    (tmp_path / "offsets.json").unlink()
+    without = trainer.run_cycle(candidate=model)
+    assert without.serving_metrics["accuracy"] == without.candidate_metrics["accuracy"]
 
 
 def test_recount_refreshes_served_counting_without_training(sim_store, tmp_path):
@@ -188,7 +229,7 @@ def test_the_periodic_trainers_recount_names_an_llm_the_last_cycle_had_not_count
 
     s = module_settings.model_copy(update={"model_dir": tmp_path, "trainer_window_minutes": 1e9,
                                            "trainer_users": 100})
-    pairs, new = recount(s)
+    pairs, new, _ = recount(s)
     assert pairs > 0 and new == []  # no cycle yet: the regular cadence runs the first
     games = CountScorer.load(tmp_path).games
     fresh = max(games, key=games.get)  # as if it had been registered after the last cycle
