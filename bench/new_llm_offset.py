@@ -11,7 +11,9 @@ only, so its whole level may be off. This measures that level error and what cor
   every earlier test pair with X (all users' feedback seen so far, as a live router would have it) under the
   Bradley-Terry likelihood sigmoid(s_X - s_other + b_X) with a N(0, ``--prior-sd``^2) prior; refitted every
   ``--refit-every`` pairs;
-- the per-user win count (whole past) on the same pairs.
+- the per-user win count (whole past) on the same pairs;
+- the offsets the periodic trainer's recounts would serve (recount_offsets): its schedule, and the fit always, or
+  trainer.calibration.calibrate's choice by fresh pairs right or by their likelihood.
 For each held-out LLM the defaults are trained once on bench/new_llm.py's filtered files (X's answers removed from
 train and valid; the test file unchanged; cached beside them), or read from ``--model X=CKPT``. Differences in
 points with a 95 % interval from resampling whole users. About 5 minutes per LLM to train on 2 cores; run it alone.
@@ -31,6 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import RESULTS, command_line, machine_facts, write_json  # noqa: E402
 from bench.new_llm import DATA, HELD_OUT, filtered_copy, fit_on, load, scored  # noqa: E402
+
+RECOUNT_RULES = ("always", "accuracy", "likelihood")  # recount_offsets: no choice, then calibrate's criteria
 
 
 def x_pairs(groups: list, scores: list, count: list, llm: str) -> dict[str, np.ndarray]:
@@ -73,6 +77,32 @@ def prequential_offsets(t: dict, prior_sd: float, every: int) -> np.ndarray:
     return out
 
 
+def recount_offsets(groups: list, scores: list, llm: str, ts: np.ndarray, criterion: str) -> np.ndarray:
+    """[P] X's offset in force at each pair stamped ``ts`` [P] under the periodic trainer's recount schedule: a fit
+    once X has RECOUNT_MIN_GAMES pairs, again each time they reach RECOUNT_GROWTH times those at the last, each
+    fit on every earlier comparison with X, its newest ``eval_fraction`` fresh, chosen by
+    trainer.calibration.calibrate with ``criterion`` ("always": the refit on all of them, no choice). A fit
+    serves the pairs stamped after its last comparison."""
+    from trainer.calibration import RECOUNT_GROWTH, RECOUNT_MIN_GAMES, calibrate, fit_offsets, offset_pairs
+    from trainer.refresh import RefreshConfig
+
+    xs = sorted((i for i, g in enumerate(groups) if llm in g.llm_ids), key=lambda i: groups[i].timestamp)
+    n_pairs = np.cumsum([len(offset_pairs([groups[i]], [scores[i]], {llm})[3]) for i in xs])
+    changes, current, last = [(-np.inf, 0.0)], {}, 0.0
+    for j, i in enumerate(xs):
+        if n_pairs[j] < max(RECOUNT_MIN_GAMES, RECOUNT_GROWTH * last):
+            continue
+        seen = xs[: j + 1]
+        cut = len(seen) - max(1, int(len(seen) * RefreshConfig().eval_fraction))
+        g, s = [groups[k] for k in seen], [scores[k] for k in seen]
+        current = (fit_offsets(g, s, {llm}) if criterion == "always" else
+                   calibrate(g[:cut], s[:cut], g[cut:], s[cut:], {llm}, current, criterion)["offsets"])
+        changes.append((groups[i].timestamp, current.get(llm, 0.0)))
+        last = n_pairs[j]
+    at = np.array([c[0] for c in changes])
+    return np.array([c[1] for c in changes])[np.searchsorted(at, ts, side="left") - 1]
+
+
 def correct(diff: np.ndarray, won: np.ndarray) -> np.ndarray:
     return np.where(diff == 0, 0.5, ((diff > 0) == (won > 0)).astype(float))
 
@@ -101,16 +131,20 @@ def one_llm(llm: str, model_file: Path | None, work: Path, args) -> dict:
     final = map_offset(t["model"], t["won"], args.prior_sd)
     acc = {"model": correct(t["model"], t["won"]), "model + online offset": correct(t["model"] + offsets, t["won"]),
            "count": correct(t["count"], t["won"])}
+    for rule in RECOUNT_RULES:  # the trainer's recount schedule and choice (trainer/calibration.py)
+        acc[f"recount: {rule}"] = correct(t["model"] + recount_offsets(groups, scores, llm, t["ts"], rule), t["won"])
     vs = lambda a, b: {k: 100 * v for k, v in user_bootstrap(acc[a], acc[b], t["users"]).items()  # noqa: E731
                        if k in ("diff", "low", "high")}
     half = len(t["won"]) // 2
+    rules = {f"recount {r} - always": vs(f"recount: {r}", "recount: always") for r in RECOUNT_RULES[1:]}
     return {"model_file": str(cached), "pairs": int(len(t["won"])), "x_wins": float(t["won"].mean()),
             "model_prefers_x": float((t["model"] > 0).mean()),
             "offset_all_pairs": final, "offset_trace": offsets[:: max(1, len(offsets) // 50)].tolist(),
             "accuracy": {k: float(v.mean()) for k, v in acc.items()},
             "accuracy_second_half": {k: float(v[half:].mean()) for k, v in acc.items()},
             "vs": {"offset - model": vs("model + online offset", "model"),
-                   "offset - count": vs("model + online offset", "count"), "model - count": vs("model", "count")}}
+                   "offset - count": vs("model + online offset", "count"), "model - count": vs("model", "count"),
+                   **rules}}
 
 
 def markdown(res: dict) -> str:
@@ -129,6 +163,14 @@ def markdown(res: dict) -> str:
                   f"{r['offset_all_pairs']:+.2f} | {a['model']:.4f} | {a['model + online offset']:.4f} | "
                   f"{a['count']:.4f} | {pts(vs['offset - model'])} | {pts(vs['offset - count'])} | "
                   f"{pts(vs['model - count'])} |")
+    md += ["", "The periodic trainer's recounts (first fit at X's 50th pair, again at each 1.5 times as many; the "
+           "newest fifth fresh; trainer.calibration.calibrate chooses the fit, the offsets in force or none):", "",
+           "| held-out LLM X | " + " | ".join(f"recount, {r}" for r in RECOUNT_RULES) + " | "
+           + " | ".join(f"{r} - always" for r in RECOUNT_RULES[1:]) + " |",
+           "|---|" + "---|" * (2 * len(RECOUNT_RULES) - 1)]
+    md += [f"| {llm} | " + " | ".join(f"{r['accuracy'][f'recount: {k}']:.4f}" for k in RECOUNT_RULES) + " | "
+           + " | ".join(pts(r["vs"][f"recount {k} - always"]) for k in RECOUNT_RULES[1:]) + " |"
+           for llm, r in res["held_out"].items()]
     md += ["", "Second half of X's pairs (the offset has seen the first): " + "; ".join(
         f"{llm}: " + ", ".join(f"{k} {v:.4f}" for k, v in r["accuracy_second_half"].items())
         for llm, r in res["held_out"].items()), ""]

@@ -270,8 +270,8 @@ def _offsets_cell(p: dict) -> str:
     if not o:
         return "-"
     fitted = ", ".join(f"{m} {b:+.2f}" for m, b in o["fitted_before_cutoff"].items())
-    right = ", ".join(f"{k} {n}" for k, n in o["correct"].items())
-    return (f"fit {fitted}; {o['chosen']} chosen (right of {o['fresh_pairs']} fresh pairs: {right})"
+    right = ", ".join(f"{k} {n:.4g}" for k, n in o["fresh_scores"].items())
+    return (f"fit {fitted}; {o['chosen']} chosen ({o['criterion']} on {o['fresh_pairs']} fresh pairs: {right})"
             + ("" if o.get("written", True) else "; not written: a recount's fit was newer"))
 
 

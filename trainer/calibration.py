@@ -4,19 +4,21 @@ A model trained before an LLM was registered scores it from its description only
 be far off: bench/results/new_llm_offset.md found the model trained without llama3-chatqa-1.5-70b preferring it on
 a third of its test pairs where users preferred it on a quarter, and one number fitted online on the earlier pairs
 lifting those pairs' accuracy by 4.45 pts (above counting), while on gemma-2-9b-it it changed nothing. Until a cycle
-that learned the LLM is promoted, a trainer cycle fits, for the LLMs its serving model never learned,
+that learned the LLM is promoted, the trainer fits, for the LLMs its serving model never learned,
 
     b = argmax  sum over comparison pairs (i beat j) with an offset LLM  log sigmoid(s_i + b_i - s_j - b_j)
                 - |b|^2 / (2 prior_sd^2)
 
-from the serving model's own scores s of the cycle's sampled comparisons (b_m = 0 for every other LLM), and the
+from the serving model's own scores s of their comparisons (b_m = 0 for every other LLM), and the
 routers add b_m to m's score (``offsets.json`` beside the checkpoints, for the version it was fitted to). A rating
 "A beat B" raises b_A or lowers b_B: the sign guarantee holds (tests/trainer/test_calibration.py).
 
 Two callers fit them (both through :func:`calibrate`): a cycle that keeps its serving model, and between cycles
 every recount once those LLMs' games have grown by ``RECOUNT_GROWTH`` since the last fit
 (trainer.refresh.RefreshTrainer.recalibrate), so the offsets follow an LLM's first feedback by a few dozen events
-rather than by a cycle. The file for a version is replaced only by a fit on feedback at least as recent
+rather than by a cycle. Each fit is made on the older comparisons and competes with the offsets in force and with
+none on the newest: the likeliest wins (bench/results/new_llm_offset.md: choosing by pairs right instead lost a
+point against always refitting). The file for a version is replaced only by a fit on feedback at least as recent
 (``until_ms``): a cycle that sampled before a recount's fit does not undo it.
 """
 
@@ -35,6 +37,7 @@ OFFSETS_FILE = "offsets.json"
 PRIOR_SD = 1.0  # the offsets' prior scale, in score (logit) units
 RECOUNT_MIN_GAMES = 50  # a recount first fits the offsets when the unlearned LLMs have this many pairwise games...
 RECOUNT_GROWTH = 1.5  # ...and again whenever their games reach this multiple of those at the last fit
+CRITERION = "likelihood"  # calibrate: how contenders are compared on the fresh pairs (bench/results/new_llm_offset.md)
 
 
 def offset_pairs(groups: Sequence[HeldOutGroup], scores: Sequence[np.ndarray],
@@ -93,30 +96,38 @@ def apply_offsets(scores: np.ndarray, llm_ids: Sequence[str], offsets: dict[str,
     return np.asarray(scores, np.float64) + np.array([offsets.get(m, 0.0) for m in llm_ids], np.float64)
 
 
+def fresh_score(groups: Sequence[HeldOutGroup], scores: Sequence[np.ndarray], llms: Collection[str],
+                offsets: dict[str, float], criterion: str = CRITERION) -> float:
+    """How well ``offsets`` serve the pairs of ``groups`` that compare one of ``llms``: "accuracy", the pairs whose
+    winner scores higher (a tie counts half); "likelihood", the sum of log sigmoid(winner's score - loser's)."""
+    names, win, lose, margin = offset_pairs(groups, scores, llms)
+    b = np.array([offsets.get(m, 0.0) for m in names] + [0.0])  # index -1: an LLM without an offset
+    shifted = margin + b[win] - b[lose]
+    if criterion == "accuracy":
+        return float(np.sum(shifted > 0) + 0.5 * np.sum(shifted == 0))
+    if criterion == "likelihood":
+        return float(-np.logaddexp(0.0, -shifted).sum())
+    raise ValueError(f"unknown criterion {criterion!r} (accuracy or likelihood)")
+
+
 def calibrate(before: Sequence[HeldOutGroup], before_scores: Sequence[np.ndarray], fresh: Sequence[HeldOutGroup],
-              fresh_scores: Sequence[np.ndarray], llms: Collection[str],
-              current: dict[str, float] | None = None) -> dict:
+              fresh_scores: Sequence[np.ndarray], llms: Collection[str], current: dict[str, float] | None = None,
+              criterion: str = CRITERION) -> dict:
     """Offsets for ``llms`` from a serving model's own scores, chosen prequentially: a fit on the ``before``
     comparisons, the offsets in force (``current``) and none compete on the ``fresh`` pairs with those LLMs; the
-    one that gets most of them right is chosen, ties going to the newer (the fit, then those in force). A chosen
-    fit is fitted again on both sides. Returns {"fitted_before_cutoff", "fresh_pairs", "correct" (per contender),
-    "chosen" ("fit", "in force" or "none"), "offsets" (what the routers are to add)}."""
-    from trainer.promotion import pair_correct, pair_has
-
+    one that serves them best (fresh_score by ``criterion``) is chosen, ties going to the newer (the fit, then those
+    in force); without fresh pairs the offsets in force stay. A chosen fit is fitted again on both sides. Returns
+    {"fitted_before_cutoff", "fresh_pairs", "criterion", "fresh_scores" (per contender), "chosen" ("fit", "in
+    force" or "none"), "offsets" (what the routers are to add)}."""
     b = fit_offsets(before, before_scores, llms)
-    hit = pair_has(fresh, llms)
-
-    def correct(offsets: dict[str, float]) -> int:
-        shifted = [apply_offsets(s, g.llm_ids, offsets) for g, s in zip(fresh, fresh_scores)]
-        return int(pair_correct(fresh, shifted)[hit].sum())
-
-    right = {"fit": correct(b), "in force": correct(current or {}), "none": correct({})}
-    chosen = max(right, key=right.get)  # the first of the best: dicts keep their order
-    offsets = {"fit": lambda: fit_offsets(list(before) + list(fresh), list(before_scores) + list(fresh_scores),
-                                          llms),
-               "in force": lambda: dict(current or {}), "none": dict}[chosen]()
-    return {"fitted_before_cutoff": b, "fresh_pairs": int(hit.sum()), "correct": right, "chosen": chosen,
-            "offsets": offsets}
+    contenders = {"fit": b, "in force": dict(current or {}), "none": {}}
+    score = {k: fresh_score(fresh, fresh_scores, llms, o, criterion) for k, o in contenders.items()}
+    n_fresh = len(offset_pairs(fresh, fresh_scores, llms)[3])
+    chosen = max(score, key=score.get) if n_fresh else "in force"  # the first of the best: dicts keep their order
+    offsets = (fit_offsets(list(before) + list(fresh), list(before_scores) + list(fresh_scores), llms)
+               if chosen == "fit" else contenders[chosen])
+    return {"fitted_before_cutoff": b, "fresh_pairs": n_fresh, "criterion": criterion, "fresh_scores": score,
+            "chosen": chosen, "offsets": offsets}
 
 
 def save_offsets(root: Path | str, version: str, offsets: dict[str, float], until_ms: int | None = None,

@@ -391,8 +391,9 @@ class RefreshTrainer:
         until = max(g.timestamp for g in groups)
         out["written"] = save_offsets(self.registry.root, version, out["offsets"], until_ms=until,
                                       fresh_pairs=out["fresh_pairs"], games=games, source=source, chosen=out["chosen"])
-        log.info("level offsets for %s (%s, %d fresh pairs, right: %s): %s %s, written=%s", version, source,
-                 out["fresh_pairs"], out["correct"], out["chosen"], out["offsets"], out["written"])
+        log.info("level offsets for %s (%s, %d fresh pairs, %s: %s): %s %s, written=%s", version, source,
+                 out["fresh_pairs"], out["criterion"], out["fresh_scores"], out["chosen"], out["offsets"],
+                 out["written"])
         return out
 
     def _log(self, record: CycleRecord, t0: float) -> CycleRecord:

@@ -184,8 +184,9 @@ def recount_logged(s: Settings, log: logging.Logger) -> list[str]:
         return []
     log.info("recounted the global win rates over %d comparisons", pairs)
     if offsets is not None:
-        log.warning("level offsets: %s %s (right of %d fresh pairs: %s; written=%s)", offsets["chosen"],
-                    offsets["offsets"], offsets["fresh_pairs"], offsets["correct"], offsets["written"])
+        log.warning("level offsets: %s %s (%s on %d fresh pairs: %s; written=%s)", offsets["chosen"],
+                    offsets["offsets"], offsets["criterion"], offsets["fresh_pairs"], offsets["fresh_scores"],
+                    offsets["written"])
     return new
 
 

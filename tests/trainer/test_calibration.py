@@ -57,12 +57,13 @@ def test_offsets_are_kept_for_the_version_they_were_fitted_to(tmp_path):
     np.testing.assert_allclose(apply_offsets(np.array([1.0, 2.0]), ["x", "a"], {"x": -0.5}), [0.5, 2.0])
 
 
-def test_calibrate_chooses_what_gets_most_fresh_pairs_right():
+def test_calibrate_chooses_what_serves_the_fresh_pairs_best():
     """Fitted on the earlier comparisons; on the later ones the fit, the offsets in force and none compete."""
     rng = np.random.default_rng(2)
     groups, scores = _planted(rng, 1200, -1.2)
     out = calibrate(groups[:900], scores[:900], groups[900:], scores[900:], {"x"})
-    assert out["fresh_pairs"] == 300 and out["chosen"] == "fit" and out["correct"]["fit"] > out["correct"]["none"]
+    assert out["fresh_pairs"] == 300 and out["chosen"] == "fit"
+    assert out["fresh_scores"]["fit"] > out["fresh_scores"]["none"]
     assert out["fitted_before_cutoff"]["x"] < -0.8
     assert abs(out["offsets"]["x"] - fit_offsets(groups, scores, {"x"})["x"]) < 1e-9  # refitted on both sides
     # a fit that points the wrong way loses to the offsets in force, which stay
@@ -72,7 +73,24 @@ def test_calibrate_chooses_what_gets_most_fresh_pairs_right():
     # ...and both lose to none when the fresh pairs say so
     out = calibrate(wrong, scores[:900], groups[900:], scores[900:], {"x"}, current={"x": 3.0})
     assert out["chosen"] == "none" and out["offsets"] == {}
-    assert out["correct"]["none"] > max(out["correct"]["fit"], out["correct"]["in force"])
+    assert out["fresh_scores"]["none"] > max(out["fresh_scores"]["fit"], out["fresh_scores"]["in force"])
+    # no fresh pair with x (the last group compares others): nothing to choose on, the offsets in force stay
+    out = calibrate(groups[:900], scores[:900], [_group("a", "b", True)], [np.zeros(2)], {"x"}, current={"x": 3.0})
+    assert out["fresh_pairs"] == 0 and out["chosen"] == "in force" and out["offsets"] == {"x": 3.0}
+
+
+def test_fresh_pairs_are_scored_by_accuracy_or_by_likelihood():
+    from trainer.calibration import fresh_score
+
+    groups = [_group("x", "a", True), _group("x", "b", False), _group("a", "b", True)]  # the last has no x
+    scores = [np.array([0.5, 0.0]), np.array([0.2, 0.0]), np.array([-3.0, 0.0])]
+    assert fresh_score(groups, scores, {"x"}, {}, "accuracy") == 1.0  # x's win is right, its loss wrong
+    assert fresh_score(groups, scores, {"x"}, {"x": -0.5}, "accuracy") == 1.5  # now 0 vs 0 on the first: half
+    ll = lambda m: -np.log1p(np.exp(-m))  # noqa: E731
+    assert abs(fresh_score(groups, scores, {"x"}, {}, "likelihood") - (ll(0.5) + ll(-0.2))) < 1e-12
+    assert abs(fresh_score(groups, scores, {"x"}, {"x": -0.3}, "likelihood") - (ll(0.2) + ll(0.1))) < 1e-12
+    with pytest.raises(ValueError, match="criterion"):
+        fresh_score(groups, scores, {"x"}, {}, "auc")
 
 
 def test_a_fit_on_older_feedback_does_not_replace_a_newer_one(tmp_path):

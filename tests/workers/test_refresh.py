@@ -137,7 +137,7 @@ def test_a_cycle_boosts_the_llms_its_serving_model_trained_on_few_games_of(sim_s
     off = second.offsets
     assert set(off["fitted_before_cutoff"]) == {fresh} and off["fresh_pairs"] == v["unlearned_pairs"]
     assert off["written"] and load_offsets(tmp_path, serving) == off["offsets"]
-    assert off["correct"][off["chosen"]] == max(off["correct"].values())
+    assert off["fresh_scores"][off["chosen"]] == max(off["fresh_scores"].values())
     assert [h["trigger"] for h in trainer.history()] == ["", f"new LLMs: {fresh}"]  # logged for `train --history`
 
 
