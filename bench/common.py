@@ -198,6 +198,19 @@ def write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
 
 
+def write_results(path: Path, res: dict, markdown) -> int:
+    """The end of a bench: the load average now into ``res``, ``res`` as JSON at ``path`` and ``markdown(res)`` beside
+    it (.md), the markdown printed. Returns 0 (the exit status)."""
+    import os
+
+    res["loadavg_end"] = list(os.getloadavg())
+    write_json(path, res)
+    md = markdown(res)
+    path.with_suffix(".md").write_text(md)
+    print(md)
+    return 0
+
+
 def model_path(data: Path, config) -> Path:
     """Where bench/quality.py leaves the GMTRouter it trained on the benchmark in ``data`` (seed, steps, k_max in the
     name, and the encoder's vector space unless it is the transformer's), so bench/history.py and bench/feedback.py

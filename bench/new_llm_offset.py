@@ -22,7 +22,6 @@ points with a 95 % interval from resampling whole users. About 5 minutes per LLM
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -31,8 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import RESULTS, command_line, machine_facts, write_json  # noqa: E402
-from bench.new_llm import DATA, HELD_OUT, filtered_copy, fit_on, load, scored  # noqa: E402
+from bench.common import RESULTS, command_line, machine_facts, write_results  # noqa: E402
+from bench.new_llm import DATA, HELD_OUT, filtered_copy, fit_on, load, pts, scored  # noqa: E402
 
 RECOUNT_RULES = ("always", "accuracy", "likelihood")  # recount_offsets: no choice, then calibrate's criteria
 
@@ -77,30 +76,42 @@ def prequential_offsets(t: dict, prior_sd: float, every: int) -> np.ndarray:
     return out
 
 
-def recount_offsets(groups: list, scores: list, llm: str, ts: np.ndarray, criterion: str) -> np.ndarray:
-    """[P] X's offset in force at each pair stamped ``ts`` [P] under the periodic trainer's recount schedule: a fit
-    once X has RECOUNT_MIN_GAMES pairs, again each time they reach RECOUNT_GROWTH times those at the last, each
-    fit on every earlier comparison with X, its newest ``eval_fraction`` fresh, chosen by
-    trainer.calibration.calibrate with ``criterion`` ("always": the refit on all of them, no choice). A fit
-    serves the pairs stamped after its last comparison."""
+def recount_schedule(groups: list, scores: list, llms: set, criterion: str) -> tuple[np.ndarray, list[dict]]:
+    """The offsets for ``llms`` the periodic trainer's recounts would serve: a fit once they have RECOUNT_MIN_GAMES
+    pairs, again each time they reach RECOUNT_GROWTH times those at the last, each fit on every earlier comparison
+    with them, its newest ``eval_fraction`` fresh, chosen by trainer.calibration.calibrate with ``criterion``
+    ("always": the refit on all of them, no choice). (the time stamps [F+1] from which each applies, strictly
+    after: -inf first; the offsets [F+1]: {} first)."""
     from trainer.calibration import RECOUNT_GROWTH, RECOUNT_MIN_GAMES, calibrate, fit_offsets, offset_pairs
     from trainer.refresh import RefreshConfig
 
-    xs = sorted((i for i, g in enumerate(groups) if llm in g.llm_ids), key=lambda i: groups[i].timestamp)
-    n_pairs = np.cumsum([len(offset_pairs([groups[i]], [scores[i]], {llm})[3]) for i in xs])
-    changes, current, last = [(-np.inf, 0.0)], {}, 0.0
+    xs = sorted((i for i, g in enumerate(groups) if any(m in llms for m in g.llm_ids)),
+                key=lambda i: groups[i].timestamp)
+    n_pairs = np.cumsum([len(offset_pairs([groups[i]], [scores[i]], llms)[3]) for i in xs])
+    at, chosen, current, last = [-np.inf], [{}], {}, 0.0
     for j, i in enumerate(xs):
         if n_pairs[j] < max(RECOUNT_MIN_GAMES, RECOUNT_GROWTH * last):
             continue
         seen = xs[: j + 1]
         cut = len(seen) - max(1, int(len(seen) * RefreshConfig().eval_fraction))
         g, s = [groups[k] for k in seen], [scores[k] for k in seen]
-        current = (fit_offsets(g, s, {llm}) if criterion == "always" else
-                   calibrate(g[:cut], s[:cut], g[cut:], s[cut:], {llm}, current, criterion)["offsets"])
-        changes.append((groups[i].timestamp, current.get(llm, 0.0)))
+        current = (fit_offsets(g, s, llms) if criterion == "always" else
+                   calibrate(g[:cut], s[:cut], g[cut:], s[cut:], llms, current, criterion)["offsets"])
+        at.append(groups[i].timestamp)
+        chosen.append(current)
         last = n_pairs[j]
-    at = np.array([c[0] for c in changes])
-    return np.array([c[1] for c in changes])[np.searchsorted(at, ts, side="left") - 1]
+    return np.array(at, float), chosen
+
+
+def in_force(schedule: tuple[np.ndarray, list[dict]], ts: np.ndarray) -> list[dict]:
+    """The offsets of a recount_schedule in force at each time stamp of ``ts``."""
+    at, chosen = schedule
+    return [chosen[k] for k in np.searchsorted(at, ts, side="left") - 1]
+
+
+def recount_offsets(groups: list, scores: list, llm: str, ts: np.ndarray, criterion: str) -> np.ndarray:
+    """[P] X's offset in force at each pair stamped ``ts`` [P] under recount_schedule for X alone."""
+    return np.array([o.get(llm, 0.0) for o in in_force(recount_schedule(groups, scores, {llm}, criterion), ts)])
 
 
 def correct(diff: np.ndarray, won: np.ndarray) -> np.ndarray:
@@ -148,7 +159,6 @@ def one_llm(llm: str, model_file: Path | None, work: Path, args) -> dict:
 
 
 def markdown(res: dict) -> str:
-    pts = lambda d: f"{d['diff']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"  # noqa: E731
     md = ["# A new LLM's level: the model's error on it, and one online offset", "",
           f"Command: `{res['command']}`. Default benchmark, each LLM's answers removed from the train and valid files "
           f"(bench/new_llm.py), the test file unchanged; X's test pairs in time order. The offset is refitted every "
@@ -193,11 +203,7 @@ def main() -> int:
     for llm in args.llms.split(","):
         res["held_out"][llm] = one_llm(llm, Path(given[llm]) if llm in given else None, args.work, args)
         print(llm, res["held_out"][llm]["accuracy"], flush=True)
-    res["loadavg_end"] = list(os.getloadavg())
-    write_json(args.out, res)
-    args.out.with_suffix(".md").write_text(markdown(res))
-    print(markdown(res))
-    return 0
+    return write_results(args.out, res, markdown)
 
 
 if __name__ == "__main__":

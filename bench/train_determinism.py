@@ -15,7 +15,6 @@ not a test; run it alone (a few minutes).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import RESULTS, command_line, machine_facts, write_json  # noqa: E402
+from bench.common import RESULTS, command_line, machine_facts, write_results  # noqa: E402
 from bench.quality import simulate, step_time  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.data import config_samples, load_dataset, online_samples  # noqa: E402
@@ -119,11 +118,7 @@ def main() -> int:
     out: dict = {"command": command_line(), "machine": machine_facts(), "steps": args.steps, "rounds": args.rounds}
     out["training"] = time_training(ds, args.steps, args.rounds, args.seed)
     out["step_1000_users"] = time_steps(ds, args.rounds, args.seed)
-    out["loadavg_end"] = list(os.getloadavg())
-    write_json(args.out, out)
-    args.out.with_suffix(".md").write_text(markdown(out))
-    print(markdown(out))
-    return 0
+    return write_results(args.out, out, markdown)
 
 
 if __name__ == "__main__":
