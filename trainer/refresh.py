@@ -34,6 +34,7 @@ from typing import Collection, Mapping, Sequence
 import numpy as np
 
 from graphstore.schema import TrainingSample
+from prefstream.config import Settings
 from trainer.crowd import CrowdTable
 
 log = logging.getLogger(__name__)
@@ -41,13 +42,21 @@ log = logging.getLogger(__name__)
 CYCLES_FILE = "cycles.jsonl"
 MAX_COPIES = 10  # boosted: the most times one sample is in the list
 NEW_LLM_SHARE = 0.1  # boosted: the share of the list the boosted samples are brought to
+
+
+def setting(name: str):
+    """The default of the ``PREFSTREAM_TRAINER_*`` setting ``trainer_<name>`` (prefstream.config.Settings), which a
+    cycle configured without settings (RefreshConfig) uses too: one place for each default."""
+    return Settings.model_fields[f"trainer_{name}"].default
+
+
 # refit: the peak learning rate from a serving model, training's own. Lower rates scored better on a cycle's fresh
 # pairs (bench/results/refresh_anchor.md) but did not serve the later live decisions better (online_new_llm_lr*.md)
-WARM_LR = 2e-3
+WARM_LR = setting("warm_lr")
 # refit: TrainConfig.anchor from a serving model, the pull of every weight back to the serving model's. On the same
 # samples and fresh pairs its candidates scored better than without it, keeping the other LLMs' pairs while a cycle
 # learned a new LLM (bench/results/refresh_anchor.md); live, none was promoted (online_new_llm_*anchor*.md)
-WARM_ANCHOR = 10.0
+WARM_ANCHOR = setting("anchor")
 
 
 def refit_config(steps: int, seed: int = 0, serving=None, warm_lr: float = WARM_LR, anchor: float = WARM_ANCHOR):
@@ -148,19 +157,20 @@ def new_llms(games: dict[str, float], last_cycle: dict | None, n: float,
 
 @dataclass
 class RefreshConfig:
-    window_minutes: float = 7 * 24 * 60.0  # users active within this window (before the newest turn) are sampled
-    users: int = 2000  # samples drawn per cycle
-    k: int = 10  # visible turns per sample
+    # each default with a PREFSTREAM_TRAINER_* setting is that setting's (``setting``)
+    window_minutes: float = setting("window_minutes")  # users active within this window (before the newest turn)
+    users: int = setting("users")  # samples drawn per cycle
+    k: int = 10  # visible turns per sample (the settings' history_turns when built from them)
     eval_fraction: float = 0.2  # newest share of turns held out for the prequential evaluation
-    steps: int = 400
-    min_pairs: int = 100  # fewest fresh comparison pairs a promotion (or demotion) is decided on
-    min_new_pairs: int = 50  # ...or of those with LLMs the serving model never learned (promotion.judge; 0: off)
-    new_llm_games: int = 200  # an LLM the serving model trained on fewer games of is boosted (unlearned)...
+    steps: int = setting("steps")
+    min_pairs: int = setting("min_pairs")  # fewest fresh comparison pairs a promotion (or demotion) is decided on
+    min_new_pairs: int = setting("min_new_pairs")  # ...or with LLMs the serving model never learned (0: off)
+    new_llm_games: int = setting("new_llm_games")  # an LLM serving trained on fewer games of is boosted (unlearned)...
     new_llm_share: float = NEW_LLM_SHARE  # ...to this share of the training samples (boosted)
     warm_lr: float = WARM_LR  # peak learning rate of a refresh from the serving model (refit_config)
     anchor: float = WARM_ANCHOR  # its pull of every weight back to the serving model's (TrainConfig.anchor)
-    alpha: float = 0.05  # one-sided sign-test level
-    offsets: bool = True  # fit level offsets for the LLMs the serving model never learned (calibrate)
+    alpha: float = setting("alpha")  # one-sided sign-test level
+    offsets: bool = setting("offsets")  # fit level offsets for the LLMs the serving model never learned (calibrate)
     # the judge scores every fresh comparison of the sampled users with the history a router serving it reads
     # (GraphStore.serving_samples); False: the training samples' later targets, whose history ends at the sample's
     # random cut, often many turns before them

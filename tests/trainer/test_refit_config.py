@@ -49,3 +49,20 @@ def test_the_anchor_keeps_fine_tuned_weights_near_their_start(tiny_ds):
     d = {a: _distance(m, start) for a, m in moved.items()}
     assert d[0.0] > 0 and d[100.0] < 0.8 * d[0.0]
     assert d[1e4] < 1e-6
+
+
+def test_a_cycle_without_settings_uses_the_settings_defaults():
+    """RefreshConfig's defaults are the PREFSTREAM_TRAINER_* settings' (one place for each), and `prefstream train`
+    builds the same configuration from default settings, but for k (the settings' history_turns)."""
+    from dataclasses import asdict
+
+    from prefstream.config import Settings
+    from trainer.refresh import RefreshConfig
+    from trainer.refresh_cli import refresh_config
+
+    s = Settings()
+    built, bare = asdict(refresh_config(s)), asdict(RefreshConfig())
+    assert built.pop("k") == s.history_turns and bare.pop("k") == 10
+    assert built == bare
+    changed = refresh_config(s.model_copy(update={"trainer_steps": 7, "trainer_offsets": False}))
+    assert changed.steps == 7 and changed.offsets is False
