@@ -28,7 +28,7 @@ class Scorer:
         self.model = model.eval()
         self.version = version
         self.llm_emb: dict[str, np.ndarray] = dict(llm_emb or getattr(model, "llm_emb", {}) or {})
-        # level offsets of LLMs this model never learned, fitted by a trainer cycle (trainer/calibration.py); the
+        # level offsets of LLMs this model never learned, fitted by the trainer (trainer/calibration.py); the
         # router's ModelSource replaces the dict whole when the trainer writes new ones
         self.offsets: dict[str, float] = {}
         if threads:

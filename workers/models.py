@@ -4,8 +4,8 @@ A background thread polls the registry; a new version is loaded off the request 
 current with one reference assignment, so a micro-batch in flight finishes on the model it started with.
 With no promoted version (a new deployment, or the last model was demoted) the count-based scorer serves,
 with global win rates the router recounts from the graph every few seconds (the trainer's last count at
-start; trainer/count_scorer.py): never worse than counting. A served model also follows the level offsets a
-trainer cycle fitted for it (``offsets.json``, trainer/calibration.py) for LLMs it never learned.
+start; trainer/count_scorer.py): never worse than counting. A served model also follows the level offsets the
+trainer fitted for it (``offsets.json``, trainer/calibration.py) for LLMs it never learned.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class ModelSource:
         return True
 
     def _follow_offsets(self, version: str) -> bool:
-        """Give the serving model the level offsets a trainer cycle fitted for ``version`` (trainer/calibration.py)
+        """Give the serving model the level offsets the trainer fitted for ``version`` (trainer/calibration.py)
         when the file changed; True if they changed."""
         from trainer.calibration import OFFSETS_FILE, load_offsets
 
