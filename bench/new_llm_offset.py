@@ -77,26 +77,29 @@ def prequential_offsets(t: dict, prior_sd: float, every: int) -> np.ndarray:
 
 
 def recount_schedule(groups: list, scores: list, llms: set, criterion: str) -> tuple[np.ndarray, list[dict]]:
-    """The offsets for ``llms`` the periodic trainer's recounts would serve: a fit once they have RECOUNT_MIN_GAMES
-    pairs, again each time they reach RECOUNT_GROWTH times those at the last, each fit on every earlier comparison
-    with them, its newest ``eval_fraction`` fresh, chosen by trainer.calibration.calibrate with ``criterion``
-    ("always": the refit on all of them, no choice). (the time stamps [F+1] from which each applies, strictly
-    after: -inf first; the offsets [F+1]: {} first)."""
-    from trainer.calibration import RECOUNT_GROWTH, RECOUNT_MIN_GAMES, calibrate, fit_offsets, offset_pairs
-    from trainer.refresh import RefreshConfig
+    """The offsets for ``llms`` the periodic trainer's recounts would serve: a fit whenever their pairs make a
+    recount due (trainer.calibration.recount_due), each on every earlier comparison with them split in time as
+    RefreshTrainer.recalibrate splits them (trainer.refresh.prequential_cutoff, the newest ``eval_fraction``
+    fresh), chosen by trainer.calibration.calibrate with ``criterion`` ("always": the refit on all of them, no
+    choice). (the time stamps [F+1] from which each applies, strictly after: -inf first; the offsets [F+1]: {}
+    first)."""
+    from trainer.calibration import calibrate, fit_offsets, offset_pairs, recount_due
+    from trainer.refresh import RefreshConfig, prequential_cutoff
 
     xs = sorted((i for i, g in enumerate(groups) if any(m in llms for m in g.llm_ids)),
                 key=lambda i: groups[i].timestamp)
     n_pairs = np.cumsum([len(offset_pairs([groups[i]], [scores[i]], llms)[3]) for i in xs])
     at, chosen, current, last = [-np.inf], [{}], {}, 0.0
     for j, i in enumerate(xs):
-        if n_pairs[j] < max(RECOUNT_MIN_GAMES, RECOUNT_GROWTH * last):
+        if not recount_due(n_pairs[j], last):
             continue
-        seen = xs[: j + 1]
-        cut = len(seen) - max(1, int(len(seen) * RefreshConfig().eval_fraction))
-        g, s = [groups[k] for k in seen], [scores[k] for k in seen]
+        g, s = [groups[k] for k in xs[: j + 1]], [scores[k] for k in xs[: j + 1]]
+        cut = prequential_cutoff([x.timestamp for x in g], RefreshConfig().eval_fraction)
+        old = [k for k, x in enumerate(g) if x.timestamp < cut]
+        new = [k for k, x in enumerate(g) if x.timestamp >= cut]
         current = (fit_offsets(g, s, llms) if criterion == "always" else
-                   calibrate(g[:cut], s[:cut], g[cut:], s[cut:], llms, current, criterion)["offsets"])
+                   calibrate([g[k] for k in old], [s[k] for k in old], [g[k] for k in new], [s[k] for k in new],
+                             llms, current, criterion)["offsets"])
         at.append(groups[i].timestamp)
         chosen.append(current)
         last = n_pairs[j]

@@ -100,7 +100,12 @@ def fresh_score(groups: Sequence[HeldOutGroup], scores: Sequence[np.ndarray], ll
                 offsets: dict[str, float], criterion: str = CRITERION) -> float:
     """How well ``offsets`` serve the pairs of ``groups`` that compare one of ``llms``: "accuracy", the pairs whose
     winner scores higher (a tie counts half); "likelihood", the sum of log sigmoid(winner's score - loser's)."""
-    names, win, lose, margin = offset_pairs(groups, scores, llms)
+    return score_pairs(offset_pairs(groups, scores, llms), offsets, criterion)
+
+
+def score_pairs(met: tuple, offsets: dict[str, float], criterion: str = CRITERION) -> float:
+    """fresh_score of pairs already read by offset_pairs (``met``)."""
+    names, win, lose, margin = met
     b = np.array([offsets.get(m, 0.0) for m in names] + [0.0])  # index -1: an LLM without an offset
     shifted = margin + b[win] - b[lose]
     if criterion == "accuracy":
@@ -108,6 +113,12 @@ def fresh_score(groups: Sequence[HeldOutGroup], scores: Sequence[np.ndarray], ll
     if criterion == "likelihood":
         return float(-np.logaddexp(0.0, -shifted).sum())
     raise ValueError(f"unknown criterion {criterion!r} (accuracy or likelihood)")
+
+
+def recount_due(games: float, games_at_last_fit: float) -> bool:
+    """Whether a recount refits the offsets: the unlearned LLMs' pairwise ``games`` have reached RECOUNT_MIN_GAMES
+    and RECOUNT_GROWTH times those at the last fit (0: none yet)."""
+    return games >= max(RECOUNT_MIN_GAMES, RECOUNT_GROWTH * games_at_last_fit)
 
 
 def calibrate(before: Sequence[HeldOutGroup], before_scores: Sequence[np.ndarray], fresh: Sequence[HeldOutGroup],
@@ -121,8 +132,9 @@ def calibrate(before: Sequence[HeldOutGroup], before_scores: Sequence[np.ndarray
     force" or "none"), "offsets" (what the routers are to add)}."""
     b = fit_offsets(before, before_scores, llms)
     contenders = {"fit": b, "in force": dict(current or {}), "none": {}}
-    score = {k: fresh_score(fresh, fresh_scores, llms, o, criterion) for k, o in contenders.items()}
-    n_fresh = len(offset_pairs(fresh, fresh_scores, llms)[3])
+    met = offset_pairs(fresh, fresh_scores, llms)  # read once, scored for each contender
+    score = {k: score_pairs(met, o, criterion) for k, o in contenders.items()}
+    n_fresh = len(met[3])
     chosen = max(score, key=score.get) if n_fresh else "in force"  # the first of the best: dicts keep their order
     offsets = (fit_offsets(list(before) + list(fresh), list(before_scores) + list(fresh_scores), llms)
                if chosen == "fit" else contenders[chosen])

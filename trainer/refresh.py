@@ -197,6 +197,13 @@ class CycleRecord:
     offsets: dict = field(default_factory=dict)  # level offsets fitted for the serving model (calibrate)
 
 
+def prequential_cutoff(stamps: Sequence[int], eval_fraction: float) -> int:
+    """The time before which all but the newest ``eval_fraction`` of ``stamps`` (not empty) lie: the targets at or
+    after it are a cycle's fresh side."""
+    stamps = sorted(stamps)
+    return int(stamps[min(len(stamps) - 1, int(len(stamps) * (1 - eval_fraction)))])
+
+
 def split_prequential(samples: list[TrainingSample], cutoff_ms: int) -> tuple[list[TrainingSample], list[TrainingSample]]:
     """Targets before the cutoff train; targets at or after it evaluate (same visible history)."""
     train, evals = [], []
@@ -253,9 +260,8 @@ class RefreshTrainer:
         return newest - int(self.cfg.window_minutes * 60_000)
 
     def cutoff(self, targets: Sequence) -> int:
-        """The time before which all but the newest ``eval_fraction`` of ``targets`` (with .timestamp) begin."""
-        stamps = sorted(g.timestamp for g in targets)
-        return int(stamps[min(len(stamps) - 1, int(len(stamps) * (1 - self.cfg.eval_fraction)))])
+        """prequential_cutoff of ``targets`` (with .timestamp) at the configured ``eval_fraction``."""
+        return prequential_cutoff([g.timestamp for g in targets], self.cfg.eval_fraction)
 
     def recount(self) -> int:
         """The pairwise games counted (recount_scorer)."""
@@ -355,7 +361,7 @@ class RefreshTrainer:
         history before it, GraphStore.serving_samples) are scored by the serving model and split in time like a
         cycle's (``eval_fraction`` newest fresh); trainer.calibration.calibrate fits and checks. Returns its
         record with "written" (False: a fit on later feedback was there), or None when no fit was due."""
-        from trainer.calibration import RECOUNT_GROWTH, RECOUNT_MIN_GAMES, calibrate, load_offsets, read_offsets
+        from trainer.calibration import calibrate, load_offsets, read_offsets, recount_due
 
         version = self.registry.current()
         if not self.cfg.offsets or not version:
@@ -365,7 +371,7 @@ class RefreshTrainer:
         now = sum(games.get(m, 0.0) for m in fit)
         doc = read_offsets(self.registry.root)
         last = float(doc.get("games") or 0.0) if doc.get("version") == version else 0.0
-        if not fit or now < max(RECOUNT_MIN_GAMES, RECOUNT_GROWTH * last):
+        if not fit or not recount_due(now, last):
             return None
         groups, scores = self.served_comparisons(ck.model, fit)
         if not groups:

@@ -104,8 +104,9 @@ class ModelSource:
             return False
         self._offsets_stamp = stamp
         offsets = load_offsets(self.registry.root, version)
-        if offsets != self._scorer.offsets:
-            log.info("model %s: level offsets %s", version, offsets)
+        if offsets == self._scorer.offsets:  # rewritten (a later fit chose the same, or for another version)
+            return False
+        log.info("model %s: level offsets %s", version, offsets)
         self._scorer.offsets = offsets
         return True
 
