@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import sys
@@ -156,8 +157,10 @@ def _run_steps(client, store, trainer_log, sim, batches: list, late: set, llm_in
                registrations: dict) -> tuple[list, dict]:
     """The stream's batches: route each step live, then publish it and wait for the graph to hold it; before
     step k, publish ``registrations[k]`` (LLMs registered mid-stream). (per-step rows, late users' {n-th
-    comparison: [(served right, count right)]}). Each row also has the level offsets file as the step began."""
+    comparison: [(served right, count right)]}). Each row also has the level offsets file and the live watch's
+    tally (trainer/watch.py) as the step began."""
     from trainer.calibration import read_offsets
+    from trainer.watch import read_watch
 
     steps, nth = [], {}
     n_turns = n_fb = 0
@@ -168,6 +171,7 @@ def _run_steps(client, store, trainer_log, sim, batches: list, late: set, llm_in
             client.flush()
             _wait(lambda: e.llm_id in store.llm_catalog(), 60)
         offsets = read_offsets(trainer_log.registry.root)  # as the step begins (routers follow it within seconds)
+        watch = read_watch(trainer_log.registry.root)
         hits, count_hits, scorers, lat = _route_batch(client, sim, batch, counts, llm_index, late, seen_per_user, nth)
         turns, fbs = _publish_batch(client, batch, counts)
         seen_fb += fbs
@@ -180,7 +184,8 @@ def _run_steps(client, store, trainer_log, sim, batches: list, late: set, llm_in
                       **_new_llm_row(sim, batch, hits, count_hits, args.new_llm),
                       "scorers": scorers, "router_ms_p50": pct(lat, 50),
                       "trainer_cycles": len(trainer_log.history()),
-                      "offsets": {k: offsets.get(k) for k in ("version", "offsets", "source", "games")}})
+                      "offsets": {k: offsets.get(k) for k in ("version", "offsets", "source", "games")},
+                      "watch": watch.to_dict() if watch is not None else None})
         print(f"step {k}: {seen_fb} feedback seen, served {steps[-1]['accuracy']:.3f} vs per-user count "
               f"{steps[-1]['per_user_accuracy']:.3f} ({scorers})", flush=True)
         time.sleep(args.pause)
@@ -222,7 +227,8 @@ def run(args) -> dict:
                  **({"trainer_warm_lr": args.warm_lr} if args.warm_lr is not None else {}),
                  **({"trainer_anchor": args.anchor} if args.anchor is not None else {}),
                  **({"trainer_min_new_pairs": args.min_new_pairs} if args.min_new_pairs is not None else {}),
-                 **({"trainer_offsets": False} if args.no_offsets else {}))
+                 **({"trainer_offsets": False} if args.no_offsets else {}),
+                 **({"trainer_watch": False} if args.no_watch else {}))
     counts = PublishedCounts({e.llm_id: e.price_out for es in [catalog, *registrations.values()] for e in es})
     llm_index = {m: j for j, m in enumerate(sim.data.llm_ids)}
     shipped = None
@@ -254,7 +260,7 @@ def run(args) -> dict:
             "init_model": str(args.init_model) if args.init_model else None, "shipped_version": shipped,
             "skip_users": args.skip_users, "new_llm": args.new_llm, "trainer_warm_lr": s.trainer_warm_lr,
             "trainer_anchor": s.trainer_anchor, "trainer_min_new_pairs": s.trainer_min_new_pairs,
-            "trainer_offsets": s.trainer_offsets,
+            "trainer_offsets": s.trainer_offsets, "trainer_watch": s.trainer_watch,
             "registered_before_step": next(iter(registrations), None),
             "late_users": len(late), "comparisons": len(order), "seconds": time.monotonic() - t_start}
 
@@ -315,6 +321,18 @@ def _overall(res: dict, key: str) -> float:
     return sum(s[key] * s["decisions"] for s in res["steps"]) / max(n, 1)
 
 
+def _watch_cell(w: dict | None) -> str:
+    """The live watch's tally (trainer/watch.py): pairs, serving vs counting, discordant won/lost, evidence."""
+    if not w:
+        return "-"
+    if not w["pairs"]:
+        return f"{w['version']}: no pairs yet"
+    acc = {k: v / w["pairs"] for k, v in w["accuracy"].items()}
+    return (f"{w['version']}: {w['pairs']} pairs, {acc['serving']:.3f} vs {acc['count']:.3f}, {w['wins']}/"
+            f"{w['losses']}, evidence {math.exp(min(w['log_evidence'], 700.0)):.3g}"
+            + (" demoted" if w["demoted"] else ""))
+
+
 def _new_llm_cells(step: dict, llm: str | None) -> str:
     if not llm:
         return ""
@@ -363,6 +381,8 @@ def main() -> int:
                     "serving model never learned (PREFSTREAM_TRAINER_MIN_NEW_PAIRS, 0: off; default: the setting's)")
     ap.add_argument("--no-offsets", action="store_true", help="cycles fit no level offsets for LLMs the serving "
                     "model never learned (PREFSTREAM_TRAINER_OFFSETS=false)")
+    ap.add_argument("--no-watch", action="store_true", help="no live watch: only cycles demote a serving model "
+                    "(PREFSTREAM_TRAINER_WATCH=false)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "online.json")
     args = ap.parse_args()
     load0 = os.getloadavg()
@@ -385,13 +405,16 @@ def main() -> int:
           f"{res.get('trainer_anchor', 0.0):g} (PREFSTREAM_TRAINER_ANCHOR); the judge's route for LLMs the serving "
           f"model never learned needs {res.get('trainer_min_new_pairs', 0)} of their fresh pairs "
           f"(PREFSTREAM_TRAINER_MIN_NEW_PAIRS, 0: off); level offsets for LLMs it never learned "
-          f"{'on' if res.get('trainer_offsets') else 'off'} (PREFSTREAM_TRAINER_OFFSETS).\n",
-          "| step | feedback seen | served acc | per-user count acc | scorers | trainer cycles |"
+          f"{'on' if res.get('trainer_offsets') else 'off'} (PREFSTREAM_TRAINER_OFFSETS); live watch "
+          f"{'on' if res.get('trainer_watch') else 'off'} (PREFSTREAM_TRAINER_WATCH).\n",
+          "| step | feedback seen | served acc | per-user count acc | scorers | trainer cycles | live watch as the "
+          "step began |"
           + (" with the new LLM: decisions | served | count | level offsets as the step began |"
              if res["new_llm"] else ""),
-          "|---|---|---|---|---|---|" + ("---|---|---|---|" if res["new_llm"] else "")]
+          "|---|---|---|---|---|---|---|" + ("---|---|---|---|" if res["new_llm"] else "")]
     md += [f"| {s['step']} | {s['feedback_seen']} | {s['accuracy']:.3f} | {s['per_user_accuracy']:.3f} | "
-           f"{json.dumps(s['scorers'])} | {s['trainer_cycles']} |" + _new_llm_cells(s, res["new_llm"])
+           f"{json.dumps(s['scorers'])} | {s['trainer_cycles']} | {_watch_cell(s.get('watch'))} |"
+           + _new_llm_cells(s, res["new_llm"])
            for s in res["steps"]]
     md += ["", "Trainer cycles (candidate, serving and counting on the same fresh pairs):", "",
            "| candidate | trigger | oversampled | serving before | accuracy | pairs | with unlearned LLMs: pairs, "

@@ -142,6 +142,11 @@ class Settings(BaseSettings):
                                   "never learned, from that model's own scores of the LLM's recent comparisons (at "
                                   "recounts and in cycles that keep it), and routers add it to that LLM's score "
                                   "(trainer/calibration.py)")
+    trainer_watch: bool = Field(True, description="at each recount the trainer adds the comparisons since the last "
+                                "one, scored by the serving model and by counting, to a running test since the model "
+                                "began serving, and demotes the model once it is significantly behind counting "
+                                "(sequential: looking at every recount keeps the error rate at trainer_alpha; "
+                                "trainer/watch.py)")
     trainer_alpha: float = Field(0.05, gt=0.0, lt=1.0, description="sign-test level: promote only if significantly "
                                  "better than counting and the serving model")
     count_refresh_s: float = Field(10.0, gt=0, description="a router serving the count-based scorer recounts the "

@@ -113,7 +113,8 @@ class CrowdTable:
             out[i] = s / (n + self.prior)
         return out
 
-    def attach(self, groups: Iterable[HeldOutGroup]) -> None:
-        """Set each group's ``crowd`` [K] (its own user excluded)."""
+    def attach(self, groups: Iterable[HeldOutGroup], as_of: bool = False) -> None:
+        """Set each group's ``crowd`` [K] (its own user excluded); ``as_of``: only from comparisons before the
+        group's own time."""
         for g in groups:
-            g.crowd = self.evidence(g.query_key, g.llm_ids, g.user_id)
+            g.crowd = self.evidence(g.query_key, g.llm_ids, g.user_id, g.timestamp if as_of else None)

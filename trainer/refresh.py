@@ -10,14 +10,17 @@ One cycle (prequential):
    over every recent comparison (``recount``, also run between cycles);
 5. judge the candidate, the serving model and the count-based scorer on the same newest targets
    (trainer/promotion.py): promote the candidate only if it is significantly better than both on enough
-   pairs; demote a serving model that is significantly worse than counting; publish the candidate either way;
+   pairs; demote a serving model that is significantly worse than counting (unless the live watch has it ahead
+   over everything since it began serving); publish the candidate either way;
    when the serving model stays and some LLM has feedback that it never learned, fit that LLM's level offset
    from its scores (``calibrate``, trainer/calibration.py) for the routers to add; the serving model is judged
    with the offsets the routers add to it;
 6. append the cycle (versions, data window, metrics, verdict, what serves now) to ``<model_dir>/cycles.jsonl``.
 
 Between cycles, every recount also refits those offsets once the unlearned LLMs' games have grown enough
-(``recalibrate``), from the serving model's scores of their recent comparisons as routers served them.
+(``recalibrate``), from the serving model's scores of their recent comparisons as routers served them, and adds the
+newest comparisons to the live watch of the serving model against counting (``watch``, trainer/watch.py), which
+demotes it as soon as the evidence pooled since it began serving says it is behind.
 """
 
 from __future__ import annotations
@@ -171,6 +174,7 @@ class RefreshConfig:
     anchor: float = WARM_ANCHOR  # its pull of every weight back to the serving model's (TrainConfig.anchor)
     alpha: float = setting("alpha")  # one-sided sign-test level
     offsets: bool = setting("offsets")  # fit level offsets for the LLMs the serving model never learned (calibrate)
+    watch: bool = setting("watch")  # at each recount, test the serving model against counting since it began (watch)
     # the judge scores every fresh comparison of the sampled users with the history a router serving it reads
     # (GraphStore.serving_samples); False: the training samples' later targets, whose history ends at the sample's
     # random cut, often many turns before them
@@ -256,8 +260,11 @@ class RefreshTrainer:
     def since_ms(self) -> int:
         """The start of the window: users active after it are sampled and counted (relative to the newest turn in
         the store, so replayed history works the same as live)."""
-        newest = max((t for _, t in self.store.active_users(None)), default=0)
-        return newest - int(self.cfg.window_minutes * 60_000)
+        return self.newest_ms() - int(self.cfg.window_minutes * 60_000)
+
+    def newest_ms(self) -> int:
+        """The time of the newest turn in the store (0 when there is none)."""
+        return max((t for _, t in self.store.active_users(None)), default=0)
 
     def cutoff(self, targets: Sequence) -> int:
         """prequential_cutoff of ``targets`` (with .timestamp) at the configured ``eval_fraction``."""
@@ -333,7 +340,10 @@ class RefreshTrainer:
             candidate, promote=verdict.promote, train_config=asdict(self.cfg),
             metrics={"prequential": record.candidate_metrics, "verdict": record.verdict, "window": window},
             llm_catalog=llms)
-        if verdict.demote:
+        if verdict.demote and not self.behind_overall(serving_version):
+            record.reason += ("; not demoted: the live watch has it ahead of counting over the comparisons since it "
+                              "began serving (trainer/watch.py)")
+        elif verdict.demote:
             self.registry.demote()
             record.demoted = True
         record.serving_after = self.registry.current() or "count"
@@ -398,6 +408,65 @@ class RefreshTrainer:
         groups = [g for s in samples for g in s.targets]
         CrowdTable.from_samples(samples, before_ms=self.cutoff(groups)).attach(groups)
         return groups, score_samples(model, samples, llm_table(self.store.llm_catalog(), model.cfg.llm_prices))
+
+    def watch(self, counting, serving=None) -> dict | None:
+        """The live watch (trainer/watch.py), at a recount: fold the comparisons that began since the last check's
+        bound into the serving version's running test against ``counting`` (the CountScorer routers had), and
+        demote the version once it is significantly behind. ``serving`` (a model) stands in for the version's
+        checkpoint. Comparisons are counted up to the newest turn of the previous check, so their feedback had a
+        recount's worth of events to arrive. Returns the watch's state, or None (off, or counting serves)."""
+        from trainer.watch import WatchState, read_watch, save_watch
+
+        version = self.registry.current()
+        if not self.cfg.watch or not version:
+            return None
+        state = read_watch(self.registry.root)
+        if state is None or state.version != version or state.demoted:  # a version just began serving
+            newest = self.newest_ms()
+            state = WatchState(version, newest, newest, newest)
+        else:
+            newest = self.newest_ms()
+            users = [u for u, _ in self.store.active_users(state.until_ms + 1)]
+            samples = [s for s in self.store.serving_samples(users, self.cfg.k, state.until_ms + 1)
+                       if s.targets[0].timestamp <= state.next_ms]
+            served, counted = self.served_correctness(samples, version, counting, serving)
+            state.add(served, counted, newest)
+            if state.verdict(self.cfg.alpha):
+                self.registry.demote()
+                log.warning("the live watch demoted %s: %s", version, state.reason)
+        save_watch(self.registry.root, state)
+        return state.to_dict()
+
+    def behind_overall(self, version: str | None) -> bool:
+        """Whether the live watch's tally for ``version`` has it behind counting (more discordant pairs lost than
+        won); True without a tally (the watch is off, or has counted nothing for it yet). A cycle demotes only then:
+        one cycle's fresh pairs are few, and a model ahead over everything since it began serving is kept through
+        a dip (bench/results/demotion.md)."""
+        from trainer.watch import read_watch
+
+        state = read_watch(self.registry.root) if self.cfg.watch and version else None
+        if state is None or state.version != version or state.demoted or not state.pairs:
+            return True
+        return state.losses > state.wins
+
+    def served_correctness(self, samples: list[TrainingSample], version: str, counting,
+                           serving=None) -> tuple[np.ndarray, np.ndarray]:
+        """Per comparison pair of ``samples`` (promotion.pair_correct), whether the serving ``version`` (or the
+        model ``serving``) with the offsets routers add, and ``counting``, ranked it right; crowd evidence from
+        the samples' other users before each comparison."""
+        from trainer.calibration import apply_offsets, load_offsets
+        from trainer.promotion import pair_correct
+        from trainer.train import llm_table, score_samples
+
+        if not samples:
+            return np.zeros(0), np.zeros(0)
+        groups = [g for s in samples for g in s.targets]
+        CrowdTable.from_samples(samples).attach(groups, as_of=True)
+        model = serving if serving is not None else serving_checkpoint(str(self.registry.path(version))).model
+        offsets = load_offsets(self.registry.root, version)
+        base = score_samples(model, samples, llm_table(self.store.llm_catalog(), model.cfg.llm_prices))
+        scores = [apply_offsets(s, g.llm_ids, offsets) for g, s in zip(groups, base)]
+        return pair_correct(groups, scores), pair_correct(groups, counting.score_samples(samples))
 
     def _save_offsets(self, version: str, out: dict, groups: list, games: float, source: str) -> dict:
         """Write calibrate's chosen offsets for ``version`` unless the file holds a fit on later feedback; ``out``

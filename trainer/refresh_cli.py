@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from prefstream.config import Settings
 from prefstream.options import add_stack_options, settings_from
@@ -19,7 +20,7 @@ def refresh_config(s: Settings):
                          steps=s.trainer_steps, min_pairs=s.trainer_min_pairs,
                          min_new_pairs=s.trainer_min_new_pairs, alpha=s.trainer_alpha,
                          new_llm_games=s.trainer_new_llm_games, warm_lr=s.trainer_warm_lr,
-                         anchor=s.trainer_anchor, offsets=s.trainer_offsets)
+                         anchor=s.trainer_anchor, offsets=s.trainer_offsets, watch=s.trainer_watch)
 
 
 def run_cycle(s: Settings, progress: bool = False, trigger: str = "manual") -> dict:
@@ -38,23 +39,35 @@ def run_cycle(s: Settings, progress: bool = False, trigger: str = "manual") -> d
         store.close()
 
 
-def recount(s: Settings) -> tuple[int, list[str], dict | None]:
-    """Refresh the count-based scorer's global rates from the graph (no training), and the serving model's level
-    offsets when due (RefreshTrainer.recalibrate). Returns the pairwise games counted, the LLMs with
-    ``trainer_new_llm_games`` games that the last cycle had fewer of and the serving model trained on fewer of
-    (refresh.new_llms), and the offsets' fit (None: none was due)."""
+class Recount(NamedTuple):
+    """What one recount did (``recount``)."""
+
+    pairs: int  # pairwise games counted
+    new: list[str]  # LLMs due an early cycle (refresh.new_llms)
+    offsets: dict | None  # the level offsets' fit (RefreshTrainer.recalibrate; None: none was due)
+    watch: dict | None  # the live watch's state (RefreshTrainer.watch; None: off, or counting serves)
+
+
+def recount(s: Settings) -> Recount:
+    """Refresh the count-based scorer's global rates from the graph (no training), the serving model's level
+    offsets when due (RefreshTrainer.recalibrate), and the live watch of the serving model against counting as
+    routers had it until now (RefreshTrainer.watch). The LLMs due are those with ``trainer_new_llm_games`` games
+    that the last cycle had fewer of and the serving model trained on fewer of (refresh.new_llms)."""
     from graphstore import open_store
+    from trainer.count_scorer import CountScorer
     from trainer.refresh import RefreshTrainer, new_llms
 
     store = open_store(s)
     try:
         trainer = RefreshTrainer(store, s.model_dir, refresh_config(s))
+        served = CountScorer.load(s.model_dir)  # the global rates routers counted with since the last recount
         counted = trainer.recount_scorer()
         last = trainer.last_cycle()
         due = new_llms(counted.games, last, s.trainer_new_llm_games)
         if due:  # only those the serving model has not learned (its checkpoint is read only then)
             due = new_llms(counted.games, last, s.trainer_new_llm_games, trainer.serving_seen())
-        return counted.pairs, due, trainer.recalibrate(counted.games)
+        offsets = trainer.recalibrate(counted.games)
+        return Recount(counted.pairs, due, offsets, trainer.watch(served))
     finally:
         store.close()
 
@@ -178,16 +191,18 @@ def finish_cycle(ray, cycle, log: logging.Logger) -> None:
 def recount_logged(s: Settings, log: logging.Logger) -> list[str]:
     """recount, logged; the new LLMs it found ([] when it failed)."""
     try:
-        pairs, new, offsets = recount(s)
+        done = recount(s)
     except Exception as exc:
         log.error("recount failed: %s", exc)
         return []
-    log.info("recounted the global win rates over %d comparisons", pairs)
-    if offsets is not None:
+    log.info("recounted the global win rates over %d comparisons", done.pairs)
+    if (offsets := done.offsets) is not None:
         log.warning("level offsets: %s %s (%s on %d fresh pairs: %s; written=%s)", offsets["chosen"],
                     offsets["offsets"], offsets["criterion"], offsets["fresh_pairs"], offsets["fresh_scores"],
                     offsets["written"])
-    return new
+    if done.watch is not None and done.watch["checks"]:
+        log.info("live watch of %s: %s", done.watch["version"], done.watch["reason"])
+    return done.new
 
 
 def promoted_cell(record: dict) -> str:

@@ -229,7 +229,7 @@ def test_the_periodic_trainers_recount_names_an_llm_the_last_cycle_had_not_count
 
     s = module_settings.model_copy(update={"model_dir": tmp_path, "trainer_window_minutes": 1e9,
                                            "trainer_users": 100})
-    pairs, new, _ = recount(s)
+    pairs, new, _, _ = recount(s)
     assert pairs > 0 and new == []  # no cycle yet: the regular cadence runs the first
     games = CountScorer.load(tmp_path).games
     fresh = max(games, key=games.get)  # as if it had been registered after the last cycle
@@ -246,3 +246,72 @@ def test_the_periodic_trainers_recount_names_an_llm_the_last_cycle_had_not_count
     ModelRegistry(tmp_path).publish(GMTRouter(GMTRouterConfig()), promote=True, llm_catalog=sim_store.llm_catalog(),
                                     metrics={"llm_games": games})
     assert recount(s.model_copy(update={"trainer_new_llm_games": int(games[fresh])}))[1] == []
+
+
+def test_the_live_watch_counts_each_comparison_once_and_demotes_a_model_behind_counting(sim_store, tmp_path):
+    """RefreshTrainer.watch on the real graph: off while counting serves; a version starts its tally at the newest
+    turn; each check counts the comparisons between the last two bounds (none twice, none skipped); a model that
+    reverses every preference is demoted, and a version promoted again starts afresh."""
+    from dataclasses import replace
+
+    from trainer.checkpoint import load_checkpoint
+    from trainer.metrics import pairs
+    from trainer.watch import WatchState, read_watch, save_watch
+
+    cfg = RefreshConfig(window_minutes=1e9, users=100, steps=4, min_pairs=10**9)  # the cycle promotes nothing
+    trainer = RefreshTrainer(sim_store, tmp_path, cfg)
+    counting = trainer.recount_scorer()
+    assert trainer.watch(counting) is None  # counting serves
+    version = trainer.run_cycle().candidate_version
+    model = load_checkpoint(trainer.registry.path(version)).model
+    trainer.registry.promote(version)
+    assert RefreshTrainer(sim_store, tmp_path, replace(cfg, watch=False)).watch(counting) is None
+    newest = trainer.newest_ms()
+    first = trainer.watch(counting)
+    assert (first["version"], first["since_ms"], first["until_ms"], first["next_ms"]) == (version, newest, newest,
+                                                                                          newest)
+    assert first["checks"] == 0 and first["pairs"] == 0
+
+    every = sim_store.serving_samples([u for u, _ in sim_store.active_users(None)], 10, 0)
+    stamps = sorted(s.targets[0].timestamp for s in every)
+    lo, hi = stamps[len(stamps) // 4], stamps[len(stamps) // 2]
+    between = lambda a, b: sum(len(pairs(s.targets[0])) for s in every if a < s.targets[0].timestamp <= b)  # noqa: E731
+    save_watch(tmp_path, WatchState(version, lo, lo, hi))  # as if it had begun at lo and last looked at hi
+    patient = RefreshTrainer(sim_store, tmp_path, replace(cfg, alpha=1e-300))  # tallies without demoting
+    state = patient.watch(counting, serving=model)
+    assert state["pairs"] == between(lo, hi) > 0 and (state["until_ms"], state["next_ms"]) == (hi, newest)
+    assert state["wins"] + state["losses"] <= state["pairs"] and state["checks"] == 1 and not state["demoted"]
+    state = patient.watch(counting, serving=model)  # the rest, up to the newest turn
+    assert state["pairs"] == between(lo, newest) and state["until_ms"] == newest and state["checks"] == 2
+    assert patient.watch(counting, serving=model)["pairs"] == state["pairs"]  # nothing new: nothing counted
+    assert trainer.registry.current() == version
+
+    trainer.registry.promote(version)
+    save_watch(tmp_path, WatchState(version, 0, 0, newest))  # every comparison in one check
+    bad = trainer.watch(counting, serving=_reversed(model))
+    assert bad["demoted"] and "demoted" in bad["reason"] and bad["losses"] > bad["wins"], bad["reason"]
+    assert trainer.registry.current() is None and trainer.watch(counting) is None
+    assert read_watch(tmp_path).demoted
+    trainer.registry.promote(version)  # promoted again: a fresh tally
+    again = trainer.watch(counting)
+    assert again["checks"] == 0 and not again["demoted"] and trainer.registry.current() == version
+
+
+def test_a_cycle_does_not_demote_a_model_the_live_watch_has_ahead_of_counting(sim_store, tmp_path):
+    """A cycle's judge finds the serving model significantly behind counting on its fresh pairs; it is demoted only
+    when the watch's tally since it began serving has it behind too (or there is no tally)."""
+    from trainer.checkpoint import load_checkpoint
+    from trainer.watch import WatchState, save_watch
+
+    cfg = RefreshConfig(window_minutes=1e9, users=100, steps=4, min_pairs=20)
+    trainer = RefreshTrainer(sim_store, tmp_path, cfg)
+    version = trainer.run_cycle().candidate_version
+    model = load_checkpoint(trainer.registry.path(version)).model
+    trainer.registry.promote(version)
+    save_watch(tmp_path, WatchState(version, 0, 0, 0, pairs=100, wins=30, losses=10))
+    kept = trainer.run_cycle(candidate=_reversed(model), serving=_reversed(model))
+    assert kept.verdict["demote"] and not kept.demoted and "not demoted: the live watch" in kept.reason
+    assert trainer.registry.current() == version
+    save_watch(tmp_path, WatchState(version, 0, 0, 0, pairs=100, wins=10, losses=30))
+    gone = trainer.run_cycle(candidate=_reversed(model), serving=_reversed(model))
+    assert gone.demoted and trainer.registry.current() is None

@@ -1,0 +1,75 @@
+"""The live watch's sequential test (trainer/watch.py): its evidence by hand, its error rate under repeated looks,
+its power, and the running tally."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.stats import binomtest
+
+from trainer.watch import WatchState, log_evidence, read_watch, save_watch
+
+
+def test_the_evidence_is_the_mixed_likelihood_ratio_by_hand():
+    assert abs(log_evidence(0, 0)) < 1e-12  # no discordant pair: M = 1
+    # L = 2, W = 0, width 1/2: 2 * integral_{1/2}^1 4 q^2 dq = 8 * (7/8) / 3
+    assert math.isclose(log_evidence(2, 0, (0.5,)), math.log(7 / 3), rel_tol=1e-12)
+    # L = 1, W = 1, width 1/2: 2 * integral_{1/2}^1 4 q (1 - q) dq = 8 * (1/12)
+    assert math.isclose(log_evidence(1, 1, (0.5,)), math.log(8 / 12), rel_tol=1e-12)
+    # width 1/10: 10 * integral_{1/2}^{6/10} 4 q^2 dq = 40 * (0.216 - 0.125) / 3; the mixture averages the two
+    assert math.isclose(log_evidence(2, 0, (0.1,)), math.log(40 * 0.091 / 3), rel_tol=1e-9)
+    assert math.isclose(log_evidence(2, 0, (0.1, 0.5)), math.log((40 * 0.091 / 3 + 7 / 3) / 2), rel_tol=1e-9)
+    assert log_evidence(30, 10) > log_evidence(20, 10) > log_evidence(20, 20)  # losses raise it, wins lower it
+    assert np.isfinite(log_evidence(5000, 4000)) and log_evidence(10, 5000) < -100
+
+
+def _crossed(q: float, runs: int, flips: int, every: int, seed: int = 0) -> np.ndarray:
+    """[runs] whether the evidence reached 20 (alpha 0.05) at some look, every ``every`` discordant pairs that go
+    to counting with chance ``q``."""
+    rng = np.random.default_rng(seed)
+    losses = np.cumsum(rng.random((runs, flips)) < q, axis=1)[:, every - 1::every]
+    n = np.arange(every, flips + 1, every)
+    table = {}
+    out = np.zeros(runs, bool)
+    for j, m in enumerate(n):
+        for r in range(runs):
+            key = (int(losses[r, j]), int(m - losses[r, j]))
+            if key not in table:
+                table[key] = log_evidence(*key)
+            out[r] |= table[key] >= math.log(20)
+    return out
+
+
+def test_looking_at_every_recount_keeps_the_false_demotions_under_alpha():
+    """A model level with counting (q = 1/2), looked at every 10 discordant pairs for 2,000: the watch demotes it
+    in fewer than alpha of the runs, where a fixed-sample sign test at alpha repeated at every look does not."""
+    crossed = _crossed(0.5, 400, 2000, 10)
+    assert crossed.mean() < 0.05
+    rng = np.random.default_rng(0)
+    losses = np.cumsum(rng.random((100, 2000)) < 0.5, axis=1)[:, 9::10]
+    naive = [any(binomtest(int(k), int(n), 0.5, alternative="greater").pvalue < 0.05
+                 for k, n in zip(row, range(10, 2001, 10))) for row in losses]
+    assert np.mean(naive) > 0.1
+
+
+def test_a_model_behind_counting_is_demoted():
+    """Counting wins 60 % of the discordant pairs: demoted within 1,000 of them in nearly every run; one that wins
+    45 % never."""
+    assert _crossed(0.6, 200, 1000, 10, seed=1).mean() > 0.9
+    assert not _crossed(0.45, 200, 1000, 10, seed=2).any()
+
+
+def test_the_tally_shifts_its_bounds_and_demotes_at_one_over_alpha(tmp_path):
+    state = WatchState("v1", 100, 100, 150)
+    state.add(np.array([1.0, 0.0, 0.5, 1.0]), np.array([0.0, 1.0, 1.0, 1.0]), newest_ms=220)
+    assert (state.pairs, state.wins, state.losses, state.checks) == (4, 1, 2, 1)
+    assert (state.until_ms, state.next_ms) == (150, 220)  # the next check counts (150, 220]
+    assert state.accuracy == {"serving": 2.5, "count": 3.0}
+    assert not state.verdict(0.05) and not state.demoted and "4 pairs" in state.reason
+    state.add(np.zeros(40), np.ones(40), newest_ms=300)
+    assert math.isclose(state.log_evidence, log_evidence(42, 1))
+    assert state.verdict(0.05) and state.demoted and "demoted" in state.reason
+    save_watch(tmp_path, state)
+    assert read_watch(tmp_path) == state
+    assert read_watch(tmp_path / "nothing") is None
