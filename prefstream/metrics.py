@@ -36,6 +36,7 @@ class Metrics:
     trainer_cycles: object  # Counter{outcome}: promoted | refused | demoted | skipped | failed
     trainer_promotions: object  # Counter
     trainer_last_cycle: object  # Gauge: unix time of the last finished cycle
+    trainer_watch: object  # Gauge{quantity}: the live watch of the serving model (trainer/watch.py)
     gateway_requests: object  # Counter{endpoint, code}
     gateway_latency: object  # Histogram{endpoint}: whole request, first byte to last for streams
     gateway_route: object  # Histogram: the gateway's wait for a routing decision over Kafka
@@ -75,6 +76,9 @@ def _create() -> Metrics:
         trainer_cycles=Counter("prefstream_trainer_cycles", "Trainer cycles by outcome", ["outcome"]),
         trainer_promotions=Counter("prefstream_trainer_promotions", "Candidates promoted to serve"),
         trainer_last_cycle=Gauge("prefstream_trainer_last_cycle_timestamp_seconds", "End of the last cycle"),
+        trainer_watch=Gauge("prefstream_trainer_watch", "Live watch of the serving model since it began serving: "
+                            "pairs, serving_accuracy, count_accuracy, log_evidence (demotes at log 1/alpha)",
+                            ["quantity"]),
         gateway_requests=Counter("prefstream_gateway_requests", "Gateway requests", ["endpoint", "code"]),
         gateway_latency=Histogram("prefstream_gateway_request_seconds", "Gateway request time", ["endpoint"], **h),
         gateway_route=Histogram("prefstream_gateway_route_seconds", "Gateway wait for a decision", **h),

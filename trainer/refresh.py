@@ -410,27 +410,28 @@ class RefreshTrainer:
         return groups, score_samples(model, samples, llm_table(self.store.llm_catalog(), model.cfg.llm_prices))
 
     def watch(self, counting, serving=None) -> dict | None:
-        """The live watch (trainer/watch.py), at a recount: fold the comparisons that began since the last check's
-        bound into the serving version's running test against ``counting`` (the CountScorer routers had), and
-        demote the version once it is significantly behind. ``serving`` (a model) stands in for the version's
-        checkpoint. Comparisons are counted up to the newest turn of the previous check, so their feedback had a
-        recount's worth of events to arrive. Returns the watch's state, or None (off, or counting serves)."""
+        """The live watch (trainer/watch.py), at a recount: score the comparisons of the users with news since
+        their marks (the ``users`` most recently active of them), by the serving version (or the model ``serving``
+        standing in for its checkpoint) and by ``counting`` (the CountScorer routers had), add them to the version's
+        running test, and demote the version once it is significantly behind. Returns the watch's state, or None
+        (off, or counting serves)."""
         from trainer.watch import WatchState, read_watch, save_watch
 
         version = self.registry.current()
         if not self.cfg.watch or not version:
             return None
         state = read_watch(self.registry.root)
+        since = self.since_ms()
+        active = self.store.active_users(since)
         if state is None or state.version != version or state.demoted:  # a version just began serving
-            newest = self.newest_ms()
-            state = WatchState(version, newest, newest, newest)
+            state = WatchState(version, marks={u: int(t) + 1 for u, t in active})
         else:
-            newest = self.newest_ms()
-            users = [u for u, _ in self.store.active_users(state.until_ms + 1)]
-            samples = [s for s in self.store.serving_samples(users, self.cfg.k, state.until_ms + 1)
-                       if s.targets[0].timestamp <= state.next_ms]
+            due = dict(list(state.due(active, since).items())[: self.cfg.users])  # most recent first
+            samples = [s for s in self.store.serving_samples(list(due), self.cfg.k, since)
+                       if due[s.visible.user_id][0] <= s.targets[0].timestamp < due[s.visible.user_id][1]]
             served, counted = self.served_correctness(samples, version, counting, serving)
-            state.add(served, counted, newest)
+            state.add(served, counted, {u: newest for u, (_, newest) in due.items()})
+            state.forget_before(since)
             if state.verdict(self.cfg.alpha):
                 self.registry.demote()
                 log.warning("the live watch demoted %s: %s", version, state.reason)

@@ -200,9 +200,22 @@ def recount_logged(s: Settings, log: logging.Logger) -> list[str]:
         log.warning("level offsets: %s %s (%s on %d fresh pairs: %s; written=%s)", offsets["chosen"],
                     offsets["offsets"], offsets["criterion"], offsets["fresh_pairs"], offsets["fresh_scores"],
                     offsets["written"])
-    if done.watch is not None and done.watch["checks"]:
-        log.info("live watch of %s: %s", done.watch["version"], done.watch["reason"])
+    if done.watch is not None:
+        export_watch(done.watch)
+        if done.watch["checks"]:
+            log.info("live watch of %s: %s", done.watch["version"], done.watch["reason"])
     return done.new
+
+
+def export_watch(watch: dict) -> None:
+    """Prometheus: the live watch's tally (trainer/watch.py)."""
+    from prefstream.metrics import metrics
+
+    g, n = metrics().trainer_watch, watch["pairs"]
+    g.labels("pairs").set(n)
+    g.labels("log_evidence").set(watch["log_evidence"])
+    for k in ("serving", "count"):
+        g.labels(f"{k}_accuracy").set(watch["accuracy"][k] / n if n else float("nan"))
 
 
 def promoted_cell(record: dict) -> str:
@@ -234,6 +247,11 @@ def print_history(s: Settings, as_json: bool) -> None:
                   f"{cm['auc']:.4f}" if "auc" in cm else "-", f"{sm['auc']:.4f}" if "auc" in sm else "-",
                   f"{r['seconds']:.1f}")
     Console().print(t)
+    from trainer.watch import read_watch
+
+    watch = read_watch(s.model_dir)
+    if watch is not None:
+        Console().print(f"live watch of {watch.version}: {watch.reason or 'nothing counted yet'}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -1,15 +1,17 @@
 """The live watch: demote a serving model as soon as its feedback since it began serving shows it behind counting.
 
 A cycle's judge (trainer/promotion.py) tests the serving model against the count-based scorer on that cycle's
-fresh pairs only, a few hundred, so a model a few points behind counting can serve on for many cycles without one
-test reaching significance (bench/results/online_new_llm_seed2_recount.md: 0.655 vs 0.693 on 440 pairs). The watch
-pools the evidence instead. At every recount (trainer.refresh.RefreshTrainer.watch) the periodic trainer scores
-the comparisons that began since the last check's bound, each with the history a router serving it read, by the
-serving model (with the level offsets routers add) and by counting (with the global rates routers had), and adds
-them to a running tally for that version: ``wins`` (the model right, counting wrong) and ``losses`` (the other way
-round; a tie counts as half right, as in promotion.pair_correct). A check counts the comparisons up to the newest
-turn of the check before it, so their feedback had a recount's worth of events to arrive; a comparison rated later
-than that is never counted.
+fresh pairs only, a few hundred: one such test rarely settles a gap of a point or two
+(bench/results/online_new_llm_seed2_recount.md: 0.655 vs 0.693 on 440 pairs, not significant), and the same test
+repeated every cycle sooner or later demotes a model that is level with counting (bench/results/demotion.md). The
+watch pools the evidence instead. At every recount (trainer.refresh.RefreshTrainer.watch) the periodic trainer
+scores the comparisons counted since the last check, each with the history a router serving it read, by the serving
+model (with the level offsets routers add) and by counting (with the global rates routers had), and adds them to a
+running tally for that version: ``wins`` (the model right, counting wrong) and ``losses`` (the other way round; a
+tie counts as half right, as in promotion.pair_correct). Which comparisons are new is kept per user (``marks``: each
+user's newest turn when last read), not by one clock, because events reach the graph out of their time order
+(partitions, client clocks, replays); a comparison is counted once its user has taken a later turn, so that its
+feedback has most likely arrived, and one rated after that is never counted.
 
 The test is sequential, so looking at every recount costs nothing in error rate. With q the chance that a
 discordant pair goes to counting, the null hypothesis is "the model is not worse" (q <= 1/2); the evidence against
@@ -22,12 +24,13 @@ it after ``losses`` L and ``wins`` W is the likelihood ratio against q = 1/2, mi
 (I the regularized incomplete beta function). Under the null each M_w, and so their mean M, is a nonnegative
 supermartingale with M_0 = 1, so by Ville's inequality the chance that M ever reaches 1/alpha is at most alpha,
 however often it is looked at; the watch demotes when it does. The narrow widths give the small gaps a model behind
-counting usually has (a point of accuracy is q near 0.52) most of their power; the wide one keeps a model far behind
+counting usually has (a point of accuracy, with a quarter of the pairs discordant, is q = 0.52) most of their
+power; the wide one keeps a model far behind
 from waiting for them (bench/results/demotion.md measures the choice; tests/trainer/test_watch.py the error rate
 under repeated looks and the power).
 
-The tally lives in ``watch.json`` beside the checkpoints and restarts (from the newest feedback) whenever another
-version serves.
+The tally lives in ``watch.json`` beside the checkpoints and restarts whenever another version serves: each user's
+newest turn then is their mark, so only the comparisons the new version served count.
 """
 
 from __future__ import annotations
@@ -64,9 +67,12 @@ class WatchState:
     """The running tally for one serving version (``watch.json``)."""
 
     version: str
-    since_ms: int  # the newest turn when the watch of this version began: it counts the comparisons after it
-    until_ms: int  # the comparisons that begin up to this time are counted
-    next_ms: int  # the newest turn at the last check: the next check counts the comparisons up to it
+    # per user, their newest turn when last read: the comparisons before it are done (counted, or never rated in
+    # time), its own is pending until the user takes a later turn (by then its feedback has most likely arrived).
+    # At the start, each user's newest turn plus one: what the previous version served is not counted. A user
+    # without a mark counts from the trainer's window on (TRAINER_WINDOW_MINUTES); marks older than the window are
+    # dropped, since nothing before the window is read again
+    marks: dict = field(default_factory=dict)
     pairs: int = 0  # comparison pairs scored
     wins: int = 0  # discordant pairs the serving model got right and counting wrong
     losses: int = 0  # ...the other way round
@@ -76,18 +82,28 @@ class WatchState:
     demoted: bool = False
     reason: str = ""
 
-    def add(self, serving: np.ndarray, count: np.ndarray, newest_ms: int) -> None:
-        """Fold in the per-pair correctness [P] of the serving model and of counting on the comparisons that begin
-        after ``until_ms`` and up to ``next_ms``; the next check counts those up to ``newest_ms`` (the newest turn
-        now)."""
+    def add(self, serving: np.ndarray, count: np.ndarray, read: dict[str, int]) -> None:
+        """Fold in the per-pair correctness [P] of the serving model and of counting on the comparisons counted, and
+        the newest turn of each user ``read``."""
         self.pairs += len(serving)
         self.wins += int(np.sum(serving > count))
         self.losses += int(np.sum(serving < count))
         self.accuracy = {"serving": self.accuracy["serving"] + float(np.sum(serving)),
                          "count": self.accuracy["count"] + float(np.sum(count))}
-        self.until_ms, self.next_ms = self.next_ms, max(self.next_ms, int(newest_ms))
+        self.marks.update({u: int(t) for u, t in read.items()})
         self.checks += int(len(serving) > 0)
         self.log_evidence = log_evidence(self.losses, self.wins)
+
+    def due(self, active: list[tuple[str, int]], since_ms: int) -> dict[str, tuple[int, int]]:
+        """Of the users ``active`` ((user, newest turn) in the window that starts at ``since_ms``), those with a
+        turn after their mark, as {user: (mark, newest turn)}: their comparisons from the mark up to (not including)
+        the newest turn are to be counted."""
+        marks = {u: self.marks.get(u, since_ms) for u, _ in active}
+        return {u: (marks[u], int(t)) for u, t in active if int(t) > marks[u]}
+
+    def forget_before(self, since_ms: int) -> None:
+        """Drop the marks older than the window (its comparisons are never read again)."""
+        self.marks = {u: t for u, t in self.marks.items() if t >= since_ms}
 
     def verdict(self, alpha: float) -> bool:
         """Whether the evidence has reached 1/alpha (and says so in ``reason``); the state is then ``demoted``."""

@@ -60,16 +60,46 @@ def test_a_model_behind_counting_is_demoted():
     assert not _crossed(0.45, 200, 1000, 10, seed=2).any()
 
 
-def test_the_tally_shifts_its_bounds_and_demotes_at_one_over_alpha(tmp_path):
-    state = WatchState("v1", 100, 100, 150)
-    state.add(np.array([1.0, 0.0, 0.5, 1.0]), np.array([0.0, 1.0, 1.0, 1.0]), newest_ms=220)
+def test_the_tally_counts_per_user_and_demotes_at_one_over_alpha(tmp_path):
+    state = WatchState("v1", marks={"a": 100, "b": 150})
+    # a: a turn after its mark; b: none; c: no mark, counts from the window's start (120)
+    assert state.due([("a", 180), ("b", 150), ("c", 130)], since_ms=120) == {"a": (100, 180), "c": (120, 130)}
+    state.add(np.array([1.0, 0.0, 0.5, 1.0]), np.array([0.0, 1.0, 1.0, 1.0]), read={"a": 180, "c": 130})
     assert (state.pairs, state.wins, state.losses, state.checks) == (4, 1, 2, 1)
-    assert (state.until_ms, state.next_ms) == (150, 220)  # the next check counts (150, 220]
+    assert state.marks == {"a": 180, "b": 150, "c": 130} and state.due([("a", 180), ("c", 130)], 120) == {}
     assert state.accuracy == {"serving": 2.5, "count": 3.0}
     assert not state.verdict(0.05) and not state.demoted and "4 pairs" in state.reason
-    state.add(np.zeros(40), np.ones(40), newest_ms=300)
+    state.add(np.zeros(40), np.ones(40), read={})
     assert math.isclose(state.log_evidence, log_evidence(42, 1))
     assert state.verdict(0.05) and state.demoted and "demoted" in state.reason
+    state.forget_before(140)
+    assert state.marks == {"a": 180, "b": 150}
     save_watch(tmp_path, state)
     assert read_watch(tmp_path) == state
     assert read_watch(tmp_path / "nothing") is None
+
+
+def test_train_history_shows_the_watch(tmp_path, capsys):
+    from prefstream.config import Settings
+    from trainer.refresh_cli import print_history
+
+    state = WatchState("v7")
+    state.add(np.ones(5), np.zeros(5), read={"u": 20})
+    state.verdict(0.05)
+    save_watch(tmp_path, state)
+    print_history(Settings(model_dir=tmp_path), as_json=False)
+    out = capsys.readouterr().out
+    assert "live watch of v7" in out and "5 pairs since it began serving" in out
+
+
+def test_the_watch_is_exported_to_prometheus():
+    from prometheus_client import REGISTRY
+
+    from trainer.refresh_cli import export_watch
+
+    state = WatchState("v7")
+    state.add(np.array([1.0, 1.0, 0.0, 0.5]), np.array([0.0, 1.0, 1.0, 1.0]), read={})
+    export_watch(state.to_dict())
+    value = lambda q: REGISTRY.get_sample_value("prefstream_trainer_watch", {"quantity": q})  # noqa: E731
+    assert value("pairs") == 4 and value("serving_accuracy") == 0.625 and value("count_accuracy") == 0.75
+    assert value("log_evidence") == state.log_evidence

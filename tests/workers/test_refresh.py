@@ -249,9 +249,9 @@ def test_the_periodic_trainers_recount_names_an_llm_the_last_cycle_had_not_count
 
 
 def test_the_live_watch_counts_each_comparison_once_and_demotes_a_model_behind_counting(sim_store, tmp_path):
-    """RefreshTrainer.watch on the real graph: off while counting serves; a version starts its tally at the newest
-    turn; each check counts the comparisons between the last two bounds (none twice, none skipped); a model that
-    reverses every preference is demoted, and a version promoted again starts afresh."""
+    """RefreshTrainer.watch on the real graph: off while counting serves; a version starts with every user's newest
+    turn as their mark; a check counts each user's comparisons from their mark up to their newest turn (none twice);
+    a model that reverses every preference is demoted, and a version promoted again starts afresh."""
     from dataclasses import replace
 
     from trainer.checkpoint import load_checkpoint
@@ -266,28 +266,28 @@ def test_the_live_watch_counts_each_comparison_once_and_demotes_a_model_behind_c
     model = load_checkpoint(trainer.registry.path(version)).model
     trainer.registry.promote(version)
     assert RefreshTrainer(sim_store, tmp_path, replace(cfg, watch=False)).watch(counting) is None
-    newest = trainer.newest_ms()
+    active = dict(sim_store.active_users(None))
     first = trainer.watch(counting)
-    assert (first["version"], first["since_ms"], first["until_ms"], first["next_ms"]) == (version, newest, newest,
-                                                                                          newest)
+    assert first["version"] == version and first["marks"] == {u: t + 1 for u, t in active.items()}
     assert first["checks"] == 0 and first["pairs"] == 0
+    assert trainer.watch(counting)["pairs"] == 0  # no user has a turn after their mark
 
-    every = sim_store.serving_samples([u for u, _ in sim_store.active_users(None)], 10, 0)
+    every = sim_store.serving_samples(list(active), 10, 0)
     stamps = sorted(s.targets[0].timestamp for s in every)
-    lo, hi = stamps[len(stamps) // 4], stamps[len(stamps) // 2]
-    between = lambda a, b: sum(len(pairs(s.targets[0])) for s in every if a < s.targets[0].timestamp <= b)  # noqa: E731
-    save_watch(tmp_path, WatchState(version, lo, lo, hi))  # as if it had begun at lo and last looked at hi
-    patient = RefreshTrainer(sim_store, tmp_path, replace(cfg, alpha=1e-300))  # tallies without demoting
+    mid = stamps[len(stamps) // 2]
+    expected = sum(len(pairs(s.targets[0])) for s in every
+                   if mid <= s.targets[0].timestamp < active[s.visible.user_id])  # each user's newest waits
+    save_watch(tmp_path, WatchState(version, marks={u: mid for u in active}))  # as if last read at ``mid``
+    patient = RefreshTrainer(sim_store, tmp_path, replace(cfg, alpha=1e-300, users=10**6))  # tallies, never demotes
     state = patient.watch(counting, serving=model)
-    assert state["pairs"] == between(lo, hi) > 0 and (state["until_ms"], state["next_ms"]) == (hi, newest)
-    assert state["wins"] + state["losses"] <= state["pairs"] and state["checks"] == 1 and not state["demoted"]
-    state = patient.watch(counting, serving=model)  # the rest, up to the newest turn
-    assert state["pairs"] == between(lo, newest) and state["until_ms"] == newest and state["checks"] == 2
-    assert patient.watch(counting, serving=model)["pairs"] == state["pairs"]  # nothing new: nothing counted
+    assert state["pairs"] == expected > 0 and state["checks"] == 1 and not state["demoted"]
+    assert state["wins"] + state["losses"] <= state["pairs"]
+    assert state["marks"] == {u: t for u, t in active.items() if t > mid} | {u: mid for u, t in active.items()
+                                                                              if t <= mid}
+    assert patient.watch(counting, serving=model)["pairs"] == expected  # nothing new: nothing counted twice
     assert trainer.registry.current() == version
 
-    trainer.registry.promote(version)
-    save_watch(tmp_path, WatchState(version, 0, 0, newest))  # every comparison in one check
+    save_watch(tmp_path, WatchState(version))  # no marks: every comparison but each user's newest
     bad = trainer.watch(counting, serving=_reversed(model))
     assert bad["demoted"] and "demoted" in bad["reason"] and bad["losses"] > bad["wins"], bad["reason"]
     assert trainer.registry.current() is None and trainer.watch(counting) is None
@@ -308,10 +308,10 @@ def test_a_cycle_does_not_demote_a_model_the_live_watch_has_ahead_of_counting(si
     version = trainer.run_cycle().candidate_version
     model = load_checkpoint(trainer.registry.path(version)).model
     trainer.registry.promote(version)
-    save_watch(tmp_path, WatchState(version, 0, 0, 0, pairs=100, wins=30, losses=10))
+    save_watch(tmp_path, WatchState(version, pairs=100, wins=30, losses=10))
     kept = trainer.run_cycle(candidate=_reversed(model), serving=_reversed(model))
     assert kept.verdict["demote"] and not kept.demoted and "not demoted: the live watch" in kept.reason
     assert trainer.registry.current() == version
-    save_watch(tmp_path, WatchState(version, 0, 0, 0, pairs=100, wins=10, losses=30))
+    save_watch(tmp_path, WatchState(version, pairs=100, wins=10, losses=30))
     gone = trainer.run_cycle(candidate=_reversed(model), serving=_reversed(model))
     assert gone.demoted and trainer.registry.current() is None
