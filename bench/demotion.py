@@ -128,6 +128,7 @@ def share_by(at: list, n: int) -> float:
 
 
 def run(args) -> dict:
+    facts = machine_facts()  # the load average before the replays
     pops = {}
     for seed in args.seeds:
         model, count = correctness(args.model, seed, args.work)
@@ -136,7 +137,7 @@ def run(args) -> dict:
             pops[f"seed {seed}, swapped 0.4"] = replay(model, count, args, swap=0.4)
         if seed == args.seeds[-1]:  # level
             pops[f"seed {seed}, swapped 0.5"] = replay(model, count, args, swap=0.5)
-    return {"command": command_line(), "machine": machine_facts(), "model": str(args.model), "alpha": args.alpha,
+    return {"command": command_line(), "machine": facts, "model": str(args.model), "alpha": args.alpha,
             "cycle_every": args.cycle_every, "look_every": args.look_every, "replays": args.replays,
             "checkpoints": args.within, "populations": pops}
 
