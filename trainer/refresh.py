@@ -344,8 +344,7 @@ class RefreshTrainer:
             record.reason += ("; not demoted: the live watch has it ahead of counting over the comparisons since it "
                               "began serving (trainer/watch.py)")
         elif verdict.demote:
-            self.registry.demote()
-            record.demoted = True
+            record.demoted = self.registry.demote(serving_version)  # unless the watch demoted it meanwhile
         record.serving_after = self.registry.current() or "count"
         return self._log(record, t0)
 
@@ -432,8 +431,7 @@ class RefreshTrainer:
             served, counted = self.served_correctness(samples, version, counting, serving)
             state.add(served, counted, {u: newest for u, (_, newest) in due.items()})
             state.forget_before(since)
-            if state.verdict(self.cfg.alpha):
-                self.registry.demote()
+            if state.verdict(self.cfg.alpha) and self.registry.demote(version):  # unless a cycle promoted meanwhile
                 log.warning("the live watch demoted %s: %s", version, state.reason)
         save_watch(self.registry.root, state)
         return state.to_dict()

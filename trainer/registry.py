@@ -75,12 +75,17 @@ class ModelRegistry:
         tmp.write_text(version + "\n")
         os.replace(tmp, self.root / "CURRENT")
 
-    def demote(self) -> None:
-        """Point CURRENT at the count-based scorer."""
+    def demote(self, version: str | None = None) -> bool:
+        """Point CURRENT at the count-based scorer; with ``version``, only while that version is CURRENT (a check
+        just before the write: a promotion between a verdict on ``version`` and this call is kept). Returns whether
+        it did."""
+        if version is not None and self.current() != version:
+            return False
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".CURRENT.{os.getpid()}.tmp"
         tmp.write_text("count\n")
         os.replace(tmp, self.root / "CURRENT")
+        return True
 
     def current(self) -> str | None:
         """The promoted model version; None when the count-based scorer serves (nothing promoted yet, or

@@ -67,8 +67,10 @@ def test_registry_publish_promote_current(tmp_path, model):
     with pytest.raises(FileNotFoundError):
         reg.promote("v9999-20990101T000000")
     assert Scorer.load(reg.path(reg.current())).version == v1
-    reg.demote()  # the count-based scorer serves again
+    assert not reg.demote(v2) and reg.current() == v1  # a verdict on another version demotes nothing
+    assert reg.demote(v1)  # the count-based scorer serves again
     assert reg.current() is None and (tmp_path / "models" / "CURRENT").read_text().strip() == "count"
+    assert not reg.demote(v1) and reg.demote()  # without a version: whatever serves
 
 
 def test_a_router_refuses_a_model_trained_on_another_embedding_space(tmp_path, caplog):
