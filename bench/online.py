@@ -329,7 +329,8 @@ def _watch_cell(w: dict | None) -> str:
         return f"{w['version']}: no pairs yet"
     acc = {k: v / w["pairs"] for k, v in w["accuracy"].items()}
     return (f"{w['version']}: {w['pairs']} pairs, {acc['serving']:.3f} vs {acc['count']:.3f}, {w['wins']}/"
-            f"{w['losses']}, evidence {math.exp(min(w['log_evidence'], 700.0)):.3g}"
+            f"{w['losses']}, evidence {math.exp(min(w['log_evidence'], 700.0)):.3g}, last check "
+            f"{w.get('seconds', 0):.2f} s"
             + (" demoted" if w["demoted"] else ""))
 
 

@@ -416,6 +416,7 @@ class RefreshTrainer:
         (off, or counting serves)."""
         from trainer.watch import WatchState, read_watch, save_watch
 
+        t0 = time.time()
         version = self.registry.current()
         if not self.cfg.watch or not version:
             return None
@@ -433,6 +434,7 @@ class RefreshTrainer:
             state.forget_before(since)
             if state.verdict(self.cfg.alpha) and self.registry.demote(version):  # unless a cycle promoted meanwhile
                 log.warning("the live watch demoted %s: %s", version, state.reason)
+        state.seconds = time.time() - t0
         save_watch(self.registry.root, state)
         return state.to_dict()
 

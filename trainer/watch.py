@@ -81,6 +81,7 @@ class WatchState:
     log_evidence: float = 0.0  # log M
     demoted: bool = False
     reason: str = ""
+    seconds: float = 0.0  # the last check's wall time (reading, scoring, testing)
 
     def add(self, serving: np.ndarray, count: np.ndarray, read: dict[str, int]) -> None:
         """Fold in the per-pair correctness [P] of the serving model and of counting on the comparisons counted, and
