@@ -11,6 +11,12 @@ history, and replay in time order the offsets the trainer's recounts would serve
 recount_schedule: its schedule, fits on the earlier test comparisons only, chosen by trainer.calibration.calibrate)
 for: the LLMs the model trained on fewer than 200 games of (as the trainer does), every LLM; against no offsets and
 the per-user win count. Differences in points with a 95 % interval from resampling whole users. Run it alone.
+
+Another seed draws other users and also other LLM styles (trainer/simulate.py: what users like or dislike in each
+LLM, shared by all users), as if the same LLMs behaved otherwise. ``--style-seed 0`` keeps the styles of the model's
+training data with the users of ``--seed``: other users of the same LLMs, what a shipped model meets.
+
+    python bench/level_shift.py --model CKPT --seed 2 --style-seed 0 --out bench/results/level_shift_seed2_styles0.json
 """
 
 from __future__ import annotations
@@ -29,13 +35,15 @@ from bench.new_llm import load, pts, scored  # noqa: E402
 from bench.new_llm_offset import in_force, recount_schedule  # noqa: E402
 
 
-def simulated(seed: int, work: Path) -> Path:
-    """The default simulator's files for ``seed`` (written once into ``work``)."""
+def simulated(seed: int, work: Path, style_seed: int | None = None) -> Path:
+    """The default simulator's files for ``seed`` (written once into ``work``); with ``style_seed``, the LLMs' styles
+    drawn as under that seed (SimConfig.style_seed: other users of the same LLMs)."""
     from trainer.families import make_simulator
 
-    out = work / f"default-seed{seed}"
+    same = style_seed is None or style_seed == seed
+    out = work / (f"default-seed{seed}" if same else f"default-seed{seed}-styles{style_seed}")
     if not (out / "test.jsonl").exists():
-        make_simulator("default", seed).write_gmtrouter(out)
+        make_simulator("default", seed, **({} if same else {"style_seed": style_seed})).write_gmtrouter(out)
     return out
 
 
@@ -50,6 +58,8 @@ def served_offsets(groups: list, scores: list, llms: set, criterion: str) -> lis
 def run(args) -> dict:
     import torch
 
+    facts = machine_facts()  # the load average before scoring
+
     from trainer.baselines import PerUserMajority
     from trainer.checkpoint import load_checkpoint
     from trainer.data import online_samples
@@ -57,7 +67,7 @@ def run(args) -> dict:
     from trainer.promotion import pair_correct
     from trainer.refresh import seen_games, unlearned
 
-    ds = load(simulated(args.seed, args.work))
+    ds = load(simulated(args.seed, args.work, args.style_seed))
     ck = load_checkpoint(args.model)
     torch.set_num_threads(2)
     groups, scores = scored(ck.model, ds)
@@ -71,7 +81,8 @@ def run(args) -> dict:
     half = len(users) // 2  # groups are in time order: the second half of the pairs comes after the first
     vs = lambda a, b: {k: 100 * v for k, v in user_bootstrap(acc[a], acc[b], users).items()  # noqa: E731
                        if k in ("diff", "low", "high")}
-    return {"command": command_line(), "machine": machine_facts(), "model": str(args.model), "seed": args.seed,
+    return {"command": command_line(), "machine": facts, "model": str(args.model), "seed": args.seed,
+            "style_seed": args.seed if args.style_seed is None else args.style_seed,
             "criterion": args.criterion, "pairs": int(len(users)),
             "offset_llms": {k: sorted(v) for k, v in sets.items()},
             "accuracy": {k: float(v.mean()) for k, v in acc.items()},
@@ -83,6 +94,7 @@ def run(args) -> dict:
 def markdown(res: dict) -> str:
     md = ["# A shipped model on another population: level offsets for every LLM?", "",
           f"Command: `{res['command']}`. Test split of the default simulator drawn with seed {res['seed']} "
+          f"(the LLMs' styles drawn with seed {res.get('style_seed', res['seed'])}) "
           f"({res['pairs']} pairs), scored with the served history; offsets by the trainer's recount schedule on "
           f"the earlier test comparisons, chosen by {res['criterion']}. Offsets for the LLMs the model never "
           f"learned: {', '.join(res['offset_llms']['unlearned']) or 'none'}. Load average "
@@ -99,6 +111,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, required=True, help="the shipped checkpoint")
     ap.add_argument("--seed", type=int, default=1, help="the population's simulator seed")
+    ap.add_argument("--style-seed", type=int, help="draw the LLMs' styles as under this seed (the model's own "
+                    "world: 0), the users from --seed (default: both from --seed)")
     ap.add_argument("--new-llm-games", type=int, default=200, help="PREFSTREAM_TRAINER_NEW_LLM_GAMES")
     ap.add_argument("--criterion", default="likelihood", choices=("accuracy", "likelihood"))
     ap.add_argument("--work", type=Path, default=ROOT / "var" / "bench")

@@ -208,8 +208,8 @@ def run(args) -> dict:
     from trainer.refresh import RefreshTrainer
     from trainer.simulate import SimConfig, Simulator
 
-    sim = Simulator(SimConfig(seed=args.seed, n_users=args.skip_users + args.users, n_new_users=0,
-                              turns_min=args.turns, turns_max=args.turns + 10))
+    sim = Simulator(SimConfig(seed=args.seed, style_seed=args.style_seed, n_users=args.skip_users + args.users,
+                              n_new_users=0, turns_min=args.turns, turns_max=args.turns + 10))
     catalog, users, late, order = schedule(sim, args.skip_users)
     registrations: dict[int, list] = {}
     if args.new_llm:  # registered halfway: held out of the catalog until then
@@ -258,7 +258,7 @@ def run(args) -> dict:
     curve = _new_user_curve(nth)
     return {"steps": steps, "new_user_curve": curve, "promotions": promotions(cycles), "users": len(users),
             "init_model": str(args.init_model) if args.init_model else None, "shipped_version": shipped,
-            "skip_users": args.skip_users, "new_llm": args.new_llm, "trainer_warm_lr": s.trainer_warm_lr,
+            "skip_users": args.skip_users, "style_seed": args.style_seed, "new_llm": args.new_llm, "trainer_warm_lr": s.trainer_warm_lr,
             "trainer_anchor": s.trainer_anchor, "trainer_min_new_pairs": s.trainer_min_new_pairs,
             "trainer_offsets": s.trainer_offsets, "trainer_watch": s.trainer_watch,
             "registered_before_step": next(iter(registrations), None),
@@ -368,6 +368,8 @@ def main() -> int:
     ap.add_argument("--train-after-feedback", type=int, default=600)
     ap.add_argument("--train-steps", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--style-seed", type=int, help="draw the LLMs' styles as under this seed, the users from --seed "
+                    "(SimConfig.style_seed; 0: the LLMs of a shipped model trained on the default benchmark)")
     ap.add_argument("--init-model", type=Path, help="a GMTRouter checkpoint served from the start (default: none, "
                     "counting serves until a trained candidate beats it)")
     ap.add_argument("--skip-users", type=int, default=0,
@@ -401,6 +403,8 @@ def main() -> int:
            if not res["init_model"] else f"Started serving `{res['init_model']}` (published as "
            f"{res['shipped_version']}), trained on other users; the stream's users are the seed's users "
            f"{res['skip_users']}.. (never in its training).\n"),
+          *([f"The LLMs' styles are drawn as under seed {res['style_seed']} (SimConfig.style_seed), the users "
+             "under the stream's seed.\n"] if res.get("style_seed") is not None else []),
           *_new_llm_md(res), f"Trainer cycles fine-tune the serving model at peak learning rate "
           f"{res['trainer_warm_lr']:g} (PREFSTREAM_TRAINER_WARM_LR), pulled back to its weights by "
           f"{res.get('trainer_anchor', 0.0):g} (PREFSTREAM_TRAINER_ANCHOR); the judge's route for LLMs the serving "

@@ -41,6 +41,9 @@ class SimConfig:
     frac_valid: float = 0.1
     drift_frac: float = 0.25  # users whose style taste moves over time
     k_max: int = 3  # most LLMs answering one turn
+    # the LLMs' styles (what users like or dislike in them) drawn as under this seed instead of ``seed``: other
+    # users of the same LLMs (None: ``seed`` draws both)
+    style_seed: int | None = None
 
 
 @dataclass
@@ -151,6 +154,9 @@ class Simulator:
         po = d.price_out
         self.price_norm = (po - po.min()) / max(float(po.max() - po.min()), 1e-9)  # [M] in [0, 1]
         self.llm_style = rng.normal(0.0, 1.0, (n_m, STYLE_DIM)).astype(np.float32)  # "verbose", "formal", ...
+        if cfg.style_seed is not None:  # the first draw under that seed (users are drawn from ``seed`` as ever)
+            self.llm_style = np.random.default_rng(cfg.style_seed).normal(0.0, 1.0, (n_m, STYLE_DIM)).astype(
+                np.float32)
         self._hold_back_queries(rng, cfg.unseen_query_frac)
         self.users = [self._make_user(rng, i, new=False) for i in range(cfg.n_users)]
         self.users += [self._make_user(rng, i, new=True) for i in range(cfg.n_new_users)]

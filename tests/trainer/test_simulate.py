@@ -62,3 +62,19 @@ def test_ceilings_are_ordered(tiny_sim):
     c = tiny_sim.ceilings("test")
     assert 0.5 < c["no_correctness"] <= c["noiseless"] <= 1.0
     assert c["task_correctness"] <= c["noiseless"]
+
+
+def test_style_seed_draws_the_llms_styles_of_another_seed_and_keeps_the_users():
+    import numpy as np
+
+    from trainer.simulate import SimConfig, Simulator
+
+    data = Simulator(SimConfig(seed=0, n_users=3, n_new_users=0)).data
+    mixed = Simulator(SimConfig(seed=2, style_seed=0, n_users=3, n_new_users=0), data=data)
+    world = Simulator(SimConfig(seed=0, n_users=3, n_new_users=0), data=data)
+    users = Simulator(SimConfig(seed=2, n_users=3, n_new_users=0), data=data)
+    np.testing.assert_array_equal(mixed.llm_style, world.llm_style)
+    assert not np.array_equal(users.llm_style, world.llm_style)
+    for a, b in zip(mixed.users, users.users):
+        np.testing.assert_array_equal(a.style0, b.style0)
+        assert (a.quality_w, a.noise, a.n_turns) == (b.quality_w, b.noise, b.n_turns)
