@@ -12,7 +12,9 @@ trainer) starts with no model (the count-based scorer serves until a trained can
 ``--init-model``: a checkpoint trained elsewhere, as a deployment would ship one. It must not have seen the
 stream's users: ``--skip-users N`` streams users N.. of the seed's population, so a model trained on the
 default benchmark (`prefstream simulate`, seed 0, whose 400 training users are the population's first 400;
-its test-only users never reach training) meets only users it never saw.
+its test-only users never reach training) meets only users it never saw. Another ``--seed`` also draws other LLM
+styles (what users like or dislike in each LLM, docs/simulator.md); ``--style-seed 0`` keeps the shipped model's
+LLM styles with the other seed's users.
 
 Simulated users (default simulator) stream their chats and feedback through Kafka in steps. At every step
 each user's next comparison is first routed live among the LLMs that will answer it (a RouteRequest with
