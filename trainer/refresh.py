@@ -232,8 +232,7 @@ class RefreshTrainer:
 
     # --- data --------------------------------------------------------------------------------
     def sample(self, seed: int) -> tuple[list[TrainingSample], list[TrainingSample], dict]:
-        since = self.since_ms()
-        users = self.store.active_users(since)
+        since, users = self.active_window()
         samples: list[TrainingSample] = []
         rng = np.random.default_rng(seed)
         for _ in range(3):  # each pass draws one random cut per user; a few passes give more targets
@@ -260,11 +259,14 @@ class RefreshTrainer:
     def since_ms(self) -> int:
         """The start of the window: users active after it are sampled and counted (relative to the newest turn in
         the store, so replayed history works the same as live)."""
-        return self.newest_ms() - int(self.cfg.window_minutes * 60_000)
+        return self.active_window()[0]
 
-    def newest_ms(self) -> int:
-        """The time of the newest turn in the store (0 when there is none)."""
-        return max((t for _, t in self.store.active_users(None)), default=0)
+    def active_window(self) -> tuple[int, list[tuple[str, int]]]:
+        """(since_ms, the users with a turn at or after it as GraphStore.active_users gives them, most recent first),
+        from one read of every user's newest turn."""
+        everyone = self.store.active_users(None)  # most recent first
+        since = (everyone[0][1] if everyone else 0) - int(self.cfg.window_minutes * 60_000)
+        return since, [(u, t) for u, t in everyone if t >= since]
 
     def cutoff(self, targets: Sequence) -> int:
         """prequential_cutoff of ``targets`` (with .timestamp) at the configured ``eval_fraction``."""
@@ -398,8 +400,8 @@ class RefreshTrainer:
         crowd evidence as a cycle attaches it (the comparisons before the newest ``eval_fraction`` of them)."""
         from trainer.train import llm_table, score_samples
 
-        since = self.since_ms()
-        users = [u for u, _ in self.store.active_users(since)][: self.cfg.users]
+        since, active = self.active_window()
+        users = [u for u, _ in active][: self.cfg.users]
         samples = sorted(self.store.serving_samples(users, self.cfg.k, since, llms=fit),
                          key=lambda s: s.targets[0].timestamp)
         if not samples:
@@ -421,8 +423,7 @@ class RefreshTrainer:
         if not self.cfg.watch or not version:
             return None
         state = read_watch(self.registry.root)
-        since = self.since_ms()
-        active = self.store.active_users(since)
+        since, active = self.active_window()
         if state is None or state.version != version or state.demoted:  # a version just began serving
             state = WatchState(version, marks={u: int(t) + 1 for u, t in active})
         else:
