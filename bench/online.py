@@ -329,7 +329,7 @@ def _watch_cell(w: dict | None) -> str:
         return "-"
     if not w["pairs"]:
         return f"{w['version']}: no pairs yet"
-    acc = {k: v / w["pairs"] for k, v in w["accuracy"].items()}
+    acc = w["accuracy"]
     return (f"{w['version']}: {w['pairs']} pairs, {acc['serving']:.3f} vs {acc['count']:.3f}, {w['wins']}/"
             f"{w['losses']}, evidence {math.exp(min(w['log_evidence'], 700.0)):.3g}, last check "
             f"{w.get('seconds', 0):.2f} s"

@@ -211,11 +211,11 @@ def export_watch(watch: dict) -> None:
     """Prometheus: the live watch's tally (trainer/watch.py)."""
     from prefstream.metrics import metrics
 
-    g, n = metrics().trainer_watch, watch["pairs"]
-    g.labels("pairs").set(n)
+    g = metrics().trainer_watch
+    g.labels("pairs").set(watch["pairs"])
     g.labels("log_evidence").set(watch["log_evidence"])
-    for k in ("serving", "count"):
-        g.labels(f"{k}_accuracy").set(watch["accuracy"][k] / n if n else float("nan"))
+    for k, v in watch["accuracy"].items():
+        g.labels(f"{k}_accuracy").set(v)
 
 
 def promoted_cell(record: dict) -> str:

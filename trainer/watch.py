@@ -38,7 +38,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +76,7 @@ class WatchState:
     pairs: int = 0  # comparison pairs scored
     wins: int = 0  # discordant pairs the serving model got right and counting wrong
     losses: int = 0  # ...the other way round
-    accuracy: dict = field(default_factory=lambda: {"serving": 0.0, "count": 0.0})  # pairs right (ties half)
+    right: dict = field(default_factory=lambda: {"serving": 0.0, "count": 0.0})  # pairs right (a tie counts half)
     checks: int = 0  # recounts that found new comparisons
     log_evidence: float = 0.0  # log M
     demoted: bool = False
@@ -89,8 +89,8 @@ class WatchState:
         self.pairs += len(serving)
         self.wins += int(np.sum(serving > count))
         self.losses += int(np.sum(serving < count))
-        self.accuracy = {"serving": self.accuracy["serving"] + float(np.sum(serving)),
-                         "count": self.accuracy["count"] + float(np.sum(count))}
+        self.right = {"serving": self.right["serving"] + float(np.sum(serving)),
+                      "count": self.right["count"] + float(np.sum(count))}
         self.marks.update({u: int(t) for u, t in read.items()})
         self.checks += int(len(serving) > 0)
         self.log_evidence = log_evidence(self.losses, self.wins)
@@ -108,7 +108,7 @@ class WatchState:
 
     def verdict(self, alpha: float) -> bool:
         """Whether the evidence has reached 1/alpha (and says so in ``reason``); the state is then ``demoted``."""
-        served, counted = (self.accuracy[k] / self.pairs if self.pairs else float("nan") for k in ("serving", "count"))
+        served, counted = self.accuracy().values()
         evidence = math.exp(min(self.log_evidence, 700.0))
         self.reason = (f"{self.pairs} pairs since it began serving: serving {served:.3f} vs counting {counted:.3f}, "
                        f"{self.wins} discordant pairs won and {self.losses} lost, evidence {evidence:.3g} (demotes "
@@ -118,14 +118,20 @@ class WatchState:
             self.reason += ": demoted, counting serves"
         return self.demoted
 
+    def accuracy(self) -> dict[str, float]:
+        """{"serving", "count"}: the share of the pairs each ranked right (NaN before any pair)."""
+        return {k: v / self.pairs if self.pairs else float("nan") for k, v in self.right.items()}
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields, and ``accuracy`` (derived, not read back)."""
+        return asdict(self) | {"accuracy": self.accuracy()}
 
 
 def read_watch(root: Path | str) -> WatchState | None:
     """The watch file's state, or None when there is none (or it cannot be read)."""
     try:
-        return WatchState(**json.loads((Path(root) / WATCH_FILE).read_text()))
+        doc = json.loads((Path(root) / WATCH_FILE).read_text())
+        return WatchState(**{f.name: doc[f.name] for f in fields(WatchState) if f.name in doc})
     except (FileNotFoundError, ValueError, TypeError):
         return None
 

@@ -67,7 +67,7 @@ def test_the_tally_counts_per_user_and_demotes_at_one_over_alpha(tmp_path):
     state.add(np.array([1.0, 0.0, 0.5, 1.0]), np.array([0.0, 1.0, 1.0, 1.0]), read={"a": 180, "c": 130})
     assert (state.pairs, state.wins, state.losses, state.checks) == (4, 1, 2, 1)
     assert state.marks == {"a": 180, "b": 150, "c": 130} and state.due([("a", 180), ("c", 130)], 120) == {}
-    assert state.accuracy == {"serving": 2.5, "count": 3.0}
+    assert state.right == {"serving": 2.5, "count": 3.0} and state.accuracy() == {"serving": 0.625, "count": 0.75}
     assert not state.verdict(0.05) and not state.demoted and "4 pairs" in state.reason
     state.add(np.zeros(40), np.ones(40), read={})
     assert math.isclose(state.log_evidence, log_evidence(42, 1))
