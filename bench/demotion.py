@@ -48,23 +48,11 @@ def correctness(model: Path, seed: int, work: Path, criterion: str = "likelihood
     if cache.exists():
         z = np.load(cache)
         return z["model"], z["count"]
-    import torch
-
-    from bench.level_shift import served_offsets, simulated
-    from bench.new_llm import load, scored
-    from trainer.baselines import PerUserMajority
-    from trainer.checkpoint import load_checkpoint
-    from trainer.data import online_samples
+    from bench.level_shift import scored_test, served_offsets
     from trainer.promotion import pair_correct
-    from trainer.refresh import seen_games, unlearned
 
-    ds = load(simulated(seed, work))
-    ck = load_checkpoint(model)
-    torch.set_num_threads(2)
-    groups, scores = scored(ck.model, ds)
-    fit = set(unlearned({m: 1.0 for g in groups for m in g.llm_ids}, seen_games(ck), 200))
+    groups, scores, count, fit, _ = scored_test(model, seed, work)
     served = served_offsets(groups, scores, fit, criterion) if fit else scores
-    count = PerUserMajority().fit(ds).score(online_samples(ds, "test", history=10**9, embed=False))
     out = pair_correct(groups, served), pair_correct(groups, count)
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, model=out[0], count=out[1])

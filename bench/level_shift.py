@@ -55,25 +55,34 @@ def served_offsets(groups: list, scores: list, llms: set, criterion: str) -> lis
     return [apply_offsets(s, g.llm_ids, o) for g, s, o in zip(groups, scores, offsets)]
 
 
-def run(args) -> dict:
+def scored_test(model: Path, seed: int, work: Path, style_seed: int | None = None, new_llm_games: int = 200):
+    """(groups, the model's scores, the per-user count's scores, the LLMs the model trained on fewer than
+    ``new_llm_games`` games of, every LLM with a test comparison) on the test split of simulated(seed, work,
+    style_seed), scored with the served history, in time order."""
     import torch
-
-    facts = machine_facts()  # the load average before scoring
 
     from trainer.baselines import PerUserMajority
     from trainer.checkpoint import load_checkpoint
     from trainer.data import online_samples
-    from trainer.metrics import pairs, user_bootstrap
-    from trainer.promotion import pair_correct
     from trainer.refresh import seen_games, unlearned
 
-    ds = load(simulated(args.seed, args.work, args.style_seed))
-    ck = load_checkpoint(args.model)
+    ds = load(simulated(seed, work, style_seed))
+    ck = load_checkpoint(model)
     torch.set_num_threads(2)
     groups, scores = scored(ck.model, ds)
     games = {m: 1.0 for g in groups for m in g.llm_ids}  # every LLM with a test comparison
-    sets = {"unlearned": set(unlearned(games, seen_games(ck), args.new_llm_games)), "all": set(games)}
     count = PerUserMajority().fit(ds).score(online_samples(ds, "test", history=10**9, embed=False))
+    return groups, scores, count, set(unlearned(games, seen_games(ck), new_llm_games)), set(games)
+
+
+def run(args) -> dict:
+    from trainer.metrics import pairs, user_bootstrap
+    from trainer.promotion import pair_correct
+
+    facts = machine_facts()  # the load average before scoring
+    groups, scores, count, fit, every = scored_test(args.model, args.seed, args.work, args.style_seed,
+                                                    args.new_llm_games)
+    sets = {"unlearned": fit, "all": every}
     acc = {"model": pair_correct(groups, scores), "count": pair_correct(groups, count)}
     for name, llms in sets.items():
         acc[f"offsets: {name}"] = pair_correct(groups, served_offsets(groups, scores, llms, args.criterion))
