@@ -122,6 +122,7 @@ def main() -> int:
     ap.add_argument("--predictions", action="store_true", help="also write per-pair prediction files")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    args.out.parent.mkdir(parents=True, exist_ok=True)  # the predictions files are written beside it first
     load0 = os.getloadavg()
     history = serving_history()
     out: dict = {"command": " ".join(shlex.quote(a) for a in ["python", "bench/quality.py", *sys.argv[1:]]),
@@ -167,7 +168,6 @@ def main() -> int:
                "| batch | decisions/s | ms/batch |", "|---|---|---|"]
         md += [f"| {k} | {v['decisions_per_s']:.0f} | {v['ms_per_batch']:.1f} |" for k, v in t["scorer_throughput"].items()]
     md += ["", f"Load average at start {load0[0]:.2f}, at end {out['load_avg_end'][0]:.2f} (2 cores)."]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1, default=float))
     args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

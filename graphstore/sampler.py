@@ -19,7 +19,7 @@ from collections.abc import Collection, Sequence
 import numpy as np
 
 from graphstore.schema import HeldOutGroup, TrainingSample
-from graphstore.subgraph import CONV, INDEX, LLM, QEMB, QKEY, RATING, TS, assemble, order_key
+from graphstore.subgraph import CONV, INDEX, LLM, QEMB, QKEY, RATING, RATING_MS, TS, assemble, order_key
 
 
 def _groups(user_id: str, rows: Sequence[Sequence], min_llms: int) -> list[HeldOutGroup]:
@@ -68,15 +68,49 @@ def serving_samples(user_id: str, rows: Sequence[Sequence], k: int, after_ms: in
                     min_llms: int = 2, llms: Collection[str] | None = None) -> list[TrainingSample]:
     """One sample per target group that starts at or after ``after_ms`` (and compares one of ``llms``, when
     given), with the history a router serving it reads: the last ``k`` turns before it, with the ratings given
-    before it. The promotion judge scores these, so a candidate is judged as it would serve (a training sample's
-    later targets read only the turns before its random cut)."""
+    before it, and the win counts of the user's whole past then (``visible.win_counts``, :class:`PastCounts`),
+    which the count-based scorer reads as it does when serving. The promotion judge and the live watch score
+    these, so a candidate and counting are judged as they would serve (a training sample's later targets read
+    only the turns before its random cut)."""
     rows = sorted(rows, key=order_key)  # by time first
     stamps = [int(r[TS]) for r in rows]
+    counter = PastCounts(rows)
     out = []
     for g in _groups(user_id, rows, min_llms):
         if llms is not None and not any(m in llms for m in g.llm_ids):
             continue
         n_before = bisect_left(stamps, g.timestamp)  # the rows strictly before it
         if g.timestamp >= after_ms and n_before:
-            out.append(TrainingSample(assemble(user_id, rows[:n_before], k, ratings_before=g.timestamp), [g]))
+            visible = assemble(user_id, rows[:n_before], k, ratings_before=g.timestamp)
+            visible.win_counts = counter.before(g.timestamp)  # what the router's count read of the whole past
+            out.append(TrainingSample(visible, [g]))
     return out
+
+
+class PastCounts:
+    """A user's pairwise (wins, games) per LLM over their whole past as known at a given time, the way a router
+    counts it then (GraphStore.user_win_counts, graphstore.counts): every comparison (conversation, turn index)
+    of answers given and rated before that time. Asked at non-decreasing times, each rating is added once: the
+    games of two answers of one comparison count from when the later of their two ratings was given."""
+
+    def __init__(self, rows: Sequence[Sequence]):
+        # a rating is known from when both it and its answer exist (a rating time before the answer: bad data)
+        self.events = sorted((max(int(r[RATING_MS]), int(r[TS])), r[CONV], int(r[INDEX]), r[LLM], float(r[RATING]))
+                             for r in rows if r[RATING] is not None and r[RATING_MS] is not None)
+        self.next = 0
+        self.members: dict[tuple, list[tuple[str, float]]] = {}
+        self.wins: dict[str, float] = {}
+        self.games: dict[str, float] = {}
+
+    def before(self, t: int) -> dict[str, tuple[float, float]]:
+        """{llm: (wins, games)} over what was answered and rated strictly before ``t`` (epoch ms)."""
+        while self.next < len(self.events) and self.events[self.next][0] < t:
+            _, conv, idx, llm, r = self.events[self.next]
+            self.next += 1
+            others = self.members.setdefault((conv, idx), [])
+            for m, r2 in others:
+                for a, ra, rb in ((llm, r, r2), (m, r2, r)):
+                    self.games[a] = self.games.get(a, 0.0) + 1.0
+                    self.wins[a] = self.wins.get(a, 0.0) + (1.0 if ra > rb else 0.5 if ra == rb else 0.0)
+            others.append((llm, r))
+        return {m: (self.wins.get(m, 0.0), g) for m, g in self.games.items()}

@@ -6,7 +6,10 @@ import math
 
 import numpy as np
 
+from graphstore.counts import per_llm
+from graphstore.sampler import PastCounts
 from graphstore.schema import query_key
+from trainer.baselines import user_counts
 from graphstore_events import emb, thumbs, turn, with_emb
 
 
@@ -100,3 +103,41 @@ def test_served_samples_read_every_turn_before_each_comparison(store):
             f"u1-1-{m}" for m in ("m1", "m2", "m3")}
     assert len(store.serving_samples(["u1"], k=6, after_ms=after)[0].visible) == 6  # the last k turns
     assert store.serving_samples(["u0"], k=6, after_ms=after) == []
+
+
+def test_served_samples_count_the_whole_past_as_the_router_does(store):
+    """The judge and the watch score counting as routers serve it: each LLM's wins over the user's whole past
+    (rated before the comparison), not only the last k turns the model reads."""
+    ingest_users(store, n_users=2, n_turns=8)
+    out = store.serving_samples(["u1"], k=6, after_ms=10_000 + 5000)
+    for i, s in zip((5, 6, 7), out):
+        # u1's groups before i, but group 1 (rated 900 s later, after every target here)
+        rows = [(f"c1-{g // 4}", g % 4, m, float((g + j + 1) % 2 == 0))
+                for g in range(i) if g != 1 for j, m in enumerate(("m1", "m2", "m3"))]
+        assert s.visible.win_counts == per_llm(rows)
+        assert s.visible.win_counts != per_llm(comparisons_of(s.visible))  # the last 6 turns alone differ
+        wins, games = user_counts(s.visible)
+        assert games == {m: 2.0 * (i - 1) for m in ("m1", "m2", "m3")} and wins == {m: w for m, (w, _) in
+                                                                                   per_llm(rows).items()}
+
+
+def comparisons_of(v):
+    return [(c, int(t), m, float(r)) for c, t, m, r in zip(v.conversation_ids, v.turn_index, v.llm_ids, v.rating)
+            if not math.isnan(r)]
+
+
+def test_past_counts_match_the_routers_count_at_every_time():
+    """PastCounts.before(t), asked at rising times, is graphstore.counts.per_llm over the comparisons answered
+    and rated before t, with ties, late ratings and comparisons rated one answer at a time."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for g in range(40):
+        t0 = 1000 * g
+        for j, m in enumerate(rng.choice(["a", "b", "c", "d"], size=int(rng.integers(1, 4)), replace=False)):
+            rated = rng.random() < 0.8
+            rows.append([f"t{g}-{j}", f"c{g // 3}", str(m), f"q{g}", g % 3, t0 + j, float(rng.integers(0, 3)) / 2
+                         if rated else None, t0 + int(rng.integers(10, 20_000)) if rated else None, None])
+    counter = PastCounts(rows)
+    for t in range(0, 60_000, 700):
+        known = [(r[1], r[4], r[2], r[6]) for r in rows if r[6] is not None and r[5] < t and r[7] < t]
+        assert counter.before(t) == per_llm(known)
