@@ -12,7 +12,7 @@ import threading
 import uuid
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -386,15 +386,21 @@ class GraphStore(ABC):
                     return out
         return out
 
-    def serving_samples(self, user_ids: Sequence[str], k: int, after_ms: int, min_llms: int = 2,
-                        llms: Collection[str] | None = None) -> list[TrainingSample]:
-        """The users' comparisons from ``after_ms`` on (only those comparing one of ``llms``, when given), each
-        with the history a router serving it reads (see graphstore.sampler.serving_samples): what the periodic
-        trainer's promotion judge scores, and its level offsets are fitted on between cycles."""
+    def serving_samples(self, user_ids: Sequence[str], k: int, after_ms: int | Mapping[str, int],
+                        min_llms: int = 2, llms: Collection[str] | None = None,
+                        until_ms: Mapping[str, int] | None = None) -> list[TrainingSample]:
+        """The users' comparisons from ``after_ms`` on (one time for all, or per user: the live watch's marks),
+        before ``until_ms`` (per user, when given) and comparing one of ``llms`` (when given), each with the
+        history a router serving it reads (see graphstore.sampler.serving_samples): what the periodic trainer's
+        promotion judge and live watch score, and its level offsets are fitted on."""
         from graphstore.sampler import serving_samples
 
+        def after(u: str) -> int:
+            return int(after_ms[u]) if isinstance(after_ms, Mapping) else int(after_ms)
+
         return [s for u, rows in self._whole_histories(list(dict.fromkeys(user_ids)))
-                for s in serving_samples(u, rows, k, after_ms, min_llms, llms)]
+                for s in serving_samples(u, rows, k, after(u), min_llms, llms,
+                                         None if until_ms is None else int(until_ms[u]))]
 
     def _whole_histories(self, user_ids: list[str]) -> Iterator[tuple[str, list[list]]]:
         """(user, every stored turn row of theirs) in ``user_ids``' order, read a batch of users at a time."""

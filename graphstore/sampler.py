@@ -64,10 +64,10 @@ def sample_user(user_id: str, rows: Sequence[Sequence], k: int, rng: np.random.G
     return TrainingSample(visible, targets)
 
 
-def serving_samples(user_id: str, rows: Sequence[Sequence], k: int, after_ms: int,
-                    min_llms: int = 2, llms: Collection[str] | None = None) -> list[TrainingSample]:
-    """One sample per target group that starts at or after ``after_ms`` (and compares one of ``llms``, when
-    given), with the history a router serving it reads: the last ``k`` turns before it, with the ratings given
+def serving_samples(user_id: str, rows: Sequence[Sequence], k: int, after_ms: int, min_llms: int = 2,
+                    llms: Collection[str] | None = None, until_ms: int | None = None) -> list[TrainingSample]:
+    """One sample per target group that starts at or after ``after_ms`` and before ``until_ms`` (when given), and
+    compares one of ``llms`` (when given), with the history a router serving it reads: the last ``k`` turns before it, with the ratings given
     before it, and the win counts of the user's whole past then (``visible.win_counts``, :class:`PastCounts`),
     which the count-based scorer reads as it does when serving. The promotion judge and the live watch score
     these, so a candidate and counting are judged as they would serve (a training sample's later targets read
@@ -77,11 +77,14 @@ def serving_samples(user_id: str, rows: Sequence[Sequence], k: int, after_ms: in
     counter = PastCounts(rows)
     out = []
     for g in _groups(user_id, rows, min_llms):
+        if g.timestamp < after_ms or (until_ms is not None and g.timestamp >= until_ms):
+            continue
         if llms is not None and not any(m in llms for m in g.llm_ids):
             continue
         n_before = bisect_left(stamps, g.timestamp)  # the rows strictly before it
-        if g.timestamp >= after_ms and n_before:
-            visible = assemble(user_id, rows[:n_before], k, ratings_before=g.timestamp)
+        if n_before:
+            # rows is in assemble's order: its newest k rows before the group are the last k of the prefix
+            visible = assemble(user_id, rows[max(0, n_before - k):n_before], k, ratings_before=g.timestamp)
             visible.win_counts = counter.before(g.timestamp)  # what the router's count read of the whole past
             out.append(TrainingSample(visible, [g]))
     return out

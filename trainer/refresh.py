@@ -428,8 +428,8 @@ class RefreshTrainer:
             state = WatchState(version, marks={u: int(t) + 1 for u, t in active})
         else:
             due = dict(list(state.due(active, since).items())[: self.cfg.users])  # most recent first
-            samples = [s for s in self.store.serving_samples(list(due), self.cfg.k, since)
-                       if due[s.visible.user_id][0] <= s.targets[0].timestamp < due[s.visible.user_id][1]]
+            samples = self.store.serving_samples(list(due), self.cfg.k, {u: mark for u, (mark, _) in due.items()},
+                                                 until_ms={u: newest for u, (_, newest) in due.items()})
             served, counted = self.served_correctness(samples, version, counting, serving)
             state.add(served, counted, {u: newest for u, (_, newest) in due.items()})
             state.forget_before(since)

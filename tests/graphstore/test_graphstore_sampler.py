@@ -141,3 +141,19 @@ def test_past_counts_match_the_routers_count_at_every_time():
     for t in range(0, 60_000, 700):
         known = [(r[1], r[4], r[2], r[6]) for r in rows if r[6] is not None and r[5] < t and r[7] < t]
         assert counter.before(t) == per_llm(known)
+
+
+def test_served_samples_from_each_users_own_mark(store):
+    """The live watch reads each user's comparisons from their own mark up to (not including) their newest
+    turn: per-user bounds give the same samples as one bound filtered afterwards."""
+    ingest_users(store, n_users=3, n_turns=8)
+    marks = {"u0": 3000, "u1": 10_000 + 6000, "u2": 20_000}
+    until = {"u0": 6000, "u1": 10_000 + 7000, "u2": 20_000 + 7000}
+    out = store.serving_samples(list(marks), k=5, after_ms=marks, until_ms=until)
+    every = store.serving_samples(list(marks), k=5, after_ms=0)
+    keep = [s for s in every if marks[s.visible.user_id] <= s.targets[0].timestamp < until[s.visible.user_id]]
+    assert [(s.visible.user_id, s.targets[0].timestamp) for s in out] == [
+        ("u0", 3000), ("u0", 4000), ("u0", 5000), ("u1", 16_000), *(("u2", 20_000 + 1000 * i) for i in range(1, 7))]
+    for a, b in zip(out, keep, strict=True):
+        assert a.visible.turn_ids == b.visible.turn_ids and a.visible.win_counts == b.visible.win_counts
+        np.testing.assert_array_equal(a.visible.rating, b.visible.rating)
