@@ -67,11 +67,11 @@ def sample_user(user_id: str, rows: Sequence[Sequence], k: int, rng: np.random.G
 def serving_samples(user_id: str, rows: Sequence[Sequence], k: int, after_ms: int, min_llms: int = 2,
                     llms: Collection[str] | None = None, until_ms: int | None = None) -> list[TrainingSample]:
     """One sample per target group that starts at or after ``after_ms`` and before ``until_ms`` (when given), and
-    compares one of ``llms`` (when given), with the history a router serving it reads: the last ``k`` turns before it, with the ratings given
-    before it, and the win counts of the user's whole past then (``visible.win_counts``, :class:`PastCounts`),
-    which the count-based scorer reads as it does when serving. The promotion judge and the live watch score
-    these, so a candidate and counting are judged as they would serve (a training sample's later targets read
-    only the turns before its random cut)."""
+    compares one of ``llms`` (when given), with the history a router serving it reads: the last ``k`` turns before
+    it, with the ratings given before it, and the win counts of the user's whole past then (``visible.win_counts``,
+    :class:`PastCounts`), which the count-based scorer reads as it does when serving. The promotion judge and the
+    live watch score these, so a candidate and counting are judged as they would serve (a training sample's later
+    targets read only the turns before its random cut)."""
     rows = sorted(rows, key=order_key)  # by time first
     stamps = [int(r[TS]) for r in rows]
     counter = PastCounts(rows)
