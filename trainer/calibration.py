@@ -25,13 +25,13 @@ point against always refitting). The file for a version is replaced only by a fi
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from graphstore.schema import HeldOutGroup
+from prefstream.files import locked, write_atomic
 
 OFFSETS_FILE = "offsets.json"
 PRIOR_SD = 1.0  # the offsets' prior scale, in score (logit) units
@@ -148,14 +148,12 @@ def save_offsets(root: Path | str, version: str, offsets: dict[str, float], unti
     on feedback up to ``until_ms``; False (nothing written) when the file holds ``version``'s offsets from later
     feedback."""
     root = Path(root)
-    doc = read_offsets(root)
-    if until_ms is not None and doc.get("version") == version and doc.get("until_ms", -1) > until_ms:
-        return False
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{OFFSETS_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"version": version, "offsets": offsets, "until_ms": until_ms, **meta},
-                              default=float))
-    os.replace(tmp, root / OFFSETS_FILE)
+    with locked(root):  # the trainer's recounts and its cycle tasks both write: no write lands between check and write
+        doc = read_offsets(root)
+        if until_ms is not None and doc.get("version") == version and doc.get("until_ms", -1) > until_ms:
+            return False
+        write_atomic(root / OFFSETS_FILE, json.dumps({"version": version, "offsets": offsets, "until_ms": until_ms,
+                                                      **meta}, default=float))
     return True
 
 

@@ -10,7 +10,6 @@ comparison.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from graphstore.schema import TrainingSample
 from graphstore.counts import win_counts
+from prefstream.files import write_atomic
 from trainer.baselines import keyed_comparisons, user_counts, win_rates
 
 COUNT_VERSION = "count"  # what a decision answered by this scorer names as its scorer
@@ -79,11 +79,8 @@ class CountScorer:
 
     def save(self, root: Path | str) -> Path:
         path = Path(root) / RATES_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{RATES_FILE}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"rates": self.rates, "prior": self.prior, "pairs": self.pairs,
-                                   "games": self.games}, indent=1))
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps({"rates": self.rates, "prior": self.prior, "pairs": self.pairs,
+                                       "games": self.games}, indent=1))
         return path
 
     @classmethod

@@ -18,6 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
+from prefstream.files import locked, write_atomic
 from trainer.checkpoint import save_checkpoint
 
 _VERSION_RE = re.compile(r"^v(\d{4,})-[0-9TZ]+$")
@@ -71,20 +72,17 @@ class ModelRegistry:
         """Point CURRENT at ``version`` (temp file + rename: readers see the old or the new, never half)."""
         if not self.path(version).exists():
             raise FileNotFoundError(f"no checkpoint for version {version} under {self.root}")
-        tmp = self.root / f".CURRENT.{os.getpid()}.tmp"
-        tmp.write_text(version + "\n")
-        os.replace(tmp, self.root / "CURRENT")
+        with locked(self.root):  # after a demotion's check, or before it: never between
+            write_atomic(self.root / "CURRENT", version + "\n")
 
     def demote(self, version: str | None = None) -> bool:
-        """Point CURRENT at the count-based scorer; with ``version``, only while that version is CURRENT (a check
-        just before the write: a promotion between a verdict on ``version`` and this call is kept). Returns whether
-        it did."""
-        if version is not None and self.current() != version:
-            return False
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".CURRENT.{os.getpid()}.tmp"
-        tmp.write_text("count\n")
-        os.replace(tmp, self.root / "CURRENT")
+        """Point CURRENT at the count-based scorer; with ``version``, only while that version is CURRENT (checked
+        under the registry's lock: a promotion between a verdict on ``version`` and this call is kept). Returns
+        whether it did."""
+        with locked(self.root):  # no promotion lands between the check and the write
+            if version is not None and self.current() != version:
+                return False
+            write_atomic(self.root / "CURRENT", "count\n")
         return True
 
     def current(self) -> str | None:

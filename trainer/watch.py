@@ -37,12 +37,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 from scipy.special import betainc, betaln
+
+from prefstream.files import write_atomic
 
 WATCH_FILE = "watch.json"
 
@@ -138,8 +139,4 @@ def read_watch(root: Path | str) -> WatchState | None:
 
 def save_watch(root: Path | str, state: WatchState) -> None:
     """Write the state (temp file + rename)."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{WATCH_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(state.to_dict(), default=float))
-    os.replace(tmp, root / WATCH_FILE)
+    write_atomic(Path(root) / WATCH_FILE, json.dumps(state.to_dict(), default=float))

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
 from graphstore.schema import LLMInfo
+from prefstream.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +28,10 @@ class CatalogCache:
     def save(self, catalog: dict[str, LLMInfo]) -> None:
         if not catalog:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({m: {"description": c.description, "price_in": c.price_in, "price_out": c.price_out,
-                                       "embedding": np.asarray(c.embedding, np.float32).tolist()}
-                                   for m, c in catalog.items()}))
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps({m: {"description": c.description, "price_in": c.price_in,
+                                                "price_out": c.price_out,
+                                                "embedding": np.asarray(c.embedding, np.float32).tolist()}
+                                            for m, c in catalog.items()}))
 
     def load(self) -> dict[str, LLMInfo]:
         try:

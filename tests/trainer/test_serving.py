@@ -73,6 +73,34 @@ def test_registry_publish_promote_current(tmp_path, model):
     assert not reg.demote(v1) and reg.demote()  # without a version: whatever serves
 
 
+def test_a_promotion_racing_a_demotion_of_the_old_version_is_kept(tmp_path, model):
+    """The live watch demotes v1 (in the trainer's process) while a cycle promotes v2 (a Ray task): whichever runs
+    first, v2 serves at the end, since the demotion checks and writes under the registry's lock (without it, a
+    check that saw v1 could write "count" after the promotion). 100 races, both released together."""
+    import threading
+
+    reg = ModelRegistry(tmp_path / "models")
+    v1, v2 = reg.publish(model), reg.publish(model)
+    for trial in range(100):
+        reg.promote(v1)
+        start = threading.Barrier(2)
+
+        def demote():
+            start.wait()
+            reg.demote(v1)
+
+        def promote():
+            start.wait()
+            reg.promote(v2)
+
+        threads = [threading.Thread(target=demote), threading.Thread(target=promote)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert reg.current() == v2, trial
+
+
 def test_a_router_refuses_a_model_trained_on_another_embedding_space(tmp_path, caplog):
     """Static-backend vectors are another space than the transformer's: such a checkpoint is not served (the
     count-based scorer is), and it is not reloaded every poll."""
