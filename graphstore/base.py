@@ -27,6 +27,10 @@ class UnknownQuery(ValueError):
     """A Cypher text that is not one of graphstore.cypher's constants (the parameters-only guard)."""
 
 
+class EmbeddingSpaceMismatch(RuntimeError):
+    """The graph's query vectors are of another embedding space than this process's encoder."""
+
+
 def check_query(q: str) -> str:
     if q not in cypher.ALL:
         raise UnknownQuery("refusing a Cypher text that is not a graphstore.cypher constant; "
@@ -231,6 +235,19 @@ class GraphStore(ABC):
         rows = {query_key(t): (t, e) for t, e in items}
         for part in chunks(list(rows.items()), self.batch_size):
             self._write_queries(part)
+
+    def claim_embedding_space(self, space: str) -> str:
+        """Record ``space`` (prefstream.encoder.embedding_space) as the space of the graph's query vectors when
+        none is recorded yet, and return it. Raises :class:`EmbeddingSpaceMismatch` when the graph holds another:
+        a process that would store or read query vectors must not mix spaces (a model trained on one scores
+        another's vectors badly and nothing else notices)."""
+        (stored,), = self._write(cypher.CLAIM_META, {"key": "embedding_space", "value": space})
+        if stored != space:
+            raise EmbeddingSpaceMismatch(
+                f"the graph's query vectors are {stored} vectors but this process encodes {space}: set "
+                f"PREFSTREAM_ENCODER / PREFSTREAM_ENCODER_BACKEND to match the graph, or use another graph "
+                f"(PREFSTREAM_GRAPH_NAME) for this encoder")
+        return stored
 
     def stored_query_embeddings(self, texts: list[str]) -> list[np.ndarray | None]:
         """The Query-node embedding of each text, None where the graph has none (a ``TextEncoder`` lookup)."""

@@ -123,6 +123,14 @@ MATCH (t:Turn {turn_id: tid})
 CREATE (d)-[:USED]->(t)
 """
 
+# A fact about the graph, set by the first writer that claims it and returned to every later one (which compares):
+# the embedding space of the query vectors the ingest and the routers store (GraphStore.claim_embedding_space).
+CLAIM_META = """
+MERGE (m:Meta {key: $key})
+ON CREATE SET m.value = $value
+RETURN m.value
+"""
+
 # --- reads ----------------------------------------------------------------------------------------
 PING = "RETURN 1"  # a round trip that reads nothing
 

@@ -32,6 +32,7 @@ class Label:
     TURN = "Turn"
     FEEDBACK = "Feedback"
     DECISION = "Decision"
+    META = "Meta"  # facts about the graph itself (the embedding space of its query vectors)
 
 
 class Rel:
@@ -55,6 +56,7 @@ KEYS: dict[str, str] = {
     Label.TURN: "turn_id",
     Label.FEEDBACK: "feedback_id",
     Label.DECISION: "request_id",
+    Label.META: "key",
 }
 
 # --- Model graph (PyG HeteroData) --------------------------------------------------------------

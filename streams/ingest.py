@@ -120,7 +120,8 @@ class Ingestor:
 
 
 def build_ingestor(s: Settings) -> Ingestor:
-    """The ingestor on the configured graph store (its schema ensured, once) and encoder."""
+    """The ingestor on the configured graph store (its schema ensured, once) and encoder. Refuses to start
+    (graphstore.base.EmbeddingSpaceMismatch) on a graph whose query vectors are of another encoder's space."""
     from graphstore import open_store
     from prefstream.encoder import TextEncoder
 
@@ -130,4 +131,6 @@ def build_ingestor(s: Settings) -> Ingestor:
         import torch
 
         torch.set_num_threads(s.ingest_threads)
-    return Ingestor(open_store(s), encoder, s.max_text_chars, s.unknown_llm_grace_s)
+    store = open_store(s)
+    store.claim_embedding_space(encoder.space)
+    return Ingestor(store, encoder, s.max_text_chars, s.unknown_llm_grace_s)

@@ -14,20 +14,26 @@ def build_engine(s: Settings, threads: int | None = None):
     Torch (once a trained model serves; and the encoder on the torch backend) gets ``router_threads`` threads
     (default 1): on a small shared machine more threads thrash. The ONNX encoder runs ``router_encoder_threads``
     texts at once. Torch is not imported while the count-based scorer serves.
-    The graph store's schema is ensured here, once per router."""
+    The graph store's schema is ensured here, once per router, and the encoder's embedding space claimed: a router
+    whose encoder differs from the graph's query vectors refuses to start (graphstore.base.EmbeddingSpaceMismatch)
+    rather than store and read vectors of two spaces."""
     from graphstore import open_store
+    from graphstore.base import EmbeddingSpaceMismatch
     from prefstream.encoder import TextEncoder
     from workers.catalog import CatalogCache, catalog_from_topic
     from workers.engine import RouteEngine
     from workers.models import ModelSource
 
     store = open_store(s, ensure_schema=False)
-    try:
-        store.ensure_schema()
-    except Exception as exc:  # the graph down at start must not stop the router: it answers flagged fallback
-        logging.getLogger(__name__).warning("graph store unreachable at start (%s)", exc)
     threads = threads or s.router_threads
     encoder = TextEncoder.from_settings(s, s.router_encoder_threads if s.encoder_backend == "onnx" else threads)
+    try:
+        store.ensure_schema()
+        store.claim_embedding_space(encoder.space)
+    except EmbeddingSpaceMismatch:
+        raise
+    except Exception as exc:  # the graph down at start must not stop the router: it answers flagged fallback
+        logging.getLogger(__name__).warning("graph store unreachable at start (%s)", exc)
     if encoder.backend == "torch":
         import torch
 

@@ -50,6 +50,33 @@ def test_schema_is_idempotent_and_store_starts_empty(store):
         store.count("Nope")
 
 
+def test_the_first_writer_claims_the_graphs_embedding_space_and_a_mismatch_is_refused(store_settings):
+    """A graph's query vectors are of one encoder's space: the first ingest or router to claim it sets it, the
+    same space is accepted by every later one, another is refused with a clear error (also after a restart),
+    and ingest and router builds refuse to start on such a graph."""
+    from graphstore import open_store
+    from graphstore.base import EmbeddingSpaceMismatch
+    from prefstream.encoder import TextEncoder
+    from streams.ingest import build_ingestor
+
+    with open_store(store_settings) as s:
+        s.clear()
+        assert s.claim_embedding_space("enc-a:static") == "enc-a:static"
+        assert s.claim_embedding_space("enc-a:static") == "enc-a:static" and s.count(Label.META) == 1
+        with pytest.raises(EmbeddingSpaceMismatch, match="enc-a:static vectors but this process encodes enc-b"):
+            s.claim_embedding_space("enc-b:onnx")
+    with open_store(store_settings) as s:  # what was claimed is in the graph, not in a process
+        with pytest.raises(EmbeddingSpaceMismatch):
+            s.claim_embedding_space("enc-b:onnx")
+        with pytest.raises(EmbeddingSpaceMismatch, match=TextEncoder.from_settings(store_settings).space):
+            build_ingestor(store_settings)
+        s.clear()
+    build_ingestor(store_settings)  # an empty graph: the deployment's encoder claims it
+    with open_store(store_settings) as s:
+        assert s.claim_embedding_space(TextEncoder.from_settings(store_settings).space)
+        s.clear()
+
+
 def test_reads_work_before_anything_was_written(store_settings):
     from graphstore import open_store
 

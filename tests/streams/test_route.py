@@ -100,3 +100,14 @@ def test_feedback_changes_the_users_next_decision(settings, ingest_worker, route
         after = c.route("alice", "Solve 3x + 5 = 20", timeout=60)
     assert before.turn_ids == [] and after.turn_ids == [t.event_id]
     assert after.scores != before.scores
+
+
+def test_a_router_refuses_to_start_on_a_graph_of_another_embedding_space(settings, store):
+    """A router whose encoder is not the graph's (another backend, another model) would store and read query
+    vectors of two spaces: it refuses to start, saying which spaces differ."""
+    from graphstore.base import EmbeddingSpaceMismatch
+    from workers.build import build_engine
+
+    store.claim_embedding_space("another-encoder:onnx")
+    with pytest.raises(EmbeddingSpaceMismatch, match="another-encoder:onnx vectors"):
+        build_engine(settings)
