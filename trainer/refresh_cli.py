@@ -25,14 +25,17 @@ def refresh_config(s: Settings):
 
 def run_cycle(s: Settings, progress: bool = False, trigger: str = "manual") -> dict:
     """One cycle against the configured graph store and model registry (also the body of the Ray task);
-    ``trigger`` (why it runs) goes into its record."""
+    ``trigger`` (why it runs) goes into its record. It trains on the graph's query vectors and labels the candidate
+    with this deployment's encoder space, so on a graph of another space it refuses (EmbeddingSpaceMismatch)."""
     from dataclasses import asdict
 
     from graphstore import open_store
+    from prefstream.encoder import embedding_space
     from trainer.refresh import RefreshTrainer
 
     store = open_store(s)
     try:
+        store.claim_embedding_space(embedding_space(s.encoder, s.encoder_backend))
         return asdict(RefreshTrainer(store, s.model_dir, refresh_config(s)).run_cycle(progress=progress,
                                                                                      trigger=trigger))
     finally:

@@ -315,3 +315,21 @@ def test_a_cycle_does_not_demote_a_model_the_live_watch_has_ahead_of_counting(si
     save_watch(tmp_path, WatchState(version, pairs=100, wins=10, losses=30))
     gone = trainer.run_cycle(candidate=_reversed(model), serving=_reversed(model))
     assert gone.demoted and trainer.registry.current() is None
+
+
+def test_a_cycle_refuses_a_graph_of_another_embedding_space(settings):
+    """A cycle trains on the graph's query vectors and labels its candidate with the deployment's encoder space:
+    on a graph whose vectors are another space it trains nothing and says why."""
+    from graphstore import open_store
+    from graphstore.base import EmbeddingSpaceMismatch
+    from trainer.refresh_cli import run_cycle
+
+    with open_store(settings) as store:
+        store.claim_embedding_space("another-encoder:onnx")
+    try:
+        with pytest.raises(EmbeddingSpaceMismatch, match="another-encoder:onnx vectors"):
+            run_cycle(settings)
+        assert not list(settings.model_dir.glob("v*"))  # no candidate was published
+    finally:
+        with open_store(settings) as store:
+            store.clear()
