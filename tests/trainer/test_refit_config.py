@@ -29,7 +29,7 @@ def test_a_refresh_pulls_back_to_the_serving_weights_by_its_anchor():
 
 
 def _distance(a, b) -> float:
-    return sum(float((p - q).pow(2).sum()) for p, q in zip(a.parameters(), b.parameters())) ** 0.5
+    return sum(float((p.detach() - q.detach()).pow(2).sum()) for p, q in zip(a.parameters(), b.parameters())) ** 0.5
 
 
 def test_the_anchor_keeps_fine_tuned_weights_near_their_start(tiny_ds):
