@@ -12,6 +12,13 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 
+def add_game(wins: dict[str, float], games: dict[str, float], llm: str, rating: float, other: float) -> None:
+    """Count one game of ``llm`` (rated ``rating``) against an answer rated ``other``: a win if rated higher, half
+    a win on a tie."""
+    games[llm] = games.get(llm, 0.0) + 1.0
+    wins[llm] = wins.get(llm, 0.0) + (1.0 if rating > other else 0.5 if rating == other else 0.0)
+
+
 def win_counts(groups: Iterable[tuple[Sequence[str], np.ndarray]]) -> tuple[dict[str, float], dict[str, float]]:
     """Pairwise wins and games of each LLM (ties count half) over (llm_ids, ratings) groups."""
     wins: dict[str, float] = {}
@@ -19,10 +26,8 @@ def win_counts(groups: Iterable[tuple[Sequence[str], np.ndarray]]) -> tuple[dict
     for llms, r in groups:
         for a in range(len(llms)):
             for b in range(len(llms)):
-                if a == b:
-                    continue
-                games[llms[a]] = games.get(llms[a], 0.0) + 1.0
-                wins[llms[a]] = wins.get(llms[a], 0.0) + (1.0 if r[a] > r[b] else 0.5 if r[a] == r[b] else 0.0)
+                if a != b:
+                    add_game(wins, games, llms[a], r[a], r[b])
     return wins, games
 
 

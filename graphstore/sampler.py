@@ -18,6 +18,7 @@ from collections.abc import Collection, Sequence
 
 import numpy as np
 
+from graphstore.counts import add_game
 from graphstore.schema import HeldOutGroup, TrainingSample
 from graphstore.subgraph import CONV, INDEX, LLM, QEMB, QKEY, RATING, RATING_MS, TS, assemble, order_key
 
@@ -111,9 +112,8 @@ class PastCounts:
             _, conv, idx, llm, r = self.events[self.next]
             self.next += 1
             others = self.members.setdefault((conv, idx), [])
-            for m, r2 in others:
-                for a, ra, rb in ((llm, r, r2), (m, r2, r)):
-                    self.games[a] = self.games.get(a, 0.0) + 1.0
-                    self.wins[a] = self.wins.get(a, 0.0) + (1.0 if ra > rb else 0.5 if ra == rb else 0.0)
+            for m, r2 in others:  # the new answer plays each answer already rated in its comparison, both ways
+                add_game(self.wins, self.games, llm, r, r2)
+                add_game(self.wins, self.games, m, r2, r)
             others.append((llm, r))
         return {m: (self.wins.get(m, 0.0), g) for m, g in self.games.items()}

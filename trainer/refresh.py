@@ -428,10 +428,11 @@ class RefreshTrainer:
             state = WatchState(version, marks={u: int(t) + 1 for u, t in active})
         else:
             due = dict(list(state.due(active, since).items())[: self.cfg.users])  # most recent first
+            newest = {u: t for u, (_, t) in due.items()}
             samples = self.store.serving_samples(list(due), self.cfg.k, {u: mark for u, (mark, _) in due.items()},
-                                                 until_ms={u: newest for u, (_, newest) in due.items()})
+                                                 until_ms=newest)
             served, counted = self.served_correctness(samples, version, counting, serving)
-            state.add(served, counted, {u: newest for u, (_, newest) in due.items()})
+            state.add(served, counted, newest)
             state.forget_before(since)
             if state.verdict(self.cfg.alpha) and self.registry.demote(version):  # unless a cycle promoted meanwhile
                 log.warning("the live watch demoted %s: %s", version, state.reason)

@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 
-from graphstore.counts import per_llm
+from graphstore.counts import per_llm, win_counts
 from graphstore.sampler import PastCounts
 from graphstore.schema import query_key
-from trainer.baselines import user_counts
+from trainer.baselines import user_counts, visible_comparisons
 from graphstore_events import emb, thumbs, turn, with_emb
 
 
@@ -115,15 +115,11 @@ def test_served_samples_count_the_whole_past_as_the_router_does(store):
         rows = [(f"c1-{g // 4}", g % 4, m, float((g + j + 1) % 2 == 0))
                 for g in range(i) if g != 1 for j, m in enumerate(("m1", "m2", "m3"))]
         assert s.visible.win_counts == per_llm(rows)
-        assert s.visible.win_counts != per_llm(comparisons_of(s.visible))  # the last 6 turns alone differ
+        last6 = win_counts(visible_comparisons(s.visible))
+        assert user_counts(s.visible) != last6  # the last 6 turns alone count otherwise
         wins, games = user_counts(s.visible)
         assert games == {m: 2.0 * (i - 1) for m in ("m1", "m2", "m3")} and wins == {m: w for m, (w, _) in
                                                                                    per_llm(rows).items()}
-
-
-def comparisons_of(v):
-    return [(c, int(t), m, float(r)) for c, t, m, r in zip(v.conversation_ids, v.turn_index, v.llm_ids, v.rating)
-            if not math.isnan(r)]
 
 
 def test_past_counts_match_the_routers_count_at_every_time():
