@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -32,3 +34,22 @@ def tiny_sim() -> Simulator:
 def tiny_ds(tiny_sim):
     q, m = synthetic_embeddings(tiny_sim)
     return tiny_sim.dataset(query_emb=q, llm_emb=m)
+
+
+@pytest.fixture
+def race():
+    """``race(*fns)``: run the callables in threads released together by a barrier, and wait for all of them."""
+    def run(*fns) -> None:
+        start = threading.Barrier(len(fns))
+
+        def released(fn) -> None:
+            start.wait()
+            fn()
+
+        threads = [threading.Thread(target=released, args=(fn,)) for fn in fns]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+
+    return run

@@ -144,26 +144,14 @@ def test_the_audit_prints_the_offsets():
     assert "level offsets" in buf.getvalue() and "x -0.750" in buf.getvalue()
 
 
-def test_concurrent_writers_keep_the_fit_on_the_latest_feedback(tmp_path):
+def test_concurrent_writers_keep_the_fit_on_the_latest_feedback(tmp_path, race):
     """The trainer's recounts and its cycle tasks write the offsets at once: each writes only when the file holds
     no later fit, and that check and the write are one step under the registry's lock. Eight writers released
     together, 100 times over: the file always ends with the fit on the latest feedback (without the lock an older
     fit, checked before the newer one landed, overwrites it)."""
-    import threading
-
     for trial in range(100):
         root = tmp_path / f"t{trial}"
         save_offsets(root, "v1", {"x": 0.0}, until_ms=0)
-        start = threading.Barrier(8)
-
-        def writer(i: int, root=root, start=start) -> None:
-            start.wait()
-            save_offsets(root, "v1", {"x": float(i)}, until_ms=i)
-
-        threads = [threading.Thread(target=writer, args=(i,)) for i in range(1, 9)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
+        race(*(lambda i=i, root=root: save_offsets(root, "v1", {"x": float(i)}, until_ms=i) for i in range(1, 9)))
         assert read_offsets(root)["until_ms"] == 8 and load_offsets(root, "v1") == {"x": 8.0}, trial
         assert not list(root.glob(".*.tmp"))  # every temp file was renamed into place

@@ -73,31 +73,15 @@ def test_registry_publish_promote_current(tmp_path, model):
     assert not reg.demote(v1) and reg.demote()  # without a version: whatever serves
 
 
-def test_a_promotion_racing_a_demotion_of_the_old_version_is_kept(tmp_path, model):
+def test_a_promotion_racing_a_demotion_of_the_old_version_is_kept(tmp_path, model, race):
     """The live watch demotes v1 (in the trainer's process) while a cycle promotes v2 (a Ray task): whichever runs
     first, v2 serves at the end, since the demotion checks and writes under the registry's lock (without it, a
     check that saw v1 could write "count" after the promotion). 100 races, both released together."""
-    import threading
-
     reg = ModelRegistry(tmp_path / "models")
     v1, v2 = reg.publish(model), reg.publish(model)
     for trial in range(100):
         reg.promote(v1)
-        start = threading.Barrier(2)
-
-        def demote():
-            start.wait()
-            reg.demote(v1)
-
-        def promote():
-            start.wait()
-            reg.promote(v2)
-
-        threads = [threading.Thread(target=demote), threading.Thread(target=promote)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
+        race(lambda: reg.demote(v1), lambda: reg.promote(v2))
         assert reg.current() == v2, trial
 
 
