@@ -32,6 +32,7 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -237,27 +238,35 @@ def pts(b: dict | None) -> str:
     return "" if b is None else f"{100 * b['diff']:+.2f} [{100 * b['low']:+.2f}, {100 * b['high']:+.2f}]"
 
 
+def preamble(res: dict, pairs: str) -> str:
+    """The command, the draws, whose ``pairs`` were scored and the load average before and after."""
+    return (f"`{res['command']}`; draws {', '.join(map(str, res['seeds']))} of the second benchmark ({pairs}); "
+            f"load average {res['load_avg_start']:.2f} at the start, {res['load_avg_end']:.2f} at the end.")
+
+
+def vs_count_table(fams: dict, families: Sequence[str], rows: list[tuple[str, str]], first: str) -> list[str]:
+    """A markdown table: per row (key, label), each family's pooled accuracy and points against the count."""
+    lines = [f"| {first} | " + " | ".join(f"{f} accuracy | {f} vs count" for f in families) + " |",
+             "|---|" + "---|---|" * len(families)]
+    for k, label in rows:
+        cells = [c for f in families for c in (f"{fams[f]['accuracy'][k]:.4f}", pts(fams[f]["vs_count"].get(k)))]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def report(res: dict) -> str:
     fams = res["families"]
     lines = ["# Plain-taste families: how far ahead of counting can a learner be?", "",
-             f"`{res['command']}`; draws {', '.join(map(str, res['seeds']))} of the second benchmark (test pairs "
-             f"of each draw's predictions file); load average {res['load_avg_start']:.2f} at the start, "
-             f"{res['load_avg_end']:.2f} at the end. Differences in points against the per-user win count on the "
-             "same pairs, 95 % interval from resampling whole users.", "",
-             "| scorer | " + " | ".join(f"{f} accuracy | {f} vs count" for f in PLAIN) + " |",
-             "|---|" + "---|---|" * len(PLAIN)]
-    for k in SCORERS:
-        cells = [c for f in PLAIN for c in (f"{fams[f]['accuracy'][k]:.4f}", pts(fams[f]["vs_count"].get(k)))]
-        lines.append(f"| {LABELS[k]} | " + " | ".join(cells) + " |")
+             preamble(res, "test pairs of each draw's predictions file") + " Differences in points against the "
+             "per-user win count on the same pairs, 95 % interval from resampling whole users.", "",
+             *vs_count_table(fams, PLAIN, [(k, LABELS[k]) for k in SCORERS], "scorer")]
     lines += ["", f"Recency frontier: the winner-over-loser learner (own noise) on noisy and drifting users, "
               f"reading the last {res['history_turns']} answers like the router, with comparisons weighted "
               "exp(-age / (100 tau)), age in answers (GMTRouter's trained tau is about 1). One setting serves "
               f"both families, since nothing blind to the ratings tells them apart (`{FRONTIER_PNG}`).", "",
-              "| learner setting | " + " | ".join(f"{f} accuracy | {f} vs count" for f in FRONTIER) + " |",
-              "|---|" + "---|---|" * len(FRONTIER)]
-    for k in [k for k in fams["noisy"]["accuracy"] if k.startswith("frontier: ")] + ["gmt", "count"]:
-        cells = [c for f in FRONTIER for c in (f"{fams[f]['accuracy'][k]:.4f}", pts(fams[f]["vs_count"].get(k)))]
-        lines.append(f"| {LABELS.get(k, k.removeprefix('frontier: '))} | " + " | ".join(cells) + " |")
+              *vs_count_table(fams, FRONTIER, [(k, LABELS.get(k, k.removeprefix("frontier: "))) for k in
+                                               [k for k in fams["noisy"]["accuracy"] if k.startswith("frontier: ")]
+                                               + ["gmt", "count"]], "learner setting")]
     lines += ["", "| family | pairs | users |", "|---|---|---|",
               *(f"| {f} | {r['pairs']} | {r['users']} |" for f, r in fams.items()), "",
               "Per draw (accuracy):", "", "| family | scorer | " + " | ".join(f"draw {s}" for s in res["seeds"]) + " |",
