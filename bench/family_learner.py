@@ -149,25 +149,28 @@ class Observations:
         self.position += len(g.llm_idx)
 
 
-def levels_fit(obs: Observations, mu: np.ndarray, sd: np.ndarray, w: np.ndarray, noise: float) -> np.ndarray:
+def levels_fit(obs: Observations, mu: np.ndarray, sd: np.ndarray, w: np.ndarray, noise: float,
+               keep: np.ndarray | None = None, weights: np.ndarray | None = None) -> np.ndarray:
     """MAP of [weight, taste, leniency] under the Gaussian prior (mu, sd) and the exact likelihood of the user's
     thumbs (up with probability sigmoid((u - leniency) / noise)) or scores (their interval by the logistic CDF).
-    L-BFGS from ``w``."""
-    x = torch.from_numpy(np.array(obs.rows))  # [N, 1 + M]
+    L-BFGS from ``w``. ``keep`` [N] (bool): the ratings read (all if None); ``weights``: theirs (all 1 if None)."""
+    keep = np.ones(len(obs.rows), bool) if keep is None else keep
+    x = torch.from_numpy(np.array(obs.rows)[keep])  # [N, 1 + M]
     m, s = torch.from_numpy(mu), torch.from_numpy(sd)
     v = torch.tensor(w, dtype=torch.float64, requires_grad=True)
-    t = torch.tensor(obs.targets, dtype=torch.float64)
+    t = torch.tensor(np.array(obs.targets, np.float64)[keep], dtype=torch.float64)
+    om = torch.ones(len(x), dtype=torch.float64) if weights is None else torch.from_numpy(np.asarray(weights, float))
     logsig = torch.nn.functional.logsigmoid
 
     def nll() -> torch.Tensor:
         z = x @ v[:-1]  # [N]
         if obs.kind == "thumbs":
             z = (z - v[-1]) / noise
-            like = (t * logsig(z) + (1 - t) * logsig(-z)).sum()
+            like = (om * (t * logsig(z) + (1 - t) * logsig(-z))).sum()
         else:  # log(sigmoid(a) - sigmoid(b)) = log sigmoid(a) + log sigmoid(-b) + log(1 - exp(b - a)), a > b
             a = (t[:, 1] - (z - v[-1])) / noise
             b = (t[:, 0] - (z - v[-1])) / noise
-            like = (logsig(a) + logsig(-b) + torch.log1p(-torch.exp(b - a).clamp(max=1 - 1e-12))).sum()
+            like = (om * (logsig(a) + logsig(-b) + torch.log1p(-torch.exp(b - a).clamp(max=1 - 1e-12)))).sum()
         return -like + 0.5 * (((v - m) / s) ** 2).sum()
 
     opt = torch.optim.LBFGS([v], lr=1.0, max_iter=60, tolerance_grad=1e-7, line_search_fn="strong_wolfe")

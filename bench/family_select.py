@@ -8,16 +8,19 @@ because nothing blind to the ratings tells a noisy user from a drifting one. The
 user's record is better predicted by a learner that assumes heavy noise and keeps old comparisons, a drifting
 user's by one that assumes light noise and forgets. This bench measures the best case for any router that reads
 the ratings to choose per user (as bench/count_blend.py did with GMTRouter and the count):
-- six components, each the winner-over-loser learner of family_learner.py (the generator's prior, one indicator per
+- components, each the winner-over-loser learner of family_learner.py (the generator's prior, one indicator per
   LLM, the LLMs' task-mean correctness) reading the router's last 120 answers, with rating noise 0.35 (the plain
   families' middle) or 1.3 (the noisy family's), and no decay or decay exp(-age / (100 tau)), tau 1 or 0.5;
+- the same learner reading every thumb and 1-10 score at its level (family_learner.levels_fit, with a per-user
+  leniency; a pairwise user's choices say only who beat whom), noise 0.35 or 1.3, no decay or tau 1;
 - each refitted before every turn of the user (all splits), so each has a prequential record: the log-likelihood
   of the user's every earlier winner-over-loser comparison, predicted before it was rated;
-- "selection": Bayesian model averaging, each component weighted by its record (prior weights equal), the test
-  pair predicted by the weighted probability.
+- two selections: Bayesian model averaging, each component weighted by its record (prior weights equal), the test
+  pair predicted by the weighted probability; over the order-reading components, and over all of them.
 Test pairs and the per-user win count are `prefstream eval`'s (trainer.baselines.PerUserMajority over the whole
 past, trainer.metrics.pairs), so no GMTRouter training is needed. Differences pooled over the draws with a 95 %
-interval from resampling whole users. A benchmark, not a test; run it alone (minutes a draw on 2 cores).
+interval from resampling whole users. A benchmark, not a test; run it alone (two draws at a time, one per core:
+about 20 minutes for six).
 """
 
 from __future__ import annotations
@@ -26,17 +29,20 @@ import argparse
 import itertools
 import json
 import math
+import multiprocessing
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import RESULTS, command_line, machine_facts  # noqa: E402
-from bench.family_learner import QUALITY_PRIOR, Observations, pooled, preamble, vs_count_table  # noqa: E402
+from bench.family_learner import (LENIENCY_PRIOR, QUALITY_PRIOR, Observations, levels_fit, pooled,  # noqa: E402
+                                  preamble, vs_count_table)
 from bench.family_seeds import family_of  # noqa: E402
 from bench.quality import CATALOG  # noqa: E402
 from bench.quality_ceiling import map_fit, task_means  # noqa: E402
@@ -49,11 +55,16 @@ from trainer.metrics import pair_correct, pairs, user_bootstrap  # noqa: E402
 FAMILIES = ("noisy", "drift")
 NOISES = (0.35, 1.3)
 TAUS = (None, 1.0, 0.5)
-COMPONENTS = tuple(itertools.product(NOISES, TAUS))  # (noise, tau)
+#: (what the component reads, noise, tau): who beat whom in each turn, or every thumb and score at its level
+COMPONENTS = (*(("order", n, t) for n, t in itertools.product(NOISES, TAUS)),
+              *(("levels", n, t) for n, t in itertools.product(NOISES, TAUS[:2])))
+#: the selections: model averaging over the components that read the order only, and over all of them
+SELECTIONS = {"selection, order": [c for c, comp in enumerate(COMPONENTS) if comp[0] == "order"],
+              "selection, order and levels": list(range(len(COMPONENTS)))}
 
 
-def name(noise: float, tau: float | None) -> str:
-    return f"noise {noise:g}, " + ("no decay" if tau is None else f"tau {tau:g}")
+def name(reads: str, noise: float, tau: float | None) -> str:
+    return f"{reads}, noise {noise:g}, " + ("no decay" if tau is None else f"tau {tau:g}")
 
 
 def count_table(seed: int, data: Path) -> dict[tuple, tuple[float, bool]]:
@@ -76,12 +87,15 @@ def count_table(seed: int, data: Path) -> dict[tuple, tuple[float, bool]]:
 
 def refit(obs: Observations, mu: np.ndarray, sd: np.ndarray, w: np.ndarray, noise: float, tau: float | None,
           history: int) -> np.ndarray:
-    """The component's MAP on the comparisons of the last ``history`` answers (warm-started at ``w``)."""
-    age = obs.position - np.array(obs.at, np.float64) - 1  # [P] answers since the comparison
+    """The component's MAP on the ratings of the last ``history`` answers (warm-started at ``w``): who beat whom
+    (``obs`` pairwise; mu, sd, w without the leniency) or each rating's level (mu, sd, w end with it)."""
+    age = obs.position - np.array(obs.at, np.float64) - 1  # [P] answers since the rating
     keep = age < history
     if not keep.any():
         return mu.copy()
     om = np.exp(-age[keep] / (100.0 * tau)) if tau is not None else None
+    if obs.kind != "pairwise":
+        return levels_fit(obs, mu, sd, w, noise, keep, om)
     x = np.array(obs.rows)[keep] / (noise * math.sqrt(2.0))
     return map_fit(x, np.zeros(len(x)), mu, sd, w, weights=om)
 
@@ -91,31 +105,40 @@ def log_sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def select_user(sim: FamilySimulator, groups: list, task_mean: np.ndarray, history: int) -> dict[tuple, np.ndarray]:
-    """{test key: [C + 1] each component's probability that a beats b, then the selection's} for one user."""
+    """{test key: [C + S] each component's probability that a beats b, then each selection's} for one user."""
     d, n_m = sim.data, len(sim.data.llm_ids)
-    mu = np.concatenate([[QUALITY_PRIOR[0]], np.zeros(n_m)])
-    sd = np.concatenate([[QUALITY_PRIOR[1]], np.ones(n_m)])
-    obs = Observations("pairwise")
+    user = sim.users[sim.user_index[groups[0].user_id]]
+    mu = np.concatenate([[QUALITY_PRIOR[0]], np.zeros(n_m), [LENIENCY_PRIOR[0]]])  # [weight, taste, leniency]
+    sd = np.concatenate([[QUALITY_PRIOR[1]], np.ones(n_m), [LENIENCY_PRIOR[1]]])
+    obs = {"order": Observations("pairwise"), "levels": Observations(user.feedback)}
     ws = [mu.copy() for _ in COMPONENTS]
     record = np.zeros(len(COMPONENTS))  # [C] prequential log-likelihood of the user's comparisons so far
-    scale = np.array([noise * math.sqrt(2.0) for noise, _ in COMPONENTS])  # [C]
+    scale = np.array([noise * math.sqrt(2.0) for _, noise, _ in COMPONENTS])  # [C]
     out = {}
     for g in groups:
         f = np.column_stack([task_mean[int(d.tasks[g.query_idx])], np.eye(n_m)])  # [M, 1 + M]
-        if not obs.empty:
-            ws = [refit(obs, mu, sd, w, noise, tau, history) for w, (noise, tau) in zip(ws, COMPONENTS)]
-        u = np.stack([f @ w for w in ws])  # [C, M] each component's utilities
-        weights = np.exp(record - record.max())
-        weights /= weights.sum()
+        for c, (reads, noise, tau) in enumerate(COMPONENTS):
+            ob = obs[reads]
+            if ob.empty:
+                continue
+            if ob.kind == "pairwise":  # a pairwise user's levels say who beat whom: the order component's fit
+                ws[c] = (ws[COMPONENTS.index(("order", noise, tau))] if reads == "levels" else
+                         np.append(refit(ob, mu[:-1], sd[:-1], ws[c][:-1], noise, tau, history), mu[-1]))
+            else:
+                ws[c] = refit(ob, mu, sd, ws[c], noise, tau, history)
+        u = np.stack([f @ w[:-1] for w in ws])  # [C, M] each component's utilities
         if g.split == "test":
+            mixes = [np.exp(record[i] - record[i].max()) for i in SELECTIONS.values()]
             for a, b in itertools.permutations(g.llm_idx, 2):
                 p = 1.0 / (1.0 + np.exp(-(u[:, a] - u[:, b]) / scale))  # [C]
-                out[(g.conversation_id, g.turn, a, b)] = np.append(p, weights @ p)
+                sel = [m @ p[i] / m.sum() for m, i in zip(mixes, SELECTIONS.values())]
+                out[(g.conversation_id, g.turn, a, b)] = np.append(p, sel)
         for i, a in enumerate(g.llm_idx):  # the record: each winner-over-loser comparison, predicted before it
             for j, b in enumerate(g.llm_idx):
                 if g.ratings[i] > g.ratings[j]:
                     record += log_sigmoid((u[:, a] - u[:, b]) / scale)
-        obs.add(g, f)
+        for ob in obs.values():
+            ob.add(g, f)
     return out
 
 
@@ -141,10 +164,11 @@ def score_draw(seed: int, data: Path, history: int) -> dict[str, dict[str, np.nd
         m = fam == family
         ks = [k for k, keep in zip(keys, m) if keep]
         diffs = {"count": np.array([counts[k][0] for k in ks])}
-        p = np.stack([probs[k] for k in ks])  # [N, C + 1]
+        p = np.stack([probs[k] for k in ks])  # [N, C + S]
         for c, comp in enumerate(COMPONENTS):
             diffs[name(*comp)] = p[:, c] - 0.5
-        diffs["selection"] = p[:, -1] - 0.5
+        for s, sel in enumerate(SELECTIONS):
+            diffs[sel] = p[:, len(COMPONENTS) + s] - 0.5
         out[family] = {"users": np.array([f"s{seed}:{u}" for u in users[m]]),
                        **{k: pair_correct(v, label[m]) for k, v in diffs.items()}}
         print(f"draw {seed} {family}: " + ", ".join(f"{k} {v.mean():.4f}" for k, v in out[family].items()
@@ -158,14 +182,15 @@ def report(res: dict) -> str:
              preamble(res, "`prefstream eval`'s test pairs") + f" History {res['history_turns']} answers. Points "
              "against the per-user win count on the same pairs, 95 % interval from resampling whole users.", "",
              *vs_count_table(fams, FAMILIES, [*((name(*c), name(*c)) for c in COMPONENTS),
-                                              ("selection", "**selection** (model averaging by each user's record)"),
+                                              *((k, f"**{k}** (model averaging by each user's record)")
+                                                for k in SELECTIONS),
                                               ("count", "per-user win count")], "learner")]
     lines += ["", "| family | pairs | users |", "|---|---|---|",
               *(f"| {f} | {r['pairs']} | {r['users']} |" for f, r in fams.items()), "",
               "Per draw (accuracy):", "", "| family | learner | " + " | ".join(f"draw {s}" for s in res["seeds"])
               + " |", "|---|---|" + "---|" * len(res["seeds"])]
     for f in FAMILIES:
-        for k in ("selection", "count"):
+        for k in (*SELECTIONS, "count"):
             lines.append(f"| {f} | {k} | " + " | ".join(f"{a:.4f}" for a in fams[f]["per_draw"][k]) + " |")
     return "\n".join(lines) + "\n"
 
@@ -175,12 +200,15 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2,3,4,5", help="draws of the families benchmark, comma-separated")
     ap.add_argument("--data", type=Path, default=ROOT / "var" / "bench" / "family_seeds",
                     help="where each draw's files are (written there when missing)")
+    ap.add_argument("--workers", type=int, default=2, help="draws scored at once, one torch thread each")
     ap.add_argument("--out", type=Path, default=RESULTS / "family_select.json")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     load = os.getloadavg()[0]
     history = serving_history()
-    draws = [score_draw(s, args.data, history) for s in seeds]
+    with multiprocessing.get_context("spawn").Pool(args.workers, initializer=torch.set_num_threads,
+                                                   initargs=(1,)) as pool:  # small fits: a draw per core
+        draws = pool.starmap(score_draw, [(s, args.data, history) for s in seeds])
     res = {"command": command_line(), "machine": machine_facts(), "load_avg_start": load, "seeds": seeds,
            "history_turns": history, "families": pooled(draws), "load_avg_end": os.getloadavg()[0]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
