@@ -50,7 +50,7 @@ from trainer.baselines import PerUserMajority  # noqa: E402
 from trainer.data import load_dataset, online_samples  # noqa: E402
 from trainer.families import FamilyConfig, FamilySimulator, write_benchmark  # noqa: E402
 from trainer.history import serving_history  # noqa: E402
-from trainer.metrics import pair_correct, pairs, user_bootstrap  # noqa: E402
+from trainer.metrics import pair_correct, pairs  # noqa: E402
 
 FAMILIES = ("noisy", "drift")
 NOISES = (0.35, 1.3)
