@@ -38,6 +38,7 @@ class Group:
     ratings: np.ndarray  # [K] float32 in [0, 1]
     timestamp: int  # epoch ms, or an ordinal when the file has no time stamps
     split: str = ""
+    stamped: bool = True  # False: the file gave no time stamp, ``timestamp`` is the line's ordinal
 
     @property
     def has_pairs(self) -> bool:
@@ -66,17 +67,39 @@ def _records(path: Path | str) -> Iterator[dict]:
         yield from _jsonl(path)
 
 
-def _ms(value, fallback: int) -> int:
-    """A time stamp in seconds, milliseconds or ISO-8601 -> epoch ms."""
+def _parse_ms(value) -> int | None:
+    """A time stamp in seconds, milliseconds or ISO-8601 -> epoch ms; None when there is none."""
     if value is None:
-        return fallback
+        return None
     if isinstance(value, str):
         try:
             return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
         except ValueError:
-            return fallback
+            return None
     v = float(value)
     return int(v * 1000) if v < 1e11 else int(v)
+
+
+def _ms(value, fallback: int) -> tuple[int, bool]:
+    """(epoch ms, True) from a time stamp (:func:`_parse_ms`), or (``fallback``, False) without one."""
+    ms = _parse_ms(value)
+    return (fallback, False) if ms is None else (ms, True)
+
+
+def time_source(groups: Sequence[Group]) -> str:
+    """"file" when every comparison came with a time stamp, "line order" when none did (each split's lines are
+    its times, train before valid before test). Raises ValueError when some did and some did not: ordinals and
+    epoch times cannot be placed on one time line, and every comparison's visible history depends on it."""
+    seen: dict[tuple[str, bool], int] = defaultdict(int)
+    for g in groups:
+        seen[(g.split or "file", g.stamped)] += 1
+    if len({stamped for _, stamped in seen}) > 1:
+        parts = ", ".join(f"{split}: {n} {'with' if stamped else 'without'}"
+                          for (split, stamped), n in sorted(seen.items()))
+        raise ValueError(f"some comparisons have time stamps and some do not ({parts}). Each comparison is predicted "
+                         "from what precedes it in time, and a file without stamps is read in line order: give every "
+                         "line a time stamp (tstamp: epoch seconds or ms, or ISO-8601) or none")
+    return "line order" if seen and not next(iter(seen))[1] else "file"
 
 
 def _normalize(groups: list[Group]) -> list[Group]:
@@ -104,14 +127,14 @@ def read_gmtrouter(path: Path | str, split: str = "") -> list[Group]:
         key = (str(rec["question_id"]), turn, str(rec["judge"]))
         g = acc.get(key)
         if g is None:
-            ts = _ms(rec.get("tstamp", rec.get("timestamp")), offset + n)
-            g = acc[key] = {"query": conv[-1]["query"], "llms": [], "ratings": [], "ts": ts}
+            ts, stamped = _ms(rec.get("tstamp", rec.get("timestamp")), offset + n)
+            g = acc[key] = {"query": conv[-1]["query"], "llms": [], "ratings": [], "ts": ts, "stamped": stamped}
         if rec["model"] in g["llms"]:
             continue
         g["llms"].append(str(rec["model"]))
         g["ratings"].append(float(conv[-1]["rating"]))
-    groups = [Group(judge, qid, turn, g["query"], g["llms"], np.array(g["ratings"], np.float32), g["ts"], split)
-              for (qid, turn, judge), g in acc.items()]
+    groups = [Group(judge, qid, turn, g["query"], g["llms"], np.array(g["ratings"], np.float32), g["ts"], split,
+                    g["stamped"]) for (qid, turn, judge), g in acc.items()]
     return _normalize(groups)
 
 
@@ -134,9 +157,10 @@ def _read_pairwise(path: Path | str, split: str, pick_query) -> list[Group]:
         query = pick_query(rec, turn, _user_texts(rec.get("conversation_a") or []))
         if not query:
             continue
+        ts, stamped = _ms(rec.get("tstamp"), offset + n)
         out.append(Group(str(rec["judge"]), str(rec["question_id"]), turn, query,
                          [rec["model_a"], rec["model_b"]], np.array(_WINNER[rec["winner"]], np.float32),
-                         _ms(rec.get("tstamp"), offset + n), split))
+                         ts, split, stamped))
     return out
 
 
@@ -155,7 +179,7 @@ def read_prism(path: Path | str, split: str = "") -> list[Group]:
     offset = SPLIT_OFFSETS.get(split, 0)
     out = []
     for n, rec in enumerate(_records(path)):
-        ts = _ms(rec.get("generated_datetime", rec.get("timestamp")), offset + n)
+        ts, stamped = _ms(rec.get("generated_datetime", rec.get("timestamp")), offset + n)
         by_turn: dict[int, dict] = defaultdict(lambda: {"query": None, "llms": [], "scores": []})
         for msg in rec.get("conversation_history") or []:
             t = by_turn[int(msg.get("turn", 0))]
@@ -169,7 +193,7 @@ def read_prism(path: Path | str, split: str = "") -> list[Group]:
             if t["query"] and t["llms"]:
                 out.append(Group(str(rec["user_id"]), str(rec["conversation_id"]), turn + 1, t["query"],
                                  t["llms"], (np.array(t["scores"], np.float32) - 1.0) / 99.0,
-                                 ts + turn, split))
+                                 ts + turn, split, stamped))
     return out
 
 
@@ -182,10 +206,10 @@ def write_gmtrouter(groups: Iterable[Group], path: Path | str) -> int:
     with open(path, "w") as f:
         for g in groups:
             for m, r in zip(g.llm_ids, g.ratings):
-                f.write(json.dumps({"question_id": g.conversation_id, "turn": g.turn, "judge": g.user_id,
-                                    "model": m, "tstamp": g.timestamp,
-                                    "conversation": [{"query": g.query, "response": "", "rating": float(r)}]})
-                        + "\n")
+                rec = {"question_id": g.conversation_id, "turn": g.turn, "judge": g.user_id, "model": m,
+                       **({"tstamp": g.timestamp} if g.stamped else {}),  # an ordinal is not a time stamp
+                       "conversation": [{"query": g.query, "response": "", "rating": float(r)}]}
+                f.write(json.dumps(rec) + "\n")
                 n += 1
     return n
 
@@ -273,6 +297,8 @@ def load_dataset(files: dict[str, Path | str], catalog: Path | str | None = None
 
     reader = READERS[fmt]
     groups = [g for split, p in files.items() if p is not None for g in reader(p, split)]
+    if time_source(groups) == "line order" and progress:
+        print("no time stamps in the files: each file's line order stands for time (train, then valid, then test)")
     texts = sorted({g.query for g in groups})
     qemb = embed_texts(texts, encoder, progress=progress)
     rows = {query_key(t): i for i, t in enumerate(texts)}

@@ -21,7 +21,9 @@ def table(report: dict) -> str:
     """Markdown: every method on the test pairs, the ablations, per-family accuracy, cold start."""
     lines = [f"History: the last {report.get('history_turns', '?')} turns before each prediction (GMTRouter and its "
              "ablations); the count baselines use the whole past."
-             + _CROWD_LINE.get(report.get("held_out_crowd"), ""), "",
+             + _CROWD_LINE.get(report.get("held_out_crowd"), "")
+             + (" The files have no time stamps: each file's line order stands for time."
+                if report.get("data", {}).get("time") == "line order" else ""), "",
              "| method | accuracy | AUC | per-user AUC | top-1 (K>2) |", "|---|---|---|---|---|",
              _row("**gmtrouter**", report["gmtrouter"])]
     lines += [_row(n, m) for n, m in sorted(report["baselines"].items(), key=lambda kv: -(kv[1].get("accuracy") or 0))]

@@ -1,8 +1,11 @@
+import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from trainer.data import read_arena, read_gmtrouter, read_mtbench, read_prism, write_gmtrouter
+from trainer.data import (load_dataset, read_arena, read_gmtrouter, read_mtbench, read_prism, time_source,
+                          write_gmtrouter)
 
 FIX = Path(__file__).parent / "fixtures"
 
@@ -54,3 +57,34 @@ def test_roundtrip_through_gmtrouter_format(tmp_path):
     back = read_gmtrouter(tmp_path / "p.jsonl", "train")
     assert sorted((g.user_id, g.query, tuple(g.llm_ids)) for g in back) == \
         sorted((g.user_id, g.query, tuple(g.llm_ids)) for g in src)
+
+
+def _gmtrouter_line(user: str, conv: str, model: str, rating: float, **extra) -> str:
+    return json.dumps({"question_id": conv, "turn": 1, "judge": user, "model": model,
+                       "conversation": [{"query": f"q {conv}", "response": "r", "rating": rating}], **extra}) + "\n"
+
+
+def test_files_without_time_stamps_are_read_in_line_order(tmp_path):
+    lines = [_gmtrouter_line("u", f"c{i}", m, r) for i in (2, 0, 1) for m, r in (("a", 1.0), ("b", 0.0))]
+    (tmp_path / "test.jsonl").write_text("".join(lines))
+    gs = read_gmtrouter(tmp_path / "test.jsonl", "test")
+    assert [g.conversation_id for g in sorted(gs, key=lambda g: g.timestamp)] == ["c2", "c0", "c1"]
+    assert not any(g.stamped for g in gs)
+    assert time_source(gs) == "line order"
+    write_gmtrouter(gs, tmp_path / "back.jsonl")  # an ordinal is not written back as a time stamp
+    assert all("tstamp" not in json.loads(line) for line in (tmp_path / "back.jsonl").read_text().splitlines())
+    fixture = read_gmtrouter(FIX / "gmtrouter.jsonl", "train")  # alice's lines have stamps, bob's have none
+    assert time_source([g for g in fixture if g.user_id == "alice"]) == "file"
+    with pytest.raises(ValueError, match="train: 1 without, train: 2 with"):
+        time_source(fixture)
+
+
+def test_files_mixing_stamped_and_unstamped_comparisons_are_refused(tmp_path):
+    (tmp_path / "train.jsonl").write_text("".join(_gmtrouter_line("u", "c0", m, r, tstamp=1_700_000_000)
+                                                  for m, r in (("a", 1.0), ("b", 0.0))))
+    (tmp_path / "test.jsonl").write_text("".join(_gmtrouter_line("u", "c1", m, r) for m, r in (("a", 0.0), ("b", 1.0))))
+    gs = read_gmtrouter(tmp_path / "train.jsonl", "train") + read_gmtrouter(tmp_path / "test.jsonl", "test")
+    with pytest.raises(ValueError, match="test: 1 without.*train: 1 with"):
+        time_source(gs)
+    with pytest.raises(ValueError, match="time stamp"):
+        load_dataset({"train": tmp_path / "train.jsonl", "test": tmp_path / "test.jsonl"}, progress=False)
