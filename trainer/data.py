@@ -11,6 +11,7 @@ conversations, MT-Bench human judgments and PRISM conversations.
 from __future__ import annotations
 
 import json
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,6 +25,7 @@ from trainer.crowd import CrowdTable
 from trainer.history import last_turns, turn_range
 
 SPLIT_OFFSETS = {"train": 0, "valid": 10**9, "test": 2 * 10**9}  # ordinal times for files without stamps
+LINE_ORDER_MIXED = "line order (time stamps on only some lines were ignored)"  # Dataset.time of mixed files
 
 
 @dataclass
@@ -88,18 +90,25 @@ def _ms(value, fallback: int) -> tuple[int, bool]:
 
 def time_source(groups: Sequence[Group]) -> str:
     """"file" when every comparison came with a time stamp, "line order" when none did (each split's lines are
-    its times, train before valid before test). Raises ValueError when some did and some did not: ordinals and
-    epoch times cannot be placed on one time line, and every comparison's visible history depends on it."""
+    its times, train before valid before test), "mixed" when some did and some did not: ordinals and epoch times
+    are not one time line (:func:`load_dataset` then reads every file in line order)."""
+    kinds = {g.stamped for g in groups}
+    return "mixed" if len(kinds) > 1 else "line order" if kinds == {False} else "file"
+
+
+def stamp_counts(groups: Sequence[Group]) -> str:
+    """"train: 2 with, test: 1 without": how many comparisons of each split came with a time stamp."""
     seen: dict[tuple[str, bool], int] = defaultdict(int)
     for g in groups:
         seen[(g.split or "file", g.stamped)] += 1
-    if len({stamped for _, stamped in seen}) > 1:
-        parts = ", ".join(f"{split}: {n} {'with' if stamped else 'without'}"
-                          for (split, stamped), n in sorted(seen.items()))
-        raise ValueError(f"some comparisons have time stamps and some do not ({parts}). Each comparison is predicted "
-                         "from what precedes it in time, and a file without stamps is read in line order: give every "
-                         "line a time stamp (tstamp: epoch seconds or ms, or ISO-8601) or none")
-    return "line order" if seen and not next(iter(seen))[1] else "file"
+    return ", ".join(f"{split}: {n} {'with' if stamped else 'without'}" for (split, stamped), n in sorted(seen.items()))
+
+
+def in_line_order(per_split: dict[str, list[Group]]) -> None:
+    """Give every comparison its line's ordinal as its time, in place (the readers list them in line order)."""
+    for split, groups in per_split.items():
+        for i, g in enumerate(groups):
+            g.timestamp, g.stamped = SPLIT_OFFSETS.get(split, 0) + i, False
 
 
 def _normalize(groups: list[Group]) -> list[Group]:
@@ -268,6 +277,7 @@ class Dataset:
     crowd: CrowdTable = field(default_factory=CrowdTable)  # the training split's ratings, by query (trainer/crowd.py)
     all_crowd: CrowdTable = field(default_factory=CrowdTable)  # every split's ratings with their times (held_out)
     held_out_crowd: str = "earlier"  # what held-out targets' crowd reads (CROWD_SOURCES)
+    time: str = "file"  # where the groups' times came from: "file" (time stamps) or "line order" (load_dataset)
 
     def __post_init__(self) -> None:
         if self.held_out_crowd not in CROWD_SOURCES:
@@ -296,15 +306,22 @@ def load_dataset(files: dict[str, Path | str], catalog: Path | str | None = None
     from trainer.embed import embed_texts
 
     reader = READERS[fmt]
-    groups = [g for split, p in files.items() if p is not None for g in reader(p, split)]
-    if time_source(groups) == "line order" and progress:
+    per_split = {split: reader(p, split) for split, p in files.items() if p is not None}
+    groups = [g for gs in per_split.values() for g in gs]
+    time = time_source(groups)
+    if time == "mixed":  # one time line or none: every file in line order, said even without progress output
+        print(f"WARNING: some comparisons have time stamps and some do not ({stamp_counts(groups)}): every file is "
+              "read in line order instead (train, then valid, then test)", file=sys.stderr)
+        in_line_order(per_split)
+        time = LINE_ORDER_MIXED
+    elif time == "line order" and progress:
         print("no time stamps in the files: each file's line order stands for time (train, then valid, then test)")
     texts = sorted({g.query for g in groups})
     qemb = embed_texts(texts, encoder, progress=progress)
     rows = {query_key(t): i for i, t in enumerate(texts)}
     cat = read_catalog(catalog)
     llms = llm_infos((m for g in groups for m in g.llm_ids), cat, encoder)
-    return Dataset(groups, qemb, rows, llms, catalog=cat, held_out_crowd=crowd)
+    return Dataset(groups, qemb, rows, llms, catalog=cat, held_out_crowd=crowd, time=time)
 
 
 # --- samples ------------------------------------------------------------------------------------

@@ -20,8 +20,7 @@ import numpy as np
 from graphstore.schema import HeldOutGroup, TrainingSample, query_key
 from trainer.baselines import Baseline, all_baselines
 from trainer.checkpoint import save_checkpoint
-from trainer.data import (Dataset, cold_start_samples, config_samples, iter_online_samples, load_dataset,
-                          online_samples, time_source)
+from trainer.data import Dataset, cold_start_samples, config_samples, iter_online_samples, load_dataset, online_samples
 from trainer.hierarchical import HierarchicalLogistic
 from trainer.metrics import pair_metrics, pairs
 from trainer.model import GMTRouter
@@ -187,7 +186,7 @@ def run_evaluation(train: str | Path, valid: str | Path | None, test: str | Path
     report: dict = {"data": {"train": str(train), "valid": str(valid), "test": str(test), "format": fmt,
                              "groups": {s: sum(g.split == s for g in ds.groups) for s in ("train", "valid", "test")},
                              "users_seen": len(seen), "users_unseen": len(unseen), "llms": len(ds.llms),
-                             "test_pairs": results["gmtrouter"]["pairs"], "time": time_source(ds.groups)},
+                             "test_pairs": results["gmtrouter"]["pairs"], "time": ds.time},
                     "history_turns": history, "held_out_crowd": crowd, "train_config": config.to_dict()}
     report["gmtrouter"] = results.pop("gmtrouter")
     report["ablations"] = {k: {"accuracy": v["accuracy"], "auc": v["auc"]} for k, v in results.items()}

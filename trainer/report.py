@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from trainer.data import LINE_ORDER_MIXED
 from trainer.evaluate import DIAGNOSTICS
 
 
@@ -17,13 +18,17 @@ _CROWD_LINE = {"earlier": " The crowd term of a test pair reads every other user
                "train": " The crowd term of a test pair reads other users' ratings in the training split only."}
 
 
+_TIME_LINE = {"line order": " The files have no time stamps: each file's line order stands for time.",
+              LINE_ORDER_MIXED: " Some lines had time stamps and some did not: each file's line order stands for "
+                                "time instead."}
+
+
 def table(report: dict) -> str:
     """Markdown: every method on the test pairs, the ablations, per-family accuracy, cold start."""
     lines = [f"History: the last {report.get('history_turns', '?')} turns before each prediction (GMTRouter and its "
              "ablations); the count baselines use the whole past."
              + _CROWD_LINE.get(report.get("held_out_crowd"), "")
-             + (" The files have no time stamps: each file's line order stands for time."
-                if report.get("data", {}).get("time") == "line order" else ""), "",
+             + _TIME_LINE.get(report.get("data", {}).get("time", "file"), ""), "",
              "| method | accuracy | AUC | per-user AUC | top-1 (K>2) |", "|---|---|---|---|---|",
              _row("**gmtrouter**", report["gmtrouter"])]
     lines += [_row(n, m) for n, m in sorted(report["baselines"].items(), key=lambda kv: -(kv[1].get("accuracy") or 0))]

@@ -4,8 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer.data import (load_dataset, read_arena, read_gmtrouter, read_mtbench, read_prism, time_source,
-                          write_gmtrouter)
+from trainer.data import (LINE_ORDER_MIXED, load_dataset, read_arena, read_gmtrouter, read_mtbench, read_prism,
+                          stamp_counts, time_source, write_gmtrouter)
 
 FIX = Path(__file__).parent / "fixtures"
 
@@ -75,16 +75,21 @@ def test_files_without_time_stamps_are_read_in_line_order(tmp_path):
     assert all("tstamp" not in json.loads(line) for line in (tmp_path / "back.jsonl").read_text().splitlines())
     fixture = read_gmtrouter(FIX / "gmtrouter.jsonl", "train")  # alice's lines have stamps, bob's have none
     assert time_source([g for g in fixture if g.user_id == "alice"]) == "file"
-    with pytest.raises(ValueError, match="train: 1 without, train: 2 with"):
-        time_source(fixture)
+    assert time_source(fixture) == "mixed" and stamp_counts(fixture) == "train: 1 without, train: 2 with"
 
 
-def test_files_mixing_stamped_and_unstamped_comparisons_are_refused(tmp_path):
+def test_files_mixing_stamped_and_unstamped_comparisons_are_read_in_line_order(tmp_path, capsys):
+    """An ordinal (a line without a stamp) cannot be placed among epoch times: every file is then read in line
+    order, with a warning, so the test comparison still comes after the training one."""
     (tmp_path / "train.jsonl").write_text("".join(_gmtrouter_line("u", "c0", m, r, tstamp=1_700_000_000)
                                                   for m, r in (("a", 1.0), ("b", 0.0))))
     (tmp_path / "test.jsonl").write_text("".join(_gmtrouter_line("u", "c1", m, r) for m, r in (("a", 0.0), ("b", 1.0))))
-    gs = read_gmtrouter(tmp_path / "train.jsonl", "train") + read_gmtrouter(tmp_path / "test.jsonl", "test")
-    with pytest.raises(ValueError, match="test: 1 without.*train: 1 with"):
-        time_source(gs)
-    with pytest.raises(ValueError, match="time stamp"):
-        load_dataset({"train": tmp_path / "train.jsonl", "test": tmp_path / "test.jsonl"}, progress=False)
+    files = {"train": tmp_path / "train.jsonl", "test": tmp_path / "test.jsonl"}
+    unmixed = read_gmtrouter(files["train"], "train") + read_gmtrouter(files["test"], "test")
+    assert min(g.timestamp for g in unmixed if g.split == "train") > max(g.timestamp for g in unmixed
+                                                                        if g.split == "test")  # as read: backwards
+    ds = load_dataset(files, progress=False)
+    assert "(test: 1 without, train: 1 with)" in capsys.readouterr().err
+    assert ds.time == LINE_ORDER_MIXED
+    assert [g.split for g in ds.groups] == ["train", "test"]  # time order: the training comparison first
+    assert not any(g.stamped for g in ds.groups)
