@@ -28,6 +28,9 @@ class GMTRouterConfig:
     #                             "topics" (their learned topic memberships, trained with the rest) or "both"
     #                             (the text similarity times a learned power of the topics' similarity)
     counts: bool = True  # the same over all of the user's past queries (a per-user win count)
+    # the user's ratings of the candidate at their own level (a thumbs-up, a score) minus a learned constant, the
+    # older ones down-weighted by a learned recency: what a rating says beyond beating its sibling (off: session 45)
+    levels: bool = False
     gates: bool = True  # evidence weights shifted per user by the (rating-blind) HGT state and history length
     prior_gate: bool = True  # the posterior's prior strength scaled per user by the same rating-blind inputs
     # the prior_gate scales each feature's prior strength separately (which taste dimensions this user's graph
@@ -69,7 +72,7 @@ class GMTRouterConfig:
         if unknown:
             raise ValueError(f"unknown GMTRouterConfig fields {unknown} (a checkpoint of another model version?)")
         return cls(**{"crowd": False, "gates": False, "prior_gate": False, "structure": False, "robust_prior": False,
-                      **d})  # a checkpoint from before these terms has none
+                      "levels": False, **d})  # a checkpoint from before these terms has none
 
 
 

@@ -4,8 +4,9 @@ The personal part of a score is a sum over the user's rated turns, exactly:
 - posterior: at the MAP, prec * w_u = sum_p om_p (y_p - sigmoid(z_p)) x_p, so <phi_c, w_u> splits into one
   term per rated pair p (credited half to each of its two turns; with the robust prior, prec is its effective
   precision at w_u);
-- memory and counts: a * 4 * sum_t s_t r_t / (sum_t s_t + prior), one term per rated turn of the candidate's LLM
-  (counts: s_t = 1, every past query alike);
+- memory, counts and levels: a * 4 * sum_t s_t r_t / (sum_t s_t + prior), one term per rated turn of the
+  candidate's LLM (counts: s_t = 1, every past query alike; levels: s_t the recency weight, r_t the rating minus
+  a constant);
 - conversation: a_conv * 4 * the candidate's centered rating on the previous turn of this conversation.
 The weights a_* are the user's own when the model has per-user gates (GMTRouter.gates: rating-blind).
 ``explain`` returns, per request, the personal term of each candidate and the turns that pushed the chosen
@@ -64,13 +65,14 @@ def pushes(model: GMTRouter, b: GraphBatch, kept: dict | None = None,
             for a, bb, p in zip(i[mine].tolist(), j[mine].tolist(), push):
                 out[c][a] += p / 2
                 out[c][bb] += p / 2
-    weights = kept["evidence_weights"]  # [N_c, 4] each candidate's user's memory, counts, conversation, crowd weight
+    weights = kept["evidence_weights"]  # [N_c, n_terms] each candidate's user's weight of each evidence term
     wanted = torch.zeros(n_c, dtype=torch.bool)
     wanted[want] = True
-    spaces = (model.memory_space(kept["t_req"], kept["t_graph"]), ())  # the counts weigh every query alike
-    for k, mem in enumerate((model.memory, model.counts)):
+    mem_space = model.memory_space(kept["t_req"], kept["t_graph"])  # the counts and levels weigh every query alike
+    for k, mem, space in ((0, model.memory, mem_space), (1, model.counts, ()), (4, model.levels, None)):
         if mem is not None and b.mem_cand.numel():
-            share = weights[b.mem_cand, k] * mem.terms(b, *spaces[k])  # [P] each (candidate, turn)'s push
+            terms = mem.terms(b) if space is None else mem.terms(b, *space)
+            share = weights[b.mem_cand, k] * terms  # [P] each (candidate, turn)'s push
             total += scatter(share, b.mem_cand, 0, dim_size=n_c, reduce="sum").double()
             sel = wanted[b.mem_cand]
             for c, t, v in zip(b.mem_cand[sel].tolist(), b.mem_turn[sel].tolist(), share[sel].tolist()):

@@ -9,6 +9,7 @@ through paths whose sign is fixed.
                    + a_count(u) * counts_u(m)            the same over all of u's past queries
                    + a_conv(u) * conversation_u(m)       m's rating on the previous turn of this conversation
                    + a_crowd(u) * crowd(q, m | not u)    other users' centred ratings of m on this same query text
+                   + a_level(u) * levels_u(m)            u's recent ratings of m at their level (cfg.levels, off)
 
     h_u = HGT(user's turns, their queries, LLMs and conversation chain; NOT their rating values)
     a_*(u) = softplus(shared + linear(h_u, log(1 + turns of u)))   how much this kind of user's evidence counts
@@ -172,6 +173,34 @@ class PersonalMemory(nn.Module):
         return sim[b.cand_req[b.mem_cand], b.data["turn"].query_idx[b.mem_turn]]
 
 
+class LevelMemory(nn.Module):
+    """levels_u(m): u's ratings of m at their own level minus a shared constant c = sigmoid(center) (1/2 at init),
+    weighted by recency exp(-age / (100 tau)) and shrunk towards 0. A thumbs-up or a score says how good the answer
+    was, not only whether it beat its sibling. c, tau and the prior are shared and the weights blind to the ratings,
+    so a higher rating of m raises levels_u(m) and moves no other LLM's (r - c in [-c, 1 - c])."""
+
+    def __init__(self, tau: float = 1.0, prior: float = 2.0):
+        super().__init__()
+        self.center = nn.Parameter(torch.tensor(0.0))
+        self.log_tau = nn.Parameter(torch.tensor(float(tau)).log())  # in units of 100 turns, as the posterior's
+        self.log_prior = nn.Parameter(torch.tensor(float(prior)).log())
+
+    def terms(self, b: GraphBatch) -> Tensor:
+        """[P] each (candidate, turn) pair's share of its candidate's levels term (they sum to it)."""
+        n_c = b.cand.size(0)
+        age = b.data["turn"].x[b.mem_turn, 1]  # [P] in 100 turns from the user's newest
+        w = torch.exp(-age / self.log_tau.exp())  # [P] in (0, 1]: blind to the ratings
+        r = b.data["response"].x[b.mem_turn, 2] - torch.sigmoid(self.center)  # [P] the level minus c
+        den = scatter(w, b.mem_cand, 0, dim_size=n_c, reduce="sum") + self.log_prior.exp()  # [N_c]
+        return w * r / den[b.mem_cand]
+
+    def forward(self, b: GraphBatch) -> Tensor:
+        n_c = b.cand.size(0)
+        if b.mem_cand.numel() == 0:
+            return b.cand.new_zeros(n_c)
+        return scatter(self.terms(b), b.mem_cand, 0, dim_size=n_c, reduce="sum")  # [N_c]
+
+
 class GMTRouter(nn.Module):
     def __init__(self, cfg: GMTRouterConfig | None = None):
         super().__init__()
@@ -193,8 +222,10 @@ class GMTRouter(nn.Module):
             self.counts.log_tau.requires_grad_(False)  # every past query counts alike
         self.count_weight = nn.Parameter(torch.tensor(0.0)) if cfg.counts else None
         self.conv_weight = nn.Parameter(torch.tensor(0.0)) if cfg.conversation else None
+        self.levels = LevelMemory() if cfg.levels else None
+        self.level_weight = nn.Parameter(torch.tensor(0.0)) if cfg.levels else None
         n_in = h + 1 + int(cfg.structure)  # user_inputs' width
-        self.gate = nn.Linear(n_in, 4) if cfg.gates else None  # zero at init: the shared weights alone
+        self.gate = nn.Linear(n_in, self.n_terms) if cfg.gates else None  # zero at init: the shared weights alone
         if self.gate is not None:
             nn.init.zeros_(self.gate.weight)
             nn.init.zeros_(self.gate.bias)
@@ -235,7 +266,7 @@ class GMTRouter(nn.Module):
             s = s + (phi_c * w[b.req_user][b.cand_req]).sum(-1)
             if keep is not None:
                 keep.update(g_t=g_t, phi_t=phi_t, phi_c=phi_c, w=w, prec=self.pref.precision(scale, n_user))
-        a = self.evidence_weights(self.gates(b, h, u_in))  # [N_c, 4] this user's weights (rating-blind)
+        a = self.evidence_weights(self.gates(b, h, u_in))  # [N_c, n_terms] this user's weights (rating-blind)
         if keep is not None:
             keep["evidence_weights"] = a
         if self.memory is not None:
@@ -246,7 +277,14 @@ class GMTRouter(nn.Module):
             s = s + a[:, 2] * b.conv_prev
         if self.crowd_weight is not None and b.crowd is not None:
             s = s + a[:, 3] * b.crowd
+        if self.levels is not None:
+            s = s + a[:, 4] * self.levels(b)
         return s
+
+    @property
+    def n_terms(self) -> int:
+        """How many evidence weights the model has: memory, counts, conversation, crowd (and levels)."""
+        return 5 if self.cfg.levels else 4
 
     def memory_space(self, t_req: Tensor, t_graph: Tensor) -> tuple[tuple[Tensor, Tensor] | None, ...]:
         """(space, sharpen) for :meth:`PersonalMemory.terms` (``cfg.memory_space``): "text" (None, None), the
@@ -257,21 +295,22 @@ class GMTRouter(nn.Module):
         return {"text": (None, None), "topics": (topics, None), "both": (None, topics)}[self.cfg.memory_space]
 
     def evidence_weights(self, gate: Tensor) -> Tensor:
-        """[N_c, 4] the memory, counts, conversation and crowd weights 4 * softplus(shared + gate) of each
-        candidate's user (0 for a term the model does not have); gate [N_c, 4] from :meth:`gates`."""
-        shared = (self.mem_weight, self.count_weight, self.conv_weight, self.crowd_weight)
+        """[N_c, n_terms] the memory, counts, conversation, crowd (and levels) weights 4 * softplus(shared + gate)
+        of each candidate's user (0 for a term the model does not have); gate [N_c, n_terms] from :meth:`gates`."""
+        shared = (self.mem_weight, self.count_weight, self.conv_weight, self.crowd_weight,
+                  self.level_weight)[:self.n_terms]
         return torch.stack([F.softplus(w + gate[:, k]) * 4.0 if w is not None else torch.zeros_like(gate[:, k])
                             for k, w in enumerate(shared)], dim=-1)
 
     def gates(self, b: GraphBatch, h: Tensor, inputs: Tensor | None = None) -> Tensor:
-        """[N_c, 4] shifts of the memory, counts, conversation and crowd weights for each candidate's user,
+        """[N_c, n_terms] shifts of the memory, counts, conversation, crowd (and levels) weights of each user,
         from the user's HGT state and number of visible turns (zeros without ``cfg.gates``). Both are blind to
         ratings, so each weight softplus(shared + shift) is >= 0 and a rating cannot move it: the sign
         guarantee of the evidence terms holds per user. ``inputs``: :meth:`user_inputs`, when already built."""
         n_c = b.cand.size(0)
         if self.gate is None:
-            return b.cand.new_zeros(n_c, 4)
-        g = self.gate(self.user_inputs(b, h) if inputs is None else inputs)  # [U, 4]
+            return b.cand.new_zeros(n_c, self.n_terms)
+        g = self.gate(self.user_inputs(b, h) if inputs is None else inputs)  # [U, n_terms]
         return g[b.req_user][b.cand_req]
 
     def user_inputs(self, b: GraphBatch, h: Tensor) -> Tensor:

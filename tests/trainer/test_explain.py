@@ -18,16 +18,20 @@ def _global(model: GMTRouter, b) -> np.ndarray:
     return model.head(h[b.req_user][b.cand_req], t_req, b.cand_req, b.cand_unique, b.cand_inv).numpy()
 
 
-@pytest.mark.parametrize("gate_scale,robust,space", [(0.0, False, "text"), (0.5, False, "text"), (0.5, True, "text"),
-                                                     (0.5, False, "topics"), (0.5, False, "both")])
-def test_pushes_sum_to_the_personal_term_and_name_the_turns(gate_scale, robust, space):
+@pytest.mark.parametrize("gate_scale,robust,space,levels", [
+    (0.0, False, "text", False), (0.5, False, "text", False), (0.5, True, "text", False),
+    (0.5, False, "topics", False), (0.5, False, "both", False), (0.5, False, "text", True)])
+def test_pushes_sum_to_the_personal_term_and_name_the_turns(gate_scale, robust, space, levels):
     """Also with per-user evidence weights (random gates): the pushes use the user's own weights; with the
-    robust prior, whose penalty is not quadratic (kappa small, so its linear part is reached); and with the
-    memory's similarity over topic memberships, or sharpened by them."""
+    robust prior, whose penalty is not quadratic (kappa small, so its linear part is reached); with the
+    memory's similarity over topic memberships, or sharpened by them; and with the levels term."""
     torch.manual_seed(0)
     model = GMTRouter(GMTRouterConfig(emb_dim=D, hidden=16, topics=4, pref_dim=6, heads=2, robust_prior=robust,
-                                      memory_space=space)).eval()
+                                      memory_space=space, levels=levels)).eval()
     with torch.no_grad():
+        if levels:
+            model.level_weight.fill_(1.0)
+            model.levels.center.fill_(-0.5)
         if robust:
             model.pref.log_kappa.fill_(np.log(0.3))
         model.mem_weight.fill_(1.0)
