@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -98,9 +98,7 @@ def time_source(groups: Sequence[Group]) -> str:
 
 def stamp_counts(groups: Sequence[Group]) -> str:
     """"train: 2 with, test: 1 without": how many comparisons of each split came with a time stamp."""
-    seen: dict[tuple[str, bool], int] = defaultdict(int)
-    for g in groups:
-        seen[(g.split or "file", g.stamped)] += 1
+    seen = Counter((g.split or "file", g.stamped) for g in groups)
     return ", ".join(f"{split}: {n} {'with' if stamped else 'without'}" for (split, stamped), n in sorted(seen.items()))
 
 
@@ -277,7 +275,7 @@ class Dataset:
     crowd: CrowdTable = field(default_factory=CrowdTable)  # the training split's ratings, by query (trainer/crowd.py)
     all_crowd: CrowdTable = field(default_factory=CrowdTable)  # every split's ratings with their times (held_out)
     held_out_crowd: str = "earlier"  # what held-out targets' crowd reads (CROWD_SOURCES)
-    time: str = "file"  # where the groups' times came from: "file" (time stamps) or "line order" (load_dataset)
+    time: str = "file"  # the groups' time line: "file" (its stamps), "line order" or LINE_ORDER_MIXED (load_dataset)
 
     def __post_init__(self) -> None:
         if self.held_out_crowd not in CROWD_SOURCES:

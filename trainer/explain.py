@@ -69,10 +69,9 @@ def pushes(model: GMTRouter, b: GraphBatch, kept: dict | None = None,
     wanted = torch.zeros(n_c, dtype=torch.bool)
     wanted[want] = True
     mem_space = model.memory_space(kept["t_req"], kept["t_graph"])  # the counts and levels weigh every query alike
-    for k, mem, space in ((0, model.memory, mem_space), (1, model.counts, ()), (4, model.levels, None)):
+    for k, mem, space in ((0, model.memory, mem_space), (1, model.counts, ()), (4, model.levels, ())):
         if mem is not None and b.mem_cand.numel():
-            terms = mem.terms(b) if space is None else mem.terms(b, *space)
-            share = weights[b.mem_cand, k] * terms  # [P] each (candidate, turn)'s push
+            share = weights[b.mem_cand, k] * mem.terms(b, *space)  # [P] each (candidate, turn)'s push
             total += scatter(share, b.mem_cand, 0, dim_size=n_c, reduce="sum").double()
             sel = wanted[b.mem_cand]
             for c, t, v in zip(b.mem_cand[sel].tolist(), b.mem_turn[sel].tolist(), share[sel].tolist()):

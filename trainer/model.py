@@ -29,6 +29,8 @@ users and new LLMs (described by their description embedding) are scored without
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -131,6 +133,21 @@ class DotHead(nn.Module):
         return (self.ctx(torch.cat([h_user, topics[q_idx]], -1)) * self.m(llm)[m_idx]).sum(-1)
 
 
+def shrunk_shares(b: GraphBatch, w: Tensor, r: Tensor, prior: Tensor) -> Tensor:
+    """[P] each (candidate, turn) pair's share w r / (sum of its candidate's w + prior) of its candidate's
+    weighted average of the ratings r [P], shrunk towards 0; w [P] > 0 the pairs' weights."""
+    den = scatter(w, b.mem_cand, 0, dim_size=b.cand.size(0), reduce="sum") + prior  # [N_c]
+    return w * r / den[b.mem_cand]
+
+
+def per_candidate(b: GraphBatch, shares: Callable[[], Tensor]) -> Tensor:
+    """[N_c] the sum of each candidate's pair ``shares()`` [P] (zeros without pairs, ``shares`` not called)."""
+    n_c = b.cand.size(0)
+    if b.mem_cand.numel() == 0:
+        return b.cand.new_zeros(n_c)
+    return scatter(shares(), b.mem_cand, 0, dim_size=n_c, reduce="sum")
+
+
 class PersonalMemory(nn.Module):
     """memory_u(q, m): u's centered ratings of m, weighted by how similar the past query was to q and
     shrunk towards 0; it only rises when m is rated higher (|centered rating| <= 1/2 keeps the average
@@ -149,22 +166,17 @@ class PersonalMemory(nn.Module):
         the query similarity compares, (requests [B, *], graph queries [NQ, *]); the text embeddings if None.
         ``sharpen``: a second pair of the same shape (the topic memberships) whose similarity multiplies the
         weights, exp(tau (cos - 1) + tau_topic (cos_topic - 1)); only with ``sharpen=True`` at construction."""
-        n_c = b.cand.size(0)
         q_req, q_graph = (b.query, b.data["query"].x) if space is None else space
         logw = self.log_tau.exp() * (self._cos(b, q_req, q_graph) - 1.0)  # [P] <= 0
         if sharpen is not None:
             logw = logw + self.log_tau_topic.exp() * (self._cos(b, *sharpen) - 1.0)
         w = torch.exp(logw)  # [P] in (0, 1]: blind to the ratings
         r = b.data["response"].x[b.mem_turn, 0]  # [P] centered rating within its comparison
-        den = scatter(w, b.mem_cand, 0, dim_size=n_c, reduce="sum") + self.log_prior.exp()  # [N_c]
-        return w * r / den[b.mem_cand]
+        return shrunk_shares(b, w, r, self.log_prior.exp())
 
     def forward(self, b: GraphBatch, space: tuple[Tensor, Tensor] | None = None,
                 sharpen: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        n_c = b.cand.size(0)
-        if b.mem_cand.numel() == 0:
-            return b.cand.new_zeros(n_c)
-        return scatter(self.terms(b, space, sharpen), b.mem_cand, 0, dim_size=n_c, reduce="sum")  # [N_c]
+        return per_candidate(b, lambda: self.terms(b, space, sharpen))  # [N_c]
 
     @staticmethod
     def _cos(b: GraphBatch, q_req: Tensor, q_graph: Tensor) -> Tensor:
@@ -187,18 +199,13 @@ class LevelMemory(nn.Module):
 
     def terms(self, b: GraphBatch) -> Tensor:
         """[P] each (candidate, turn) pair's share of its candidate's levels term (they sum to it)."""
-        n_c = b.cand.size(0)
         age = b.data["turn"].x[b.mem_turn, 1]  # [P] in 100 turns from the user's newest
         w = torch.exp(-age / self.log_tau.exp())  # [P] in (0, 1]: blind to the ratings
         r = b.data["response"].x[b.mem_turn, 2] - torch.sigmoid(self.center)  # [P] the level minus c
-        den = scatter(w, b.mem_cand, 0, dim_size=n_c, reduce="sum") + self.log_prior.exp()  # [N_c]
-        return w * r / den[b.mem_cand]
+        return shrunk_shares(b, w, r, self.log_prior.exp())
 
     def forward(self, b: GraphBatch) -> Tensor:
-        n_c = b.cand.size(0)
-        if b.mem_cand.numel() == 0:
-            return b.cand.new_zeros(n_c)
-        return scatter(self.terms(b), b.mem_cand, 0, dim_size=n_c, reduce="sum")  # [N_c]
+        return per_candidate(b, lambda: self.terms(b))  # [N_c]
 
 
 class GMTRouter(nn.Module):
