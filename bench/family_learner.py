@@ -102,16 +102,28 @@ def plain_learner(sim: FamilySimulator, family: str, own_noise: bool, levels: bo
                 if obs.kind != "pairwise" and not obs.empty:  # thumbs or scores read by their level
                     w = levels_fit(obs, mu, sd, w, noise)
                 elif not obs.empty:
-                    age = obs.position - np.array(obs.at, np.float64) - 1  # [P] answers since the comparison
-                    keep = age < (history if history is not None else np.inf)
-                    om = np.exp(-age[keep] / (100.0 * tau)) if tau is not None else None
-                    x = np.array(obs.rows)[keep] / (noise * math.sqrt(2.0))
-                    w = np.append(map_fit(x, np.zeros(len(x)), mu[:-1], sd[:-1], w[:-1], weights=om), mu[-1])
+                    w = np.append(order_fit(obs, mu[:-1], sd[:-1], w[:-1], noise, *window(obs, tau, history)), mu[-1])
                 u = f @ w[:-1]
                 out.update({(g.conversation_id, g.turn, a, b): float(u[a] - u[b])
                             for a in g.llm_idx for b in g.llm_idx})
             obs.add(g, f)
     return out
+
+
+def window(obs: "Observations", tau: float | None, history: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(keep [P], weights [kept] or None): the user's ratings of the last ``history`` answers (all if None) and
+    their recency weights exp(-age / (100 tau)), age in answers since the rating (None: no decay)."""
+    age = obs.position - np.array(obs.at, np.float64) - 1  # [P] answers since the rating
+    keep = age < (history if history is not None else np.inf)
+    return keep, (np.exp(-age[keep] / (100.0 * tau)) if tau is not None else None)
+
+
+def order_fit(obs: "Observations", mu: np.ndarray, sd: np.ndarray, w: np.ndarray, noise: float, keep: np.ndarray,
+              weights: np.ndarray | None) -> np.ndarray:
+    """The MAP of the kept winner-over-loser rows (``obs`` pairwise; mu, sd, w without the leniency), each read as
+    one logistic of scale noise * sqrt(2) (:func:`plain_learner`), from ``w``."""
+    x = np.array(obs.rows)[keep] / (noise * math.sqrt(2.0))
+    return map_fit(x, np.zeros(len(x)), mu, sd, w, weights=weights)
 
 
 class Observations:

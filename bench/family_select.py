@@ -41,11 +41,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import RESULTS, command_line, machine_facts  # noqa: E402
-from bench.family_learner import (LENIENCY_PRIOR, QUALITY_PRIOR, Observations, levels_fit, pooled,  # noqa: E402
-                                  preamble, vs_count_table)
+from bench.family_learner import (LENIENCY_PRIOR, QUALITY_PRIOR, Observations, levels_fit,  # noqa: E402
+                                  order_fit, pooled, preamble, vs_count_table, window)
 from bench.family_seeds import family_of  # noqa: E402
 from bench.quality import CATALOG  # noqa: E402
-from bench.quality_ceiling import map_fit, task_means  # noqa: E402
+from bench.quality_ceiling import task_means  # noqa: E402
 from trainer.baselines import PerUserMajority  # noqa: E402
 from trainer.data import load_dataset, online_samples  # noqa: E402
 from trainer.families import FamilyConfig, FamilySimulator, write_benchmark  # noqa: E402
@@ -89,15 +89,11 @@ def refit(obs: Observations, mu: np.ndarray, sd: np.ndarray, w: np.ndarray, nois
           history: int) -> np.ndarray:
     """The component's MAP on the ratings of the last ``history`` answers (warm-started at ``w``): who beat whom
     (``obs`` pairwise; mu, sd, w without the leniency) or each rating's level (mu, sd, w end with it)."""
-    age = obs.position - np.array(obs.at, np.float64) - 1  # [P] answers since the rating
-    keep = age < history
+    keep, om = window(obs, tau, history)
     if not keep.any():
         return mu.copy()
-    om = np.exp(-age[keep] / (100.0 * tau)) if tau is not None else None
-    if obs.kind != "pairwise":
-        return levels_fit(obs, mu, sd, w, noise, keep, om)
-    x = np.array(obs.rows)[keep] / (noise * math.sqrt(2.0))
-    return map_fit(x, np.zeros(len(x)), mu, sd, w, weights=om)
+    fit = levels_fit if obs.kind != "pairwise" else order_fit
+    return fit(obs, mu, sd, w, noise, keep, om)
 
 
 def log_sigmoid(z: np.ndarray) -> np.ndarray:
