@@ -250,18 +250,19 @@ class GMTRouter(nn.Module):
 
     def forward(self, b: GraphBatch, keep: dict | None = None) -> Tensor:
         """Scores [N_c] for every candidate of every request (higher = better). ``keep``: a dict that receives
-        the intermediate tensors (user states, topics, head outputs, features, posterior) so an explanation
-        (trainer/explain.py) reuses them instead of running the model again."""
+        the intermediate tensors (user states, topics, head outputs, features, posterior; "terms": {name: [N_c]}, the
+        score's parts, which sum to it) so an explanation (trainer/explain.py) reuses them instead of running
+        the model again."""
         data, turn = b.data, b.data["turn"]
         n_user = data["user"].num_nodes
         t_req, t_graph = self.topics(b.query), self.topics(data["query"].x)  # [B, K], [NQ, K]
         h = self.encoder(b, t_graph) if self.encoder is not None else b.cand.new_zeros(n_user, self.cfg.hidden)
         h_c = h[b.req_user][b.cand_req]  # [N_c, H]
         g_c = self.head(h_c, t_req, b.cand_req, b.cand_unique, b.cand_inv)  # [N_c]
-        s = g_c
+        terms = {"head": g_c}  # [N_c] each: the score is their sum, added in this order
         u_in = self.user_inputs(b, h)  # [U, H + 1] rating-blind: read by the prior strength and the gates
         if keep is not None:
-            keep.update(t_req=t_req, t_graph=t_graph, h=h, h_c=h_c, g_c=g_c)
+            keep.update(t_req=t_req, t_graph=t_graph, h=h, h_c=h_c, g_c=g_c, terms=terms)
         if self.cfg.personal and turn.num_nodes > 0:
             h_t = h[turn.user_idx]
             g_t = self.head(h_t, t_graph, turn.query_idx, data["llm"].x, turn.llm_idx)  # [T] offsets
@@ -270,22 +271,25 @@ class GMTRouter(nn.Module):
             w = self.pref.posterior(phi_t, g_t, data["response"].x[:, 2], turn.x[:, 1] * 100.0, turn.user_idx,
                                     turn.pair_index, n_user, scale)  # [U, F]
             phi_c = self.features(g_c, h_c, t_req, b.cand_req, b.cand_unique, b.cand_inv)  # [N_c, F]
-            s = s + (phi_c * w[b.req_user][b.cand_req]).sum(-1)
+            terms["posterior"] = (phi_c * w[b.req_user][b.cand_req]).sum(-1)
             if keep is not None:
                 keep.update(g_t=g_t, phi_t=phi_t, phi_c=phi_c, w=w, prec=self.pref.precision(scale, n_user))
         a = self.evidence_weights(self.gates(b, h, u_in))  # [N_c, n_terms] this user's weights (rating-blind)
         if keep is not None:
             keep["evidence_weights"] = a
         if self.memory is not None:
-            s = s + a[:, 0] * self.memory(b, *self.memory_space(t_req, t_graph))
+            terms["memory"] = a[:, 0] * self.memory(b, *self.memory_space(t_req, t_graph))
         if self.counts is not None:
-            s = s + a[:, 1] * self.counts(b)
+            terms["counts"] = a[:, 1] * self.counts(b)
         if self.conv_weight is not None and b.conv_prev is not None:
-            s = s + a[:, 2] * b.conv_prev
+            terms["conversation"] = a[:, 2] * b.conv_prev
         if self.crowd_weight is not None and b.crowd is not None:
-            s = s + a[:, 3] * b.crowd
+            terms["crowd"] = a[:, 3] * b.crowd
         if self.levels is not None:
-            s = s + a[:, 4] * self.levels(b)
+            terms["levels"] = a[:, 4] * self.levels(b)
+        s = g_c
+        for name in list(terms)[1:]:
+            s = s + terms[name]
         return s
 
     @property

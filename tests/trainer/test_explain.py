@@ -1,4 +1,5 @@
-"""A decision's explanation adds up: the per-turn pushes are the user's whole personal term."""
+"""A decision's explanation adds up: the per-turn pushes are the user's whole personal term, and the parts the
+forward pass keeps ("terms") are the whole score."""
 
 from __future__ import annotations
 
@@ -47,6 +48,17 @@ def test_pushes_sum_to_the_personal_term_and_name_the_turns(gate_scale, robust, 
         total, per = pushes(model, b)
         personal = s - _global(model, b)
     np.testing.assert_allclose(total, personal, atol=1e-4)
+    kept: dict = {}
+    with torch.no_grad():
+        s_kept = model(b, keep=kept)
+    terms = {k: v.numpy() for k, v in kept["terms"].items()}
+    assert list(terms)[:2] == ["head", "posterior"] and ("levels" in terms) == levels
+    np.testing.assert_array_equal(s_kept.numpy(), s)
+    np.testing.assert_allclose(sum(terms.values()), s, atol=1e-5)  # the parts are the whole score
+    with torch.no_grad():
+        np.testing.assert_allclose(terms["head"], _global(model, b), atol=1e-6)
+    own = sum(v for k, v in terms.items() if k not in ("head", "crowd"))
+    np.testing.assert_allclose(own, total, atol=1e-4)  # the user's own terms are the pushes' total
     assert all(abs(v) > 0 for v in total[:4])  # every rated LLM was pushed
     (e,) = explain(model, b, sub.turn_ids, [int(np.argmax(s))])
     assert len(e["personal"]) == len(LLMS)
