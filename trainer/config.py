@@ -31,6 +31,9 @@ class GMTRouterConfig:
     # the user's ratings of the candidate at their own level (a thumbs-up, a score) minus a learned constant, the
     # older ones down-weighted by a learned recency: what a rating says beyond beating its sibling (off: session 45)
     levels: bool = False
+    # the levels term's constant is the LLM's own, c_m = sigmoid(shared + a linear map of the LLM's input), so a
+    # thumbs-up reads against how that LLM is rated by everyone, not against one level for all LLMs
+    level_center_llm: bool = False
     gates: bool = True  # evidence weights shifted per user by the (rating-blind) HGT state and history length
     prior_gate: bool = True  # the posterior's prior strength scaled per user by the same rating-blind inputs
     # the prior_gate scales each feature's prior strength separately (which taste dimensions this user's graph

@@ -189,11 +189,17 @@ class LevelMemory(nn.Module):
     """levels_u(m): u's ratings of m at their own level minus a shared constant c = sigmoid(center) (1/2 at init),
     weighted by recency exp(-age / (100 tau)) and shrunk towards 0. A thumbs-up or a score says how good the answer
     was, not only whether it beat its sibling. c, tau and the prior are shared and the weights blind to the ratings,
-    so a higher rating of m raises levels_u(m) and moves no other LLM's (r - c in [-c, 1 - c])."""
+    so a higher rating of m raises levels_u(m) and moves no other LLM's (r - c in [-c, 1 - c]). With ``llm_dim``,
+    c is m's own, sigmoid(center + a linear map of m's input vector) (zero at init: the shared c), which is still
+    blind to the ratings and one value for all of m's ratings, so the same holds."""
 
-    def __init__(self, tau: float = 1.0, prior: float = 2.0):
+    def __init__(self, tau: float = 1.0, prior: float = 2.0, llm_dim: int | None = None):
         super().__init__()
         self.center = nn.Parameter(torch.tensor(0.0))
+        self.center_llm = nn.Linear(llm_dim, 1) if llm_dim else None
+        if self.center_llm is not None:
+            nn.init.zeros_(self.center_llm.weight)
+            nn.init.zeros_(self.center_llm.bias)
         self.log_tau = nn.Parameter(torch.tensor(float(tau)).log())  # in units of 100 turns, as the posterior's
         self.log_prior = nn.Parameter(torch.tensor(float(prior)).log())
 
@@ -201,7 +207,10 @@ class LevelMemory(nn.Module):
         """[P] each (candidate, turn) pair's share of its candidate's levels term (they sum to it)."""
         age = b.data["turn"].x[b.mem_turn, 1]  # [P] in 100 turns from the user's newest
         w = torch.exp(-age / self.log_tau.exp())  # [P] in (0, 1]: blind to the ratings
-        r = b.data["response"].x[b.mem_turn, 2] - torch.sigmoid(self.center)  # [P] the level minus c
+        c = self.center
+        if self.center_llm is not None:  # [P] each turn's LLM's own constant
+            c = c + self.center_llm(b.data["llm"].x)[b.data["turn"].llm_idx[b.mem_turn], 0]
+        r = b.data["response"].x[b.mem_turn, 2] - torch.sigmoid(c)  # [P] the level minus c
         return shrunk_shares(b, w, r, self.log_prior.exp())
 
     def forward(self, b: GraphBatch) -> Tensor:
@@ -229,7 +238,7 @@ class GMTRouter(nn.Module):
             self.counts.log_tau.requires_grad_(False)  # every past query counts alike
         self.count_weight = nn.Parameter(torch.tensor(0.0)) if cfg.counts else None
         self.conv_weight = nn.Parameter(torch.tensor(0.0)) if cfg.conversation else None
-        self.levels = LevelMemory() if cfg.levels else None
+        self.levels = LevelMemory(llm_dim=cfg.llm_dim if cfg.level_center_llm else None) if cfg.levels else None
         self.level_weight = nn.Parameter(torch.tensor(0.0)) if cfg.levels else None
         n_in = h + 1 + int(cfg.structure)  # user_inputs' width
         self.gate = nn.Linear(n_in, self.n_terms) if cfg.gates else None  # zero at init: the shared weights alone

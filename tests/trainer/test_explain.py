@@ -21,18 +21,22 @@ def _global(model: GMTRouter, b) -> np.ndarray:
 
 @pytest.mark.parametrize("gate_scale,robust,space,levels", [
     (0.0, False, "text", False), (0.5, False, "text", False), (0.5, True, "text", False),
-    (0.5, False, "topics", False), (0.5, False, "both", False), (0.5, False, "text", True)])
+    (0.5, False, "topics", False), (0.5, False, "both", False), (0.5, False, "text", True),
+    (0.5, False, "text", "per_llm")])
 def test_pushes_sum_to_the_personal_term_and_name_the_turns(gate_scale, robust, space, levels):
     """Also with per-user evidence weights (random gates): the pushes use the user's own weights; with the
     robust prior, whose penalty is not quadratic (kappa small, so its linear part is reached); with the
     memory's similarity over topic memberships, or sharpened by them; and with the levels term."""
     torch.manual_seed(0)
     model = GMTRouter(GMTRouterConfig(emb_dim=D, hidden=16, topics=4, pref_dim=6, heads=2, robust_prior=robust,
-                                      memory_space=space, levels=levels)).eval()
+                                      memory_space=space, levels=bool(levels),
+                                      level_center_llm=levels == "per_llm")).eval()
     with torch.no_grad():
         if levels:
             model.level_weight.fill_(1.0)
             model.levels.center.fill_(-0.5)
+            if model.levels.center_llm is not None:
+                model.levels.center_llm.weight.normal_(0.0, 3.0)
         if robust:
             model.pref.log_kappa.fill_(np.log(0.3))
         model.mem_weight.fill_(1.0)
@@ -52,7 +56,7 @@ def test_pushes_sum_to_the_personal_term_and_name_the_turns(gate_scale, robust, 
     with torch.no_grad():
         s_kept = model(b, keep=kept)
     terms = {k: v.numpy() for k, v in kept["terms"].items()}
-    assert list(terms)[:2] == ["head", "posterior"] and ("levels" in terms) == levels
+    assert list(terms)[:2] == ["head", "posterior"] and ("levels" in terms) == bool(levels)
     np.testing.assert_array_equal(s_kept.numpy(), s)
     np.testing.assert_allclose(sum(terms.values()), s, atol=1e-5)  # the parts are the whole score
     with torch.no_grad():

@@ -57,16 +57,21 @@ def _margin(model: GMTRouter, sub: UserSubgraph, q: np.ndarray, a: int, b: int, 
 
 
 def _model(trained: bool, robust: bool = False, memory_space: str = "text", two_scale: bool = False,
-           prior_features: bool = False, levels: bool = False) -> GMTRouter:
+           prior_features: bool = False, levels: bool = False, level_llm: bool = False) -> GMTRouter:
     torch.manual_seed(0)
     model = GMTRouter(GMTRouterConfig(emb_dim=D, hidden=16, topics=4, pref_dim=6, heads=2, robust_prior=robust,
                                       memory_space=memory_space, two_scale_recency=two_scale,
-                                      prior_gate_features=prior_features, levels=levels))
+                                      prior_gate_features=prior_features, levels=levels or level_llm,
+                                      level_center_llm=level_llm))
     with torch.no_grad():  # evidence weights well away from 0, so a wrong sign would show
         if levels:  # a weight that dominates the other terms, a centre away from 1/2, a decay within a history
             model.level_weight.fill_(2.0)
             model.levels.center.fill_(-0.8)
             model.levels.log_tau.fill_(np.log(0.02))
+        if level_llm:  # the same, with each LLM's own centre, far apart between LLMs
+            model.level_weight.fill_(2.0)
+            model.levels.log_tau.fill_(np.log(0.02))
+            model.levels.center_llm.weight.normal_(0.0, 3.0)
         if robust:  # a small kappa: the penalty is in its linear part for most weights
             model.pref.log_kappa.fill_(np.log(0.3))
         if two_scale:  # both decays short enough that the mix matters within a test history
@@ -107,14 +112,15 @@ SPACES = {"topic_memory": "topics", "sharpened_memory": "both"}  # the memory's 
 
 
 @pytest.fixture(scope="module", params=["untrained", "trained", "robust", "topic_memory", "sharpened_memory",
-                                        "two_scale_recency", "prior_per_feature", "levels"])
+                                        "two_scale_recency", "prior_per_feature", "levels", "levels_per_llm"])
 def model(request):
     if request.param not in MODELS:
         MODELS[request.param] = _model(request.param == "trained", robust=request.param == "robust",
                                        memory_space=SPACES.get(request.param, "text"),
                                        two_scale=request.param == "two_scale_recency",
                                        prior_features=request.param == "prior_per_feature",
-                                       levels=request.param == "levels")
+                                       levels=request.param == "levels",
+                                       level_llm=request.param == "levels_per_llm")
     return MODELS[request.param]
 
 
