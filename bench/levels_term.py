@@ -2,6 +2,7 @@
 
     python bench/levels_term.py                          # -> bench/results/levels_term.{json,md}
     python bench/levels_term.py --variant levels_llm     # -> bench/results/levels_term_levels_llm.{json,md}
+    python bench/levels_term.py --draws 0 1 2 3 4 5 --no-default   # -> bench/results/levels_term_draws.{json,md}
 
 bench/family_select.py found that a learner knowing the second benchmark's generator is ahead of the per-user win
 count on noisy users only when it reads every thumb and score at its level, with the recency drifting users need.
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import RESULTS, command_line, machine_facts  # noqa: E402
-from bench.family_seeds import family_of  # noqa: E402
+from bench.family_seeds import family_of, run_seed  # noqa: E402
 from bench.quality import CATALOG  # noqa: E402
 from trainer.config import GMTRouterConfig, TrainConfig  # noqa: E402
 from trainer.evaluate import run_evaluation  # noqa: E402
@@ -46,14 +47,14 @@ from trainer.metrics import pair_correct, user_bootstrap  # noqa: E402
 VARIANTS = {"levels": {"levels": True}, "levels_llm": {"levels": True, "level_center_llm": True}}
 
 
-def evaluate(kind: str, data: Path, variant: str, out_dir: Path) -> dict:
-    """run_evaluation of GMTRouter (``variant``: "defaults" or one of :data:`VARIANTS`) on ``kind``; per-pair
-    predictions go to ``out_dir``."""
-    write_benchmark(kind, data, 0)
+def evaluate(kind: str, data: Path, variant: str, out_dir: Path, seed: int = 0) -> dict:
+    """run_evaluation of GMTRouter (``variant``: "defaults" or one of :data:`VARIANTS`) on ``kind`` drawn with
+    ``seed`` (also the training seed, as bench/family_seeds.py trains); per-pair predictions go to ``out_dir``."""
+    write_benchmark(kind, data, seed)
     files = {s: data / f"{s}.jsonl" for s in ("train", "valid", "test")}
     fams = json.loads((data / "users.json").read_text()) if (data / "users.json").exists() else None
-    cfg = TrainConfig(model=dataclasses.replace(GMTRouterConfig(), **VARIANTS.get(variant, {})), seed=0)
-    preds = out_dir / f"{kind}_{variant}.jsonl"
+    cfg = TrainConfig(model=dataclasses.replace(GMTRouterConfig(), **VARIANTS.get(variant, {})), seed=seed)
+    preds = out_dir / f"{kind}{f'_seed{seed}' if seed else ''}_{variant}.jsonl"
     report = run_evaluation(files["train"], files["valid"], files["test"], config=cfg, history=serving_history(),
                             ablations=False, families=fams, predictions=preds,
                             catalog=CATALOG if kind == "families" else data / "llm_catalog.json")
@@ -62,36 +63,51 @@ def evaluate(kind: str, data: Path, variant: str, out_dir: Path) -> dict:
             "families": report.get("families"), "predictions": str(preds)}
 
 
-def paired(a: str, b: str) -> dict:
-    """Per family and overall: accuracy of b minus a on the same pairs (points, interval by users)."""
-    rows = [[json.loads(line) for line in open(p)] for p in (a, b)]
-    users = np.array([r["user"] for r in rows[0]])
-    label = np.array([r["label"] == 1 for r in rows[0]])
-    correct = [pair_correct(np.array([r["scores"]["gmtrouter"][0] - r["scores"]["gmtrouter"][1] for r in rs]), label)
-               for rs in rows]
-    fam = np.array([family_of(u) for u in users])
+def _correct(path: str, method: str, draw: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(users [N] with the draw in front, labels [N], correctness [N] of ``method``) from a predictions file."""
+    rows = [json.loads(line) for line in open(path)]
+    label = np.array([r["label"] == 1 for r in rows])
+    diff = np.array([r["scores"][method][0] - r["scores"][method][1] for r in rows])
+    return np.array([f"s{draw}:{r['user']}" for r in rows]), label, pair_correct(diff, label)
+
+
+def paired(files: list[tuple[str, str, int]]) -> dict:
+    """Per family and overall, over the pooled (without, with, draw) prediction files of the same pairs: each
+    side's accuracy and the per-user win count's, and with minus without (points, interval by users)."""
+    cols = []
+    for a, b, draw in files:
+        users, label, without = _correct(a, "gmtrouter", draw)
+        users_b, label_b, with_ = _correct(b, "gmtrouter", draw)
+        assert (users == users_b).all() and (label == label_b).all(), "not the same pairs"
+        cols.append((users, without, with_, _correct(a, "per_user_majority", draw)[2]))
+    users, without, with_, count = (np.concatenate(c) for c in zip(*cols))
+    fam = np.array([family_of(u.split(":", 1)[1]) for u in users])
     out = {}
     for f in [*sorted(set(fam)), "all"]:
         m = fam == f if f != "all" else np.ones(len(fam), bool)
-        out[f] = {"without": float(correct[0][m].mean()), "with": float(correct[1][m].mean()),
-                  "diff": user_bootstrap(correct[1][m], correct[0][m], users[m])}
+        out[f] = {"without": float(without[m].mean()), "with": float(with_[m].mean()), "count": float(count[m].mean()),
+                  "diff": user_bootstrap(with_[m], without[m], users[m]),
+                  "with_vs_count": user_bootstrap(with_[m], count[m], users[m])}
     return out
 
 
 def report(res: dict) -> str:
     fam = res["families_paired"]
     title = {"levels": "", "levels_llm": " with each LLM's own constant"}[res.get("variant", "levels")]
+    draws = res.get("draws", [0])
+    which = f"draws {', '.join(map(str, draws))} pooled" if len(draws) > 1 else f"draw {draws[0]}"
     lines = [f"# The levels evidence term{title}: a screen", "", f"`{res['command']}`; load average "
              f"{res['machine']['loadavg_1_5_15'][0]:.2f} at the start, {res['load_end']:.2f} at the end.", "",
-             "Families benchmark, draw 0 (the defaults' predictions from this bench's first run, reused: retraining "
-             "them at two threads gives the same score on every pair, as bench/term_trace.py's draw 0 did):", "",
-             "| family | without | with levels | difference (pts) [95 %] |", "|---|---|---|---|"]
+             f"Families benchmark, {which}, paired on the same test pairs (the "
+             "defaults' predictions: draw 0's from this bench's first run, reused, as retraining gives the same score "
+             "on every pair; the other draws' from bench/family_seeds.py). Differences in points, 95 % interval "
+             "from resampling whole users:", "",
+             "| family | per-user count | without | with levels | with - without | with - count |",
+             "|---|---|---|---|---|---|"]
     for f, r in fam.items():
-        d = r["diff"]
-        lines.append(f"| {f} | {r['without']:.4f} | {r['with']:.4f} | {100 * d['diff']:+.2f} "
-                     f"[{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] |")
-    lines += ["", f"Per-user win count on all of these pairs: {res['families_count']:.4f} (per family: "
-              "bench/results/family_seeds.md, draw 0)."]
+        cells = [f"{100 * d['diff']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]"
+                 for d in (r["diff"], r["with_vs_count"])]
+        lines.append(f"| {f} | {r['count']:.4f} | {r['without']:.4f} | {r['with']:.4f} | {cells[0]} | {cells[1]} |")
     d = res.get("default")
     if d:
         lines += ["", f"Default benchmark: with levels {d['accuracy']:.4f} (AUC {d['auc']:.4f}); without "
@@ -99,25 +115,44 @@ def report(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def families_pairs(args, work: Path) -> list[tuple[str, str, int]]:
+    """(the defaults' predictions, the variant's, draw) per draw: draw 0 in ``args.data``/families (the defaults'
+    from this bench's first run, reused), the others in bench/family_seeds.py's folders (its predictions)."""
+    files = []
+    for d in args.draws:
+        if d == 0:
+            without = work / "families_defaults.jsonl"  # retraining gives the same score on every pair
+            if not without.exists():
+                evaluate("families", args.data / "families", "defaults", work)
+            with_ = evaluate("families", args.data / "families", args.variant, work)["predictions"]
+            files.append((str(without), with_, 0))
+            continue
+        folder = args.seeds / f"seed{d}"
+        _, without = run_seed(d, folder, serving_history(), [], force=False)
+        files.append((str(without), evaluate("families", folder, args.variant, work, seed=d)["predictions"], d))
+    return files
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT / "var" / "bench", help="bench/quality.py's benchmark files")
+    ap.add_argument("--seeds", type=Path, default=ROOT / "var" / "bench" / "family_seeds",
+                    help="bench/family_seeds.py's draws (seed<N> folders), for draws other than 0")
     ap.add_argument("--variant", choices=sorted(VARIANTS), default="levels",
                     help="levels: one constant for all LLMs; levels_llm: each LLM's own (GMTRouterConfig)")
+    ap.add_argument("--draws", type=int, nargs="+", default=[0], help="families draws, pooled")
     ap.add_argument("--no-default", action="store_true", help="skip the default benchmark")
-    ap.add_argument("--out", type=Path, default=None, help="default: bench/results/levels_term[_VARIANT].json")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default: bench/results/levels_term[_VARIANT][_draws].json")
     args = ap.parse_args()
-    out = args.out or RESULTS / ("levels_term.json" if args.variant == "levels" else f"levels_term_{args.variant}.json")
+    name = "levels_term" + ("" if args.variant == "levels" else f"_{args.variant}") + \
+        ("" if args.draws == [0] else "_draws")
+    out = args.out or RESULTS / f"{name}.json"
     torch.set_num_threads(2)
-    res = {"command": command_line(), "machine": machine_facts(), "variant": args.variant}
+    res = {"command": command_line(), "machine": machine_facts(), "variant": args.variant, "draws": args.draws}
     work = ROOT / "var" / "bench" / "levels_term"
     work.mkdir(parents=True, exist_ok=True)
-    without = work / "families_defaults.jsonl"  # the defaults' predictions: the same training, so reused when there
-    if not without.exists():
-        evaluate("families", args.data / "families", "defaults", work)
-    fam = evaluate("families", args.data / "families", args.variant, work)
-    res["families_paired"] = paired(str(without), fam["predictions"])
-    res["families_count"] = fam["count"]
+    res["families_paired"] = paired(families_pairs(args, work))
     if not args.no_default:
         res["default"] = evaluate("default", args.data / "default", args.variant, work)
         res["default_without"] = json.loads((RESULTS / "quality.json").read_text())["gmtrouter"]["accuracy"]
