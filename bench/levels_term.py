@@ -117,15 +117,18 @@ def report(res: dict) -> str:
 
 def families_pairs(args, work: Path) -> list[tuple[str, str, int]]:
     """(the defaults' predictions, the variant's, draw) per draw: draw 0 in ``args.data``/families (the defaults'
-    from this bench's first run, reused), the others in bench/family_seeds.py's folders (its predictions)."""
+    from this bench's first run, reused; the variant's too when pooling draws and an earlier run left them), the
+    others in bench/family_seeds.py's folders (its predictions)."""
     files = []
     for d in args.draws:
         if d == 0:
             without = work / "families_defaults.jsonl"  # retraining gives the same score on every pair
             if not without.exists():
                 evaluate("families", args.data / "families", "defaults", work)
-            with_ = evaluate("families", args.data / "families", args.variant, work)["predictions"]
-            files.append((str(without), with_, 0))
+            with_ = work / f"families_{args.variant}.jsonl"  # draw 0's variant, when an earlier run left it
+            if args.draws == [0] or not with_.exists():
+                with_ = Path(evaluate("families", args.data / "families", args.variant, work)["predictions"])
+            files.append((str(without), str(with_), 0))
             continue
         folder = args.seeds / f"seed{d}"
         _, without = run_seed(d, folder, serving_history(), [], force=False)
