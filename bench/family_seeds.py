@@ -51,14 +51,15 @@ def family_of(user: str) -> str:
 
 
 def read_predictions(path: Path, seed: int) -> dict[str, dict[str, list]]:
-    """{family: {"users": [N], method: [N] correctness}} from a ``prefstream eval --predictions`` file; user ids
-    get the seed in front, so that pooled draws resample their users apart."""
+    """{family: {"users": [N], "labels": [N], method: [N] correctness}} from a ``prefstream eval --predictions``
+    file; user ids get the seed in front, so that pooled draws resample their users apart."""
     out: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     with open(path) as f:
         for line in f:
             r = json.loads(line)
             fam = out[family_of(r["user"])]
             fam["users"].append(f"s{seed}:{r['user']}")
+            fam["labels"].append(r["label"])
             for m in (*METHODS, ABLATED):
                 if m not in r["scores"]:
                     continue

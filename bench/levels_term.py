@@ -27,20 +27,18 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import RESULTS, command_line, machine_facts  # noqa: E402
-from bench.family_seeds import family_of, run_seed  # noqa: E402
+from bench.family_seeds import pooled, read_predictions, run_seed  # noqa: E402
 from bench.quality import CATALOG  # noqa: E402
 from trainer.config import GMTRouterConfig, TrainConfig  # noqa: E402
 from trainer.evaluate import run_evaluation  # noqa: E402
 from trainer.families import write_benchmark  # noqa: E402
 from trainer.history import serving_history  # noqa: E402
-from trainer.metrics import pair_correct, user_bootstrap  # noqa: E402
 
 
 #: variant name -> GMTRouterConfig changes: the levels term with one constant for all LLMs, or with each LLM's own
@@ -63,32 +61,20 @@ def evaluate(kind: str, data: Path, variant: str, out_dir: Path, seed: int = 0) 
             "families": report.get("families"), "predictions": str(preds)}
 
 
-def _correct(path: str, method: str, draw: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(users [N] with the draw in front, labels [N], correctness [N] of ``method``) from a predictions file."""
-    rows = [json.loads(line) for line in open(path)]
-    label = np.array([r["label"] == 1 for r in rows])
-    diff = np.array([r["scores"][method][0] - r["scores"][method][1] for r in rows])
-    return np.array([f"s{draw}:{r['user']}" for r in rows]), label, pair_correct(diff, label)
-
-
 def paired(files: list[tuple[str, str, int]]) -> dict:
     """Per family and overall, over the pooled (without, with, draw) prediction files of the same pairs: each
     side's accuracy and the per-user win count's, and with minus without (points, interval by users)."""
-    cols = []
+    vs_without, vs_count = {}, {}
     for a, b, draw in files:
-        users, label, without = _correct(a, "gmtrouter", draw)
-        users_b, label_b, with_ = _correct(b, "gmtrouter", draw)
-        assert (users == users_b).all() and (label == label_b).all(), "not the same pairs"
-        cols.append((users, without, with_, _correct(a, "per_user_majority", draw)[2]))
-    users, without, with_, count = (np.concatenate(c) for c in zip(*cols))
-    fam = np.array([family_of(u.split(":", 1)[1]) for u in users])
-    out = {}
-    for f in [*sorted(set(fam)), "all"]:
-        m = fam == f if f != "all" else np.ones(len(fam), bool)
-        out[f] = {"without": float(without[m].mean()), "with": float(with_[m].mean()), "count": float(count[m].mean()),
-                  "diff": user_bootstrap(with_[m], without[m], users[m]),
-                  "with_vs_count": user_bootstrap(with_[m], count[m], users[m])}
-    return out
+        pa, pb = read_predictions(Path(a), draw), read_predictions(Path(b), draw)
+        assert all(pa[f][k] == pb.get(f, {}).get(k) for f in pa for k in ("users", "labels")), "not the same pairs"
+        vs_without[draw] = {f: {"users": v["users"], "gmtrouter": pb[f]["gmtrouter"], "defaults": v["gmtrouter"]}
+                            for f, v in pa.items()}
+        vs_count[draw] = {f: {"users": v["users"], "gmtrouter": pb[f]["gmtrouter"],
+                              "per_user_majority": v["per_user_majority"]} for f, v in pa.items()}
+    d, c = pooled(vs_without, "defaults"), pooled(vs_count)
+    return {f: {"without": d[f]["defaults"], "with": d[f]["gmtrouter"], "count": c[f]["per_user_majority"],
+                "diff": d[f]["difference"], "with_vs_count": c[f]["difference"]} for f in d}
 
 
 def report(res: dict) -> str:
