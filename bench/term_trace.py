@@ -78,7 +78,6 @@ def trace_draw(seed: int, data: Path, history: int) -> dict[str, np.ndarray]:
     difference, in `prefstream eval --predictions` order (checked against that file, line by line)."""
     _, preds = run_seed(seed, data, history, [], force=False)
     model = load_checkpoint(model_path(data, TrainConfig(seed=seed))).model
-    torch.set_num_threads(2)
     ds = load_dataset({s: data / f"{s}.jsonl" for s in ("train", "valid", "test")}, CATALOG, progress=False)
     rows = defaultdict(list)
     with open(preds) as f:

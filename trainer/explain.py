@@ -94,9 +94,8 @@ def explain(model: GMTRouter, b: GraphBatch, turn_ids: Sequence[str], chosen: Se
     starts = list(accumulate(b.counts, initial=0))[:-1]  # each request's first candidate
     picked = [off + chosen[r] for r, off in enumerate(starts)]  # each request's chosen candidate
     total, per = pushes(model, b, kept, only=picked)
-    crowd = None
-    if model.crowd_weight is not None and b.crowd is not None:  # [N_c]
-        crowd = (kept["evidence_weights"][:, 3] * b.crowd).detach().numpy()
+    crowd = kept["terms"].get("crowd")  # [N_c] the forward pass's own crowd term, when the model has one
+    crowd = None if crowd is None else crowd.detach().numpy()
     out = []
     for off, n, c in zip(starts, b.counts, picked):
         top = sorted(per.get(c, {}).items(), key=lambda kv: -abs(kv[1]))[:TOP_TURNS]
