@@ -224,15 +224,18 @@ def model_path(data: Path, config) -> Path:
 
 def trained_model(data: Path, ds, config, valid_turns: int):
     """The benchmark's trained GMTRouter: loaded from model_path when bench/quality.py (or an earlier call)
-    left it, else trained with ``config`` and saved there."""
+    left it with the same model config, else trained with ``config`` and saved there."""
     from trainer.checkpoint import load_checkpoint, save_checkpoint
     from trainer.data import config_samples, online_samples
     from trainer.train import fit
 
     path = model_path(data, config)
     if path.exists():
-        print(f"using the trained model {path}", flush=True)
-        return load_checkpoint(path).model
+        model = load_checkpoint(path).model
+        if model.cfg == config.model:
+            print(f"using the trained model {path}", flush=True)
+            return model
+        print(f"{path} was trained with another model config: training again", flush=True)
     res = fit(config_samples(ds, config), online_samples(ds, "valid", turns=valid_turns), config, progress=True,
               llms=ds.llms)
     save_checkpoint(res.model, path, version="eval", train_config=config, llm_catalog=ds.llms)

@@ -71,14 +71,15 @@ def read_predictions(path: Path, seed: int) -> dict[str, dict[str, list]]:
 def run_seed(seed: int, data: Path, history: int, ablations: list[str], force: bool) -> tuple[dict, Path]:
     """Draw the families benchmark with ``seed`` into ``data``, train and score as bench/quality.py does (and the
     named ablations); returns (the draw's summary, its predictions file). A draw already scored with the same
-    history and at least those ablations is read back unless ``force``."""
+    history, at least those ablations and the same model config is read back unless ``force``."""
     preds, done = data / "predictions.jsonl", data / "summary.json"
+    cfg = TrainConfig(seed=seed)
     if done.exists() and preds.exists() and not force:
         summary = json.loads(done.read_text())
-        if summary["history_turns"] == history and set(ablations) <= set(summary["ablations"]):
+        if summary["history_turns"] == history and set(ablations) <= set(summary["ablations"]) \
+                and summary.get("model_config") == cfg.model.to_dict():
             return summary | {"read_back": True}, preds
     write_benchmark("families", data, seed=seed)
-    cfg = TrainConfig(seed=seed)
     report = run_evaluation(*(data / f"{s}.jsonl" for s in ("train", "valid", "test")), catalog=CATALOG,
                             config=cfg, history=history, ablations=ablations,
                             families=json.loads((data / "users.json").read_text()), predictions=preds,
@@ -86,7 +87,8 @@ def run_seed(seed: int, data: Path, history: int, ablations: list[str], force: b
     summary = {"accuracy": report["gmtrouter"]["accuracy"], "history_turns": history,
                "per_user_majority": report["baselines"]["per_user_majority"]["accuracy"],
                "train_seconds": report["gmtrouter"]["train_seconds"], "ablations": report["ablations"],
-               "families": report["families"], "scored_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+               "families": report["families"], "model_config": cfg.model.to_dict(),
+               "scored_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     done.write_text(json.dumps(summary, indent=1) + "\n")
     return summary, preds
 

@@ -13,7 +13,8 @@ This trains GMTRouter with and without it on the families benchmark (draw 0; bot
 on the same test pairs, 95 % interval from resampling whole users) and with it on the default benchmark (against
 bench/results/quality.json's model: the same data and training, as bench/file_order.py's stamped row reproduces).
 ``--variant levels_llm`` gives each LLM its own constant (GMTRouterConfig.level_center_llm: a thumbs-up read against
-how that LLM is rated by everyone); the defaults' predictions from an earlier run are reused (same training).
+how that LLM is rated by everyone). The side without the term (:data:`WITHOUT`, the defaults until session 47) and
+the variant's predictions from an earlier run are reused (same training).
 `prefstream eval`'s defaults otherwise, no ablations, two torch threads. A benchmark, not a test; run it alone (about
 7 minutes a model on 2 cores). One draw is a screen: bench/family_seeds.py pools six for a finding.
 """
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import RESULTS, command_line, machine_facts  # noqa: E402
-from bench.family_seeds import pooled, read_predictions, run_seed  # noqa: E402
+from bench.family_seeds import pooled, read_predictions  # noqa: E402
 from bench.quality import CATALOG  # noqa: E402
 from trainer.config import GMTRouterConfig, TrainConfig  # noqa: E402
 from trainer.evaluate import run_evaluation  # noqa: E402
@@ -43,15 +44,18 @@ from trainer.history import serving_history  # noqa: E402
 
 #: variant name -> GMTRouterConfig changes: the levels term with one constant for all LLMs, or with each LLM's own
 VARIANTS = {"levels": {"levels": True}, "levels_llm": {"levels": True, "level_center_llm": True}}
+#: the side every variant is paired with: GMTRouter without the levels term (the defaults until session 47)
+WITHOUT = {"levels": False, "level_center_llm": False}
 
 
 def evaluate(kind: str, data: Path, variant: str, out_dir: Path, seed: int = 0) -> dict:
-    """run_evaluation of GMTRouter (``variant``: "defaults" or one of :data:`VARIANTS`) on ``kind`` drawn with
-    ``seed`` (also the training seed, as bench/family_seeds.py trains); per-pair predictions go to ``out_dir``."""
+    """run_evaluation of GMTRouter (``variant``: "without" (:data:`WITHOUT`) or one of :data:`VARIANTS`) on
+    ``kind`` drawn with ``seed`` (also the training seed, as bench/family_seeds.py trains); per-pair predictions go
+    to ``out_dir``."""
     write_benchmark(kind, data, seed)
     files = {s: data / f"{s}.jsonl" for s in ("train", "valid", "test")}
     fams = json.loads((data / "users.json").read_text()) if (data / "users.json").exists() else None
-    cfg = TrainConfig(model=dataclasses.replace(GMTRouterConfig(), **VARIANTS.get(variant, {})), seed=seed)
+    cfg = TrainConfig(model=dataclasses.replace(GMTRouterConfig(), **VARIANTS.get(variant, WITHOUT)), seed=seed)
     preds = out_dir / f"{kind}{f'_seed{seed}' if seed else ''}_{variant}.jsonl"
     report = run_evaluation(files["train"], files["valid"], files["test"], config=cfg, history=serving_history(),
                             ablations=False, families=fams, predictions=preds,
@@ -84,10 +88,9 @@ def report(res: dict) -> str:
     which = f"draws {', '.join(map(str, draws))} pooled" if len(draws) > 1 else f"draw {draws[0]}"
     lines = [f"# The levels evidence term{title}: a screen", "", f"`{res['command']}`; load average "
              f"{res['machine']['loadavg_1_5_15'][0]:.2f} at the start, {res['load_end']:.2f} at the end.", "",
-             f"Families benchmark, {which}, paired on the same test pairs (the "
-             "defaults' predictions: draw 0's from this bench's first run, reused, as retraining gives the same score "
-             "on every pair; the other draws' from bench/family_seeds.py). Differences in points, 95 % interval "
-             "from resampling whole users:", "",
+             f"Families benchmark, {which}, paired on the same test pairs (the predictions without the term "
+             "come from this bench's earlier runs where they exist, as retraining gives the same score on every "
+             "pair). Differences in points, 95 % interval from resampling whole users:", "",
              "| family | per-user count | without | with levels | with - without | with - count |",
              "|---|---|---|---|---|---|"]
     for f, r in fam.items():
@@ -102,23 +105,20 @@ def report(res: dict) -> str:
 
 
 def families_pairs(args, work: Path) -> list[tuple[str, str, int]]:
-    """(the defaults' predictions, the variant's, draw) per draw: draw 0 in ``args.data``/families (the defaults'
-    from this bench's first run, reused; the variant's too when pooling draws and an earlier run left them), the
-    others in bench/family_seeds.py's folders (its predictions)."""
+    """(the predictions without the term, the variant's, draw) per draw: draw 0 in ``args.data``/families, the
+    others in bench/family_seeds.py's folders. Either side's file is reused when an earlier run of this bench left it
+    (retraining gives the same score on every pair); the variant's only when pooling draws."""
     files = []
     for d in args.draws:
-        if d == 0:
-            without = work / "families_defaults.jsonl"  # retraining gives the same score on every pair
-            if not without.exists():
-                evaluate("families", args.data / "families", "defaults", work)
-            with_ = work / f"families_{args.variant}.jsonl"  # draw 0's variant, when an earlier run left it
-            if args.draws == [0] or not with_.exists():
-                with_ = Path(evaluate("families", args.data / "families", args.variant, work)["predictions"])
-            files.append((str(without), str(with_), 0))
-            continue
-        folder = args.seeds / f"seed{d}"
-        _, without = run_seed(d, folder, serving_history(), [], force=False)
-        files.append((str(without), evaluate("families", folder, args.variant, work, seed=d)["predictions"], d))
+        folder = args.data / "families" if d == 0 else args.seeds / f"seed{d}"
+        stem = "families" + (f"_seed{d}" if d else "")
+        without = work / f"{stem}_without.jsonl"
+        if not without.exists():
+            evaluate("families", folder, "without", work, seed=d)
+        with_ = work / f"{stem}_{args.variant}.jsonl"
+        if args.draws == [0] or not with_.exists():
+            with_ = Path(evaluate("families", folder, args.variant, work, seed=d)["predictions"])
+        files.append((str(without), str(with_), d))
     return files
 
 

@@ -29,8 +29,9 @@ class GMTRouterConfig:
     #                             (the text similarity times a learned power of the topics' similarity)
     counts: bool = True  # the same over all of the user's past queries (a per-user win count)
     # the user's ratings of the candidate at their own level (a thumbs-up, a score) minus a learned constant, the
-    # older ones down-weighted by a learned recency: what a rating says beyond beating its sibling (off: session 45)
-    levels: bool = False
+    # older ones down-weighted by a learned recency: what a rating says beyond beating its sibling
+    # (bench/results/levels_term_draws.md, quality.md)
+    levels: bool = True
     # the levels term's constant is the LLM's own, c_m = sigmoid(shared + a linear map of the LLM's input), so a
     # thumbs-up reads against how that LLM is rated by everyone, not against one level for all LLMs
     level_center_llm: bool = False

@@ -9,7 +9,7 @@ through paths whose sign is fixed.
                    + a_count(u) * counts_u(m)            the same over all of u's past queries
                    + a_conv(u) * conversation_u(m)       m's rating on the previous turn of this conversation
                    + a_crowd(u) * crowd(q, m | not u)    other users' centred ratings of m on this same query text
-                   + a_level(u) * levels_u(m)            u's recent ratings of m at their level (cfg.levels, off)
+                   + a_level(u) * levels_u(m)            u's recent ratings of m at their level (cfg.levels)
 
     h_u = HGT(user's turns, their queries, LLMs and conversation chain; NOT their rating values)
     a_*(u) = softplus(shared + linear(h_u, log(1 + turns of u)))   how much this kind of user's evidence counts
