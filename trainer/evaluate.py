@@ -28,7 +28,8 @@ from trainer.train import FitResult, TrainConfig, fit, score_samples
 
 COLD_START_K = (0, 1, 3, 5, 10)
 #: the model without any of the user's own evidence: only the HGT and the global head
-_HGT_ONLY = {"personal": False, "memory": False, "counts": False, "conversation": False, "crowd": False}
+_HGT_ONLY = {"personal": False, "memory": False, "counts": False, "conversation": False, "crowd": False,
+             "levels": False}
 #: ablation name -> GMTRouterConfig changes (bench/results/quality.json "ablations")
 ABLATIONS = {
     "no_hgt": {"use_hgt": False},  # user state zero: global head + posterior + evidence terms; gates see turns only
@@ -37,6 +38,7 @@ ABLATIONS = {
     "no_personal": {"personal": False},  # no Bradley-Terry posterior (the old design's "ridge")
     "no_conversation": {"conversation": False},
     "no_crowd": {"crowd": False},  # no other users' ratings of the same query text
+    "no_levels": {"levels": False},  # no ratings read at their level (the defaults until session 47)
     "dot_head": {"head": "dot"},
 }
 #: diagnostics, not ablations (reported beside them when asked for): the HGT reads the ratings (response nodes),

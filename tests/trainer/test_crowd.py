@@ -162,15 +162,16 @@ def test_each_ablation_builds_the_intended_modules():
                                           **change))
         return {"hgt": m.encoder is not None, "personal": hasattr(m, "pref"), "memory": m.memory is not None,
                 "counts": m.counts is not None, "conversation": m.conv_weight is not None,
-                "crowd": m.crowd_weight is not None, "dot": type(m.head).__name__ == "DotHead",
+                "crowd": m.crowd_weight is not None, "levels": m.levels is not None,
+                "dot": type(m.head).__name__ == "DotHead",
                 "hgt_reads_ratings": m.encoder is not None and m.encoder.rated is not None}
 
     full = built({})
     assert full == {"hgt": True, "personal": True, "memory": True, "counts": True, "conversation": True,
-                    "crowd": True, "dot": False, "hgt_reads_ratings": False}
-    removed = {"no_hgt": {"hgt"}, "hgt_only": {"personal", "memory", "counts", "conversation", "crowd"},
+                    "crowd": True, "levels": True, "dot": False, "hgt_reads_ratings": False}
+    removed = {"no_hgt": {"hgt"}, "hgt_only": {"personal", "memory", "counts", "conversation", "crowd", "levels"},
                "no_memory": {"memory", "counts"}, "no_personal": {"personal"}, "no_conversation": {"conversation"},
-               "no_crowd": {"crowd"}}
+               "no_crowd": {"crowd"}, "no_levels": {"levels"}}
     assert set(ABLATIONS) == set(removed) | {"dot_head"}
     assert set(DIAGNOSTICS) == {"hgt_sees_ratings", "hgt_sees_ratings_only"}
     for name, change in (ABLATIONS | DIAGNOSTICS).items():
