@@ -2,10 +2,12 @@
 
     python bench/term_trace.py                  # draws 0 and 1 -> bench/results/term_trace.{json,md}
     python bench/term_trace.py --draws 0        # one draw (a screen)
+    python bench/term_trace.py --draws 0 1 2 3 4 5 --out bench/results/term_trace_levels.json   # session 47's defaults
 
 GMTRouter's score of a candidate is a sum of parts (GMTRouter.forward keeps them as "terms"): the global head, the
 Bayesian posterior over the user's comparisons, the memory of similar queries' ratings, the per-LLM rating counts,
-the previous turn of the conversation and the crowd (other users' ratings of the same query). The per-user weights
+the previous turn of the conversation, the crowd (other users' ratings of the same query) and, on by default since
+session 47, the levels (the user's ratings of the candidate at their own level). The per-user weights
 of all but the head are rating-blind, so one set of weights serves users with noisy and with clean ratings alike.
 bench/family_learner.md found GMTRouter behind the per-user win count on noisy users, where a learner that knows
 the generator and reads the comparisons with the same recency is level with it. This bench traces where the
