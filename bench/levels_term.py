@@ -48,6 +48,11 @@ VARIANTS = {"levels": {"levels": True}, "levels_llm": {"levels": True, "level_ce
 WITHOUT = {"levels": False, "level_center_llm": False}
 
 
+def predictions_file(out_dir: Path, kind: str, variant: str, seed: int = 0) -> Path:
+    """Where :func:`evaluate` writes ``variant``'s per-pair predictions on ``kind`` drawn with ``seed``."""
+    return out_dir / f"{kind}{f'_seed{seed}' if seed else ''}_{variant}.jsonl"
+
+
 def evaluate(kind: str, data: Path, variant: str, out_dir: Path, seed: int = 0) -> dict:
     """run_evaluation of GMTRouter (``variant``: "without" (:data:`WITHOUT`) or one of :data:`VARIANTS`) on
     ``kind`` drawn with ``seed`` (also the training seed, as bench/family_seeds.py trains); per-pair predictions go
@@ -55,8 +60,9 @@ def evaluate(kind: str, data: Path, variant: str, out_dir: Path, seed: int = 0) 
     write_benchmark(kind, data, seed)
     files = {s: data / f"{s}.jsonl" for s in ("train", "valid", "test")}
     fams = json.loads((data / "users.json").read_text()) if (data / "users.json").exists() else None
-    cfg = TrainConfig(model=dataclasses.replace(GMTRouterConfig(), **VARIANTS.get(variant, WITHOUT)), seed=seed)
-    preds = out_dir / f"{kind}{f'_seed{seed}' if seed else ''}_{variant}.jsonl"
+    change = {"without": WITHOUT, **VARIANTS}[variant]
+    cfg = TrainConfig(model=dataclasses.replace(GMTRouterConfig(), **change), seed=seed)
+    preds = predictions_file(out_dir, kind, variant, seed)
     report = run_evaluation(files["train"], files["valid"], files["test"], config=cfg, history=serving_history(),
                             ablations=False, families=fams, predictions=preds,
                             catalog=CATALOG if kind == "families" else data / "llm_catalog.json")
@@ -111,13 +117,12 @@ def families_pairs(args, work: Path) -> list[tuple[str, str, int]]:
     files = []
     for d in args.draws:
         folder = args.data / "families" if d == 0 else args.seeds / f"seed{d}"
-        stem = "families" + (f"_seed{d}" if d else "")
-        without = work / f"{stem}_without.jsonl"
+        without = predictions_file(work, "families", "without", d)
         if not without.exists():
             evaluate("families", folder, "without", work, seed=d)
-        with_ = work / f"{stem}_{args.variant}.jsonl"
+        with_ = predictions_file(work, "families", args.variant, d)
         if args.draws == [0] or not with_.exists():
-            with_ = Path(evaluate("families", folder, args.variant, work, seed=d)["predictions"])
+            evaluate("families", folder, args.variant, work, seed=d)
         files.append((str(without), str(with_), d))
     return files
 
