@@ -18,7 +18,15 @@ each term between the two answers, then reports per family:
 - the accuracy of the terms refitted per family (logistic regression on the term differences, no intercept,
   two folds of users: each fold is scored by weights fitted on the other), alone and with the per-user win
   count's difference as one more input. This is an oracle that knows each user's family; it says whether the
-  terms carry what the family needs and only their weights are wrong, not a router.
+  terms carry what the family needs and only their weights are wrong, not a router;
+- the same refit once over every family's pairs (two folds of users): what other weights would give a router that
+  cannot tell the families apart, still fitted on the test pairs (an oracle of the weighting, not of the family);
+- the same refit once per feedback kind (pairwise, thumbs, score; each user gives one kind in this benchmark), over
+  every family: what weights per kind would give. A router knows the kind of each feedback event (prefstream.events
+  Signal), though the graph keeps only the rating; the benchmark files do not carry it, so it is read from the
+  generator here;
+- the trained per-user evidence weights (what the gates read from the HGT state and the history length), averaged
+  per family: which users the trained model already tells apart.
 The draws are trained as bench/family_seeds.py does (and reuse its files and models when it left them), with
 `prefstream eval`'s defaults and no ablations. A benchmark, not a test; run it alone (each draw it trains takes
 minutes on 2 cores).
@@ -47,18 +55,21 @@ from bench.quality import CATALOG  # noqa: E402
 from trainer.checkpoint import load_checkpoint  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.data import iter_online_samples, load_dataset  # noqa: E402
+from trainer.families import make_simulator  # noqa: E402
 from trainer.history import serving_history  # noqa: E402
 from trainer.metrics import pair_correct, pairs, user_bootstrap  # noqa: E402
 from trainer.model import GMTRouter  # noqa: E402
 from trainer.train import make_batch  # noqa: E402
 
 TERMS = ("head", "posterior", "memory", "counts", "conversation", "crowd", "levels")
+WEIGHTED = ("memory", "counts", "conversation", "crowd", "levels")  # GMTRouter.evidence_weights' columns, in order
 COUNT = "per_user_majority"
 
 
 @torch.no_grad()
 def term_scores(model: GMTRouter, samples, chunk: int = 256):
-    """Yield (group, {term: [K] scores}) for every target group, the terms as the model's forward keeps them."""
+    """Yield (group, {term: [K] scores}, [K, n_terms] evidence weights) for every target group, the terms and the
+    user's evidence weights (GMTRouter.evidence_weights, one row per candidate) as the model's forward keeps them."""
     buf = []
     for s in [*samples, None]:
         if s is not None:
@@ -70,8 +81,9 @@ def term_scores(model: GMTRouter, samples, chunk: int = 256):
         model(b, keep=kept)
         cuts = np.cumsum(b.counts)[:-1]
         parts = {k: np.split(v.numpy().astype(np.float64), cuts) for k, v in kept["terms"].items()}
+        weights = np.split(kept["evidence_weights"].numpy().astype(np.float64), cuts)
         for i, g in enumerate(x for y in buf for x in y.targets):
-            yield g, {k: v[i] for k, v in parts.items()}
+            yield g, {k: v[i] for k, v in parts.items()}, weights[i]
         buf = []
 
 
@@ -80,10 +92,11 @@ def trace_draw(seed: int, data: Path, history: int) -> dict[str, np.ndarray]:
     difference, in `prefstream eval --predictions` order (checked against that file, line by line)."""
     _, preds = run_seed(seed, data, history, [], force=False)
     model = load_checkpoint(model_path(data, TrainConfig(seed=seed))).model
+    kinds = {u.user_id: u.feedback for u in make_simulator("families", seed).users}  # the draw's users, regenerated
     ds = load_dataset({s: data / f"{s}.jsonl" for s in ("train", "valid", "test")}, CATALOG, progress=False)
     rows = defaultdict(list)
     with open(preds) as f:
-        for g, terms in term_scores(model, iter_online_samples(ds, "test", turns=history)):
+        for g, terms, weights in term_scores(model, iter_online_samples(ds, "test", turns=history)):
             for a, b in pairs(g):
                 p = json.loads(next(f))
                 assert (p["user"], p["llm_a"], p["llm_b"]) == (g.user_id, g.llm_ids[a], g.llm_ids[b]), p
@@ -92,11 +105,14 @@ def trace_draw(seed: int, data: Path, history: int) -> dict[str, np.ndarray]:
                 assert abs(total - (ga - gb)) < 1e-3 * (1 + abs(total)), (total, ga - gb)
                 rows["users"].append(f"s{seed}:{g.user_id}")
                 rows["family"].append(family_of(g.user_id))
+                rows["kind"].append(kinds[g.user_id])
                 rows["label"].append(p["label"] == 1)
                 for k in TERMS:
                     rows[k].append(terms[k][a] - terms[k][b] if k in terms else 0.0)
                 ca, cb = p["scores"][COUNT]
                 rows[COUNT].append(ca - cb)
+                for k, name in enumerate(WEIGHTED):  # the user's weights (rating-blind: the same for a and b)
+                    rows[f"weight {name}"].append(weights[a, k] if k < weights.shape[1] else 0.0)
     return {k: np.array(v) for k, v in rows.items()}
 
 
@@ -115,6 +131,14 @@ def refit(x: np.ndarray, y: np.ndarray, users: np.ndarray) -> tuple[np.ndarray, 
 def analyse(cols: dict[str, np.ndarray]) -> dict:
     """Per family (and "all"): the accuracies, the term magnitudes and the refits (see the module docstring)."""
     present = [k for k in TERMS if np.any(cols[k] != 0)]
+    # one refit for every family at once: what reweighting the terms gives without knowing the family
+    x_all = np.stack([cols[k] for k in present], axis=1)
+    once, _ = refit(x_all, cols["label"], cols["users"])
+    per_kind, kind_weights = np.zeros(len(once)), {}  # one refit per feedback kind, over every family
+    for kind in sorted(set(cols["kind"])):
+        k = cols["kind"] == kind
+        per_kind[k], w = refit(x_all[k], cols["label"][k], cols["users"][k])
+        kind_weights[kind] = dict(zip(present, map(float, w)))
     out = {}
     for fam in [*sorted(set(cols["family"])), "all"]:
         m = cols["family"] == fam if fam != "all" else np.ones(len(cols["label"]), bool)
@@ -128,6 +152,8 @@ def analyse(cols: dict[str, np.ndarray]) -> dict:
         x = np.stack([d[k] for k in present], axis=1)
         scored["terms refitted for the family"], w = refit(x, y, users)
         scored["terms and count refitted for the family"], wc = refit(np.c_[x, d[COUNT]], y, users)
+        scored["terms refitted once for all families"] = once[m]
+        scored["terms refitted per feedback kind"] = per_kind[m]
         out[fam] = {
             "pairs": int(m.sum()), "users": int(len(set(users))), "count": float(count.mean()),
             "accuracy": {k: float(v.mean()) for k, v in scored.items()},
@@ -137,7 +163,10 @@ def analyse(cols: dict[str, np.ndarray]) -> dict:
                            for k in present},
             "refit_weights": dict(zip(present, map(float, w))),
             "refit_weights_with_count": dict(zip([*present, COUNT], map(float, wc))),
+            "evidence_weights": {k: float(cols[f"weight {k}"][m].mean()) for k in WEIGHTED if f"weight {k}" in cols},
+            "kinds": {kind: int(np.sum(cols["kind"][m] == kind)) for kind in kind_weights},
         }
+    out["all"]["kind_refit_weights"] = kind_weights
     return out
 
 
@@ -147,8 +176,8 @@ def markdown(res: dict) -> str:
     lines = ["# GMTRouter's terms, family by family", "",
              f"`{res['command']}`; draws {res['draws']}; load average {res['machine']['loadavg_1_5_15'][0]:.2f} at "
              f"the start, {res['loadavg_end'][0]:.2f} at the end. Accuracy on the test pairs, then points against "
-             "the per-user win count with a 95 % interval from resampling whole users. The refits are oracles that "
-             "know each user's family (module docstring).", "",
+             "the per-user win count with a 95 % interval from resampling whole users. The refits are oracles "
+             "fitted on the test pairs; those \"for the family\" also know each user's family (module docstring).", "",
              "| scorer | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     lines.append("| per-user win count | " + " | ".join(f"{fams[f]['count']:.4f}" for f in names) + " |")
     for k in fams["all"]["accuracy"]:
@@ -168,8 +197,21 @@ def markdown(res: dict) -> str:
               "trained):", "", "| term | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for k in fams["all"]["refit_weights"]:
         lines.append(f"| {k} | " + " | ".join(f"{fams[f]['refit_weights'][k]:.2f}" for f in names) + " |")
-    lines += ["", "| family | pairs | users |", "|---|---|---|"]
-    lines += [f"| {f} | {fams[f]['pairs']} | {fams[f]['users']} |" for f in names]
+    if "evidence_weights" in fams["all"]:
+        lines += ["", "The trained per-user evidence weights (GMTRouter.evidence_weights, 4 softplus(shared + gate(HGT "
+                  "state, history length)), rating-blind), mean over the family's test pairs:", "",
+                  "| weight | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for k in fams["all"]["evidence_weights"]:
+            lines.append(f"| {k} | " + " | ".join(f"{fams[f]['evidence_weights'][k]:.2f}" for f in names) + " |")
+    kw = fams["all"].get("kind_refit_weights", {})
+    if kw:
+        lines += ["", "Refitted weights per feedback kind (fitted on all of the kind's pairs, every family):", "",
+                  "| term | " + " | ".join(kw) + " |", "|---|" + "---|" * len(kw)]
+        for k in fams["all"]["refit_weights"]:
+            lines.append(f"| {k} | " + " | ".join(f"{kw[kind][k]:.2f}" for kind in kw) + " |")
+    lines += ["", "| family | pairs | users | pairs by feedback kind |", "|---|---|---|---|"]
+    lines += [f"| {f} | {fams[f]['pairs']} | {fams[f]['users']} | "
+              + ", ".join(f"{k} {n}" for k, n in fams[f].get("kinds", {}).items()) + " |" for f in names]
     return "\n".join(lines) + "\n"
 
 
