@@ -31,6 +31,14 @@ from prefstream.procs import Proc, free_port, stop  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 CLK = os.sysconf("SC_CLK_TCK")
+#: the LLM catalog of the families benchmark (trainer/families.py) and of `prefstream eval --catalog` on other data
+CATALOG = ROOT.parent / "shared" / "data" / "llmrouter" / "llm_candidates.json"
+
+
+def catalog_for(kind: str, data: Path) -> Path:
+    """The LLM catalog a benchmark's files in ``data`` are read with: the shared :data:`CATALOG` for the families
+    generator, the one the default simulator wrote beside its files otherwise."""
+    return CATALOG if kind == "families" else data / "llm_catalog.json"
 
 
 def clean_env() -> None:

@@ -30,8 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import RESULTS, command_line, machine_facts, write_results  # noqa: E402
-from bench.quality import CATALOG  # noqa: E402
+from bench.common import RESULTS, catalog_for, command_line, machine_facts, write_results  # noqa: E402
 from trainer.baselines import PerUserMajority  # noqa: E402
 from trainer.checkpoint import load_checkpoint  # noqa: E402
 from trainer.data import load_dataset, online_samples  # noqa: E402
@@ -116,7 +115,7 @@ def main() -> int:
     for kind in args.benchmarks.split(","):
         data = args.data / kind
         fams = json.loads((data / "users.json").read_text()) if (data / "users.json").exists() else {}
-        rows = scored_pairs(data, CATALOG if kind == "families" else data / "llm_catalog.json")
+        rows = scored_pairs(data, catalog_for(kind, data))
         train = np.array([p for _, _, split, ps in rows if split == "train" for p in ps])
         a, b = calibration(train[:, 0], train[:, 2]), calibration(train[:, 1], train[:, 2])
         res["benchmarks"][kind] = {"calibration": [a, b], "settings": {

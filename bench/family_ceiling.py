@@ -32,8 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import RESULTS, command_line, machine_facts  # noqa: E402
-from bench.quality import CATALOG  # noqa: E402
+from bench.common import CATALOG, RESULTS, command_line, machine_facts  # noqa: E402
 from trainer.baselines import PerUserMajority  # noqa: E402
 from trainer.checkpoint import load_checkpoint  # noqa: E402
 from trainer.data import load_dataset, online_samples  # noqa: E402

@@ -33,8 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import RESULTS, command_line, machine_facts, model_path  # noqa: E402
-from bench.quality import CATALOG  # noqa: E402
+from bench.common import CATALOG, RESULTS, command_line, machine_facts, model_path  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.evaluate import run_evaluation  # noqa: E402
 from trainer.families import write_benchmark  # noqa: E402

@@ -40,11 +40,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import RESULTS, command_line, machine_facts  # noqa: E402
+from bench.common import CATALOG, RESULTS, command_line, machine_facts  # noqa: E402
 from bench.family_learner import (LENIENCY_PRIOR, QUALITY_PRIOR, Observations, levels_fit,  # noqa: E402
                                   order_fit, pooled, preamble, vs_count_table, window)
 from bench.family_seeds import family_of  # noqa: E402
-from bench.quality import CATALOG  # noqa: E402
 from bench.quality_ceiling import task_means  # noqa: E402
 from trainer.baselines import PerUserMajority  # noqa: E402
 from trainer.data import load_dataset, online_samples  # noqa: E402

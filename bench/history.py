@@ -31,7 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.graph_store import Data, bulk_load, read_latency  # noqa: E402
 from bench.common import command_line, machine_facts, trained_model  # noqa: E402
-from bench.quality import CATALOG, simulate  # noqa: E402
+from bench.common import catalog_for  # noqa: E402
+from bench.quality import simulate  # noqa: E402
 from trainer.baselines import PerUserMajority  # noqa: E402
 from trainer.data import iter_online_samples, load_dataset, online_samples  # noqa: E402
 from trainer.evaluate import score_stream  # noqa: E402
@@ -50,7 +51,7 @@ def accuracy_curve(kind: str, data_root: Path, lengths: list[int], seed: int) ->
     data = data_root / kind
     simulate(kind, data, seed)
     files = {s: data / f"{s}.jsonl" for s in ("train", "valid", "test")}
-    ds = load_dataset(files, CATALOG if kind == "families" else data / "llm_catalog.json", progress=False)
+    ds = load_dataset(files, catalog_for(kind, data), progress=False)
     cfg = TrainConfig(seed=seed)
     model = trained_model(data, ds, cfg, serving_history())
     count = PerUserMajority().fit(ds)

@@ -33,9 +33,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import RESULTS, command_line, machine_facts  # noqa: E402
+from bench.common import RESULTS, catalog_for, command_line, machine_facts  # noqa: E402
 from bench.family_seeds import pooled, read_predictions  # noqa: E402
-from bench.quality import CATALOG  # noqa: E402
 from trainer.config import GMTRouterConfig, TrainConfig  # noqa: E402
 from trainer.evaluate import run_evaluation  # noqa: E402
 from trainer.families import write_benchmark  # noqa: E402
@@ -65,7 +64,7 @@ def evaluate(kind: str, data: Path, variant: str, out_dir: Path, seed: int = 0) 
     preds = predictions_file(out_dir, kind, variant, seed)
     report = run_evaluation(files["train"], files["valid"], files["test"], config=cfg, history=serving_history(),
                             ablations=False, families=fams, predictions=preds,
-                            catalog=CATALOG if kind == "families" else data / "llm_catalog.json")
+                            catalog=catalog_for(kind, data))
     return {"accuracy": report["gmtrouter"]["accuracy"], "auc": report["gmtrouter"]["auc"],
             "count": report["baselines"]["per_user_majority"]["accuracy"],
             "families": report.get("families"), "predictions": str(preds)}

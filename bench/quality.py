@@ -27,7 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import model_path  # noqa: E402
+from bench.common import catalog_for, model_path  # noqa: E402
 from trainer.data import config_samples, load_dataset, online_samples  # noqa: E402
 from trainer.evaluate import best_baseline, run_evaluation  # noqa: E402
 from trainer.families import make_simulator  # noqa: E402
@@ -36,7 +36,6 @@ from trainer.model import GMTRouter, GMTRouterConfig  # noqa: E402
 from trainer.report import plot, table  # noqa: E402
 from trainer.train import TrainConfig, llm_table, pair_loss, training_batch  # noqa: E402
 
-CATALOG = ROOT.parent / "shared" / "data" / "llmrouter" / "llm_candidates.json"
 
 
 def step_time(ds, cfg: TrainConfig, users: int = 1000, repeats: int = 3) -> dict:
@@ -98,7 +97,7 @@ def evaluate(kind: str, args, history: int) -> tuple[dict, dict]:
     ceilings = simulate(kind, data, args.seed)
     files = {s: data / f"{s}.jsonl" for s in ("train", "valid", "test")}
     fams = json.loads((data / "users.json").read_text()) if (data / "users.json").exists() else None
-    catalog = CATALOG if kind == "families" else data / "llm_catalog.json"
+    catalog = catalog_for(kind, data)
     cfg = TrainConfig(model=GMTRouterConfig(), seed=args.seed, steps=args.steps)
     ablate = not args.no_ablations and kind in args.ablations_on.split(",")
     report = run_evaluation(files["train"], files["valid"], files["test"], catalog=catalog, config=cfg,
@@ -130,8 +129,7 @@ def main() -> int:
     md = ["# Quality benchmark\n", f"Command: `{out['command']}`\n"]
     for kind in args.benchmarks.split(","):
         report, files = evaluate(kind, args, history)
-        ds = load_dataset(files, CATALOG if kind == "families" else files["train"].parent / "llm_catalog.json",
-                          progress=False)
+        ds = load_dataset(files, catalog_for(kind, files["train"].parent), progress=False)
         bb_name, bb = best_baseline(report)
         summary = {k: report[k] for k in ("gmtrouter", "baselines", "ablations", "slices", "cold_start", "data",
                                           "ceilings", "train_config", "cost_quality", "families",

@@ -25,14 +25,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import command_line, machine_facts  # noqa: E402
+from bench.common import catalog_for, command_line, machine_facts  # noqa: E402
 from bench.quality_ci import benchmark  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.evaluate import run_evaluation  # noqa: E402
 from trainer.families import write_benchmark  # noqa: E402
 from trainer.history import serving_history  # noqa: E402
 
-CATALOG = ROOT.parent / "shared" / "data" / "llmrouter" / "llm_candidates.json"
 RESULTS = ROOT / "bench" / "results"
 SHORT = {"turns_min": 20, "turns_max": 35}
 #: name -> (generator, size overrides); the seed comes from --seed
@@ -49,7 +48,7 @@ def run_one(name: str, args) -> dict:
     fams = json.loads((data / "users.json").read_text()) if generator == "families" else None
     preds = data / "predictions.jsonl"
     t0 = time.perf_counter()
-    catalog = CATALOG if generator == "families" else data / "llm_catalog.json"  # as bench/quality.py
+    catalog = catalog_for(generator, data)
     report = run_evaluation(files["train"], files["valid"], files["test"], catalog=catalog,
                             config=TrainConfig(), history=serving_history(), ablations=False, families=fams,
                             predictions=preds, progress=False)

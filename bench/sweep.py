@@ -34,12 +34,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import command_line  # noqa: E402
+from bench.common import catalog_for, command_line  # noqa: E402
 from trainer.config import GMTRouterConfig, TrainConfig  # noqa: E402
 from trainer.families import write_benchmark  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-CATALOG = ROOT.parent / "shared" / "data" / "llmrouter" / "llm_candidates.json"
 KINDS = ("default", "families")
 #: variant -> (GMTRouterConfig changes, TrainConfig changes); the issue's list, most informative first
 VARIANTS: dict[str, tuple[dict, dict]] = {
@@ -140,7 +139,7 @@ def run_variant(kind: str, name: str, data: Path, pairs_dir: Path) -> dict:
 
     cfg, history = variant_config(name), serving_history()
     ds = load_dataset({s: data / f"{s}.jsonl" for s in ("train", "valid", "test")},
-                      CATALOG if kind == "families" else data / "llm_catalog.json", progress=False,
+                      catalog_for(kind, data), progress=False,
                       crowd=CROWD.get(name, "train"))
     t0 = time.perf_counter()
     res = fit(config_samples(ds, cfg), online_samples(ds, "valid", turns=history), cfg, progress=False,

@@ -49,9 +49,8 @@ from sklearn.linear_model import LogisticRegression
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import RESULTS, command_line, machine_facts, model_path, write_json  # noqa: E402
+from bench.common import CATALOG, RESULTS, command_line, machine_facts, model_path, write_json  # noqa: E402
 from bench.family_seeds import family_of, run_seed  # noqa: E402
-from bench.quality import CATALOG  # noqa: E402
 from trainer.checkpoint import load_checkpoint  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.data import iter_online_samples, load_dataset  # noqa: E402

@@ -28,8 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import RESULTS, command_line, machine_facts, write_results  # noqa: E402
-from bench.quality import CATALOG  # noqa: E402
+from bench.common import RESULTS, catalog_for, command_line, machine_facts, write_results  # noqa: E402
 from bench.quality_ci import load  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.evaluate import run_evaluation  # noqa: E402
@@ -49,7 +48,7 @@ def train_seed(kind: str, data: Path, work: Path, seed: int, force: bool) -> Pat
     work.mkdir(parents=True, exist_ok=True)
     fams = data / "users.json"
     run_evaluation(*(data / f"{s}.jsonl" for s in ("train", "valid", "test")),
-                   catalog=CATALOG if kind == "families" else data / "llm_catalog.json", config=cfg,
+                   catalog=catalog_for(kind, data), config=cfg,
                    history=serving_history(), ablations=False, predictions=preds,
                    families=json.loads(fams.read_text()) if fams.exists() else None)
     meta.write_text(json.dumps(cfg.to_dict()))
