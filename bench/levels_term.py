@@ -3,6 +3,7 @@
     python bench/levels_term.py                          # -> bench/results/levels_term.{json,md}
     python bench/levels_term.py --variant levels_llm     # -> bench/results/levels_term_levels_llm.{json,md}
     python bench/levels_term.py --draws 0 1 2 3 4 5 --no-default   # -> bench/results/levels_term_draws.{json,md}
+    python bench/levels_term.py --variant leniency       # -> bench/results/levels_term_leniency.{json,md}
 
 bench/family_select.py found that a learner knowing the second benchmark's generator is ahead of the per-user win
 count on noisy users only when it reads every thumb and score at its level, with the recency drifting users need.
@@ -13,7 +14,9 @@ This trains GMTRouter with and without it on the families benchmark (draw 0; bot
 on the same test pairs, 95 % interval from resampling whole users) and with it on the default benchmark (against
 bench/results/quality.json's model: the same data and training, as bench/file_order.py's stamped row reproduces).
 ``--variant levels_llm`` gives each LLM its own constant (GMTRouterConfig.level_center_llm: a thumbs-up read against
-how that LLM is rated by everyone). The side without the term (:data:`WITHOUT`, the defaults until session 47) and
+how that LLM is rated by everyone). ``--variant leniency`` also reads each rating against the user's own level over
+all LLMs (GMTRouterConfig.level_leniency: a lenient user's thumbs-ups say less), paired with the levels term alone.
+The side without the term (:data:`WITHOUT`, the defaults until session 47; :data:`BASE` names each variant's) and
 the variant's predictions from an earlier run are reused (same training).
 `prefstream eval`'s defaults otherwise, no ablations, two torch threads. A benchmark, not a test; run it alone (about
 7 minutes a model on 2 cores). One draw is a screen: bench/family_seeds.py pools six for a finding.
@@ -41,10 +44,15 @@ from trainer.families import write_benchmark  # noqa: E402
 from trainer.history import serving_history  # noqa: E402
 
 
-#: variant name -> GMTRouterConfig changes: the levels term with one constant for all LLMs, or with each LLM's own
-VARIANTS = {"levels": {"levels": True}, "levels_llm": {"levels": True, "level_center_llm": True}}
-#: the side every variant is paired with: GMTRouter without the levels term (the defaults until session 47)
-WITHOUT = {"levels": False, "level_center_llm": False}
+#: variant name -> GMTRouterConfig changes: the levels term with one constant for all LLMs, with each LLM's own, or
+#: with one constant and each rating also read against the user's own level (GMTRouterConfig.level_leniency)
+VARIANTS = {"levels": {"levels": True, "level_leniency": False},
+            "levels_llm": {"levels": True, "level_center_llm": True},
+            "leniency": {"levels": True, "level_leniency": True}}
+#: the side a variant is paired with: GMTRouter without the levels term (the defaults until session 47), or for
+#: ``leniency`` the levels term without the user's level (the defaults since session 47)
+WITHOUT = {"levels": False, "level_center_llm": False, "level_leniency": False}
+BASE = {"levels": "without", "levels_llm": "without", "leniency": "levels"}
 
 
 def predictions_file(out_dir: Path, kind: str, variant: str, seed: int = 0) -> Path:
@@ -88,7 +96,10 @@ def paired(files: list[tuple[str, str, int]]) -> dict:
 
 def report(res: dict) -> str:
     fam = res["families_paired"]
-    title = {"levels": "", "levels_llm": " with each LLM's own constant"}[res.get("variant", "levels")]
+    variant = res.get("variant", "levels")
+    title = {"levels": "", "levels_llm": " with each LLM's own constant",
+             "leniency": " read against the user's own level"}[variant]
+    base, name = ("levels", "with the user's level") if variant == "leniency" else ("without", "with levels")
     draws = res.get("draws", [0])
     which = f"draws {', '.join(map(str, draws))} pooled" if len(draws) > 1 else f"draw {draws[0]}"
     lines = [f"# The levels evidence term{title}: a screen", "", f"`{res['command']}`; load average "
@@ -96,7 +107,7 @@ def report(res: dict) -> str:
              f"Families benchmark, {which}, paired on the same test pairs (the predictions without the term "
              "come from this bench's earlier runs where they exist, as retraining gives the same score on every "
              "pair). Differences in points, 95 % interval from resampling whole users:", "",
-             "| family | per-user count | without | with levels | with - without | with - count |",
+             f"| family | per-user count | {base} | {name} | with - {base} | with - count |",
              "|---|---|---|---|---|---|"]
     for f, r in fam.items():
         cells = [f"{100 * d['diff']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]"
@@ -104,21 +115,26 @@ def report(res: dict) -> str:
         lines.append(f"| {f} | {r['count']:.4f} | {r['without']:.4f} | {r['with']:.4f} | {cells[0]} | {cells[1]} |")
     d = res.get("default")
     if d:
-        lines += ["", f"Default benchmark: with levels {d['accuracy']:.4f} (AUC {d['auc']:.4f}); without "
+        lines += ["", f"Default benchmark: {name} {d['accuracy']:.4f} (AUC {d['auc']:.4f}); {base} "
                   f"(quality.json) {res['default_without']:.4f}; per-user count {d['count']:.4f}."]
+        if "default_paired" in res:
+            p = res["default_paired"]["diff"]
+            lines[-1] += f" With - {base}, same pairs: {100 * p['diff']:+.2f} [{100 * p['low']:+.2f}, " \
+                         f"{100 * p['high']:+.2f}] points."
     return "\n".join(lines) + "\n"
 
 
 def families_pairs(args, work: Path) -> list[tuple[str, str, int]]:
-    """(the predictions without the term, the variant's, draw) per draw: draw 0 in ``args.data``/families, the
-    others in bench/family_seeds.py's folders. Either side's file is reused when an earlier run of this bench left it
-    (retraining gives the same score on every pair); the variant's only when pooling draws."""
+    """(the predictions of the variant's base (:data:`BASE`), the variant's, draw) per draw: draw 0 in
+    ``args.data``/families, the others in bench/family_seeds.py's folders. Either side's file is reused when an
+    earlier run of this bench left it (retraining gives the same score on every pair); the variant's only when
+    pooling draws."""
     files = []
     for d in args.draws:
         folder = args.data / "families" if d == 0 else args.seeds / f"seed{d}"
-        without = predictions_file(work, "families", "without", d)
+        without = predictions_file(work, "families", BASE[args.variant], d)
         if not without.exists():
-            evaluate("families", folder, "without", work, seed=d)
+            evaluate("families", folder, BASE[args.variant], work, seed=d)
         with_ = predictions_file(work, "families", args.variant, d)
         if args.draws == [0] or not with_.exists():
             evaluate("families", folder, args.variant, work, seed=d)
@@ -132,7 +148,8 @@ def main() -> int:
     ap.add_argument("--seeds", type=Path, default=ROOT / "var" / "bench" / "family_seeds",
                     help="bench/family_seeds.py's draws (seed<N> folders), for draws other than 0")
     ap.add_argument("--variant", choices=sorted(VARIANTS), default="levels",
-                    help="levels: one constant for all LLMs; levels_llm: each LLM's own (GMTRouterConfig)")
+                    help="levels: one constant for all LLMs; levels_llm: each LLM's own; leniency: one constant "
+                    "and the user's own level (GMTRouterConfig)")
     ap.add_argument("--draws", type=int, nargs="+", default=[0], help="families draws, pooled")
     ap.add_argument("--no-default", action="store_true", help="skip the default benchmark")
     ap.add_argument("--out", type=Path, default=None,
@@ -149,6 +166,9 @@ def main() -> int:
     if not args.no_default:
         res["default"] = evaluate("default", args.data / "default", args.variant, work)
         res["default_without"] = json.loads((RESULTS / "quality.json").read_text())["gmtrouter"]["accuracy"]
+        base = predictions_file(work, "default", BASE[args.variant])
+        if base.exists():  # paired on the same test pairs
+            res["default_paired"] = paired([(str(base), res["default"]["predictions"], 0)])["all"]
     res["load_end"] = os.getloadavg()[0]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1, default=float) + "\n")

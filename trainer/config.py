@@ -35,6 +35,9 @@ class GMTRouterConfig:
     # the levels term's constant is the LLM's own, c_m = sigmoid(shared + a linear map of the LLM's input), so a
     # thumbs-up reads against how that LLM is rated by everyone, not against one level for all LLMs
     level_center_llm: bool = False
+    # each rating is also read against the user's own recency-weighted level over all LLMs (a share of it, learned):
+    # a lenient user's thumbs-ups say less, and an LLM shown often is not favoured by the user's leniency alone
+    level_leniency: bool = False
     gates: bool = True  # evidence weights shifted per user by the (rating-blind) HGT state and history length
     prior_gate: bool = True  # the posterior's prior strength scaled per user by the same rating-blind inputs
     # the prior_gate scales each feature's prior strength separately (which taste dimensions this user's graph
@@ -76,7 +79,7 @@ class GMTRouterConfig:
         if unknown:
             raise ValueError(f"unknown GMTRouterConfig fields {unknown} (a checkpoint of another model version?)")
         return cls(**{"crowd": False, "gates": False, "prior_gate": False, "structure": False, "robust_prior": False,
-                      "levels": False, **d})  # a checkpoint from before these terms has none
+                      "levels": False, "level_leniency": False, **d})  # a checkpoint from before these terms has none
 
 
 

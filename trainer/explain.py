@@ -6,7 +6,7 @@ The personal part of a score is a sum over the user's rated turns, exactly:
   precision at w_u);
 - memory, counts and levels: a * 4 * sum_t s_t r_t / (sum_t s_t + prior), one term per rated turn of the
   candidate's LLM (counts: s_t = 1, every past query alike; levels: s_t the recency weight, r_t the rating minus
-  a constant);
+  a constant and, with ``level_leniency``, minus a share of the user's own level over all their rated turns);
 - conversation: a_conv * 4 * the candidate's centered rating on the previous turn of this conversation.
 The weights a_* are the user's own when the model has per-user gates (GMTRouter.gates: rating-blind).
 ``explain`` returns, per request, the personal term of each candidate and the turns that pushed the chosen

@@ -191,9 +191,15 @@ class LevelMemory(nn.Module):
     was, not only whether it beat its sibling. c, tau and the prior are shared and the weights blind to the ratings,
     so a higher rating of m raises levels_u(m) and moves no other LLM's (r - c in [-c, 1 - c]). With ``llm_dim``,
     c is m's own, sigmoid(center + a linear map of m's input vector) (zero at init: the shared c), which is still
-    blind to the ratings and one value for all of m's ratings, so the same holds."""
+    blind to the ratings and one value for all of m's ratings, so the same holds.
 
-    def __init__(self, tau: float = 1.0, prior: float = 2.0, llm_dim: int | None = None):
+    With ``leniency``, each rating is also read against the user's own level: r - c - lam * l_u, where l_u is the
+    user's recency-weighted mean of r - c over all their rated answers, shrunk towards 0 (prior p_l), and lam =
+    sigmoid(.) in (0, 1): a lenient user's thumbs-ups say less. A rise of one of m's ratings (weight s) still raises
+    levels_u(m), by s / (S_m + p) * (1 - lam S_m / (S_u + p_l)) > 0 (S_m, the weights of m's ratings, is part of
+    S_u, all the user's), and lowers every other LLM's term, so the guarantee holds."""
+
+    def __init__(self, tau: float = 1.0, prior: float = 2.0, llm_dim: int | None = None, leniency: bool = False):
         super().__init__()
         self.center = nn.Parameter(torch.tensor(0.0))
         self.center_llm = nn.Linear(llm_dim, 1) if llm_dim else None
@@ -202,16 +208,31 @@ class LevelMemory(nn.Module):
             nn.init.zeros_(self.center_llm.bias)
         self.log_tau = nn.Parameter(torch.tensor(float(tau)).log())  # in units of 100 turns, as the posterior's
         self.log_prior = nn.Parameter(torch.tensor(float(prior)).log())
+        # the share lam = sigmoid(leniency_logit) of the user's own level taken off each rating (1/2 at init) and the
+        # prior strength p_l = exp(log_leniency_prior) that shrinks that level towards 0 (1 at init)
+        self.leniency_logit = nn.Parameter(torch.tensor(0.0)) if leniency else None
+        self.log_leniency_prior = nn.Parameter(torch.tensor(0.0)) if leniency else None
 
     def terms(self, b: GraphBatch) -> Tensor:
         """[P] each (candidate, turn) pair's share of its candidate's levels term (they sum to it)."""
-        age = b.data["turn"].x[b.mem_turn, 1]  # [P] in 100 turns from the user's newest
-        w = torch.exp(-age / self.log_tau.exp())  # [P] in (0, 1]: blind to the ratings
+        turn = b.data["turn"]
+        w = torch.exp(-turn.x[:, 1] / self.log_tau.exp())  # [T] age in 100 turns from the user's newest: in (0, 1]
         c = self.center
-        if self.center_llm is not None:  # [P] each turn's LLM's own constant
-            c = c + self.center_llm(b.data["llm"].x)[b.data["turn"].llm_idx[b.mem_turn], 0]
-        r = b.data["response"].x[b.mem_turn, 2] - torch.sigmoid(c)  # [P] the level minus c
-        return shrunk_shares(b, w, r, self.log_prior.exp())
+        if self.center_llm is not None:  # [T] each turn's LLM's own constant
+            c = c + self.center_llm(b.data["llm"].x)[turn.llm_idx, 0]
+        r = b.data["response"].x[:, 2] - torch.sigmoid(c)  # [T] the level minus c (unrated turns: never read)
+        if self.leniency_logit is not None:
+            r = r - self.user_level(b, w, r)[turn.user_idx]
+        return shrunk_shares(b, w[b.mem_turn], r[b.mem_turn], self.log_prior.exp())
+
+    def user_level(self, b: GraphBatch, w: Tensor, r: Tensor) -> Tensor:
+        """[U] lam * l_u: the share lam of each user's recency-weighted mean of r [T] over their rated turns (weights
+        w [T], the term's own), shrunk towards 0 by the prior p_l."""
+        turn, n_user = b.data["turn"], b.data["user"].num_nodes
+        v = w * b.data["response"].x[:, 1]  # [T] the rated turns' weights (x[:, 1]: rated or not)
+        num = scatter(v * r, turn.user_idx, 0, dim_size=n_user, reduce="sum")
+        den = scatter(v, turn.user_idx, 0, dim_size=n_user, reduce="sum") + self.log_leniency_prior.exp()
+        return torch.sigmoid(self.leniency_logit) * num / den
 
     def forward(self, b: GraphBatch) -> Tensor:
         return per_candidate(b, lambda: self.terms(b))  # [N_c]
@@ -238,7 +259,8 @@ class GMTRouter(nn.Module):
             self.counts.log_tau.requires_grad_(False)  # every past query counts alike
         self.count_weight = nn.Parameter(torch.tensor(0.0)) if cfg.counts else None
         self.conv_weight = nn.Parameter(torch.tensor(0.0)) if cfg.conversation else None
-        self.levels = LevelMemory(llm_dim=cfg.llm_dim if cfg.level_center_llm else None) if cfg.levels else None
+        self.levels = LevelMemory(llm_dim=cfg.llm_dim if cfg.level_center_llm else None,
+                                  leniency=cfg.level_leniency) if cfg.levels else None
         self.level_weight = nn.Parameter(torch.tensor(0.0)) if cfg.levels else None
         n_in = h + 1 + int(cfg.structure)  # user_inputs' width
         self.gate = nn.Linear(n_in, self.n_terms) if cfg.gates else None  # zero at init: the shared weights alone

@@ -57,12 +57,13 @@ def _margin(model: GMTRouter, sub: UserSubgraph, q: np.ndarray, a: int, b: int, 
 
 
 def _model(trained: bool, robust: bool = False, memory_space: str = "text", two_scale: bool = False,
-           prior_features: bool = False, levels: bool = False, level_llm: bool = False) -> GMTRouter:
+           prior_features: bool = False, levels: bool = False, level_llm: bool = False,
+           leniency: bool = False) -> GMTRouter:
     torch.manual_seed(0)
     model = GMTRouter(GMTRouterConfig(emb_dim=D, hidden=16, topics=4, pref_dim=6, heads=2, robust_prior=robust,
                                       memory_space=memory_space, two_scale_recency=two_scale,
-                                      prior_gate_features=prior_features, levels=levels or level_llm,
-                                      level_center_llm=level_llm))
+                                      prior_gate_features=prior_features, levels=levels or level_llm or leniency,
+                                      level_center_llm=level_llm or leniency, level_leniency=leniency))
     with torch.no_grad():  # evidence weights well away from 0, so a wrong sign would show
         if levels:  # a weight that dominates the other terms, a centre away from 1/2, a decay within a history
             model.level_weight.fill_(2.0)
@@ -72,6 +73,12 @@ def _model(trained: bool, robust: bool = False, memory_space: str = "text", two_
             model.level_weight.fill_(2.0)
             model.levels.log_tau.fill_(np.log(0.02))
             model.levels.center_llm.weight.normal_(0.0, 3.0)
+        if leniency:  # the same, nearly all of the user's own level taken off, barely shrunk
+            model.level_weight.fill_(2.0)
+            model.levels.log_tau.fill_(np.log(0.02))
+            model.levels.center_llm.weight.normal_(0.0, 3.0)
+            model.levels.leniency_logit.fill_(4.0)
+            model.levels.log_leniency_prior.fill_(np.log(0.01))
         if robust:  # a small kappa: the penalty is in its linear part for most weights
             model.pref.log_kappa.fill_(np.log(0.3))
         if two_scale:  # both decays short enough that the mix matters within a test history
@@ -112,7 +119,8 @@ SPACES = {"topic_memory": "topics", "sharpened_memory": "both"}  # the memory's 
 
 
 @pytest.fixture(scope="module", params=["untrained", "trained", "robust", "topic_memory", "sharpened_memory",
-                                        "two_scale_recency", "prior_per_feature", "levels", "levels_per_llm"])
+                                        "two_scale_recency", "prior_per_feature", "levels", "levels_per_llm",
+                                        "levels_leniency"])
 def model(request):
     if request.param not in MODELS:
         MODELS[request.param] = _model(request.param == "trained", robust=request.param == "robust",
@@ -120,7 +128,8 @@ def model(request):
                                        two_scale=request.param == "two_scale_recency",
                                        prior_features=request.param == "prior_per_feature",
                                        levels=request.param == "levels",
-                                       level_llm=request.param == "levels_per_llm")
+                                       level_llm=request.param == "levels_per_llm",
+                                       leniency=request.param == "levels_leniency")
     return MODELS[request.param]
 
 
@@ -148,6 +157,48 @@ def test_a_higher_rating_never_lowers_the_margin(model, hist, qi, r_b, low, up):
         lo = _margin(model, _history(hist + [(qi, [a, b], [low, r_b])]), q, a, b)
         hi = _margin(model, _history(hist + [(qi, [a, b], [high, r_b])]), q, a, b)
         assert hi >= lo - TOL, f"rating A={a} {low} -> {high} (B={b} at {r_b}) lowered the margin {lo:.5f} -> {hi:.5f}"
+
+
+def _scores(model: GMTRouter, sub: UserSubgraph, q: np.ndarray) -> np.ndarray:
+    """[5] every LLM's score for query q (one request with the whole catalog as candidates)."""
+    cat = _catalog()
+    req = Request(0, q, np.stack([cat[m] for m in LLMS]), list(LLMS))
+    with torch.no_grad():
+        return model(build_batch([sub], [req], cat, emb_dim=D)).numpy()
+
+
+def _rise_over_every_llm(model: GMTRouter, hist: list, qi: int, a: int, b: int, low: float, high: float,
+                         r_b: float) -> np.ndarray:
+    """[5] how A's margin over each LLM moves when A's rating in a new comparison with B rises from low to high."""
+    lo = _scores(model, _history(hist + [(qi, [a, b], [low, r_b])]), QUERIES[qi])
+    hi = _scores(model, _history(hist + [(qi, [a, b], [high, r_b])]), QUERIES[qi])
+    return (hi[a] - hi) - (lo[a] - lo)
+
+
+@settings(max_examples=25, deadline=None)
+@given(hist=histories, qi=st.integers(0, 11), r_b=st.sampled_from([0.0, 0.5, 1.0]),
+       low=st.sampled_from([0.0, 1 / 9, 0.5]), up=st.sampled_from([0.1, 0.5, 1.0]))
+def test_with_the_user_level_a_higher_rating_raises_a_over_every_llm(hist, qi, r_b, low, up):
+    """The levels term with the user's own level taken off (GMTRouterConfig.level_leniency): a rise of A's rating
+    also lifts the user's level, which every LLM's term reads, yet A's margin over every LLM (not only its sibling B)
+    does not fall, as LevelMemory's docstring derives for a share lam < 1 of that level."""
+    if "levels_leniency" not in MODELS:
+        MODELS["levels_leniency"] = _model(False, leniency=True)
+    model = MODELS["levels_leniency"]
+    for a, b in itertools.permutations(range(len(LLMS)), 2):
+        rise = _rise_over_every_llm(model, hist, qi, a, b, low, min(1.0, low + up), r_b)
+        assert (rise >= -TOL).all(), f"A={a} rated {low} -> {low + up} lowered A's margins by {rise}"
+
+
+def test_the_user_level_check_would_catch_too_large_a_share():
+    """Not vacuous: take off 10 x the user's level (a share far above 1) and a higher rating of A lowers A's margin
+    over an LLM the user never rated."""
+    model = _model(False, leniency=True)
+    user_level = model.levels.user_level
+    model.levels.user_level = lambda b, w, r: 10.0 * user_level(b, w, r)
+    assert _rise_over_every_llm(model, [], 0, 0, 1, 0.0, 1.0, 0.5)[2] < -0.1
+    model.levels.user_level = user_level
+    assert _rise_over_every_llm(model, [], 0, 0, 1, 0.0, 1.0, 0.5)[2] > 0.0
 
 
 def test_the_property_would_catch_an_inverted_preference():
