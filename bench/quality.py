@@ -92,8 +92,15 @@ def simulate(kind: str, out: Path, seed: int) -> dict:
     return sim.ceilings("test")
 
 
+def data_folder(root: Path, kind: str, seed: int) -> Path:
+    """Where the benchmark ``kind`` drawn with ``seed`` is written: ``root``/kind for seed 0 (the files other
+    benches read), ``root``/kind_seedN otherwise, so that a seed never trains on, nor reports the ceilings of,
+    files another seed drew (:func:`simulate` writes only what is missing)."""
+    return root / (kind if seed == 0 else f"{kind}_seed{seed}")
+
+
 def evaluate(kind: str, args, history: int) -> tuple[dict, dict]:
-    data = args.data / kind
+    data = data_folder(args.data, kind, args.seed)
     ceilings = simulate(kind, data, args.seed)
     files = {s: data / f"{s}.jsonl" for s in ("train", "valid", "test")}
     fams = json.loads((data / "users.json").read_text()) if (data / "users.json").exists() else None
@@ -112,7 +119,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT / "var" / "bench", help="where the simulated files go")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality.json")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="the benchmark's draw and the training seed (draws other "
+                    "than 0 go to DATA/KIND_seedN)")
     ap.add_argument("--steps", type=int, default=TrainConfig.steps)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (the target machine has 2 cores)")
     ap.add_argument("--benchmarks", default="default,families", help="comma-separated: default, families")
