@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import RESULTS, catalog_for, command_line, machine_facts  # noqa: E402
 from bench.family_seeds import pooled, read_predictions  # noqa: E402
+from trainer.checkpoint import load_checkpoint  # noqa: E402
 from trainer.config import GMTRouterConfig, TrainConfig  # noqa: E402
 from trainer.evaluate import run_evaluation  # noqa: E402
 from trainer.families import write_benchmark  # noqa: E402
@@ -70,12 +71,25 @@ def evaluate(kind: str, data: Path, variant: str, out_dir: Path, seed: int = 0) 
     change = {"without": WITHOUT, **VARIANTS}[variant]
     cfg = TrainConfig(model=dataclasses.replace(GMTRouterConfig(), **change), seed=seed)
     preds = predictions_file(out_dir, kind, variant, seed)
+    model = preds.with_suffix(".pt")
     report = run_evaluation(files["train"], files["valid"], files["test"], config=cfg, history=serving_history(),
                             ablations=False, families=fams, predictions=preds,
-                            catalog=catalog_for(kind, data))
+                            catalog=catalog_for(kind, data), save_model=model)
     return {"accuracy": report["gmtrouter"]["accuracy"], "auc": report["gmtrouter"]["auc"],
             "count": report["baselines"]["per_user_majority"]["accuracy"],
-            "families": report.get("families"), "predictions": str(preds)}
+            "families": report.get("families"), "predictions": str(preds), "learned": learned_levels(model)}
+
+
+def learned_levels(path: Path) -> dict:
+    """The trained levels term's shared values in the checkpoint at ``path``: its constant c, recency tau (in 100
+    turns), prior, shared weight 4 softplus(.), and with the user's level its share lam and that level's prior."""
+    lv = load_checkpoint(path).model.levels
+    if lv is None:
+        return {}
+    out = {"c": torch.sigmoid(lv.center).item(), "tau": lv.log_tau.exp().item(), "prior": lv.log_prior.exp().item()}
+    if lv.leniency_logit is not None:
+        out |= {"share": torch.sigmoid(lv.leniency_logit).item(), "level_prior": lv.log_leniency_prior.exp().item()}
+    return out
 
 
 def paired(files: list[tuple[str, str, int]]) -> dict:
@@ -92,6 +106,11 @@ def paired(files: list[tuple[str, str, int]]) -> dict:
     d, c = pooled(vs_without, "defaults"), pooled(vs_count)
     return {f: {"without": d[f]["defaults"], "with": d[f]["gmtrouter"], "count": c[f]["per_user_majority"],
                 "diff": d[f]["difference"], "with_vs_count": c[f]["difference"]} for f in d}
+
+
+def described(learned: dict) -> str:
+    """:func:`learned_levels`' values as "name value, ..."."""
+    return ", ".join(f"{k} {v:.3g}" for k, v in learned.items())
 
 
 def report(res: dict) -> str:
@@ -113,10 +132,15 @@ def report(res: dict) -> str:
         cells = [f"{100 * d['diff']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]"
                  for d in (r["diff"], r["with_vs_count"])]
         lines.append(f"| {f} | {r['count']:.4f} | {r['without']:.4f} | {r['with']:.4f} | {cells[0]} | {cells[1]} |")
+    for draw, v in res.get("families_learned", {}).items():
+        if v:
+            lines += ["", f"Trained levels term, families draw {draw}: {described(v)}."]
     d = res.get("default")
     if d:
         lines += ["", f"Default benchmark: {name} {d['accuracy']:.4f} (AUC {d['auc']:.4f}); {base} "
                   f"(quality.json) {res['default_without']:.4f}; per-user count {d['count']:.4f}."]
+        if d.get("learned"):
+            lines[-1] += f" Trained levels term: {described(d['learned'])}."
         if "default_paired" in res:
             p = res["default_paired"]["diff"]
             lines[-1] += f" With - {base}, same pairs: {100 * p['diff']:+.2f} [{100 * p['low']:+.2f}, " \
@@ -124,11 +148,12 @@ def report(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def families_pairs(args, work: Path) -> list[tuple[str, str, int]]:
+def families_pairs(args, work: Path, learned: dict) -> list[tuple[str, str, int]]:
     """(the predictions of the variant's base (:data:`BASE`), the variant's, draw) per draw: draw 0 in
     ``args.data``/families, the others in bench/family_seeds.py's folders. Either side's file is reused when an
     earlier run of this bench left it (retraining gives the same score on every pair); the variant's only when
-    pooling draws."""
+    pooling draws. ``learned`` receives each draw's trained levels values (:func:`learned_levels`) where its
+    model is there."""
     files = []
     for d in args.draws:
         folder = args.data / "families" if d == 0 else args.seeds / f"seed{d}"
@@ -137,7 +162,9 @@ def families_pairs(args, work: Path) -> list[tuple[str, str, int]]:
             evaluate("families", folder, BASE[args.variant], work, seed=d)
         with_ = predictions_file(work, "families", args.variant, d)
         if args.draws == [0] or not with_.exists():
-            evaluate("families", folder, args.variant, work, seed=d)
+            learned[d] = evaluate("families", folder, args.variant, work, seed=d)["learned"]
+        elif with_.with_suffix(".pt").exists():  # a reused run's model
+            learned[d] = learned_levels(with_.with_suffix(".pt"))
         files.append((str(without), str(with_), d))
     return files
 
@@ -162,7 +189,8 @@ def main() -> int:
     res = {"command": command_line(), "machine": machine_facts(), "variant": args.variant, "draws": args.draws}
     work = ROOT / "var" / "bench" / "levels_term"
     work.mkdir(parents=True, exist_ok=True)
-    res["families_paired"] = paired(families_pairs(args, work))
+    res["families_learned"] = {}
+    res["families_paired"] = paired(families_pairs(args, work, res["families_learned"]))
     if not args.no_default:
         res["default"] = evaluate("default", args.data / "default", args.variant, work)
         res["default_without"] = json.loads((RESULTS / "quality.json").read_text())["gmtrouter"]["accuracy"]
