@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import RESULTS, catalog_for, command_line, machine_facts, write_results  # noqa: E402
+from bench.family_seeds import family_of  # noqa: E402
 from bench.quality_ci import load  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 from trainer.evaluate import run_evaluation  # noqa: E402
@@ -67,7 +68,22 @@ def compare(files: dict[int, Path]) -> dict:
             raise SystemExit(f"train_seeds: seed {s}'s test pairs differ from seed 0's ({files[s]})")
         c = pair_correct(diffs["gmtrouter"], labels)
         out[s] = {"accuracy": float(c.mean()), "per_user_majority": float(count.mean()),
-                  "vs_count": user_bootstrap(c, count, users), "vs_seed0": user_bootstrap(c, ref, users)}
+                  "vs_count": user_bootstrap(c, count, users), "vs_seed0": user_bootstrap(c, ref, users),
+                  "families": per_family(c, count, users)}
+    return out
+
+
+def per_family(correct: np.ndarray, count: np.ndarray, users: list[str]) -> dict:
+    """{family: accuracy, the count's and the lead over it (user bootstrap)} for the second benchmark's user
+    families (bench.family_seeds.family_of); empty when the users are of one family (the default benchmark)."""
+    fam = np.array([family_of(u) for u in users])
+    if len(set(fam)) < 2:
+        return {}
+    out = {}
+    for f in sorted(set(fam)):
+        m = fam == f
+        out[f] = {"accuracy": float(correct[m].mean()), "per_user_majority": float(count[m].mean()),
+                  "vs_count": user_bootstrap(correct[m], count[m], [u for u, k in zip(users, m) if k])}
     return out
 
 
@@ -85,6 +101,16 @@ def markdown(res: dict) -> str:
     accs = [r["accuracy"] for r in res["seeds"].values()]
     lines += ["", f"Mean over the {len(accs)} seeds {np.mean(accs):.4f} "
               f"(lowest {min(accs):.4f}, highest {max(accs):.4f})."]
+    fams = sorted({f for r in res["seeds"].values() for f in r.get("families", {})})
+    if fams:
+        seeds = list(res["seeds"])
+        lines += ["", "Per family: accuracy (lead over the per-user win count, points [95 %]):", "",
+                  "| family | per-user win count | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+                  "|---|---|" + "---|" * len(seeds)]
+        for f in fams:
+            rows = [res["seeds"][s]["families"][f] for s in seeds]
+            lines.append(f"| {f} | {rows[0]['per_user_majority']:.4f} | "
+                         + " | ".join(f"{r['accuracy']:.4f} ({pts(r['vs_count'])})" for r in rows) + " |")
     return "\n".join(lines) + "\n"
 
 
