@@ -118,7 +118,7 @@ def report(res: dict) -> str:
     variant = res.get("variant", "levels")
     title = {"levels": "", "levels_llm": " with each LLM's own constant",
              "leniency": " read against the user's own level"}[variant]
-    base, name = ("levels", "with the user's level") if variant == "leniency" else ("without", "with levels")
+    base, name = BASE[variant], "with the user's level" if variant == "leniency" else "with levels"
     draws = res.get("draws", [0])
     which = f"draws {', '.join(map(str, draws))} pooled" if len(draws) > 1 else f"draw {draws[0]}"
     lines = [f"# The levels evidence term{title}: a screen", "", f"`{res['command']}`; load average "

@@ -69,14 +69,11 @@ def _model(trained: bool, robust: bool = False, memory_space: str = "text", two_
             model.level_weight.fill_(2.0)
             model.levels.center.fill_(-0.8)
             model.levels.log_tau.fill_(np.log(0.02))
-        if level_llm:  # the same, with each LLM's own centre, far apart between LLMs
+        if level_llm or leniency:  # the same, with each LLM's own centre, far apart between LLMs
             model.level_weight.fill_(2.0)
             model.levels.log_tau.fill_(np.log(0.02))
             model.levels.center_llm.weight.normal_(0.0, 3.0)
-        if leniency:  # the same, nearly all of the user's own level taken off, barely shrunk
-            model.level_weight.fill_(2.0)
-            model.levels.log_tau.fill_(np.log(0.02))
-            model.levels.center_llm.weight.normal_(0.0, 3.0)
+        if leniency:  # and nearly all of the user's own level taken off, barely shrunk
             model.levels.leniency_logit.fill_(4.0)
             model.levels.log_leniency_prior.fill_(np.log(0.01))
         if robust:  # a small kappa: the penalty is in its linear part for most weights
