@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import RESULTS, command_line, machine_facts  # noqa: E402
 from trainer.evaluate import run_evaluation  # noqa: E402
-from trainer.families import make_simulator  # noqa: E402
+from trainer.families import write_benchmark  # noqa: E402
 from trainer.history import serving_history  # noqa: E402
 from trainer.train import TrainConfig  # noqa: E402
 
@@ -87,8 +87,7 @@ def main() -> int:
     args = ap.parse_args()
     out = {"command": command_line(), "seed": args.seed, "machine": machine_facts(), "variants": {}}
     src = args.data / "default"
-    if not (src / "test.jsonl").exists():
-        make_simulator("default", args.seed).write_gmtrouter(src)
+    write_benchmark("default", src, args.seed)
     for variant in args.variants.split(","):
         if variant not in VARIANTS:
             ap.error(f"unknown variant {variant!r}")

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from bench.graph_store import Data, bulk_load, read_latency  # noqa: E402
 from bench.common import command_line, machine_facts, trained_model  # noqa: E402
 from bench.common import catalog_for  # noqa: E402
-from bench.quality import simulate  # noqa: E402
+from bench.quality import data_folder, simulate  # noqa: E402
 from trainer.baselines import PerUserMajority  # noqa: E402
 from trainer.data import iter_online_samples, load_dataset, online_samples  # noqa: E402
 from trainer.evaluate import score_stream  # noqa: E402
@@ -48,7 +48,7 @@ TOLERANCE = 0.002
 
 
 def accuracy_curve(kind: str, data_root: Path, lengths: list[int], seed: int) -> list[dict]:
-    data = data_root / kind
+    data = data_folder(data_root, kind, seed)
     simulate(kind, data, seed)
     files = {s: data / f"{s}.jsonl" for s in ("train", "valid", "test")}
     ds = load_dataset(files, catalog_for(kind, data), progress=False)

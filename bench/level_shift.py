@@ -38,12 +38,11 @@ from bench.new_llm_offset import in_force, recount_schedule  # noqa: E402
 def simulated(seed: int, work: Path, style_seed: int | None = None) -> Path:
     """The default simulator's files for ``seed`` (written once into ``work``); with ``style_seed``, the LLMs' styles
     drawn as under that seed (SimConfig.style_seed: other users of the same LLMs)."""
-    from trainer.families import make_simulator
+    from trainer.families import write_benchmark
 
     same = style_seed is None or style_seed == seed
     out = work / (f"default-seed{seed}" if same else f"default-seed{seed}-styles{style_seed}")
-    if not (out / "test.jsonl").exists():
-        make_simulator("default", seed, **({} if same else {"style_seed": style_seed})).write_gmtrouter(out)
+    write_benchmark("default", out, seed, **({} if same else {"style_seed": style_seed}))
     return out
 
 

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import catalog_for, model_path  # noqa: E402
 from trainer.data import config_samples, load_dataset, online_samples  # noqa: E402
 from trainer.evaluate import best_baseline, run_evaluation  # noqa: E402
-from trainer.families import make_simulator  # noqa: E402
+from trainer.families import write_benchmark  # noqa: E402
 from trainer.history import serving_history  # noqa: E402
 from trainer.model import GMTRouter, GMTRouterConfig  # noqa: E402
 from trainer.report import plot, table  # noqa: E402
@@ -85,17 +85,15 @@ def scorer_throughput(ds, model: GMTRouter, history_turns: int, batch_sizes=(1, 
 
 
 def simulate(kind: str, out: Path, seed: int) -> dict:
-    """Write the benchmark's files once; returns the ceilings of its simulator."""
-    sim = make_simulator(kind, seed)
-    if not (out / "test.jsonl").exists():
-        sim.write_gmtrouter(out)
-    return sim.ceilings("test")
+    """Write the benchmark's files once (trainer.families.write_benchmark: a folder holding another draw's files
+    raises); returns the ceilings of its simulator."""
+    return write_benchmark(kind, out, seed).ceilings("test")
 
 
 def data_folder(root: Path, kind: str, seed: int) -> Path:
     """Where the benchmark ``kind`` drawn with ``seed`` is written: ``root``/kind for seed 0 (the files other
-    benches read), ``root``/kind_seedN otherwise, so that a seed never trains on, nor reports the ceilings of,
-    files another seed drew (:func:`simulate` writes only what is missing)."""
+    benches read), ``root``/kind_seedN otherwise, so that each draw has its own folder (one folder holds one
+    draw: :func:`simulate` refuses another's)."""
     return root / (kind if seed == 0 else f"{kind}_seed{seed}")
 
 

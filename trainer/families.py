@@ -87,6 +87,8 @@ def _size_billions(size: str) -> float:
 class FamilySimulator(Simulator):
     """Seeded users of the six families over the real outcomes; same outputs as :class:`Simulator`."""
 
+    kind = "families"
+
     def __init__(self, config: FamilyConfig | None = None, data: LLMRouterData | None = None,
                  data_dir: Path | str = DEFAULT_DATA_DIR):
         self.config = config = config or FamilyConfig()
@@ -179,9 +181,9 @@ class FamilySimulator(Simulator):
     def new_request(self, user_id: str, rng: np.random.Generator):
         raise NotImplementedError("the families benchmark is offline only (its follow-up users need a conversation)")
 
-    def write_gmtrouter(self, out_dir: Path | str) -> dict[str, Path]:
-        paths = super().write_gmtrouter(out_dir)
-        paths["users"] = Path(out_dir) / "users.json"
+    def _write_files(self, out_dir: Path) -> dict[str, Path]:
+        paths = super()._write_files(out_dir)
+        paths["users"] = out_dir / "users.json"
         paths["users"].write_text(json.dumps({u.user_id: u.family for u in self.users}, indent=0))
         return paths
 
@@ -199,7 +201,10 @@ def make_simulator(kind: str, seed: int = 0, data_dir: Path | str = DEFAULT_DATA
     raise ValueError(f"unknown benchmark generator {kind!r} (default or families)")
 
 
-def write_benchmark(kind: str, out: Path, seed: int = 0, **sizes) -> None:
-    """Write :func:`make_simulator`'s files to ``out`` unless they are there (same seed and sizes: same files)."""
-    if not (Path(out) / "test.jsonl").exists():
-        make_simulator(kind, seed, **sizes).write_gmtrouter(out)
+def write_benchmark(kind: str, out: Path, seed: int = 0, **sizes) -> Simulator:
+    """:func:`make_simulator`'s files in ``out``: written unless that draw's are there (a folder holding another
+    draw's raises :class:`~trainer.simulate.DrawMismatch`); returns the simulator."""
+    sim = make_simulator(kind, seed, **sizes)
+    if not sim.holds_draw(out):
+        sim.write_gmtrouter(out)
+    return sim

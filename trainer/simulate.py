@@ -13,6 +13,7 @@ the same history as wire events, and fresh requests with the true utility for li
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -24,6 +25,12 @@ DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data
 FEEDBACK_KINDS = ("pairwise", "score", "thumbs")
 STYLE_DIM = 3
 T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: simulated histories start here
+#: written beside a simulator's files, last: which generator and knobs drew them (see Simulator.holds_draw)
+DRAW_STAMP = "draw.json"
+
+
+class DrawMismatch(ValueError):
+    """A folder holds benchmark files that another draw (generator, seed or sizes) wrote, or unstamped ones."""
 
 
 @dataclass(frozen=True)
@@ -290,10 +297,47 @@ class Simulator:
         return [(s - 1) / 9 for s in scores], scores
 
     # --- outputs ------------------------------------------------------------------------------
+    # --- files --------------------------------------------------------------------------------
+    kind = "default"  # the generator's name in a draw stamp (trainer.families.make_simulator's ``kind``)
+
+    def draw(self) -> dict:
+        """What decides this simulator's files: its generator and every knob of its config (JSON values)."""
+        return {"generator": self.kind, "config": json.loads(json.dumps(dataclasses.asdict(self.config)))}
+
+    def holds_draw(self, out_dir: Path | str) -> bool:
+        """Whether ``out_dir`` already holds this simulator's files: False when it holds none; raises
+        :class:`DrawMismatch` when it holds files without a stamp (written before stamps, or a write that was cut
+        short) or another draw's, so that no run trains on, or reports the ceilings of, files it did not draw."""
+        out_dir = Path(out_dir)
+        if not (out_dir / "test.jsonl").exists():
+            return False
+        stamp = out_dir / DRAW_STAMP
+        if not stamp.exists():
+            raise DrawMismatch(f"{out_dir} holds benchmark files but no {DRAW_STAMP} (written before draws were "
+                               f"stamped, or cut short): remove the folder to have it drawn again")
+        held, wanted = json.loads(stamp.read_text()), self.draw()
+        if held != wanted:
+            knobs = held.get("config", {})
+            diff = {k: (knobs.get(k), v) for k, v in wanted["config"].items() if knobs.get(k) != v}
+            if held.get("generator") != wanted["generator"]:
+                diff = {"generator": (held.get("generator"), wanted["generator"])}
+            raise DrawMismatch(f"{out_dir} holds another draw's files (held, wanted: {diff}): use another folder "
+                               f"or remove this one")
+        return True
+
     def write_gmtrouter(self, out_dir: Path | str) -> dict[str, Path]:
-        """Write train/valid/test JSONL (GMTRouter format) and llm_catalog.json; return their paths."""
+        """Write train/valid/test JSONL (GMTRouter format), llm_catalog.json and, last, the draw stamp
+        (:data:`DRAW_STAMP`, removed first, so that a write cut short leaves none); return their paths."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / DRAW_STAMP).unlink(missing_ok=True)
+        paths = self._write_files(out_dir)
+        paths["draw"] = out_dir / DRAW_STAMP
+        paths["draw"].write_text(json.dumps(self.draw(), indent=1))
+        return paths
+
+    def _write_files(self, out_dir: Path) -> dict[str, Path]:
+        """The data files of :meth:`write_gmtrouter` (a generator with more files adds them here)."""
         d = self.data
         paths = {s: out_dir / f"{s}.jsonl" for s in ("train", "valid", "test")}
         files = {s: open(p, "w") for s, p in paths.items()}

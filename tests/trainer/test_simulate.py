@@ -1,10 +1,13 @@
+import dataclasses
 import json
 
 import numpy as np
+import pytest
 
 from prefstream.events import ChatTurn, Feedback, LLMRegistered, parse_any
 from trainer.data import read_gmtrouter
-from trainer.simulate import SimConfig, Simulator
+from trainer.families import write_benchmark
+from trainer.simulate import DrawMismatch, SimConfig, Simulator
 
 
 def test_seeded_and_split_by_time(tiny_sim):
@@ -78,3 +81,36 @@ def test_style_seed_draws_the_llms_styles_of_another_seed_and_keeps_the_users():
     for a, b in zip(mixed.users, users.users):
         np.testing.assert_array_equal(a.style0, b.style0)
         assert (a.quality_w, a.noise, a.n_turns) == (b.quality_w, b.noise, b.n_turns)
+
+
+def test_a_folder_holds_one_draw(tmp_path, tiny_sim):
+    """Files are written once per draw, stamped last; a folder holding another draw's files, or unstamped ones
+    (written before stamps, or cut short), is refused by name instead of being trained on."""
+    folder = tmp_path / "draw"
+    assert not tiny_sim.holds_draw(folder)
+    paths = tiny_sim.write_gmtrouter(folder)
+    assert json.loads(paths["draw"].read_text()) == tiny_sim.draw()
+    assert tiny_sim.holds_draw(folder)
+    again = Simulator(dataclasses.replace(tiny_sim.config), data=tiny_sim.data)
+    assert again.holds_draw(folder)  # the same knobs: the same files
+    other = Simulator(dataclasses.replace(tiny_sim.config, seed=4), data=tiny_sim.data)
+    with pytest.raises(DrawMismatch, match=r"'seed': \(3, 4\)"):
+        other.holds_draw(folder)
+    smaller = Simulator(dataclasses.replace(tiny_sim.config, n_users=29), data=tiny_sim.data)
+    with pytest.raises(DrawMismatch, match="n_users"):
+        smaller.holds_draw(folder)
+    paths["draw"].unlink()
+    with pytest.raises(DrawMismatch, match="no draw.json"):
+        tiny_sim.holds_draw(folder)
+
+
+def test_write_benchmark_writes_once_and_refuses_another_generator(tmp_path):
+    sizes = {"n_users": 12, "n_new_users": 6, "turns_min": 6, "turns_max": 10}
+    folder = tmp_path / "fam"
+    write_benchmark("families", folder, 1, **sizes)
+    assert json.loads((folder / "users.json").read_text())  # the families' own file is there before the stamp
+    stamp = (folder / "draw.json").stat().st_mtime_ns
+    sim = write_benchmark("families", folder, 1, **sizes)  # the same draw: nothing rewritten
+    assert (folder / "draw.json").stat().st_mtime_ns == stamp and sim.config.seed == 1
+    with pytest.raises(DrawMismatch, match="generator"):
+        write_benchmark("default", folder, 1, **sizes)
