@@ -216,14 +216,17 @@ class LevelMemory(nn.Module):
     def terms(self, b: GraphBatch) -> Tensor:
         """[P] each (candidate, turn) pair's share of its candidate's levels term (they sum to it)."""
         turn = b.data["turn"]
-        w = torch.exp(-turn.x[:, 1] / self.log_tau.exp())  # [T] age in 100 turns from the user's newest: in (0, 1]
+        # the pairs' turns [P]; with the leniency every turn [T], as each user's level reads all their rated turns
+        at = b.mem_turn if self.leniency_logit is None else slice(None)
+        w = torch.exp(-turn.x[at, 1] / self.log_tau.exp())  # age in 100 turns from the user's newest: in (0, 1]
         c = self.center
-        if self.center_llm is not None:  # [T] each turn's LLM's own constant
-            c = c + self.center_llm(b.data["llm"].x)[turn.llm_idx, 0]
-        r = b.data["response"].x[:, 2] - torch.sigmoid(c)  # [T] the level minus c (unrated turns: never read)
+        if self.center_llm is not None:  # each turn's LLM's own constant
+            c = c + self.center_llm(b.data["llm"].x)[turn.llm_idx[at], 0]
+        r = b.data["response"].x[at, 2] - torch.sigmoid(c)  # the level minus c (unrated turns: never read)
         if self.leniency_logit is not None:
             r = r - self.user_level(b, w, r)[turn.user_idx]
-        return shrunk_shares(b, w[b.mem_turn], r[b.mem_turn], self.log_prior.exp())
+            w, r = w[b.mem_turn], r[b.mem_turn]
+        return shrunk_shares(b, w, r, self.log_prior.exp())  # [P] each
 
     def user_level(self, b: GraphBatch, w: Tensor, r: Tensor) -> Tensor:
         """[U] lam * l_u: the share lam of each user's recency-weighted mean of r [T] over their rated turns (weights
