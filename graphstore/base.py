@@ -311,26 +311,28 @@ class GraphStore(ABC):
         if k <= 0 or not user_ids:
             return rows
         uids = list(dict.fromkeys(user_ids))
-        # A cache that usually has every embedding a read needs gets keys only (USER_TURNS); otherwise the
-        # embeddings come in the same round trip (USER_TURNS_EMB): one missing key would cost a second read, so
-        # the choice follows whole reads, not the share of keys found (0.9 of 10 keys is 0.35 of reads).
-        with_emb = self.inline_embeddings
         filters = {"k": int(k), "conversation_id": conversation_id, "before_ms": before_ms}
         if len(uids) == 1:
-            got = self._read(cypher.USER_TURNS_ONE_EMB if with_emb else cypher.USER_TURNS_ONE,
-                             {"uid": uids[0], **filters})
+            self._turn_rows(cypher.USER_TURNS_ONE, cypher.USER_TURNS_ONE_EMB, {"uid": uids[0], **filters}, rows)
         else:
-            got = []
             for part in chunks(uids, self.batch_size):
-                got += self._read(cypher.USER_TURNS_EMB if with_emb else cypher.USER_TURNS,
-                                  {"uids": list(part), **filters})
-        known = {r[4]: r.pop() for r in got} if with_emb else None
+                self._turn_rows(cypher.USER_TURNS, cypher.USER_TURNS_EMB, {"uids": list(part), **filters}, rows)
+        return rows
+
+    def _turn_rows(self, plain: str, with_emb: str, params: dict, rows: dict[str, list[list]]) -> None:
+        """Run a read of turns (``plain``: _TURN_COLUMNS; ``with_emb``: the same with the query embedding last)
+        and add its rows, each with its query embedding, to ``rows``[user id]."""
+        # A cache that usually has every embedding a read needs gets keys only (``plain``); otherwise the
+        # embeddings come in the same round trip: one missing key would cost a second read, so the choice
+        # follows whole reads, not the share of keys found (0.9 of 10 keys is 0.35 of reads).
+        inline = self.inline_embeddings
+        got = self._read(with_emb if inline else plain, params)
+        known = {r[4]: r.pop() for r in got} if inline else None
         # columns as subgraph.TURN_ID..RATING_MS; the query embedding (QEMB) is appended from the cache
         embs = self.query_embeddings([r[4] for r in got], known)
         for r in got:
             r.append(embs[r[4]])
             rows[r[0]].append(r[1:])
-        return rows
 
     def user_subgraph(self, user_id: str, k: int, conversation_id: str | None = None,
                       before_ms: int | None = None) -> UserSubgraph:
@@ -409,15 +411,32 @@ class GraphStore(ABC):
         """The users' comparisons from ``after_ms`` on (one time for all, or per user: the live watch's marks),
         before ``until_ms`` (per user, when given) and comparing one of ``llms`` (when given), each with the
         history a router serving it reads (see graphstore.sampler.serving_samples): what the periodic trainer's
-        promotion judge and live watch score, and its level offsets are fitted on."""
+        promotion judge and live watch score, and its level offsets are fitted on. Per batch of users it reads
+        what those samples read, not every stored turn: the turns from each user's bound on, the newest ``k``
+        before it, and the whole past's rated answers without their text (the counts)."""
         from graphstore.sampler import serving_samples
 
         def after(u: str) -> int:
             return int(after_ms[u]) if isinstance(after_ms, Mapping) else int(after_ms)
 
-        return [s for u, rows in self._whole_histories(list(dict.fromkeys(user_ids)))
-                for s in serving_samples(u, rows, k, after(u), min_llms, llms,
-                                         None if until_ms is None else int(until_ms[u]))]
+        def until(u: str) -> int | None:
+            return None if until_ms is None else int(until_ms[u])
+
+        users = list(dict.fromkeys(user_ids))
+        out = []
+        for i in range(0, len(users), self.batch_size):
+            part = users[i:i + self.batch_size]
+            bounds = [{"uid": u, "since": after(u)} for u in part]
+            rows: dict[str, list[list]] = {u: [] for u in part}
+            self._turn_rows(cypher.TURNS_SINCE, cypher.TURNS_SINCE_EMB, {"bounds": bounds}, rows)
+            if k > 0:
+                self._turn_rows(cypher.TURNS_BEFORE, cypher.TURNS_BEFORE_EMB, {"bounds": bounds, "k": int(k)}, rows)
+            rated: dict[str, list[list]] = {u: [] for u in part}
+            for uid, *r in self._read(cypher.USER_RATED_TIMED, {"uids": part}):
+                rated[uid].append(r)
+            out += [s for u in part for s in serving_samples(u, rows[u], k, after(u), min_llms, llms, until(u),
+                                                              rated=rated[u])]
+        return out
 
     def _whole_histories(self, user_ids: list[str]) -> Iterator[tuple[str, list[list]]]:
         """(user, every stored turn row of theirs) in ``user_ids``' order, read a batch of users at a time."""

@@ -178,16 +178,43 @@ USER_TURNS_EMB = _LAST_K_TURNS + _TURN_COLUMNS_EMB
 USER_TURNS_ONE = _LAST_K_TURNS_ONE + _TURN_COLUMNS
 USER_TURNS_ONE_EMB = _LAST_K_TURNS_ONE + _TURN_COLUMNS_EMB
 
+# What serving reads before each comparison from a bound on, per user ($bounds: [{uid, since}]): the turns from
+# ``since`` on, and the newest $k before ``since``. With the whole past's
+# rated answers (USER_RATED_TIMED), the live watch and the promotion judge see what a router serving each
+# comparison read without reading every stored turn of a long history (GraphStore.serving_samples).
+_BOUNDED = """
+UNWIND $bounds AS b
+MATCH (u:User {user_id: b.uid})
+WITH b.uid AS uid, b.since AS since, u
+MATCH (u)<-[:BY]-(t:Turn)
+"""
+_TURNS_SINCE = _BOUNDED + """WHERE t.ts >= since
+WITH uid, t
+"""
+_TURNS_BEFORE = _BOUNDED + """WHERE t.ts < since
+WITH uid, t
+ORDER BY t.ts DESC, t.turn_id DESC
+WITH uid, collect(t)[0..$k] AS turns
+UNWIND turns AS t
+"""
+TURNS_SINCE = _TURNS_SINCE + _TURN_COLUMNS
+TURNS_SINCE_EMB = _TURNS_SINCE + _TURN_COLUMNS_EMB
+TURNS_BEFORE = _TURNS_BEFORE + _TURN_COLUMNS
+TURNS_BEFORE_EMB = _TURNS_BEFORE + _TURN_COLUMNS_EMB
+
 # Every rated answer of each user in $uids, over the whole past (no embeddings, no text): what the count-based
 # scorer counts, so counting while it serves sees what a per-user win count over every event sees.
-USER_RATED = """
+_USER_RATED = """
 UNWIND $uids AS uid
 MATCH (u:User {user_id: uid})
 WITH uid, u
 MATCH (u)<-[:BY]-(t:Turn)<-[:ANSWER_OF]-(r:Response)
 WHERE r.rating IS NOT NULL
-RETURN uid, t.conversation_id, t.turn_index, t.llm_id, r.rating
-"""
+RETURN uid, t.conversation_id, t.turn_index, t.llm_id, r.rating"""
+USER_RATED = _USER_RATED + "\n"
+# The same with when each answer was given and rated, so that counts can be taken as known at any past time
+# (graphstore.sampler.PastCounts): the whole past's counts of the live watch and the promotion judge.
+USER_RATED_TIMED = _USER_RATED + ", t.ts, r.rating_ms\n"
 
 # The newest $limit rated answers to each query text in $keys, by any user: the crowd evidence of a request
 # (trainer/crowd.py centres them per comparison and leaves out the requesting user). Two index seeks, no edge

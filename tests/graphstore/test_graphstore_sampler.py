@@ -133,7 +133,7 @@ def test_past_counts_match_the_routers_count_at_every_time():
             rated = rng.random() < 0.8
             rows.append([f"t{g}-{j}", f"c{g // 3}", str(m), f"q{g}", g % 3, t0 + j, float(rng.integers(0, 3)) / 2
                          if rated else None, t0 + int(rng.integers(10, 20_000)) if rated else None, None])
-    counter = PastCounts(rows)
+    counter = PastCounts.of_rows(rows)
     for t in range(0, 60_000, 700):
         known = [(r[1], r[4], r[2], r[6]) for r in rows if r[6] is not None and r[5] < t and r[7] < t]
         assert counter.before(t) == per_llm(known)
@@ -153,3 +153,43 @@ def test_served_samples_from_each_users_own_mark(store):
     for a, b in zip(out, keep, strict=True):
         assert a.visible.turn_ids == b.visible.turn_ids and a.visible.win_counts == b.visible.win_counts
         np.testing.assert_array_equal(a.visible.rating, b.visible.rating)
+
+
+def test_served_samples_read_only_what_they_use(store):
+    """The bounded read (the turns from each user's mark on, the newest k before it, the whole past's rated
+    answers without text) gives exactly the samples of the whole history, with late and missing ratings, marks
+    inside a comparison, per-user bounds, and several batches of users."""
+    from graphstore.sampler import serving_samples
+
+    rng = np.random.default_rng(7)
+    turns, fbs, marks, until = [], [], {}, {}
+    for u in range(5):
+        t = 100_000 * u
+        for i in range(30):
+            t0 = t + 1000 * i
+            for j, m in enumerate(rng.choice(["m1", "m2", "m3", "m4"], size=int(rng.integers(1, 4)), replace=False)):
+                tid = f"u{u}-{i}-{m}"
+                turns.append(turn(tid, f"u{u}", f"c{u}-{i // 5}", i % 5, t0 + j, str(m), query=f"q {u} {i % 12}"))
+                if rng.random() < 0.85:
+                    late = int(rng.choice([50, 50, 5_000, 60_000]))
+                    fbs.append(thumbs(f"f-{tid}", tid, bool(rng.random() < 0.5), t0 + late, user=f"u{u}"))
+        marks[f"u{u}"] = t + 1000 * int(rng.integers(3, 25)) + int(rng.integers(0, 2))  # +1: inside a comparison
+        until[f"u{u}"] = marks[f"u{u}"] + 1000 * int(rng.integers(1, 8)) + 1
+    store.upsert_turns(with_emb(*turns))
+    store.upsert_feedback(fbs)
+    store.batch_size = 2  # three batches of users
+    whole = dict(store._whole_histories(list(marks)))
+    for k in (3, 8, 40):
+        for bound, end in ((marks, until), (marks, None), (min(marks.values()), None)):
+            def at(u, d=bound):
+                return d[u] if isinstance(d, dict) else d
+
+            got = store.serving_samples(list(marks), k, bound, until_ms=end)
+            want = [s for u in marks for s in serving_samples(u, whole[u], k, at(u), 2, None,
+                                                              None if end is None else end[u])]
+            assert len(got) == len(want) > 0
+            for a, b in zip(got, want):
+                assert a.visible.turn_ids == b.visible.turn_ids and a.visible.win_counts == b.visible.win_counts
+                np.testing.assert_array_equal(a.visible.rating, b.visible.rating)
+                assert [(g.llm_ids, g.ratings.tolist(), g.timestamp) for g in a.targets] == \
+                    [(g.llm_ids, g.ratings.tolist(), g.timestamp) for g in b.targets]
