@@ -19,7 +19,7 @@ import numpy as np
 
 from graphstore import codec, counts, cypher
 from graphstore.schema import KEYS, LLMInfo, TrainingSample, UserSubgraph, query_key
-from graphstore.subgraph import assemble
+from graphstore.subgraph import CONV, INDEX, LLM, RATING, RATING_MS, TS, assemble
 from prefstream.events import ChatTurn, Feedback, LLMRegistered, Pairwise, RouteDecision
 
 
@@ -412,8 +412,8 @@ class GraphStore(ABC):
         before ``until_ms`` (per user, when given) and comparing one of ``llms`` (when given), each with the
         history a router serving it reads (see graphstore.sampler.serving_samples): what the periodic trainer's
         promotion judge and live watch score, and its level offsets are fitted on. Per batch of users it reads
-        what those samples read, not every stored turn: the turns from each user's bound on, the newest ``k``
-        before it, and the whole past's rated answers without their text (the counts)."""
+        what those samples read, not every stored turn: the turns from each user's bound on and the newest ``k``
+        before it, and for the counts the rated answers before those, without their text."""
         from graphstore.sampler import serving_samples
 
         def after(u: str) -> int:
@@ -431,11 +431,15 @@ class GraphStore(ABC):
             self._turn_rows(cypher.TURNS_SINCE, cypher.TURNS_SINCE_EMB, {"bounds": bounds}, rows)
             if k > 0:
                 self._turn_rows(cypher.TURNS_BEFORE, cypher.TURNS_BEFORE_EMB, {"bounds": bounds, "k": int(k)}, rows)
-            rated: dict[str, list[list]] = {u: [] for u in part}
-            for uid, *r in self._read(cypher.USER_RATED_TIMED, {"uids": part}):
-                rated[uid].append(r)
-            out += [s for u in part for s in serving_samples(u, rows[u], k, after(u), min_llms, llms, until(u),
-                                                              rated=rated[u])]
+            # the rated answers the turn reads did not get: the oldest turn time read and before it
+            edges = {u: min((int(r[TS]) for r in rows[u]), default=after(u)) for u in part}
+            rated: dict[str, list] = {u: [] for u in part}
+            for r in self._read(cypher.USER_RATED_UNTIL, {"edges": [{"uid": u, "ts": t} for u, t in edges.items()]}):
+                rated[r[0]].append(r[1:])
+            for u in part:
+                rated[u] += [(r[CONV], r[INDEX], r[LLM], r[RATING], r[TS], r[RATING_MS]) for r in rows[u]
+                             if int(r[TS]) > edges[u]]
+                out += serving_samples(u, rows[u], k, after(u), min_llms, llms, until(u), rated=rated[u])
         return out
 
     def _whole_histories(self, user_ids: list[str]) -> Iterator[tuple[str, list[list]]]:

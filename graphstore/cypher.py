@@ -179,8 +179,8 @@ USER_TURNS_ONE = _LAST_K_TURNS_ONE + _TURN_COLUMNS
 USER_TURNS_ONE_EMB = _LAST_K_TURNS_ONE + _TURN_COLUMNS_EMB
 
 # What serving reads before each comparison from a bound on, per user ($bounds: [{uid, since}]): the turns from
-# ``since`` on, and the newest $k before ``since``. With the whole past's
-# rated answers (USER_RATED_TIMED), the live watch and the promotion judge see what a router serving each
+# ``since`` on, and the newest $k before ``since``. With the rated answers before those (USER_RATED_UNTIL),
+# the live watch and the promotion judge see what a router serving each
 # comparison read without reading every stored turn of a long history (GraphStore.serving_samples).
 _BOUNDED = """
 UNWIND $bounds AS b
@@ -204,17 +204,26 @@ TURNS_BEFORE_EMB = _TURNS_BEFORE + _TURN_COLUMNS_EMB
 
 # Every rated answer of each user in $uids, over the whole past (no embeddings, no text): what the count-based
 # scorer counts, so counting while it serves sees what a per-user win count over every event sees.
-_USER_RATED = """
+USER_RATED = """
 UNWIND $uids AS uid
 MATCH (u:User {user_id: uid})
 WITH uid, u
 MATCH (u)<-[:BY]-(t:Turn)<-[:ANSWER_OF]-(r:Response)
 WHERE r.rating IS NOT NULL
-RETURN uid, t.conversation_id, t.turn_index, t.llm_id, r.rating"""
-USER_RATED = _USER_RATED + "\n"
-# The same with when each answer was given and rated, so that counts can be taken as known at any past time
-# (graphstore.sampler.PastCounts): the whole past's counts of the live watch and the promotion judge.
-USER_RATED_TIMED = _USER_RATED + ", t.ts, r.rating_ms\n"
+RETURN uid, t.conversation_id, t.turn_index, t.llm_id, r.rating
+"""
+# The rated answers of each user at or before their edge time ($edges: [{uid, ts}]), with when each was given and
+# rated, so that counts can be taken as known at any past time (graphstore.sampler.PastCounts): the part of the
+# whole past's counts of the live watch and the promotion judge that their turn reads (_TURNS_SINCE,
+# _TURNS_BEFORE) do not hold.
+USER_RATED_UNTIL = """
+UNWIND $edges AS e
+MATCH (u:User {user_id: e.uid})
+WITH e.uid AS uid, e.ts AS edge, u
+MATCH (u)<-[:BY]-(t:Turn)<-[:ANSWER_OF]-(r:Response)
+WHERE r.rating IS NOT NULL AND t.ts <= edge
+RETURN uid, t.conversation_id, t.turn_index, t.llm_id, r.rating, t.ts, r.rating_ms
+"""
 
 # The newest $limit rated answers to each query text in $keys, by any user: the crowd evidence of a request
 # (trainer/crowd.py centres them per comparison and leaves out the requesting user). Two index seeks, no edge
