@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -85,30 +86,37 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--out", type=Path, default=RESULTS / "watch_scale.json")
     args = ap.parse_args()
+    out = {"command": command_line(), "machine": machine_facts(), "k": K, "users": args.users, "new": args.new,
+           "reps": args.reps, "by_turns": {}}
+    for turns, store, data in loaded_graphs([int(t) for t in args.turns.split(",")], args.users):
+        row = measure(store, data, [f"u{u}" for u in range(args.users)], args.new, args.reps)
+        out["by_turns"][turns] = row
+        print(f"{turns} turns: " + json.dumps({k: round(v, 2) for k, v in row.items()}), flush=True)
+    return write_results(args.out, out, markdown)
+
+
+def loaded_graphs(sizes: list[int], users: int) -> Iterator[tuple[int, object, RatedHistory]]:
+    """(answers per user, a store holding ``users`` users with that many answers each, the users' data) per size,
+    one graph each on a FalkorDB server started for the bench (stopped when the iteration ends)."""
     from graphstore import open_store
     from prefstream.config import Settings
     from prefstream.procs import free_port, stop
     from stack import services
 
-    out = {"command": command_line(), "machine": machine_facts(), "k": K, "users": args.users, "new": args.new,
-           "reps": args.reps, "by_turns": {}}
     base = Data(5000)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-watch-"))
+    tmp = Path(tempfile.mkdtemp(prefix="bench-graphs-"))
     port = free_port()
     proc = services.start_graph(port, tmp / "data", tmp / "logs")
     try:
         services.wait_graph(proc, port)
-        for i, turns in enumerate(int(t) for t in args.turns.split(",")):
-            store = open_store(Settings(graph_uri=f"redis://127.0.0.1:{port}", graph_name=f"watch{turns}"))
+        for turns in sizes:
+            store = open_store(Settings(graph_uri=f"redis://127.0.0.1:{port}", graph_name=f"answers{turns}"))
             data = RatedHistory(base, turns)
-            bulk_load(store, data, range(args.users))
-            row = measure(store, data, [f"u{u}" for u in range(args.users)], args.new, args.reps)
-            out["by_turns"][turns] = row
-            print(f"{turns} turns: " + json.dumps({k: round(v, 2) for k, v in row.items()}), flush=True)
+            bulk_load(store, data, range(users))
+            yield turns, store, data
             store.close()
     finally:
         stop(proc)
-    return write_results(args.out, out, markdown)
 
 
 def markdown(out: dict) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from graphstore import codec, counts, cypher
+from graphstore import codec, cypher
 from graphstore.schema import KEYS, LLMInfo, TrainingSample, UserSubgraph, query_key
 from graphstore.subgraph import CONV, INDEX, LLM, RATING, RATING_MS, TS, assemble
 from prefstream.events import ChatTurn, Feedback, LLMRegistered, Pairwise, RouteDecision
@@ -348,12 +348,12 @@ class GraphStore(ABC):
 
     def user_win_counts(self, user_ids: Sequence[str]) -> list[dict[str, tuple[float, float]]]:
         """Per user, each LLM's pairwise (wins, games) over every rated comparison of the user's whole past
-        (graphstore.counts), in input order; an unknown user gets {}."""
-        rows: dict[str, list] = {u: [] for u in user_ids}
+        (graphstore.counts' rules, counted by the database), in input order; an unknown user gets {}."""
+        found: dict[str, dict[str, tuple[float, float]]] = {u: {} for u in user_ids}
         for part in chunks(list(dict.fromkeys(user_ids)), self.batch_size):
-            for uid, conv, idx, llm, rating in self._read(cypher.USER_RATED, {"uids": list(part)}):
-                rows[uid].append((conv, idx, llm, rating))
-        return [counts.per_llm(rows[u]) for u in user_ids]
+            for uid, llm, wins, games in self._read(cypher.USER_WIN_COUNTS, {"uids": list(part)}):
+                found[uid][llm] = (float(wins), float(games))
+        return [dict(found[u]) for u in user_ids]
 
     def query_ratings(self, keys: Sequence[str], limit: int = 500) -> list[tuple]:
         """(query key, user id, conversation id, turn index, LLM id, rating) of the newest ``limit`` rated answers

@@ -202,15 +202,23 @@ TURNS_SINCE_EMB = _TURNS_SINCE + _TURN_COLUMNS_EMB
 TURNS_BEFORE = _TURNS_BEFORE + _TURN_COLUMNS
 TURNS_BEFORE_EMB = _TURNS_BEFORE + _TURN_COLUMNS_EMB
 
-# Every rated answer of each user in $uids, over the whole past (no embeddings, no text): what the count-based
-# scorer counts, so counting while it serves sees what a per-user win count over every event sees.
-USER_RATED = """
+# Each user's pairwise (wins, games) per LLM over every rated comparison of the whole past, counted in the
+# database (graphstore.counts' rules: the rated answers of one conversation turn; each answer plays every other
+# once, a win if rated higher, half on a tie): what the count-based scorer counts, so counting while it serves sees
+# what a per-user win count over every event sees, and only a row per (user, LLM) travels, however long the past.
+USER_WIN_COUNTS = """
 UNWIND $uids AS uid
 MATCH (u:User {user_id: uid})
 WITH uid, u
 MATCH (u)<-[:BY]-(t:Turn)<-[:ANSWER_OF]-(r:Response)
 WHERE r.rating IS NOT NULL
-RETURN uid, t.conversation_id, t.turn_index, t.llm_id, r.rating
+WITH uid, t.conversation_id AS conv, t.turn_index AS idx, collect([t.llm_id, r.rating]) AS answers
+WHERE size(answers) > 1
+UNWIND range(0, size(answers) - 1) AS x
+UNWIND range(0, size(answers) - 1) AS y
+WITH uid, answers[x] AS a, answers[y] AS b, x, y
+WHERE x <> y
+RETURN uid, a[0], sum(CASE WHEN a[1] > b[1] THEN 1.0 WHEN a[1] = b[1] THEN 0.5 ELSE 0.0 END), count(*)
 """
 # The rated answers of each user at or before their edge time ($edges: [{uid, ts}]), with when each was given and
 # rated, so that counts can be taken as known at any past time (graphstore.sampler.PastCounts): the part of the

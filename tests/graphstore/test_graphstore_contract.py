@@ -344,3 +344,30 @@ def test_query_ratings_give_other_users_crowd_evidence(store):
     np.testing.assert_allclose(table.evidence(query_key(q), ["m1", "m2"], "u1"), [(2 / 9) / 2, -(2 / 9) / 2],
                                atol=1e-6)  # u1 asking: only u2 counts
     assert len(store.query_ratings([query_key(q)], limit=2)) == 2  # the newest two answers only
+
+
+def test_win_counts_counted_in_the_database_match_graphstore_counts(store):
+    """The database's count (cypher.USER_WIN_COUNTS) is graphstore.counts.per_llm over the same rated answers, with
+    ties, unrated answers, lone answers, one LLM answering a turn twice, and several users in one read."""
+    from graphstore.counts import per_llm
+
+    rng = np.random.default_rng(3)
+    turns, fbs, rated = [], [], {}
+    for u in range(4):
+        for i in range(25):
+            llms = list(rng.choice(["m1", "m2", "m3", "m4"], size=int(rng.integers(1, 5)), replace=True))
+            for j, m in enumerate(llms):
+                tid = f"u{u}-{i}-{j}"
+                turns.append(turn(tid, f"u{u}", f"c{u}-{i // 5}", i % 5, 1000 * i + j, str(m)))
+                if rng.random() < 0.8:
+                    value = float(rng.integers(1, 4))  # few values: many ties
+                    fbs.append(score(f"f-{tid}", tid, value, 1000 * i + 500, user=f"u{u}"))
+                    rated.setdefault(f"u{u}", []).append((f"c{u}-{i // 5}", i % 5, str(m), (value - 1) / 9))
+    store.upsert_turns(with_emb(*turns))
+    store.upsert_feedback(fbs)
+    store.batch_size = 3  # two reads
+    users = ["u0", "u1", "ghost", "u2", "u3"]
+    got = store.user_win_counts(users)
+    want = [per_llm(rated.get(u, [])) for u in users]
+    assert got == want and any(w for w in want)
+    assert any(w != int(w) for c in want for w, _ in c.values())  # ties counted half

@@ -1,0 +1,76 @@
+"""What a router's whole-past win count read costs as histories grow, against its read of the last k turns.
+
+    python bench/count_read.py          # -> bench/results/count_read.{json,md}
+
+Every routing request of a user reads two things from the graph: the last k turns the model scores
+(GraphStore.user_subgraphs) and the user's pairwise (wins, games) per LLM over their whole past
+(GraphStore.user_win_counts), which the count-based scorer and the model's count evidence read. The first is
+bounded by k; the second grows with the user's past. For ``--users`` users with T answers each (every answer rated,
+two LLMs a turn, in a FalkorDB server), this times both, for one user (one request) and for all of them at once
+(one router batch), median of ``--reps`` calls, and gives the count read as a multiple of the k-turn read of the
+same users (the floor). Run with ``--out`` at another commit to compare implementations on the same machine. A
+benchmark, not a test; run it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import RESULTS, command_line, machine_facts, write_results  # noqa: E402
+from bench.watch_scale import K, loaded_graphs, timed  # noqa: E402
+
+
+def measure(store, users: list[str], reps: int) -> dict:
+    """Floor and count read, for one user (cycling through ``users``) and for all of them in one call."""
+    one = iter(range(10**9))
+
+    def pick() -> list[str]:
+        return [users[next(one) % len(users)]]
+
+    row = {}
+    for name, who in (("one", pick), ("batch", lambda: users)):
+        floor, _ = timed(lambda: store.user_subgraphs(who(), K), reps)
+        count, got = timed(lambda: store.user_win_counts(who()), reps)
+        row[name] = {"floor_ms": floor, "count_ms": count, "count_x_floor": count / floor,
+                     "llms": sum(len(c) for c in got)}
+    return row
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--users", type=int, default=64, help="users in a router batch")
+    ap.add_argument("--turns", default="120,500,2000", help="comma-separated answers per user")
+    ap.add_argument("--reps", type=int, default=9)
+    ap.add_argument("--label", default="", help="what the run measures (e.g. the commit), for the table")
+    ap.add_argument("--out", type=Path, default=RESULTS / "count_read.json")
+    args = ap.parse_args()
+    out = {"command": command_line(), "machine": machine_facts(), "k": K, "users": args.users, "reps": args.reps,
+           "label": args.label, "by_turns": {}}
+    for turns, store, _ in loaded_graphs([int(t) for t in args.turns.split(",")], args.users):
+        out["by_turns"][turns] = measure(store, [f"u{u}" for u in range(args.users)], args.reps)
+        print(turns, out["by_turns"][turns], flush=True)
+    return write_results(args.out, out, markdown)
+
+
+def markdown(out: dict) -> str:
+    md = ["# A router's whole-past win count read as histories grow", "",
+          f"`{out['command']}`{' (' + out['label'] + ')' if out['label'] else ''}: every answer rated, two LLMs a "
+          f"turn; floor: the same users' last k = {out['k']} turns (GraphStore.user_subgraphs); median of "
+          f"{out['reps']} calls; FalkorDB on the same 2 cores. Load average {out['machine']['loadavg_1_5_15'][0]:.2f} "
+          f"at the start, {out['loadavg_end'][0]:.2f} at the end.", "",
+          f"| answers per user | one user: floor ms | count read ms | x floor | {out['users']} users: floor ms | "
+          "count read ms | x floor |", "|---|---|---|---|---|---|---|"]
+    for turns, r in out["by_turns"].items():
+        cells = [f"{r[n]['floor_ms']:.2f} | {r[n]['count_ms']:.2f} | {r[n]['count_x_floor']:.2f}"
+                 for n in ("one", "batch")]
+        md.append(f"| {turns} | " + " | ".join(cells) + " |")
+    return "\n".join(md) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
