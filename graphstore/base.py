@@ -19,7 +19,7 @@ import numpy as np
 
 from graphstore import codec, cypher
 from graphstore.schema import KEYS, LLMInfo, TrainingSample, UserSubgraph, query_key
-from graphstore.subgraph import CONV, INDEX, LLM, RATING, RATING_MS, TS, assemble
+from graphstore.subgraph import assemble
 from prefstream.events import ChatTurn, Feedback, LLMRegistered, Pairwise, RouteDecision
 
 
@@ -349,11 +349,17 @@ class GraphStore(ABC):
     def user_win_counts(self, user_ids: Sequence[str]) -> list[dict[str, tuple[float, float]]]:
         """Per user, each LLM's pairwise (wins, games) over every rated comparison of the user's whole past
         (graphstore.counts' rules, counted by the database), in input order; an unknown user gets {}."""
-        found: dict[str, dict[str, tuple[float, float]]] = {u: {} for u in user_ids}
+        found = {}
         for part in chunks(list(dict.fromkeys(user_ids)), self.batch_size):
-            for uid, llm, wins, games in self._read(cypher.USER_WIN_COUNTS, {"uids": list(part)}):
-                found[uid][llm] = (float(wins), float(games))
+            found.update(zip(part, self._win_counts(cypher.USER_WIN_COUNTS, {"uids": list(part)}, part)))
         return [dict(found[u]) for u in user_ids]
+
+    def _win_counts(self, q: str, params: dict, user_ids: Sequence[str]) -> list[dict[str, tuple[float, float]]]:
+        """A read of (user, LLM, wins, games) rows (cypher._PAIR_COUNTS) as {llm: (wins, games)} per user."""
+        found: dict[str, dict[str, tuple[float, float]]] = {u: {} for u in user_ids}
+        for uid, llm, wins, games in self._read(q, params):
+            found[uid][llm] = (float(wins), float(games))
+        return [found[u] for u in user_ids]
 
     def query_ratings(self, keys: Sequence[str], limit: int = 500) -> list[tuple]:
         """(query key, user id, conversation id, turn index, LLM id, rating) of the newest ``limit`` rated answers
@@ -413,8 +419,9 @@ class GraphStore(ABC):
         history a router serving it reads (see graphstore.sampler.serving_samples): what the periodic trainer's
         promotion judge and live watch score, and its level offsets are fitted on. Per batch of users it reads
         what those samples read, not every stored turn: the turns from each user's bound on and the newest ``k``
-        before it, and for the counts the rated answers before those, without their text."""
-        from graphstore.sampler import serving_samples
+        before it; for the counts, those the database counts as known at the bound and the rated answers of the
+        comparisons known since, without their text."""
+        from graphstore.sampler import PastCounts, serving_samples
 
         def after(u: str) -> int:
             return int(after_ms[u]) if isinstance(after_ms, Mapping) else int(after_ms)
@@ -431,15 +438,14 @@ class GraphStore(ABC):
             self._turn_rows(cypher.TURNS_SINCE, cypher.TURNS_SINCE_EMB, {"bounds": bounds}, rows)
             if k > 0:
                 self._turn_rows(cypher.TURNS_BEFORE, cypher.TURNS_BEFORE_EMB, {"bounds": bounds, "k": int(k)}, rows)
-            # the rated answers the turn reads did not get: the oldest turn time read and before it
-            edges = {u: min((int(r[TS]) for r in rows[u]), default=after(u)) for u in part}
+            edges = {"edges": [{"uid": u, "ts": after(u)} for u in part]}
+            counted = self._win_counts(cypher.USER_WIN_COUNTS_BEFORE, edges, part)
             rated: dict[str, list] = {u: [] for u in part}
-            for r in self._read(cypher.USER_RATED_UNTIL, {"edges": [{"uid": u, "ts": t} for u, t in edges.items()]}):
+            for r in self._read(cypher.USER_RATED_SINCE, edges):
                 rated[r[0]].append(r[1:])
-            for u in part:
-                rated[u] += [(r[CONV], r[INDEX], r[LLM], r[RATING], r[TS], r[RATING_MS]) for r in rows[u]
-                             if int(r[TS]) > edges[u]]
-                out += serving_samples(u, rows[u], k, after(u), min_llms, llms, until(u), rated=rated[u])
+            for u, known in zip(part, counted):
+                counter = PastCounts(rated[u], known, start=after(u))
+                out += serving_samples(u, rows[u], k, after(u), min_llms, llms, until(u), counter=counter)
         return out
 
     def _whole_histories(self, user_ids: list[str]) -> Iterator[tuple[str, list[list]]]:

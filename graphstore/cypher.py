@@ -179,9 +179,9 @@ USER_TURNS_ONE = _LAST_K_TURNS_ONE + _TURN_COLUMNS
 USER_TURNS_ONE_EMB = _LAST_K_TURNS_ONE + _TURN_COLUMNS_EMB
 
 # What serving reads before each comparison from a bound on, per user ($bounds: [{uid, since}]): the turns from
-# ``since`` on, and the newest $k before ``since``. With the rated answers before those (USER_RATED_UNTIL),
-# the live watch and the promotion judge see what a router serving each
-# comparison read without reading every stored turn of a long history (GraphStore.serving_samples).
+# ``since`` on, and the newest $k before ``since``. With the counts as known from ``since`` on
+# (USER_WIN_COUNTS_BEFORE, USER_RATED_SINCE), the live watch and the promotion judge see what a router serving
+# each comparison read without reading every stored turn of a long history (GraphStore.serving_samples).
 _BOUNDED = """
 UNWIND $bounds AS b
 MATCH (u:User {user_id: b.uid})
@@ -206,6 +206,13 @@ TURNS_BEFORE_EMB = _TURNS_BEFORE + _TURN_COLUMNS_EMB
 # database (graphstore.counts' rules: the rated answers of one conversation turn; each answer plays every other
 # once, a win if rated higher, half on a tie): what the count-based scorer counts, so counting while it serves sees
 # what a per-user win count over every event sees, and only a row per (user, LLM) travels, however long the past.
+_PAIR_COUNTS = """WHERE size(answers) > 1
+UNWIND range(0, size(answers) - 1) AS x
+UNWIND range(0, size(answers) - 1) AS y
+WITH uid, answers[x] AS a, answers[y] AS b, x, y
+WHERE x <> y
+RETURN uid, a[0], sum(CASE WHEN a[1] > b[1] THEN 1.0 WHEN a[1] = b[1] THEN 0.5 ELSE 0.0 END), count(*)
+"""
 USER_WIN_COUNTS = """
 UNWIND $uids AS uid
 MATCH (u:User {user_id: uid})
@@ -213,24 +220,27 @@ WITH uid, u
 MATCH (u)<-[:BY]-(t:Turn)<-[:ANSWER_OF]-(r:Response)
 WHERE r.rating IS NOT NULL
 WITH uid, t.conversation_id AS conv, t.turn_index AS idx, collect([t.llm_id, r.rating]) AS answers
-WHERE size(answers) > 1
-UNWIND range(0, size(answers) - 1) AS x
-UNWIND range(0, size(answers) - 1) AS y
-WITH uid, answers[x] AS a, answers[y] AS b, x, y
-WHERE x <> y
-RETURN uid, a[0], sum(CASE WHEN a[1] > b[1] THEN 1.0 WHEN a[1] = b[1] THEN 0.5 ELSE 0.0 END), count(*)
-"""
-# The rated answers of each user at or before their edge time ($edges: [{uid, ts}]), with when each was given and
-# rated, so that counts can be taken as known at any past time (graphstore.sampler.PastCounts): the part of the
-# whole past's counts of the live watch and the promotion judge that their turn reads (_TURNS_SINCE,
-# _TURNS_BEFORE) do not hold.
-USER_RATED_UNTIL = """
+""" + _PAIR_COUNTS
+# The same counts as known before each user's edge time ($edges: [{uid, ts}]): over the answers given and rated
+# before it (a rating is known from when both it and its answer exist); and the rated answers of the comparisons
+# with an answer known at or after it, with both times. With them graphstore.sampler.PastCounts takes the counts
+# as known at any time from the edge on (the live watch and the promotion judge, from each user's bound).
+_RATED_BY_EDGE = """
 UNWIND $edges AS e
 MATCH (u:User {user_id: e.uid})
 WITH e.uid AS uid, e.ts AS edge, u
 MATCH (u)<-[:BY]-(t:Turn)<-[:ANSWER_OF]-(r:Response)
-WHERE r.rating IS NOT NULL AND t.ts <= edge
-RETURN uid, t.conversation_id, t.turn_index, t.llm_id, r.rating, t.ts, r.rating_ms
+WHERE r.rating IS NOT NULL AND r.rating_ms IS NOT NULL
+"""
+USER_WIN_COUNTS_BEFORE = _RATED_BY_EDGE + """WITH uid, edge, t, r
+WHERE t.ts < edge AND r.rating_ms < edge
+WITH uid, t.conversation_id AS conv, t.turn_index AS idx, collect([t.llm_id, r.rating]) AS answers
+""" + _PAIR_COUNTS
+USER_RATED_SINCE = _RATED_BY_EDGE + """WITH uid, edge, t.conversation_id AS conv, t.turn_index AS idx,
+     collect([t.llm_id, r.rating, t.ts, r.rating_ms]) AS answers
+WHERE size([a IN answers WHERE a[2] >= edge OR a[3] >= edge]) > 0
+UNWIND answers AS a
+RETURN uid, conv, idx, a[0], a[1], a[2], a[3]
 """
 
 # The newest $limit rated answers to each query text in $keys, by any user: the crowd evidence of a request

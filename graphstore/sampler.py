@@ -14,7 +14,7 @@ Rules (the trainer's contract):
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -67,7 +67,7 @@ def sample_user(user_id: str, rows: Sequence[Sequence], k: int, rng: np.random.G
 
 def serving_samples(user_id: str, rows: Sequence[Sequence], k: int, after_ms: int, min_llms: int = 2,
                     llms: Collection[str] | None = None, until_ms: int | None = None,
-                    rated: Iterable[Sequence] | None = None) -> list[TrainingSample]:
+                    counter: PastCounts | None = None) -> list[TrainingSample]:
     """One sample per target group that starts at or after ``after_ms`` and before ``until_ms`` (when given), and
     compares one of ``llms`` (when given), with the history a router serving it reads: the last ``k`` turns before
     it, with the ratings given before it, and the win counts of the user's whole past then (``visible.win_counts``,
@@ -75,12 +75,12 @@ def serving_samples(user_id: str, rows: Sequence[Sequence], k: int, after_ms: in
     live watch score these, so a candidate and counting are judged as they would serve (a training sample's later
     targets read only the turns before its random cut).
 
-    ``rows``: the user's whole history, or (with ``rated``, the whole past's rated answers as
-    :class:`PastCounts` reads them) the turns from ``after_ms`` on and the newest ``k`` before it, which is
-    all a sample reads when the answers of one comparison are fewer than ``k`` turns apart."""
+    ``rows``: the user's whole history, or (with ``counter``, the user's counts from ``after_ms`` on) the turns
+    from ``after_ms`` on and the newest ``k`` before it, which is all a sample reads when the answers of one
+    comparison are fewer than ``k`` turns apart."""
     rows = sorted(rows, key=order_key)  # by time first
     stamps = [int(r[TS]) for r in rows]
-    counter = PastCounts.of_rows(rows) if rated is None else PastCounts(rated)
+    counter = counter or PastCounts.of_rows(rows)
     out = []
     for g in _groups(user_id, rows, min_llms):
         if g.timestamp < after_ms or (until_ms is not None and g.timestamp >= until_ms):
@@ -102,16 +102,24 @@ class PastCounts:
     of answers given and rated before that time. Asked at non-decreasing times, each rating is added once: the
     games of two answers of one comparison count from when the later of their two ratings was given."""
 
-    def __init__(self, rated: Iterable[Sequence]):
-        """From (conversation, turn index, LLM, rating, answer time, rating time) rows (USER_RATED_TIMED's columns
-        after the user id): the rated answers alone, without their text."""
+    def __init__(self, rated: Iterable[Sequence], counted: Mapping[str, tuple[float, float]] | None = None,
+                 start: int | None = None):
+        """From (conversation, turn index, LLM, rating, answer time, rating time) rows: the rated answers alone,
+        without their text. With ``start``, ``counted`` holds the (wins, games) of the answers known before it
+        (cypher.USER_WIN_COUNTS_BEFORE) and ``rated`` need hold only the comparisons with an answer known at or after
+        it (cypher.USER_RATED_SINCE), whose answers known before it join their comparisons without counting again;
+        it is then asked at times from ``start`` on."""
         # a rating is known from when both it and its answer exist (a rating time before the answer: bad data)
         self.events = sorted((max(int(rms), int(ts)), conv, int(idx), llm, float(r))
                              for conv, idx, llm, r, ts, rms in rated if r is not None and rms is not None)
         self.next = 0
         self.members: dict[tuple, list[tuple[str, float]]] = {}
-        self.wins: dict[str, float] = {}
-        self.games: dict[str, float] = {}
+        self.wins = {m: w for m, (w, _) in (counted or {}).items()}
+        self.games = {m: g for m, (_, g) in (counted or {}).items()}
+        while start is not None and self.next < len(self.events) and self.events[self.next][0] < start:
+            _, conv, idx, llm, r = self.events[self.next]
+            self.next += 1
+            self.members.setdefault((conv, idx), []).append((llm, r))
 
     @classmethod
     def of_rows(cls, rows: Sequence[Sequence]) -> PastCounts:
