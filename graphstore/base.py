@@ -419,9 +419,9 @@ class GraphStore(ABC):
         history a router serving it reads (see graphstore.sampler.serving_samples): what the periodic trainer's
         promotion judge and live watch score, and its level offsets are fitted on. Per batch of users it reads
         what those samples read, not every stored turn: the turns from each user's bound on and the newest ``k``
-        before it; for the counts, those the database counts as known at the bound and the rated answers of the
-        comparisons known since, without their text."""
-        from graphstore.sampler import PastCounts, serving_samples
+        before it; for the counts of a user with older turns than those, the counts the database takes as known
+        at the bound and the rated answers of the comparisons known since, without their text."""
+        from graphstore.sampler import serving_samples
 
         def after(u: str) -> int:
             return int(after_ms[u]) if isinstance(after_ms, Mapping) else int(after_ms)
@@ -436,17 +436,27 @@ class GraphStore(ABC):
             bounds = [{"uid": u, "since": after(u)} for u in part]
             rows: dict[str, list[list]] = {u: [] for u in part}
             self._turn_rows(cypher.TURNS_SINCE, cypher.TURNS_SINCE_EMB, {"bounds": bounds}, rows)
+            news = {u: len(rows[u]) for u in part}
             if k > 0:
                 self._turn_rows(cypher.TURNS_BEFORE, cypher.TURNS_BEFORE_EMB, {"bounds": bounds, "k": int(k)}, rows)
-            edges = {"edges": [{"uid": u, "ts": after(u)} for u in part]}
-            counted = self._win_counts(cypher.USER_WIN_COUNTS_BEFORE, edges, part)
-            rated: dict[str, list] = {u: [] for u in part}
-            for r in self._read(cypher.USER_RATED_SINCE, edges):
-                rated[r[0]].append(r[1:])
-            for u, known in zip(part, counted):
-                counter = PastCounts(rated[u], known, start=after(u))
-                out += serving_samples(u, rows[u], k, after(u), min_llms, llms, until(u), counter=counter)
+            counters = self._past_counts([u for u in part if len(rows[u]) - news[u] >= k], after)
+            for u in part:  # a user whose turns were all read is counted from them
+                out += serving_samples(u, rows[u], k, after(u), min_llms, llms, until(u), counter=counters.get(u))
         return out
+
+    def _past_counts(self, user_ids: list[str], after) -> dict:
+        """{user: graphstore.sampler.PastCounts from ``after``(user) on}: the counts the database takes as known
+        then, and the rated answers of the comparisons known since."""
+        from graphstore.sampler import PastCounts
+
+        if not user_ids:
+            return {}
+        edges = {"edges": [{"uid": u, "ts": after(u)} for u in user_ids]}
+        counted = self._win_counts(cypher.USER_WIN_COUNTS_BEFORE, edges, user_ids)
+        rated: dict[str, list] = {u: [] for u in user_ids}
+        for r in self._read(cypher.USER_RATED_SINCE, edges):
+            rated[r[0]].append(r[1:])
+        return {u: PastCounts(rated[u], known, start=after(u)) for u, known in zip(user_ids, counted)}
 
     def _whole_histories(self, user_ids: list[str]) -> Iterator[tuple[str, list[list]]]:
         """(user, every stored turn row of theirs) in ``user_ids``' order, read a batch of users at a time."""
