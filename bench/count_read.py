@@ -59,7 +59,7 @@ def main() -> int:
 
 def markdown(out: dict) -> str:
     md = ["# A router's whole-past win count read as histories grow", "",
-          f"`{out['command']}`{' (' + out['label'] + ')' if out['label'] else ''}: every answer rated, two LLMs a "
+          f"`{out['command']}`: every answer rated, two LLMs a "
           f"turn; floor: the same users' last k = {out['k']} turns (GraphStore.user_subgraphs); median of "
           f"{out['reps']} calls; FalkorDB on the same 2 cores. Load average {out['machine']['loadavg_1_5_15'][0]:.2f} "
           f"at the start, {out['loadavg_end'][0]:.2f} at the end.", "",

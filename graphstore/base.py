@@ -12,8 +12,8 @@ import threading
 import uuid
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from graphstore import codec, cypher
 from graphstore.schema import KEYS, LLMInfo, TrainingSample, UserSubgraph, query_key
 from graphstore.subgraph import assemble
 from prefstream.events import ChatTurn, Feedback, LLMRegistered, Pairwise, RouteDecision
+
+if TYPE_CHECKING:
+    from graphstore.sampler import PastCounts
 
 
 class UnknownQuery(ValueError):
@@ -444,7 +447,7 @@ class GraphStore(ABC):
                 out += serving_samples(u, rows[u], k, after(u), min_llms, llms, until(u), counter=counters.get(u))
         return out
 
-    def _past_counts(self, user_ids: list[str], after) -> dict:
+    def _past_counts(self, user_ids: list[str], after: Callable[[str], int]) -> dict[str, PastCounts]:
         """{user: graphstore.sampler.PastCounts from ``after``(user) on}: the counts the database takes as known
         then, and the rated answers of the comparisons known since."""
         from graphstore.sampler import PastCounts

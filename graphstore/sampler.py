@@ -80,7 +80,7 @@ def serving_samples(user_id: str, rows: Sequence[Sequence], k: int, after_ms: in
     comparison are fewer than ``k`` turns apart."""
     rows = sorted(rows, key=order_key)  # by time first
     stamps = [int(r[TS]) for r in rows]
-    counter = counter or PastCounts.of_rows(rows)
+    counter = PastCounts.of_rows(rows) if counter is None else counter
     out = []
     for g in _groups(user_id, rows, min_llms):
         if g.timestamp < after_ms or (until_ms is not None and g.timestamp >= until_ms):
