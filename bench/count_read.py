@@ -15,6 +15,7 @@ benchmark, not a test; run it alone.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 
@@ -27,13 +28,9 @@ from bench.watch_scale import K, loaded_graphs, timed  # noqa: E402
 
 def measure(store, users: list[str], reps: int) -> dict:
     """Floor and count read, for one user (cycling through ``users``) and for all of them in one call."""
-    one = iter(range(10**9))
-
-    def pick() -> list[str]:
-        return [users[next(one) % len(users)]]
-
+    turn = itertools.cycle(users)
     row = {}
-    for name, who in (("one", pick), ("batch", lambda: users)):
+    for name, who in (("one", lambda: [next(turn)]), ("batch", lambda: users)):
         floor, _ = timed(lambda: store.user_subgraphs(who(), K), reps)
         count, got = timed(lambda: store.user_win_counts(who()), reps)
         row[name] = {"floor_ms": floor, "count_ms": count, "count_x_floor": count / floor,

@@ -12,7 +12,7 @@ import threading
 import uuid
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -442,24 +442,24 @@ class GraphStore(ABC):
             news = {u: len(rows[u]) for u in part}
             if k > 0:
                 self._turn_rows(cypher.TURNS_BEFORE, cypher.TURNS_BEFORE_EMB, {"bounds": bounds, "k": int(k)}, rows)
-            counters = self._past_counts([u for u in part if len(rows[u]) - news[u] >= k], after)
+            counters = self._past_counts([b for b in bounds if len(rows[b["uid"]]) - news[b["uid"]] >= k])
             for u in part:  # a user whose turns were all read is counted from them
                 out += serving_samples(u, rows[u], k, after(u), min_llms, llms, until(u), counter=counters.get(u))
         return out
 
-    def _past_counts(self, user_ids: list[str], after: Callable[[str], int]) -> dict[str, PastCounts]:
-        """{user: graphstore.sampler.PastCounts from ``after``(user) on}: the counts the database takes as known
-        then, and the rated answers of the comparisons known since."""
+    def _past_counts(self, bounds: list[dict]) -> dict[str, PastCounts]:
+        """{user: graphstore.sampler.PastCounts from their bound on} for ``bounds`` ([{uid, since}]): the counts
+        the database takes as known then, and the rated answers of the comparisons known since."""
         from graphstore.sampler import PastCounts
 
-        if not user_ids:
+        if not bounds:
             return {}
-        edges = {"edges": [{"uid": u, "ts": after(u)} for u in user_ids]}
-        counted = self._win_counts(cypher.USER_WIN_COUNTS_BEFORE, edges, user_ids)
-        rated: dict[str, list] = {u: [] for u in user_ids}
-        for r in self._read(cypher.USER_RATED_SINCE, edges):
+        users = [b["uid"] for b in bounds]
+        counted = self._win_counts(cypher.USER_WIN_COUNTS_BEFORE, {"bounds": bounds}, users)
+        rated: dict[str, list] = {u: [] for u in users}
+        for r in self._read(cypher.USER_RATED_SINCE, {"bounds": bounds}):
             rated[r[0]].append(r[1:])
-        return {u: PastCounts(rated[u], known, start=after(u)) for u, known in zip(user_ids, counted)}
+        return {b["uid"]: PastCounts(rated[b["uid"]], known, start=b["since"]) for b, known in zip(bounds, counted)}
 
     def _whole_histories(self, user_ids: list[str]) -> Iterator[tuple[str, list[list]]]:
         """(user, every stored turn row of theirs) in ``user_ids``' order, read a batch of users at a time."""

@@ -221,24 +221,24 @@ MATCH (u)<-[:BY]-(t:Turn)<-[:ANSWER_OF]-(r:Response)
 WHERE r.rating IS NOT NULL
 WITH uid, t.conversation_id AS conv, t.turn_index AS idx, collect([t.llm_id, r.rating]) AS answers
 """ + _PAIR_COUNTS
-# The same counts as known before each user's edge time ($edges: [{uid, ts}]): over the answers given and rated
+# The same counts as known before each user's bound ($bounds, as above): over the answers given and rated
 # before it (a rating is known from when both it and its answer exist); and the rated answers of the comparisons
 # with an answer known at or after it, with both times. With them graphstore.sampler.PastCounts takes the counts
-# as known at any time from the edge on (the live watch and the promotion judge, from each user's bound).
-_RATED_BY_EDGE = """
-UNWIND $edges AS e
-MATCH (u:User {user_id: e.uid})
-WITH e.uid AS uid, e.ts AS edge, u
+# as known at any time from the bound on (the live watch and the promotion judge, from each user's bound).
+_RATED_BY_BOUND = """
+UNWIND $bounds AS b
+MATCH (u:User {user_id: b.uid})
+WITH b.uid AS uid, b.since AS since, u
 MATCH (u)<-[:BY]-(t:Turn)<-[:ANSWER_OF]-(r:Response)
 WHERE r.rating IS NOT NULL AND r.rating_ms IS NOT NULL
 """
-USER_WIN_COUNTS_BEFORE = _RATED_BY_EDGE + """WITH uid, edge, t, r
-WHERE t.ts < edge AND r.rating_ms < edge
+USER_WIN_COUNTS_BEFORE = _RATED_BY_BOUND + """WITH uid, since, t, r
+WHERE t.ts < since AND r.rating_ms < since
 WITH uid, t.conversation_id AS conv, t.turn_index AS idx, collect([t.llm_id, r.rating]) AS answers
 """ + _PAIR_COUNTS
-USER_RATED_SINCE = _RATED_BY_EDGE + """WITH uid, edge, t.conversation_id AS conv, t.turn_index AS idx,
+USER_RATED_SINCE = _RATED_BY_BOUND + """WITH uid, since, t.conversation_id AS conv, t.turn_index AS idx,
      collect([t.llm_id, r.rating, t.ts, r.rating_ms]) AS answers
-WHERE size([a IN answers WHERE a[2] >= edge OR a[3] >= edge]) > 0
+WHERE size([a IN answers WHERE a[2] >= since OR a[3] >= since]) > 0
 UNWIND answers AS a
 RETURN uid, conv, idx, a[0], a[1], a[2], a[3]
 """
