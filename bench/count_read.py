@@ -5,11 +5,13 @@
 Every routing request of a user reads two things from the graph: the last k turns the model scores
 (GraphStore.user_subgraphs) and the user's pairwise (wins, games) per LLM over their whole past
 (GraphStore.user_win_counts), which the count-based scorer and the model's count evidence read. The first is
-bounded by k; the second grows with the user's past. For ``--users`` users with T answers each (every answer rated,
-two LLMs a turn, in a FalkorDB server), this times both, for one user (one request) and for all of them at once
-(one router batch), median of ``--reps`` calls, and gives the count read as a multiple of the k-turn read of the
-same users (the floor). Run with ``--out`` at another commit to compare implementations on the same machine. A
-benchmark, not a test; run it alone.
+bounded by k; the second grew with the user's past while it was counted at read time. For ``--users`` users with T
+answers each (every answer rated, two LLMs a turn, in a FalkorDB server), this times both, for one user (one
+request) and for all of them at once (one router batch), median of ``--reps`` calls, and gives the count read as a
+multiple of the k-turn read of the same users (the floor). Since the writes keep the counts, it also times what
+keeping them costs: counting the loaded graph once (GraphStore.recount_win_counts, what an older graph gets at its
+first start) and writing ``--write-users`` more users' turns and ratings through the ingest's writes. Run with
+``--out`` at another commit to compare implementations on the same machine. A benchmark, not a test; run it alone.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +27,20 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import RESULTS, command_line, machine_facts, write_results  # noqa: E402
 from bench.watch_scale import K, loaded_graphs, timed  # noqa: E402
+
+
+def writes(store, data, users: range) -> dict:
+    """Turn and feedback rows/s of ``users`` more users written through the ingest's writes (upsert_turns,
+    upsert_feedback, the store's batch size), into the graph as loaded."""
+    turns = [it for u in users for it in data.turns(u)]
+    fbs = [f for u in users for f in data.feedback(u)]
+    t0 = time.perf_counter()
+    store.upsert_turns(turns)
+    t1 = time.perf_counter()
+    store.upsert_feedback(fbs)
+    t2 = time.perf_counter()
+    return {"turn_rows": len(turns), "turn_rows_per_s": len(turns) / (t1 - t0),
+            "feedback_rows": len(fbs), "feedback_rows_per_s": len(fbs) / (t2 - t1)}
 
 
 def measure(store, users: list[str], reps: int) -> dict:
@@ -43,13 +60,17 @@ def main() -> int:
     ap.add_argument("--users", type=int, default=64, help="users in a router batch")
     ap.add_argument("--turns", default="120,500,2000", help="comma-separated answers per user")
     ap.add_argument("--reps", type=int, default=9)
+    ap.add_argument("--write-users", type=int, default=4, help="users written through the ingest's writes after")
     ap.add_argument("--label", default="", help="what the run measures (e.g. the commit), for the table")
     ap.add_argument("--out", type=Path, default=RESULTS / "count_read.json")
     args = ap.parse_args()
     out = {"command": command_line(), "machine": machine_facts(), "k": K, "users": args.users, "reps": args.reps,
+           "write_users": args.write_users,
            "label": args.label, "by_turns": {}}
-    for turns, store, _ in loaded_graphs([int(t) for t in args.turns.split(",")], args.users):
+    for turns, store, data, recount_s in loaded_graphs([int(t) for t in args.turns.split(",")], args.users):
         out["by_turns"][turns] = measure(store, [f"u{u}" for u in range(args.users)], args.reps)
+        out["by_turns"][turns]["recount_s"] = recount_s
+        out["by_turns"][turns]["writes"] = writes(store, data, range(args.users, args.users + args.write_users))
         print(turns, out["by_turns"][turns], flush=True)
     return write_results(args.out, out, markdown)
 
@@ -66,6 +87,13 @@ def markdown(out: dict) -> str:
         cells = [f"{r[n]['floor_ms']:.2f} | {r[n]['count_ms']:.2f} | {r[n]['count_x_floor']:.2f}"
                  for n in ("one", "batch")]
         md.append(f"| {turns} | " + " | ".join(cells) + " |")
+    kept = {t: r for t, r in out["by_turns"].items() if "writes" in r}
+    if kept:
+        md += ["", f"Keeping the counts: counting the {out['users']} bulk-loaded users once, and writing "
+               f"{out['write_users']} more users through upsert_turns / upsert_feedback after the reads:", "",
+               "| answers per user | count the loaded graph s | turn rows/s | feedback rows/s |", "|---|---|---|---|"]
+        md += [f"| {t} | {r['recount_s']:.2f} | {r['writes']['turn_rows_per_s']:,.0f} | "
+               f"{r['writes']['feedback_rows_per_s']:,.0f} |" for t, r in kept.items()]
     return "\n".join(md) + "\n"
 
 

@@ -109,8 +109,9 @@ CREATE (a)-[:FOLLOWS]->(b)
 
 
 def bulk_load(store, data: Data, users: range, chunk_users: int = 250) -> tuple[int, float]:
-    """Same graph as upsert_turns + upsert_feedback would build (minus Feedback nodes), with CREATE instead
-    of MERGE: only to reach 100k users in minutes on a shared 2-core machine. Not the measured ingest path."""
+    """Same graph as upsert_turns + upsert_feedback would build (minus Feedback nodes and the kept win counts,
+    which GraphStore.recount_win_counts adds), with CREATE instead of MERGE: only to reach 100k users in minutes
+    on a shared 2-core machine. Not the measured ingest path."""
     from graphstore import codec
     from graphstore.schema import query_key
 

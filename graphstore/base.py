@@ -18,12 +18,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from graphstore import codec, cypher
-from graphstore.schema import KEYS, LLMInfo, TrainingSample, UserSubgraph, query_key
+from graphstore.schema import KEYS, Label, LLMInfo, TrainingSample, UserSubgraph, query_key
 from graphstore.subgraph import assemble
 from prefstream.events import ChatTurn, Feedback, LLMRegistered, Pairwise, RouteDecision
 
 if TYPE_CHECKING:
     from graphstore.sampler import PastCounts
+
+
+WIN_COUNTS_KEPT = "win_counts"  # the Meta key marking a graph whose win counts the writes keep
 
 
 class UnknownQuery(ValueError):
@@ -174,6 +177,31 @@ class GraphStore(ABC):
         # backfill's scan of every turn runs when an index was created, not at every start.
         if self._create_schema():
             self._write(cypher.BACKFILL_TURN_POSITIONS, {})
+        # A graph written before the writes kept the win counts gets them once; the mark saves the scan later (an
+        # empty graph needs neither, and stays empty).
+        if not self._read(cypher.META_VALUE, {"key": WIN_COUNTS_KEPT}) and self.count(Label.TURN):
+            self.recount_win_counts()
+            self._write(cypher.CLAIM_META, {"key": WIN_COUNTS_KEPT, "value": "kept"})
+
+    def recount_win_counts(self) -> int:
+        """Count every rated comparison that no write has counted yet into the per-(user, LLM) win counts
+        (cypher.RECOUNT_COMPARISONS); the number of comparisons recounted. For graphs written before the writes
+        kept the counts (ensure_schema runs it once) and for loaders that bypass ``upsert_turns`` /
+        ``upsert_feedback``."""
+        done: set[tuple[str, str]] = set()
+        while True:
+            groups = {(u, p) for u, p in self._read(cypher.UNCOUNTED_TURNS, {"limit": self.batch_size})}
+            if not groups or done.issuperset(groups):  # a turn without its user node cannot be counted: stop
+                return len(done)
+            self._recount(groups)
+            done |= groups
+
+    def _recount(self, groups: Iterable[tuple[str, str]]) -> None:
+        """Recount these (user id, turn position) comparisons into the win counts, after their turns or ratings
+        were written."""
+        rows = [{"uid": u, "pos": p} for u, p in sorted(set(groups))]  # sorted: Neo4j takes user locks in order
+        for part in chunks(rows, self.batch_size):
+            self._write(cypher.RECOUNT_COMPARISONS, {"groups": list(part)})
 
     LIST_INDEXES: str  # the backend's cypher.*_LIST_INDEXES
 
@@ -227,6 +255,7 @@ class GraphStore(ABC):
             self._write_queries(queries.items())
             self._write(cypher.UPSERT_TURNS, {"rows": [{k: v for k, v in r.items() if k != "_query"} for r in part],
                                               "write_id": uuid.uuid4().hex})
+            self._recount((r["user_id"], f"{r['conversation_id']}#{r['turn_index']}") for r in part)
 
     def _write_queries(self, items: Iterable[tuple[str, tuple[str, np.ndarray]]]) -> None:
         """(query key, (text, embedding)) -> Query nodes; an existing node keeps its text and embedding."""
@@ -275,6 +304,9 @@ class GraphStore(ABC):
                          "targets": targets})
         for wave in waves(latest_by(rows, "feedback_id", "ts"), lambda r: [t["response_id"] for t in r["targets"]]):
             self._write_batched(cypher.UPSERT_FEEDBACK, wave)
+            rated = list(dict.fromkeys(t["response_id"] for r in wave for t in r["targets"]))  # = their turns' ids
+            self._recount(tuple(g) for part in chunks(rated, self.batch_size)
+                          for g in self._read(cypher.TURN_POSITIONS, {"ids": list(part)}))
 
     def record_decisions(self, items: Sequence[RouteDecision]) -> None:
         """Keep routing decisions for audit: scores, model version, latency, fallback and the turns used."""
@@ -351,7 +383,7 @@ class GraphStore(ABC):
 
     def user_win_counts(self, user_ids: Sequence[str]) -> list[dict[str, tuple[float, float]]]:
         """Per user, each LLM's pairwise (wins, games) over every rated comparison of the user's whole past
-        (graphstore.counts' rules, counted by the database), in input order; an unknown user gets {}."""
+        (graphstore.counts' rules, kept by the writes: a row per LLM), in input order; an unknown user gets {}."""
         found = {}
         for part in chunks(list(dict.fromkeys(user_ids)), self.batch_size):
             found.update(zip(part, self._win_counts(cypher.USER_WIN_COUNTS, {"uids": list(part)}, part)))

@@ -202,10 +202,70 @@ TURNS_SINCE_EMB = _TURNS_SINCE + _TURN_COLUMNS_EMB
 TURNS_BEFORE = _TURNS_BEFORE + _TURN_COLUMNS
 TURNS_BEFORE_EMB = _TURNS_BEFORE + _TURN_COLUMNS_EMB
 
-# Each user's pairwise (wins, games) per LLM over every rated comparison of the whole past, counted in the
-# database (graphstore.counts' rules: the rated answers of one conversation turn; each answer plays every other
-# once, a win if rated higher, half on a tie): what the count-based scorer counts, so counting while it serves sees
-# what a per-user win count over every event sees, and only a row per (user, LLM) travels, however long the past.
+# The pairwise (wins, games) of every rated comparison (graphstore.counts' rules: the rated answers of one
+# conversation turn of a user; each answer plays every other once, a win if rated higher, half on a tie) are kept
+# per (user, LLM) on a WIN_COUNT edge, so a router reads a row per LLM however long the user's past (USER_WIN_COUNTS).
+# The writes keep them: after turns or ratings are stored, RECOUNT_COMPARISONS recounts the given comparisons
+# ($groups: [{uid, pos}], each once; pos is the turns' `position`, TURN_POSITIONS finds a rated turn's) from their
+# rated answers as stored. Each answer keeps its own share (pair_wins, pair_games) and the change of each share is
+# added to its (user, LLM) edge. It reads state, not events, so running it again changes nothing (a replayed batch,
+# a crash between a write and its recount) and the order in which turns and ratings arrive does not matter.
+# - Setting the user's counts_rev first takes the user's write lock on Neo4j, so two writers cannot both read a
+#   share before either adds its change.
+# - The client dedupes the groups: FalkorDB does not seek the position index after a WITH DISTINCT. `WITH uid, pos,
+#   t` makes it seek the turns by position and expand to their answers, instead of scanning every Response.
+RECOUNT_COMPARISONS = """
+UNWIND $groups AS g
+MATCH (u:User {user_id: g.uid})
+SET u.counts_rev = coalesce(u.counts_rev, 0) + 1
+WITH g.uid AS uid, g.pos AS pos
+MATCH (t:Turn {position: pos})
+WHERE t.user_id = uid
+WITH uid, pos, t
+MATCH (t)<-[:ANSWER_OF]-(r:Response)
+WHERE r.rating IS NOT NULL
+WITH uid, pos, collect(r) AS rs, collect(t.llm_id) AS llms, collect(r.rating) AS ratings
+UNWIND range(0, size(rs) - 1) AS x
+WITH uid, rs[x] AS r, llms[x] AS llm, size(rs) - 1 AS games,
+     reduce(w = 0.0, y IN range(0, size(rs) - 1) | w + CASE WHEN y = x THEN 0.0 WHEN ratings[x] > ratings[y] THEN 1.0
+                                                        WHEN ratings[x] = ratings[y] THEN 0.5 ELSE 0.0 END) AS wins
+WITH uid, llm, r, wins, games, wins - coalesce(r.pair_wins, 0.0) AS dw, games - coalesce(r.pair_games, 0) AS dg
+SET r.pair_wins = wins, r.pair_games = games
+WITH uid, llm, sum(dw) AS dw, sum(dg) AS dg
+WHERE dw <> 0.0 OR dg <> 0
+MATCH (u:User {user_id: uid})
+MATCH (m:LLM {llm_id: llm})
+MERGE (u)-[k:WIN_COUNT]->(m)
+ON CREATE SET k.wins = 0.0, k.games = 0
+SET k.wins = k.wins + dw, k.games = k.games + dg
+"""
+# Turns with a rated answer that no recount has seen (pair_games unset): graphs written before the counts were
+# kept, or by a loader that bypasses the writes (GraphStore.recount_win_counts).
+UNCOUNTED_TURNS = """
+MATCH (r:Response)-[:ANSWER_OF]->(t:Turn)
+WHERE r.rating IS NOT NULL AND r.pair_games IS NULL
+RETURN t.user_id, t.position
+LIMIT $limit
+"""
+TURN_POSITIONS = """
+UNWIND $ids AS id
+MATCH (t:Turn {turn_id: id})
+RETURN t.user_id, t.position
+"""
+META_VALUE = "MATCH (m:Meta {key: $key}) RETURN m.value"
+USER_WIN_COUNTS = """
+UNWIND $uids AS uid
+MATCH (u:User {user_id: uid})
+WITH uid, u
+MATCH (u)-[k:WIN_COUNT]->(m:LLM)
+WHERE k.games > 0
+RETURN uid, m.llm_id, k.wins, k.games
+"""
+# The same counts as known before each user's bound ($bounds, as above), counted at read time by the same rules
+# (_PAIR_COUNTS): over the answers given and rated before it (a rating is known from when both it and its answer
+# exist); and the rated answers of the comparisons with an answer known at or after it, with both times. With them
+# graphstore.sampler.PastCounts takes the counts as known at any time from the bound on (the live watch and the
+# promotion judge, from each user's bound).
 _PAIR_COUNTS = """WHERE size(answers) > 1
 UNWIND range(0, size(answers) - 1) AS x
 UNWIND range(0, size(answers) - 1) AS y
@@ -213,18 +273,6 @@ WITH uid, answers[x] AS a, answers[y] AS b, x, y
 WHERE x <> y
 RETURN uid, a[0], sum(CASE WHEN a[1] > b[1] THEN 1.0 WHEN a[1] = b[1] THEN 0.5 ELSE 0.0 END), count(*)
 """
-USER_WIN_COUNTS = """
-UNWIND $uids AS uid
-MATCH (u:User {user_id: uid})
-WITH uid, u
-MATCH (u)<-[:BY]-(t:Turn)<-[:ANSWER_OF]-(r:Response)
-WHERE r.rating IS NOT NULL
-WITH uid, t.conversation_id AS conv, t.turn_index AS idx, collect([t.llm_id, r.rating]) AS answers
-""" + _PAIR_COUNTS
-# The same counts as known before each user's bound ($bounds, as above): over the answers given and rated
-# before it (a rating is known from when both it and its answer exist); and the rated answers of the comparisons
-# with an answer known at or after it, with both times. With them graphstore.sampler.PastCounts takes the counts
-# as known at any time from the bound on (the live watch and the promotion judge, from each user's bound).
 _RATED_BY_BOUND = """
 UNWIND $bounds AS b
 MATCH (u:User {user_id: b.uid})

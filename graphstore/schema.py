@@ -45,6 +45,7 @@ class Rel:
     FOR = "FOR"  # Decision -> User
     CHOSE = "CHOSE"  # Decision -> LLM
     USED = "USED"  # Decision -> Turn
+    WIN_COUNT = "WIN_COUNT"  # User -> LLM: the user's pairwise (wins, games) of that LLM, kept by the writes
 
 
 #: The key property of each label: MERGE on it, index / constrain it.

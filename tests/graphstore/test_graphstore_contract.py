@@ -371,3 +371,60 @@ def test_win_counts_counted_in_the_database_match_graphstore_counts(store):
     want = [per_llm(rated.get(u, [])) for u in users]
     assert got == want and any(w for w in want)
     assert any(w != int(w) for c in want for w, _ in c.values())  # ties counted half
+
+
+def raw_write(store, q: str) -> None:
+    """Cypher outside graphstore.cypher, for a test that must write what the store never writes itself."""
+    if hasattr(store, "driver"):
+        store.driver.execute_query(q, database_=store.database)
+    else:
+        store.graph.query(q)
+
+
+def test_win_counts_are_kept_by_the_writes_in_any_order_and_replay(store):
+    """The kept counts (cypher.RECOUNT_COMPARISONS) equal graphstore.counts.per_llm over the ratings in force,
+    whatever the order turns and ratings arrive in: ratings before their turns, ratings replaced by later
+    feedback, older feedback arriving last (it changes nothing), pairwise feedback rating two answers, replays of
+    whole batches; and a graph whose counts were never kept gets them from ensure_schema."""
+    from graphstore.counts import per_llm
+
+    rng = np.random.default_rng(11)
+    turns, fbs, where = [], [], {}
+    for u in range(3):
+        for i in range(30):
+            llms = [str(m) for m in rng.choice(["m1", "m2", "m3", "m4"], size=int(rng.integers(1, 5)))]
+            for j, m in enumerate(llms):
+                tid = f"u{u}-{i}-{j}"
+                turns.append(turn(tid, f"u{u}", f"c{u}-{i // 6}", i % 6, 1000 * i + j, m))
+                where[tid] = (f"u{u}", f"c{u}-{i // 6}", i % 6, m)
+                for n in range(int(rng.choice([0, 1, 1, 2, 3]))):  # several ratings: the latest holds
+                    fbs.append(score(f"f-{tid}-{n}", tid, float(rng.integers(1, 4)), int(rng.integers(0, 90_000)),
+                                     user=f"u{u}"))
+            if len(llms) > 1 and llms[0] != llms[1] and rng.random() < 0.3:
+                a, b = f"u{u}-{i}-0", f"u{u}-{i}-1"
+                fbs.append(pairwise(f"p-{a}", a, b, int(rng.integers(0, 90_000)), llms[0], llms[1],
+                                    tie=bool(rng.random() < 0.3), user=f"u{u}"))
+    events = [("t", e) for e in turns] + [("f", e) for e in fbs]
+    rng.shuffle(events)
+    batches = [events[a:a + 17] for a in range(0, len(events), 17)]
+    for n, batch in enumerate(batches + [batches[k] for k in rng.choice(len(batches), 5)]):  # then 5 replays
+        store.upsert_turns(with_emb(*[e for kind, e in batch if kind == "t"]))
+        store.upsert_feedback([e for kind, e in batch if kind == "f"])
+    rating: dict[str, tuple] = {}
+    for f in fbs:
+        targets = [(f.turn_id, f.rating)]
+        if f.signal.kind == "pairwise":
+            targets.append((f.signal.rejected_turn_id, 1.0 - f.rating))
+        for tid, value in targets:
+            rating[tid] = max(rating.get(tid, (-1, "", 0.0)), (f.timestamp, f.event_id, float(value)))
+    users = ["u0", "u1", "u2", "ghost"]
+    want = [per_llm([(*where[t][1:], r[2]) for t, r in rating.items() if where[t][0] == u]) for u in users]
+    assert store.user_win_counts(users) == want and all(want[:3])
+
+    raw_write(store, "MATCH (:User)-[k:WIN_COUNT]->(:LLM) DELETE k")  # a graph from before the counts were kept
+    raw_write(store, "MATCH (r:Response) REMOVE r.pair_wins, r.pair_games")
+    raw_write(store, "MATCH (m:Meta) DELETE m")
+    assert store.user_win_counts(users) == [{}] * 4
+    store.ensure_schema()
+    assert store.user_win_counts(users) == want
+    assert store.recount_win_counts() == 0  # all counted: nothing left to recount
