@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 
 WIN_COUNTS_KEPT = "win_counts"  # the Meta key marking a graph whose win counts the writes keep
+RECOUNT_USERS = 64  # users whose uncounted comparisons one read of recount_win_counts finds
 
 
 class UnknownQuery(ValueError):
@@ -188,13 +189,12 @@ class GraphStore(ABC):
         (cypher.RECOUNT_COMPARISONS); the number of comparisons recounted. For graphs written before the writes
         kept the counts (ensure_schema runs it once) and for loaders that bypass ``upsert_turns`` /
         ``upsert_feedback``."""
-        done: set[tuple[str, str]] = set()
-        while True:
-            groups = {(u, p) for u, p in self._read(cypher.UNCOUNTED_TURNS, {"limit": self.batch_size})}
-            if not groups or done.issuperset(groups):  # a turn without its user node cannot be counted: stop
-                return len(done)
-            self._recount(groups)
-            done |= groups
+        groups = 0
+        for part in chunks([u for u, _ in self.active_users()], RECOUNT_USERS):
+            found = [(u, p) for u, p in self._read(cypher.UNCOUNTED_COMPARISONS, {"uids": list(part)})]
+            self._recount(found)
+            groups += len(found)
+        return groups
 
     def _recount(self, groups: Iterable[tuple[str, str]]) -> None:
         """Recount these (user id, turn position) comparisons into the win counts, after their turns or ratings

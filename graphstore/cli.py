@@ -56,6 +56,20 @@ def print_history(items: list[dict], user_id: str, out: TextIO) -> None:
     Console(file=out, width=160).print(table)
 
 
+def print_record(counts: dict[str, tuple[float, float]], user_id: str, out: TextIO) -> None:
+    """The user's pairwise record per LLM over every rated comparison (what the count-based scorer and the
+    model's count evidence read), most games first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"pairwise record of {user_id}", caption="every rated comparison; a tie is half a win")
+    for col in ("LLM", "wins", "games", "win share"):
+        table.add_column(col, justify="left" if col == "LLM" else "right")
+    for llm, (wins, games) in sorted(counts.items(), key=lambda kv: (-kv[1][1], kv[0])):
+        table.add_row(llm, f"{wins:g}", f"{games:g}", f"{wins / games:.2f}")
+    Console(file=out, width=160).print(table)
+
+
 def print_decision(d: dict, out: TextIO) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -116,6 +130,9 @@ def audit(store: "GraphStore", user_id: str, limit: int = 50, request_id: str | 
         print(f"nothing recorded for user {user_id!r}", file=out)
     else:
         print_history(items, user_id, out)
+        counts = store.user_win_counts([user_id])[0]
+        if counts:
+            print_record(counts, user_id, out)
     return 0 if items else 1
 
 

@@ -239,13 +239,15 @@ MERGE (u)-[k:WIN_COUNT]->(m)
 ON CREATE SET k.wins = 0.0, k.games = 0
 SET k.wins = k.wins + dw, k.games = k.games + dg
 """
-# Turns with a rated answer that no recount has seen (pair_games unset): graphs written before the counts were
-# kept, or by a loader that bypasses the writes (GraphStore.recount_win_counts).
-UNCOUNTED_TURNS = """
-MATCH (r:Response)-[:ANSWER_OF]->(t:Turn)
+# The comparisons of each user in $uids with a rated answer that no recount has seen (pair_games unset): graphs
+# written before the counts were kept, or by a loader that bypasses the writes (GraphStore.recount_win_counts).
+UNCOUNTED_COMPARISONS = """
+UNWIND $uids AS uid
+MATCH (u:User {user_id: uid})
+WITH uid, u
+MATCH (u)<-[:BY]-(t:Turn)<-[:ANSWER_OF]-(r:Response)
 WHERE r.rating IS NOT NULL AND r.pair_games IS NULL
-RETURN t.user_id, t.position
-LIMIT $limit
+RETURN DISTINCT uid, t.position
 """
 TURN_POSITIONS = """
 UNWIND $ids AS id

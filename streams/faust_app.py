@@ -61,11 +61,16 @@ def replay_group() -> str:
 
 def faust_app(s: Settings, app_id: str):
     """The Faust app with prefstream's Kafka settings: raw bytes in and out, offsets committed every
-    ``ingest_batch_size`` events or half a second, topics declared by the stack, not by Faust."""
+    ``ingest_batch_size`` events or half a second, topics declared by the stack, not by Faust. Its working folder
+    (it keeps no table: the store is memory) is ``<run_dir>/faust/<app id>``, not a new folder in the current
+    directory."""
     import faust
 
+    datadir = s.run_dir / "faust" / app_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)
     return faust.App(
         app_id,
+        datadir=str(datadir),
         broker=[f"kafka://{h}" for h in s.kafka_bootstrap.split(",")],
         broker_credentials=faust_credentials(s),
         value_serializer="raw",

@@ -43,6 +43,9 @@ def test_audit_json_and_table(audited):
     assert cli.audit(audited, "u1", 10, out=out) == 0
     text = out.getvalue()
     assert "history of u1" in text and 'What is "2+2"? ü' in text and "r1" in text and "pairwise (rejected)" in text
+    # the record: the pairwise feedback made t0b (m2) beat t0 (m1), overriding t0's thumbs up
+    record = [r.replace("│", " ").split() for r in text[text.index("pairwise record of u1"):].splitlines()]
+    assert [r for r in record if r[:1] in (["m1"], ["m2"])] == [["m1", "0", "1", "0.00"], ["m2", "1", "1", "1.00"]]
     out = io.StringIO()
     assert cli.audit(audited, "u1", request_id="r1", out=out) == 0
     assert "chose m1" in out.getvalue() and "t0b" in out.getvalue() and "m1 0.900" in out.getvalue()
