@@ -384,17 +384,11 @@ class GraphStore(ABC):
     def user_win_counts(self, user_ids: Sequence[str]) -> list[dict[str, tuple[float, float]]]:
         """Per user, each LLM's pairwise (wins, games) over every rated comparison of the user's whole past
         (graphstore.counts' rules, kept by the writes: a row per LLM), in input order; an unknown user gets {}."""
-        found = {}
-        for part in chunks(list(dict.fromkeys(user_ids)), self.batch_size):
-            found.update(zip(part, self._win_counts(cypher.USER_WIN_COUNTS, {"uids": list(part)}, part)))
-        return [dict(found[u]) for u in user_ids]
-
-    def _win_counts(self, q: str, params: dict, user_ids: Sequence[str]) -> list[dict[str, tuple[float, float]]]:
-        """A read of (user, LLM, wins, games) rows (cypher._PAIR_COUNTS) as {llm: (wins, games)} per user."""
         found: dict[str, dict[str, tuple[float, float]]] = {u: {} for u in user_ids}
-        for uid, llm, wins, games in self._read(q, params):
-            found[uid][llm] = (float(wins), float(games))
-        return [found[u] for u in user_ids]
+        for part in chunks(list(found), self.batch_size):
+            for uid, llm, wins, games in self._read(cypher.USER_WIN_COUNTS, {"uids": list(part)}):
+                found[uid][llm] = (float(wins), float(games))
+        return [dict(found[u]) for u in user_ids]
 
     def query_ratings(self, keys: Sequence[str], limit: int = 500) -> list[tuple]:
         """(query key, user id, conversation id, turn index, LLM id, rating) of the newest ``limit`` rated answers
@@ -454,8 +448,8 @@ class GraphStore(ABC):
         history a router serving it reads (see graphstore.sampler.serving_samples): what the periodic trainer's
         promotion judge and live watch score, and its level offsets are fitted on. Per batch of users it reads
         what those samples read, not every stored turn: the turns from each user's bound on and the newest ``k``
-        before it; for the counts of a user with older turns than those, the counts the database takes as known
-        at the bound and the rated answers of the comparisons known since, without their text."""
+        before it; for the counts of a user with older turns than those, the user's kept counts and the rated
+        answers of the comparisons known since the bound, without their text (PastCounts.from_kept)."""
         from graphstore.sampler import serving_samples
 
         def after(u: str) -> int:
@@ -480,18 +474,20 @@ class GraphStore(ABC):
         return out
 
     def _past_counts(self, bounds: list[dict]) -> dict[str, PastCounts]:
-        """{user: graphstore.sampler.PastCounts from their bound on} for ``bounds`` ([{uid, since}]): the counts
-        the database takes as known then, and the rated answers of the comparisons known since."""
+        """{user: graphstore.sampler.PastCounts from their bound on} for ``bounds`` ([{uid, since}]), from one read:
+        the user's kept counts and the rated answers of the comparisons known since the bound."""
         from graphstore.sampler import PastCounts
 
         if not bounds:
             return {}
-        users = [b["uid"] for b in bounds]
-        counted = self._win_counts(cypher.USER_WIN_COUNTS_BEFORE, {"bounds": bounds}, users)
-        rated: dict[str, list] = {u: [] for u in users}
-        for r in self._read(cypher.USER_RATED_SINCE, {"bounds": bounds}):
-            rated[r[0]].append(r[1:])
-        return {b["uid"]: PastCounts(rated[b["uid"]], known, start=b["since"]) for b, known in zip(bounds, counted)}
+        kept: dict[str, dict[str, tuple[float, float]]] = {b["uid"]: {} for b in bounds}
+        rated: dict[str, list] = {b["uid"]: [] for b in bounds}
+        for uid, conv, idx, llm, x, y, z in self._read(cypher.USER_RATED_SINCE_AND_KEPT, {"bounds": bounds}):
+            if conv is None:
+                kept[uid][llm] = (float(x), float(y))
+            else:
+                rated[uid].append((conv, idx, llm, x, y, z))
+        return {b["uid"]: PastCounts.from_kept(rated[b["uid"]], kept[b["uid"]], b["since"]) for b in bounds}
 
     def _whole_histories(self, user_ids: list[str]) -> Iterator[tuple[str, list[list]]]:
         """(user, every stored turn row of theirs) in ``user_ids``' order, read a batch of users at a time."""

@@ -180,7 +180,7 @@ USER_TURNS_ONE_EMB = _LAST_K_TURNS_ONE + _TURN_COLUMNS_EMB
 
 # What serving reads before each comparison from a bound on, per user ($bounds: [{uid, since}]): the turns from
 # ``since`` on, and the newest $k before ``since``. With the counts as known from ``since`` on
-# (USER_WIN_COUNTS_BEFORE, USER_RATED_SINCE), the live watch and the promotion judge see what a router serving
+# (USER_RATED_SINCE_AND_KEPT), the live watch and the promotion judge see what a router serving
 # each comparison read without reading every stored turn of a long history (GraphStore.serving_samples).
 _BOUNDED = """
 UNWIND $bounds AS b
@@ -263,34 +263,30 @@ MATCH (u)-[k:WIN_COUNT]->(m:LLM)
 WHERE k.games > 0
 RETURN uid, m.llm_id, k.wins, k.games
 """
-# The same counts as known before each user's bound ($bounds, as above), counted at read time by the same rules
-# (_PAIR_COUNTS): over the answers given and rated before it (a rating is known from when both it and its answer
-# exist); and the rated answers of the comparisons with an answer known at or after it, with both times. With them
-# graphstore.sampler.PastCounts takes the counts as known at any time from the bound on (the live watch and the
-# promotion judge, from each user's bound).
-_PAIR_COUNTS = """WHERE size(answers) > 1
-UNWIND range(0, size(answers) - 1) AS x
-UNWIND range(0, size(answers) - 1) AS y
-WITH uid, answers[x] AS a, answers[y] AS b, x, y
-WHERE x <> y
-RETURN uid, a[0], sum(CASE WHEN a[1] > b[1] THEN 1.0 WHEN a[1] = b[1] THEN 0.5 ELSE 0.0 END), count(*)
-"""
-_RATED_BY_BOUND = """
+# The counts as known at each user's bound ($bounds, as above), in one read (one snapshot on FalkorDB): the rated
+# answers, with answer and rating times, of the comparisons with an answer known at or after the bound (a rating
+# is known from when both it and its answer exist), one row each; then the user's kept counts (USER_WIN_COUNTS),
+# one row per LLM with conv and idx null. graphstore.sampler.PastCounts.from_kept takes the comparisons' current
+# shares out of the kept counts and their answers known before the bound back in: the counts as known then,
+# however long the past before it. The first part still walks each user's rated answers once.
+USER_RATED_SINCE_AND_KEPT = """
 UNWIND $bounds AS b
 MATCH (u:User {user_id: b.uid})
 WITH b.uid AS uid, b.since AS since, u
 MATCH (u)<-[:BY]-(t:Turn)<-[:ANSWER_OF]-(r:Response)
 WHERE r.rating IS NOT NULL AND r.rating_ms IS NOT NULL
-"""
-USER_WIN_COUNTS_BEFORE = _RATED_BY_BOUND + """WITH uid, since, t, r
-WHERE t.ts < since AND r.rating_ms < since
-WITH uid, t.conversation_id AS conv, t.turn_index AS idx, collect([t.llm_id, r.rating]) AS answers
-""" + _PAIR_COUNTS
-USER_RATED_SINCE = _RATED_BY_BOUND + """WITH uid, since, t.conversation_id AS conv, t.turn_index AS idx,
+WITH uid, since, t.conversation_id AS conv, t.turn_index AS idx,
      collect([t.llm_id, r.rating, t.ts, r.rating_ms]) AS answers
 WHERE size([a IN answers WHERE a[2] >= since OR a[3] >= since]) > 0
 UNWIND answers AS a
-RETURN uid, conv, idx, a[0], a[1], a[2], a[3]
+RETURN uid, conv, idx, a[0] AS llm, a[1] AS x, a[2] AS y, a[3] AS z
+UNION ALL
+UNWIND $bounds AS b
+MATCH (u:User {user_id: b.uid})
+WITH b.uid AS uid, u
+MATCH (u)-[k:WIN_COUNT]->(m:LLM)
+WHERE k.games > 0
+RETURN uid, null AS conv, null AS idx, m.llm_id AS llm, k.wins AS x, k.games AS y, null AS z
 """
 
 # The newest $limit rated answers to each query text in $keys, by any user: the crowd evidence of a request

@@ -18,7 +18,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from graphstore.counts import add_game
+from graphstore.counts import add_game, per_llm
 from graphstore.schema import HeldOutGroup, TrainingSample
 from graphstore.subgraph import CONV, INDEX, LLM, QEMB, QKEY, RATING, RATING_MS, TS, assemble, order_key
 
@@ -106,9 +106,9 @@ class PastCounts:
                  start: int | None = None):
         """From (conversation, turn index, LLM, rating, answer time, rating time) rows: the rated answers alone,
         without their text. With ``start``, ``counted`` holds the (wins, games) of the answers known before it
-        (cypher.USER_WIN_COUNTS_BEFORE) and ``rated`` need hold only the comparisons with an answer known at or after
-        it (cypher.USER_RATED_SINCE), whose answers known before it join their comparisons without counting again;
-        it is then asked at times from ``start`` on."""
+        (see :meth:`from_kept`) and ``rated`` need hold only the comparisons with an answer known at or after it,
+        whose answers known before it join their comparisons without counting again; it is then asked at times
+        from ``start`` on."""
         # a rating is known from when both it and its answer exist (a rating time before the answer: bad data)
         self.events = sorted((max(int(rms), int(ts)), conv, int(idx), llm, float(r))
                              for conv, idx, llm, r, ts, rms in rated if r is not None and rms is not None)
@@ -120,6 +120,23 @@ class PastCounts:
             _, conv, idx, llm, r = self.events[self.next]
             self.next += 1
             self.members.setdefault((conv, idx), []).append((llm, r))
+
+    @classmethod
+    def from_kept(cls, rated: Sequence[Sequence], kept: Mapping[str, tuple[float, float]], start: int) -> PastCounts:
+        """From the user's kept counts over every comparison (GraphStore.user_win_counts) and the rated answers of
+        the comparisons with an answer known at or after ``start`` (rows as in ``__init__``; cypher.
+        USER_RATED_SINCE_AND_KEPT): the kept counts hold those comparisons with every answer, so their shares come
+        out and the shares of their answers known before ``start`` go back in; the rest was known before it."""
+        rows = [(conv, int(idx), llm, float(r), max(int(ts), int(rms))) for conv, idx, llm, r, ts, rms in rated
+                if r is not None and rms is not None]
+        every = per_llm(row[:4] for row in rows)
+        known = per_llm(row[:4] for row in rows if row[4] < start)
+        counted = {}
+        for m in set(kept) | set(every) | set(known):
+            (kw, kg), (ew, eg), (bw, bg) = (c.get(m, (0.0, 0.0)) for c in (kept, every, known))
+            if kg - eg + bg > 0:
+                counted[m] = (kw - ew + bw, kg - eg + bg)
+        return cls(rated, counted, start)
 
     @classmethod
     def of_rows(cls, rows: Sequence[Sequence]) -> PastCounts:

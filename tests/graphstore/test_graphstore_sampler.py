@@ -175,6 +175,8 @@ def test_served_samples_read_only_what_they_use(store):
                     fbs.append(thumbs(f"f-{tid}", tid, bool(rng.random() < 0.5), t0 + late, user=f"u{u}"))
         marks[f"u{u}"] = t + 1000 * int(rng.integers(3, 25)) + int(rng.integers(0, 2))  # +1: inside a comparison
         until[f"u{u}"] = marks[f"u{u}"] + 1000 * int(rng.integers(1, 8)) + 1
+        old = [e.event_id for e in turns if e.user_id == f"u{u}" and e.timestamp < marks[f"u{u}"] - 2000]
+        fbs.append(thumbs(f"at-mark-u{u}", old[0], True, marks[f"u{u}"], user=f"u{u}"))  # rated at the bound itself
     store.upsert_turns(with_emb(*turns))
     store.upsert_feedback(fbs)
     store.batch_size = 2  # three batches of users
