@@ -268,18 +268,23 @@ RETURN uid, m.llm_id, k.wins, k.games
 # is known from when both it and its answer exist), one row each; then the user's kept counts (USER_WIN_COUNTS),
 # one row per LLM with conv and idx null. graphstore.sampler.PastCounts.from_kept takes the comparisons' current
 # shares out of the kept counts and their answers known before the bound back in: the counts as known then,
-# however long the past before it. The first part still walks each user's rated answers once.
+# however long the past before it. The first part still walks each user's rated answers once, to find the touched
+# comparisons (their `position`s; a list, then UNWIND, so FalkorDB seeks the index) without collecting any other.
 USER_RATED_SINCE_AND_KEPT = """
 UNWIND $bounds AS b
 MATCH (u:User {user_id: b.uid})
 WITH b.uid AS uid, b.since AS since, u
 MATCH (u)<-[:BY]-(t:Turn)<-[:ANSWER_OF]-(r:Response)
+WHERE r.rating IS NOT NULL AND r.rating_ms IS NOT NULL AND (t.ts >= since OR r.rating_ms >= since)
+WITH uid, collect(DISTINCT t.position) AS touched
+UNWIND touched AS pos
+MATCH (t:Turn {position: pos})
+WHERE t.user_id = uid
+WITH uid, t
+MATCH (t)<-[:ANSWER_OF]-(r:Response)
 WHERE r.rating IS NOT NULL AND r.rating_ms IS NOT NULL
-WITH uid, since, t.conversation_id AS conv, t.turn_index AS idx,
-     collect([t.llm_id, r.rating, t.ts, r.rating_ms]) AS answers
-WHERE size([a IN answers WHERE a[2] >= since OR a[3] >= since]) > 0
-UNWIND answers AS a
-RETURN uid, conv, idx, a[0] AS llm, a[1] AS x, a[2] AS y, a[3] AS z
+RETURN uid, t.conversation_id AS conv, t.turn_index AS idx, t.llm_id AS llm, r.rating AS x, t.ts AS y,
+       r.rating_ms AS z
 UNION ALL
 UNWIND $bounds AS b
 MATCH (u:User {user_id: b.uid})
