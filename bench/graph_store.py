@@ -225,7 +225,8 @@ def read_floor(store, n_users: int, k: int, reads: int, rng: np.random.Generator
         t4 = time.perf_counter()
         for key, dt in (("return1", t1 - t0), ("query", t2 - t1), ("query_emb", t3 - t2), ("full", t4 - t3)):
             times[key].append(dt * 1000)
-    return {**{f"floor_{key}_p50_ms": pct(v, 50) for key, v in times.items()}, "floor_full_inline_share": inline / reads}
+    return {**{f"floor_{key}_p50_ms": pct(v, 50) for key, v in times.items()},
+            "floor_full_inline_share": inline / reads}
 
 
 def encoding_compare(port: int, data: Data, users: int, k: int, reads: int, rng: np.random.Generator) -> dict:

@@ -75,8 +75,9 @@ def print_decision(d: dict, out: TextIO) -> None:
     from rich.table import Table
 
     con = Console(file=out, width=160)
+    by = d.get('scorer') or 'model ' + str(d['model_version'])
     con.print(f"decision {d['request_id']} for {d['user_id'] or '-'} at {_when(d['ts'])} UTC: "
-              f"chose {d['chosen_llm_id'] or '-'} (answered by {d.get('scorer') or 'model ' + str(d['model_version'])}, "
+              f"chose {d['chosen_llm_id'] or '-'} (answered by {by}, "
               f"{d['latency_ms']:.1f} ms{', fallback' if d['fallback'] else ''})")
     if d["error"]:
         con.print(f"error: {d['error']}")

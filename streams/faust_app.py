@@ -36,8 +36,8 @@ def faust_credentials(s: Settings):
         if s.kafka_ssl_certfile:
             ctx.load_cert_chain(str(s.kafka_ssl_certfile), str(s.kafka_ssl_keyfile) if s.kafka_ssl_keyfile else None)
     if s.kafka_sasl_mechanism:
-        return faust.SASLCredentials(username=s.kafka_sasl_username,
-                                     password=s.kafka_sasl_password.get_secret_value() if s.kafka_sasl_password else None,
+        password = s.kafka_sasl_password.get_secret_value() if s.kafka_sasl_password else None
+        return faust.SASLCredentials(username=s.kafka_sasl_username, password=password,
                                      mechanism=s.kafka_sasl_mechanism, ssl_context=ctx)
     if ctx is not None:
         return faust.SSLCredentials(ctx)

@@ -306,8 +306,9 @@ def test_win_counts_cover_the_whole_past_beyond_any_window(store):
 
     turns = conversation("u1", "c", n=6, llms=("m1", "m2", "m3")) + conversation("u2", "c", n=2)
     store.upsert_turns(with_emb(*turns))
-    fb = [score(f"f{i}-{m}", f"u1-c-{i}-{m}", {"m1": 9, "m2": 5, "m3": 5}[m] if i < 4 else {"m1": 1, "m2": 9, "m3": 5}[m],
-                5000 + i) for i in range(6) for m in ("m1", "m2", "m3") if (i, m) != (5, "m3")]
+    early, late = {"m1": 9, "m2": 5, "m3": 5}, {"m1": 1, "m2": 9, "m3": 5}
+    fb = [score(f"f{i}-{m}", f"u1-c-{i}-{m}", early[m] if i < 4 else late[m], 5000 + i)
+          for i in range(6) for m in ("m1", "m2", "m3") if (i, m) != (5, "m3")]
     store.upsert_feedback(fb + [thumbs("g0", "u2-c-0-m2", True, 6000, user="u2")])
     got = store.user_win_counts(["u1", "ghost", "u2", "u1"])
     assert got[1] == {} and got[0] == got[3]
