@@ -12,7 +12,7 @@ import threading
 import uuid
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 
 WIN_COUNTS_KEPT = "win_counts"  # the Meta key marking a graph whose win counts the writes keep
 RECOUNT_USERS = 64  # users whose uncounted comparisons one read of recount_win_counts finds
+# A claim on a graph with vectors but no recorded space re-encodes this many stored texts; the vectors are the
+# encoder's when the median cosine reaches this (tests/test_encoder_backends.py holds the packaged backends on
+# the right sides of it: onnx and torch, one space, above; static and either, two spaces, below).
+SPACE_CHECK_TEXTS = 16
+SPACE_CHECK_COSINE = 0.95
 
 
 class UnknownQuery(ValueError):
@@ -268,11 +273,18 @@ class GraphStore(ABC):
         for part in chunks(list(rows.items()), self.batch_size):
             self._write_queries(part)
 
-    def claim_embedding_space(self, space: str) -> str:
+    def claim_embedding_space(self, space: str, encode: Callable[[list[str]], np.ndarray] | None = None) -> str:
         """Record ``space`` (prefstream.encoder.embedding_space) as the space of the graph's query vectors when
         none is recorded yet, and return it. Raises :class:`EmbeddingSpaceMismatch` when the graph holds another:
         a process that would store or read query vectors must not mix spaces (a model trained on one scores
-        another's vectors badly and nothing else notices)."""
+        another's vectors badly and nothing else notices).
+
+        A graph can hold vectors and no record (written before spaces were recorded). With ``encode`` (the
+        process's encoder), a claim on such a graph first encodes some stored query texts again and refuses when
+        the stored vectors are not this encoder's (the median cosine under SPACE_CHECK_COSINE); without it, such
+        a graph is claimed unchecked."""
+        if encode is not None and not self._read(cypher.META_VALUE, {"key": "embedding_space"}):
+            self._check_stored_space(space, encode)
         (stored,), = self._write(cypher.CLAIM_META, {"key": "embedding_space", "value": space})
         if stored != space:
             raise EmbeddingSpaceMismatch(
@@ -280,6 +292,22 @@ class GraphStore(ABC):
                 f"PREFSTREAM_ENCODER / PREFSTREAM_ENCODER_BACKEND to match the graph, or use another graph "
                 f"(PREFSTREAM_GRAPH_NAME) for this encoder")
         return stored
+
+    def _check_stored_space(self, space: str, encode: Callable[[list[str]], np.ndarray]) -> None:
+        """Raise EmbeddingSpaceMismatch when the stored query vectors (a sample) are not ``encode``'s."""
+        rows = [(t, codec.decode(e)) for t, e in self._read(cypher.QUERY_SAMPLE, {"n": SPACE_CHECK_TEXTS})
+                if t is not None and e is not None]
+        if not rows:
+            return
+        mine = np.asarray(encode([t for t, _ in rows]), dtype=np.float32)
+        theirs = np.stack([v for _, v in rows])
+        cos = (mine * theirs).sum(1) / (np.linalg.norm(mine, axis=1) * np.linalg.norm(theirs, axis=1) + 1e-12)
+        if float(np.median(cos)) < SPACE_CHECK_COSINE:
+            raise EmbeddingSpaceMismatch(
+                f"the graph holds query vectors with no recorded space, and they are not this process's {space} "
+                f"vectors (median cosine {float(np.median(cos)):.2f} over {len(rows)} stored texts encoded again): "
+                f"set PREFSTREAM_ENCODER / PREFSTREAM_ENCODER_BACKEND to the encoder that wrote them, or use "
+                f"another graph (PREFSTREAM_GRAPH_NAME) for this encoder")
 
     def stored_query_embeddings(self, texts: list[str]) -> list[np.ndarray | None]:
         """The Query-node embedding of each text, None where the graph has none (a ``TextEncoder`` lookup)."""

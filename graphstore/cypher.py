@@ -130,6 +130,14 @@ MERGE (m:Meta {key: $key})
 ON CREATE SET m.value = $value
 RETURN m.value
 """
+# Some stored query texts with their vectors: what a process checks against its own encoder before it claims the
+# embedding space of a graph that holds vectors but no claim (written before claims were recorded).
+QUERY_SAMPLE = """
+MATCH (q:Query)
+WHERE q.emb IS NOT NULL
+RETURN q.text, q.emb
+LIMIT $n
+"""
 
 # --- reads ----------------------------------------------------------------------------------------
 PING = "RETURN 1"  # a round trip that reads nothing

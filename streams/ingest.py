@@ -132,5 +132,5 @@ def build_ingestor(s: Settings) -> Ingestor:
 
         torch.set_num_threads(s.ingest_threads)
     store = open_store(s)
-    store.claim_embedding_space(encoder.space)
+    store.claim_embedding_space(encoder.space, encoder.encode)
     return Ingestor(store, encoder, s.max_text_chars, s.unknown_llm_grace_s)

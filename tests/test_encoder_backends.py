@@ -108,3 +108,15 @@ def test_static_vectors_keep_what_a_query_is_about(static_enc):
     v = static_enc.encode([t for pair in same for t in pair]).reshape(len(same), 2, -1)
     sim = np.einsum("ad,bd->ab", v[:, 0], v[:, 1])  # [3, 3]: row a's first text against every pair's second
     assert (np.argmax(sim, axis=1) == np.arange(len(same))).all(), sim
+
+
+def test_the_stored_space_check_tells_the_packaged_spaces_apart(both, static_enc):
+    """GraphStore.claim_embedding_space re-encodes stored texts on a graph whose space was never recorded: onnx
+    vectors pass as torch's (one space) and static vectors fail as either's (two spaces), at its threshold."""
+    from graphstore.base import SPACE_CHECK_COSINE
+
+    torch_enc, onnx_enc = both
+    t, o, s = (e.encode(QUESTIONS) for e in (torch_enc, onnx_enc, static_enc))
+    assert onnx_enc.space == torch_enc.space != static_enc.space
+    assert np.median((t * o).sum(1)) >= SPACE_CHECK_COSINE
+    assert np.median((t * s).sum(1)) < SPACE_CHECK_COSINE and np.median((o * s).sum(1)) < SPACE_CHECK_COSINE

@@ -30,12 +30,13 @@ def run_cycle(s: Settings, progress: bool = False, trigger: str = "manual") -> d
     from dataclasses import asdict
 
     from graphstore import open_store
-    from prefstream.encoder import embedding_space
+    from prefstream.encoder import TextEncoder, embedding_space
     from trainer.refresh import RefreshTrainer
 
     store = open_store(s)
     try:
-        store.claim_embedding_space(embedding_space(s.encoder, s.encoder_backend))
+        store.claim_embedding_space(embedding_space(s.encoder, s.encoder_backend),
+                                    lambda texts: TextEncoder.from_settings(s).encode(texts))  # built if needed
         return asdict(RefreshTrainer(store, s.model_dir, refresh_config(s)).run_cycle(progress=progress,
                                                                                      trigger=trigger))
     finally:

@@ -29,7 +29,7 @@ def build_engine(s: Settings, threads: int | None = None):
     encoder = TextEncoder.from_settings(s, s.router_encoder_threads if s.encoder_backend == "onnx" else threads)
     try:
         store.ensure_schema()
-        store.claim_embedding_space(encoder.space)
+        store.claim_embedding_space(encoder.space, encoder.encode)
     except EmbeddingSpaceMismatch:
         raise
     except Exception as exc:  # the graph down at start must not stop the router: it answers flagged fallback

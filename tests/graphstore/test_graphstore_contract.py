@@ -77,6 +77,24 @@ def test_the_first_writer_claims_the_graphs_embedding_space_and_a_mismatch_is_re
         s.clear()
 
 
+def test_a_graph_with_vectors_but_no_recorded_space_is_claimed_only_by_its_own_encoder(store):
+    """Vectors stored before spaces were recorded: a claim with the process's encoder re-encodes stored texts and
+    refuses another encoder's vectors; the right encoder claims the graph, and later claims compare the record."""
+    from graphstore.base import EmbeddingSpaceMismatch
+
+    store.upsert_queries([(q, emb(q)) for q in NASTY[:3]])  # written by the `emb` encoder, no claim
+
+    def other(texts):
+        return np.stack([emb("another encoder: " + t) for t in texts])
+
+    with pytest.raises(EmbeddingSpaceMismatch, match="not this process's enc-b:static vectors"):
+        store.claim_embedding_space("enc-b:static", other)
+    assert store.count(Label.META) == 0  # refused before anything was recorded
+    assert store.claim_embedding_space("enc-a:static", lambda texts: np.stack([emb(t) for t in texts]))
+    with pytest.raises(EmbeddingSpaceMismatch, match="are enc-a:static vectors"):
+        store.claim_embedding_space("enc-b:static", other)
+
+
 def test_reads_work_before_anything_was_written(store_settings):
     from graphstore import open_store
 
