@@ -9,9 +9,12 @@ from streams.ingest import Ingestor, RawMessage
 
 @pytest.fixture(scope="session")
 def encoder():
+    """The deployment's encoder (the settings' backend), so that routers started on the graph find their own
+    vectors there."""
+    from prefstream.config import Settings
     from prefstream.encoder import TextEncoder
 
-    return TextEncoder()
+    return TextEncoder.from_settings(Settings())
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +40,7 @@ def sim_store(module_settings, encoder, small_sim):
 
     store = open_store(module_settings)
     store.ensure_schema()
+    store.claim_embedding_space(encoder.space, encoder.encode)  # as build_ingestor does
     ingest_events(store, encoder, small_sim.events())
     yield store
     store.clear()
