@@ -747,7 +747,7 @@ def replay_topics(s) -> None:
     kept = event_topics.generations(s, admin.list_topics())  # those not yet deleted (event generations on)
     admin.close()
     store = open_store(s)
-    ing = Ingestor(store, TextEncoder(s.encoder), s.max_text_chars, unknown_llm_grace_s=0)
+    ing = Ingestor(store, TextEncoder.from_settings(s), s.max_text_chars, unknown_llm_grace_s=0)
     inputs = [(s.topics.catalog, ing.llms), (s.topics.turns, ing.turns), (s.topics.feedback, ing.feedback)]
     inputs += [(t, ing.turns if event_topics.parse(s, t)[0] == s.topics.turns else ing.feedback) for t in kept]
     for topic, fn in inputs:
