@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 
 WIN_COUNTS_KEPT = "win_counts"  # the Meta key marking a graph whose win counts the writes keep
+EMBEDDING_SPACE = "embedding_space"  # the Meta key holding the space of the graph's query vectors
 RECOUNT_USERS = 64  # users whose uncounted comparisons one read of recount_win_counts finds
 # A claim on a graph with vectors but no recorded space re-encodes this many stored texts; the vectors are the
 # encoder's when the median cosine reaches this (tests/test_encoder_backends.py holds the packaged backends on
@@ -283,9 +284,9 @@ class GraphStore(ABC):
         process's encoder), a claim on such a graph first encodes some stored query texts again and refuses when
         the stored vectors are not this encoder's (the median cosine under SPACE_CHECK_COSINE); without it, such
         a graph is claimed unchecked."""
-        if encode is not None and not self._read(cypher.META_VALUE, {"key": "embedding_space"}):
+        if encode is not None and not self._read(cypher.META_VALUE, {"key": EMBEDDING_SPACE}):
             self._check_stored_space(space, encode)
-        (stored,), = self._write(cypher.CLAIM_META, {"key": "embedding_space", "value": space})
+        (stored,), = self._write(cypher.CLAIM_META, {"key": EMBEDDING_SPACE, "value": space})
         if stored != space:
             raise EmbeddingSpaceMismatch(
                 f"the graph's query vectors are {stored} vectors but this process encodes {space}: set "
@@ -302,10 +303,11 @@ class GraphStore(ABC):
         mine = np.asarray(encode([t for t, _ in rows]), dtype=np.float32)
         theirs = np.stack([v for _, v in rows])
         cos = (mine * theirs).sum(1) / (np.linalg.norm(mine, axis=1) * np.linalg.norm(theirs, axis=1) + 1e-12)
-        if float(np.median(cos)) < SPACE_CHECK_COSINE:
+        median = float(np.median(cos))
+        if median < SPACE_CHECK_COSINE:
             raise EmbeddingSpaceMismatch(
                 f"the graph holds query vectors with no recorded space, and they are not this process's {space} "
-                f"vectors (median cosine {float(np.median(cos)):.2f} over {len(rows)} stored texts encoded again): "
+                f"vectors (median cosine {median:.2f} over {len(rows)} stored texts encoded again): "
                 f"set PREFSTREAM_ENCODER / PREFSTREAM_ENCODER_BACKEND to the encoder that wrote them, or use "
                 f"another graph (PREFSTREAM_GRAPH_NAME) for this encoder")
 

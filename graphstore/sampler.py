@@ -102,20 +102,17 @@ class PastCounts:
     of answers given and rated before that time. Asked at non-decreasing times, each rating is added once: the
     games of two answers of one comparison count from when the later of their two ratings was given."""
 
-    def __init__(self, rated: Iterable[Sequence], counted: Mapping[str, tuple[float, float]] | None = None,
-                 start: int | None = None):
+    def __init__(self, rated: Iterable[Sequence], start: int | None = None):
         """From (conversation, turn index, LLM, rating, answer time, rating time) rows: the rated answers alone,
-        without their text. With ``start``, ``counted`` holds the (wins, games) of the answers known before it
-        (see :meth:`from_kept`) and ``rated`` need hold only the comparisons with an answer known at or after it,
-        whose answers known before it join their comparisons without counting again; it is then asked at times
-        from ``start`` on."""
+        without their text. With ``start``, the answers known before it join their comparisons without being
+        counted (:meth:`from_kept` sets the counts known then), and it is asked at times from ``start`` on."""
         # a rating is known from when both it and its answer exist (a rating time before the answer: bad data)
         self.events = sorted((max(int(rms), int(ts)), conv, int(idx), llm, float(r))
                              for conv, idx, llm, r, ts, rms in rated if r is not None and rms is not None)
         self.next = 0
         self.members: dict[tuple, list[tuple[str, float]]] = {}
-        self.wins = {m: w for m, (w, _) in (counted or {}).items()}
-        self.games = {m: g for m, (_, g) in (counted or {}).items()}
+        self.wins: dict[str, float] = {}
+        self.games: dict[str, float] = {}
         while start is not None and self.next < len(self.events) and self.events[self.next][0] < start:
             _, conv, idx, llm, r = self.events[self.next]
             self.next += 1
@@ -127,16 +124,14 @@ class PastCounts:
         the comparisons with an answer known at or after ``start`` (rows as in ``__init__``; cypher.
         USER_RATED_SINCE_AND_KEPT): the kept counts hold those comparisons with every answer, so their shares come
         out and the shares of their answers known before ``start`` go back in; the rest was known before it."""
-        rows = [(conv, int(idx), llm, float(r), max(int(ts), int(rms))) for conv, idx, llm, r, ts, rms in rated
-                if r is not None and rms is not None]
-        every = per_llm(row[:4] for row in rows)
-        known = per_llm(row[:4] for row in rows if row[4] < start)
-        counted = {}
+        counts = cls(rated, start)  # its events: every rated answer; its members: those known before start
+        every = per_llm((conv, idx, llm, r) for _, conv, idx, llm, r in counts.events)
+        known = per_llm((conv, idx, llm, r) for (conv, idx), answers in counts.members.items() for llm, r in answers)
         for m in set(kept) | set(every) | set(known):
             (kw, kg), (ew, eg), (bw, bg) = (c.get(m, (0.0, 0.0)) for c in (kept, every, known))
             if kg - eg + bg > 0:
-                counted[m] = (kw - ew + bw, kg - eg + bg)
-        return cls(rated, counted, start)
+                counts.wins[m], counts.games[m] = kw - ew + bw, kg - eg + bg
+        return counts
 
     @classmethod
     def of_rows(cls, rows: Sequence[Sequence]) -> PastCounts:
