@@ -30,8 +30,8 @@ WIN_COUNTS_KEPT = "win_counts"  # the Meta key marking a graph whose win counts 
 EMBEDDING_SPACE = "embedding_space"  # the Meta key holding the space of the graph's query vectors
 RECOUNT_USERS = 64  # users whose uncounted comparisons one read of recount_win_counts finds
 # A claim on a graph with vectors but no recorded space re-encodes this many stored texts; the vectors are the
-# encoder's when the median cosine reaches this (tests/test_encoder_backends.py holds the packaged backends on
-# the right sides of it: onnx and torch, one space, above; static and either, two spaces, below).
+# encoder's when the median cosine reaches this (bench/results/encoder_space.md measures the packaged backends;
+# tests/test_encoder_backends.py holds onnx and torch, one space, above it and static, another, below).
 SPACE_CHECK_TEXTS = 16
 SPACE_CHECK_COSINE = 0.95
 
