@@ -10,8 +10,11 @@ answers each (every answer rated, two LLMs a turn, in a FalkorDB server), this t
 request) and for all of them at once (one router batch), median of ``--reps`` calls, and gives the count read as a
 multiple of the k-turn read of the same users (the floor). Since the writes keep the counts, it also times what
 keeping them costs: counting the loaded graph once (GraphStore.recount_win_counts, what an older graph gets at its
-first start) and writing ``--write-users`` more users' turns and ratings through the ingest's writes. Run with
-``--out`` at another commit to compare implementations on the same machine. A benchmark, not a test; run it alone.
+first start) and writing ``--write-users`` more users' turns and ratings through the ingest's writes; and what
+`prefstream counts` costs an operator: checking every user's kept counts against their stored ratings
+(graphstore.count_check) and rebuilding them all (GraphStore.rebuild_win_counts, what --repair does to a user that
+differs). Run with ``--out`` at another commit to compare implementations on the same machine. A benchmark, not a
+test; run it alone.
 """
 
 from __future__ import annotations
@@ -49,6 +52,23 @@ def writes(store, data, first: int, users: int, reps: int) -> dict:
             "turn_rows_per_s_each": turn_rate, "feedback_rows_per_s_each": feedback_rate}
 
 
+def maintenance(store) -> dict:
+    """Seconds to check every user's kept counts (graphstore.count_check.check_win_counts) and to rebuild them all
+    (GraphStore.rebuild_win_counts), and the check after the rebuild; both checks must find nothing."""
+    from graphstore.count_check import check_win_counts
+
+    users = [u for u, _ in store.active_users()]
+    t0 = time.perf_counter()
+    first = check_win_counts(store)
+    t1 = time.perf_counter()
+    store.rebuild_win_counts(users)
+    t2 = time.perf_counter()
+    again = check_win_counts(store)
+    if not (first.ok and again.ok):
+        raise RuntimeError(f"kept counts differ from the ratings: {first.off[:1] or again.off[:1]}")
+    return {"users": first.users, "answers": first.answers, "check_s": t1 - t0, "rebuild_s": t2 - t1}
+
+
 def measure(store, users: list[str], reps: int) -> dict:
     """Floor and count read, for one user (cycling through ``users``) and for all of them in one call."""
     turn = itertools.cycle(users)
@@ -78,6 +98,7 @@ def main() -> int:
         out["by_turns"][turns] = measure(store, [f"u{u}" for u in range(args.users)], args.reps)
         out["by_turns"][turns]["recount_s"] = recount_s
         out["by_turns"][turns]["writes"] = writes(store, data, args.users, args.write_users, args.write_reps)
+        out["by_turns"][turns]["maintenance"] = maintenance(store)
         print(turns, out["by_turns"][turns], flush=True)
     return write_results(args.out, out, markdown)
 
@@ -102,6 +123,14 @@ def markdown(out: dict) -> str:
                "| answers per user | count the loaded graph s | turn rows/s | feedback rows/s |", "|---|---|---|---|"]
         md += [f"| {t} | {r['recount_s']:.2f} | {r['writes']['turn_rows_per_s']:,.0f} | "
                f"{r['writes']['feedback_rows_per_s']:,.0f} |" for t, r in kept.items()]
+    checked = {t: r["maintenance"] for t, r in out["by_turns"].items() if "maintenance" in r}
+    if checked:
+        md += ["", "`prefstream counts` on the same graph after the writes: checking every user's kept counts against "
+               "a count of their stored ratings (graphstore.count_check), then rebuilding every user's counts "
+               "(what --repair does to a user that differs); both checks found nothing to repair:", "",
+               "| answers per user | users | rated answers | check s | rebuild all s |", "|---|---|---|---|---|"]
+        md += [f"| {t} | {m['users']} | {m['answers']:,} | {m['check_s']:.2f} | {m['rebuild_s']:.2f} |"
+               for t, m in checked.items()]
     return "\n".join(md) + "\n"
 
 

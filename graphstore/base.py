@@ -190,17 +190,47 @@ class GraphStore(ABC):
             self.recount_win_counts()
             self._write(cypher.CLAIM_META, {"key": WIN_COUNTS_KEPT, "value": "kept"})
 
-    def recount_win_counts(self) -> int:
+    def recount_win_counts(self, user_ids: Sequence[str] | None = None) -> int:
         """Count every rated comparison that no write has counted yet into the per-(user, LLM) win counts
-        (cypher.RECOUNT_COMPARISONS); the number of comparisons recounted. For graphs written before the writes
-        kept the counts (ensure_schema runs it once) and for loaders that bypass ``upsert_turns`` /
-        ``upsert_feedback``."""
+        (cypher.RECOUNT_COMPARISONS), every user's or those of ``user_ids``; the number of comparisons recounted.
+        For graphs written before the writes kept the counts (ensure_schema runs it once), for loaders that bypass
+        ``upsert_turns`` / ``upsert_feedback``, and after :meth:`rebuild_win_counts` forgot them."""
+        users = [u for u, _ in self.active_users()] if user_ids is None else list(dict.fromkeys(user_ids))
         groups = 0
-        for part in chunks([u for u, _ in self.active_users()], RECOUNT_USERS):
+        for part in chunks(users, RECOUNT_USERS):
             found = [(u, p) for u, p in self._read(cypher.UNCOUNTED_COMPARISONS, {"uids": list(part)})]
             self._recount(found)
             groups += len(found)
         return groups
+
+    def rebuild_win_counts(self, user_ids: Sequence[str]) -> int:
+        """Forget the users' kept win counts (their WIN_COUNT edges and their answers' shares, in one write per
+        batch: cypher.CLEAR_WIN_COUNTS) and count each of their rated comparisons again from the stored ratings;
+        the number of comparisons counted. Safe beside live writes: a comparison a write recounts after the
+        forgetting is counted by that write and not again here. Until a user's batch is counted again, a router
+        reads part of their counts (graphstore.count_check repairs a user in one batch)."""
+        users = list(dict.fromkeys(user_ids))
+        groups = 0
+        for part in chunks(users, RECOUNT_USERS):
+            self._write(cypher.CLEAR_WIN_COUNTS, {"uids": list(part)})
+            groups += self.recount_win_counts(part)
+        return groups
+
+    def rated_shares(self, user_ids: Sequence[str]) -> tuple[dict[str, list[tuple]], dict[str, dict[str, tuple]]]:
+        """In one read: per user, their rated answers as (comparison position, LLM, rating, kept share wins, kept
+        share games) rows (a share is None where no recount set it), and their kept counts {LLM: (wins, games)},
+        every WIN_COUNT edge (graphstore.count_check compares the two)."""
+        uids = list(dict.fromkeys(user_ids))
+        rated: dict[str, list[tuple]] = {u: [] for u in uids}
+        kept: dict[str, dict[str, tuple]] = {u: {} for u in uids}
+        for part in chunks(uids, self.batch_size):
+            for uid, pos, llm, rating, wins, games in self._read(cypher.USER_RATED_SHARES_AND_KEPT,
+                                                                 {"uids": list(part)}):
+                if pos is None:
+                    kept[uid][llm] = (wins, games)
+                else:
+                    rated[uid].append((pos, llm, rating, wins, games))
+        return rated, kept
 
     def _recount(self, groups: Iterable[tuple[str, str]]) -> None:
         """Recount these (user id, turn position) comparisons into the win counts, after their turns or ratings

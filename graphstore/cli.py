@@ -137,17 +137,21 @@ def audit(store: "GraphStore", user_id: str, limit: int = 50, request_id: str | 
     return 0 if items else 1
 
 
-def handler(args: argparse.Namespace) -> int:
+def open_from(args: argparse.Namespace) -> "GraphStore":
+    """The graph store the command's stack options and settings name (a usage error when it cannot be reached)."""
     from graphstore import open_store
+    from prefstream.errors import need_graph
     from prefstream.options import settings_from
 
     settings = settings_from(args)
     if getattr(args, "graph_port", None) is not None and settings.graph_backend == "falkordb":
         settings = settings.model_copy(update={"graph_uri": f"redis://127.0.0.1:{args.graph_port}"})
-    from prefstream.errors import need_graph
-
     need_graph(settings)
-    with open_store(settings, ensure_schema=False) as store:
+    return open_store(settings, ensure_schema=False)
+
+
+def handler(args: argparse.Namespace) -> int:
+    with open_from(args) as store:
         return audit(store, args.user, args.limit, args.decision, args.json)
 
 

@@ -301,6 +301,39 @@ MATCH (u)-[k:WIN_COUNT]->(m:LLM)
 WHERE k.games > 0
 RETURN uid, null AS conv, null AS idx, m.llm_id AS llm, k.wins AS x, k.games AS y, null AS z
 """
+# Every rated answer of each user in $uids with its comparison's `position` and the share its last recount kept,
+# then the user's kept counts (every WIN_COUNT edge, one row per LLM, pos and rating null), in one read (one
+# snapshot on FalkorDB): what graphstore.count_check counts again in the client and compares with.
+USER_RATED_SHARES_AND_KEPT = """
+UNWIND $uids AS uid
+MATCH (u:User {user_id: uid})
+WITH uid, u
+MATCH (u)<-[:BY]-(t:Turn)<-[:ANSWER_OF]-(r:Response)
+WHERE r.rating IS NOT NULL
+RETURN uid, t.position AS pos, t.llm_id AS llm, r.rating AS rating, r.pair_wins AS wins, r.pair_games AS games
+UNION ALL
+UNWIND $uids AS uid
+MATCH (u:User {user_id: uid})
+WITH uid, u
+MATCH (u)-[k:WIN_COUNT]->(m:LLM)
+RETURN uid, null AS pos, m.llm_id AS llm, null AS rating, k.wins AS wins, k.games AS games
+"""
+# Forget the kept counts of each user in $uids, their WIN_COUNT edges and their answers' shares, in one write
+# (one transaction; on Neo4j under the user's lock, taken first as RECOUNT_COMPARISONS takes it), so recounting
+# every comparison of theirs afterwards rebuilds the counts (GraphStore.rebuild_win_counts). A write's recount in
+# between counts its comparison into the new edges and sets its shares, so the rebuild adds nothing for it.
+CLEAR_WIN_COUNTS = """
+UNWIND $uids AS uid
+MATCH (u:User {user_id: uid})
+SET u.counts_rev = coalesce(u.counts_rev, 0) + 1
+WITH u
+OPTIONAL MATCH (u)-[k:WIN_COUNT]->(:LLM)
+DELETE k
+WITH DISTINCT u
+MATCH (u)<-[:BY]-(:Turn)<-[:ANSWER_OF]-(r:Response)
+WHERE r.pair_games IS NOT NULL
+SET r.pair_wins = null, r.pair_games = null
+"""
 
 # The newest $limit rated answers to each query text in $keys, by any user: the crowd evidence of a request
 # (trainer/crowd.py centres them per comparison and leaves out the requesting user). Two index seeks, no edge

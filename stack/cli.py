@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "gateway.cli",
     "workers.cli",
     "graphstore.cli",
+    "graphstore.counts_cli",
     "trainer.cli",
     "trainer.refresh_cli",
 ]

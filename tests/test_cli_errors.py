@@ -33,6 +33,7 @@ def _run(env, *args, stdin: bytes | None = None):
 @pytest.mark.parametrize("args, needle", [
     (("route", "bob", "hello"), "no Kafka broker at 127.0.0.1:"),
     (("audit", "bob"), "no graph server at redis://127.0.0.1:"),
+    (("counts", "--repair"), "no graph server at redis://127.0.0.1:"),
     (("ingest",), "no Kafka broker at 127.0.0.1:"),
     (("router", "--workers", "1"), "no Ray cluster at 127.0.0.1:"),
     (("router", "--workers", "0"), "no graph server at redis://127.0.0.1:"),

@@ -447,3 +447,60 @@ def test_win_counts_are_kept_by_the_writes_in_any_order_and_replay(store):
     store.ensure_schema()
     assert store.user_win_counts(users) == want
     assert store.recount_win_counts() == 0  # all counted: nothing left to recount
+
+
+def test_a_stale_count_is_found_and_rebuilt_from_the_stored_ratings(store):
+    """graphstore.count_check finds the users whose kept counts differ from their stored ratings, whether a
+    rating's recount was lost (a stale share) or an edge drifted (right shares, wrong sum), writes nothing when
+    only checking, and with repair rebuilds exactly those users to the count of their ratings."""
+    import io
+    import json
+
+    from graphstore.count_check import check_win_counts
+    from graphstore.counts import per_llm
+    from graphstore.counts_cli import run
+
+    turns, fbs, where = [], [], {}
+    for u in range(3):
+        for i in range(12):
+            for j, m in enumerate(["m1", "m2", "m3"][: 2 + i % 2]):
+                tid = f"u{u}-{i}-{j}"
+                turns.append(turn(tid, f"u{u}", f"c{u}-{i // 4}", i % 4, 1000 * i + j, m))
+                where[tid] = (f"u{u}", f"c{u}-{i // 4}", i % 4, m)
+                fbs.append(score(f"f-{tid}", tid, float((u + i + 2 * j) % 4 + 1), 1000 * i + 500, user=f"u{u}"))
+    store.upsert_turns(with_emb(*turns))
+    store.upsert_feedback(fbs)
+    users = ["u0", "u1", "u2"]
+    clean = check_win_counts(store)
+    assert clean.ok and clean.users == 3 and clean.answers == len(fbs) and not clean.off
+    before = store.user_win_counts(users)
+
+    # u0: the server kept a new rating of u0-0-0 (it had lost) and lost its recount; u1: an edge's sum drifted
+    raw_write(store, "MATCH (r:Response {response_id: 'u0-0-0'}) SET r.rating = 2.0")
+    raw_write(store, "MATCH (:User {user_id: 'u1'})-[k:WIN_COUNT]->(:LLM {llm_id: 'm1'}) SET k.wins = k.wins + 1")
+    found = check_win_counts(store)
+    assert not found.ok and [c.user_id for c in found.off] == ["u0", "u1"]
+    u0, u1 = found.off
+    assert u0.stale_shares >= 1 and u0.kept == before[0] and u0.kept != u0.counted
+    w, g = before[1]["m1"]
+    assert u1.stale_shares == 0 and u1.differing() == {"m1": ((w + 1, g), (w, g))}
+    assert store.user_win_counts(users)[1:] == [{**before[1], "m1": (w + 1, g)}, before[2]]  # checking wrote nothing
+
+    out = io.StringIO()
+    assert run(store, None, False, as_json=True, out=out) == 1
+    assert [c["user_id"] for c in json.loads(out.getvalue())["off"]] == ["u0", "u1"]
+    fixed = check_win_counts(store, repair=True)
+    assert fixed.ok and fixed.repaired == ["u0", "u1"] and not fixed.still_off
+    stored = [(f.turn_id, f.rating if f.turn_id != "u0-0-0" else 2.0) for f in fbs]
+    want = [per_llm([(*where[t][1:], r) for t, r in stored if where[t][0] == u]) for u in users]
+    assert store.user_win_counts(users) == want and want[2] == before[2] and want[0] != before[0]
+    assert check_win_counts(store, ["u1", "ghost"]).ok
+
+    # a write between a rebuild's forgetting and its recount is counted once, by the write's own recount
+    from graphstore import cypher
+
+    store._write(cypher.CLEAR_WIN_COUNTS, {"uids": ["u2"]})
+    store.upsert_feedback([score("f-late", "u2-0-0", 4.0, 90_000, user="u2")])
+    assert store.recount_win_counts(["u2"]) == 11 and check_win_counts(store, ["u2"]).ok  # the 12th was the write's
+    out = io.StringIO()
+    assert run(store, ["u0"], False, as_json=False, out=out) == 0 and "checked 1 users" in out.getvalue()
