@@ -134,6 +134,9 @@ class Settings(BaseSettings):
                                   "cycle's training: after each step a weight moves learning rate x this of the "
                                   "way back (0: none)")
     trainer_users: int = Field(2000, ge=1, description="recent users sampled per cycle")
+    trainer_max_targets: int = Field(32, ge=1, description="most comparisons after a cycle's sample's random cut "
+                                     "it trains on (the next ones in time): a step's work stays bounded however "
+                                     "long users' histories grow (bench/results/refresh_scale.md)")
     trainer_min_pairs: int = Field(100, ge=1, description="fewest fresh pairs a promotion or demotion is decided on")
     trainer_min_new_pairs: int = Field(50, ge=0, description="...or, when some fresh pairs compare an LLM the "
                                        "serving model never learned, on at least this many of them: a candidate "

@@ -163,6 +163,7 @@ class RefreshConfig:
     # each default with a PREFSTREAM_TRAINER_* setting is that setting's (``setting``)
     window_minutes: float = setting("window_minutes")  # users active within this window (before the newest turn)
     users: int = setting("users")  # samples drawn per cycle
+    max_targets: int = setting("max_targets")  # comparisons after a sample's cut it trains on, at most
     k: int = 10  # visible turns per sample (the settings' history_turns when built from them)
     eval_fraction: float = 0.2  # newest share of turns held out for the prequential evaluation
     steps: int = setting("steps")
@@ -236,7 +237,8 @@ class RefreshTrainer:
         samples: list[TrainingSample] = []
         rng = np.random.default_rng(seed)
         for _ in range(3):  # each pass draws one random cut per user; a few passes give more targets
-            samples += self.store.sample_training(self.cfg.users, self.cfg.k, since_ms=since, seed=rng)
+            samples += self.store.sample_training(self.cfg.users, self.cfg.k, since_ms=since, seed=rng,
+                                                  max_targets=self.cfg.max_targets)
         if not any(s.targets for s in samples):
             return [], [], {"since_ms": since, "users": len(users), "samples": 0}
         cutoff = self.cutoff([g for s in samples for g in s.targets])

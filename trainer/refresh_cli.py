@@ -17,6 +17,7 @@ def refresh_config(s: Settings):
     from trainer.refresh import RefreshConfig
 
     return RefreshConfig(window_minutes=s.trainer_window_minutes, users=s.trainer_users, k=s.history_turns,
+                         max_targets=s.trainer_max_targets,
                          steps=s.trainer_steps, min_pairs=s.trainer_min_pairs,
                          min_new_pairs=s.trainer_min_new_pairs, alpha=s.trainer_alpha,
                          new_llm_games=s.trainer_new_llm_games, warm_lr=s.trainer_warm_lr,

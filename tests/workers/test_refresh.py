@@ -45,6 +45,21 @@ def test_the_judge_scores_each_fresh_comparison_once_with_the_history_a_router_r
     assert sum(len(s.visible) for s in old_evals) < sum(len(s.visible) for s in evals)
 
 
+def test_a_cycles_samples_train_on_at_most_max_targets_comparisons_after_their_cut(sim_store, tmp_path):
+    """RefreshConfig.max_targets bounds each training sample to the first comparisons after its cut, so a step's
+    work does not grow with users' histories; without the bound the same draw holds longer samples."""
+    from dataclasses import replace
+
+    cfg = RefreshConfig(window_minutes=1e9, users=100, k=10, max_targets=3, served_evals=False)
+    train, evals, _ = RefreshTrainer(sim_store, tmp_path, cfg).sample(seed=0)
+    assert train and all(1 <= len(s.targets) <= 3 for s in train + evals)
+    assert max(len(s.targets) for s in train) == 3
+    for s in train:  # the first comparisons after the cut, in time order
+        assert [g.timestamp for g in s.targets] == sorted(g.timestamp for g in s.targets)
+    long, _, _ = RefreshTrainer(sim_store, tmp_path, replace(cfg, max_targets=10_000)).sample(seed=0)
+    assert max(len(s.targets) for s in long) > 3
+
+
 def test_a_cycles_targets_carry_crowd_evidence_known_before_the_cutoff(sim_store, tmp_path):
     """Each sampled target gets other users' ratings of its query from the comparisons before the cutoff; its
     own user's are left out (a table without that user gives the same evidence)."""
