@@ -9,8 +9,8 @@ trains ``PREFSTREAM_TRAINER_STEPS`` steps on batches of 64 samples (trainer.refr
 sample's targets, and so a step's work, grow with the history after the cut. For ``--users`` users with T answers
 each (every answer rated, two LLMs a turn, in a FalkorDB server, bench/watch_scale.py's graphs), this draws one pass
 of samples per bound in ``--bounds`` (0: none) and times the draw and ``--steps`` training steps from a fresh model on
-them (FitResult.step_seconds, the mean step; after two warm-up steps). The floor is a step on samples bounded to 4 targets, the offline
-trainer's stride (TrainConfig.stride). A benchmark, not a test; run it alone.
+them (FitResult.step_seconds, the mean step; after two warm-up steps). The floor is a step on samples bounded to 4
+targets, the offline trainer's stride (TrainConfig.stride). A benchmark, not a test; run it alone.
 """
 
 from __future__ import annotations
