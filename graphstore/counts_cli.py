@@ -47,10 +47,10 @@ def run(store, users: list[str] | None, repair: bool, as_json: bool, out: TextIO
     from graphstore.count_check import check_win_counts
 
     out = out or sys.stdout
-    total = len(users) if users is not None else len(store.active_users())
+    users = list(users) if users is not None else [u for u, _ in store.active_users()]
     bar_on = Console(file=sys.stderr, quiet=not sys.stderr.isatty())  # no bar in a log or a pipe
     with Progress(transient=True, console=bar_on) as bar:
-        task = bar.add_task("checking win counts", total=total)
+        task = bar.add_task("checking win counts", total=len(users))
         report = check_win_counts(store, users, repair, progress=lambda n: bar.advance(task, n))
     if as_json:
         print(json.dumps(report.to_dict(), indent=2), file=out)
