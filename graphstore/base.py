@@ -486,19 +486,55 @@ class GraphStore(ABC):
     def sample_training(self, n_users: int, k: int, min_targets: int = 1, since_ms: int | None = None,
                         seed: int | np.random.Generator | None = None, min_llms: int = 2,
                         max_targets: int | None = None) -> list[TrainingSample]:
-        """Training samples for recently active users; see graphstore.sampler for the exact rules."""
-        from graphstore.sampler import sample_user
+        """Training samples for recently active users; see graphstore.sampler for the exact rules. Per batch of
+        users it reads each user's comparisons without their turns (cypher.USER_COMPARISONS), draws the cut as
+        graphstore.sampler.sample_user draws it from the whole history (the same samples from the same ``seed``),
+        and then reads only the sample's turns: the newest ``k`` before the cut and the targets'."""
+        from graphstore.sampler import sample_at
 
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         pool = [u for u, _ in self.active_users(since_ms)]
+        order = [pool[j] for j in rng.permutation(len(pool))]
         out: list[TrainingSample] = []
-        for u, rows in self._whole_histories([pool[j] for j in rng.permutation(len(pool))]):
-            s = sample_user(u, rows, k, rng, min_targets=min_targets, min_llms=min_llms, max_targets=max_targets)
-            if s is not None:
-                out.append(s)
-                if len(out) >= n_users:
-                    return out
+        step = max(1, min(self.batch_size, 256))
+        for i in range(0, len(order), step):
+            plans = self._draw_cuts(order[i:i + step], rng, n_users - len(out), min_targets, min_llms, max_targets)
+            bounds = [{"uid": u, "since": cut} for u, (cut, _) in plans.items()]
+            before: dict[str, list[list]] = {u: [] for u in plans}
+            at: dict[str, list[list]] = {u: [] for u in plans}
+            if k > 0 and bounds:
+                self._turn_rows(cypher.TURNS_BEFORE, cypher.TURNS_BEFORE_EMB, {"bounds": bounds, "k": int(k)}, before)
+            groups = [{"uid": u, "pos": p} for u, (_, keys) in plans.items() for p in dict.fromkeys(keys.values())]
+            for part in chunks(groups, self.batch_size):
+                self._turn_rows(cypher.TURNS_AT, cypher.TURNS_AT_EMB, {"groups": list(part)}, at)
+            out += [sample_at(u, before[u], at[u], k, cut, keys, min_llms) for u, (cut, keys) in plans.items()]
+            if len(out) >= n_users:
+                break
         return out
+
+    def _draw_cuts(self, user_ids: Sequence[str], rng: np.random.Generator, most: int, min_targets: int,
+                   min_llms: int, max_targets: int | None) -> dict[str, tuple[int, dict[tuple, str]]]:
+        """{user: (cut, {target key (conversation, turn index, query key): its position})} for the first ``most``
+        of ``user_ids`` (in order) with an admissible cut, drawn from their comparisons (graphstore.sampler.
+        cut_times, one ``rng`` draw per such user, in order, as sample_user draws it)."""
+        from graphstore.sampler import cut_times
+
+        found: dict[str, list[tuple]] = {u: [] for u in user_ids}
+        for part in chunks(list(user_ids), self.batch_size):
+            for uid, conv, idx, qkey, pos, start, n_rated in self._read(cypher.USER_COMPARISONS, {"uids": list(part)}):
+                found[uid].append((int(start), qkey, conv, int(idx), pos, int(n_rated)))
+        plans: dict[str, tuple[int, dict[tuple, str]]] = {}
+        for u in user_ids:
+            if len(plans) >= most or not found[u]:
+                continue
+            first = min(c[0] for c in found[u])
+            targets = sorted(c for c in found[u] if c[5] >= min_llms)  # by (start, query key), as sampled groups
+            cuts = cut_times([c[0] for c in targets], first, min_targets)
+            if cuts:
+                cut = cuts[int(rng.integers(len(cuts)))]
+                chosen = [c for c in targets if c[0] >= cut][:max_targets]
+                plans[u] = (cut, {(conv, idx, qkey): pos for _, qkey, conv, idx, pos, _ in chosen})
+        return plans
 
     def serving_samples(self, user_ids: Sequence[str], k: int, after_ms: int | Mapping[str, int],
                         min_llms: int = 2, llms: Collection[str] | None = None,

@@ -210,6 +210,30 @@ TURNS_SINCE_EMB = _TURNS_SINCE + _TURN_COLUMNS_EMB
 TURNS_BEFORE = _TURNS_BEFORE + _TURN_COLUMNS
 TURNS_BEFORE_EMB = _TURNS_BEFORE + _TURN_COLUMNS_EMB
 
+# What a training sample reads (GraphStore.sample_training): first each user's comparisons, one row each, without
+# their turns (conversation, turn index, query key, `position`, the time of its first answer and how many distinct
+# LLMs of it are rated), to draw the cut and pick the targets; then the newest $k turns before the cut
+# (TURNS_BEFORE) and the turns at the targets' positions ($groups: [{uid, pos}], deduplicated by the client).
+USER_COMPARISONS = """
+UNWIND $uids AS uid
+MATCH (u:User {user_id: uid})
+WITH uid, u
+MATCH (u)<-[:BY]-(t:Turn)
+OPTIONAL MATCH (r:Response)-[:ANSWER_OF]->(t)
+WITH uid, t.conversation_id AS conv, t.turn_index AS idx, t.query_key AS qkey, t.position AS pos, min(t.ts) AS start,
+     collect(DISTINCT CASE WHEN r.rating IS NOT NULL THEN t.llm_id END) AS rated
+RETURN uid, conv, idx, qkey, pos, start, size(rated)
+"""
+_TURNS_AT = """
+UNWIND $groups AS g
+WITH g.uid AS uid, g.pos AS pos
+MATCH (t:Turn {position: pos})
+WHERE t.user_id = uid
+WITH uid, t
+"""
+TURNS_AT = _TURNS_AT + _TURN_COLUMNS
+TURNS_AT_EMB = _TURNS_AT + _TURN_COLUMNS_EMB
+
 # The pairwise (wins, games) of every rated comparison (graphstore.counts' rules: the rated answers of one
 # conversation turn of a user; each answer plays every other once, a win if rated higher, half on a tie) are kept
 # per (user, LLM) on a WIN_COUNT edge, so a router reads a row per LLM however long the user's past (USER_WIN_COUNTS).

@@ -44,25 +44,38 @@ def _groups(user_id: str, rows: Sequence[Sequence], min_llms: int) -> list[HeldO
     return out
 
 
+def cut_times(starts: Sequence[int], first: int, min_targets: int = 1) -> list[int]:
+    """A user's admissible cuts: the distinct start times of their target groups (``starts``, in time order) that
+    leave an earlier turn (later than ``first``, the user's first turn's time) and at least ``min_targets`` target
+    groups at or after them (the groups from the same index on: ``starts`` is sorted)."""
+    n = len(starts)
+    return sorted({int(t) for i, t in enumerate(starts) if t > first and n - i >= min_targets})
+
+
 def sample_user(user_id: str, rows: Sequence[Sequence], k: int, rng: np.random.Generator, min_targets: int = 1,
                 min_llms: int = 2, max_targets: int | None = None) -> TrainingSample | None:
-    """One sample for the user, or None when their history has no admissible cut."""
+    """One sample for the user from their whole history, or None when it has no admissible cut. GraphStore.
+    sample_training draws the same sample (the same cut from the same ``rng``) while reading only what it uses."""
     rows = sorted(rows, key=order_key)
     if not rows:
         return None
     groups = _groups(user_id, rows, min_llms)
-    first = int(rows[0][TS])
-    cuts = [g.timestamp for i, g in enumerate(groups)
-            if g.timestamp > first and sum(h.timestamp >= g.timestamp for h in groups[i:]) >= min_targets]
-    cuts = sorted(set(cuts))
+    cuts = cut_times([g.timestamp for g in groups], int(rows[0][TS]), min_targets)
     if not cuts:
         return None
     cut = cuts[int(rng.integers(len(cuts)))]
-    targets = [g for g in groups if g.timestamp >= cut]
-    if max_targets is not None:
-        targets = targets[:max_targets]
+    targets = [g for g in groups if g.timestamp >= cut][:max_targets]
     visible = assemble(user_id, [r for r in rows if int(r[TS]) < cut], k, ratings_before=cut)
     return TrainingSample(visible, targets)
+
+
+def sample_at(user_id: str, before: Sequence[Sequence], at: Sequence[Sequence], k: int, cut: int,
+              keys: Collection[tuple], min_llms: int = 2) -> TrainingSample:
+    """The sample at a drawn ``cut``: visible, the newest ``k`` of ``before`` (rows before the cut) with the ratings
+    given before it; targets, the groups of ``at`` (the rows at the targets' positions) whose (conversation, turn
+    index, query key) is in ``keys``, in time order."""
+    targets = [g for g in _groups(user_id, at, min_llms) if (g.conversation_id, g.turn - 1, g.query_key) in keys]
+    return TrainingSample(assemble(user_id, before, k, ratings_before=cut), targets)
 
 
 def serving_samples(user_id: str, rows: Sequence[Sequence], k: int, after_ms: int, min_llms: int = 2,

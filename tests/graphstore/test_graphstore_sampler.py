@@ -195,3 +195,56 @@ def test_served_samples_read_only_what_they_use(store):
                 np.testing.assert_array_equal(a.visible.rating, b.visible.rating)
                 assert [(g.llm_ids, g.ratings.tolist(), g.timestamp) for g in a.targets] == \
                     [(g.llm_ids, g.ratings.tolist(), g.timestamp) for g in b.targets]
+
+
+def test_training_samples_read_only_what_they_use(store):
+    """sample_training reads each user's comparisons without their turns, then only a sample's own turns, and
+    draws exactly the samples graphstore.sampler.sample_user draws from the whole history with the same generator:
+    the same cut, visible turns and ratings, and targets, with unrated and one-answer comparisons, late ratings,
+    two questions at one conversation turn, bounds on the targets, several batches of users, too few users wanted
+    (the generator is left as the whole-history draw leaves it: a cycle draws again from it)."""
+    from graphstore.sampler import sample_user
+
+    rng = np.random.default_rng(5)
+    turns, fbs = [], []
+    for u in range(7):
+        for i in range(int(rng.integers(2, 30))):
+            t0 = 100_000 * u + 1000 * i
+            for j, m in enumerate(rng.choice(["m1", "m2", "m3", "m4"], size=int(rng.integers(1, 4)), replace=False)):
+                tid = f"u{u}-{i}-{m}"
+                second = i % 4 == 1 and j > 0  # a second question at one turn, asked at the same time
+                q = f"q {u} {i % 9}" if not second else f"other {u} {i}"
+                turns.append(turn(tid, f"u{u}", f"c{u}-{i // 5}", i % 5, t0 + (0 if second else j), str(m), query=q))
+                if rng.random() < 0.8:
+                    late = int(rng.choice([50, 50, 5_000, 60_000]))
+                    fbs.append(thumbs(f"f-{tid}", tid, bool(rng.random() < 0.5), t0 + late, user=f"u{u}"))
+    store.upsert_turns(with_emb(*turns))
+    store.upsert_feedback(fbs)
+    store.batch_size = 2  # several batches of users
+    users = [u for u, _ in store.active_users()]
+    whole = dict(store._whole_histories(users))
+
+    def reference(n, k, seed, **kw):
+        out = []
+        for j in seed.permutation(len(users)):
+            s = sample_user(users[j], whole[users[j]], k, seed, **kw)
+            if s is not None:
+                out.append(s)
+                if len(out) >= n:
+                    break
+        return out
+
+    for n, k, kw in ((100, 5, {}), (3, 2, {"max_targets": 2}), (100, 0, {"min_targets": 3}),
+                     (4, 40, {"min_llms": 1, "max_targets": 5}), (100, 3, {"min_llms": 1, "max_targets": 1})):
+        got_rng, want_rng = np.random.default_rng(3), np.random.default_rng(3)
+        for _ in range(2):  # as a cycle draws its passes from one generator
+            got, want = store.sample_training(n, k, seed=got_rng, **kw), reference(n, k, want_rng, **kw)
+            assert len(got) == len(want) > 0 and len(got) <= n
+            for a, b in zip(got, want):
+                assert a.visible.user_id == b.visible.user_id and a.visible.turn_ids == b.visible.turn_ids
+                np.testing.assert_array_equal(a.visible.rating, b.visible.rating)
+                assert [(g.query_key, g.llm_ids, g.ratings.tolist(), g.timestamp, g.turn) for g in a.targets] == \
+                    [(g.query_key, g.llm_ids, g.ratings.tolist(), g.timestamp, g.turn) for g in b.targets]
+                for ga, gb in zip(a.targets, b.targets):
+                    np.testing.assert_array_equal(ga.query_emb, gb.query_emb)
+        assert got_rng.integers(1 << 30) == want_rng.integers(1 << 30)
