@@ -237,11 +237,31 @@ def graph_doctor(s: Settings, fix: bool) -> list[Check]:
         if missing and fix:
             store.ensure_schema()
             missing = store.missing_indexes()
+        counts = win_counts_doctor(store, fix)
     finally:
         store.close()
     return [Check("graph", True, f"{s.graph_uri} ({s.graph_backend}) answers"),
             Check("graph indexes", not missing, f"missing {', '.join(missing)}" if missing else "all present",
-                  '"prefstream doctor --fix" creates them (so does any ingest worker at start)' if missing else "")]
+                  '"prefstream doctor --fix" creates them (so does any ingest worker at start)' if missing else ""),
+            counts]
+
+
+def win_counts_doctor(store, fix: bool) -> Check:
+    """The kept win counts of the most recently active users (a batch: graphstore.base.RECOUNT_USERS) against their
+    stored ratings (graphstore.count_check); with ``fix``, those that differ are rebuilt."""
+    from graphstore.base import RECOUNT_USERS
+    from graphstore.count_check import check_win_counts
+
+    users = [u for u, _ in store.active_users()[:RECOUNT_USERS]]
+    report = check_win_counts(store, users, repair=fix)
+    who = f"the {len(users)} most recent users' kept win counts"
+    if not report.off:
+        return Check("graph win counts", True, f"{who} match their ratings")
+    if report.ok:
+        return Check("graph win counts", True, f"{len(report.off)} of {who} differed from their ratings: rebuilt")
+    n = len(report.still_off) if report.repaired else len(report.off)
+    return Check("graph win counts", False, f"{n} of {who} differ from their ratings",
+                 '"prefstream doctor --fix" rebuilds them; "prefstream counts --repair" checks and rebuilds every user')
 
 
 def model_doctor(s: Settings, fix: bool) -> list[Check]:

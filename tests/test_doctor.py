@@ -44,6 +44,32 @@ def test_doctor_finds_a_missing_topic_and_missing_indexes_then_fixes_them(fresh)
     assert health.print_checks(list(fixed.values()), as_json=False) in (0, 1)
 
 
+def test_doctor_finds_stale_win_counts_and_fixes_them(fresh):
+    """A rating the graph kept without its recount: doctor names the user count that differs, --fix rebuilds it."""
+    import numpy as np
+
+    from graphstore import open_store
+    from prefstream.events import ChatTurn, Feedback
+
+    with open_store(fresh) as store:
+        turns = [ChatTurn(event_id=f"t{i}", user_id="ann", conversation_id="c", turn_index=0, timestamp=1000 + i,
+                          query="why", llm_id=m, response="because") for i, m in enumerate(["m1", "m2"])]
+        store.upsert_turns([(t, np.ones(384, np.float32), None) for t in turns])
+        store.upsert_feedback([Feedback(event_id=f"f{i}", user_id="ann", turn_id=f"t{i}", timestamp=2000,
+                                        signal={"kind": "thumbs", "up": i == 0}) for i in range(2)])
+        assert health.win_counts_doctor(store, fix=False).ok
+        store.graph.query("MATCH (r:Response {response_id: 't1'}) SET r.rating = 2.0")  # its recount lost
+        assert store.user_win_counts(["ann"]) == [{"m1": (1.0, 1.0), "m2": (0.0, 1.0)}]
+    checks = _by_name(health.doctor(fresh))
+    bad = checks["graph win counts"]
+    assert not bad.ok and bad.detail.startswith("1 of the 1 most recent users'") and "doctor --fix" in bad.fix
+    fixed = _by_name(health.doctor(fresh, fix=True))["graph win counts"]
+    assert fixed.ok and "differed from their ratings: rebuilt" in fixed.detail
+    with open_store(fresh) as store:
+        assert store.user_win_counts(["ann"]) == [{"m1": (0.0, 1.0), "m2": (1.0, 1.0)}]
+    assert _by_name(health.doctor(fresh))["graph win counts"].ok
+
+
 def test_status_reports_reachable_servers_and_counting(fresh):
     from graphstore import open_store
 
