@@ -26,9 +26,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import RESULTS, command_line, machine_facts, write_results  # noqa: E402
-from bench.watch_scale import K, loaded_graphs  # noqa: E402
+from bench.watch_scale import K, RatedHistory, loaded_graphs  # noqa: E402
 
 FLOOR = 4  # targets per sample of the floor: the offline trainer's stride
+
+
+def rated_every(every: int) -> type[RatedHistory]:
+    """RatedHistory with only every ``every``-th comparison rated (both its answers), as in traffic where most
+    turns get no feedback."""
+    class SparselyRated(RatedHistory):
+        def feedback(self, u: int):
+            return [f for k, f in enumerate(super().feedback(u)) if (k // 2) % every == 0]
+
+    return SparselyRated
 
 
 def one_bound(store, users: int, bound: int, steps: int) -> dict:
@@ -50,12 +60,14 @@ def main() -> int:
     ap.add_argument("--turns", default="120,500,2000", help="comma-separated answers per user")
     ap.add_argument("--bounds", default="0,32", help="comma-separated targets per sample (0: no bound)")
     ap.add_argument("--steps", type=int, default=12, help="training steps timed per bound")
+    ap.add_argument("--rated-every", type=int, default=1, help="rate only every N-th comparison (1: all)")
     ap.add_argument("--out", type=Path, default=RESULTS / "refresh_scale.json")
     args = ap.parse_args()
     out = {"command": command_line(), "machine": machine_facts(), "k": K, "users": args.users, "steps": args.steps,
-           "floor_targets": FLOOR, "by_turns": {}}
+           "floor_targets": FLOOR, "rated_every": args.rated_every, "by_turns": {}}
     bounds = [FLOOR] + [int(b) for b in args.bounds.split(",")]
-    for turns, store, _, _ in loaded_graphs([int(t) for t in args.turns.split(",")], args.users):
+    for turns, store, _, _ in loaded_graphs([int(t) for t in args.turns.split(",")], args.users,
+                                            rated_every(args.rated_every)):
         one_bound(store, args.users, FLOOR, 2)  # warm-up: the first steps of a process are slower
         row = {str(b): one_bound(store, args.users, b, args.steps) for b in bounds}
         for r in row.values():
@@ -67,7 +79,9 @@ def main() -> int:
 
 def markdown(out: dict) -> str:
     md = ["# A trainer cycle's samples as histories grow", "",
-          f"`{out['command']}`: {out['users']} users, every answer rated, two LLMs a turn; one sample per user "
+          f"`{out['command']}`: {out['users']} users, "
+          + ("every answer rated" if out.get("rated_every", 1) == 1 else
+             f"both answers of every {out['rated_every']}th comparison rated") + ", two LLMs a turn; one sample per user "
           f"(GraphStore.sample_training, k = {out['k']}), then {out['steps']} training steps of 64 samples from a "
           f"fresh model (trainer.refresh.refit; the mean step). Floor: a step on samples of at most "
           f"{out['floor_targets']} targets (the offline trainer's stride). Load average "

@@ -95,12 +95,13 @@ def main() -> int:
     return write_results(args.out, out, markdown)
 
 
-def loaded_graphs(sizes: list[int], users: int) -> Iterator[tuple[int, object, RatedHistory, float]]:
+def loaded_graphs(sizes: list[int], users: int, history: type[RatedHistory] | None = None
+                  ) -> Iterator[tuple[int, object, RatedHistory, float]]:
     """(answers per user, a store holding ``users`` users with that many answers each, the users' data, seconds
     the store took to count their win counts) per size, one graph each on a FalkorDB server started for the bench
     (stopped when the iteration ends). The users are bulk-loaded, bypassing the writes that keep the win counts,
     so the store counts them after (GraphStore.recount_win_counts, what a graph from before the kept counts gets
-    once)."""
+    once). ``history``: a RatedHistory subclass to load instead (constructed the same way)."""
     from graphstore import open_store
     from prefstream.config import Settings
     from prefstream.procs import free_port, stop
@@ -114,7 +115,7 @@ def loaded_graphs(sizes: list[int], users: int) -> Iterator[tuple[int, object, R
         services.wait_graph(proc, port)
         for turns in sizes:
             store = open_store(Settings(graph_uri=f"redis://127.0.0.1:{port}", graph_name=f"answers{turns}"))
-            data = RatedHistory(base, turns)
+            data = (history or RatedHistory)(base, turns)
             bulk_load(store, data, range(users))
             t0 = time.perf_counter()
             store.recount_win_counts()

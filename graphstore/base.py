@@ -487,7 +487,7 @@ class GraphStore(ABC):
                         seed: int | np.random.Generator | None = None, min_llms: int = 2,
                         max_targets: int | None = None) -> list[TrainingSample]:
         """Training samples for recently active users; see graphstore.sampler for the exact rules. Per batch of
-        users it reads each user's comparisons without their turns (cypher.USER_COMPARISONS), draws the cut as
+        users it reads each user's possible targets without their turns (cypher.USER_COMPARISONS), draws the cut as
         graphstore.sampler.sample_user draws it from the whole history (the same samples from the same ``seed``),
         and then reads only the sample's turns: the newest ``k`` before the cut and the targets'."""
         from graphstore.sampler import sample_at
@@ -520,20 +520,22 @@ class GraphStore(ABC):
         from graphstore.sampler import cut_times
 
         found: dict[str, list[tuple]] = {u: [] for u in user_ids}
+        first: dict[str, int] = {}
         for part in chunks(list(user_ids), self.batch_size):
-            for uid, conv, idx, qkey, pos, start, n_rated in self._read(cypher.USER_COMPARISONS, {"uids": list(part)}):
-                found[uid].append((int(start), qkey, conv, int(idx), pos, int(n_rated)))
+            params = {"uids": list(part), "min_llms": int(min_llms)}
+            for uid, t0, conv, idx, qkey, pos, start in self._read(cypher.USER_COMPARISONS, params):
+                first[uid] = int(t0)
+                found[uid].append((int(start), qkey, conv, int(idx), pos))
         plans: dict[str, tuple[int, dict[tuple, str]]] = {}
         for u in user_ids:
             if len(plans) >= most or not found[u]:
                 continue
-            first = min(c[0] for c in found[u])
-            targets = sorted(c for c in found[u] if c[5] >= min_llms)  # by (start, query key), as sampled groups
-            cuts = cut_times([c[0] for c in targets], first, min_targets)
+            targets = sorted(found[u])  # by (start, query key), as the sampled groups are
+            cuts = cut_times([c[0] for c in targets], first[u], min_targets)
             if cuts:
                 cut = cuts[int(rng.integers(len(cuts)))]
                 chosen = [c for c in targets if c[0] >= cut][:max_targets]
-                plans[u] = (cut, {(conv, idx, qkey): pos for _, qkey, conv, idx, pos, _ in chosen})
+                plans[u] = (cut, {(conv, idx, qkey): pos for _, qkey, conv, idx, pos in chosen})
         return plans
 
     def serving_samples(self, user_ids: Sequence[str], k: int, after_ms: int | Mapping[str, int],
