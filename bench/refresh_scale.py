@@ -81,7 +81,8 @@ def markdown(out: dict) -> str:
     md = ["# A trainer cycle's samples as histories grow", "",
           f"`{out['command']}`: {out['users']} users, "
           + ("every answer rated" if out.get("rated_every", 1) == 1 else
-             f"both answers of every {out['rated_every']}th comparison rated") + ", two LLMs a turn; one sample per user "
+             f"both answers of every {out['rated_every']}th comparison rated")
+          + ", two LLMs a turn; one sample per user "
           f"(GraphStore.sample_training, k = {out['k']}), then {out['steps']} training steps of 64 samples from a "
           f"fresh model (trainer.refresh.refit; the mean step). Floor: a step on samples of at most "
           f"{out['floor_targets']} targets (the offline trainer's stride). Load average "
