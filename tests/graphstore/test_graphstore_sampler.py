@@ -248,3 +248,26 @@ def test_training_samples_read_only_what_they_use(store):
                 for ga, gb in zip(a.targets, b.targets):
                     np.testing.assert_array_equal(ga.query_emb, gb.query_emb)
         assert got_rng.integers(1 << 30) == want_rng.integers(1 << 30)
+
+
+def test_tied_targets_are_taken_in_query_key_order(store):
+    """Two possible targets that start at the same time, at the only cut: with room for one, sample_training takes
+    the one sample_user takes (the first by query key), whichever of the two was stored first."""
+    from graphstore.sampler import sample_user
+
+    turns, fbs = [], []
+    for u, questions in (("a", ["alpha", "omega"]), ("b", ["omega", "alpha"])):  # stored in both orders
+        turns.append(turn(f"{u}-0", u, f"{u}-c0", 0, 1000, "m1", query="first"))
+        for n, q in enumerate(questions):
+            for j, m in enumerate(["m1", "m2"]):
+                tid = f"{u}-{q}-{m}"
+                turns.append(turn(tid, u, f"{u}-c{n + 1}", 0, 5000, m, query=q))
+                fbs.append(thumbs(f"f-{tid}", tid, j == n % 2, 6000, user=u))
+    store.upsert_turns(with_emb(*turns))
+    store.upsert_feedback(fbs)
+    whole = dict(store._whole_histories(["a", "b"]))
+    got = {s.visible.user_id: s for s in store.sample_training(2, 5, min_targets=2, seed=0, max_targets=1)}
+    first = min(query_key("alpha"), query_key("omega"))
+    for u in ("a", "b"):
+        want = sample_user(u, whole[u], 5, np.random.default_rng(0), min_targets=2, max_targets=1)
+        assert [g.query_key for g in got[u].targets] == [g.query_key for g in want.targets] == [first]
