@@ -587,14 +587,6 @@ class GraphStore(ABC):
                 rated[uid].append((conv, idx, llm, x, y, z))
         return {b["uid"]: PastCounts.from_kept(rated[b["uid"]], kept[b["uid"]], b["since"]) for b in bounds}
 
-    def _whole_histories(self, user_ids: list[str]) -> Iterator[tuple[str, list[list]]]:
-        """(user, every stored turn row of theirs) in ``user_ids``' order, read a batch of users at a time."""
-        step = max(1, min(self.batch_size, 256))
-        for i in range(0, len(user_ids), step):
-            rows = self._user_rows(user_ids[i:i + step], 1_000_000)
-            for u in user_ids[i:i + step]:
-                yield u, rows[u]
-
     # --- audit ------------------------------------------------------------------------------------
     def user_history(self, user_id: str, limit: int = 50) -> list[dict]:
         """The user's timeline, newest first: turns (query, LLM, response, rating, feedback events) and the

@@ -180,7 +180,7 @@ def test_served_samples_read_only_what_they_use(store):
     store.upsert_turns(with_emb(*turns))
     store.upsert_feedback(fbs)
     store.batch_size = 2  # three batches of users
-    whole = dict(store._whole_histories(list(marks)))
+    whole = store._user_rows(list(marks), 1_000_000)  # every stored turn
     for k in (3, 8, 40):
         for bound, end in ((marks, until), (marks, None), (min(marks.values()), None)):
             def at(u, d=bound):
@@ -222,7 +222,7 @@ def test_training_samples_read_only_what_they_use(store):
     store.upsert_feedback(fbs)
     store.batch_size = 2  # several batches of users
     users = [u for u, _ in store.active_users()]
-    whole = dict(store._whole_histories(users))
+    whole = store._user_rows(users, 1_000_000)  # every stored turn
 
     def reference(n, k, seed, **kw):
         out = []
@@ -265,7 +265,7 @@ def test_tied_targets_are_taken_in_query_key_order(store):
                 fbs.append(thumbs(f"f-{tid}", tid, j == n % 2, 6000, user=u))
     store.upsert_turns(with_emb(*turns))
     store.upsert_feedback(fbs)
-    whole = dict(store._whole_histories(["a", "b"]))
+    whole = store._user_rows(["a", "b"], 1_000_000)  # every stored turn
     got = {s.visible.user_id: s for s in store.sample_training(2, 5, min_targets=2, seed=0, max_targets=1)}
     first = min(query_key("alpha"), query_key("omega"))
     for u in ("a", "b"):
