@@ -144,8 +144,6 @@ def open_from(args: argparse.Namespace) -> "GraphStore":
     from prefstream.options import settings_from
 
     settings = settings_from(args)
-    if getattr(args, "graph_port", None) is not None and settings.graph_backend == "falkordb":
-        settings = settings.model_copy(update={"graph_uri": f"redis://127.0.0.1:{args.graph_port}"})
     need_graph(settings)
     return open_store(settings, ensure_schema=False)
 

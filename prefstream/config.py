@@ -137,6 +137,10 @@ class Settings(BaseSettings):
     trainer_max_targets: int = Field(32, ge=1, description="most comparisons after a cycle's sample's random cut "
                                      "it trains on (the next ones in time): a step's work stays bounded however "
                                      "long users' histories grow (bench/results/refresh_scale.md)")
+    trainer_check_users: int = Field(512, ge=0, description="users whose kept win counts each cycle checks against "
+                                     "their stored ratings, rebuilding those that differ on two reads: the next "
+                                     "slice of the window's users (by id) each cycle, so every active user is "
+                                     "checked in turn (0: off; `prefstream counts` checks everyone)")
     trainer_min_pairs: int = Field(100, ge=1, description="fewest fresh pairs a promotion or demotion is decided on")
     trainer_min_new_pairs: int = Field(50, ge=0, description="...or, when some fresh pairs compare an LLM the "
                                        "serving model never learned, on at least this many of them: a candidate "

@@ -37,6 +37,7 @@ class Metrics:
     trainer_promotions: object  # Counter
     trainer_last_cycle: object  # Gauge: unix time of the last finished cycle
     trainer_watch: object  # Gauge{quantity}: the live watch of the serving model (trainer/watch.py)
+    trainer_counts_rebuilt: object  # Counter: users whose kept win counts a cycle found stale and rebuilt
     gateway_requests: object  # Counter{endpoint, code}
     gateway_latency: object  # Histogram{endpoint}: whole request, first byte to last for streams
     gateway_route: object  # Histogram: the gateway's wait for a routing decision over Kafka
@@ -79,6 +80,8 @@ def _create() -> Metrics:
         trainer_watch=Gauge("prefstream_trainer_watch", "Live watch of the serving model since it began serving: "
                             "pairs, serving_accuracy, count_accuracy, log_evidence (demotes at log 1/alpha)",
                             ["quantity"]),
+        trainer_counts_rebuilt=Counter("prefstream_trainer_counts_rebuilt",
+                                       "Users whose kept win counts a trainer cycle found stale and rebuilt"),
         gateway_requests=Counter("prefstream_gateway_requests", "Gateway requests", ["endpoint", "code"]),
         gateway_latency=Histogram("prefstream_gateway_request_seconds", "Gateway request time", ["endpoint"], **h),
         gateway_route=Histogram("prefstream_gateway_route_seconds", "Gateway wait for a decision", **h),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from prefstream.config import Settings, get_settings
 
@@ -19,7 +20,8 @@ def add_stack_options(p: argparse.ArgumentParser) -> None:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    """Settings with command-line overrides applied; a running stack's addresses win over defaults."""
+    """Settings with command-line overrides applied; a running stack's addresses win over defaults, and the ports
+    given on the command line over both (``--graph-port`` also points a FalkorDB ``graph_uri`` at that port)."""
     s = get_settings()
     update = {k: v for k, v in {"run_dir": getattr(args, "run_dir", None),
                                  "broker_port": getattr(args, "broker_port", None),
@@ -28,7 +30,20 @@ def settings_from(args: argparse.Namespace) -> Settings:
                                  "gateway_port": getattr(args, "gateway_port", None)}.items() if v is not None}
     if getattr(args, "no_ray", False):
         update["start_ray"] = False
-    return with_running_stack(s.model_copy(update=update))
+    s = with_running_stack(s.model_copy(update=update))
+    flags = {k: v for k, v in update.items() if k.endswith("_port")}  # said on this command line: they win
+    if flags.get("graph_port") is not None and s.graph_backend == "falkordb":
+        flags["graph_uri"] = with_port(s.graph_uri, flags["graph_port"])
+    return s.model_copy(update=flags) if flags else s
+
+
+def with_port(uri: str, port: int) -> str:
+    """``uri`` (scheme://[user[:password]@]host[:port][/...]) with ``port`` in place of its own."""
+    parts = urlsplit(uri)
+    auth = parts.netloc.rpartition("@")[0]
+    host = parts.hostname or "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    return parts._replace(netloc=f"{auth + '@' if auth else ''}{host}:{port}").geturl()
 
 
 def _recorded(s: Settings) -> dict:

@@ -43,6 +43,7 @@ from trainer.crowd import CrowdTable
 log = logging.getLogger(__name__)
 
 CYCLES_FILE = "cycles.jsonl"
+MAX_LOGGED = 20  # check_counts: the most user ids a cycle's record and log line name
 MAX_COPIES = 10  # boosted: the most times one sample is in the list
 NEW_LLM_SHARE = 0.1  # boosted: the share of the list the boosted samples are brought to
 
@@ -164,6 +165,7 @@ class RefreshConfig:
     window_minutes: float = setting("window_minutes")  # users active within this window (before the newest turn)
     users: int = setting("users")  # samples drawn per cycle
     max_targets: int = setting("max_targets")  # comparisons after a sample's cut it trains on, at most
+    check_users: int = setting("check_users")  # users whose kept win counts a cycle checks (check_counts; 0: off)
     k: int = 10  # visible turns per sample (the settings' history_turns when built from them)
     eval_fraction: float = 0.2  # newest share of turns held out for the prequential evaluation
     steps: int = setting("steps")
@@ -202,6 +204,19 @@ class CycleRecord:
     offsets: dict = field(default_factory=dict)  # level offsets fitted for the serving model (calibrate)
 
 
+def check_slice(users: Sequence[str], n: int, cycle: int) -> list[str]:
+    """The users a cycle checks the kept counts of: slice number ``cycle`` of ``n`` of ``users`` sorted by id,
+    wrapping around, so successive cycles check every user of a steady window in turn (all of them when ``n``
+    covers the window; none when ``n`` is 0)."""
+    ids = sorted(set(users))
+    if n <= 0 or not ids:
+        return []
+    if n >= len(ids):
+        return ids
+    start = (cycle * n) % len(ids)
+    return (ids + ids)[start:start + n]
+
+
 def prequential_cutoff(stamps: Sequence[int], eval_fraction: float) -> int:
     """The time before which all but the newest ``eval_fraction`` of ``stamps`` (not empty) lie: the targets at or
     after it are a cycle's fresh side."""
@@ -232,8 +247,11 @@ class RefreshTrainer:
         self.cycles_path = Path(model_dir) / CYCLES_FILE
 
     # --- data --------------------------------------------------------------------------------
-    def sample(self, seed: int) -> tuple[list[TrainingSample], list[TrainingSample], dict]:
-        since, users = self.active_window()
+    def sample(self, seed: int, active: tuple[int, list[tuple[str, int]]] | None = None,
+               ) -> tuple[list[TrainingSample], list[TrainingSample], dict]:
+        """(training samples, fresh samples, what was drawn) from the users active in the window (``active``:
+        :meth:`active_window`, read here when None)."""
+        since, users = active or self.active_window()
         samples: list[TrainingSample] = []
         rng = np.random.default_rng(seed)
         for _ in range(3):  # each pass draws one random cut per user; a few passes give more targets
@@ -269,6 +287,31 @@ class RefreshTrainer:
         everyone = self.store.active_users(None)  # most recent first
         since = (everyone[0][1] if everyone else 0) - int(self.cfg.window_minutes * 60_000)
         return since, [(u, t) for u, t in everyone if t >= since]
+
+    def check_counts(self, users: Sequence[str], cycle: int) -> dict:
+        """Check the kept win counts of cycle ``cycle``'s slice of ``users`` (check_slice) against their stored
+        ratings (graphstore.count_check), and rebuild the users that differ on a second read too: a write between
+        its rating and its recount makes a user differ for a moment, a recount the graph server lost makes them
+        differ until rebuilt. What it found, for the cycle's record ({} when off); a failed check is logged and
+        recorded, and the cycle goes on."""
+        from graphstore.count_check import check_win_counts
+
+        ids = check_slice(users, self.cfg.check_users, cycle)
+        if not ids:
+            return {}
+        try:
+            first = check_win_counts(self.store, ids)
+            off = [c.user_id for c in first.off]
+            again = check_win_counts(self.store, off, repair=True) if off else first
+        except Exception as exc:  # maintenance: the cycle trains and judges without it
+            log.warning("checking the kept win counts failed: %s", exc)
+            return {"users": len(ids), "error": str(exc)}
+        rebuilt = again.repaired if off else []
+        if rebuilt:
+            log.warning("rebuilt the kept win counts of %d users that differed from their ratings: %s",
+                        len(rebuilt), ", ".join(rebuilt[:MAX_LOGGED]))
+        return {"users": first.users, "answers": first.answers, "differed": len(off), "rebuilt": len(rebuilt),
+                "rebuilt_ids": rebuilt[:MAX_LOGGED], "still_off": (again.still_off if off else [])[:MAX_LOGGED]}
 
     def cutoff(self, targets: Sequence) -> int:
         """prequential_cutoff of ``targets`` (with .timestamp) at the configured ``eval_fraction``."""
@@ -309,9 +352,12 @@ class RefreshTrainer:
             serving, seen = ck.model, seen_games(ck)
             offsets = load_offsets(self.registry.root, serving_version)
         llms = self.store.llm_catalog()
-        train, evals, window = self.sample(self.cfg.seed + len(self.history()))
+        active, cycle = self.active_window(), len(self.history())
+        counts = self.check_counts([u for u, _ in active[1]], cycle)  # before the recount below reads them
+        train, evals, window = self.sample(self.cfg.seed + cycle, active)
         record = CycleRecord(t0, serving_version, None, False, "", window, serving_after=serving_version or "count",
                              trigger=trigger)
+        record.window["counts"] = counts
         # what counting serves from now on: every recent comparison, not only this sample; its per-LLM games are
         # logged so the periodic trainer can tell an LLM whose first feedback came after this cycle (new_llms)
         record.window["llm_games"] = self.recount_scorer().games

@@ -17,7 +17,7 @@ def refresh_config(s: Settings):
     from trainer.refresh import RefreshConfig
 
     return RefreshConfig(window_minutes=s.trainer_window_minutes, users=s.trainer_users, k=s.history_turns,
-                         max_targets=s.trainer_max_targets,
+                         max_targets=s.trainer_max_targets, check_users=s.trainer_check_users,
                          steps=s.trainer_steps, min_pairs=s.trainer_min_pairs,
                          min_new_pairs=s.trainer_min_new_pairs, alpha=s.trainer_alpha,
                          new_llm_games=s.trainer_new_llm_games, warm_lr=s.trainer_warm_lr,
@@ -101,6 +101,8 @@ def count_cycle(rec: dict | None) -> str:
     if outcome == "promoted":
         m.trainer_promotions.inc()
     m.trainer_last_cycle.set(time.time())
+    if rec is not None:
+        m.trainer_counts_rebuilt.inc(rec["window"].get("counts", {}).get("rebuilt", 0))
     return outcome
 
 
@@ -188,6 +190,9 @@ def finish_cycle(ray, cycle, log: logging.Logger) -> None:
         count_cycle(rec)
         log.warning("trainer cycle: serving %s -> candidate %s promoted=%s (%s)", rec["serving_version"],
                     rec["candidate_version"], rec["promoted"], rec["reason"])
+        if (counts := rec["window"].get("counts") or {}).get("rebuilt"):
+            log.warning("trainer cycle rebuilt the kept win counts of %d of %d users checked: %s", counts["rebuilt"],
+                        counts["users"], ", ".join(counts["rebuilt_ids"]))
     except Exception as exc:
         count_cycle(None)
         log.error("trainer cycle failed: %s", exc)
@@ -230,6 +235,14 @@ def promoted_cell(record: dict) -> str:
     return "demoted" if record.get("demoted") else "no"
 
 
+def counts_cell(counts: dict | None) -> str:
+    """A cycle's check of the kept counts (RefreshTrainer.check_counts): "rebuilt / checked users", "failed", or
+    "-" when it did not check."""
+    if not counts:
+        return "-"
+    return "failed" if "error" in counts else f"{counts['rebuilt']}/{counts['users']}"
+
+
 def print_history(s: Settings, as_json: bool) -> None:
     from trainer.refresh import RefreshTrainer
 
@@ -242,7 +255,7 @@ def print_history(s: Settings, as_json: bool) -> None:
 
     t = Table(title=f"trainer cycles in {s.model_dir}")
     for col in ("started (UTC)", "trigger", "serving", "candidate", "promoted", "train/eval targets", "boosted",
-                "cand AUC", "serv AUC", "s"):
+                "cand AUC", "serv AUC", "counts rebuilt", "s"):
         t.add_column(col)
     for r in rows:
         w, cm, sm = r["window"], r["candidate_metrics"], r["serving_metrics"]
@@ -250,7 +263,7 @@ def print_history(s: Settings, as_json: bool) -> None:
                   str(r["serving_version"]), str(r["candidate_version"]), promoted_cell(r),
                   f"{w.get('train_targets', 0)}/{w.get('eval_targets', 0)}", ", ".join(w.get("boosted", [])) or "-",
                   f"{cm['auc']:.4f}" if "auc" in cm else "-", f"{sm['auc']:.4f}" if "auc" in sm else "-",
-                  f"{r['seconds']:.1f}")
+                  counts_cell(w.get("counts")), f"{r['seconds']:.1f}")
     Console().print(t)
     from trainer.watch import read_watch
 

@@ -55,3 +55,11 @@ def decision(rid: str, user: str | None = "u1", chosen: str | None = "m1", turns
     return RouteDecision(request_id=rid, user_id=user, chosen_llm_id=chosen, turn_ids=turns or [], timestamp=ts,
                          scores=kw.pop("scores", {"m1": 0.7, "m2": 0.2}), model_version=kw.pop("model_version", "v1"),
                          latency_ms=kw.pop("latency_ms", 3.5), **kw)
+
+
+def raw_write(store, q: str) -> None:
+    """Cypher outside graphstore.cypher, for a test that must write what the store never writes itself."""
+    if hasattr(store, "driver"):
+        store.driver.execute_query(q, database_=store.database)
+    else:
+        store.graph.query(q)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from graphstore.schema import KEYS, Label, Rel, query_key
-from graphstore_events import decision, emb, llm, pairwise, score, thumbs, turn, with_emb
+from graphstore_events import decision, emb, llm, pairwise, raw_write, score, thumbs, turn, with_emb
 
 NASTY = [
     'He said "hi" and \'bye\'',
@@ -390,14 +390,6 @@ def test_win_counts_counted_in_the_database_match_graphstore_counts(store):
     want = [per_llm(rated.get(u, [])) for u in users]
     assert got == want and any(w for w in want)
     assert any(w != int(w) for c in want for w, _ in c.values())  # ties counted half
-
-
-def raw_write(store, q: str) -> None:
-    """Cypher outside graphstore.cypher, for a test that must write what the store never writes itself."""
-    if hasattr(store, "driver"):
-        store.driver.execute_query(q, database_=store.database)
-    else:
-        store.graph.query(q)
 
 
 def test_win_counts_are_kept_by_the_writes_in_any_order_and_replay(store):

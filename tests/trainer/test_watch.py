@@ -103,3 +103,24 @@ def test_the_watch_is_exported_to_prometheus():
     value = lambda q: REGISTRY.get_sample_value("prefstream_trainer_watch", {"quantity": q})  # noqa: E731
     assert value("pairs") == 4 and value("serving_accuracy") == 0.625 and value("count_accuracy") == 0.75
     assert value("log_evidence") == state.log_evidence
+
+
+def test_train_history_shows_each_cycles_check_of_the_kept_counts(tmp_path, capsys, monkeypatch):
+    """`prefstream train --history`: "rebuilt/checked" users per cycle, "failed" for a check that failed, "-" for
+    a cycle that did not check (off, or logged before cycles checked)."""
+    import json
+    from dataclasses import asdict
+
+    from prefstream.config import Settings
+    from trainer.refresh import CYCLES_FILE, CycleRecord
+    from trainer.refresh_cli import print_history
+
+    windows = [{"counts": {"users": 512, "answers": 9000, "differed": 4, "rebuilt": 3, "rebuilt_ids": ["a", "b", "c"],
+                           "still_off": []}}, {"counts": {"users": 40, "error": "timed out"}}, {"counts": {}}, {}]
+    with open(tmp_path / CYCLES_FILE, "w") as f:
+        for i, w in enumerate(windows):
+            f.write(json.dumps(asdict(CycleRecord(1.7e9 + i, None, None, False, "", w))) + "\n")
+    monkeypatch.setenv("COLUMNS", "240")  # one line per cycle
+    print_history(Settings(model_dir=tmp_path), as_json=False)
+    rows = [line.split("│") for line in capsys.readouterr().out.splitlines() if "2023-11-14" in line]
+    assert [r[-3].strip() for r in rows] == ["3/512", "failed", "-", "-"]  # the column before the seconds

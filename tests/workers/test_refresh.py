@@ -348,3 +348,44 @@ def test_a_cycle_refuses_a_graph_of_another_embedding_space(settings):
     finally:
         with open_store(settings) as store:
             store.clear()
+
+
+def test_cycles_check_every_active_users_kept_counts_in_turn_and_rebuild_those_that_differ(sim_store, tmp_path):
+    """A cycle checks the kept win counts of its slice of the window's users (check_slice: by id, the next slice
+    each cycle, so every user in turn) and rebuilds those that differ from the stored ratings on two reads, before
+    the count scorer's recount reads them; a user outside the slice waits for their own cycle."""
+    from dataclasses import replace
+
+    from graphstore.count_check import check_win_counts
+    from tests.graphstore.graphstore_events import raw_write
+    from trainer.refresh import check_slice
+
+    users = sorted(u for u, _ in sim_store.active_users(None))
+    n = 6
+    slices = [check_slice(users, n, c) for c in range(-(-len(users) // n))]
+    assert all(len(s) == n for s in slices) and set().union(*slices) == set(users)
+    assert check_slice(users, 0, 1) == [] and check_slice(users, len(users) + 1, 3) == users
+    assert check_win_counts(sim_store, users).ok
+    cfg = RefreshConfig(window_minutes=1e9, users=100, steps=2, min_pairs=10**9, check_users=n)
+    counted = RefreshTrainer(sim_store, tmp_path / "clean", cfg).recount_scorer().games
+
+    # a drifted edge sum and a lost share in this cycle's slice, and a drifted edge of a user in the next one
+    first, second = slices[0][:2], slices[1][0]
+    for uid, more in ((first[0], 2), (second, 0)):  # the second's games stay: the scorer's games count them
+        raw_write(sim_store, f"MATCH (:User {{user_id: '{uid}'}})-[k:WIN_COUNT]->(:LLM) WITH k LIMIT 1 "
+                             f"SET k.wins = k.wins + 1, k.games = k.games + {more}")
+    raw_write(sim_store, f"MATCH (:User {{user_id: '{first[1]}'}})<-[:BY]-(:Turn)<-[:ANSWER_OF]-(r:Response) "
+                         "WHERE r.rating IS NOT NULL WITH r LIMIT 1 SET r.pair_wins = null")
+    assert [c.user_id for c in check_win_counts(sim_store, users).off] == sorted([*first, second])
+
+    trainer = RefreshTrainer(sim_store, tmp_path, cfg)
+    record = trainer.run_cycle()
+    counts = record.window["counts"]
+    assert record.window["llm_games"] == counted  # the scorer's recount read the rebuilt counts
+    assert counts["users"] == n and counts["differed"] == 2 and counts["rebuilt"] == 2
+    assert sorted(counts["rebuilt_ids"]) == sorted(first) and counts["still_off"] == []
+    assert [c.user_id for c in check_win_counts(sim_store, users).off] == [second]  # not in this cycle's slice
+    assert trainer.history()[0]["window"]["counts"] == counts  # logged for `prefstream train --history`
+    assert trainer.check_counts(users, 1)["rebuilt_ids"] == [second]  # the next cycle's slice
+    assert check_win_counts(sim_store, users).ok
+    assert RefreshTrainer(sim_store, tmp_path, replace(cfg, check_users=0)).check_counts(users, 0) == {}
