@@ -485,11 +485,12 @@ class GraphStore(ABC):
 
     def sample_training(self, n_users: int, k: int, min_targets: int = 1, since_ms: int | None = None,
                         seed: int | np.random.Generator | None = None, min_llms: int = 2,
-                        max_targets: int | None = None) -> list[TrainingSample]:
-        """Training samples for recently active users; see graphstore.sampler for the exact rules. Per batch of
-        users it reads each user's possible targets without their turns (cypher.USER_COMPARISONS), draws the cut as
-        graphstore.sampler.sample_user draws it from the whole history (the same samples from the same ``seed``),
-        and then reads only the sample's turns: the newest ``k`` before the cut and the targets'."""
+                        max_targets: int | None = None, cuts_since: int | None = None) -> list[TrainingSample]:
+        """Training samples for recently active users (a turn at or after ``since_ms``), each cut at or after
+        ``cuts_since`` when given; see graphstore.sampler for the exact rules. Per batch of users it reads each
+        user's possible targets without their turns (cypher.USER_COMPARISONS), draws the cut as graphstore.sampler.
+        sample_user draws it from the whole history (the same samples from the same ``seed``), and then reads only
+        the sample's turns: the newest ``k`` before the cut and the targets'."""
         from graphstore.sampler import sample_at
 
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
@@ -498,7 +499,8 @@ class GraphStore(ABC):
         out: list[TrainingSample] = []
         step = max(1, min(self.batch_size, 256))
         for i in range(0, len(order), step):
-            plans = self._draw_cuts(order[i:i + step], rng, n_users - len(out), min_targets, min_llms, max_targets)
+            plans = self._draw_cuts(order[i:i + step], rng, n_users - len(out), min_targets, min_llms, max_targets,
+                                    cuts_since)
             bounds = [{"uid": u, "since": cut} for u, (cut, _) in plans.items()]
             before: dict[str, list[list]] = {u: [] for u in plans}
             at: dict[str, list[list]] = {u: [] for u in plans}
@@ -513,16 +515,18 @@ class GraphStore(ABC):
         return out
 
     def _draw_cuts(self, user_ids: Sequence[str], rng: np.random.Generator, most: int, min_targets: int,
-                   min_llms: int, max_targets: int | None) -> dict[str, tuple[int, dict[tuple, str]]]:
+                   min_llms: int, max_targets: int | None, since: int | None = None,
+                   ) -> dict[str, tuple[int, dict[tuple, str]]]:
         """{user: (cut, {target key (conversation, turn index, query key): its position})} for the first ``most``
-        of ``user_ids`` (in order) with an admissible cut, drawn from their comparisons (graphstore.sampler.
-        cut_times, one ``rng`` draw per such user, in order, as sample_user draws it)."""
+        of ``user_ids`` (in order) with an admissible cut (at or after ``since`` when given), drawn from their
+        comparisons (graphstore.sampler.cut_times, one ``rng`` draw per such user, in order, as sample_user draws
+        it). Only the comparisons from ``since`` on are read: a cut there has no target before it."""
         from graphstore.sampler import cut_times
 
         found: dict[str, list[tuple]] = {u: [] for u in user_ids}
         first: dict[str, int] = {}
         for part in chunks(list(user_ids), self.batch_size):
-            params = {"uids": list(part), "min_llms": int(min_llms)}
+            params = {"uids": list(part), "min_llms": int(min_llms), "since": int(since or 0)}
             for uid, t0, conv, idx, qkey, pos, start in self._read(cypher.USER_COMPARISONS, params):
                 first[uid] = int(t0)
                 found[uid].append((int(start), qkey, conv, int(idx), pos))

@@ -211,10 +211,11 @@ TURNS_BEFORE = _TURNS_BEFORE + _TURN_COLUMNS
 TURNS_BEFORE_EMB = _TURNS_BEFORE + _TURN_COLUMNS_EMB
 
 # What a training sample reads (GraphStore.sample_training): first each user's comparisons with at least $min_llms
-# distinct LLMs rated (the possible targets), one row each, without their turns: conversation, turn index, query
-# key, `position` and the time of its first answer, with the time of the user's first turn; a user with none gives
-# no row. From them the client draws the cut and picks the targets, then reads the newest $k turns before the cut
-# (TURNS_BEFORE) and the turns at the targets' positions ($groups: [{uid, pos}], deduplicated by the client).
+# distinct LLMs rated that start at or after $since (the possible targets), one row each, without their turns:
+# conversation, turn index, query key, `position` and the time of its first answer, with the time of the user's first
+# turn (of all their turns); a user with none gives no row. From them the client draws the cut and picks the
+# targets, then reads the newest $k turns before the cut (TURNS_BEFORE) and the turns at the targets' positions
+# ($groups: [{uid, pos}], deduplicated by the client).
 USER_COMPARISONS = """
 UNWIND $uids AS uid
 MATCH (u:User {user_id: uid})
@@ -223,7 +224,8 @@ MATCH (u)<-[:BY]-(t:Turn)
 OPTIONAL MATCH (r:Response)-[:ANSWER_OF]->(t)
 WITH uid, t.conversation_id AS conv, t.turn_index AS idx, t.query_key AS qkey, t.position AS pos, min(t.ts) AS start,
      collect(DISTINCT CASE WHEN r.rating IS NOT NULL THEN t.llm_id END) AS rated
-WITH uid, min(start) AS first, collect(CASE WHEN size(rated) >= $min_llms THEN [conv, idx, qkey, pos, start] END) AS cs
+WITH uid, min(start) AS first, collect(CASE WHEN size(rated) >= $min_llms AND start >= $since
+                                     THEN [conv, idx, qkey, pos, start] END) AS cs
 UNWIND cs AS c
 RETURN uid, first, c[0], c[1], c[2], c[3], c[4]
 """

@@ -53,14 +53,17 @@ def cut_times(starts: Sequence[int], first: int, min_targets: int = 1) -> list[i
 
 
 def sample_user(user_id: str, rows: Sequence[Sequence], k: int, rng: np.random.Generator, min_targets: int = 1,
-                min_llms: int = 2, max_targets: int | None = None) -> TrainingSample | None:
-    """One sample for the user from their whole history, or None when it has no admissible cut. GraphStore.
-    sample_training draws the same sample (the same cut from the same ``rng``) while reading only what it uses."""
+                min_llms: int = 2, max_targets: int | None = None, cuts_since: int | None = None,
+                ) -> TrainingSample | None:
+    """One sample for the user from their whole history, or None when it has no admissible cut (``cuts_since``:
+    only the cuts at or after it). GraphStore.sample_training draws the same sample (the same cut from the same
+    ``rng``) while reading only what it uses."""
     rows = sorted(rows, key=order_key)
     if not rows:
         return None
     groups = _groups(user_id, rows, min_llms)
-    cuts = cut_times([g.timestamp for g in groups], int(rows[0][TS]), min_targets)
+    cuts = [c for c in cut_times([g.timestamp for g in groups], int(rows[0][TS]), min_targets)
+            if cuts_since is None or c >= cuts_since]
     if not cuts:
         return None
     cut = cuts[int(rng.integers(len(cuts)))]

@@ -165,6 +165,9 @@ class RefreshConfig:
     window_minutes: float = setting("window_minutes")  # users active within this window (before the newest turn)
     users: int = setting("users")  # samples drawn per cycle
     max_targets: int = setting("max_targets")  # comparisons after a sample's cut it trains on, at most
+    # a sample's cut lies in the window, so a cycle trains on and judges the window's comparisons; False: anywhere in
+    # the user's history, where a long-lived user's cuts fall weeks back and the cutoff with them
+    window_cuts: bool = True
     check_users: int = setting("check_users")  # users whose kept win counts a cycle checks (check_counts; 0: off)
     k: int = 10  # visible turns per sample (the settings' history_turns when built from them)
     eval_fraction: float = 0.2  # newest share of turns held out for the prequential evaluation
@@ -254,9 +257,10 @@ class RefreshTrainer:
         since, users = active or self.active_window()
         samples: list[TrainingSample] = []
         rng = np.random.default_rng(seed)
-        for _ in range(3):  # each pass draws one random cut per user; a few passes give more targets
+        for _ in range(3):  # each pass draws one random cut per user (in the window); a few passes give more targets
             samples += self.store.sample_training(self.cfg.users, self.cfg.k, since_ms=since, seed=rng,
-                                                  max_targets=self.cfg.max_targets)
+                                                  max_targets=self.cfg.max_targets,
+                                                  cuts_since=since if self.cfg.window_cuts else None)
         if not any(s.targets for s in samples):
             return [], [], {"since_ms": since, "users": len(users), "samples": 0}
         cutoff = self.cutoff([g for s in samples for g in s.targets])

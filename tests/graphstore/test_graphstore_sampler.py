@@ -202,7 +202,8 @@ def test_training_samples_read_only_what_they_use(store):
     draws exactly the samples graphstore.sampler.sample_user draws from the whole history with the same generator:
     the same cut, visible turns and ratings, and targets, with unrated and one-answer comparisons, late ratings,
     two questions at one conversation turn, bounds on the targets, several batches of users, too few users wanted
-    (the generator is left as the whole-history draw leaves it: a cycle draws again from it)."""
+    (the generator is left as the whole-history draw leaves it: a cycle draws again from it), and cuts only from a
+    time on (a cycle's window)."""
     from graphstore.sampler import sample_user
 
     rng = np.random.default_rng(5)
@@ -235,7 +236,8 @@ def test_training_samples_read_only_what_they_use(store):
         return out
 
     for n, k, kw in ((100, 5, {}), (3, 2, {"max_targets": 2}), (100, 0, {"min_targets": 3}),
-                     (4, 40, {"min_llms": 1, "max_targets": 5}), (100, 3, {"min_llms": 1, "max_targets": 1})):
+                     (4, 40, {"min_llms": 1, "max_targets": 5}), (100, 3, {"min_llms": 1, "max_targets": 1}),
+                     (100, 5, {"cuts_since": 310_000}), (3, 4, {"max_targets": 2, "cuts_since": 415_000})):
         got_rng, want_rng = np.random.default_rng(3), np.random.default_rng(3)
         for _ in range(2):  # as a cycle draws its passes from one generator
             got, want = store.sample_training(n, k, seed=got_rng, **kw), reference(n, k, want_rng, **kw)

@@ -389,3 +389,21 @@ def test_cycles_check_every_active_users_kept_counts_in_turn_and_rebuild_those_t
     assert trainer.check_counts(users, 1)["rebuilt_ids"] == [second]  # the next cycle's slice
     assert check_win_counts(sim_store, users).ok
     assert RefreshTrainer(sim_store, tmp_path, replace(cfg, check_users=0)).check_counts(users, 0) == {}
+
+
+def test_a_cycle_draws_its_cuts_in_the_window_so_it_trains_on_and_judges_recent_feedback(sim_store, tmp_path):
+    """RefreshConfig.window_cuts: every sample's targets lie in the window (its cut does), so the prequential cutoff
+    is among the window's comparisons; drawn anywhere in the users' histories, as before, some targets lie earlier."""
+    from dataclasses import replace
+
+    everyone = sim_store.active_users(None)
+    newest, oldest = everyone[0][1], min(t for _, t in everyone)
+    minutes = (newest - oldest) / 60_000 / 3  # the newest third of the stream's time
+    cfg = RefreshConfig(window_minutes=minutes, users=100, max_targets=10_000, served_evals=False)
+    trainer = RefreshTrainer(sim_store, tmp_path, cfg)
+    since = trainer.since_ms()
+    train, evals, window = trainer.sample(seed=0)
+    targets = [g.timestamp for s in train + evals for g in s.targets]
+    assert targets and min(targets) >= since and window["cutoff_ms"] >= since
+    anywhere, _, _ = RefreshTrainer(sim_store, tmp_path, replace(cfg, window_cuts=False)).sample(seed=0)
+    assert min(g.timestamp for s in anywhere for g in s.targets) < since
