@@ -11,7 +11,8 @@ cuts in the cycle's window (PREFSTREAM_TRAINER_WINDOW_MINUTES, 7 days) instead. 
 each (every answer rated, two LLMs a turn, one turn every ``--spacing-minutes``, in a FalkorDB server:
 bench/watch_scale.py's graphs), this runs a cycle's draw (RefreshTrainer.sample, which also reads the judged
 comparisons) both ways and reports the cutoff's age, the targets trained on, the comparisons judged and the time the
-draw took. A benchmark, not a test; run it alone.
+draw took; and it times a cycle's check of the same users' kept win counts (RefreshTrainer.check_counts). A
+benchmark, not a test; run it alone.
 """
 
 from __future__ import annotations
@@ -61,6 +62,18 @@ def one_draw(store, users: int, window_cuts: bool) -> dict:
                 "samples", "train_samples", "train_targets", "eval_targets")}}
 
 
+def count_check(store, users: int) -> dict:
+    """A cycle's check of the kept win counts (RefreshTrainer.check_counts) of the window's users, timed."""
+    from trainer.refresh import RefreshConfig, RefreshTrainer
+
+    with tempfile.TemporaryDirectory() as registry:
+        trainer = RefreshTrainer(store, registry, RefreshConfig(users=users, check_users=users))
+        ids = [u for u, _ in trainer.active_window()[1]]
+        t0 = time.perf_counter()
+        found = trainer.check_counts(ids, 0)
+    return {"seconds": time.perf_counter() - t0, **found}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--users", type=int, default=64, help="users (all active in the window)")
@@ -75,6 +88,7 @@ def main() -> int:
         one_draw(store, args.users, True)  # warm-up
         row = {"history_days": (turns // 2 - 1) * args.spacing_minutes / 1440,
                **{name: one_draw(store, args.users, name == "window") for name in ("anywhere", "window")}}
+        row["count_check"] = count_check(store, args.users)
         print(turns, row, flush=True)
         out["by_turns"][turns] = row
     return write_results(args.out, out, markdown)
@@ -91,9 +105,15 @@ def markdown(out: dict) -> str:
             f"{row[name]['cutoff_age_days']:.1f} | {row[name]['train_targets']} | {row[name]['eval_targets']} | "
             f"{row[name]['seconds']:.2f} |"
             for turns, row in out["by_turns"].items() for name in ("anywhere", "window")]
+    checks = [f"| {turns} | {row['count_check']['users']} | {row['count_check']['answers']} | "
+              f"{row['count_check']['rebuilt']} | {row['count_check']['seconds']:.2f} |"
+              for turns, row in out["by_turns"].items()]
     return "\n".join(["# Where a trainer cycle's cutoff falls on long histories", "", intro, "",
                       "| answers per user | history days | cuts | cutoff: days before the newest turn | targets "
-                      "trained on | comparisons judged | draw s |", "|---|---|---|---|---|---|---|", *rows]) + "\n"
+                      "trained on | comparisons judged | draw s |", "|---|---|---|---|---|---|---|", *rows, "",
+                      "A cycle's check of the kept win counts of the same users (RefreshTrainer.check_counts):", "",
+                      "| answers per user | users | rated answers | rebuilt | s |", "|---|---|---|---|---|",
+                      *checks]) + "\n"
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ Rules (the trainer's contract):
   at the same point of a conversation answered by several LLMs. It is a target when at least ``min_llms``
   distinct LLMs in it have a rating (``min_llms=1`` also admits single rated turns, for pointwise losses).
 - A cut time is drawn at random among target groups' start times that leave >= 1 earlier turn and
-  >= ``min_targets`` target groups at or after it.
+  >= ``min_targets`` target groups at or after it (and, with ``cuts_since``, are at or after that time: a
+  trainer cycle's window).
 - Visible: the last ``k`` turns strictly before the cut, with only the ratings whose feedback time is also
   before the cut (later feedback would leak the future). Targets: the target groups whose every turn is at
   or after the cut, i.e. strictly later than every visible turn, in time order (at most ``max_targets``).

@@ -126,7 +126,8 @@ class Settings(BaseSettings):
                                        "many pairwise games but had fewer at the last cycle (a new LLM's first "
                                        "feedback; checked at each recount). A cycle oversamples the comparisons "
                                        "of LLMs the serving model trained on fewer games of")
-    trainer_window_minutes: float = Field(7 * 24 * 60.0, gt=0, description="sample users active this recently")
+    trainer_window_minutes: float = Field(7 * 24 * 60.0, gt=0, description="sample users active this recently, each "
+                                          "sample's cut in that time")
     trainer_steps: int = Field(400, ge=1, description="optimizer steps per refresh cycle")
     trainer_warm_lr: float = Field(2e-3, gt=0, description="peak learning rate of a cycle's training from the "
                                    "serving model (a cycle with none trains from scratch at training's rate)")
@@ -137,7 +138,7 @@ class Settings(BaseSettings):
     trainer_max_targets: int = Field(32, ge=1, description="most comparisons after a cycle's sample's random cut "
                                      "it trains on (the next ones in time): a step's work stays bounded however "
                                      "long users' histories grow (bench/results/refresh_scale.md)")
-    trainer_check_users: int = Field(512, ge=0, description="users whose kept win counts each cycle checks against "
+    trainer_check_users: int = Field(256, ge=0, description="users whose kept win counts each cycle checks against "
                                      "their stored ratings, rebuilding those that differ on two reads: the next "
                                      "slice of the window's users (by id) each cycle, so every active user is "
                                      "checked in turn (0: off; `prefstream counts` checks everyone)")
