@@ -123,21 +123,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # --- fit ------------------------------------------------------------------------------------------
 def cmd_fit(args: argparse.Namespace) -> int:
-    from trainer.checkpoint import load_checkpoint
-    from trainer.data import config_samples, load_dataset, online_samples
-    from trainer.refresh import trained_games
-    from trainer.registry import ModelRegistry
-    from trainer.train import fit
+    from trainer.ship import fit_and_publish, to_json
 
-    ds = load_dataset({"train": args.train, "valid": args.valid}, _catalog(args), fmt=args.format,
-                      encoder=_encoder(args))
-    cfg = _train_config(args)
-    history = _history(args)
-    train = config_samples(ds, cfg)
-    res = fit(train, online_samples(ds, "valid", turns=history), cfg, init=args.init, llms=ds.llms)
-    valid = {k: v for k, v in res.metrics.items() if isinstance(v, (int, float))}
-    # which LLMs it learned from how many games: a catalog LLM without any is one the periodic trainer oversamples
-    metrics = {**valid, "llm_games": trained_games(train, load_checkpoint(args.init) if args.init else None)}
     root = args.registry
     if root is None:
         try:
@@ -146,10 +133,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
             root = get_settings().model_dir
         except Exception:
             root = Path("var/models")
-    reg = ModelRegistry(root)
-    version = reg.publish(res.model, promote=args.promote, train_config=cfg, metrics=metrics, llm_catalog=ds.llms)
-    print(json.dumps({"version": version, "path": str(reg.path(version)), "promoted": args.promote,
-                      "valid": valid, "seconds": round(res.seconds, 1)}))
+    print(to_json(fit_and_publish(args.train, args.valid, root, _train_config(args), _history(args), _catalog(args),
+                                  args.format, _encoder(args), args.init, args.promote)))
     return 0
 
 
