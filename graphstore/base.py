@@ -485,12 +485,15 @@ class GraphStore(ABC):
 
     def sample_training(self, n_users: int, k: int, min_targets: int = 1, since_ms: int | None = None,
                         seed: int | np.random.Generator | None = None, min_llms: int = 2,
-                        max_targets: int | None = None, cuts_since: int | None = None) -> list[TrainingSample]:
+                        max_targets: int | None = None, cuts_since: int | None = None,
+                        comparisons: dict | None = None) -> list[TrainingSample]:
         """Training samples for recently active users (a turn at or after ``since_ms``), each cut at or after
         ``cuts_since`` when given; see graphstore.sampler for the exact rules. Per batch of users it reads each
         user's possible targets without their turns (cypher.USER_COMPARISONS), draws the cut as graphstore.sampler.
         sample_user draws it from the whole history (the same samples from the same ``seed``), and then reads only
-        the sample's turns: the newest ``k`` before the cut and the targets'."""
+        the sample's turns: the newest ``k`` before the cut and the targets'. ``comparisons``: a dict the possible
+        targets read are kept in, so that further passes over the same users (a trainer cycle draws three) read
+        only the samples' turns; the same samples as without it."""
         from graphstore.sampler import sample_at
 
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
@@ -500,7 +503,7 @@ class GraphStore(ABC):
         step = max(1, min(self.batch_size, 256))
         for i in range(0, len(order), step):
             plans = self._draw_cuts(order[i:i + step], rng, n_users - len(out), min_targets, min_llms, max_targets,
-                                    cuts_since)
+                                    cuts_since, {} if comparisons is None else comparisons)
             bounds = [{"uid": u, "since": cut} for u, (cut, _) in plans.items()]
             before: dict[str, list[list]] = {u: [] for u in plans}
             at: dict[str, list[list]] = {u: [] for u in plans}
@@ -515,27 +518,32 @@ class GraphStore(ABC):
         return out
 
     def _draw_cuts(self, user_ids: Sequence[str], rng: np.random.Generator, most: int, min_targets: int,
-                   min_llms: int, max_targets: int | None, since: int | None = None,
+                   min_llms: int, max_targets: int | None, since: int | None = None, known: dict | None = None,
                    ) -> dict[str, tuple[int, dict[tuple, str]]]:
         """{user: (cut, {target key (conversation, turn index, query key): its position})} for the first ``most``
         of ``user_ids`` (in order) with an admissible cut (at or after ``since`` when given), drawn from their
         comparisons (graphstore.sampler.cut_times, one ``rng`` draw per such user, in order, as sample_user draws
-        it). Only the comparisons from ``since`` on are read: a cut there has no target before it."""
+        it). Only the comparisons from ``since`` on are read: a cut there has no target before it. ``known``: the
+        comparisons read before (sample_training's ``comparisons``), read again for no user."""
         from graphstore.sampler import cut_times
 
-        found: dict[str, list[tuple]] = {u: [] for u in user_ids}
-        first: dict[str, int] = {}
-        for part in chunks(list(user_ids), self.batch_size):
+        read = (known if known is not None else {}).setdefault((int(min_llms), int(since or 0)), {})
+        missing = [u for u in dict.fromkeys(user_ids) if u not in read]
+        for part in chunks(missing, self.batch_size):
             params = {"uids": list(part), "min_llms": int(min_llms), "since": int(since or 0)}
+            found: dict[str, list[tuple]] = {u: [] for u in part}
+            first: dict[str, int] = {}
             for uid, t0, conv, idx, qkey, pos, start in self._read(cypher.USER_COMPARISONS, params):
                 first[uid] = int(t0)
                 found[uid].append((int(start), qkey, conv, int(idx), pos))
+            # by (start, query key), as the sampled groups are
+            read.update({u: (first.get(u, 0), sorted(found[u])) for u in part})
         plans: dict[str, tuple[int, dict[tuple, str]]] = {}
         for u in user_ids:
-            if len(plans) >= most or not found[u]:
+            first_ts, targets = read[u]
+            if len(plans) >= most or not targets:
                 continue
-            targets = sorted(found[u])  # by (start, query key), as the sampled groups are
-            cuts = cut_times([c[0] for c in targets], first[u], min_targets)
+            cuts = cut_times([c[0] for c in targets], first_ts, min_targets)
             if cuts:
                 cut = cuts[int(rng.integers(len(cuts)))]
                 chosen = [c for c in targets if c[0] >= cut][:max_targets]

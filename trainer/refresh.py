@@ -257,10 +257,11 @@ class RefreshTrainer:
         since, users = active or self.active_window()
         samples: list[TrainingSample] = []
         rng = np.random.default_rng(seed)
+        read: dict = {}  # the users' possible targets, read by the first pass only
         for _ in range(3):  # each pass draws one random cut per user (in the window); a few passes give more targets
             samples += self.store.sample_training(self.cfg.users, self.cfg.k, since_ms=since, seed=rng,
                                                   max_targets=self.cfg.max_targets,
-                                                  cuts_since=since if self.cfg.window_cuts else None)
+                                                  cuts_since=since if self.cfg.window_cuts else None, comparisons=read)
         if not any(s.targets for s in samples):
             return [], [], {"since_ms": since, "users": len(users), "samples": 0}
         cutoff = self.cutoff([g for s in samples for g in s.targets])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -197,13 +198,14 @@ def test_served_samples_read_only_what_they_use(store):
                     [(g.llm_ids, g.ratings.tolist(), g.timestamp) for g in b.targets]
 
 
-def test_training_samples_read_only_what_they_use(store):
+def test_training_samples_read_only_what_they_use(store, monkeypatch):
     """sample_training reads each user's comparisons without their turns, then only a sample's own turns, and
     draws exactly the samples graphstore.sampler.sample_user draws from the whole history with the same generator:
     the same cut, visible turns and ratings, and targets, with unrated and one-answer comparisons, late ratings,
     two questions at one conversation turn, bounds on the targets, several batches of users, too few users wanted
     (the generator is left as the whole-history draw leaves it: a cycle draws again from it), and cuts only from a
-    time on (a cycle's window)."""
+    time on (a cycle's window); the same when the passes keep the comparisons they read, and then no user's are
+    read twice."""
     from graphstore.sampler import sample_user
 
     rng = np.random.default_rng(5)
@@ -235,12 +237,24 @@ def test_training_samples_read_only_what_they_use(store):
                     break
         return out
 
-    for n, k, kw in ((100, 5, {}), (3, 2, {"max_targets": 2}), (100, 0, {"min_targets": 3}),
-                     (4, 40, {"min_llms": 1, "max_targets": 5}), (100, 3, {"min_llms": 1, "max_targets": 1}),
-                     (100, 5, {"cuts_since": 310_000}), (3, 4, {"max_targets": 2, "cuts_since": 415_000})):
+    from graphstore import cypher
+
+    read = store._read
+    reads = []  # the users each USER_COMPARISONS read asked for
+    monkeypatch.setattr(store, "_read", lambda q, p: (reads.append(p["uids"]) if q == cypher.USER_COMPARISONS
+                                                      else None) or read(q, p))
+    for (n, k, kw), kept in itertools.product(
+            ((100, 5, {}), (3, 2, {"max_targets": 2}), (100, 0, {"min_targets": 3}),
+             (4, 40, {"min_llms": 1, "max_targets": 5}), (100, 3, {"min_llms": 1, "max_targets": 1}),
+             (100, 5, {"cuts_since": 310_000}), (3, 4, {"max_targets": 2, "cuts_since": 415_000})), (False, True)):
         got_rng, want_rng = np.random.default_rng(3), np.random.default_rng(3)
-        for _ in range(2):  # as a cycle draws its passes from one generator
-            got, want = store.sample_training(n, k, seed=got_rng, **kw), reference(n, k, want_rng, **kw)
+        kept = {} if kept else None
+        reads.clear()
+        for i in range(2):  # as a cycle draws its passes from one generator (and keeps what it read: ``kept``)
+            got = store.sample_training(n, k, seed=got_rng, comparisons=kept, **kw)
+            want = reference(n, k, want_rng, **kw)
+            asked = [u for part in reads for u in part]
+            assert asked and (kept is None or len(asked) == len(set(asked)))  # kept: each user's read once
             assert len(got) == len(want) > 0 and len(got) <= n
             for a, b in zip(got, want):
                 assert a.visible.user_id == b.visible.user_id and a.visible.turn_ids == b.visible.turn_ids
