@@ -21,7 +21,8 @@ def add_stack_options(p: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     """Settings with command-line overrides applied; a running stack's addresses win over defaults, and the ports
-    given on the command line over both (``--graph-port`` also points a FalkorDB ``graph_uri`` at that port)."""
+    given on the command line over both (``--graph-port`` also points a FalkorDB ``graph_uri`` at that port, and
+    ``--broker-port`` a one-broker ``kafka_bootstrap``)."""
     s = get_settings()
     update = {k: v for k, v in {"run_dir": getattr(args, "run_dir", None),
                                  "broker_port": getattr(args, "broker_port", None),
@@ -34,6 +35,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     flags = {k: v for k, v in update.items() if k.endswith("_port")}  # said on this command line: they win
     if flags.get("graph_port") is not None and s.graph_backend == "falkordb":
         flags["graph_uri"] = with_port(s.graph_uri, flags["graph_port"])
+    if flags.get("broker_port") is not None and "," not in s.kafka_bootstrap:  # one broker: its port (a list: kept)
+        flags["kafka_bootstrap"] = with_port(f"kafka://{s.kafka_bootstrap}", flags["broker_port"]).split("://", 1)[1]
     return s.model_copy(update=flags) if flags else s
 
 
