@@ -92,11 +92,19 @@ def hold_back(sim, order: list, llm: str, steps: int) -> tuple[list[list], int]:
     return batches, first
 
 
-def schedule(sim, skip: int = 0) -> tuple[list, list, set, list]:
+def stretched(events: list, scale: float) -> list:
+    """``events`` with their times ``scale`` times as far from the first one: the same stream over a longer time."""
+    if scale == 1.0:
+        return events
+    t0 = min(e.timestamp for e in events)
+    return [e.model_copy(update={"timestamp": t0 + int((e.timestamp - t0) * scale)}) for e in events]
+
+
+def schedule(sim, skip: int = 0, time_scale: float = 1.0) -> tuple[list, list, set, list]:
     """(LLM catalog events, users, late users, comparisons in publishing order) of the simulator's users
     from the ``skip``-th on: a quarter of the users join halfway, the rest's first half of comparisons comes
-    first."""
-    events = sim.events()
+    first. ``time_scale``: the stream spread over that many times its simulated time (stretched)."""
+    events = stretched(sim.events(), time_scale)
     catalog = [e for e in events if e.type == "llm_registered"]
     streamed = {u.user_id for u in sim.users[skip:]}
     comps = [c for c in _comparisons(sim, [e for e in events if e.type != "llm_registered"]) if c[0] in streamed]
@@ -212,7 +220,7 @@ def run(args) -> dict:
 
     sim = Simulator(SimConfig(seed=args.seed, style_seed=args.style_seed, n_users=args.skip_users + args.users,
                               n_new_users=0, turns_min=args.turns, turns_max=args.turns + 10))
-    catalog, users, late, order = schedule(sim, args.skip_users)
+    catalog, users, late, order = schedule(sim, args.skip_users, args.time_scale)
     registrations: dict[int, list] = {}
     if args.new_llm:  # registered halfway: held out of the catalog until then
         batches, k = hold_back(sim, order, args.new_llm, args.steps)
@@ -225,7 +233,8 @@ def run(args) -> dict:
     s = Settings(broker_port=free_port(), graph_port=free_port(), ray_port=free_port_span(RAY_PORT_SPAN),
                  run_dir=tmp / "run", model_dir=tmp / "models", graph_name="online", trainer_every_minutes=60.0,
                  trainer_after_feedback=args.train_after_feedback, trainer_steps=args.train_steps,
-                 trainer_window_minutes=1e9, encoder_max_seq_length=128,
+                 trainer_window_minutes=args.window_minutes, trainer_window_cuts=not args.anywhere_cuts,
+                 encoder_max_seq_length=128,
                  **({"trainer_warm_lr": args.warm_lr} if args.warm_lr is not None else {}),
                  **({"trainer_anchor": args.anchor} if args.anchor is not None else {}),
                  **({"trainer_min_new_pairs": args.min_new_pairs} if args.min_new_pairs is not None else {}),
@@ -263,7 +272,8 @@ def run(args) -> dict:
             "skip_users": args.skip_users, "style_seed": args.style_seed, "new_llm": args.new_llm, "trainer_warm_lr": s.trainer_warm_lr,
             "trainer_anchor": s.trainer_anchor, "trainer_min_new_pairs": s.trainer_min_new_pairs,
             "trainer_offsets": s.trainer_offsets, "trainer_watch": s.trainer_watch,
-            "registered_before_step": next(iter(registrations), None),
+            "registered_before_step": next(iter(registrations), None), "time_scale": args.time_scale,
+            "trainer_window_minutes": s.trainer_window_minutes, "trainer_window_cuts": s.trainer_window_cuts,
             "late_users": len(late), "comparisons": len(order), "seconds": time.monotonic() - t_start}
 
 
@@ -361,6 +371,16 @@ def _new_llm_md(res: dict) -> list[str]:
             f"count {acc('new_llm_per_user_accuracy'):.3f}.\n"]
 
 
+def _window_md(res: dict) -> list[str]:
+    """The stream's time scale and the trainer's window, when either is not the default (all of the stream)."""
+    if res.get("time_scale", 1.0) == 1.0 and res.get("trainer_window_minutes", 1e9) >= 1e9:
+        return []
+    cuts = "in the window" if res.get("trainer_window_cuts", True) else "anywhere in the user's history"
+    return [f"The stream spread over {res['time_scale']:g} times its simulated time; the trainer's window is "
+            f"{res['trainer_window_minutes'] / 1440:g} days (PREFSTREAM_TRAINER_WINDOW_MINUTES), each sample's cut "
+            f"{cuts} (PREFSTREAM_TRAINER_WINDOW_CUTS).\n"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--users", type=int, default=120)
@@ -388,6 +408,12 @@ def main() -> int:
                     "model never learned (PREFSTREAM_TRAINER_OFFSETS=false)")
     ap.add_argument("--no-watch", action="store_true", help="no live watch: only cycles demote a serving model "
                     "(PREFSTREAM_TRAINER_WATCH=false)")
+    ap.add_argument("--time-scale", type=float, default=1.0, help="spread the stream over this many times its "
+                    "simulated time (about two weeks): long-lived users")
+    ap.add_argument("--window-minutes", type=float, default=1e9, help="the trainer's window "
+                    "(PREFSTREAM_TRAINER_WINDOW_MINUTES; default: all of the stream)")
+    ap.add_argument("--anywhere-cuts", action="store_true", help="draw each sample's cut anywhere in the user's "
+                    "history, not in the window (PREFSTREAM_TRAINER_WINDOW_CUTS=false)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "online.json")
     args = ap.parse_args()
     load0 = os.getloadavg()
@@ -407,7 +433,7 @@ def main() -> int:
            f"{res['skip_users']}.. (never in its training).\n"),
           *([f"The LLMs' styles are drawn as under seed {res['style_seed']} (SimConfig.style_seed), the users "
              "under the stream's seed.\n"] if res.get("style_seed") is not None else []),
-          *_new_llm_md(res), f"Trainer cycles fine-tune the serving model at peak learning rate "
+          *_new_llm_md(res), *_window_md(res), f"Trainer cycles fine-tune the serving model at peak learning rate "
           f"{res['trainer_warm_lr']:g} (PREFSTREAM_TRAINER_WARM_LR), pulled back to its weights by "
           f"{res.get('trainer_anchor', 0.0):g} (PREFSTREAM_TRAINER_ANCHOR); the judge's route for LLMs the serving "
           f"model never learned needs {res.get('trainer_min_new_pairs', 0)} of their fresh pairs "

@@ -128,6 +128,9 @@ class Settings(BaseSettings):
                                        "of LLMs the serving model trained on fewer games of")
     trainer_window_minutes: float = Field(7 * 24 * 60.0, gt=0, description="sample users active this recently, each "
                                           "sample's cut in that time")
+    trainer_window_cuts: bool = Field(True, description="each sample's cut in the window (False: anywhere in the "
+                                      "user's history, so a long-lived user's cutoff falls weeks back; "
+                                      "bench/results/refresh_window.md)")
     trainer_steps: int = Field(400, ge=1, description="optimizer steps per refresh cycle")
     trainer_warm_lr: float = Field(2e-3, gt=0, description="peak learning rate of a cycle's training from the "
                                    "serving model (a cycle with none trains from scratch at training's rate)")

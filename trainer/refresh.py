@@ -165,9 +165,7 @@ class RefreshConfig:
     window_minutes: float = setting("window_minutes")  # users active within this window (before the newest turn)
     users: int = setting("users")  # samples drawn per cycle
     max_targets: int = setting("max_targets")  # comparisons after a sample's cut it trains on, at most
-    # a sample's cut lies in the window, so a cycle trains on and judges the window's comparisons; False: anywhere in
-    # the user's history, where a long-lived user's cuts fall weeks back and the cutoff with them
-    window_cuts: bool = True
+    window_cuts: bool = setting("window_cuts")  # each sample's cut in the window (False: anywhere in its history)
     check_users: int = setting("check_users")  # users whose kept win counts a cycle checks (check_counts; 0: off)
     k: int = 10  # visible turns per sample (the settings' history_turns when built from them)
     eval_fraction: float = 0.2  # newest share of turns held out for the prequential evaluation

@@ -18,6 +18,7 @@ def refresh_config(s: Settings):
 
     return RefreshConfig(window_minutes=s.trainer_window_minutes, users=s.trainer_users, k=s.history_turns,
                          max_targets=s.trainer_max_targets, check_users=s.trainer_check_users,
+                         window_cuts=s.trainer_window_cuts,
                          steps=s.trainer_steps, min_pairs=s.trainer_min_pairs,
                          min_new_pairs=s.trainer_min_new_pairs, alpha=s.trainer_alpha,
                          new_llm_games=s.trainer_new_llm_games, warm_lr=s.trainer_warm_lr,
