@@ -133,6 +133,17 @@ def graph_status(s: Settings) -> list[Check]:
                   + ", ".join(f"{n} {label.lower()}s" for label, n in counts.items()))]
 
 
+def counts_checked(counts: dict) -> str:
+    """What a cycle's check of the kept win counts (trainer.refresh.RefreshTrainer.check_counts) did, when it did
+    more than find them right: "" otherwise."""
+    if "error" in counts:
+        return f"; its check of the kept win counts failed: {counts['error']}"
+    if counts.get("rebuilt"):
+        return (f"; it rebuilt the kept win counts of {counts['rebuilt']} of the {counts['users']} users it checked "
+                f"({', '.join(counts.get('rebuilt_ids', []))}; `prefstream counts` checks every user)")
+    return ""
+
+
 def model_status(s: Settings) -> list[Check]:
     root = Path(s.model_dir)
     current = root / "CURRENT"
@@ -148,7 +159,8 @@ def model_status(s: Settings) -> list[Check]:
     if lines:
         last = json.loads(lines[-1])
         ago = time.time() - float(last.get("cycle_started", time.time()))
-        out.append(Check("trainer", True, f"last cycle {ago / 60:.0f} min ago: {last.get('reason', '')}"))
+        out.append(Check("trainer", True, f"last cycle {ago / 60:.0f} min ago: {last.get('reason', '')}"
+                         + counts_checked((last.get("window") or {}).get("counts") or {})))
     else:
         out.append(Check("trainer", True, "no trainer cycle yet"))
     return out

@@ -86,3 +86,24 @@ def test_registry_file_names_match_the_trainer():
     from trainer.refresh import CYCLES_FILE
 
     assert (health.RATES_FILE, health.CYCLES_FILE) == (RATES_FILE, CYCLES_FILE)
+
+def test_status_says_when_the_last_cycle_rebuilt_kept_counts(tmp_path):
+    """`prefstream status`: the last cycle's line names the users whose kept win counts it rebuilt, or its failed
+    check, and says nothing more when it found them right."""
+    import json
+    from dataclasses import asdict
+
+    from prefstream.config import Settings
+    from stack.health import model_status
+    from trainer.refresh import CYCLES_FILE, CycleRecord
+
+    def trainer_line(counts: dict) -> str:
+        rec = asdict(CycleRecord(1.7e9, None, None, False, "why", {"counts": counts}))
+        (tmp_path / CYCLES_FILE).write_text(json.dumps(rec) + "\n")
+        return {c.component: c.detail for c in model_status(Settings(model_dir=tmp_path))}["trainer"]
+
+    rebuilt = trainer_line({"users": 256, "answers": 9, "differed": 3, "rebuilt": 2, "rebuilt_ids": ["a", "b"],
+                            "still_off": []})
+    assert "rebuilt the kept win counts of 2 of the 256 users it checked (a, b;" in rebuilt
+    assert "failed: timed out" in trainer_line({"users": 256, "error": "timed out"})
+    assert trainer_line({"users": 256, "answers": 9, "differed": 1, "rebuilt": 0}).endswith("why")
