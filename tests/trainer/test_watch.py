@@ -124,4 +124,3 @@ def test_train_history_shows_each_cycles_check_of_the_kept_counts(tmp_path, caps
     print_history(Settings(model_dir=tmp_path), as_json=False)
     rows = [line.split("│") for line in capsys.readouterr().out.splitlines() if "2023-11-14" in line]
     assert [r[-3].strip() for r in rows] == ["3/512", "failed", "-", "-"]  # the column before the seconds
-
