@@ -499,11 +499,12 @@ class GraphStore(ABC):
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         pool = [u for u, _ in self.active_users(since_ms)]
         order = [pool[j] for j in rng.permutation(len(pool))]
+        known = {} if comparisons is None else comparisons
         out: list[TrainingSample] = []
         step = max(1, min(self.batch_size, 256))
         for i in range(0, len(order), step):
             plans = self._draw_cuts(order[i:i + step], rng, n_users - len(out), min_targets, min_llms, max_targets,
-                                    cuts_since, {} if comparisons is None else comparisons)
+                                    cuts_since, known)
             bounds = [{"uid": u, "since": cut} for u, (cut, _) in plans.items()]
             before: dict[str, list[list]] = {u: [] for u in plans}
             at: dict[str, list[list]] = {u: [] for u in plans}
@@ -518,7 +519,7 @@ class GraphStore(ABC):
         return out
 
     def _draw_cuts(self, user_ids: Sequence[str], rng: np.random.Generator, most: int, min_targets: int,
-                   min_llms: int, max_targets: int | None, since: int | None = None, known: dict | None = None,
+                   min_llms: int, max_targets: int | None, since: int | None, known: dict,
                    ) -> dict[str, tuple[int, dict[tuple, str]]]:
         """{user: (cut, {target key (conversation, turn index, query key): its position})} for the first ``most``
         of ``user_ids`` (in order) with an admissible cut (at or after ``since`` when given), drawn from their
@@ -527,10 +528,11 @@ class GraphStore(ABC):
         comparisons read before (sample_training's ``comparisons``), read again for no user."""
         from graphstore.sampler import cut_times
 
-        read = (known if known is not None else {}).setdefault((int(min_llms), int(since or 0)), {})
+        bound = int(since or 0)
+        read = known.setdefault((int(min_llms), bound), {})
         missing = [u for u in dict.fromkeys(user_ids) if u not in read]
         for part in chunks(missing, self.batch_size):
-            params = {"uids": list(part), "min_llms": int(min_llms), "since": int(since or 0)}
+            params = {"uids": list(part), "min_llms": int(min_llms), "since": bound}
             found: dict[str, list[tuple]] = {u: [] for u in part}
             first: dict[str, int] = {}
             for uid, t0, conv, idx, qkey, pos, start in self._read(cypher.USER_COMPARISONS, params):

@@ -305,16 +305,16 @@ class RefreshTrainer:
         try:
             first = check_win_counts(self.store, ids)
             off = [c.user_id for c in first.off]
-            again = check_win_counts(self.store, off, repair=True) if off else first
+            again = check_win_counts(self.store, off, repair=True)  # no user: no read
         except Exception as exc:  # maintenance: the cycle trains and judges without it
             log.warning("checking the kept win counts failed: %s", exc)
             return {"users": len(ids), "error": str(exc)}
-        rebuilt = again.repaired if off else []
+        rebuilt = again.repaired
         if rebuilt:
             log.warning("rebuilt the kept win counts of %d users that differed from their ratings: %s",
                         len(rebuilt), ", ".join(rebuilt[:MAX_LOGGED]))
         return {"users": first.users, "answers": first.answers, "differed": len(off), "rebuilt": len(rebuilt),
-                "rebuilt_ids": rebuilt[:MAX_LOGGED], "still_off": (again.still_off if off else [])[:MAX_LOGGED]}
+                "rebuilt_ids": rebuilt[:MAX_LOGGED], "still_off": again.still_off[:MAX_LOGGED]}
 
     def cutoff(self, targets: Sequence) -> int:
         """prequential_cutoff of ``targets`` (with .timestamp) at the configured ``eval_fraction``."""
