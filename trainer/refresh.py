@@ -324,14 +324,16 @@ class RefreshTrainer:
         """The pairwise games counted (recount_scorer)."""
         return self.recount_scorer().pairs
 
-    def recount_scorer(self):
+    def recount_scorer(self, since_ms: int | None = None):
         """Count the count-based scorer's global win rates afresh (no training), save them, and return the
-        CountScorer. The whole past of the ``users`` most recently active users (within the window), read as the
-        routers read it (GraphStore.global_win_counts), so the file and a router's own recount agree. Cheap next
-        to a cycle, so the periodic trainer runs it after every few dozen feedback events."""
+        CountScorer. The whole past of the ``users`` most recently active users (within the window: from
+        ``since_ms``, read from the store when None), read as the routers read it (GraphStore.global_win_counts), so
+        the file and a router's own recount agree. Cheap next to a cycle, so the periodic trainer runs it after
+        every few dozen feedback events."""
         from trainer.count_scorer import CountScorer
 
-        counted = CountScorer.from_counts(self.store.global_win_counts(self.cfg.users, self.since_ms()))
+        since = self.since_ms() if since_ms is None else since_ms
+        counted = CountScorer.from_counts(self.store.global_win_counts(self.cfg.users, since))
         if counted.pairs:
             counted.save(self.registry.root)
         return counted
@@ -363,7 +365,7 @@ class RefreshTrainer:
         record.window["counts"] = counts
         # what counting serves from now on: every recent comparison, not only this sample; its per-LLM games are
         # logged so the periodic trainer can tell an LLM whose first feedback came after this cycle (new_llms)
-        record.window["llm_games"] = self.recount_scorer().games
+        record.window["llm_games"] = self.recount_scorer(active[0]).games  # the window this cycle read
         boost = unlearned(record.window["llm_games"], seen, self.cfg.new_llm_games) if seen is not None else []
         record.window["boosted"] = boost
         if not evals or (candidate is None and not train):
