@@ -29,6 +29,7 @@ a draw on 2 cores); a benchmark, not a test.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -139,46 +140,55 @@ def purity(task: np.ndarray, group: np.ndarray) -> dict[str, float]:
             "groups": int(len(np.unique(group)))}
 
 
-def task_recovery(seed: int, sim: FamilySimulator, emb: np.ndarray, clusters: dict[int, np.ndarray]) -> dict:
-    """{"kmeans<k>" | "gmtrouter_topics": purity, "linear_probe": accuracy} for draw ``seed``'s queries."""
-    import torch
+@functools.lru_cache(maxsize=2)
+def text_groups(queries: tuple[str, ...], tasks: tuple[int, ...]) -> tuple[np.ndarray, dict[int, np.ndarray], dict]:
+    """(embeddings [Q, D], {k: k-means cluster of each query}, {"kmeans<k>": purity, "linear_probe": accuracy}) of a
+    query pool. Every draw shares the source's pool, so this runs once, not once a draw."""
+    from sklearn.cluster import KMeans
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score
+
+    emb = cached_embeddings(list(queries))
+    task = np.asarray(tasks)
+    clusters = {k: KMeans(k, n_init=4, random_state=0).fit_predict(emb) for k in CLUSTERS}
+    probe = LogisticRegression(max_iter=2000, C=10.0)
+    found = {**{f"kmeans{k}": purity(task, c) for k, c in clusters.items()},
+             "linear_probe": float(cross_val_score(probe, emb, task, cv=5).mean())}
+    return emb, clusters, found
+
+
+def model_topics(seed: int, task: np.ndarray, emb: np.ndarray) -> dict:
+    """{"gmtrouter_topics": purity} of draw ``seed``'s trained model's query topics (each query's largest
+    membership), when bench/family_seeds.py left that model; else {}."""
+    import torch
 
     from trainer.checkpoint import load_checkpoint
     from trainer.config import TrainConfig
 
-    task = np.asarray(sim.data.tasks)
-    out: dict = {f"kmeans{k}": purity(task, c) for k, c in clusters.items()}
     ckpt = model_path(ROOT / "var" / "bench" / "family_seeds" / f"seed{seed}", TrainConfig(seed=seed))
-    if ckpt.exists():
-        with torch.no_grad():
-            topics = load_checkpoint(ckpt).model.topics(torch.as_tensor(emb, dtype=torch.float32)).numpy()
-        out["gmtrouter_topics"] = purity(task, topics.argmax(1)) | {"mean_largest": float(topics.max(1).mean())}
-    probe = LogisticRegression(max_iter=2000, C=10.0)
-    out["linear_probe"] = float(cross_val_score(probe, emb, task, cv=5).mean())
-    return out
+    if not ckpt.exists():
+        return {}
+    with torch.no_grad():
+        topics = load_checkpoint(ckpt).model.topics(torch.as_tensor(emb, dtype=torch.float32)).numpy()
+    return {"gmtrouter_topics": purity(task, topics.argmax(1)) | {"mean_largest": float(topics.max(1).mean())}}
 
 
 def score_draw(seed: int) -> dict[str, np.ndarray]:
     """{"users": [N], scorer: [N] per-pair correctness} on ``seed``'s topic test pairs."""
-    from sklearn.cluster import KMeans
-
     sim = FamilySimulator(FamilyConfig(seed=seed))
     t = pair_table(sim, predictions_path(seed))
     m = np.array([family_of(u) == FAMILY for u in t["user"]])
     keys = [k for k, keep in zip(t["key"], m) if keep]
     fits = {"learner_task": task_learner(sim, 0.7), "learner_llm": task_learner(sim, 1e-4),
             "task_count": group_count(sim, sim.data.tasks)}
-    emb = cached_embeddings(list(sim.data.queries))
-    clusters = {k: KMeans(k, n_init=4, random_state=0).fit_predict(emb) for k in CLUSTERS}
+    emb, clusters, found = text_groups(tuple(sim.data.queries), tuple(int(x) for x in sim.data.tasks))
     for k, c in clusters.items():
         fits[f"cluster{k}_count"] = group_count(sim, c)
     diffs = {"task_oracle": t["task"][m], **{n: np.array([f[key] for key in keys]) for n, f in fits.items()},
              "gmt": t["gmt"][m], "count": t["count"][m]}
     out = {"users": np.array([f"s{seed}:{u}" for u in t["user"][m]]),
            **{n: pair_correct(v, t["label"][m]) for n, v in diffs.items()},
-           "tasks": task_recovery(seed, sim, emb, clusters)}
+           "tasks": found | model_topics(seed, np.asarray(sim.data.tasks), emb)}
     print(f"draw {seed}: " + ", ".join(f"{n} {v.mean():.4f}" for n, v in out.items() if n not in ("users", "tasks")),
           flush=True)
     return out
